@@ -7,8 +7,10 @@ What it answers is chosen by the request's `model`:
 - anything else is echoed: the answer is "echo: <last user text>", streamed word by word when
   the request streams, shaped like the recordings (role chunk, content chunks, finish chunk,
   usage chunk when `stream_options.include_usage`, `[DONE]`).
-Tests can also queue exact answers with `queue(...)`, and set `event_delay` to pause between SSE
-events. Every request is kept in `requests` for assertions.
+Tests can also queue exact answers with `queue(...)`, set `event_delay` to pause between SSE
+events, or set `pause_after` to hold every stream after that many chunks until `resume` is set,
+which proves without any clock that the proxy relays before the upstream has finished.
+Every request is kept in `requests`, and each finished stream counts in `completed`.
 """
 
 from __future__ import annotations
@@ -55,8 +57,19 @@ class Canned:
 @dataclass
 class FakeOpenAI:
     event_delay: float = 0.0
+    pause_after: int | None = None
+    resume: threading.Event = field(default_factory=threading.Event)
+    completed: int = 0
     requests: list[Received] = field(default_factory=list)
     _queue: deque[Canned] = field(default_factory=deque)
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self._queue.clear()
+        self.event_delay = 0.0
+        self.pause_after = None
+        self.resume = threading.Event()
+        self.completed = 0
 
     def queue(
         self,
@@ -162,6 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(canned.status)
         for name, value in canned.headers.items():
             self.send_header(name, value)
+        pause_after = fake.pause_after if len(canned.chunks) > 1 else None
         streamed = len(canned.chunks) > 1 or canned.delay or canned.close_after is not None
         if streamed:
             self.send_header("transfer-encoding", "chunked")
@@ -178,9 +192,12 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 if number and canned.delay:
                     time.sleep(canned.delay)
+                if number == pause_after:
+                    fake.resume.wait(15)
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
+            fake.completed += 1
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
