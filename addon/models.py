@@ -120,12 +120,22 @@ _TYPE_WORDS = {
 }
 
 
+_UNION_MEMBERS = {"int", "float", "str", "bool", "none"}
+
+
+def _is_union_member(part: object) -> bool:
+    """Pydantic names the member of a union in an error's location; the client sent no such field."""
+    text = str(part)
+    return text in _UNION_MEMBERS or "[" in text or text.startswith("function-")
+
+
 def describe(error: ValidationError) -> str:
     """One short sentence for the first problem, in the spirit of Ollama's Go errors."""
-    first = error.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "literal[")))
+    errors = error.errors(include_url=False)
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"] if not _is_union_member(p))
     # Unions report one error per member; the most specific message is the custom one if any.
-    for item in error.errors(include_url=False):
+    for item in errors:
         if item["type"] == "value_error":
             return str(item["ctx"]["error"])
     kind = first["type"]
@@ -133,7 +143,10 @@ def describe(error: ValidationError) -> str:
         return f"{where} is required"
     if kind in ("literal_error", "less_than_equal", "greater_than_equal"):
         return f"invalid value for {where}: {first['msg'].lower()}"
-    wanted = next((_TYPE_WORDS[e["type"]] for e in error.errors() if e["type"] in _TYPE_WORDS), None)
+    kinds = [e["type"] for e in errors if len(e["loc"]) == len(first["loc"]) or e["loc"][:-1] == first["loc"][:-1]]
+    if "int_type" in kinds and "float_type" in kinds:
+        return f"invalid request: {where} must be a number"
+    wanted = next((_TYPE_WORDS[k] for k in kinds if k in _TYPE_WORDS), None)
     if wanted:
         return f"invalid request: {where} must be {wanted}"
     return f"invalid request: {where}: {first['msg']}"

@@ -57,7 +57,7 @@ class OllamaProxy:
             self.settings = Settings.from_options(ctx.options)
         # Requests are rewritten or answered before any upstream connection is needed; "eager"
         # would first connect to the reverse target and fail the client when it is absent.
-        if ctx.options.connection_strategy != "lazy":
+        if "connection_strategy" in ctx.options and ctx.options.connection_strategy != "lazy":
             ctx.options.connection_strategy = "lazy"
 
     def done(self) -> None:

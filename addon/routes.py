@@ -240,7 +240,8 @@ def response(flow: http.HTTPFlow) -> None:
         meta["error"] = message
         _replace(flow, status, translate.dumps_body({"error": message}), JSON, kept)
         return
-    if "text/event-stream" in upstream.headers.get("content-type", ""):
+    # With a relay in place the headers already say NDJSON; the body is still the upstream's SSE.
+    if relay is not None or "text/event-stream" in upstream.headers.get("content-type", ""):
         converter = relay.converter if relay else SSEToNDJSON(meta["shape"], meta["model"], clock_of(flow))
         lines = converter.feed(body) + converter.finish()
         finish_stream(flow, meta, converter)
