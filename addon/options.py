@@ -52,6 +52,27 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         "repeat_penalty, typical_p, repeat_last_n, ...) upstream as extra body fields, "
         "for backends that accept them (vLLM, llama.cpp). Otherwise they are dropped with a warning.",
     ),
+    (
+        "ollama_api_key",
+        str,
+        "",
+        "When set, clients must send 'Authorization: Bearer <this key>' (what the Ollama SDKs send "
+        "when OLLAMA_API_KEY is set), else 401. Empty: no client key is required.",
+    ),
+    (
+        "forward_client_key",
+        bool,
+        False,
+        "Send the client's own 'Authorization: Bearer <key>' upstream instead of openai_api_key "
+        "(a client without one is forwarded without a key).",
+    ),
+    (
+        "upstream_timeout",
+        int,
+        300,
+        "Seconds the upstream may stay silent (before its answer starts, or between two pieces of a "
+        "stream) before the request fails with a clear error and the upstream connection is closed. 0: no limit.",
+    ),
 ]
 
 

@@ -19,7 +19,7 @@ from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from addon import errorpage, routes
+from addon import access, errorpage, redact, routes, timeouts
 from addon.options import OPTIONS, Settings
 
 logger = logging.getLogger("ollama_proxy")
@@ -93,3 +93,8 @@ class OllamaProxy:
 
 
 addons = [OllamaProxy()]
+
+# Around the proxy: the key check before it; after it, the client-key forwarder, the key hider and
+# the upstream watch (timeouts, broken streams). See addon/access.py, redact.py, timeouts.py.
+_gate = access.AccessGate(addons[0].is_ollama)
+addons = [_gate, *addons, access.ClientKeyForwarder(_gate), redact.KeyHider(), timeouts.UpstreamWatch()]
