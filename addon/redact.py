@@ -47,7 +47,7 @@ def scrub(text: str) -> str:
 
 
 # What upstreams print of a rejected key ("Incorrect API key provided: sk-abc***wxyz").
-_KEYLIKE = re.compile(r"(provided:\s*)\S+|\b(?:sk|gsk|sk-or|sk-proj|sk-ant)[-_][\w\-*.]{3,}")
+_KEYLIKE = re.compile(r'(provided:\s*)[^\s"\\]+?(?=\.?(?:[\s"\\]|$))|\b(?:sk|gsk)[-_][\w\-*]{3,}')
 
 
 def scrub_keylike(text: str) -> str:
