@@ -208,7 +208,7 @@ def response_headers(flow: http.HTTPFlow) -> None:
     """Arrange real-time conversion for a successful streamed answer; everything else waits for `response`."""
     meta = flow.metadata.get(META)
     response = flow.response
-    if meta is None or response is None or not meta["stream"] or response.status_code != 200:
+    if meta is None or response is None or not meta.get("stream") or response.status_code != 200:
         return
     if "text/event-stream" not in response.headers.get("content-type", ""):
         return
