@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 
 from mitmproxy import ctx, http
+from mitmproxy.proxy import mode_specs
 
 from addon import redact
 
@@ -61,6 +62,7 @@ class AccessGate:
         self.is_ollama = is_ollama
         self.key = ""
         self.forward = False
+        self.rebind = False
         self.presented: dict[str, str] = {}  # flow id → the client's Authorization header
         self.held: dict[str, str] = {}  # flow id → the client's bearer, to be forwarded upstream
 
@@ -72,6 +74,20 @@ class AccessGate:
         # Listen on loopback unless told otherwise: mitmproxy's default "" means every interface.
         if "listen_host" in ctx.options and ctx.options.listen_host == "":
             ctx.options.listen_host = "127.0.0.1"
+            self.rebind = True
+
+    async def running(self) -> None:
+        """mitmproxy may have started listening before the script set listen_host: listen again."""
+        if not self.rebind:
+            return
+        self.rebind = False
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if proxyserver is None or not len(proxyserver.servers):
+            return
+        modes = [mode_specs.ProxyMode.parse(m) for m in ctx.options.mode]
+        await proxyserver.servers.update([])
+        await proxyserver.servers.update(modes)
+        logger.info("listening on loopback only (set listen_host to choose another address)")
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Take the client's key out of the flow before any view (mitmweb adds flows here) sees it."""

@@ -39,8 +39,8 @@ def secrets() -> list[str]:
     return [k for k in _keys.values() if k]
 
 
-def scrub(text: str) -> str:
-    for key in secrets():
+def scrub(text: str, extra: tuple[str, ...] = ()) -> str:
+    for key in (*secrets(), *(k for k in extra if len(k) >= 4)):
         if key in text:
             text = text.replace(key, "[redacted]")
     return text
@@ -50,9 +50,9 @@ def scrub(text: str) -> str:
 _KEYLIKE = re.compile(r'(provided:\s*)[^\s"\\]+?(?=\.?(?:[\s"\\]|$))|\b(?:sk|gsk)[-_][\w\-*]{3,}')
 
 
-def scrub_keylike(text: str) -> str:
+def scrub_keylike(text: str, extra: tuple[str, ...] = ()) -> str:
     """Also hide partial keys that an upstream shows in a 401/403 message."""
-    return _KEYLIKE.sub(lambda m: (m.group(1) or "") + "[redacted]", scrub(text))
+    return _KEYLIKE.sub(lambda m: (m.group(1) or "") + "[redacted]", scrub(text, extra))
 
 
 class LogScrubber(logging.Filter):
@@ -91,6 +91,7 @@ class KeyHider:
 
     def __init__(self) -> None:
         self.held: dict[str, str] = {}
+        self.sent: dict[str, str] = {}  # flow id → the key sent upstream (a forwarded client key is not registered)
         self.injector_installed = False
 
     def configure(self, updated: set[str]) -> None:
@@ -114,6 +115,7 @@ class KeyHider:
         value = flow.request.headers.get("authorization")
         if value is not None and value != REDACTED:
             self.held[flow.id] = value
+            self.sent[flow.id] = value.partition(" ")[2].strip()
             flow.request.headers["authorization"] = REDACTED
 
     def update(self, flows: Sequence[Flow]) -> None:
@@ -127,16 +129,22 @@ class KeyHider:
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.forget(flow)
+        extra = (self.sent.pop(flow.id, ""),)
         response = flow.response
-        if response is None or META not in flow.metadata or response.raw_content is None or not response.raw_content:
+        meta = flow.metadata.get(META)
+        if response is None or meta is None:
             return
-        text = response.get_text(strict=False) or ""
-        clean = scrub_keylike(text) if response.status_code in (401, 403) else scrub(text)
-        if clean != text:
-            response.text = clean
+        clean = (lambda t: scrub_keylike(t, extra)) if response.status_code in (401, 403) else (lambda t: scrub(t, extra))
+        if isinstance(meta.get("error"), str):
+            meta["error"] = clean(meta["error"])
+        if response.raw_content:
+            text = response.get_text(strict=False) or ""
+            if (cleaned := clean(text)) != text:
+                response.text = cleaned
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.forget(flow)
+        self.sent.pop(flow.id, None)
 
     def forget(self, flow: http.HTTPFlow) -> None:
         self.held.pop(flow.id, None)

@@ -30,14 +30,16 @@ def free_port() -> int:
 class Mitmdump:
     """A real `mitmdump -s addon/proxy.py` process; its output goes to a log file for assertions."""
 
-    def __init__(self, tmp: Path, mode: str, *settings: str, port: int | None = None) -> None:
+    def __init__(self, tmp: Path, mode: str, *settings: str, port: int | None = None,
+                 listen_host: str | None = "127.0.0.1", program: Path = MITMDUMP, extra: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         self.log_path = tmp / f"mitmdump-{self.port}.log"
         mode_arg = f"reverse:http://127.0.0.1:{self.port}" if mode == "reverse" else mode
         self.args = [
-            str(MITMDUMP), "-s", str(ROOT / "addon" / "proxy.py"),
-            "--mode", mode_arg, "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
-            "--set", "flow_detail=0", *[a for s in settings for a in ("--set", s)],
+            str(program), "-s", str(ROOT / "addon" / "proxy.py"),
+            "--mode", mode_arg, *(("--listen-host", listen_host) if listen_host is not None else ()),
+            "--listen-port", str(self.port),
+            "--set", "flow_detail=0", *[a for s in settings for a in ("--set", s)], *extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env.pop("OPENAI_API_KEY", None)
@@ -99,8 +101,8 @@ def spawn(tmp_path: Path) -> Iterator:
     """Start extra mitmdump processes with their own settings; all are stopped after the test."""
     started: list[Mitmdump] = []
 
-    def start(mode: str, *settings: str) -> Mitmdump:
-        dump = Mitmdump(tmp_path, mode, *settings)
+    def start(mode: str, *settings: str, **kwargs) -> Mitmdump:
+        dump = Mitmdump(tmp_path, mode, *settings, **kwargs)
         started.append(dump)
         return dump
 
