@@ -78,7 +78,7 @@ def parse(flow: http.HTTPFlow, model: type[Model]) -> Model | None:
         respond_error(flow, 400, "missing request body")
         return None
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, RecursionError) as e:
         respond_error(flow, 400, f"invalid JSON in request body: {e}")
         return None
@@ -90,6 +90,11 @@ def parse(flow: http.HTTPFlow, model: type[Model]) -> Model | None:
     except ValidationError as e:
         respond_error(flow, 400, describe(e))
         return None
+
+
+def _no_constant(name: str) -> None:
+    """NaN and Infinity are not JSON (Ollama's decoder refuses them): never send them upstream."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def chat(flow: http.HTTPFlow, settings: Settings) -> None:

@@ -40,11 +40,19 @@ def rfc3339_now() -> str:
 
 def dumps_line(obj: dict[str, Any]) -> bytes:
     """One NDJSON line, compact like Ollama's."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return dumps_body(obj) + b"\n"
 
 
 def dumps_body(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    return utf8(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+
+
+def utf8(text: str) -> bytes:
+    """UTF-8 bytes; a lone surrogate (JSON allows "\\ud800") becomes U+FFFD, as Go's decoder makes it."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
 
 
 def done_reason(finish_reason: str | None) -> str:
