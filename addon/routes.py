@@ -253,7 +253,9 @@ def response(flow: http.HTTPFlow) -> None:
         if meta["stream"]:
             _replace(flow, 200, b"".join(lines), NDJSON, kept)
         else:  # an upstream that streams although asked not to: gather the stream into one answer
-            _replace(flow, 200, _gather(lines), JSON, kept)
+            gathered = _gather(lines)
+            failed = "error" in json.loads(gathered)  # a broken stream: an error status, not a 200
+            _replace(flow, 502 if failed else 200, gathered, JSON, kept)
         return
     try:
         parsed = json.loads(body)
@@ -265,7 +267,13 @@ def response(flow: http.HTTPFlow) -> None:
         _replace(flow, 502, translate.dumps_body({"error": message}), JSON, kept)
         return
     to_ollama = translate.chat_response if meta["shape"] == "chat" else translate.generate_response
-    answer, warnings = to_ollama(parsed, meta["model"], clock_of(flow))
+    try:
+        answer, warnings = to_ollama(parsed, meta["model"], clock_of(flow))
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError):  # a JSON object of another shape
+        message = f"the upstream sent an answer of an unexpected shape: {body[:200].decode('utf-8', 'replace')!r}"
+        meta["error"] = message
+        _replace(flow, 502, translate.dumps_body({"error": message}), JSON, kept)
+        return
     _log_warnings(meta, warnings)
     if meta["stream"]:
         _replace(flow, 200, translate.dumps_line(answer), NDJSON, kept)
