@@ -39,7 +39,8 @@ class Mitmdump:
             str(program), "-s", str(ROOT / "addon" / "proxy.py"),
             "--mode", mode_arg, *(("--listen-host", listen_host) if listen_host is not None else ()),
             "--listen-port", str(self.port),
-            "--set", "flow_detail=0", *[a for s in settings for a in ("--set", s)], *extra,
+            *(() if any(s.startswith("flow_detail=") for s in settings) else ("--set", "flow_detail=0")),
+            *[a for s in settings for a in ("--set", s)], *extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env.pop("OPENAI_API_KEY", None)
