@@ -100,12 +100,19 @@ class UpstreamWatch:
             return
         self.started[flow.id] = time.monotonic()
         if self.timeout:
-            self.timers[flow.id] = asyncio.get_running_loop().create_task(self._watch(flow), name="upstream_timeout")
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called outside mitmproxy's event loop (unit tests): nothing to watch with
+                return
+            self.timers[flow.id] = loop.create_task(self._watch(flow), name="upstream_timeout")
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
         if response is not None and type(response.stream) is StreamRelay:
             response.stream = WatchedRelay(response.stream)
+            # If the upstream breaks off, mitmproxy closes this connection right after the final
+            # error line; saying so up front keeps clients from sending their next request on it.
+            response.headers["connection"] = "close"
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._forget(flow)

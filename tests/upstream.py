@@ -300,4 +300,5 @@ FAULTS: dict[str, Any] = {
     "truncated-json": lambda: Canned(200, _JSON, [json.dumps({"choices": [{"message": {"content": "x" * 100}}]}).encode()], truncate=True),
     "not-json": lambda: Canned(200, _JSON, [b"<html>oops</html>"]),
     "hang": lambda: Canned(200, _JSON, [b"{}"], hang=30),
+    "slow": lambda: Canned(200, _SSE, _sse(_ROLE, *[_WORD] * 40, _STOP, "[DONE]"), delay=0.05),
 }
