@@ -66,11 +66,18 @@ def close_server_connection(flow: http.HTTPFlow, reason: str) -> bool:
     handler = getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
     if handler is None:
         return False
-    io = handler.transports.get(flow.server_conn)
-    if io is None or io.handler is None or io.handler.done():
-        return False
-    io.handler.cancel(reason)
-    return True
+    target = (flow.request.host, flow.request.port)
+    closed = False
+    for connection, io in list(handler.transports.items()):
+        if connection is flow.client_conn or io.handler is None or io.handler.done():
+            continue
+        # The flow's connection, or one still being opened for it: mitmproxy assigns
+        # flow.server_conn only once the connect has succeeded.
+        connecting = connection.timestamp_tcp_setup is None and tuple(connection.address or ())[:2] == target
+        if connection is flow.server_conn or connecting:
+            io.handler.cancel(reason)
+            closed = True
+    return closed
 
 
 def final_chunk(line: bytes) -> bytes:
@@ -126,7 +133,9 @@ class UpstreamWatch:
         if flow.error.msg == "Client disconnected.":
             return  # nobody is left to tell; mitmproxy has already closed the upstream connection
         relay = flow.response.stream if flow.response is not None else None
-        if timed_out:
+        if timed_out and flow.server_conn.timestamp_tcp_setup is None:
+            message = f"the upstream did not accept the connection within {self.timeout:g} s (upstream_timeout)"
+        elif timed_out:
             message = f"the upstream sent nothing for {self.timeout:g} s (upstream_timeout)"
         else:
             message = f"the upstream connection broke off ({flow.error.msg})"
@@ -173,7 +182,7 @@ class UpstreamWatch:
                 return
             self.expired.add(flow.id)
             logger.warning(
-                "%s %s: the upstream sent nothing for %g s (upstream_timeout); closing the upstream connection",
+                "%s %s: no answer from the upstream for %g s (upstream_timeout); closing the upstream connection",
                 flow.metadata[META].get("route"), flow.metadata[META].get("model"), self.timeout,
             )
             if not close_server_connection(flow, "upstream_timeout"):

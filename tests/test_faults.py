@@ -236,6 +236,23 @@ def test_upstream_that_never_answers(timeout_proxy: Mitmdump, upstream: Upstream
     still_serves(client)
 
 
+def test_upstream_that_never_accepts_the_connection(spawn) -> None:
+    """A full listen backlog: the TCP connect itself hangs, and upstream_timeout ends it."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # fills the backlog: further connects hang
+            dump = spawn("reverse", f"openai_base_url=http://127.0.0.1:{port}/v1", "upstream_timeout=1")
+            client = ollama.Client(host=dump.url, timeout=20)
+            for stream in (False, True):
+                error = expect_error(client, "m", stream)
+                assert error.status_code == 504
+                assert error.error == "the upstream did not accept the connection within 1 s (upstream_timeout)"
+            assert client._client.get("/api/version").status_code == 200
+    assert "Traceback" not in dump.log()
+
+
 def test_upstream_that_stalls_mid_stream(timeout_proxy: Mitmdump, upstream: UpstreamServer) -> None:
     client = ollama.Client(host=timeout_proxy.url, timeout=20)
     upstream.fake.pause_after = 3  # the role chunk, "echo:", " a" — then silence
