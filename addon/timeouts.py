@@ -29,7 +29,7 @@ import time
 
 from mitmproxy import ctx, http
 
-from addon import errorpage, translate
+from addon import errorpage, redact, translate
 from addon.routes import StreamRelay
 
 logger = logging.getLogger("ollama_proxy")
@@ -49,7 +49,11 @@ class WatchedRelay(StreamRelay):
 
     def __call__(self, data: bytes) -> list[bytes]:
         self.last_data = time.monotonic()
-        return super().__call__(data)
+        out = super().__call__(data)
+        keys = redact.secrets()
+        if keys and out and any(k.encode() in out[0] for k in keys):  # an upstream error event that echoes a key
+            out = [redact.scrub(out[0].decode("utf-8", "replace")).encode()]
+        return out
 
 
 def client_writer(flow: http.HTTPFlow):  # -> asyncio.StreamWriter | None
