@@ -90,7 +90,7 @@ KINDS: dict[str, tuple[int, str, str, object, Check]] = {
     "not json": (2, "POST", CHAT, {"model": "fault:not-json", "messages": USER, "stream": False}, json_status(502)),
     "client leaves": (3, "POST", CHAT, {"model": "fault:slow", "messages": USER}, lambda s, h, b: s == 200 and b"" != b),
 }
-# Rare and slow: an upstream that never answers (upstream_timeout=1 → 504).
+# Rare and slow: an upstream that never answers (upstream_timeout=3 → 504).
 HANGS = 12
 
 
@@ -120,7 +120,7 @@ def run_one(client: httpx.Client, kind: str) -> tuple[str, bool, str]:
 
 
 def test_soak(upstream: UpstreamServer, tmp_path) -> None:
-    dump = Mitmdump(tmp_path, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", "upstream_timeout=1")
+    dump = Mitmdump(tmp_path, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", "upstream_timeout=3")
     try:
         rng = random.Random(5)
         names = list(KINDS)

@@ -248,6 +248,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default 5 drops connects under load (then they take a 1 s SYN retry)
     fake: FakeOpenAI
 
 
