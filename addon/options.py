@@ -52,6 +52,13 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         "repeat_penalty, typical_p, repeat_last_n, ...) upstream as extra body fields, "
         "for backends that accept them (vLLM, llama.cpp). Otherwise they are dropped with a warning.",
     ),
+    (
+        "body_view_limit",
+        int,
+        1_000_000,
+        "Bytes of each client request body and raw upstream answer kept in the flow's metadata, "
+        "and of each streamed answer kept as the response body, for mitmweb and saved flows. 0 keeps none.",
+    ),
 ]
 
 
@@ -119,6 +126,7 @@ class Settings:
     is_ollama_host: HostMatcher
     ollama_version: str
     passthrough_options: bool
+    body_view_limit: int
 
     @classmethod
     def from_options(cls, options: Any) -> Settings:
@@ -129,4 +137,5 @@ class Settings:
             is_ollama_host=HostMatcher(options.ollama_hosts),
             ollama_version=parse_version(options.ollama_version),
             passthrough_options=options.passthrough_options,
+            body_view_limit=max(options.body_view_limit, 0),
         )

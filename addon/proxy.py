@@ -19,7 +19,7 @@ from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from addon import errorpage, routes
+from addon import annotate, errorpage, routes
 from addon.options import OPTIONS, Settings
 
 logger = logging.getLogger("ollama_proxy")
@@ -73,7 +73,9 @@ class OllamaProxy:
         if flow.response is not None or not self.is_ollama(flow):
             return
         assert self.settings is not None
-        route = ROUTES.get(flow.request.path.split("?", 1)[0])
+        path = flow.request.path.split("?", 1)[0]
+        flow.metadata[routes.META] = {"method": flow.request.method, "route": path}
+        route = ROUTES.get(path)
         if route is None:
             routes.not_found(flow)
         elif flow.request.method not in route.methods:
@@ -82,14 +84,22 @@ class OllamaProxy:
             route.handler(flow, self.settings)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        routes.response_headers(flow)
+        if routes.META in flow.metadata:
+            assert self.settings is not None
+            routes.response_headers(flow, self.settings)
 
     def response(self, flow: http.HTTPFlow) -> None:
-        routes.response(flow)
-        routes.forget_secrets(flow)
+        if meta := flow.metadata.get(routes.META):
+            assert self.settings is not None
+            routes.response(flow, self.settings)
+            routes.forget_secrets(flow)
+            annotate.finish(flow, meta)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        routes.forget_secrets(flow)
+        if meta := flow.metadata.get(routes.META):
+            meta.setdefault("error", flow.error.msg if flow.error else "failed")
+            routes.forget_secrets(flow)
+            annotate.finish(flow, meta)
 
 
 addons = [OllamaProxy()]

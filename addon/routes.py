@@ -24,7 +24,10 @@ logger = logging.getLogger("ollama_proxy")
 
 JSON = "application/json; charset=utf-8"
 NDJSON = "application/x-ndjson"
-META = "ollama"  # flow.metadata key: what the client asked for, serialisable so saved flows keep it
+# flow.metadata keys, serialisable so that saved flows keep them
+META = "ollama"  # what the client asked for and how it went
+CLIENT_BODY = "ollama_request"  # the client's original request body
+UPSTREAM_BODY = "upstream_response"  # the upstream's raw answer (the SSE text of a stream)
 
 Model = TypeVar("Model", bound=OllamaModel)
 
@@ -145,17 +148,17 @@ def forward(
     except translate.TranslationError as e:
         respond_error(flow, 400, str(e))
         return
-    route = flow.request.path.split("?", 1)[0]
     if translation.warnings:
-        logger.warning("%s %s: %s", route, request.model, "; ".join(translation.warnings))
-    flow.metadata[META] = {
-        "route": route,
+        logger.warning("%s %s: %s", flow.metadata[META]["route"], request.model, "; ".join(translation.warnings))
+    flow.metadata[META].update({
         "shape": shape,
         "model": request.model,
         "stream": request.stream,
         "upstream_route": translation.route,
         "upstream_model": translation.body["model"],
-    }
+    })
+    if settings.body_view_limit:
+        flow.metadata[CLIENT_BODY] = flow.request.raw_content[: settings.body_view_limit]
     headers = http.Headers(
         host="",
         content_type="application/json",
@@ -181,13 +184,17 @@ class StreamRelay:
 
     mitmproxy drops a chunk silently when the callable raises, and an empty item mid-stream
     would end a chunked response: so errors become an `{"error"}` line and nothing empty is returned.
+    Up to `keep` bytes of the upstream stream and of the answer are kept for the flow views.
     """
 
-    __slots__ = ("converter", "called")
+    __slots__ = ("converter", "called", "keep", "upstream", "sent")
 
-    def __init__(self, converter: SSEToNDJSON) -> None:
+    def __init__(self, converter: SSEToNDJSON, keep: int) -> None:
         self.converter = converter
         self.called = False
+        self.keep = keep
+        self.upstream = bytearray()
+        self.sent = bytearray()
 
     def __call__(self, data: bytes) -> list[bytes]:
         self.called = True
@@ -197,14 +204,19 @@ class StreamRelay:
             logger.exception("stream conversion failed")
             self.converter.ended = True
             lines = [translate.dumps_line({"error": f"proxy error while converting the stream: {e}"})]
-        return [b"".join(lines)] if lines else []
+        out = b"".join(lines)
+        if len(self.upstream) < self.keep:
+            self.upstream += data[: self.keep - len(self.upstream)]
+        if len(self.sent) < self.keep:
+            self.sent += out[: self.keep - len(self.sent)]
+        return [out] if out else []
 
 
 def clock_of(flow: http.HTTPFlow) -> translate.Clock:
     return translate.Clock(start_ns=int(flow.request.timestamp_start * 1e9))
 
 
-def response_headers(flow: http.HTTPFlow) -> None:
+def response_headers(flow: http.HTTPFlow, settings: Settings) -> None:
     """Arrange real-time conversion for a successful streamed answer; everything else waits for `response`."""
     meta = flow.metadata.get(META)
     response = flow.response
@@ -212,7 +224,7 @@ def response_headers(flow: http.HTTPFlow) -> None:
         return
     if "text/event-stream" not in response.headers.get("content-type", ""):
         return
-    response.stream = StreamRelay(SSEToNDJSON(meta["shape"], meta["model"], clock_of(flow)))
+    response.stream = StreamRelay(SSEToNDJSON(meta["shape"], meta["model"], clock_of(flow)), settings.body_view_limit)
     response.headers.pop("content-length", None)
     response.headers.pop("content-encoding", None)
     response.headers["transfer-encoding"] = "chunked"
@@ -222,7 +234,7 @@ def response_headers(flow: http.HTTPFlow) -> None:
 _KEPT_HEADERS = ("retry-after", "retry-after-ms", "date")
 
 
-def response(flow: http.HTTPFlow) -> None:
+def response(flow: http.HTTPFlow, settings: Settings) -> None:
     """Convert a whole upstream answer: an error, a JSON body, or a stream that arrived in one piece (replay)."""
     meta = flow.metadata.get(META)
     upstream = flow.response
@@ -231,9 +243,15 @@ def response(flow: http.HTTPFlow) -> None:
     relay = upstream.stream if isinstance(upstream.stream, StreamRelay) else None
     if relay is not None and relay.called:
         finish_stream(flow, meta, relay.converter)
+        if relay.keep:
+            flow.metadata[UPSTREAM_BODY] = bytes(relay.upstream)
+            if upstream.raw_content is None:  # mitmproxy keeps no streamed body unless store_streamed_bodies
+                upstream.content = bytes(relay.sent)
         return
     status = upstream.status_code
     body = upstream.get_content(strict=False) or b""
+    if settings.body_view_limit:
+        flow.metadata[UPSTREAM_BODY] = body[: settings.body_view_limit]
     kept = {k: v for k in _KEPT_HEADERS if (v := upstream.headers.get(k))}
     if status >= 400:
         status, message = translate.upstream_error(status, body, upstream.reason, meta["model"])
@@ -242,7 +260,7 @@ def response(flow: http.HTTPFlow) -> None:
         return
     # With a relay in place the headers already say NDJSON; the body is still the upstream's SSE.
     if relay is not None or "text/event-stream" in upstream.headers.get("content-type", ""):
-        converter = relay.converter if relay else SSEToNDJSON(meta["shape"], meta["model"], clock_of(flow))
+        converter = SSEToNDJSON(meta["shape"], meta["model"], clock_of(flow))
         lines = converter.feed(body) + converter.finish()
         finish_stream(flow, meta, converter)
         if meta["stream"]:
@@ -262,6 +280,7 @@ def response(flow: http.HTTPFlow) -> None:
     to_ollama = translate.chat_response if meta["shape"] == "chat" else translate.generate_response
     answer, warnings = to_ollama(parsed, meta["model"], clock_of(flow))
     _log_warnings(meta, warnings)
+    meta["usage"] = _counts(parsed.get("usage"))
     if meta["stream"]:
         _replace(flow, 200, translate.dumps_line(answer), NDJSON, kept)
     else:
@@ -270,7 +289,13 @@ def response(flow: http.HTTPFlow) -> None:
 
 def finish_stream(flow: http.HTTPFlow, meta: dict[str, Any], converter: SSEToNDJSON) -> None:
     _log_warnings(meta, converter.warnings)
-    meta["usage"] = converter.usage
+    meta["usage"] = _counts(converter.usage)
+
+
+def _counts(usage: Any) -> dict[str, int] | None:
+    if not isinstance(usage, dict):
+        return None
+    return {"prompt_tokens": int(usage.get("prompt_tokens") or 0), "completion_tokens": int(usage.get("completion_tokens") or 0)}
 
 
 def _gather(lines: list[bytes]) -> bytes:
@@ -311,5 +336,5 @@ def _log_warnings(meta: dict[str, Any], warnings: list[str]) -> None:
 
 def forget_secrets(flow: http.HTTPFlow) -> None:
     """Once the request has gone upstream, drop the key from the flow so views and saved flows never show it."""
-    if META in flow.metadata and "authorization" in flow.request.headers:
+    if "authorization" in flow.request.headers:
         flow.request.headers["authorization"] = "Bearer [redacted]"

@@ -184,7 +184,7 @@ def test_unmapped_options_are_logged_once(client: ollama.Client, proxy: Mitmdump
     client.chat(model="warn-me", messages=[{"role": "user", "content": "x"}], options={"top_k": 5, "num_ctx": 4096})
     assert "top_k" not in upstream.fake.requests[-1].body
     time.sleep(0.2)
-    warnings = [line for line in proxy.log().splitlines() if "warn-me" in line]
+    warnings = [line for line in proxy.log().splitlines() if "warn-me" in line and "no OpenAI equivalent" in line]
     assert len(warnings) == 1 and "num_ctx, top_k" in warnings[0]
 
 
