@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
@@ -88,6 +89,8 @@ _NDJSON_TYPES = frozenset(
     }
 )
 _SSE_TYPES = frozenset({"text/event-stream"})
+#: SSE line ends (CRLF, LF or CR); not str.splitlines(), which also splits on U+2028 etc.
+_SSE_LINE_END = re.compile(r"\r\n|\r|\n")
 
 _OLLAMA_DURATIONS = (
     "total_duration",
@@ -237,8 +240,11 @@ def _as_int(value: Any) -> int | None:
         return value
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
     return None
 
 
@@ -297,7 +303,10 @@ def summarize_ndjson(data: bytes | str) -> StreamSummary:
     except Exception as e:  # pragma: no cover - decode with "replace" does not fail
         summary.errors.append(f"cannot decode body: {e}")
         return summary
-    for line in text.splitlines():
+    # Split on "\n" only: str.splitlines() would also split on U+2028, U+0085, ...
+    # which JSON allows unescaped inside strings.
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
         stripped = line.strip()
         if not stripped:
             continue
@@ -422,7 +431,7 @@ def _sse_events(text: str) -> list[_SSEEvent]:
             events.append(_SSEEvent(event_name, "\n".join(data_lines), "\n".join(raw_lines)))
         data_lines, raw_lines, event_name = [], [], None
 
-    for line in text.splitlines():
+    for line in _SSE_LINE_END.split(text):
         if not line.strip():
             flush()
             continue
@@ -441,7 +450,7 @@ def _sse_events(text: str) -> list[_SSEEvent]:
         elif name in ("id", "retry"):
             pass
         else:
-            # Not an SSE field: a bare JSON line (some servers) or garbage.
+            # Not an SSE field (e.g. an NDJSON body viewed as SSE, or garbage).
             flush()
             events.append(_SSEEvent("?", line, line))
     flush()
@@ -466,6 +475,9 @@ def summarize_sse(data: bytes | str) -> StreamSummary:
         summary.errors.append(f"cannot split SSE body: {e}")
         return summary
     for ev in events:
+        if ev.event == "?":  # not an SSE line at all
+            summary.add_raw(ev.raw)
+            continue
         payload = ev.data.strip()
         if payload == "[DONE]":
             summary.finished = True

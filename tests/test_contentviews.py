@@ -303,6 +303,25 @@ def test_ndjson_garbage_is_kept_raw():
     assert "{not json" in text
 
 
+def test_unicode_line_separators_inside_strings():
+    """U+2028 / U+0085 are legal unescaped inside JSON strings: they must not split lines."""
+    text = "a\u2028b\x85c"
+    ndjson = json.dumps({"model": "m", "message": {"content": text}, "done": False}, ensure_ascii=False)
+    s = cv.summarize_ndjson((ndjson + "\n").encode())
+    assert s.choices[0].content == text and s.raw_lines == []
+    sse = "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}, ensure_ascii=False)
+    s = cv.summarize_sse((sse + "\r\rdata: [DONE]\r\r").encode())
+    assert s.choices[0].content == text and s.finished and s.raw_lines == []
+
+
+def test_odd_number_fields():
+    body = b'{"model":"m","response":"","done":true,"eval_count":"\u00b2","eval_duration":"12","prompt_eval_count":1.0}\n'
+    s = cv.summarize_ndjson(body)
+    assert s.raw_lines == []
+    assert "eval_count" not in s.stats and s.stats["prompt_eval_count"] == 1
+    assert s.stats["eval_duration_ms"] == 0.0
+
+
 @pytest.mark.parametrize("summarize", [cv.summarize_ndjson, cv.summarize_sse])
 def test_empty_input(summarize):
     s = summarize(b"")
@@ -455,6 +474,12 @@ def test_other_ndjson_still_readable(registered):
         result = contentviews.prettify_message(f.response, f)
         assert result.view_name == "Ollama NDJSON"
         assert "last_status: success" in result.text
+
+
+def test_sse_view_on_ndjson_shows_lines_raw():
+    s = cv.summarize_sse(fixture("ollama-generate.ndjson"))
+    assert s.events == 0 and len(s.raw_lines) == 4
+    assert s.format == "unknown"
 
 
 def test_explicit_view_on_garbage_does_not_error(registered):
