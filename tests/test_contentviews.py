@@ -315,7 +315,7 @@ def test_unicode_line_separators_inside_strings():
 
 
 def test_odd_number_fields():
-    body = b'{"model":"m","response":"","done":true,"eval_count":"\u00b2","eval_duration":"12","prompt_eval_count":1.0}\n'
+    body = rb'{"model":"m","response":"","done":true,"eval_count":"\u00b2","eval_duration":"12","prompt_eval_count":1.0}' + b"\n"
     s = cv.summarize_ndjson(body)
     assert s.raw_lines == []
     assert "eval_count" not in s.stats and s.stats["prompt_eval_count"] == 1
