@@ -136,6 +136,18 @@ class ToolCall:
     """The arguments as JSON text (OpenAI: the concatenated fragments;
     Ollama: the argument object re-serialised)."""
 
+    _parts: list[str] = field(default_factory=list, repr=False, compare=False)
+
+    def add_arguments(self, text: str) -> None:
+        """Queue an argument fragment (joined by ``finish()``: no quadratic concatenation)."""
+        if text:
+            self._parts.append(text)
+
+    def finish(self) -> None:
+        if self._parts:
+            self.arguments += "".join(self._parts)
+            self._parts.clear()
+
     def parsed_arguments(self) -> Any | None:
         """The arguments decoded from JSON, or None if they are not valid JSON."""
         if not self.arguments.strip():
@@ -159,6 +171,19 @@ class Choice:
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     """OpenAI ``finish_reason`` or Ollama ``done_reason``."""
+    _parts: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
+
+    def add(self, name: Literal["content", "thinking", "refusal"], text: str) -> None:
+        """Queue a text piece (joined by ``finish()``: no quadratic concatenation)."""
+        if text:
+            self._parts.setdefault(name, []).append(text)
+
+    def finish(self) -> None:
+        for name, parts in self._parts.items():
+            setattr(self, name, getattr(self, name) + "".join(parts))
+        self._parts.clear()
+        for call in self.tool_calls:
+            call.finish()
 
 
 @dataclass
@@ -195,6 +220,11 @@ class StreamSummary:
         self.choices.append(c)
         self.choices.sort(key=lambda x: x.index)
         return c
+
+    def finish(self) -> None:
+        """Join the queued text pieces of every choice and tool call."""
+        for c in self.choices:
+            c.finish()
 
     def add_raw(self, line: str) -> None:
         if len(self.raw_lines) >= _MAX_RAW_LINES:
@@ -323,6 +353,7 @@ def summarize_ndjson(data: bytes | str) -> StreamSummary:
         except Exception as e:  # defensive: never let one odd line break the view
             logger.debug("ollama chunk not understood: %r", e)
             summary.add_raw(line)
+    summary.finish()
     if "chat" in kinds:
         summary.format = "ollama-chat"
     elif "generate" in kinds:
@@ -351,8 +382,8 @@ def _ollama_chunk(summary: StreamSummary, obj: dict[str, Any], kinds: set[str]) 
         assert choice is not None
         if isinstance(msg.get("role"), str) and choice.role is None:
             choice.role = msg["role"]
-        choice.content += _str(msg.get("content"))
-        choice.thinking += _str(msg.get("thinking"))
+        choice.add("content", _str(msg.get("content")))
+        choice.add("thinking", _str(msg.get("thinking")))
         calls = msg.get("tool_calls")
         if isinstance(calls, list):
             for raw in calls:
@@ -363,8 +394,8 @@ def _ollama_chunk(summary: StreamSummary, obj: dict[str, Any], kinds: set[str]) 
     if "response" in obj or ("thinking" in obj and not isinstance(msg, dict)):
         kinds.add("generate")
         assert choice is not None
-        choice.content += _str(obj.get("response"))
-        choice.thinking += _str(obj.get("thinking"))
+        choice.add("content", _str(obj.get("response")))
+        choice.add("thinking", _str(obj.get("thinking")))
     calls = obj.get("tool_calls")  # generate: built-in parsers put them top level
     if isinstance(calls, list) and choice is not None:
         for raw in calls:
@@ -497,6 +528,7 @@ def summarize_sse(data: bytes | str) -> StreamSummary:
         except Exception as e:  # defensive: never let one odd event break the view
             logger.debug("openai chunk not understood: %r", e)
             summary.add_raw(ev.raw)
+    summary.finish()
     if "chat" in kinds:
         summary.format = "openai-chat"
     elif "completion" in kinds:
@@ -547,13 +579,13 @@ def _openai_chunk(
             kinds.add("chat")
         if isinstance(delta.get("role"), str) and choice.role is None:
             choice.role = delta["role"]
-        choice.content += _str(delta.get("content"))
-        choice.thinking += _str(delta.get("reasoning_content"))
-        choice.thinking += _str(delta.get("reasoning"))
-        choice.refusal += _str(delta.get("refusal"))
+        choice.add("content", _str(delta.get("content")))
+        choice.add("thinking", _str(delta.get("reasoning_content")))
+        choice.add("thinking", _str(delta.get("reasoning")))
+        choice.add("refusal", _str(delta.get("refusal")))
         if "text" in ch:  # legacy /v1/completions stream
             kinds.add("completion")
-            choice.content += _str(ch.get("text"))
+            choice.add("content", _str(ch.get("text")))
         per_choice = calls.setdefault(index, {})
         tool_calls = delta.get("tool_calls")
         if isinstance(tool_calls, list):
@@ -600,9 +632,9 @@ def _tool_fragment(
             call.name = name if not call.name else call.name + name
         args = fn.get("arguments")
         if isinstance(args, str):
-            call.arguments += args
+            call.add_arguments(args)
         elif args is not None:
-            call.arguments += _json_text(args)
+            call.add_arguments(_json_text(args))
 
 
 # --------------------------------------------------------------------------
