@@ -32,8 +32,6 @@ hook and :func:`unregister` from ``done``, or put :class:`ContentViews` in
 the script's ``addons`` list, which does exactly that.
 """
 
-from __future__ import annotations
-
 import json
 import logging
 import math
@@ -952,3 +950,9 @@ class ContentViews:
 
     def done(self) -> None:
         unregister()
+
+
+# Lets this file be loaded on its own as a mitmproxy script, for the views only
+# (e.g. `mitmweb -n -r saved.flow -s addon/contentviews.py`). Importing the module
+# does not register anything; only mitmproxy's script loader reads `addons`.
+addons = [ContentViews()]

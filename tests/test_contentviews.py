@@ -507,3 +507,23 @@ def test_streamed_body_not_stored(registered):
     with taddons.context():
         result = contentviews.prettify_message(f.response, f)
     assert result.text == "Content is missing."
+
+
+def test_file_loads_as_a_standalone_mitmproxy_script():
+    """`mitmweb -s addon/contentviews.py` works: the script loader does not put the
+    module in sys.modules, which breaks dataclasses under `from __future__ import annotations`."""
+    path = Path(cv.__file__)
+    with taddons.context() as tctx:
+        module = tctx.script(str(path))
+        assert module is not None
+        addon = module.addons[0]
+        assert type(addon).__name__ == "ContentViews"
+        addon.load(None)
+        try:
+            view = contentviews.registry["ollama ndjson"]
+            assert view is not cv.ollama_ndjson_view  # the script's own copy of the module
+            cv.register()  # our copy replaces it by name
+            assert contentviews.registry["ollama ndjson"] is cv.ollama_ndjson_view
+        finally:
+            cv.unregister()
+        assert "ollama ndjson" not in contentviews.registry
