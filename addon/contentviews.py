@@ -764,47 +764,51 @@ def _fallback(data: bytes, err: BaseException) -> str:
 # --------------------------------------------------------------------------
 
 
-def _first_json_line(data: bytes) -> dict[str, Any] | None:
+def _first_line(data: bytes, prefix: bytes = b"") -> tuple[bytes, bool] | None:
+    """The first non-blank line (starting with ``prefix``) in the sniffed head of ``data``,
+    without the prefix, and whether it may have been cut off by the sniff limit."""
     head = data[:_SNIFF_BYTES]
-    for line in head.splitlines():
+    lines = head.splitlines()
+    for n, line in enumerate(lines):
         line = line.strip()
-        if not line:
+        if not line or not line.startswith(prefix):
             continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            return None
-        return obj if isinstance(obj, dict) else None
+        cut = n == len(lines) - 1 and len(data) > _SNIFF_BYTES
+        return line[len(prefix):].strip(), cut
     return None
 
 
-def _first_sse_data(data: bytes) -> dict[str, Any] | None:
-    head = data[:_SNIFF_BYTES]
-    for line in head.splitlines():
-        line = line.strip()
-        if not line.startswith(b"data:"):
-            continue
-        payload = line[5:].strip()
-        if payload == b"[DONE]":
-            return None
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            return None
-        return obj if isinstance(obj, dict) else None
-    return None
-
-
-def _looks_ollama(obj: dict[str, Any] | None) -> bool:
-    if obj is None:
+def _sniff_ndjson(data: bytes) -> bool:
+    """Does the body start like an Ollama chat/generate stream (or an Ollama error line)?"""
+    found = _first_line(data)
+    if found is None:
+        return False
+    line, cut = found
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        # A first line longer than the sniff limit: judge by its keys.
+        return cut and line.startswith(b"{") and (b'"message"' in line or b'"response"' in line)
+    if not isinstance(obj, dict):
         return False
     if "message" in obj or "response" in obj:
         return "done" in obj or "model" in obj
     return "error" in obj and len(obj) <= 2
 
 
-def _looks_openai_chunk(obj: dict[str, Any] | None) -> bool:
-    if obj is None:
+def _sniff_sse(data: bytes) -> bool:
+    """Does the first ``data:`` event look like an OpenAI chat/completion chunk (or an error)?"""
+    found = _first_line(data, b"data:")
+    if found is None:
+        return False
+    payload, cut = found
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        return cut and payload.startswith(b"{") and (
+            b'"chat.completion' in payload or b'"choices"' in payload
+        )
+    if not isinstance(obj, dict):
         return False
     obj_type = obj.get("object")
     if isinstance(obj_type, str) and (
@@ -870,9 +874,9 @@ class OllamaNDJSONView(_ProxyView):
             ctype = metadata.content_type
             if ctype in _NDJSON_TYPES:
                 # Beats the JSON view (1), which claims */*json types and then fails on NDJSON.
-                return 2 if _looks_ollama(_first_json_line(data)) else 1.1
+                return 2 if _sniff_ndjson(data) else 1.1
             if ctype in (None, "text/plain", "application/octet-stream", "application/json"):
-                if data.count(b"\n", 0, _SNIFF_BYTES) >= 2 and _looks_ollama(_first_json_line(data)):
+                if data.count(b"\n", 0, _SNIFF_BYTES) >= 2 and _sniff_ndjson(data):
                     return 1.5
             return -1
         except Exception:  # pragma: no cover - defensive
@@ -893,9 +897,9 @@ class OpenAISSEView(_ProxyView):
                 return -1
             ctype = metadata.content_type
             if ctype in _SSE_TYPES:
-                return 2 if _looks_openai_chunk(_first_sse_data(data)) else -1
+                return 2 if _sniff_sse(data) else -1
             if ctype in (None, "text/plain", "application/octet-stream"):
-                if data.lstrip().startswith(b"data:") and _looks_openai_chunk(_first_sse_data(data)):
+                if data.lstrip().startswith(b"data:") and _sniff_sse(data):
                     return 1.5
             return -1
         except Exception:  # pragma: no cover - defensive

@@ -466,6 +466,17 @@ def test_not_selected_for_other_bodies(registered, body, content_type, not_view)
         assert result.view_name not in ("Ollama NDJSON", "OpenAI SSE")
 
 
+def test_sniffing_survives_a_first_line_longer_than_the_sniff_limit():
+    big = "x" * (cv._SNIFF_BYTES + 10)
+    sse = b"data: " + json.dumps(
+        {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": big}}]}
+    ).encode() + b"\n\ndata: [DONE]\n\n"
+    ndjson = json.dumps({"model": "m", "message": {"role": "assistant", "content": big}, "done": False}).encode() + b"\n"
+    assert cv.openai_sse_view.render_priority(sse, Metadata(content_type="text/event-stream")) == 2
+    assert cv.ollama_ndjson_view.render_priority(ndjson, Metadata(content_type="application/x-ndjson")) == 2
+    assert cv.summarize_sse(sse).choices[0].content == big
+
+
 def test_other_ndjson_still_readable(registered):
     """Pull progress is NDJSON too: the view claims it (the JSON view would fail) and shows it."""
     body = b'{"status":"pulling manifest"}\n{"status":"success"}\n'
