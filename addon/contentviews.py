@@ -29,7 +29,9 @@ that cannot be understood are kept and shown raw.
 
 Registration: call :func:`register` (idempotent) from the addon's ``load``
 hook and :func:`unregister` from ``done``, or put :class:`ContentViews` in
-the script's ``addons`` list, which does exactly that.
+the script's ``addons`` list, which does exactly that. The file is also a
+mitmproxy script of its own that adds only the views:
+``mitmweb -n -r saved.flow -s addon/contentviews.py``.
 """
 
 import json
@@ -61,6 +63,7 @@ __all__ = [
     "register",
     "unregister",
     "ContentViews",
+    "UPSTREAM_SSE_METADATA_KEY",
 ]
 
 logger = logging.getLogger(__name__)
@@ -134,7 +137,7 @@ class ToolCall:
     """The arguments as JSON text (OpenAI: the concatenated fragments;
     Ollama: the argument object re-serialised)."""
 
-    _parts: list[str] = field(default_factory=list, repr=False, compare=False)
+    _parts: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def add_arguments(self, text: str) -> None:
         """Queue an argument fragment (joined by ``finish()``: no quadratic concatenation)."""
@@ -169,7 +172,7 @@ class Choice:
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     """OpenAI ``finish_reason`` or Ollama ``done_reason``."""
-    _parts: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
+    _parts: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def add(self, name: Literal["content", "thinking", "refusal"], text: str) -> None:
         """Queue a text piece (joined by ``finish()``: no quadratic concatenation)."""
