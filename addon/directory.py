@@ -45,6 +45,7 @@ class ModelDirectory:
         self._fresh_until = 0.0
         self._error: str | None = None
         self._fetch: asyncio.Task[None] | None = None
+        self._client: httpx2.AsyncClient | None = None
 
     # -- names (synchronous: only what is already known) --------------------------------------
 
@@ -116,8 +117,9 @@ class ModelDirectory:
         headers = {"accept": "application/json"}
         if self.authorization:
             headers["authorization"] = self.authorization
-        async with httpx2.AsyncClient(timeout=FETCH_TIMEOUT, trust_env=False) as client:
-            response = await client.get(self.models_url, headers=headers)
+        if self._client is None:  # building its TLS context takes a while: not on the event loop
+            self._client = await asyncio.to_thread(httpx2.AsyncClient, timeout=FETCH_TIMEOUT, trust_env=False)
+        response = await self._client.get(self.models_url, headers=headers)
         if response.status_code >= 400:
             raise RuntimeError(f"GET {self.models_url} answered {response.status_code} {response.text[:200]!r}")
         body = response.json()

@@ -9,6 +9,7 @@ import base64
 import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -61,13 +62,21 @@ def client(proxy: Mitmdump) -> ollama.Client:
     return ollama.Client(host=proxy.url, timeout=20)
 
 
+@pytest.fixture(scope="module")
+def _catalog_dump(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
+    tmp = tmp_path_factory.mktemp("catalog")
+    path = tmp / "models.toml"
+    path.write_text(CATALOG)
+    dump = Mitmdump(tmp, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", f"model_catalog={path}")
+    yield dump
+    dump.stop()
+
+
 @pytest.fixture
-def catalog_proxy(spawn, upstream: UpstreamServer, tmp_path: Path) -> Mitmdump:
+def catalog_proxy(_catalog_dump: Mitmdump, upstream: UpstreamServer) -> Mitmdump:
     """A proxy with a model catalog, in front of an upstream that lists MODELS."""
     upstream.fake.models = MODELS
-    path = tmp_path / "models.toml"
-    path.write_text(CATALOG)
-    return spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", f"model_catalog={path}")
+    return _catalog_dump
 
 
 def sse(*events: dict, done: bool = True) -> list[bytes]:
