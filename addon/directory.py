@@ -67,9 +67,11 @@ class ModelDirectory:
     # -- lookups (asynchronous: may fetch the upstream list) ------------------------------------
 
     async def listing(self) -> Listing:
-        await self.refresh()
         models = list(self.catalog.models.values())
-        if self.list_upstream and self._entries is not None:
+        if not self.list_upstream:
+            return Listing(models, None)
+        await self.refresh()
+        if self._entries is not None:
             listed = {m.name for m in models}
             upstream = [infer(i, e) for i, e in self._entries.items()]
             upstream.sort(key=lambda m: (-(m.created or 0), m.name))
