@@ -72,6 +72,28 @@ def _catalog_dump(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFac
     dump.stop()
 
 
+@pytest.fixture(scope="module")
+def _listing_dump(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
+    dump = Mitmdump(tmp_path_factory.mktemp("listing"), "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}")
+    yield dump
+    dump.stop()
+
+
+@pytest.fixture
+def listing_proxy(_listing_dump: Mitmdump, upstream: UpstreamServer) -> Mitmdump:
+    """A proxy without catalog in front of an upstream that lists MODELS (the list stays cached between tests)."""
+    upstream.fake.models = MODELS
+    return _listing_dump
+
+
+@pytest.fixture(scope="module")
+def _options_dump(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
+    dump = Mitmdump(tmp_path_factory.mktemp("options"), "reverse", f"openai_base_url={upstream.base_url}",
+                    "think_style=chat_template_kwargs", "models_ttl=0")
+    yield dump
+    dump.stop()
+
+
 @pytest.fixture
 def catalog_proxy(_catalog_dump: Mitmdump, upstream: UpstreamServer) -> Mitmdump:
     """A proxy with a model catalog, in front of an upstream that lists MODELS."""
@@ -168,9 +190,8 @@ def test_thinking_both_ways(client: ollama.Client, upstream: UpstreamServer) -> 
     assert (answer.thinking, answer.response) == ("thought", "42")
 
 
-def test_think_style_chat_template_kwargs(spawn, upstream: UpstreamServer) -> None:
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", "think_style=chat_template_kwargs")
-    client = ollama.Client(host=dump.url, timeout=20)
+def test_think_style_chat_template_kwargs(_options_dump: Mitmdump, upstream: UpstreamServer) -> None:
+    client = ollama.Client(host=_options_dump.url, timeout=20)
     client.chat(model="m", messages=[{"role": "user", "content": "x"}], think="high")
     body = upstream.fake.requests[-1].body
     assert body["chat_template_kwargs"] == {"enable_thinking": True} and "reasoning_effort" not in body
@@ -283,9 +304,8 @@ def test_legacy_embeddings(client: ollama.Client, upstream: UpstreamServer) -> N
 # Discovery and management
 
 
-def test_tags_show_ps_from_the_upstream_list(spawn, upstream: UpstreamServer) -> None:
-    upstream.fake.models = MODELS
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}")
+def test_tags_show_ps_from_the_upstream_list(listing_proxy: Mitmdump, upstream: UpstreamServer) -> None:
+    dump = listing_proxy
     client = ollama.Client(host=dump.url, timeout=20)
     models = client.list().models
     assert [m.model for m in models] == ["gpt-4o-mini:latest", "text-embedding-3-small:latest", "qwen3:8b", "meta-llama/llama-3.1-8b:latest"]
@@ -293,8 +313,11 @@ def test_tags_show_ps_from_the_upstream_list(spawn, upstream: UpstreamServer) ->
     assert all(m["name"] == m["model"] and len(m["digest"]) == 64 and isinstance(m["size"], int) for m in raw)
     assert raw[0]["details"]["family"] == "gpt" and raw[3]["details"]["context_length"] == 131072
     assert raw[1]["capabilities"] == ["embedding"]
-    assert upstream.fake.requests[0].headers["authorization"] == f"Bearer {TEST_KEY}"
-    assert len(upstream.fake.requests) == 1, "the list is cached (models_ttl)"
+    fetches = [r for r in upstream.fake.requests if r.path == "/v1/models"]
+    assert len(fetches) <= 1 and all(r.headers["authorization"] == f"Bearer {TEST_KEY}" for r in fetches)
+    client.list()
+    client.ps()
+    assert [r for r in upstream.fake.requests if r.path == "/v1/models"] == fetches, "the list is cached (models_ttl)"
 
     for name in ("gpt-4o-mini", "gpt-4o-mini:latest"):
         shown = client.show(name)
@@ -349,9 +372,8 @@ def test_model_list_failure_falls_back_to_the_catalog(spawn, upstream: UpstreamS
     assert "cannot list the upstream's models" in dump.log()
 
 
-def test_models_ttl_zero_refetches(spawn, upstream: UpstreamServer) -> None:
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", "models_ttl=0")
-    client = ollama.Client(host=dump.url, timeout=20)
+def test_models_ttl_zero_refetches(_options_dump: Mitmdump, upstream: UpstreamServer) -> None:
+    client = ollama.Client(host=_options_dump.url, timeout=20)
     client.list()
     client.list()
     assert [r.path for r in upstream.fake.requests] == ["/v1/models", "/v1/models"]
@@ -435,16 +457,15 @@ def test_v1_routes_with_the_openai_sdk(catalog_proxy: Mitmdump, upstream: Upstre
     assert error.value.body["code"] == "model_not_found", "upstream errors keep OpenAI's shape on /v1"
 
 
-def test_copilot_discovery_sequence(spawn, upstream: UpstreamServer) -> None:
+def test_copilot_discovery_sequence(listing_proxy: Mitmdump, upstream: UpstreamServer) -> None:
     """VS Code Copilot: version → tags → show for each model → chat over /v1/chat/completions, streamed."""
-    upstream.fake.models = MODELS[:1] + MODELS[2:]
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}")
+    dump = listing_proxy
     headers = {"user-agent": "GitHubCopilotChat/0.38.0"}
     with httpx.Client(base_url=dump.url, headers=headers, timeout=20) as http:
         version = http.get("/api/version").json()["version"]
         assert tuple(int(p) for p in version.split(".")) >= (0, 6, 4)
         models = http.get("/api/tags").json()["models"]
-        assert len(models) == 3
+        assert len(models) == 4
         usable = []
         for entry in models:
             shown = http.post("/api/show", json={"model": entry["model"]}).json()
@@ -454,7 +475,7 @@ def test_copilot_discovery_sequence(spawn, upstream: UpstreamServer) -> None:
             assert info["general.basename"] == entry["model"], "Copilot labels models by basename"
             if "tools" in shown["capabilities"]:
                 usable.append(entry["model"])
-        assert usable == [m["model"] for m in models]
+        assert usable == ["gpt-4o-mini:latest", "qwen3:8b", "meta-llama/llama-3.1-8b:latest"], "not the embedding model"
     client = openai.OpenAI(base_url=dump.url + "/v1", api_key="ollama", max_retries=0, default_headers=headers, timeout=20)
     stream = client.chat.completions.create(model=usable[0], messages=[{"role": "user", "content": "hello copilot"}], stream=True)
     chunks = list(stream)
