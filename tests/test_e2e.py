@@ -8,6 +8,7 @@ import threading
 import time
 
 import httpx
+from mitmproxy import io
 import ollama
 import pytest
 
@@ -263,9 +264,17 @@ def test_key_is_not_kept_in_saved_flows(spawn, upstream: UpstreamServer, tmp_pat
     list(client.chat(model="m", messages=[{"role": "user", "content": "x"}], stream=True))
     dump.stop()
     data = saved.read_bytes()
-    assert b"/v1/chat/completions" in data, "the flows were saved"
     assert TEST_KEY.encode() not in data
     assert TEST_KEY not in dump.log()
+    with saved.open("rb") as file:
+        flows = list(io.FlowReader(file).stream())
+    assert [f.request.path for f in flows] == ["/v1/chat/completions"] * 2
+    for flow in flows:  # both sides of each exchange are kept in the saved flow
+        assert json.loads(flow.metadata["ollama_request"])["model"] == "m"
+        assert flow.metadata["upstream_response"] and flow.response.content
+        assert flow.comment.startswith("POST /api/chat m")
+    assert flows[1].metadata["upstream_response"].startswith(b"data: ")
+    assert json.loads(flows[1].response.content.splitlines()[-1])["done"] is True
 
 
 def test_one_log_line_per_request_without_prompt_or_key(spawn, upstream: UpstreamServer) -> None:
