@@ -70,6 +70,7 @@ class Mitmdump:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
+        """Stop the process; an addon error it logged fails the test that used it."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -77,7 +78,10 @@ class Mitmdump:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
+            if "Addon error" in self.log() or "Traceback" in self.log():
+                pytest.fail(f"mitmdump logged an error:\n{self.log()[-3000:]}")
 
 
 @pytest.fixture(scope="session")
