@@ -3,7 +3,7 @@
 What it answers is chosen by the request's `model`:
 - `rec:<dir>/<name>` replays `tests/fixtures/openai-recordings/<dir>/<name>.json` (status, content
   type and body exactly as recorded, SSE bodies event by event);
-- `missing-model` answers OpenAI's recorded 404 `model_not_found`;
+- `missing-model` (or any `no-such-…`) answers OpenAI's recorded 404 `model_not_found`;
 - anything else is echoed: the answer is "echo: <last user text>", streamed word by word when
   the request streams, shaped like the recordings (role chunk, content chunks, finish chunk,
   usage chunk when `stream_options.include_usage`, `[DONE]`).
@@ -91,7 +91,7 @@ class FakeOpenAI:
         model = str(body.get("model", ""))
         if received.method == "GET" and received.path.endswith("/models"):
             return Canned(200, {"content-type": "application/json"}, [json.dumps(recording("models/list")["response"]["body"]).encode()])
-        if model == "missing-model":
+        if model == "missing-model" or model.startswith("no-such-"):
             model = "rec:errors/404-model-not-found"
         if model.startswith("rec:"):
             return self._replay(recording(model[4:]))
