@@ -71,7 +71,7 @@ logger = logging.getLogger(__name__)
 #: Key in ``flow.metadata`` under which the addon may keep the raw upstream SSE
 #: body (bytes or str). When present, the Ollama NDJSON view appends a summary
 #: of it, since mitmweb does not show ``flow.metadata`` otherwise.
-UPSTREAM_SSE_METADATA_KEY = "upstream_sse"
+UPSTREAM_SSE_METADATA_KEY = "upstream_response"  # = addon.routes.UPSTREAM_BODY
 
 #: How much of a body ``render_priority`` looks at to recognise the format.
 _SNIFF_BYTES = 64 * 1024
@@ -862,6 +862,8 @@ class OllamaNDJSONView(_ProxyView):
             upstream = getattr(flow, "metadata", {}).get(UPSTREAM_SSE_METADATA_KEY) if flow else None
             if isinstance(upstream, (bytes, str)) and upstream:
                 body = upstream.encode("utf-8", "replace") if isinstance(upstream, str) else upstream
+                if not body.lstrip().startswith((b"data:", b":")):  # a whole JSON answer, not a stream
+                    return text
                 text += (
                     f"\n# ---- upstream SSE (flow.metadata[{UPSTREAM_SSE_METADATA_KEY!r}]) ----\n"
                     + render_summary(summarize_sse(body))

@@ -19,7 +19,7 @@ from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from addon import annotate, discovery, embeddings, errorpage, openai_routes, routes
+from addon import annotate, contentviews, discovery, embeddings, errorpage, openai_routes, routes
 from addon.options import OPTIONS, Settings
 
 logger = logging.getLogger("ollama_proxy")
@@ -78,6 +78,7 @@ class OllamaProxy:
         for name, typespec, default, help_text in OPTIONS:
             loader.add_option(name, typespec, default, help_text)
         errorpage.install()
+        contentviews.register()
 
     def configure(self, updated: set[str]) -> None:
         if self.settings is None or updated & OPTION_NAMES:
@@ -89,6 +90,7 @@ class OllamaProxy:
 
     def done(self) -> None:
         errorpage.uninstall()
+        contentviews.unregister()
 
     def is_ollama(self, flow: http.HTTPFlow) -> bool:
         if isinstance(flow.client_conn.proxy_mode, ReverseMode):

@@ -28,6 +28,7 @@ NDJSON = "application/x-ndjson"
 META = "ollama"  # what the client asked for and how it went
 CLIENT_BODY = "ollama_request"  # the client's original request body
 UPSTREAM_BODY = "upstream_response"  # the upstream's raw answer (the SSE text of a stream)
+UPSTREAM_HEADERS = "upstream_headers"  # ... and its headers, as [name, value] pairs
 
 Model = TypeVar("Model", bound=OllamaModel)
 
@@ -221,7 +222,12 @@ def response_headers(flow: http.HTTPFlow, settings: Settings) -> None:
     """Arrange real-time conversion for a successful streamed answer; everything else waits for `response`."""
     meta = flow.metadata.get(META)
     response = flow.response
-    if meta is None or response is None or not meta["stream"] or response.status_code != 200:
+    if meta is None or response is None or "upstream_route" not in meta:
+        return
+    if settings.body_view_limit:
+        meta["upstream_status"] = response.status_code
+        flow.metadata[UPSTREAM_HEADERS] = [[k, v] for k, v in response.headers.items(multi=True)]
+    if not meta["stream"] or response.status_code != 200:
         return
     if "text/event-stream" not in response.headers.get("content-type", ""):
         return

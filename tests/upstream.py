@@ -3,7 +3,7 @@
 What it answers is chosen by the request's `model`:
 - `rec:<dir>/<name>` replays `tests/fixtures/openai-recordings/<dir>/<name>.json` (status, content
   type and body exactly as recorded, SSE bodies event by event);
-- `missing-model` answers OpenAI's recorded 404 `model_not_found`;
+- `missing-model` (or any `no-such-…`) answers OpenAI's recorded 404 `model_not_found`;
 - anything else is echoed: the answer is "echo: <last user text>", streamed word by word when
   the request streams, shaped like the recordings (role chunk, content chunks, finish chunk,
   usage chunk when `stream_options.include_usage`, `[DONE]`).
@@ -99,7 +99,7 @@ class FakeOpenAI:
             listing = recording("models/list")["response"]["body"] if self.models is None else {"object": "list", "data": self.models}
             return Canned(200, {"content-type": "application/json"}, [json.dumps(listing).encode()])
         embeddings = received.path.endswith("/embeddings")
-        if model == "missing-model":
+        if model == "missing-model" or model.startswith("no-such-"):
             model = "rec:errors/404-embeddings-model-not-found" if embeddings else "rec:errors/404-model-not-found"
         if model.startswith("rec:"):
             return self._replay(recording(model[4:]))
