@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -356,6 +357,32 @@ def test_pull_and_unmanaged_routes(client: ollama.Client, proxy: Mitmdump) -> No
     blob = httpx.post(proxy.url + "/api/blobs/sha256:" + "0" * 64, content=b"x")
     assert blob.status_code == 501 and "does not manage models" in blob.json()["error"]
     assert httpx.head(proxy.url + "/api/blobs/sha256:" + "0" * 64).status_code == 501
+
+
+def test_model_list_fetch_blocks_no_other_flow(spawn, upstream: UpstreamServer) -> None:
+    """While the upstream holds GET /models, chats go through; the waiting lookups share one fetch."""
+    gate = threading.Event()
+    upstream.fake.models_gate = gate
+    dump = spawn("reverse", f"openai_base_url={upstream.base_url}")
+    results: dict[int, list[str]] = {}
+
+    def show(n: int) -> None:
+        results[n] = ollama.Client(host=dump.url, timeout=20).show("gpt-4").capabilities
+
+    threads = [threading.Thread(target=show, args=(n,)) for n in range(5)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 15
+    while not any(r.path == "/v1/models" for r in upstream.fake.requests) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    client = ollama.Client(host=dump.url, timeout=20)
+    assert client.chat(model="m", messages=[{"role": "user", "content": "meanwhile"}]).message.content == "echo: meanwhile"
+    assert results == {}, "the lookups are still waiting for the model list"
+    gate.set()
+    for thread in threads:
+        thread.join(20)
+    assert results == {n: ["completion", "tools"] for n in range(5)}
+    assert [r.path for r in upstream.fake.requests].count("/v1/models") == 1
 
 
 def test_model_list_failure_falls_back_to_the_catalog(spawn, upstream: UpstreamServer, tmp_path: Path) -> None:
