@@ -138,6 +138,7 @@ def test_only_strict_compatible_schemas_are_sent_strict() -> None:
     assert "strict" not in translate.response_format(open_nested)["json_schema"]
     optional = {**closed, "required": ["a"]}
     assert "strict" not in translate.response_format(optional)["json_schema"]
+    assert "strict" not in translate.response_format({"type": "array", "items": {"type": "string"}})["json_schema"]
 
 
 # ---------------------------------------------------------------------------------------------
