@@ -257,6 +257,15 @@ def test_refusal_is_the_content(client: ollama.Client) -> None:
     assert answer.message.content == recording("chat/refusal")["response"]["body"]["choices"][0]["message"]["refusal"]
 
 
+def test_unknown_model_on_generate_is_404(client: ollama.Client) -> None:
+    for stream in (False, True):
+        with pytest.raises(ollama.ResponseError) as error:
+            result = client.generate(model="missing-model", prompt="x", stream=stream)
+            if stream:
+                list(result)
+        assert (error.value.status_code, error.value.error) == (404, "model 'missing-model' not found")
+
+
 # ---------------------------------------------------------------------------------------------
 # Embeddings
 
@@ -479,6 +488,7 @@ def test_v1_routes_with_the_openai_sdk(catalog_proxy: Mitmdump, upstream: Upstre
     listed = [m.id for m in client.models.list().data]
     assert listed[:3] == ["llama3.2:latest", "local-thinker:latest", "nomic-embed-text:latest"] and "qwen3:8b" in listed
     assert client.models.retrieve("llama3.2").id == "llama3.2"
+    assert client.models.retrieve("meta-llama/llama-3.1-8b:latest").id == "meta-llama/llama-3.1-8b:latest"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("nothing-like-this")
     with pytest.raises(openai.NotFoundError) as error:
