@@ -520,3 +520,11 @@ def test_copilot_discovery_sequence(listing_proxy: Mitmdump, upstream: UpstreamS
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hello copilot"
     assert upstream.fake.requests[-1].body["model"] == "gpt-4o-mini" and {c.model for c in chunks} == {"gpt-4o-mini:latest"}
+
+
+def test_head_answers_have_no_body_and_keep_the_connection_usable(proxy: Mitmdump) -> None:
+    with httpx.Client(base_url=proxy.url, timeout=20) as http:
+        for path in ("/", "/api/version", "/api/tags", "/api/ps", "/v1/models"):
+            head = http.head(path)
+            assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) > 0
+            assert http.get("/api/version").json()["version"], f"the connection still works after HEAD {path}"
