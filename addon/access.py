@@ -52,7 +52,8 @@ def unauthorized(flow: http.HTTPFlow, message: str) -> None:
         json.dumps({"error": message}).encode(),
         {"Content-Type": "application/json; charset=utf-8", "WWW-Authenticate": 'Bearer realm="ollama"'},
     )
-    flow.metadata.setdefault(META, {})["error"] = message
+    path = flow.request.path.split("?", 1)[0]
+    flow.metadata[META] = {"method": flow.request.method, "route": path, "error": message}
 
 
 class AccessGate:

@@ -35,8 +35,11 @@ def register(name: str, key: str) -> None:
         _keys.pop(name, None)
 
 
+_in_flight: dict[str, str] = {}  # flow id → a forwarded client key, while its request is under way
+
+
 def secrets() -> list[str]:
-    return [k for k in _keys.values() if k]
+    return [k for k in (*_keys.values(), *_in_flight.values()) if k and len(k) >= 4]
 
 
 def scrub(text: str, extra: tuple[str, ...] = ()) -> str:
@@ -115,7 +118,7 @@ class KeyHider:
         value = flow.request.headers.get("authorization")
         if value is not None and value != REDACTED:
             self.held[flow.id] = value
-            self.sent[flow.id] = value.partition(" ")[2].strip()
+            self.sent[flow.id] = _in_flight[flow.id] = value.partition(" ")[2].strip()
             flow.request.headers["authorization"] = REDACTED
 
     def update(self, flows: Sequence[Flow]) -> None:
@@ -127,29 +130,45 @@ class KeyHider:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self.forget(flow)
 
+    def scrub_answer(self, flow: http.HTTPFlow) -> None:
+        """Hide keys in the upstream's answer before the proxy turns it into messages and log lines."""
+        extra = (self.sent.get(flow.id, ""),)
+        response = flow.response
+        if response is None or META not in flow.metadata or not response.raw_content:
+            return
+        text = response.get_text(strict=False)
+        if text is None:
+            return
+        cleaned = scrub_keylike(text, extra) if response.status_code in (401, 403) else scrub(text, extra)
+        if cleaned != text:
+            response.text = cleaned
+
     def response(self, flow: http.HTTPFlow) -> None:
         self.forget(flow)
-        extra = (self.sent.pop(flow.id, ""),)
-        response = flow.response
-        meta = flow.metadata.get(META)
-        if response is None or meta is None:
-            return
-        clean = (lambda t: scrub_keylike(t, extra)) if response.status_code in (401, 403) else (lambda t: scrub(t, extra))
-        if isinstance(meta.get("error"), str):
-            meta["error"] = clean(meta["error"])
-        if response.raw_content:
-            text = response.get_text(strict=False) or ""
-            if (cleaned := clean(text)) != text:
-                response.text = cleaned
+        self.done_with(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.forget(flow)
+        self.done_with(flow)
+
+    def done_with(self, flow: http.HTTPFlow) -> None:
         self.sent.pop(flow.id, None)
+        _in_flight.pop(flow.id, None)
 
     def forget(self, flow: http.HTTPFlow) -> None:
         self.held.pop(flow.id, None)
         if META in flow.metadata and "authorization" in flow.request.headers:
             flow.request.headers["authorization"] = REDACTED
+
+
+class AnswerScrubber:
+    """Before OllamaProxy in the script: the upstream's answer is scrubbed before anything reads it."""
+
+    def __init__(self, hider: KeyHider) -> None:
+        self.hider = hider
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.hider.scrub_answer(flow)
 
 
 class KeyInjector:

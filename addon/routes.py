@@ -24,7 +24,11 @@ logger = logging.getLogger("ollama_proxy")
 
 JSON = "application/json; charset=utf-8"
 NDJSON = "application/x-ndjson"
-META = "ollama"  # flow.metadata key: what the client asked for, serialisable so saved flows keep it
+# flow.metadata keys, serialisable so that saved flows keep them
+META = "ollama"  # what the client asked for and how it went
+CLIENT_BODY = "ollama_request"  # the client's original request body
+UPSTREAM_BODY = "upstream_response"  # the upstream's raw answer (the SSE text of a stream)
+UPSTREAM_HEADERS = "upstream_headers"  # ... and its headers, as [name, value] pairs
 
 Model = TypeVar("Model", bound=OllamaModel)
 
@@ -36,6 +40,9 @@ Model = TypeVar("Model", bound=OllamaModel)
 def respond(flow: http.HTTPFlow, status: int, body: bytes | str, content_type: str = JSON) -> None:
     content = body.encode() if isinstance(body, str) else body
     flow.response = http.Response.make(status, content, {"Content-Type": content_type})
+    if flow.request.method == "HEAD":  # GET's headers without the body: a body would corrupt a kept-alive connection
+        flow.response.content = b""
+        flow.response.headers["content-length"] = str(len(content))
 
 
 def respond_json(flow: http.HTTPFlow, status: int, obj: dict[str, Any]) -> None:
@@ -146,21 +153,22 @@ def forward(
 ) -> None:
     """Rewrite the flow in place into the OpenAI request that mitmproxy then sends upstream."""
     try:
-        translation = translator(request, request.model, settings.passthrough_options)
+        translation = translator(request, settings.models.upstream_id(request.model), settings.passthrough_options)
     except translate.TranslationError as e:
         respond_error(flow, 400, str(e))
         return
-    route = flow.request.path.split("?", 1)[0]
+    translate.apply_think_style(translation.body, request.think, settings.models.think_style(request.model, settings.think_style))
     if translation.warnings:
-        logger.warning("%s %s: %s", route, request.model, "; ".join(translation.warnings))
-    flow.metadata[META] = {
-        "route": route,
+        logger.warning("%s %s: %s", flow.metadata[META]["route"], request.model, "; ".join(translation.warnings))
+    flow.metadata[META].update({
         "shape": shape,
         "model": request.model,
         "stream": request.stream,
         "upstream_route": translation.route,
         "upstream_model": translation.body["model"],
-    }
+    })
+    if settings.body_view_limit:
+        flow.metadata[CLIENT_BODY] = flow.request.raw_content[: settings.body_view_limit]
     headers = http.Headers(
         host="",
         content_type="application/json",
@@ -186,13 +194,17 @@ class StreamRelay:
 
     mitmproxy drops a chunk silently when the callable raises, and an empty item mid-stream
     would end a chunked response: so errors become an `{"error"}` line and nothing empty is returned.
+    Up to `keep` bytes of the upstream stream and of the answer are kept for the flow views.
     """
 
-    __slots__ = ("converter", "called")
+    __slots__ = ("converter", "called", "keep", "upstream", "sent")
 
-    def __init__(self, converter: SSEToNDJSON) -> None:
+    def __init__(self, converter: SSEToNDJSON, keep: int) -> None:
         self.converter = converter
         self.called = False
+        self.keep = keep
+        self.upstream = bytearray()
+        self.sent = bytearray()
 
     def __call__(self, data: bytes) -> list[bytes]:
         self.called = True
@@ -202,22 +214,32 @@ class StreamRelay:
             logger.exception("stream conversion failed")
             self.converter.ended = True
             lines = [translate.dumps_line({"error": f"proxy error while converting the stream: {e}"})]
-        return [b"".join(lines)] if lines else []
+        out = b"".join(lines)
+        if len(self.upstream) < self.keep:
+            self.upstream += data[: self.keep - len(self.upstream)]
+        if len(self.sent) < self.keep:
+            self.sent += out[: self.keep - len(self.sent)]
+        return [out] if out else []
 
 
 def clock_of(flow: http.HTTPFlow) -> translate.Clock:
     return translate.Clock(start_ns=int(flow.request.timestamp_start * 1e9))
 
 
-def response_headers(flow: http.HTTPFlow) -> None:
+def response_headers(flow: http.HTTPFlow, settings: Settings) -> None:
     """Arrange real-time conversion for a successful streamed answer; everything else waits for `response`."""
     meta = flow.metadata.get(META)
     response = flow.response
-    if meta is None or response is None or not meta.get("stream") or response.status_code != 200:
+    if meta is None or response is None or "upstream_route" not in meta:
+        return
+    if settings.body_view_limit:
+        meta["upstream_status"] = response.status_code
+        flow.metadata[UPSTREAM_HEADERS] = [[k, v] for k, v in response.headers.items(multi=True)]
+    if not meta["stream"] or response.status_code != 200:
         return
     if "text/event-stream" not in response.headers.get("content-type", ""):
         return
-    response.stream = StreamRelay(SSEToNDJSON(meta["shape"], meta["model"], clock_of(flow)))
+    response.stream = StreamRelay(SSEToNDJSON(meta["shape"], meta["model"], clock_of(flow)), settings.body_view_limit)
     response.headers.pop("content-length", None)
     response.headers.pop("content-encoding", None)
     response.headers["transfer-encoding"] = "chunked"
@@ -227,7 +249,7 @@ def response_headers(flow: http.HTTPFlow) -> None:
 _KEPT_HEADERS = ("retry-after", "retry-after-ms", "date")
 
 
-def response(flow: http.HTTPFlow) -> None:
+def response(flow: http.HTTPFlow, settings: Settings) -> None:
     """Convert a whole upstream answer: an error, a JSON body, or a stream that arrived in one piece (replay)."""
     meta = flow.metadata.get(META)
     upstream = flow.response
@@ -236,9 +258,15 @@ def response(flow: http.HTTPFlow) -> None:
     relay = upstream.stream if isinstance(upstream.stream, StreamRelay) else None
     if relay is not None and relay.called:
         finish_stream(flow, meta, relay.converter)
+        if relay.keep:
+            flow.metadata[UPSTREAM_BODY] = bytes(relay.upstream)
+            if upstream.raw_content is None:  # mitmproxy keeps no streamed body unless store_streamed_bodies
+                upstream.content = bytes(relay.sent)
         return
     status = upstream.status_code
     body = upstream.get_content(strict=False) or b""
+    if settings.body_view_limit:
+        flow.metadata[UPSTREAM_BODY] = body[: settings.body_view_limit]
     kept = {k: v for k in _KEPT_HEADERS if (v := upstream.headers.get(k))}
     if status >= 400:
         status, message = translate.upstream_error(status, body, upstream.reason, meta["model"])
@@ -247,7 +275,7 @@ def response(flow: http.HTTPFlow) -> None:
         return
     # With a relay in place the headers already say NDJSON; the body is still the upstream's SSE.
     if relay is not None or "text/event-stream" in upstream.headers.get("content-type", ""):
-        converter = relay.converter if relay else SSEToNDJSON(meta["shape"], meta["model"], clock_of(flow))
+        converter = SSEToNDJSON(meta["shape"], meta["model"], clock_of(flow))
         lines = converter.feed(body) + converter.finish()
         finish_stream(flow, meta, converter)
         if meta["stream"]:
@@ -275,6 +303,7 @@ def response(flow: http.HTTPFlow) -> None:
         _replace(flow, 502, translate.dumps_body({"error": message}), JSON, kept)
         return
     _log_warnings(meta, warnings)
+    meta["usage"] = _counts(parsed.get("usage"))
     if meta["stream"]:
         _replace(flow, 200, translate.dumps_line(answer), NDJSON, kept)
     else:
@@ -283,7 +312,13 @@ def response(flow: http.HTTPFlow) -> None:
 
 def finish_stream(flow: http.HTTPFlow, meta: dict[str, Any], converter: SSEToNDJSON) -> None:
     _log_warnings(meta, converter.warnings)
-    meta["usage"] = converter.usage
+    meta["usage"] = _counts(converter.usage)
+
+
+def _counts(usage: Any) -> dict[str, int] | None:
+    if not isinstance(usage, dict):
+        return None
+    return {"prompt_tokens": int(usage.get("prompt_tokens") or 0), "completion_tokens": int(usage.get("completion_tokens") or 0)}
 
 
 def _gather(lines: list[bytes]) -> bytes:
@@ -304,6 +339,8 @@ def _gather(lines: list[bytes]) -> bytes:
         final["message"] = message
     else:
         final["response"] = "".join(c.get("response", "") for c in chunks)
+    if logprobs := [item for c in chunks for item in c.get("logprobs", ())]:
+        final["logprobs"] = logprobs
     return translate.dumps_body(final)
 
 
@@ -324,5 +361,5 @@ def _log_warnings(meta: dict[str, Any], warnings: list[str]) -> None:
 
 def forget_secrets(flow: http.HTTPFlow) -> None:
     """Once the request has gone upstream, drop the key from the flow so views and saved flows never show it."""
-    if META in flow.metadata and "authorization" in flow.request.headers:
+    if "authorization" in flow.request.headers:
         flow.request.headers["authorization"] = "Bearer [redacted]"

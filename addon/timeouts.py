@@ -42,9 +42,9 @@ class WatchedRelay(StreamRelay):
 
     __slots__ = ("last_data",)
 
-    def __init__(self, relay: StreamRelay) -> None:
-        super().__init__(relay.converter)
-        self.called = relay.called
+    def __init__(self, relay: StreamRelay) -> None:  # noqa: super().__init__ not called: every slot is copied
+        for name in StreamRelay.__slots__:
+            setattr(self, name, getattr(relay, name))
         self.last_data = time.monotonic()
 
     def __call__(self, data: bytes) -> list[bytes]:
@@ -82,6 +82,17 @@ def close_server_connection(flow: http.HTTPFlow, reason: str) -> bool:
             io.handler.cancel(reason)
             closed = True
     return closed
+
+
+class ErrorFirst:
+    """Placed before OllamaProxy: a failed flow gets its message before the proxy annotates and logs it."""
+
+    def __init__(self, watch: UpstreamWatch) -> None:
+        self.watch = watch
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        if flow.id in self.watch.started:
+            self.watch.end_failed(flow)
 
 
 def final_chunk(line: bytes) -> bytes:
@@ -129,6 +140,11 @@ class UpstreamWatch:
         self._forget(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        if flow.id in self.started:  # (unless ErrorFirst has done it already)
+            self.end_failed(flow)
+
+    def end_failed(self, flow: http.HTTPFlow) -> None:
+        """The `error` hook's work; `ErrorFirst` calls it before the proxy annotates the flow."""
         timed_out = flow.id in self.expired
         self._forget(flow)
         meta = flow.metadata.get(META)
@@ -204,3 +220,5 @@ class UpstreamWatch:
         if writer is None or writer.is_closing() or flow.client_conn.alpn not in (None, b"", b"http/1.1"):
             return
         writer.write(final_chunk(line))
+        if isinstance(getattr(relay, "sent", None), bytearray):  # what the flow views show of the answer
+            relay.sent += line

@@ -8,6 +8,7 @@ import threading
 import time
 
 import httpx
+from mitmproxy import io
 import ollama
 import pytest
 
@@ -184,7 +185,7 @@ def test_unmapped_options_are_logged_once(client: ollama.Client, proxy: Mitmdump
     client.chat(model="warn-me", messages=[{"role": "user", "content": "x"}], options={"top_k": 5, "num_ctx": 4096})
     assert "top_k" not in upstream.fake.requests[-1].body
     time.sleep(0.2)
-    warnings = [line for line in proxy.log().splitlines() if "warn-me" in line]
+    warnings = [line for line in proxy.log().splitlines() if "warn-me" in line and "no OpenAI equivalent" in line]
     assert len(warnings) == 1 and "num_ctx, top_k" in warnings[0]
 
 
@@ -263,6 +264,38 @@ def test_key_is_not_kept_in_saved_flows(spawn, upstream: UpstreamServer, tmp_pat
     list(client.chat(model="m", messages=[{"role": "user", "content": "x"}], stream=True))
     dump.stop()
     data = saved.read_bytes()
-    assert b"/v1/chat/completions" in data, "the flows were saved"
     assert TEST_KEY.encode() not in data
     assert TEST_KEY not in dump.log()
+    with saved.open("rb") as file:
+        flows = list(io.FlowReader(file).stream())
+    assert [f.request.path for f in flows] == ["/v1/chat/completions"] * 2
+    for flow in flows:  # both sides of each exchange are kept in the saved flow
+        assert json.loads(flow.metadata["ollama_request"])["model"] == "m"
+        assert flow.metadata["upstream_response"] and flow.response.content
+        assert flow.comment.startswith("POST /api/chat m")
+    assert flows[1].metadata["upstream_response"].startswith(b"data: ")
+    assert json.loads(flows[1].response.content.splitlines()[-1])["done"] is True
+
+
+def test_one_log_line_per_request_without_prompt_or_key(spawn, upstream: UpstreamServer) -> None:
+    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}")
+    client = ollama.Client(host=dump.url)
+    client.chat(model="logged", messages=[{"role": "user", "content": "secret prompt text"}])
+    list(client.generate(model="logged", prompt="another secret", stream=True))
+    with pytest.raises(ollama.ResponseError):
+        client.chat(model="missing-model", messages=[{"role": "user", "content": "x"}])
+    dump.stop()
+    lines = [line for line in dump.log().splitlines() if "/api/" in line and "→" in line]
+    assert len(lines) == 3
+    assert "POST /api/chat logged → /v1/chat/completions logged · 200 · 7+4 tokens" in lines[0]
+    assert "POST /api/generate logged → /v1/chat/completions logged · 200 · 7+3 tokens" in lines[1]
+    assert "404" in lines[2] and "model 'missing-model' not found" in lines[2]
+    log = dump.log()
+    assert "secret" not in log and TEST_KEY not in log
+
+
+def test_log_lines_can_be_turned_down(spawn, upstream: UpstreamServer) -> None:
+    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", "termlog_verbosity=warn")
+    ollama.Client(host=dump.url).chat(model="quiet", messages=[{"role": "user", "content": "x"}])
+    dump.stop()
+    assert "quiet" not in dump.log()

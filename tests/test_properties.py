@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mitmproxy import http
@@ -78,7 +79,7 @@ def test_converter_survives_arbitrary_events(shape: str, events: list[Any], done
 @SETTINGS
 @given(st.lists(st.binary(max_size=100), max_size=8))
 def test_stream_relay_never_returns_an_empty_chunk(pieces: list[bytes]) -> None:
-    relay = StreamRelay(SSEToNDJSON("chat", "m", translate.Clock(start_ns=0)))
+    relay = StreamRelay(SSEToNDJSON("chat", "m", translate.Clock(start_ns=0)), 1000)
     for piece in pieces:
         out = relay(piece) if piece else []
         assert all(out) and isinstance(out, list)
@@ -102,26 +103,24 @@ def test_whole_responses_convert_or_raise_a_shape_error(body: dict[str, Any], sh
 @given(st.sampled_from(["/api/chat", "/api/generate"]), st.booleans(), st.integers(200, 599),
        st.sampled_from(["application/json", "text/event-stream", "text/html", ""]),
        st.binary(max_size=200) | (objects | json_values).map(lambda v: json.dumps(v).encode()))
-def test_response_hook_answers_any_upstream_answer(path: str, stream: bool, status: int, content_type: str, body: bytes) -> None:
+def test_response_hook_answers_any_upstream_answer(tctx, path: str, stream: bool, status: int, content_type: str, body: bytes) -> None:
     """Whatever the upstream answers (whole, as mitmproxy hands it to `response`), the client gets Ollama JSON/NDJSON."""
-    with taddons.context(_addon) as tctx:
-        tctx.configure(_addon, openai_base_url="http://127.0.0.1:9/v1")
-        request = {"model": "m", "stream": stream, **({"messages": [{"role": "user", "content": "x"}]} if path == "/api/chat" else {"prompt": "x"})}
-        flow = tflow.tflow(req=tutils.treq(method=b"POST", path=path.encode(), host="127.0.0.1", port=11434,
-                                           headers=http.Headers(content_type="application/json"), content=json.dumps(request).encode()))
-        flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
-        _addon.request(flow)
-        flow.response = tutils.tresp(status_code=status, headers=http.Headers(content_type=content_type), content=body)
-        _addon.responseheaders(flow)
-        _addon.response(flow)
-        answer = flow.response
-        if answer.headers["content-type"] == "application/x-ndjson":
-            assert answer.status_code == 200
-            lines = valid_lines([answer.content]) if answer.content else []
-            assert lines and (lines[-1].get("done") is True or "error" in lines[-1])
-        else:
-            parsed = json.loads(answer.content)
-            assert (answer.status_code == 200) == ("error" not in parsed)
+    request = {"model": "m", "stream": stream, **({"messages": [{"role": "user", "content": "x"}]} if path == "/api/chat" else {"prompt": "x"})}
+    flow = tflow.tflow(req=tutils.treq(method=b"POST", path=path.encode(), host="127.0.0.1", port=11434,
+                                       headers=http.Headers(content_type="application/json"), content=json.dumps(request).encode()))
+    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
+    _addon.request(flow)
+    flow.response = tutils.tresp(status_code=status, headers=http.Headers(content_type=content_type), content=body)
+    _addon.responseheaders(flow)
+    _addon.response(flow)
+    answer = flow.response
+    if answer.headers["content-type"] == "application/x-ndjson":
+        assert answer.status_code == 200
+        lines = valid_lines([answer.content]) if answer.content else []
+        assert lines and (lines[-1].get("done") is True or "error" in lines[-1])
+    else:
+        parsed = json.loads(answer.content)
+        assert (answer.status_code == 200) == ("error" not in parsed)
 
 
 @SETTINGS
@@ -152,20 +151,26 @@ def test_translating_any_valid_request_never_raises_unexpectedly(data: dict[str,
 _addon = OllamaProxy()
 
 
+@pytest.fixture(scope="module")
+def tctx():
+    """One mitmproxy test context for all examples (contexts made per example leave log handlers behind)."""
+    with taddons.context(_addon) as context:
+        context.configure(_addon, openai_base_url="http://127.0.0.1:9/v1")
+        yield context
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(["/api/chat", "/api/generate"]),
        st.binary(max_size=300) | objects.map(lambda o: json.dumps(o).encode()) | objects.map(lambda o: json.dumps({"model": "m", **o}).encode()))
-def test_request_hook_answers_or_rewrites_any_body(path: str, body: bytes) -> None:
-    with taddons.context(_addon) as tctx:
-        tctx.configure(_addon, openai_base_url="http://127.0.0.1:9/v1")
-        flow = tflow.tflow(req=tutils.treq(method=b"POST", path=path.encode(), host="127.0.0.1", port=11434,
-                                           headers=http.Headers(content_type="application/json"), content=body))
-        flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
-        _addon.request(flow)
-        if flow.response is not None:
-            assert flow.response.status_code in (200, 400, 404)
-            if flow.response.status_code != 200:
-                assert isinstance(json.loads(flow.response.content)["error"], str)
-        else:
-            assert flow.request.url.startswith("http://127.0.0.1:9/v1/")
-            json.loads(flow.request.content)
+def test_request_hook_answers_or_rewrites_any_body(tctx, path: str, body: bytes) -> None:
+    flow = tflow.tflow(req=tutils.treq(method=b"POST", path=path.encode(), host="127.0.0.1", port=11434,
+                                       headers=http.Headers(content_type="application/json"), content=body))
+    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
+    _addon.request(flow)
+    if flow.response is not None:
+        assert flow.response.status_code in (200, 400, 404)
+        if flow.response.status_code != 200:
+            assert isinstance(json.loads(flow.response.content)["error"], str)
+    else:
+        assert flow.request.url.startswith("http://127.0.0.1:9/v1/")
+        json.loads(flow.request.content)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from mitmproxy import http
+from mitmproxy.flow import Error
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
@@ -138,6 +139,52 @@ def test_stream_relay_survives_a_converter_bug(addon) -> None:
         def feed(self, data: bytes) -> list[bytes]:
             raise RuntimeError("bug")
 
-    relay = routes.StreamRelay(Broken())  # type: ignore[arg-type]
+    relay = routes.StreamRelay(Broken(), 0)  # type: ignore[arg-type]
     out = relay(b"data: x\n\n")
     assert json.loads(out[0])["error"].startswith("proxy error")
+
+
+def test_flows_are_annotated_and_keep_both_sides(addon) -> None:
+    flow = ollama_flow("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    addon.request(flow)
+    flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream"), content=None)
+    addon.responseheaders(flow)
+    sse = recording("chat-stream/plain-text-include-usage")["response"]["body"].encode()
+    sent = b"".join(flow.response.stream(sse) + flow.response.stream(b""))
+    flow.response.data.content = None  # as mitmproxy leaves a streamed response
+    addon.response(flow)
+    assert flow.metadata["upstream_response"] == sse
+    assert json.loads(flow.metadata["ollama_request"])["model"] == "m"
+    assert flow.response.content == sent
+    assert flow.comment.startswith("POST /api/chat m → /v1/chat/completions m · 200 · ")
+    assert "tokens" in flow.comment and not flow.marked
+
+
+def test_failed_flows_are_marked(addon) -> None:
+    flow = ollama_flow("/api/chat", b"{broken")
+    addon.request(flow)
+    addon.response(flow)
+    assert flow.marked == ":red_circle:" and "invalid JSON" in flow.comment
+
+    upstream_down = ollama_flow("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    addon.request(upstream_down)
+    upstream_down.error = Error("Connect call failed")
+    addon.error(upstream_down)
+    assert upstream_down.marked and "Connect call failed" in upstream_down.comment
+    assert upstream_down.request.headers["authorization"] == "Bearer [redacted]"
+
+
+def test_body_view_limit_caps_what_is_kept() -> None:
+    proxy = OllamaProxy()
+    with taddons.context(proxy) as tctx:
+        tctx.configure(proxy, openai_base_url="http://up/v1", body_view_limit=10)
+        flow = ollama_flow("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        proxy.request(flow)
+        flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream"), content=None)
+        proxy.responseheaders(flow)
+        flow.response.stream(recording("chat-stream/plain-text-include-usage")["response"]["body"].encode())
+        flow.response.stream(b"")
+        flow.response.data.content = None
+        proxy.response(flow)
+        assert len(flow.metadata["upstream_response"]) == 10 and len(flow.response.content) == 10
+        assert len(flow.metadata["ollama_request"]) == 10

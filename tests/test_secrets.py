@@ -207,6 +207,8 @@ def test_mitmweb_flows_show_no_key(upstream: UpstreamServer, tmp_path) -> None:
         assert any(h == ["authorization", "Bearer [redacted]"] for f in flows.json() for h in f["request"]["headers"])
         for flow in flows.json():
             for part in ("request", "response"):
+                if not (flow.get(part) or {}).get("contentLength"):
+                    continue  # (mitmweb itself fails on content it does not have)
                 content = api.get(f"/flows/{flow['id']}/{part}/content.data")
                 secret_free(content.content, UPSTREAM_KEY, CLIENT_KEY)
         dump = api.get("/flows/dump")
