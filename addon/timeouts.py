@@ -56,6 +56,20 @@ class WatchedRelay(StreamRelay):
         return out
 
 
+class ActivityTap:
+    """Any other stream of a translated flow (the /v1 routes' pass-through): noted, then relayed unchanged."""
+
+    __slots__ = ("inner", "last_data")
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.last_data = time.monotonic()
+
+    def __call__(self, data: bytes):
+        self.last_data = time.monotonic()
+        return data if self.inner is True else self.inner(data)
+
+
 def client_writer(flow: http.HTTPFlow):  # -> asyncio.StreamWriter | None
     """The writer of the flow's live client connection, from mitmproxy's connection handler."""
     proxyserver = ctx.master.addons.get("proxyserver")
@@ -135,6 +149,8 @@ class UpstreamWatch:
             # If the upstream breaks off, mitmproxy closes this connection right after the final
             # error line; saying so up front keeps clients from sending their next request on it.
             response.headers["connection"] = "close"
+        elif response is not None and response.stream and "upstream_route" in flow.metadata.get(META, {}):
+            response.stream = ActivityTap(response.stream)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._forget(flow)
@@ -184,7 +200,7 @@ class UpstreamWatch:
         response = flow.response
         if response is not None:
             stream = response.stream
-            if isinstance(stream, WatchedRelay):
+            if isinstance(stream, (WatchedRelay, ActivityTap)):
                 last = max(last, stream.last_data)
             elif response.timestamp_start:
                 # headers arrived (a non-streamed body is still coming): count from then

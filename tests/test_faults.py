@@ -308,3 +308,34 @@ def test_logs_have_no_tracebacks(proxy: Mitmdump, timeout_proxy: Mitmdump) -> No
         assert TEST_KEY not in log
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The same on the OpenAI-compatible /v1 routes (passed through, not converted)
+
+
+def test_v1_stream_that_is_slow_but_steady_is_not_cut(timeout_proxy: Mitmdump, upstream: UpstreamServer) -> None:
+    upstream.fake.event_delay = 0.4
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "a b c"}]}
+    with httpx.stream("POST", timeout_proxy.url + "/v1/chat/completions", json=body, timeout=20) as response:
+        raw = b"".join(response.iter_bytes())
+    assert response.status_code == 200 and raw.rstrip().endswith(b"data: [DONE]")
+
+
+def test_v1_stream_that_stalls_is_cut_and_the_client_sees_it(timeout_proxy: Mitmdump, upstream: UpstreamServer) -> None:
+    upstream.fake.pause_after = 3
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "a b c"}]}
+    received = b""
+    with pytest.raises(httpx.RemoteProtocolError):  # an incomplete body: the client knows the answer is cut
+        with httpx.stream("POST", timeout_proxy.url + "/v1/chat/completions", json=body, timeout=20) as response:
+            for piece in response.iter_bytes():
+                received += piece
+    assert b"echo:" in received and b"[DONE]" not in received
+    wait_for(lambda: upstream.fake.aborted == 1, "the upstream connection was closed")
+
+
+def test_v1_request_the_upstream_never_answers(timeout_proxy: Mitmdump, upstream: UpstreamServer) -> None:
+    upstream.fake.queue(200, {"never": "sent"}, hang=15)
+    response = httpx.post(timeout_proxy.url + "/v1/chat/completions", json={"model": "m", "messages": HELLO}, timeout=20)
+    assert response.status_code == 504 and "upstream_timeout" in response.json()["error"]
+    wait_for(lambda: upstream.fake.aborted == 1, "the upstream connection was closed")
