@@ -31,7 +31,7 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
     (
         "openai_api_key",
         str,
-        os.environ.get("OPENAI_API_KEY", ""),
+        "",  # empty: $OPENAI_API_KEY, read in Settings so that no options view (mitmweb) shows it
         "API key sent upstream as 'Authorization: Bearer <key>'. Defaults to $OPENAI_API_KEY.",
     ),
     (
@@ -168,6 +168,11 @@ def parse_version(version: str) -> str:
     return version.strip()
 
 
+def upstream_key(options: Any) -> str:
+    """openai_api_key, else $OPENAI_API_KEY (kept out of the option's value, which mitmweb displays)."""
+    return options.openai_api_key.strip() or os.environ.get("OPENAI_API_KEY", "").strip()
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the per-request path needs, computed once when options change."""
@@ -183,7 +188,7 @@ class Settings:
 
     @classmethod
     def from_options(cls, options: Any) -> Settings:
-        key = options.openai_api_key.strip()
+        key = upstream_key(options)
         return cls(
             upstream=Upstream.parse(options.openai_base_url),
             authorization=f"Bearer {key}" if key else None,

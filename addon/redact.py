@@ -101,7 +101,9 @@ class KeyHider:
         from mitmproxy import ctx
 
         if "openai_api_key" in ctx.options:
-            register("openai_api_key", ctx.options.openai_api_key.strip())
+            from addon.options import upstream_key
+
+            register("openai_api_key", upstream_key(ctx.options))
         install_log_scrubber()
 
     def running(self) -> None:

@@ -45,7 +45,7 @@ class Mitmdump:
 
     def __init__(self, tmp: Path, mode: str, *settings: str, port: int | None = None, scripts: list[Path] = (),
                  extra_args: list[str] = (), listen_host: str | None = "127.0.0.1", program: Path = MITMDUMP,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), environment: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.log_path = tmp / f"mitmdump-{self.port}.log"
         mode_arg = f"reverse:http://127.0.0.1:{self.port}" if mode == "reverse" else mode
@@ -60,6 +60,7 @@ class Mitmdump:
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env.pop("OPENAI_API_KEY", None)
         env.pop("OPENAI_BASE_URL", None)
+        env.update(environment or {})
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
         self.url = f"http://127.0.0.1:{self.port}"

@@ -158,7 +158,8 @@ def test_no_key_in_logs_errors_or_saved_flows(spawn, upstream: UpstreamServer, t
     if forward:
         assert upstream.fake.requests[0].headers["authorization"] == f"Bearer {CLIENT_KEY}"
     else:
-        assert upstream.fake.requests[0].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+        sent = next(r for r in upstream.fake.requests if r.path.endswith("/chat/completions"))
+        assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     time.sleep(0.3)
     dump.stop()
     log = dump.log()
@@ -194,10 +195,11 @@ def test_no_key_in_saved_flows_of_failed_requests(spawn, tmp_path) -> None:
 @pytest.mark.e2e
 def test_mitmweb_flows_show_no_key(upstream: UpstreamServer, tmp_path) -> None:
     web_port = _free_port()
-    web = Mitmdump(tmp_path, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={UPSTREAM_KEY}",
+    web = Mitmdump(tmp_path, "reverse", f"openai_base_url={upstream.base_url}",
                    f"ollama_api_key={CLIENT_KEY}", "web_password=test-web-pw", "web_open_browser=false",
                    "store_streamed_bodies=true", program=MITMDUMP.parent / "mitmweb",
-                   extra=("--web-host", "127.0.0.1", "--web-port", str(web_port)))
+                   extra=("--web-host", "127.0.0.1", "--web-port", str(web_port)),
+                   environment={"OPENAI_API_KEY": UPSTREAM_KEY})
     try:
         traffic(web.url, upstream, CLIENT_KEY)
         api = httpx.Client(base_url=f"http://127.0.0.1:{web_port}", headers={"Authorization": "Bearer test-web-pw"}, timeout=10)
@@ -214,6 +216,13 @@ def test_mitmweb_flows_show_no_key(upstream: UpstreamServer, tmp_path) -> None:
         dump = api.get("/flows/dump")
         assert dump.status_code == 200
         secret_free(dump.content, UPSTREAM_KEY, CLIENT_KEY)
+        # The upstream key from $OPENAI_API_KEY is no option value: the Options page does not show it.
+        # (ollama_api_key, set as an option, is shown there: mitmweb shows every option's value.)
+        options = api.get("/options")
+        assert options.status_code == 200 and options.json()["openai_api_key"]["value"] == ""
+        secret_free(options.content, UPSTREAM_KEY)
+        sent = next(r for r in upstream.fake.requests if r.path.endswith("/chat/completions"))
+        assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     finally:
         web.stop()
     secret_free(web.log(), UPSTREAM_KEY, CLIENT_KEY)
