@@ -100,8 +100,10 @@ ensure_toolchain() {
   ((${#missing[@]} == 0)) && return 0
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     say "installing ${missing[*]} with apt-get (needed once to compile llama-server)…"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Wait for a dpkg lock held by another apt run instead of failing at once.
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+      --no-install-recommends "${missing[@]}" >/dev/null
   else
     die "missing ${missing[*]}: install them (e.g. 'sudo apt-get install ${missing[*]}') and rerun"
   fi
