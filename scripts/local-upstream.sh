@@ -259,7 +259,7 @@ cmd_start() {
     # setsid: the router gets its own process group, so `stop` can end it with its
     # per-model child processes in one go.
     setsid "$BIN" --models-preset "$PRESETS" --host 127.0.0.1 --port "$PORT" --no-ui \
-      </dev/null >"$LOG" 2>&1 &
+      </dev/null >"$LOG" 2>&1 9>&- &  # 9>&-: the server must not inherit the lock
     pid=$!
     echo "$pid" >"$PIDFILE"
   fi
