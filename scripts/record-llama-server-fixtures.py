@@ -57,13 +57,19 @@ EXCHANGES: dict[str, tuple[str, str, object, str]] = {
     ),
     "chat-tools": (
         "POST", "/v1/chat/completions",
-        {"model": "gemma3", "messages": TOOL_MSGS, "tools": [WEATHER_TOOL], "max_tokens": 32,
+        {"model": "gemma3", "messages": TOOL_MSGS, "tools": [WEATHER_TOOL], "max_tokens": 48,
          "temperature": 0, "seed": 42, "stop": ["</tool_call>"]},
         "tool call parsed from <tool_call> markup by the jinja template; stop keeps it to one call",
     ),
+    "chat-tools-length": (
+        "POST", "/v1/chat/completions",
+        {"model": "gemma3", "messages": TOOL_MSGS, "tools": [WEATHER_TOOL], "max_tokens": 24,
+         "temperature": 0, "seed": 42, "stop": ["</tool_call>"]},
+        "max_tokens cuts the call: a partially parsed tool call with finish_reason 'length'",
+    ),
     "chat-tools-stream": (
         "POST", "/v1/chat/completions",
-        {"model": "gemma3", "messages": TOOL_MSGS, "tools": [WEATHER_TOOL], "max_tokens": 32,
+        {"model": "gemma3", "messages": TOOL_MSGS, "tools": [WEATHER_TOOL], "max_tokens": 48,
          "temperature": 0, "seed": 42, "stop": ["</tool_call>"], "stream": True,
          "stream_options": {"include_usage": True}},
         "streamed tool-call deltas, finish_reason tool_calls",
@@ -106,12 +112,27 @@ EXCHANGES: dict[str, tuple[str, str, object, str]] = {
 
 
 def server_version() -> str:
-    cache = os.environ.get("UPSTREAM_CACHE", str(Path.cwd() / ".cache" / "local-upstream"))
+    cache = cache_dir()
     for binary in sorted(glob.glob(os.path.join(cache, "bin", "llama-server-*"))):
         r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
         lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith(("version", "built"))]
         return "; ".join(lines) or "unknown"
     return "unknown"
+
+
+def cache_dir() -> str:
+    return os.environ.get("UPSTREAM_CACHE", str(Path.cwd() / ".cache" / "local-upstream"))
+
+
+def scrub(obj: object, cache: str) -> object:
+    """Replace this machine's cache path (in /v1/models' args and presets) by a placeholder."""
+    if isinstance(obj, str):
+        return obj.replace(cache, "$UPSTREAM_CACHE")
+    if isinstance(obj, list):
+        return [scrub(x, cache) for x in obj]
+    if isinstance(obj, dict):
+        return {k: scrub(v, cache) for k, v in obj.items()}
+    return obj
 
 
 def exchange(base: str, method: str, path: str, body: object) -> tuple[dict, dict]:
@@ -155,6 +176,7 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         req, resp = exchange(args.base, method, path, body)
+        resp["body"] = scrub(resp["body"], os.path.realpath(cache_dir()))
         doc = {
             "source": {
                 "server": "llama.cpp llama-server, router mode (scripts/local-upstream.sh)",
@@ -165,6 +187,7 @@ def main() -> int:
                 "recorded_by": "scripts/record-llama-server-fixtures.py",
                 "recorded_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "base_url": args.base,
+                "scrubbed": "paths under the recording machine's cache dir replaced by $UPSTREAM_CACHE",
                 "note": note,
             },
             "request": req,
