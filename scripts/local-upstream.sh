@@ -240,7 +240,6 @@ cmd_build() {
   build_server
   fetch_model
   write_config
-  say "llama-server and model are ready in $CACHE"
 }
 
 cmd_start() {
@@ -325,7 +324,7 @@ with_lock() {
 case ${1:-start} in
   start) with_lock cmd_start ;;
   stop) with_lock cmd_stop ;;
-  build) with_lock cmd_build ;;
+  build) with_lock cmd_build; say "llama-server and the model are ready in $CACHE" ;;
   status) cmd_status ;;
   -h|--help|help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
   *) say "unknown command '$1' (use start, stop, status or build)"; exit 2 ;;
