@@ -145,10 +145,11 @@ def forward(
 ) -> None:
     """Rewrite the flow in place into the OpenAI request that mitmproxy then sends upstream."""
     try:
-        translation = translator(request, request.model, settings.passthrough_options)
+        translation = translator(request, settings.models.upstream_id(request.model), settings.passthrough_options)
     except translate.TranslationError as e:
         respond_error(flow, 400, str(e))
         return
+    translate.apply_think_style(translation.body, request.think, settings.models.think_style(request.model, settings.think_style))
     if translation.warnings:
         logger.warning("%s %s: %s", flow.metadata[META]["route"], request.model, "; ".join(translation.warnings))
     flow.metadata[META].update({
@@ -322,6 +323,8 @@ def _gather(lines: list[bytes]) -> bytes:
         final["message"] = message
     else:
         final["response"] = "".join(c.get("response", "") for c in chunks)
+    if logprobs := [item for c in chunks for item in c.get("logprobs", ())]:
+        final["logprobs"] = logprobs
     return translate.dumps_body(final)
 
 
