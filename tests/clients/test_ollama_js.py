@@ -1,0 +1,119 @@
+"""ollama-js (npm `ollama`) on Node.js, driven by node/ollama_js.mjs through the proxy."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from upstream import UpstreamServer
+
+Js = Callable[..., Any]
+
+
+def test_version(js: Js) -> None:
+    version = js("version")["version"]
+    assert tuple(int(p) for p in version.split(".")) >= (0, 6, 4)
+
+
+def test_chat(js: Js, upstream: UpstreamServer) -> None:
+    answer = js("chat", prompt="hello there")
+    assert answer["model"] == "llama3.2"
+    assert answer["message"] == {"role": "assistant", "content": "echo: hello there"}
+    assert answer["done"] is True and answer["done_reason"] == "stop"
+    assert answer["prompt_eval_count"] == 7 and answer["eval_count"] == 3
+    assert upstream.fake.requests[-1].body["model"] == "gpt-4o-mini"
+
+
+def test_chat_stream(js: Js) -> None:
+    parts = js("chat_stream", prompt="one two three")["parts"]
+    assert "".join(p["message"]["content"] for p in parts) == "echo: one two three"
+    assert [p["done"] for p in parts] == [False] * (len(parts) - 1) + [True]
+    assert parts[-1]["done_reason"] == "stop" and parts[-1]["eval_count"] == 4
+
+
+def test_generate(js: Js, upstream: UpstreamServer) -> None:
+    answer = js("generate", prompt="why is the sky blue", system="be brief")
+    assert answer["response"] == "echo: why is the sky blue" and answer["done"] is True
+    assert upstream.fake.requests[-1].body["messages"][0] == {"role": "system", "content": "be brief"}
+    parts = js("generate_stream", prompt="a b")["parts"]
+    assert "".join(p["response"] for p in parts) == "echo: a b"
+    assert parts[-1]["done"] is True and not any(p["done"] for p in parts[:-1])
+
+
+def test_embed(js: Js, upstream: UpstreamServer) -> None:
+    answer = js("embed", model="nomic-embed-text", input=["a", "bbb"])
+    assert answer["model"] == "nomic-embed-text"
+    first, second = answer["embeddings"]
+    # the fake upstream's vectors are [len(text), index, 3, 4], normalised by the proxy like Ollama's
+    assert math.isclose(math.hypot(*first), 1) and math.isclose(math.hypot(*second), 1)
+    assert first[0] < second[0]
+    assert upstream.fake.requests[-1].body["model"] == "text-embedding-3-small"
+    legacy = js("embeddings", model="nomic-embed-text", prompt="abc")
+    assert legacy["embedding"][0] == 3.0  # /api/embeddings: not normalised, as in Ollama
+
+
+def test_list_and_show(js: Js) -> None:
+    names = [m["name"] for m in js("list")["models"]]
+    assert {"llama3.2:latest", "nomic-embed-text:latest"} <= set(names)
+    show = js("show", model="llama3.2")
+    assert "tools" in show["capabilities"]
+    arch = show["model_info"]["general.architecture"]
+    assert show["model_info"][f"{arch}.context_length"] == 128000
+
+
+def test_ps(js: Js) -> None:
+    assert "llama3.2:latest" in [m["name"] for m in js("ps")["models"]]
+
+
+def _tool_round_trip(js: Js, upstream: UpstreamServer, scenario: str) -> None:
+    upstream.fake.queue_reply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 3}}])
+    upstream.fake.queue_reply("2 + 3 = 5")
+    result = js(scenario)
+    assert "threw" not in result, result
+    call = result["first"]["tool_calls"][0]
+    assert call["function"]["name"] == "add" and call["function"]["arguments"] == {"a": 2, "b": 3}
+    assert result["results"] == [{"name": "add", "arguments": {"a": 2, "b": 3}, "output": "5"}]
+    assert result["final"]["content"] == "2 + 3 = 5"
+    first, second = (r.body for r in upstream.fake.requests[-2:])
+    assert first["tools"][0]["function"]["name"] == "add"
+    sent_call = second["messages"][1]["tool_calls"][0]
+    assert json.loads(sent_call["function"]["arguments"]) == {"a": 2, "b": 3}
+    assert second["messages"][2] == {"role": "tool", "content": "5", "tool_call_id": sent_call["id"]}
+
+
+def test_tool_round_trip(js: Js, upstream: UpstreamServer) -> None:
+    _tool_round_trip(js, upstream, "tools")
+
+
+def test_tool_round_trip_streamed(js: Js, upstream: UpstreamServer) -> None:
+    _tool_round_trip(js, upstream, "tools_stream")
+
+
+def test_unknown_model_is_a_response_error(js: Js) -> None:
+    threw = js("chat", model="no-such-model", prompt="hi")["threw"]
+    assert threw["name"] == "ResponseError" and threw["status_code"] == 404
+    assert "no-such-model" in threw["message"] and "not found" in threw["message"]
+
+
+def test_a_stream_that_breaks_off_upstream_ends_in_an_error_ollama_js_throws(js: Js, upstream: UpstreamServer) -> None:
+    """The upstream ends its stream after some text, without a finish reason or [DONE]: the proxy
+    sends a final {"error"} line, which ollama-js throws, after the text that did arrive."""
+    upstream.fake.queue_reply("the start of an answer", break_off=True)
+    result = js("stream_until_error", prompt="tell me")
+    assert "".join(p["message"]["content"] for p in result["parts"]) == "the start of an answer"
+    assert not any(p["done"] for p in result["parts"])
+    assert "threw" in result, "ollama-js finished a broken stream without an error"
+    assert result["threw"]["name"] == "Error" and "upstream" in result["threw"]["message"]
+
+
+def test_a_reset_upstream_connection_gives_ollama_js_an_error(js: Js, upstream: UpstreamServer) -> None:
+    """The upstream connection is reset mid-stream: ollama-js throws instead of hanging or
+    reporting a truncated answer as complete."""
+    events = [f"data: {json.dumps({'object': 'chat.completion.chunk', 'model': 'm', 'choices': [{'index': 0, 'delta': {'content': w}, 'finish_reason': None}]})}\n\n".encode()
+              for w in ("one", " two", " three")]
+    upstream.fake.queue(200, events, {"content-type": "text/event-stream"}, close_after=2)
+    result = js("stream_until_error", prompt="count")
+    assert "threw" in result, "ollama-js finished a broken stream without an error"
+    assert not any(p["done"] for p in result["parts"])
