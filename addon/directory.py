@@ -45,6 +45,7 @@ class ModelDirectory:
         self._fresh_until = 0.0
         self._error: str | None = None
         self._fetch: asyncio.Task[None] | None = None
+        self._client: httpx2.AsyncClient | None = None
 
     # -- names (synchronous: only what is already known) --------------------------------------
 
@@ -66,9 +67,11 @@ class ModelDirectory:
     # -- lookups (asynchronous: may fetch the upstream list) ------------------------------------
 
     async def listing(self) -> Listing:
-        await self.refresh()
         models = list(self.catalog.models.values())
-        if self.list_upstream and self._entries is not None:
+        if not self.list_upstream:
+            return Listing(models, None)
+        await self.refresh()
+        if self._entries is not None:
             listed = {m.name for m in models}
             upstream = [infer(i, e) for i, e in self._entries.items()]
             upstream.sort(key=lambda m: (-(m.created or 0), m.name))
@@ -116,8 +119,9 @@ class ModelDirectory:
         headers = {"accept": "application/json"}
         if self.authorization:
             headers["authorization"] = self.authorization
-        async with httpx2.AsyncClient(timeout=FETCH_TIMEOUT, trust_env=False) as client:
-            response = await client.get(self.models_url, headers=headers)
+        if self._client is None:  # building its TLS context takes a while: not on the event loop
+            self._client = await asyncio.to_thread(httpx2.AsyncClient, timeout=FETCH_TIMEOUT, trust_env=False)
+        response = await self._client.get(self.models_url, headers=headers)
         if response.status_code >= 400:
             raise RuntimeError(f"GET {self.models_url} answered {response.status_code} {response.text[:200]!r}")
         body = response.json()

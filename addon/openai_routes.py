@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 from mitmproxy import http
 
+from addon import translate
 from addon.catalog import ModelInfo
 from addon.routes import CLIENT_BODY, META, UPSTREAM_BODY, respond_json
 
@@ -163,7 +164,7 @@ def response(flow: http.HTTPFlow, settings: Settings) -> None:
     if settings.body_view_limit:
         flow.metadata[UPSTREAM_BODY] = body[: settings.body_view_limit]
     if upstream.status_code >= 400:
-        meta["error"] = body[:200].decode("utf-8", "replace")
+        meta["error"] = translate.upstream_error(upstream.status_code, body, upstream.reason, None)[1]
         return
     if "json" not in upstream.headers.get("content-type", ""):
         return

@@ -9,6 +9,7 @@ import base64
 import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -61,13 +62,43 @@ def client(proxy: Mitmdump) -> ollama.Client:
     return ollama.Client(host=proxy.url, timeout=20)
 
 
+@pytest.fixture(scope="module")
+def _catalog_dump(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
+    tmp = tmp_path_factory.mktemp("catalog")
+    path = tmp / "models.toml"
+    path.write_text(CATALOG)
+    dump = Mitmdump(tmp, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", f"model_catalog={path}")
+    yield dump
+    dump.stop()
+
+
+@pytest.fixture(scope="module")
+def _listing_dump(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
+    dump = Mitmdump(tmp_path_factory.mktemp("listing"), "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}")
+    yield dump
+    dump.stop()
+
+
 @pytest.fixture
-def catalog_proxy(spawn, upstream: UpstreamServer, tmp_path: Path) -> Mitmdump:
+def listing_proxy(_listing_dump: Mitmdump, upstream: UpstreamServer) -> Mitmdump:
+    """A proxy without catalog in front of an upstream that lists MODELS (the list stays cached between tests)."""
+    upstream.fake.models = MODELS
+    return _listing_dump
+
+
+@pytest.fixture(scope="module")
+def _options_dump(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
+    dump = Mitmdump(tmp_path_factory.mktemp("options"), "reverse", f"openai_base_url={upstream.base_url}",
+                    "think_style=chat_template_kwargs", "models_ttl=0")
+    yield dump
+    dump.stop()
+
+
+@pytest.fixture
+def catalog_proxy(_catalog_dump: Mitmdump, upstream: UpstreamServer) -> Mitmdump:
     """A proxy with a model catalog, in front of an upstream that lists MODELS."""
     upstream.fake.models = MODELS
-    path = tmp_path / "models.toml"
-    path.write_text(CATALOG)
-    return spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", f"model_catalog={path}")
+    return _catalog_dump
 
 
 def sse(*events: dict, done: bool = True) -> list[bytes]:
@@ -159,9 +190,8 @@ def test_thinking_both_ways(client: ollama.Client, upstream: UpstreamServer) -> 
     assert (answer.thinking, answer.response) == ("thought", "42")
 
 
-def test_think_style_chat_template_kwargs(spawn, upstream: UpstreamServer) -> None:
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", "think_style=chat_template_kwargs")
-    client = ollama.Client(host=dump.url, timeout=20)
+def test_think_style_chat_template_kwargs(_options_dump: Mitmdump, upstream: UpstreamServer) -> None:
+    client = ollama.Client(host=_options_dump.url, timeout=20)
     client.chat(model="m", messages=[{"role": "user", "content": "x"}], think="high")
     body = upstream.fake.requests[-1].body
     assert body["chat_template_kwargs"] == {"enable_thinking": True} and "reasoning_effort" not in body
@@ -274,9 +304,8 @@ def test_legacy_embeddings(client: ollama.Client, upstream: UpstreamServer) -> N
 # Discovery and management
 
 
-def test_tags_show_ps_from_the_upstream_list(spawn, upstream: UpstreamServer) -> None:
-    upstream.fake.models = MODELS
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}")
+def test_tags_show_ps_from_the_upstream_list(listing_proxy: Mitmdump, upstream: UpstreamServer) -> None:
+    dump = listing_proxy
     client = ollama.Client(host=dump.url, timeout=20)
     models = client.list().models
     assert [m.model for m in models] == ["gpt-4o-mini:latest", "text-embedding-3-small:latest", "qwen3:8b", "meta-llama/llama-3.1-8b:latest"]
@@ -284,8 +313,11 @@ def test_tags_show_ps_from_the_upstream_list(spawn, upstream: UpstreamServer) ->
     assert all(m["name"] == m["model"] and len(m["digest"]) == 64 and isinstance(m["size"], int) for m in raw)
     assert raw[0]["details"]["family"] == "gpt" and raw[3]["details"]["context_length"] == 131072
     assert raw[1]["capabilities"] == ["embedding"]
-    assert upstream.fake.requests[0].headers["authorization"] == f"Bearer {TEST_KEY}"
-    assert len(upstream.fake.requests) == 1, "the list is cached (models_ttl)"
+    fetches = [r for r in upstream.fake.requests if r.path == "/v1/models"]
+    assert len(fetches) <= 1 and all(r.headers["authorization"] == f"Bearer {TEST_KEY}" for r in fetches)
+    client.list()
+    client.ps()
+    assert [r for r in upstream.fake.requests if r.path == "/v1/models"] == fetches, "the list is cached (models_ttl)"
 
     for name in ("gpt-4o-mini", "gpt-4o-mini:latest"):
         shown = client.show(name)
@@ -340,9 +372,8 @@ def test_model_list_failure_falls_back_to_the_catalog(spawn, upstream: UpstreamS
     assert "cannot list the upstream's models" in dump.log()
 
 
-def test_models_ttl_zero_refetches(spawn, upstream: UpstreamServer) -> None:
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", "models_ttl=0")
-    client = ollama.Client(host=dump.url, timeout=20)
+def test_models_ttl_zero_refetches(_options_dump: Mitmdump, upstream: UpstreamServer) -> None:
+    client = ollama.Client(host=_options_dump.url, timeout=20)
     client.list()
     client.list()
     assert [r.path for r in upstream.fake.requests] == ["/v1/models", "/v1/models"]
@@ -384,16 +415,18 @@ def test_catalog_in_tags_and_show(catalog_proxy: Mitmdump) -> None:
     assert "FROM gpt-4o-mini" in shown.modelfile
 
 
-def test_catalog_errors_stop_the_proxy_with_a_clear_message(spawn, upstream: UpstreamServer, tmp_path: Path) -> None:
+def test_catalog_errors_stop_the_proxy_with_a_clear_message(upstream: UpstreamServer, tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[models."x"]\nupstream = "y"\ncapabilities = ["flying"]\n')
     try:
-        dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"model_catalog={path}")
-    except RuntimeError as e:  # it exited before it was listening
+        dump = Mitmdump(tmp_path, "reverse", f"openai_base_url={upstream.base_url}", f"model_catalog={path}")
+    except (RuntimeError, pytest.fail.Exception) as e:  # it exited before it was listening (with its log)
         log = str(e)
     else:  # it was listening for a moment: mitmdump exits after an error logged during start-up
         assert dump.process.wait(15) != 0
         log = dump.log()
+        dump._log.close()  # the logged error is what this test expects: no failure from stop()
+        dump.stop()
     assert 'bad.toml: [models."x"]: unknown capabilities' in log
 
 
@@ -426,16 +459,15 @@ def test_v1_routes_with_the_openai_sdk(catalog_proxy: Mitmdump, upstream: Upstre
     assert error.value.body["code"] == "model_not_found", "upstream errors keep OpenAI's shape on /v1"
 
 
-def test_copilot_discovery_sequence(spawn, upstream: UpstreamServer) -> None:
+def test_copilot_discovery_sequence(listing_proxy: Mitmdump, upstream: UpstreamServer) -> None:
     """VS Code Copilot: version → tags → show for each model → chat over /v1/chat/completions, streamed."""
-    upstream.fake.models = MODELS[:1] + MODELS[2:]
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}")
+    dump = listing_proxy
     headers = {"user-agent": "GitHubCopilotChat/0.38.0"}
     with httpx.Client(base_url=dump.url, headers=headers, timeout=20) as http:
         version = http.get("/api/version").json()["version"]
         assert tuple(int(p) for p in version.split(".")) >= (0, 6, 4)
         models = http.get("/api/tags").json()["models"]
-        assert len(models) == 3
+        assert len(models) == 4
         usable = []
         for entry in models:
             shown = http.post("/api/show", json={"model": entry["model"]}).json()
@@ -445,7 +477,7 @@ def test_copilot_discovery_sequence(spawn, upstream: UpstreamServer) -> None:
             assert info["general.basename"] == entry["model"], "Copilot labels models by basename"
             if "tools" in shown["capabilities"]:
                 usable.append(entry["model"])
-        assert usable == [m["model"] for m in models]
+        assert usable == ["gpt-4o-mini:latest", "qwen3:8b", "meta-llama/llama-3.1-8b:latest"], "not the embedding model"
     client = openai.OpenAI(base_url=dump.url + "/v1", api_key="ollama", max_retries=0, default_headers=headers, timeout=20)
     stream = client.chat.completions.create(model=usable[0], messages=[{"role": "user", "content": "hello copilot"}], stream=True)
     chunks = list(stream)
