@@ -94,14 +94,15 @@ class FakeOpenAI:
         chunks = body if isinstance(body, list) else [body.encode() if isinstance(body, str) else body]
         self._queue.append(Canned(status, headers or {}, chunks, **kwargs))
 
-    def queue_reply(self, content: str = "", tool_calls: list[dict[str, Any]] | None = None, *, break_off: bool = False) -> None:
+    def queue_reply(self, content: str = "", tool_calls: list[dict[str, Any]] | None = None, *, thinking: str = "",
+                    break_off: bool = False) -> None:
         """Answer the next chat completion with this assistant message, streamed or not as it asks.
 
         `tool_calls` are `{"name": ..., "arguments": {...}}`; streamed, their arguments arrive in
-        fragments as OpenAI sends them. `break_off` ends the stream cleanly after the content,
+        fragments as OpenAI sends them; `thinking` comes as `reasoning_content`. `break_off` ends the stream cleanly after the content,
         without finish reason or `[DONE]`. Other requests (model lists) do not use up the reply.
         """
-        self._replies.append(Reply(content, tool_calls or [], break_off))
+        self._replies.append(Reply(content, tool_calls or [], break_off, thinking))
 
     def answer(self, received: Received) -> Canned:
         if self._queue:
@@ -177,6 +178,7 @@ class Reply:
     content: str
     tool_calls: list[dict[str, Any]]
     break_off: bool
+    thinking: str = ""
 
     def canned(self, body: dict[str, Any], delay: float) -> Canned:
         model = body.get("model", "")
@@ -187,6 +189,8 @@ class Reply:
                   "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}} for i, c in enumerate(self.tool_calls)]
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": self.content or None, "refusal": None}
+            if self.thinking:
+                message["reasoning_content"] = self.thinking
             if calls:
                 message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
             answer = {**head, "object": "chat.completion", "usage": usage,
@@ -198,6 +202,7 @@ class Reply:
             return f"data: {json.dumps(chunk)}\n\n".encode()
 
         events = [event({"role": "assistant", "content": ""})]
+        events += [event({"reasoning_content": word}) for word in re.findall(r"\s*\S+", self.thinking)]
         events += [event({"content": word}) for word in re.findall(r"\s*\S+", self.content)]
         if self.break_off:
             return Canned(200, {"content-type": "text/event-stream; charset=utf-8"}, events, delay)

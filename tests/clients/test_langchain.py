@@ -57,6 +57,20 @@ async def test_async_invoke(chat: ChatOllama) -> None:
     assert answer.content == "echo: async hello"
 
 
+def test_validate_model_on_init(ollama_proxy: Mitmdump) -> None:
+    """ChatOllama can check at start that the model exists, through /api/tags."""
+    ChatOllama(model=CHAT_MODEL, base_url=ollama_proxy.url, validate_model_on_init=True)
+    with pytest.raises(ValueError, match="not found"):
+        ChatOllama(model="no-such-model", base_url=ollama_proxy.url, validate_model_on_init=True)
+
+
+def test_reasoning(ollama_proxy: Mitmdump, upstream: UpstreamServer) -> None:
+    upstream.fake.queue_reply("42", thinking="six times seven")
+    answer = ChatOllama(model=CHAT_MODEL, base_url=ollama_proxy.url, reasoning=True).invoke("the answer?")
+    assert answer.content == "42" and answer.additional_kwargs["reasoning_content"] == "six times seven"
+    assert upstream.fake.requests[-1].body["reasoning_effort"] == "medium"
+
+
 def test_bind_tools_round_trip(chat: ChatOllama, upstream: UpstreamServer) -> None:
     upstream.fake.queue_reply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 3}}])
     upstream.fake.queue_reply("2 + 3 = 5")

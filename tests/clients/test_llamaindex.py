@@ -6,7 +6,9 @@ import json
 import math
 
 import pytest
+from pydantic import BaseModel
 from llama_index.core.llms import ChatMessage
+from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
 from llama_index.embeddings.ollama import OllamaEmbedding
 from llama_index.llms.ollama import Ollama
@@ -51,6 +53,25 @@ def test_stream_chat(llm: Ollama) -> None:
 async def test_async_chat(llm: Ollama) -> None:
     answer = await llm.achat([ChatMessage(role="user", content="async hello")])
     assert answer.message.content == "echo: async hello"
+
+
+def test_structured_predict(llm: Ollama, upstream: UpstreamServer) -> None:
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    upstream.fake.queue_reply('{"name": "Ada", "age": 36}')
+    person = llm.structured_predict(Person, PromptTemplate("Who is in this text? {text}"), text="Ada is 36.")
+    assert person == Person(name="Ada", age=36)
+    assert upstream.fake.requests[-1].body["response_format"]["type"] == "json_schema"
+
+
+def test_thinking(ollama_proxy: Mitmdump, upstream: UpstreamServer) -> None:
+    upstream.fake.queue_reply("42", thinking="six times seven")
+    llm = Ollama(model=CHAT_MODEL, base_url=ollama_proxy.url, request_timeout=30, thinking=True)
+    pieces = list(llm.stream_chat([ChatMessage(role="user", content="the answer?")]))
+    assert "".join(p.additional_kwargs.get("thinking_delta") or "" for p in pieces) == "six times seven"
+    assert pieces[-1].message.content == "42"
 
 
 def test_tool_call_round_trip(llm: Ollama, upstream: UpstreamServer) -> None:

@@ -67,6 +67,35 @@ def test_ps(js: Js) -> None:
     assert "llama3.2:latest" in [m["name"] for m in js("ps")["models"]]
 
 
+def test_pull_of_a_served_model_succeeds(js: Js) -> None:
+    result = js("pull")
+    assert result["parts"][-1]["status"] == "success" and result["whole"]["status"] == "success"
+
+
+def test_model_management_is_refused_clearly(js: Js) -> None:
+    threw = js("delete")["threw"]
+    assert threw["name"] == "ResponseError" and threw["status_code"] == 501 and "not supported" in threw["message"]
+
+
+def test_thinking(js: Js, upstream: UpstreamServer) -> None:
+    upstream.fake.queue_reply("42", thinking="six times seven")
+    answer = js("chat_think", prompt="the answer?", think="high")
+    assert answer["message"]["thinking"] == "six times seven" and answer["message"]["content"] == "42"
+    assert upstream.fake.requests[-1].body["reasoning_effort"] == "high"
+
+
+def test_abort_a_stream_then_go_on(js: Js, upstream: UpstreamServer) -> None:
+    upstream.fake.pause_after = 3  # the upstream holds the stream after a few words until resumed
+    try:
+        result = js("abort", prompt="a long answer to stop")
+    finally:
+        upstream.fake.resume.set()
+    assert result["parts"] and not any(p["done"] for p in result["parts"])
+    assert result["threw"]["name"] == "AbortError"
+    upstream.fake.pause_after = None
+    assert js("chat", prompt="still there")["message"]["content"] == "echo: still there"
+
+
 def _tool_round_trip(js: Js, upstream: UpstreamServer, scenario: str) -> None:
     upstream.fake.queue_reply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 3}}])
     upstream.fake.queue_reply("2 + 3 = 5")

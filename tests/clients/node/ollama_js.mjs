@@ -67,6 +67,23 @@ const scenarios = {
   list: () => ollama.list(),
   show: () => ollama.show({ model }),
   ps: () => ollama.ps(),
+  pull: async () => ({ parts: await collect(await ollama.pull({ model, stream: true })), whole: await ollama.pull({ model }) }),
+  delete: () => ollama.delete({ model }),
+  chat_think: () => ollama.chat({ model, messages: [{ role: 'user', content: params.prompt }], think: params.think }),
+  // Read the first part of a stream, then abort it as an application's stop button does.
+  abort: async () => {
+    const stream = await ollama.chat({ model, messages: [{ role: 'user', content: params.prompt }], stream: true })
+    const parts = []
+    try {
+      for await (const part of stream) {
+        parts.push(part)
+        stream.abort()
+      }
+    } catch (error) {
+      return { parts, threw: describe(error) }
+    }
+    return { parts }
+  },
   tools: () => toolRoundTrip(false),
   tools_stream: () => toolRoundTrip(true),
   // A stream read part by part; what arrived before ollama-js threw is reported too.
