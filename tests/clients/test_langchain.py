@@ -91,6 +91,21 @@ def test_bind_tools_round_trip(chat: ChatOllama, upstream: UpstreamServer) -> No
     assert second_sent["messages"][2] == {"role": "tool", "content": "5", "tool_call_id": sent_call["id"]}
 
 
+def test_streamed_tool_call(chat: ChatOllama, upstream: UpstreamServer) -> None:
+    upstream.fake.queue_reply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 3}}])
+    chunks = list(chat.bind_tools([add]).stream("What is 2 + 3?"))
+    whole = sum(chunks[1:], chunks[0])
+    assert [(c["name"], c["args"]) for c in whole.tool_calls] == [("add", {"a": 2, "b": 3})]
+
+
+def test_image_input(chat: ChatOllama, upstream: UpstreamServer) -> None:
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    message = HumanMessage(content=[{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": f"data:image/png;base64,{png}"}])
+    assert chat.invoke([message]).content.split() == ["echo:", "describe"]  # langchain-ollama joins text parts with "\n"
+    parts = upstream.fake.requests[-1].body["messages"][0]["content"]
+    assert parts[1]["image_url"]["url"] == f"data:image/png;base64,{png}"
+
+
 def test_with_structured_output_json_schema(chat: ChatOllama, upstream: UpstreamServer) -> None:
     upstream.fake.queue_reply('{"name": "Ada", "age": 36}')
     person = chat.with_structured_output(Person).invoke("Ada is 36.")

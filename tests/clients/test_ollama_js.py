@@ -67,6 +67,20 @@ def test_ps(js: Js) -> None:
     assert "llama3.2:latest" in [m["name"] for m in js("ps")["models"]]
 
 
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+def test_chat_with_image_schema_and_options(js: Js, upstream: UpstreamServer) -> None:
+    schema = {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]}
+    upstream.fake.queue_reply('{"colour": "red"}')
+    answer = js("chat_everything", prompt="what colour?", images=[PNG], format=schema)
+    assert json.loads(answer["message"]["content"]) == {"colour": "red"}
+    sent = upstream.fake.requests[-1].body
+    assert sent["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert sent["response_format"]["json_schema"]["schema"] == schema
+    assert (sent["temperature"], sent["max_tokens"], sent["stop"]) == (0.3, 100, ["\n\n"])
+
+
 def test_pull_of_a_served_model_succeeds(js: Js) -> None:
     result = js("pull")
     assert result["parts"][-1]["status"] == "success" and result["whole"]["status"] == "success"

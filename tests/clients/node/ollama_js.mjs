@@ -67,6 +67,14 @@ const scenarios = {
   list: () => ollama.list(),
   show: () => ollama.show({ model }),
   ps: () => ollama.ps(),
+  // What applications add to a chat: an image, a JSON schema, options, keep_alive.
+  chat_everything: () => ollama.chat({
+    model,
+    messages: [{ role: 'user', content: params.prompt, images: params.images }],
+    format: params.format,
+    options: { temperature: 0.3, num_ctx: 8192, num_predict: 100, stop: ['\n\n'] },
+    keep_alive: '10m',
+  }),
   pull: async () => ({ parts: await collect(await ollama.pull({ model, stream: true })), whole: await ollama.pull({ model }) }),
   delete: () => ollama.delete({ model }),
   chat_think: () => ollama.chat({ model, messages: [{ role: 'user', content: params.prompt }], think: params.think }),
