@@ -99,6 +99,17 @@ def test_tool_call_round_trip(llm: Ollama, upstream: UpstreamServer) -> None:
     assert second_sent["messages"][2]["tool_call_id"] == sent_call["id"]
 
 
+def test_a_model_the_upstream_does_not_list_needs_context_window(ollama_proxy: Mitmdump) -> None:
+    """Without `context_window`, LlamaIndex asks /api/show for it before the first request, and
+    the proxy answers 404 for a model neither the catalog nor the upstream's list knows (as
+    Ollama does). Chat itself would work (the upstream decides): give `context_window`."""
+    unlisted = Ollama(model="served-but-unlisted", base_url=ollama_proxy.url, request_timeout=30)
+    with pytest.raises(Exception, match="not found"):
+        unlisted.complete("hi")
+    explicit = Ollama(model="served-but-unlisted", base_url=ollama_proxy.url, request_timeout=30, context_window=8192)
+    assert explicit.complete("hi").text == "echo: hi"
+
+
 def test_embeddings(ollama_proxy: Mitmdump, upstream: UpstreamServer) -> None:
     embed = OllamaEmbedding(model_name=EMBED_MODEL, base_url=ollama_proxy.url)
     one = embed.get_text_embedding("abc")
