@@ -8,7 +8,7 @@ import math
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
-from langchain_ollama import ChatOllama, OllamaEmbeddings
+from langchain_ollama import ChatOllama, OllamaEmbeddings, OllamaLLM
 from pydantic import BaseModel, Field
 
 from conftest import Mitmdump
@@ -52,9 +52,17 @@ def test_stream(chat: ChatOllama) -> None:
     assert whole.usage_metadata["input_tokens"] == 7 and whole.response_metadata["done_reason"] == "stop"
 
 
-async def test_async_invoke(chat: ChatOllama) -> None:
+async def test_async_invoke_and_stream(chat: ChatOllama) -> None:
     answer = await chat.ainvoke("async hello")
     assert answer.content == "echo: async hello"
+    assert "".join([c.content async for c in chat.astream("x y")]) == "echo: x y"
+
+
+def test_ollama_llm_completion(ollama_proxy: Mitmdump, upstream: UpstreamServer) -> None:
+    llm = OllamaLLM(model=CHAT_MODEL, base_url=ollama_proxy.url)
+    assert llm.invoke("a b") == "echo: a b"
+    assert "".join(llm.stream("c d")) == "echo: c d"
+    assert upstream.fake.requests[-1].body["messages"] == [{"role": "user", "content": "c d"}]  # /api/generate
 
 
 def test_validate_model_on_init(ollama_proxy: Mitmdump) -> None:

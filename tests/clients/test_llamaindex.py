@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import math
 
 import pytest
 from pydantic import BaseModel
-from llama_index.core.llms import ChatMessage
+from llama_index.core.llms import ChatMessage, ImageBlock, TextBlock
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
 from llama_index.embeddings.ollama import OllamaEmbedding
@@ -50,9 +52,22 @@ def test_stream_chat(llm: Ollama) -> None:
     assert pieces[-1].message.content == "echo: one two three"
 
 
-async def test_async_chat(llm: Ollama) -> None:
+async def test_async_chat_and_stream(llm: Ollama) -> None:
     answer = await llm.achat([ChatMessage(role="user", content="async hello")])
     assert answer.message.content == "echo: async hello"
+    stream = await llm.astream_chat([ChatMessage(role="user", content="x y")])
+    assert "".join([p.delta or "" async for p in stream]) == "echo: x y"
+
+
+def test_json_mode_and_image(ollama_proxy: Mitmdump, upstream: UpstreamServer) -> None:
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    llm = Ollama(model=CHAT_MODEL, base_url=ollama_proxy.url, request_timeout=30, json_mode=True)
+    upstream.fake.queue_reply('{"colour": "red"}')
+    answer = llm.chat([ChatMessage(role="user", blocks=[TextBlock(text="which colour?"), ImageBlock(image=png)])])
+    assert json.loads(answer.message.content) == {"colour": "red"}
+    sent = upstream.fake.requests[-1].body
+    assert sent["response_format"] == {"type": "json_object"}
+    assert sent["messages"][0]["content"][1]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def test_structured_predict(llm: Ollama, upstream: UpstreamServer) -> None:
@@ -118,4 +133,5 @@ def test_embeddings(ollama_proxy: Mitmdump, upstream: UpstreamServer) -> None:
     assert len(batch) == 2 and batch[0][0] < batch[1][0]
     query = embed.get_query_embedding("abc")
     assert query == pytest.approx(one)
+    assert asyncio.run(embed.aget_text_embedding("abc")) == pytest.approx(one)
     assert upstream.fake.requests[-1].body["model"] == "text-embedding-3-small"
