@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from upstream import UpstreamServer
+from upstream import UpstreamServer, recording
 
 Js = Callable[..., Any]
 
@@ -138,6 +138,13 @@ def test_unknown_model_is_a_response_error(js: Js) -> None:
     threw = js("chat", model="no-such-model", prompt="hi")["threw"]
     assert threw["name"] == "ResponseError" and threw["status_code"] == 404
     assert "no-such-model" in threw["message"] and "not found" in threw["message"]
+
+
+def test_a_rate_limited_stream_is_a_response_error(js: Js, upstream: UpstreamServer) -> None:
+    exchange = recording("errors/429-rate-limit-requests-per-min")["response"]
+    upstream.fake.queue(exchange["status"], exchange["body"], {"retry-after": "20"})
+    threw = js("chat_stream", prompt="hi")["threw"]
+    assert threw["name"] == "ResponseError" and threw["status_code"] == 429 and "Rate limit" in threw["message"]
 
 
 def test_a_stream_that_breaks_off_upstream_ends_in_an_error_ollama_js_throws(js: Js, upstream: UpstreamServer) -> None:

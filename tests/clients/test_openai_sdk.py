@@ -102,6 +102,30 @@ def test_embeddings(client: openai.OpenAI, upstream: UpstreamServer) -> None:
     assert upstream.fake.requests[-1].body["model"] == "text-embedding-3-small"
 
 
+def _stream_text(client: openai.OpenAI) -> str:
+    chunks = client.chat.completions.create(model=CHAT_MODEL, messages=[{"role": "user", "content": "hi"}], stream=True)
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_a_reset_upstream_stream_is_an_error(client: openai.OpenAI, upstream: UpstreamServer) -> None:
+    events = [f"data: {json.dumps({'object': 'chat.completion.chunk', 'model': 'm', 'choices': [{'index': 0, 'delta': {'content': w}, 'finish_reason': None}]})}\n\n".encode()
+              for w in ("one", " two", " three")]
+    upstream.fake.queue(200, events, {"content-type": "text/event-stream"}, close_after=2)
+    with pytest.raises(openai.APIConnectionError):
+        _stream_text(client)
+
+
+@pytest.mark.xfail(strict=True, reason="the /v1 routes relay the upstream's SSE unchanged: a stream that ends without "
+                   "[DONE] reaches the client as a silently short answer (surface area: addon/openai_routes.py)")
+def test_a_stream_the_upstream_breaks_off_is_an_error(client: openai.OpenAI, upstream: UpstreamServer) -> None:
+    """The upstream ends its stream cleanly after some text, without finish reason or [DONE]. On
+    /api/chat the proxy ends such a stream with an {"error"} line; on /v1 an `error` event would
+    make the SDK raise APIError instead of returning the short text as a whole answer."""
+    upstream.fake.queue_reply("cut short here", break_off=True)
+    with pytest.raises(openai.APIError):
+        _stream_text(client)
+
+
 def test_unknown_model_is_an_openai_error(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
