@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from upstream import UpstreamServer, recording
 
 Js = Callable[..., Any]
@@ -156,6 +157,40 @@ def test_a_stream_that_breaks_off_upstream_ends_in_an_error_ollama_js_throws(js:
     assert not any(p["done"] for p in result["parts"])
     assert "threw" in result, "ollama-js finished a broken stream without an error"
     assert result["threw"]["name"] == "Error" and "upstream" in result["threw"]["message"]
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    event = {"object": "chat.completion.chunk", "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return f"data: {json.dumps(event)}\n\n".encode()
+
+
+TEXT = [_chunk({"role": "assistant", "content": ""}), _chunk({"content": "some"}), _chunk({"content": " text"})]
+# How an upstream stream may end → the done_reason ollama-js sees, or a fragment of the error it throws.
+ENDINGS = {
+    "finish-and-done": (TEXT + [_chunk({}, "stop"), b"data: [DONE]\n\n"], "stop"),
+    "finish-without-done": (TEXT + [_chunk({}, "stop")], "stop"),
+    "done-without-finish": (TEXT + [b"data: [DONE]\n\n"], "stop"),
+    "length": (TEXT + [_chunk({}, "length"), b"data: [DONE]\n\n"], "length"),
+    "neither": (TEXT, "ended before the answer was complete"),
+    "error-event": (TEXT + [b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'], "upstream error: overloaded"),
+    "invalid-data": (TEXT + [b"data: {not json\n\n"], "invalid stream event"),
+}
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_every_stream_ends_in_done_or_an_error_ollama_js_reports(js: Js, upstream: UpstreamServer, ending: str) -> None:
+    """However the upstream's stream ends, ollama-js gets a final done object or an {"error"} line
+    from the proxy, never a stream that just stops ("Did not receive done or success response")."""
+    events, expected = ENDINGS[ending]
+    upstream.fake.queue(200, events, {"content-type": "text/event-stream"})
+    result = js("stream_until_error", prompt="hi")
+    assert "".join(p["message"]["content"] for p in result["parts"]) == "some text"
+    if expected in ("stop", "length"):
+        assert "threw" not in result, result["threw"]
+        assert [p["done"] for p in result["parts"]][-1] is True and result["parts"][-1]["done_reason"] == expected
+    else:
+        assert result["threw"]["name"] == "Error" and expected in result["threw"]["message"]
+        assert not any(p["done"] for p in result["parts"])
 
 
 def test_a_reset_upstream_connection_gives_ollama_js_an_error(js: Js, upstream: UpstreamServer) -> None:
