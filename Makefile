@@ -10,7 +10,7 @@ WEB_PORT ?= 8081
 # Extra mitmproxy arguments, e.g. ARGS="--set upstream_timeout=60"
 ARGS ?=
 
-.PHONY: setup run web screenshot test test-fast test-live record record-recordings upstream upstream-stop clean
+.PHONY: setup run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -31,6 +31,27 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 setup: $(VENV)/.installed
+
+# The client compatibility suite (tests/clients/): the Ollama clients people use, each from its
+# registry at the versions pinned in tests/clients/requirements.txt and tests/clients/node/package-lock.json,
+# in an environment of its own (.venv-clients, and tests/clients/node/node_modules for ollama-js).
+CLIENTS_VENV ?= .venv-clients
+NODE_DIR := tests/clients/node
+
+$(CLIENTS_VENV)/.installed: pyproject.toml tests/clients/requirements.txt
+	@py=$$($(find_python)); \
+	if [ -z "$$py" ]; then echo "error: Python >= 3.12 is required and none was found (set PYTHON=...)." >&2; exit 1; fi; \
+	rm -rf $(CLIENTS_VENV) && "$$py" -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet -e '.[test]' -r tests/clients/requirements.txt
+	@touch $@
+
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: the ollama-js tests need Node.js >= 18 and npm" >&2; exit 1; }
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
+	@touch $@
+
+clients-setup: $(CLIENTS_VENV)/.installed $(NODE_DIR)/node_modules/.installed
 
 # A drop-in Ollama endpoint on $(HOST):$(PORT). Upstream from OPENAI_BASE_URL / OPENAI_API_KEY.
 run: setup
@@ -53,6 +74,10 @@ screenshot: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Real clients (ollama-js, LangChain, LlamaIndex, openai, curl) through a real mitmdump.
+test-clients: clients-setup
+	$(CLIENTS_VENV)/bin/python -m pytest tests/clients $(PYTEST_ARGS)
 
 # Only the fast tests: no mitmdump process.
 test-fast: setup
@@ -77,4 +102,4 @@ upstream-stop:
 	scripts/local-upstream.sh stop
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CLIENTS_VENV) $(NODE_DIR)/node_modules .pytest_cache .hypothesis
