@@ -53,15 +53,25 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 
 clients-setup: $(CLIENTS_VENV)/.installed $(NODE_DIR)/node_modules/.installed
 
-# A drop-in Ollama endpoint on $(HOST):$(PORT). Upstream from OPENAI_BASE_URL / OPENAI_API_KEY.
+# Without OPENAI_BASE_URL and OPENAI_API_KEY, serve the local model instead (built on first use).
+use_local_upstream = if [ -z "$$OPENAI_BASE_URL$$OPENAI_API_KEY" ]; then \
+	  echo "No OPENAI_BASE_URL or OPENAI_API_KEY set: serving the local model (llama-server + Gemma 3 270M)."; \
+	  echo "Its first start builds it (about 5 minutes). It keeps running for the next start; make upstream-stop stops it."; \
+	  OPENAI_BASE_URL=$$(scripts/local-upstream.sh start) || exit 1; export OPENAI_BASE_URL; \
+	fi
+
+# A drop-in Ollama endpoint on $(HOST):$(PORT). Upstream from OPENAI_BASE_URL / OPENAI_API_KEY, else the local model.
 run: setup
-	$(VENV)/bin/mitmdump -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
+	@$(use_local_upstream); \
+	echo "Ollama API on http://$(HOST):$(PORT) → $${OPENAI_BASE_URL:-https://api.openai.com/v1}"; \
+	exec $(VENV)/bin/mitmdump -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
 	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 $(ARGS)
 
 # mitmweb with the addon: the proxy on $(PORT), the web UI on 127.0.0.1:$(WEB_PORT) behind a password
 # (WEB_PASSWORD, or a random one printed at start).
 web: setup
-	@pw="$${WEB_PASSWORD:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(12))')}"; \
+	@$(use_local_upstream); \
+	pw="$${WEB_PASSWORD:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(12))')}"; \
 	echo "mitmweb: http://127.0.0.1:$(WEB_PORT)/?token=$$pw  (password: $$pw)"; \
 	exec $(VENV)/bin/mitmweb -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
 	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 \
@@ -79,6 +89,14 @@ test: setup
 test-clients: clients-setup
 	$(CLIENTS_VENV)/bin/python -m pytest tests/clients $(PYTEST_ARGS)
 
+# The live tier: the local model server (built or reused, started, and stopped after if it was not
+# running) behind a real mitmdump, driven by the ollama SDK.
+test-live: setup
+	@was_running=; scripts/local-upstream.sh status >/dev/null 2>&1 && was_running=1; \
+	base=$$(scripts/local-upstream.sh start) || exit 1; \
+	LIVE_BASE_URL=$$base $(PY) -m pytest tests/live $(PYTEST_ARGS); rc=$$?; \
+	[ -n "$$was_running" ] || scripts/local-upstream.sh stop; exit $$rc
+
 # Only the fast tests: no mitmdump process.
 test-fast: setup
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
@@ -86,8 +104,9 @@ test-fast: setup
 # Record every scenario through the proxy against a real upstream into flows/$(RECORD_NAME)/.
 RECORD_NAME ?= upstream
 RECORD_MODEL ?= gemma3
+RECORD_EMBED_MODEL ?= gemma3-embed
 record: setup
-	$(PY) -m collector.collect --name $(RECORD_NAME) --model $(RECORD_MODEL)
+	$(PY) -m collector.collect --name $(RECORD_NAME) --model $(RECORD_MODEL) --embed-model $(RECORD_EMBED_MODEL)
 
 # Re-make flows/openai-recordings/ from the real OpenAI recordings in tests/fixtures/.
 record-recordings: setup

@@ -100,7 +100,7 @@ WEATHER_TOOL = {
     "function": {
         "name": "get_weather",
         "description": "Get the current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}, "required": ["city"]},
     },
 }
 
@@ -130,11 +130,11 @@ def live_scenarios(model: str, embed_model: str) -> list[Scenario]:
                                                 "format": {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]},
                                                 "stream": False}),
         Scenario("chat-tools", "chat", {"model": model, "tools": [WEATHER_TOOL], "stream": False,
-                                        "options": {**short, "num_predict": 64, "stop": ["</tool_call>"]},
-                                        "messages": [{"role": "user", "content": "What is the weather in Paris? Use the tool."}]}),
+                                        "options": {**short, "num_predict": 48, "stop": ["</tool_call>"]},
+                                        "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}),
         Scenario("chat-tools-stream", "chat", {"model": model, "tools": [WEATHER_TOOL], "stream": True,
-                                               "options": {**short, "num_predict": 64, "stop": ["</tool_call>"]},
-                                               "messages": [{"role": "user", "content": "What is the weather in Paris? Use the tool."}]}),
+                                               "options": {**short, "num_predict": 48, "stop": ["</tool_call>"]},
+                                               "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}),
         Scenario("chat-tool-result", "chat", {"model": model, "tools": [WEATHER_TOOL], "stream": False, "options": short, "messages": [
             {"role": "user", "content": "What is the weather in Paris?"},
             {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},

@@ -14,7 +14,7 @@
 #   gemma3-embed  embeddings (mean pooled, 640 dims)
 #
 # Environment:
-#   UPSTREAM_CACHE    cache dir: binary, model, pid file, logs  (default $PWD/.cache/local-upstream)
+#   UPSTREAM_CACHE    cache dir: binary, model, pid file, logs  (default ~/.cache/ollama-openai-proxy/local-upstream)
 #   UPSTREAM_PORT     port on 127.0.0.1                         (default 8001)
 #   UPSTREAM_THREADS  CPU threads per model                     (default 1)
 #   UPSTREAM_WAIT     seconds to wait for readiness             (default 120)
@@ -31,7 +31,7 @@ readonly GEMMA_FILE=gemma-3-270m-q4_k_m.gguf
 readonly GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-CACHE=${UPSTREAM_CACHE:-$PWD/.cache/local-upstream}
+CACHE=${UPSTREAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ollama-openai-proxy/local-upstream}
 PORT=${UPSTREAM_PORT:-8001}
 THREADS=${UPSTREAM_THREADS:-1}
 WAIT=${UPSTREAM_WAIT:-120}
