@@ -10,7 +10,7 @@ WEB_PORT ?= 8081
 # Extra mitmproxy arguments, e.g. ARGS="--set upstream_timeout=60"
 ARGS ?=
 
-.PHONY: setup run web test test-fast clean
+.PHONY: setup run web test test-fast bench clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -49,6 +49,11 @@ test: setup
 # Only the fast tests: no mitmdump process.
 test-fast: setup
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
+
+# Benchmarks (bench/README.md): the floor, plain mitmdump, the addon and its PyPI peers in one
+# run; writes bench/RESULTS.md. BENCH_QUICK=1 for a < 1 minute run (written to bench/out/).
+bench: setup
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
