@@ -15,7 +15,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from upstream import MARK_RE  # type: ignore[import-not-found]  # bench/ is on sys.path
+from bench.upstream import MARK_RE
 
 USER_MSG = [{"role": "user", "content": "Hello, how are you?"}]
 
@@ -390,7 +390,8 @@ async def held_streams(host: str, port: int, path: str, body: bytes, fmt: str, n
             "relay_p50_ms": st["relay_p50_ms"], "relay_p99_ms": st["relay_p99_ms"]}
 
 
-async def sanity(host: str, port: int, api: str, path: str, model_stream: str) -> str | None:
+async def sanity(host: str, port: int, api: str, path: str, model_stream: str,
+                 stream: bool = True) -> str | None:
     """None if a non-stream and a stream request both give the expected shape, else why not."""
     fmt = "sse" if api == "openai" else "ndjson"
     c = Conn(host, port)
@@ -406,6 +407,8 @@ async def sanity(host: str, port: int, api: str, path: str, model_stream: str) -
                    else (d.get("message") or {}).get("content"))
         if not content or "computer program" not in content:
             return f"non-stream: unexpected body {(resp.body or b'')[:200]!r}"
+        if not stream:
+            return None
         r = await one_stream(c, path, chat_body(api, model_stream, True), fmt, 3, 15)
         if not r.ok:
             return f"stream: {r.error}"

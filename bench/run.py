@@ -33,9 +33,9 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 OUT = BENCH / "out"
 PEERS_DIR = BENCH / ".peers"
-sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(ROOT))
 
-import client as cl  # noqa: E402
+from bench import client as cl  # noqa: E402
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 HOST = "127.0.0.1"
@@ -251,6 +251,7 @@ class Target:
     label: str
     api: str  # "openai" (/v1/chat/completions, SSE) or "ollama" (/api/chat, NDJSON)
     cmd: list[str] | None = None  # None: the upstream itself (the floor)
+    stream_cmd: list[str] | None = None  # another process for the streaming phases, if any
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     skip: str = ""  # why it is not measured
@@ -275,13 +276,15 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
                                     port=up_port, note="no proxy")]
 
     p = free_port()
+    plain = [*proxy_prefix, mitmdump, "--mode", f"reverse:http://{HOST}:{up_port}",
+             "--listen-host", HOST, "--listen-port", str(p), "--set", "flow_detail=0"]
     targets.append(Target(
-        "mitmdump", "(2) plain mitmdump, no addon", "openai", port=p,
-        cmd=[*proxy_prefix, mitmdump, "--mode", f"reverse:http://{HOST}:{up_port}",
-             "--listen-host", HOST, "--listen-port", str(p), "--set", "flow_detail=0",
-             "--set", "stream_large_bodies=1"],
-        note="reverse proxy to the upstream, OpenAI in and out; stream_large_bodies=1 so SSE "
-             "is relayed as it arrives (without it mitmproxy buffers the whole stream)"))
+        "mitmdump", "(2) plain mitmdump, no addon", "openai", port=p, cmd=plain,
+        stream_cmd=[*plain, "--set", "stream_large_bodies=1"],
+        note="reverse proxy to the upstream, OpenAI in and out. Non-streaming phases with the "
+             "defaults (bodies buffered, as the addon does for non-stream answers); streaming "
+             "phases in a second process with stream_large_bodies=1, so SSE is relayed as it "
+             "arrives (with the defaults mitmproxy buffers the whole stream)"))
 
     p = free_port()
     addon = ROOT / "addon" / "proxy.py"
@@ -367,8 +370,8 @@ def run_wrk(load_prefix: list[str], t: Target, connections: int, seconds: float,
 
 # -- one setup -------------------------------------------------------------------------------
 
-async def measure(t: Target, use_wrk: bool, load_prefix: list[str], sid: int | None) -> dict:
-    res: dict = {}
+async def measure(t: Target, use_wrk: bool, load_prefix: list[str], sid: int | None,
+                  phase: str, res: dict) -> None:
     nonstream = cl.chat_body(t.api, "bench", False)
 
     async def nonstream_load(c: int, secs: float) -> dict:
@@ -376,8 +379,11 @@ async def measure(t: Target, use_wrk: bool, load_prefix: list[str], sid: int | N
             return await asyncio.to_thread(run_wrk, load_prefix, t, c, secs, nonstream)
         return await cl.closed_loop(HOST, t.port, t.path, nonstream, c, secs, warmup=0.3)
 
-    # warm-up (imports, JIT-less but caches, connection pools of the proxies)
+    # warm-up (imports, caches, connection pools of the proxies)
     await cl.closed_loop(HOST, t.port, t.path, nonstream, 4, CFG.warmup_seconds, warmup=0)
+    if phase == "stream":
+        await _measure_streams(t, sid, res)
+        return
     res["rss_idle_kb"] = session_rss_kb(sid) if sid else None
     print(f"  non-stream c=1 ...", flush=True)
     res["c1"] = await nonstream_load(1, CFG.wrk_seconds)
@@ -386,6 +392,9 @@ async def measure(t: Target, use_wrk: bool, load_prefix: list[str], sid: int | N
         res["c50"] = await nonstream_load(50, CFG.wrk_seconds)
     res["rss_c50_kb"] = rs.peak if sid else None
 
+
+async def _measure_streams(t: Target, sid: int | None, res: dict) -> None:
+    res["rss_idle_stream_kb"] = session_rss_kb(sid) if sid else None
     print(f"  stream relay delay ...", flush=True)
     res["relay"] = await cl.relay_test(
         HOST, t.port, t.path,
@@ -412,7 +421,6 @@ async def measure(t: Target, use_wrk: bool, load_prefix: list[str], sid: int | N
         res["held"][str(n)] = h
         await asyncio.sleep(0.5)  # let sockets close before the next level
     res["rss_end_kb"] = session_rss_kb(sid) if sid else None
-    return res
 
 
 def system_info(use_wrk: bool, pin_desc: str) -> dict:
@@ -494,29 +502,41 @@ async def main_async() -> int:
                 print(f"[bench] {t.key}: skipped ({t.skip})", flush=True)
                 continue
             print(f"[bench] {t.key}: {t.label} on {t.path}", flush=True)
-            proc = None
-            try:
-                if t.cmd:
-                    proc = Proc(t.key, t.cmd, t.env, cwd=OUT)
-                    procs.append(proc)
-                    t0 = time.monotonic()
-                    if not wait_port(t.port, proc, 30):
-                        entry["skip"] = f"did not start: {proc.tail(5)}"
+            if t.stream_cmd:
+                entry["stream_cmd"] = " ".join(shlex.quote(c) for c in t.stream_cmd)
+            phases = [("all", t.cmd)] if not t.stream_cmd else [("nonstream", t.cmd), ("stream", t.stream_cmd)]
+            res: dict = {}
+            for phase, cmd in phases:
+                proc = None
+                try:
+                    if cmd:
+                        proc = Proc(t.key if phase != "stream" else f"{t.key}-stream", cmd, t.env, cwd=OUT)
+                        procs.append(proc)
+                        t0 = time.monotonic()
+                        if not wait_port(t.port, proc, 30):
+                            entry["skip"] = f"did not start: {proc.tail(5)}"
+                            print(f"[bench] {t.key}: {entry['skip']}", flush=True)
+                            break
+                        entry.setdefault("startup_s", round(time.monotonic() - t0, 2))
+                    why = await cl.sanity(HOST, t.port, t.api, t.path, "bench-n3-d0",
+                                          stream=phase != "nonstream")
+                    if why:
+                        entry["skip"] = f"sanity check failed: {why}"
                         print(f"[bench] {t.key}: {entry['skip']}", flush=True)
-                        continue
-                    entry["startup_s"] = round(time.monotonic() - t0, 2)
-                why = await cl.sanity(HOST, t.port, t.api, t.path, "bench-n3-d0")
-                if why:
-                    entry["skip"] = f"sanity check failed: {why}"
-                    print(f"[bench] {t.key}: {entry['skip']}", flush=True)
-                    continue
-                entry["res"] = await measure(t, use_wrk, load_prefix, proc.pid if proc else None)
-                if proc is not None and not proc.alive():
-                    entry["died"] = proc.tail(10)
-            finally:
-                if proc is not None:
-                    proc.stop()
-                    procs.remove(proc)
+                        break
+                    if phase == "all":
+                        await measure(t, use_wrk, load_prefix, proc.pid if proc else None, "nonstream", res)
+                        await measure(t, use_wrk, load_prefix, proc.pid if proc else None, "stream", res)
+                    else:
+                        await measure(t, use_wrk, load_prefix, proc.pid if proc else None, phase, res)
+                    if proc is not None and not proc.alive():
+                        entry["died"] = proc.tail(10)
+                finally:
+                    if proc is not None:
+                        proc.stop()
+                        procs.remove(proc)
+            if res and not entry.get("skip"):
+                entry["res"] = res
         results["elapsed_s"] = round(time.monotonic() - t_start, 1)
     finally:
         for p in procs:
@@ -554,6 +574,15 @@ def added(a, b) -> str:
     if a is None or b is None:
         return "—"
     return f"{a - b:+.2f}"
+
+
+def kept(rl: dict) -> str:
+    """Inter-arrival times preserved: (almost) no bunched events and a small median gap error."""
+    pairs, co, e50 = rl.get("gap_pairs"), rl.get("coalesced"), rl.get("gap_error_p50_ms")
+    if not pairs or co is None or e50 is None:
+        return "—"
+    ok = co <= 0.01 * pairs and e50 <= 0.1 * rl.get("gap_nominal_ms", 0)
+    return f"{'yes' if ok else 'no'} ({co}/{pairs})"
 
 
 def mb(kb) -> str:
@@ -628,7 +657,7 @@ def render(results: dict) -> str:
              "delay; content events the client received per second of wall time.")
     L.append("")
     L.append("| setup | relay p50 / p99 ms | added relay p50 ms | relay p50 ×mitmdump | inter-arrival error p50 / p99 ms "
-             "| coalesced | TTFT p50 / p99 ms | added TTFT p50 ms | TTFT ×mitmdump | events/s | ×floor | ×mitmdump | errors |")
+             "| timing kept? (coalesced) | TTFT p50 / p99 ms | added TTFT p50 ms | TTFT ×mitmdump | events/s | ×floor | ×mitmdump | errors |")
     L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for t in rows:
         r = t["res"]
@@ -639,7 +668,7 @@ def render(results: dict) -> str:
             f"{added(rl.get('relay_p50_ms'), g(floor, 'relay', 'relay_p50_ms')) if t['key'] != 'direct' else '—'} | "
             f"{ratio(rl.get('relay_p50_ms'), g(mitm, 'relay', 'relay_p50_ms'))} | "
             f"{f(rl.get('gap_error_p50_ms'))} / {f(rl.get('gap_error_p99_ms'))} | "
-            f"{rl.get('coalesced', '—')}/{rl.get('gap_pairs', '—')} | "
+            f"{kept(rl)} | "
             f"{f(tt.get('ttft_p50_ms'))} / {f(tt.get('ttft_p99_ms'))} | "
             f"{added(tt.get('ttft_p50_ms'), g(floor, 'ttft', 'ttft_p50_ms')) if t['key'] != 'direct' else '—'} | "
             f"{ratio(tt.get('ttft_p50_ms'), g(mitm, 'ttft', 'ttft_p50_ms'))} | "
@@ -662,7 +691,7 @@ def render(results: dict) -> str:
     L.append("|---|---|" + "---|" * (4 * len(levels)))
     for t in rows:
         r = t["res"]
-        cells = [t["label"], mb(r.get("rss_idle_kb"))]
+        cells = [t["label"], mb(r.get("rss_idle_stream_kb") or r.get("rss_idle_kb"))]
         for n in levels:
             h = r.get("held", {}).get(n, {})
             cells += [f"{h.get('ok', '—')}/{h.get('errors', '—')}", str(h.get("peak_open", "—")),
@@ -699,6 +728,8 @@ def render(results: dict) -> str:
         line = f"- **{t['label']}** — {t['note']}."
         if t.get("cmd"):
             line += f" `{t['cmd']}`"
+        if t.get("stream_cmd"):
+            line += f"; streaming phases: `{t['stream_cmd']}`"
         if t.get("startup_s") is not None:
             line += f" (listening after {t['startup_s']} s)"
         if t.get("skip"):
