@@ -10,7 +10,7 @@ WEB_PORT ?= 8081
 # Extra mitmproxy arguments, e.g. ARGS="--set upstream_timeout=60"
 ARGS ?=
 
-.PHONY: setup run web test test-fast bench clean
+.PHONY: setup run web screenshot test test-fast bench clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -37,11 +37,19 @@ run: setup
 	$(VENV)/bin/mitmdump -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
 	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 $(ARGS)
 
-# mitmweb with the addon: the proxy on $(PORT), the web UI on $(WEB_PORT).
+# mitmweb with the addon: the proxy on $(PORT), the web UI on 127.0.0.1:$(WEB_PORT) behind a password
+# (WEB_PASSWORD, or a random one printed at start).
 web: setup
-	$(VENV)/bin/mitmweb -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
-	  --listen-host $(HOST) --listen-port $(PORT) \
-	  --web-host 127.0.0.1 --web-port $(WEB_PORT) $(ARGS)
+	@pw="$${WEB_PASSWORD:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(12))')}"; \
+	echo "mitmweb: http://127.0.0.1:$(WEB_PORT)/?token=$$pw  (password: $$pw)"; \
+	exec $(VENV)/bin/mitmweb -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
+	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 \
+	  --web-host 127.0.0.1 --web-port $(WEB_PORT) --set web_open_browser=false \
+	  --set web_password="$$pw" $(ARGS)
+
+# Refresh docs/mitmweb.png from the mitmweb test (needs chromium).
+screenshot: setup
+	MITMWEB_SCREENSHOT=docs/mitmweb.png $(PY) -m pytest tests/test_mitmweb.py -q
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,141 @@
+"""The addon's mitmproxy options and the immutable settings derived from them once per change."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from mitmproxy import exceptions
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_OLLAMA_VERSION = "0.12.6"
+MIN_OLLAMA_VERSION = (0, 6, 4)  # VS Code Copilot refuses older versions
+
+
+# name, type, default, help — the single list both `load` and the README table follow.
+OPTIONS: list[tuple[str, type, Any, str]] = [
+    (
+        "openai_base_url",
+        str,
+        os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+        "Base URL of the OpenAI-compatible upstream, e.g. https://api.openai.com/v1 "
+        "or http://127.0.0.1:8000/v1. Defaults to $OPENAI_BASE_URL.",
+    ),
+    (
+        "openai_api_key",
+        str,
+        os.environ.get("OPENAI_API_KEY", ""),
+        "API key sent upstream as 'Authorization: Bearer <key>'. Defaults to $OPENAI_API_KEY.",
+    ),
+    (
+        "ollama_hosts",
+        str,
+        "*:11434",
+        "Comma-separated host:port patterns (shell wildcards) treated as Ollama servers in "
+        "regular, transparent and local mode. In reverse mode every request is for the addon.",
+    ),
+    (
+        "ollama_version",
+        str,
+        DEFAULT_OLLAMA_VERSION,
+        "Version reported by GET /api/version (numeric X.Y.Z, at least 0.6.4).",
+    ),
+    (
+        "passthrough_options",
+        bool,
+        False,
+        "Send Ollama sampling options without an OpenAI equivalent (top_k, min_p, "
+        "repeat_penalty, typical_p, repeat_last_n, ...) upstream as extra body fields, "
+        "for backends that accept them (vLLM, llama.cpp). Otherwise they are dropped with a warning.",
+    ),
+    (
+        "body_view_limit",
+        int,
+        1_000_000,
+        "Bytes of each client request body and raw upstream answer kept in the flow's metadata, "
+        "and of each streamed answer kept as the response body, for mitmweb and saved flows. 0 keeps none.",
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """The upstream base URL, split once."""
+
+    scheme: str
+    host: str
+    port: int
+    prefix: str  # path without trailing slash, e.g. "/v1"
+
+    @classmethod
+    def parse(cls, url: str) -> Upstream:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise exceptions.OptionsError(
+                f"openai_base_url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {url!r}"
+            )
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as e:
+            raise exceptions.OptionsError(f"openai_base_url has an invalid port: {url!r}") from e
+        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+    def url(self, route: str) -> str:
+        """The full upstream URL of an OpenAI route such as 'chat/completions'."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.prefix}/{route}"
+
+
+class HostMatcher:
+    """Decides whether a destination host:port is an Ollama server."""
+
+    def __init__(self, spec: str) -> None:
+        patterns = [p.strip().lower() for p in spec.split(",") if p.strip()]
+        regexes = []
+        for pattern in patterns:
+            host, sep, port = pattern.rpartition(":")
+            if not sep or not host:
+                host, port = pattern, "*"
+            regexes.append(fnmatch.translate(f"{host}:{port}"))
+        self._regex = re.compile("|".join(regexes)) if regexes else None
+
+    def __call__(self, host: str, port: int) -> bool:
+        return bool(self._regex and self._regex.match(f"{host.lower()}:{port}"))
+
+
+def parse_version(version: str) -> str:
+    """Validate the reported Ollama version: clients parse it as dotted integers."""
+    match = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", version.strip())
+    if not match or tuple(int(g) for g in match.groups()) < MIN_OLLAMA_VERSION:
+        raise exceptions.OptionsError(
+            f"ollama_version must be a numeric X.Y.Z version of at least 0.6.4, got {version!r}"
+        )
+    return version.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the per-request path needs, computed once when options change."""
+
+    upstream: Upstream
+    authorization: str | None
+    is_ollama_host: HostMatcher
+    ollama_version: str
+    passthrough_options: bool
+    body_view_limit: int
+
+    @classmethod
+    def from_options(cls, options: Any) -> Settings:
+        key = options.openai_api_key.strip()
+        return cls(
+            upstream=Upstream.parse(options.openai_base_url),
+            authorization=f"Bearer {key}" if key else None,
+            is_ollama_host=HostMatcher(options.ollama_hosts),
+            ollama_version=parse_version(options.ollama_version),
+            passthrough_options=options.passthrough_options,
+            body_view_limit=max(options.body_view_limit, 0),
+        )

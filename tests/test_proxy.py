@@ -1,0 +1,190 @@
+"""The addon's hooks through mitmproxy's own test helpers: routing, rewriting, stream set-up, replayed bodies."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mitmproxy import http
+from mitmproxy.flow import Error
+from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import taddons, tflow, tutils
+
+from addon import routes
+from addon.proxy import OllamaProxy
+from upstream import recording
+
+
+@pytest.fixture
+def addon():
+    proxy = OllamaProxy()
+    with taddons.context(proxy) as tctx:
+        tctx.configure(proxy, openai_base_url="https://api.example.com/v1", openai_api_key="sk-unit")
+        yield proxy
+
+
+def ollama_flow(path: str, body: dict | bytes | None = None, method: str = "POST", mode: str = "reverse:http://127.0.0.1:11434",
+                host: str = "127.0.0.1", port: int = 11434) -> http.HTTPFlow:
+    content = json.dumps(body).encode() if isinstance(body, dict) else body
+    flow = tflow.tflow(req=tutils.treq(method=method.encode(), path=path.encode(), host=host, port=port,
+                                       headers=http.Headers(content_type="application/json", proxy_connection="keep-alive"),
+                                       content=content))
+    flow.client_conn.proxy_mode = ProxyMode.parse(mode)
+    return flow
+
+
+def test_connection_strategy_is_lazy() -> None:
+    from mitmproxy.addons.proxyserver import Proxyserver
+
+    proxy = OllamaProxy()
+    with taddons.context(Proxyserver(), proxy) as tctx:
+        tctx.configure(proxy)
+        assert tctx.options.connection_strategy == "lazy"
+
+
+def test_chat_is_rewritten_in_place(addon) -> None:
+    flow = ollama_flow("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    addon.request(flow)
+    assert flow.response is None
+    assert flow.request.url == "https://api.example.com/v1/chat/completions"
+    assert flow.request.headers["host"] == "api.example.com"
+    assert flow.request.headers["authorization"] == "Bearer sk-unit"
+    assert "proxy-connection" not in flow.request.headers
+    assert json.loads(flow.request.content)["stream"] is True
+    assert flow.metadata["ollama"]["route"] == "/api/chat"
+
+
+def test_streamed_answer_is_converted_through_the_callable(addon) -> None:
+    flow = ollama_flow("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    addon.request(flow)
+    flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream", content_length="99"), content=None)
+    addon.responseheaders(flow)
+    assert flow.response.headers["content-type"] == "application/x-ndjson"
+    assert "content-length" not in flow.response.headers and flow.response.headers["transfer-encoding"] == "chunked"
+    body = recording("chat-stream/plain-text-include-usage")["response"]["body"].encode()
+    out = [piece for i in range(0, len(body), 11) for piece in flow.response.stream(body[i : i + 11])]
+    out += flow.response.stream(b"")
+    assert b"" not in out
+    lines = [json.loads(line) for line in b"".join(out).splitlines()]
+    assert lines[-1]["done"] is True
+    addon.response(flow)
+    assert flow.request.headers["authorization"] == "Bearer [redacted]"
+
+
+def test_replayed_stream_is_converted_in_response(addon) -> None:
+    """Server replay answers with the whole SSE body at once: the stream callable is never called."""
+    flow = ollama_flow("/api/generate", {"model": "g", "prompt": "hi"})
+    addon.request(flow)
+    body = recording("chat-stream/plain-text-no-usage")["response"]["body"].encode()
+    flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream"), content=body)
+    addon.responseheaders(flow)
+    addon.response(flow)
+    lines = [json.loads(line) for line in flow.response.content.splitlines()]
+    assert lines[-1]["done"] is True and "".join(l.get("response", "") for l in lines)
+    assert flow.response.headers["content-type"] == "application/x-ndjson"
+
+
+def test_non_streaming_answer_and_error(addon) -> None:
+    flow = ollama_flow("/api/chat", {"model": "m", "stream": False, "messages": [{"role": "user", "content": "hi"}]})
+    addon.request(flow)
+    flow.response = tutils.tresp(headers=http.Headers(content_type="application/json"),
+                                 content=json.dumps(recording("chat/plain-text")["response"]["body"]).encode())
+    addon.responseheaders(flow)
+    addon.response(flow)
+    answer = json.loads(flow.response.content)
+    assert answer["model"] == "m" and answer["message"]["content"] and answer["done"] is True
+    assert flow.response.timestamp_start is not None
+
+    failed = ollama_flow("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    addon.request(failed)
+    failed.response = tutils.tresp(status_code=503, headers=http.Headers(content_type="text/plain"), content=b"overloaded")
+    addon.responseheaders(failed)
+    addon.response(failed)
+    assert failed.response.status_code == 503 and json.loads(failed.response.content) == {"error": "overloaded"}
+
+
+def test_upstream_streaming_when_asked_not_to_is_gathered(addon) -> None:
+    flow = ollama_flow("/api/chat", {"model": "m", "stream": False, "messages": [{"role": "user", "content": "hi"}]})
+    addon.request(flow)
+    flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream"),
+                                 content=recording("chat-stream/tool-calls-parallel")["response"]["body"].encode())
+    addon.response(flow)
+    answer = json.loads(flow.response.content)
+    assert answer["done"] is True and len(answer["message"]["tool_calls"]) == 2
+
+
+def test_regular_mode_leaves_other_hosts_alone(addon) -> None:
+    other = ollama_flow("/api/chat", {"model": "m"}, mode="regular", host="example.com", port=80)
+    addon.request(other)
+    assert other.response is None and other.request.host == "example.com" and "ollama" not in other.metadata
+    ours = ollama_flow("/api/version", method="GET", mode="regular", host="localhost", port=11434)
+    addon.request(ours)
+    assert ours.response.status_code == 200
+
+
+def test_load_and_unload_are_answered_locally(addon) -> None:
+    flow = ollama_flow("/api/generate", {"model": "m", "keep_alive": 0, "stream": False})
+    addon.request(flow)
+    assert json.loads(flow.response.content)["done_reason"] == "unload"
+    flow = ollama_flow("/api/chat", {"model": "m", "messages": []})
+    addon.request(flow)
+    assert flow.response.headers["content-type"] == routes.NDJSON
+    assert json.loads(flow.response.content)["done_reason"] == "load"
+
+
+def test_stream_relay_survives_a_converter_bug(addon) -> None:
+    class Broken:
+        ended = False
+
+        def feed(self, data: bytes) -> list[bytes]:
+            raise RuntimeError("bug")
+
+    relay = routes.StreamRelay(Broken(), 0)  # type: ignore[arg-type]
+    out = relay(b"data: x\n\n")
+    assert json.loads(out[0])["error"].startswith("proxy error")
+
+
+def test_flows_are_annotated_and_keep_both_sides(addon) -> None:
+    flow = ollama_flow("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    addon.request(flow)
+    flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream"), content=None)
+    addon.responseheaders(flow)
+    sse = recording("chat-stream/plain-text-include-usage")["response"]["body"].encode()
+    sent = b"".join(flow.response.stream(sse) + flow.response.stream(b""))
+    flow.response.data.content = None  # as mitmproxy leaves a streamed response
+    addon.response(flow)
+    assert flow.metadata["upstream_response"] == sse
+    assert json.loads(flow.metadata["ollama_request"])["model"] == "m"
+    assert flow.response.content == sent
+    assert flow.comment.startswith("POST /api/chat m → /v1/chat/completions m · 200 · ")
+    assert "tokens" in flow.comment and not flow.marked
+
+
+def test_failed_flows_are_marked(addon) -> None:
+    flow = ollama_flow("/api/chat", b"{broken")
+    addon.request(flow)
+    addon.response(flow)
+    assert flow.marked == ":red_circle:" and "invalid JSON" in flow.comment
+
+    upstream_down = ollama_flow("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    addon.request(upstream_down)
+    upstream_down.error = Error("Connect call failed")
+    addon.error(upstream_down)
+    assert upstream_down.marked and "Connect call failed" in upstream_down.comment
+    assert upstream_down.request.headers["authorization"] == "Bearer [redacted]"
+
+
+def test_body_view_limit_caps_what_is_kept() -> None:
+    proxy = OllamaProxy()
+    with taddons.context(proxy) as tctx:
+        tctx.configure(proxy, openai_base_url="http://up/v1", body_view_limit=10)
+        flow = ollama_flow("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        proxy.request(flow)
+        flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream"), content=None)
+        proxy.responseheaders(flow)
+        flow.response.stream(recording("chat-stream/plain-text-include-usage")["response"]["body"].encode())
+        flow.response.stream(b"")
+        flow.response.data.content = None
+        proxy.response(flow)
+        assert len(flow.metadata["upstream_response"]) == 10 and len(flow.response.content) == 10
+        assert len(flow.metadata["ollama_request"]) == 10

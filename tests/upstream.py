@@ -1,0 +1,229 @@
+"""A real OpenAI-compatible HTTP server on loopback for the tests, speaking the recorded wire format.
+
+What it answers is chosen by the request's `model`:
+- `rec:<dir>/<name>` replays `tests/fixtures/openai-recordings/<dir>/<name>.json` (status, content
+  type and body exactly as recorded, SSE bodies event by event);
+- `missing-model` answers OpenAI's recorded 404 `model_not_found`;
+- anything else is echoed: the answer is "echo: <last user text>", streamed word by word when
+  the request streams, shaped like the recordings (role chunk, content chunks, finish chunk,
+  usage chunk when `stream_options.include_usage`, `[DONE]`).
+Tests can also queue exact answers with `queue(...)`, set `event_delay` to pause between SSE
+events, or set `pause_after` to hold every stream after that many chunks until `resume` is set,
+which proves without any clock that the proxy relays before the upstream has finished.
+Every request is kept in `requests`, and each finished stream counts in `completed`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+RECORDINGS = Path(__file__).parent / "fixtures" / "openai-recordings"
+
+
+def recording(name: str) -> dict[str, Any]:
+    return json.loads((RECORDINGS / f"{name}.json").read_text())
+
+
+def sse_events(body: str) -> list[bytes]:
+    """A raw SSE body cut into its events, each with its blank-line terminator."""
+    return [(event + "\n\n").encode() for event in body.split("\n\n") if event.strip()]
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Canned:
+    status: int
+    headers: dict[str, str]
+    chunks: list[bytes]
+    delay: float = 0.0
+    hang: float = 0.0  # seconds to wait before answering at all
+    close_after: int | None = None  # reset the connection after this many chunks
+
+
+@dataclass
+class FakeOpenAI:
+    event_delay: float = 0.0
+    pause_after: int | None = None
+    resume: threading.Event = field(default_factory=threading.Event)
+    completed: int = 0
+    requests: list[Received] = field(default_factory=list)
+    _queue: deque[Canned] = field(default_factory=deque)
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self._queue.clear()
+        self.event_delay = 0.0
+        self.pause_after = None
+        self.resume = threading.Event()
+        self.completed = 0
+
+    def queue(
+        self,
+        status: int = 200,
+        body: bytes | str | dict[str, Any] | list[bytes] = b"",
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Answer the next request exactly so (a list of byte chunks is sent as a chunked stream)."""
+        if isinstance(body, dict):
+            body, headers = json.dumps(body).encode(), {"content-type": "application/json", **(headers or {})}
+        chunks = body if isinstance(body, list) else [body.encode() if isinstance(body, str) else body]
+        self._queue.append(Canned(status, headers or {}, chunks, **kwargs))
+
+    def answer(self, received: Received) -> Canned:
+        if self._queue:
+            return self._queue.popleft()
+        body = received.body if isinstance(received.body, dict) else {}
+        model = str(body.get("model", ""))
+        if received.method == "GET" and received.path.endswith("/models"):
+            return Canned(200, {"content-type": "application/json"}, [json.dumps(recording("models/list")["response"]["body"]).encode()])
+        if model == "missing-model":
+            model = "rec:errors/404-model-not-found"
+        if model.startswith("rec:"):
+            return self._replay(recording(model[4:]))
+        return self._echo(body, received.path)
+
+    def _replay(self, exchange: dict[str, Any]) -> Canned:
+        response = exchange["response"]
+        content_type = response["headers"].get("content-type", "application/json")
+        if isinstance(response["body"], str):
+            return Canned(response["status"], {"content-type": content_type}, sse_events(response["body"]), self.event_delay)
+        return Canned(response["status"], {"content-type": content_type}, [json.dumps(response["body"], indent=2).encode()])
+
+    def _echo(self, body: dict[str, Any], path: str) -> Canned:
+        text = "echo: " + _last_user_text(body)
+        model = body.get("model", "")
+        usage = {"prompt_tokens": 7, "completion_tokens": len(text.split()), "total_tokens": 7 + len(text.split())}
+        legacy = path.endswith("/completions") and not path.endswith("chat/completions")
+        if not body.get("stream"):
+            if legacy:
+                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}
+                answer = {"id": "cmpl-echo", "object": "text_completion", "created": 1767968229, "model": model, "choices": [choice], "usage": usage}
+            else:
+                choice = {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None}, "logprobs": None, "finish_reason": "stop"}
+                answer = {"id": "chatcmpl-echo", "object": "chat.completion", "created": 1767968229, "model": model, "choices": [choice], "usage": usage}
+            return Canned(200, {"content-type": "application/json"}, [json.dumps(answer, indent=2).encode()])
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        head = {"id": "chatcmpl-echo", "object": "text_completion" if legacy else "chat.completion.chunk", "created": 1767968229, "model": model}
+        extra = {"usage": None} if include_usage else {}
+
+        def event(choice: dict[str, Any]) -> bytes:
+            return f"data: {json.dumps({**head, **extra, 'choices': [choice]})}\n\n".encode()
+
+        words = text.split(" ")
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        if legacy:
+            events = [event({"index": 0, "text": p, "finish_reason": None}) for p in pieces]
+            events.append(event({"index": 0, "text": "", "finish_reason": "stop"}))
+        else:
+            events = [event({"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None}, "finish_reason": None})]
+            events += [event({"index": 0, "delta": {"content": p}, "finish_reason": None}) for p in pieces]
+            events.append(event({"index": 0, "delta": {}, "finish_reason": "stop"}))
+        if include_usage:
+            events.append(f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n".encode())
+        events.append(b"data: [DONE]\n\n")
+        return Canned(200, {"content-type": "text/event-stream; charset=utf-8"}, events, self.event_delay)
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    if "prompt" in body:
+        return str(body["prompt"])
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+            return str(content or "")
+    return ""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        received = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        fake = self.server.fake
+        fake.requests.append(received)
+        canned = fake.answer(received)
+        if canned.hang:
+            time.sleep(canned.hang)
+        self.send_response(canned.status)
+        for name, value in canned.headers.items():
+            self.send_header(name, value)
+        pause_after = fake.pause_after if len(canned.chunks) > 1 else None
+        streamed = len(canned.chunks) > 1 or canned.delay or canned.close_after is not None
+        if streamed:
+            self.send_header("transfer-encoding", "chunked")
+        else:
+            self.send_header("content-length", str(len(canned.chunks[0])))
+        self.end_headers()
+        try:
+            if not streamed:
+                self.wfile.write(canned.chunks[0])
+                return
+            for number, chunk in enumerate(canned.chunks):
+                if canned.close_after is not None and number >= canned.close_after:
+                    self.close_connection = True
+                    return
+                if number and canned.delay:
+                    time.sleep(canned.delay)
+                if number == pause_after:
+                    fake.resume.wait(15)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            fake.completed += 1
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    fake: FakeOpenAI
+
+
+class UpstreamServer:
+    """Runs a FakeOpenAI on 127.0.0.1 in a background thread."""
+
+    def __init__(self, fake: FakeOpenAI | None = None) -> None:
+        self.fake = fake or FakeOpenAI()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self.fake
+        self.port = self._server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> UpstreamServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
