@@ -301,42 +301,45 @@ def _delay_stats(results: list[StreamResult], nominal_gap_ms: float) -> dict:
     }
 
 
-async def relay_test(host: str, port: int, path: str, body: bytes, fmt: str, n: int,
-                     delay_ms: float, streams: int, timeout: float) -> dict:
-    """`streams` streams one after another on one keep-alive connection; per-event delays."""
+async def stream_series(host: str, port: int, path: str, body: bytes, fmt: str, n: int,
+                        count: int, timeout: float) -> list[StreamResult]:
+    """`count` streams one after another on one keep-alive connection."""
     c = Conn(host, port)
     results: list[StreamResult] = []
     try:
-        for _ in range(streams):
+        for _ in range(count):
             results.append(await one_stream(c, path, body, fmt, n, timeout))
     finally:
         c.close()
+    return results
+
+
+def relay_stats(results: list[StreamResult], delay_ms: float) -> dict:
+    """Per-event relay delays and inter-arrival errors, pooled over `results`."""
     out = _delay_stats([r for r in results if r.events], delay_ms)
     errs = [r.error for r in results if not r.ok]
-    out.update(errors=len(errs), error_kinds=summarize_errors(errs))
+    out.update(streams=len(results), errors=len(errs), error_kinds=summarize_errors(errs))
     return out
+
+
+def ttft_stats(results: list[StreamResult]) -> dict:
+    """Request sent -> first content event read, pooled over `results`."""
+    ttft = [(r.events[0][1] - r.t_sent) / 1e6 for r in results if r.ok and r.events]
+    total = [(r.t_end - r.t_sent) / 1e6 for r in results if r.ok and r.events]
+    errs = [r.error for r in results if not (r.ok and r.events)]
+    return {"ttft_p50_ms": pct(ttft, 50), "ttft_p99_ms": pct(ttft, 99),
+            "total_p50_ms": pct(total, 50), "samples": len(ttft), "errors": len(errs),
+            "error_kinds": summarize_errors(errs)}
+
+
+async def relay_test(host: str, port: int, path: str, body: bytes, fmt: str, n: int,
+                     delay_ms: float, streams: int, timeout: float) -> dict:
+    return relay_stats(await stream_series(host, port, path, body, fmt, n, streams, timeout), delay_ms)
 
 
 async def ttft_test(host: str, port: int, path: str, body: bytes, fmt: str, n: int,
                     requests: int, timeout: float) -> dict:
-    """Request sent -> first content event read, over `requests` streams on one connection."""
-    c = Conn(host, port)
-    ttft: list[float] = []
-    total: list[float] = []
-    errs: list[str] = []
-    try:
-        for _ in range(requests):
-            r = await one_stream(c, path, body, fmt, n, timeout)
-            if r.ok and r.events:
-                ttft.append((r.events[0][1] - r.t_sent) / 1e6)
-                total.append((r.t_end - r.t_sent) / 1e6)
-            else:
-                errs.append(r.error)
-    finally:
-        c.close()
-    return {"ttft_p50_ms": pct(ttft, 50), "ttft_p99_ms": pct(ttft, 99),
-            "total_p50_ms": pct(total, 50), "samples": len(ttft), "errors": len(errs),
-            "error_kinds": summarize_errors(errs)}
+    return ttft_stats(await stream_series(host, port, path, body, fmt, n, requests, timeout))
 
 
 async def stream_throughput(host: str, port: int, path: str, body: bytes, fmt: str, n: int,
