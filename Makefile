@@ -10,7 +10,7 @@ WEB_PORT ?= 8081
 # Extra mitmproxy arguments, e.g. ARGS="--set upstream_timeout=60"
 ARGS ?=
 
-.PHONY: setup run web screenshot test test-fast bench clean
+.PHONY: setup run web screenshot test test-fast bench bench-profile clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -62,6 +62,10 @@ test-fast: setup
 # run; writes bench/RESULTS.md. BENCH_QUICK=1 for a < 1 minute run (written to bench/out/).
 bench: setup
 	$(PY) bench/run.py
+
+# Where the proxy's CPU time goes under load (py-spy from PyPI into bench/.peers/): bench/out/profile.md.
+bench-profile: setup
+	$(PY) bench/profile.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
