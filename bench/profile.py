@@ -50,7 +50,7 @@ def load_stacks(path: Path) -> list[tuple[list[str], int]]:
     rows = []
     for line in path.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        if stack:
+        if stack and n.isdigit():  # py-spy occasionally writes a garbled frame name: skip it
             rows.append((stack.split(";"), int(n)))
     return rows
 
