@@ -388,9 +388,18 @@ async def held_streams(host: str, port: int, path: str, body: bytes, fmt: str, n
     for _, d in marks:
         cur += d
         peak = max(peak, cur)
+    # "steady": only events written once every stream had its first event, i.e. when all
+    # connections were set up; separates the cost of holding streams from that of opening them
+    firsts = [r.events[0][1] for r in results if r.events]
+    steady: list[float] = []
+    if firsts:
+        t_all = max(firsts)
+        steady = [(rd - w) / 1e6 for r in results for w, rd in r.events if w > t_all]
     return {"count": count, "ok": count - len(errs), "errors": len(errs),
             "error_kinds": summarize_errors(errs), "seconds": wall, "peak_open": peak,
-            "relay_p50_ms": st["relay_p50_ms"], "relay_p99_ms": st["relay_p99_ms"]}
+            "relay_p50_ms": st["relay_p50_ms"], "relay_p99_ms": st["relay_p99_ms"],
+            "steady_events": len(steady), "steady_p50_ms": pct(steady, 50),
+            "steady_p99_ms": pct(steady, 99)}
 
 
 async def sanity(host: str, port: int, api: str, path: str, model_stream: str,
