@@ -10,7 +10,7 @@ WEB_PORT ?= 8081
 # Extra mitmproxy arguments, e.g. ARGS="--set upstream_timeout=60"
 ARGS ?=
 
-.PHONY: setup run web screenshot test test-fast bench bench-profile clean
+.PHONY: setup run web screenshot test test-fast record record-recordings bench bench-profile clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -66,6 +66,16 @@ bench: setup
 # Where the proxy's CPU time goes under load (py-spy from PyPI into bench/.peers/): bench/out/profile.md.
 bench-profile: setup
 	$(PY) bench/profile.py
+
+# Record every scenario through the proxy against a real upstream into flows/$(RECORD_NAME)/.
+RECORD_NAME ?= upstream
+RECORD_MODEL ?= gemma3
+record: setup
+	$(PY) -m collector.collect --name $(RECORD_NAME) --model $(RECORD_MODEL)
+
+# Re-make flows/openai-recordings/ from the real OpenAI recordings in tests/fixtures/.
+record-recordings: setup
+	$(PY) -m collector.collect --name openai-recordings
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -11,6 +11,9 @@ from urllib.parse import urlsplit
 
 from mitmproxy import exceptions
 
+from addon.catalog import THINK_STYLES, Catalog
+from addon.directory import ModelDirectory
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OLLAMA_VERSION = "0.12.6"
 MIN_OLLAMA_VERSION = (0, 6, 4)  # VS Code Copilot refuses older versions
@@ -58,6 +61,33 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         1_000_000,
         "Bytes of each client request body and raw upstream answer kept in the flow's metadata, "
         "and of each streamed answer kept as the response body, for mitmweb and saved flows. 0 keeps none.",
+    ),
+    (
+        "model_catalog",
+        str,
+        "",
+        "Path of a TOML model catalog: aliases and descriptions of models ([models.\"name:tag\"] tables "
+        "with upstream, context_length, capabilities, ...; see README). Read once when set.",
+    ),
+    (
+        "models_ttl",
+        int,
+        300,
+        "Seconds the upstream's GET /models list is cached for /api/tags, /api/show, /api/ps, pull and /v1/models.",
+    ),
+    (
+        "list_upstream_models",
+        bool,
+        True,
+        "List the upstream's models in /api/tags and /v1/models next to the catalog's. "
+        "When false only catalog models are listed (others can still be used by name).",
+    ),
+    (
+        "think_style",
+        str,
+        "reasoning_effort",
+        "How Ollama's think is sent upstream: reasoning_effort (OpenAI), chat_template_kwargs "
+        "(llama.cpp, vLLM: enable_thinking), or none. A catalog model's think_style overrides it.",
     ),
 ]
 
@@ -127,6 +157,8 @@ class Settings:
     ollama_version: str
     passthrough_options: bool
     body_view_limit: int
+    think_style: str
+    models: ModelDirectory  # the catalog and the cached upstream model list
 
     @classmethod
     def from_options(cls, options: Any) -> Settings:
@@ -138,4 +170,18 @@ class Settings:
             ollama_version=parse_version(options.ollama_version),
             passthrough_options=options.passthrough_options,
             body_view_limit=max(options.body_view_limit, 0),
+            think_style=parse_think_style(options.think_style),
+            models=ModelDirectory(
+                Upstream.parse(options.openai_base_url).url("models"),
+                f"Bearer {key}" if key else None,
+                options.models_ttl,
+                Catalog.load(options.model_catalog),
+                options.list_upstream_models,
+            ),
         )
+
+
+def parse_think_style(style: str) -> str:
+    if style not in THINK_STYLES:
+        raise exceptions.OptionsError(f"think_style must be one of {', '.join(THINK_STYLES)}, got {style!r}")
+    return style

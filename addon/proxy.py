@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 if __package__ in (None, ""):  # loaded by mitmproxy as a script: make the `addon` package importable
@@ -19,7 +19,7 @@ from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from addon import annotate, contentviews, errorpage, routes
+from addon import annotate, contentviews, discovery, embeddings, errorpage, openai_routes, routes
 from addon.options import OPTIONS, Settings
 
 logger = logging.getLogger("ollama_proxy")
@@ -28,10 +28,10 @@ OPTION_NAMES = frozenset(name for name, *_ in OPTIONS)
 
 class Route(NamedTuple):
     methods: frozenset[str]
-    handler: Callable[[http.HTTPFlow, Settings], None]
+    handler: Callable[[http.HTTPFlow, Settings], Awaitable[None] | None]  # async for routes that look up models
 
 
-def _route(methods: str, handler: Callable[[http.HTTPFlow, Settings], None]) -> Route:
+def _route(methods: str, handler: Callable[[http.HTTPFlow, Settings], Awaitable[None] | None]) -> Route:
     return Route(frozenset(methods.split()), handler)
 
 
@@ -40,7 +40,34 @@ ROUTES: dict[str, Route] = {
     "/api/version": _route("GET HEAD", routes.version),
     "/api/chat": _route("POST", routes.chat),
     "/api/generate": _route("POST", routes.generate),
+    "/api/embed": _route("POST", embeddings.embed),
+    "/api/embeddings": _route("POST", embeddings.embeddings),
+    "/api/tags": _route("GET HEAD", discovery.tags),
+    "/api/show": _route("POST", discovery.show),
+    "/api/ps": _route("GET HEAD", discovery.ps),
+    "/api/pull": _route("POST", discovery.pull),
+    "/api/push": _route("POST", discovery.unmanaged),
+    "/api/create": _route("POST", discovery.unmanaged),
+    "/api/copy": _route("POST", discovery.unmanaged),
+    "/api/delete": _route("DELETE", discovery.unmanaged),
+    "/v1/chat/completions": _route("POST", openai_routes.forward),
+    "/v1/completions": _route("POST", openai_routes.forward),
+    "/v1/embeddings": _route("POST", openai_routes.forward),
+    "/v1/models": _route("GET HEAD", openai_routes.models),
 }
+# Paths with a variable last part, by prefix.
+PREFIX_ROUTES: dict[str, Route] = {
+    "/api/blobs/": _route("HEAD POST", discovery.unmanaged),
+    "/v1/models/": _route("GET HEAD", openai_routes.model),
+}
+# Endpoint groups whose upstream answers another module converts, by flow.metadata[META]["kind"].
+RESPONSE_MODULES = {"embed": embeddings, "openai": openai_routes}
+
+
+def find_route(path: str) -> Route | None:
+    if (route := ROUTES.get(path)) is not None:
+        return route
+    return next((r for prefix, r in PREFIX_ROUTES.items() if path.startswith(prefix) and len(path) > len(prefix)), None)
 
 
 class OllamaProxy:
@@ -71,29 +98,30 @@ class OllamaProxy:
         assert self.settings is not None
         return self.settings.is_ollama_host(flow.request.host, flow.request.port)
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.response is not None or not self.is_ollama(flow):
             return
         assert self.settings is not None
         path = flow.request.path.split("?", 1)[0]
         flow.metadata[routes.META] = {"method": flow.request.method, "route": path}
-        route = ROUTES.get(path)
+        route = find_route(path)
         if route is None:
             routes.not_found(flow)
         elif flow.request.method not in route.methods:
             routes.method_not_allowed(flow)
         else:
-            route.handler(flow, self.settings)
+            return route.handler(flow, self.settings)  # mitmproxy awaits what an async handler returns
+        return None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if routes.META in flow.metadata:
+        if meta := flow.metadata.get(routes.META):
             assert self.settings is not None
-            routes.response_headers(flow, self.settings)
+            RESPONSE_MODULES.get(meta.get("kind"), routes).response_headers(flow, self.settings)
 
     def response(self, flow: http.HTTPFlow) -> None:
         if meta := flow.metadata.get(routes.META):
             assert self.settings is not None
-            routes.response(flow, self.settings)
+            RESPONSE_MODULES.get(meta.get("kind"), routes).response(flow, self.settings)
             routes.forget_secrets(flow)
             annotate.finish(flow, meta)
 

@@ -28,6 +28,7 @@ NDJSON = "application/x-ndjson"
 META = "ollama"  # what the client asked for and how it went
 CLIENT_BODY = "ollama_request"  # the client's original request body
 UPSTREAM_BODY = "upstream_response"  # the upstream's raw answer (the SSE text of a stream)
+UPSTREAM_HEADERS = "upstream_headers"  # ... and its headers, as [name, value] pairs
 
 Model = TypeVar("Model", bound=OllamaModel)
 
@@ -144,10 +145,11 @@ def forward(
 ) -> None:
     """Rewrite the flow in place into the OpenAI request that mitmproxy then sends upstream."""
     try:
-        translation = translator(request, request.model, settings.passthrough_options)
+        translation = translator(request, settings.models.upstream_id(request.model), settings.passthrough_options)
     except translate.TranslationError as e:
         respond_error(flow, 400, str(e))
         return
+    translate.apply_think_style(translation.body, request.think, settings.models.think_style(request.model, settings.think_style))
     if translation.warnings:
         logger.warning("%s %s: %s", flow.metadata[META]["route"], request.model, "; ".join(translation.warnings))
     flow.metadata[META].update({
@@ -220,7 +222,12 @@ def response_headers(flow: http.HTTPFlow, settings: Settings) -> None:
     """Arrange real-time conversion for a successful streamed answer; everything else waits for `response`."""
     meta = flow.metadata.get(META)
     response = flow.response
-    if meta is None or response is None or not meta["stream"] or response.status_code != 200:
+    if meta is None or response is None or "upstream_route" not in meta:
+        return
+    if settings.body_view_limit:
+        meta["upstream_status"] = response.status_code
+        flow.metadata[UPSTREAM_HEADERS] = [[k, v] for k, v in response.headers.items(multi=True)]
+    if not meta["stream"] or response.status_code != 200:
         return
     if "text/event-stream" not in response.headers.get("content-type", ""):
         return
@@ -316,6 +323,8 @@ def _gather(lines: list[bytes]) -> bytes:
         final["message"] = message
     else:
         final["response"] = "".join(c.get("response", "") for c in chunks)
+    if logprobs := [item for c in chunks for item in c.get("logprobs", ())]:
+        final["logprobs"] = logprobs
     return translate.dumps_body(final)
 
 

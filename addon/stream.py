@@ -9,6 +9,7 @@ from addon.translate import (
     Clock,
     done_reason,
     dumps_line,
+    logprobs_of,
     metrics,
     ollama_tool_call,
     parse_arguments,
@@ -128,9 +129,13 @@ class SSEToNDJSON:
         thinking = thinking_of(delta)
         for fragment in delta.get("tool_calls") or ():
             self._tool_fragment(fragment)
-        if text or thinking:
+        logprobs = logprobs_of(choice)
+        if text or thinking or logprobs:
             self.clock.mark_token()
-            out.append(dumps_line(self._chunk(text, thinking)))
+            chunk = self._chunk(text, thinking)
+            if logprobs:
+                chunk["logprobs"] = logprobs
+            out.append(dumps_line(chunk))
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
             if self._tool_calls:

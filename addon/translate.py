@@ -102,7 +102,31 @@ def response_format(fmt: str | dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     if fmt == "json":
         return {"type": "json_object"}
-    return {"type": "json_schema", "json_schema": {"name": "schema", "schema": fmt, "strict": True}}
+    wrapped: dict[str, Any] = {"name": "schema", "schema": fmt}
+    if _strict_schema(fmt):
+        wrapped["strict"] = True
+    return {"type": "json_schema", "json_schema": wrapped}
+
+
+def _strict_schema(schema: Any) -> bool:
+    """Whether a schema meets OpenAI's strict mode (every object closed, every property required).
+
+    OpenAI rejects `strict: true` for other schemas, such as pydantic's `model_json_schema()`
+    that Ollama clients send, so those go without `strict` (the upstream follows them best-effort).
+    """
+    if isinstance(schema, list):
+        return all(_strict_schema(s) for s in schema)
+    if not isinstance(schema, dict):
+        return True
+    if schema.get("type") == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        if schema.get("additionalProperties") is not False or set(schema.get("required") or ()) != set(properties):
+            return False
+    nested = [*(schema.get("properties") or {}).values(), *(schema.get("$defs") or {}).values()]
+    for key in ("items", "anyOf", "allOf", "oneOf"):
+        if key in schema:
+            nested.append(schema[key])
+    return all(_strict_schema(s) for s in nested)
 
 
 _REASONING_EFFORT = {True: "medium", "low": "low", "medium": "medium", "high": "high", "max": "high"}
@@ -112,6 +136,20 @@ def reasoning_fields(think: bool | str | None) -> dict[str, Any]:
     """Ollama `think` → OpenAI `reasoning_effort`. False and absent send nothing."""
     effort = _REASONING_EFFORT.get(think) if think is not False else None
     return {"reasoning_effort": effort} if effort else {}
+
+
+def apply_think_style(body: dict[str, Any], think: bool | str | None, style: str) -> None:
+    """Send `think` the way the upstream takes it (the think_style option or the catalog's).
+
+    reasoning_effort: OpenAI's field (as `reasoning_fields`). chat_template_kwargs: llama.cpp and
+    vLLM's `chat_template_kwargs.enable_thinking`, true for true and every level, false for false.
+    none: nothing. An absent `think` sends nothing in every style.
+    """
+    if style == "reasoning_effort":
+        return
+    body.pop("reasoning_effort", None)
+    if style == "chat_template_kwargs" and think is not None:
+        body["chat_template_kwargs"] = {"enable_thinking": think is not False}
 
 
 _IMAGE_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -374,6 +412,10 @@ def generate_response(body: dict[str, Any], model: str, clock: Clock) -> tuple[d
     if logprobs := _logprobs(choice):
         answer["logprobs"] = logprobs
     return answer, warnings
+
+
+def logprobs_of(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
+    return _logprobs(choice)
 
 
 def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:

@@ -43,14 +43,16 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 20) -> 
 class Mitmdump:
     """A real `mitmdump -s addon/proxy.py` process; its output goes to a log file for assertions."""
 
-    def __init__(self, tmp: Path, mode: str, *settings: str, port: int | None = None) -> None:
+    def __init__(self, tmp: Path, mode: str, *settings: str, port: int | None = None, scripts: list[Path] = (),
+                 extra_args: list[str] = ()) -> None:
         self.port = port or free_port()
         self.log_path = tmp / f"mitmdump-{self.port}.log"
         mode_arg = f"reverse:http://127.0.0.1:{self.port}" if mode == "reverse" else mode
         self.args = [
             str(MITMDUMP), "-s", str(ROOT / "addon" / "proxy.py"),
             "--mode", mode_arg, "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
-            "--set", "flow_detail=0", *[a for s in settings for a in ("--set", s)],
+            *[a for script in scripts for a in ("-s", str(script))],
+            "--set", "flow_detail=0", *[a for s in settings for a in ("--set", s)], *extra_args,
         ]
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env.pop("OPENAI_API_KEY", None)
@@ -70,6 +72,7 @@ class Mitmdump:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
+        """Stop the process; an addon error it logged fails the test that used it."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -77,7 +80,10 @@ class Mitmdump:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
+            if "Addon error" in self.log() or "Traceback" in self.log():
+                pytest.fail(f"mitmdump logged an error:\n{self.log()[-3000:]}")
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,9 @@ def mitmweb(upstream: UpstreamServer, tmp_path: Path):
         process.terminate()
         process.wait(10)
         log.close()
-        assert TEST_KEY not in (tmp_path / "mitmweb.log").read_text(errors="replace")
+        log_text = (tmp_path / "mitmweb.log").read_text(errors="replace")
+        assert TEST_KEY not in log_text
+        assert "Addon error" not in log_text and "Traceback" not in log_text, log_text[-3000:]
 
 
 def test_streamed_chat_in_mitmweb(mitmweb, tmp_path: Path) -> None:

@@ -3,10 +3,14 @@
 What it answers is chosen by the request's `model`:
 - `rec:<dir>/<name>` replays `tests/fixtures/openai-recordings/<dir>/<name>.json` (status, content
   type and body exactly as recorded, SSE bodies event by event);
-- `missing-model` answers OpenAI's recorded 404 `model_not_found`;
+- `missing-model` (or any `no-such-…`) answers OpenAI's recorded 404 `model_not_found`;
 - anything else is echoed: the answer is "echo: <last user text>", streamed word by word when
   the request streams, shaped like the recordings (role chunk, content chunks, finish chunk,
   usage chunk when `stream_options.include_usage`, `[DONE]`).
+`GET /models` answers `models` (default: the recorded OpenAI list); `POST /embeddings` replays
+`rec:` models, answers OpenAI's recorded 404 for `missing-model`, and otherwise returns for each
+input the unnormalised vector [len(text), index, 3, 4] (ignoring `dimensions`), in reverse order
+with their `index` set, as the API allows.
 Tests can also queue exact answers with `queue(...)`, set `event_delay` to pause between SSE
 events, or set `pause_after` to hold every stream after that many chunks until `resume` is set,
 which proves without any clock that the proxy relays before the upstream has finished.
@@ -62,8 +66,10 @@ class FakeOpenAI:
     completed: int = 0
     requests: list[Received] = field(default_factory=list)
     _queue: deque[Canned] = field(default_factory=deque)
+    models: list[dict[str, Any]] | None = None  # None: the recorded OpenAI list
 
     def reset(self) -> None:
+        self.models = None
         self.requests.clear()
         self._queue.clear()
         self.event_delay = 0.0
@@ -90,12 +96,24 @@ class FakeOpenAI:
         body = received.body if isinstance(received.body, dict) else {}
         model = str(body.get("model", ""))
         if received.method == "GET" and received.path.endswith("/models"):
-            return Canned(200, {"content-type": "application/json"}, [json.dumps(recording("models/list")["response"]["body"]).encode()])
-        if model == "missing-model":
-            model = "rec:errors/404-model-not-found"
+            listing = recording("models/list")["response"]["body"] if self.models is None else {"object": "list", "data": self.models}
+            return Canned(200, {"content-type": "application/json"}, [json.dumps(listing).encode()])
+        embeddings = received.path.endswith("/embeddings")
+        if model == "missing-model" or model.startswith("no-such-"):
+            model = "rec:errors/404-embeddings-model-not-found" if embeddings else "rec:errors/404-model-not-found"
         if model.startswith("rec:"):
             return self._replay(recording(model[4:]))
+        if embeddings:
+            return self._embeddings(body)
         return self._echo(body, received.path)
+
+    def _embeddings(self, body: dict[str, Any]) -> Canned:
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), float(i), 3.0, 4.0]} for i, t in enumerate(inputs)]
+        tokens = sum(len(str(t).split()) for t in inputs)
+        answer = {"object": "list", "data": data[::-1], "model": body.get("model"), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return Canned(200, {"content-type": "application/json"}, [json.dumps(answer).encode()])
 
     def _replay(self, exchange: dict[str, Any]) -> Canned:
         response = exchange["response"]

@@ -1,0 +1,146 @@
+"""Model names, the TOML catalog, inferred defaults, and the cached upstream model list."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from mitmproxy import exceptions
+
+from addon.catalog import Catalog, basename, family_of, full_name, has_tag, infer
+from addon.directory import ModelDirectory
+from upstream import UpstreamServer
+
+CATALOG = {
+    "models": {
+        "llama3.2:latest": {"upstream": "gpt-4o-mini", "context_length": 128000, "capabilities": ["completion", "tools", "vision"]},
+        "coder": {"upstream": "qwen2.5-coder-32b", "think_style": "none", "family": "qwen2"},
+        "qwen3:8b": {},
+    }
+}
+
+
+def test_names() -> None:
+    assert full_name("llama3.2") == "llama3.2:latest" and full_name("qwen3:8b") == "qwen3:8b"
+    assert full_name("meta-llama/llama-3.1-8b") == "meta-llama/llama-3.1-8b:latest"
+    assert full_name("registry.local:5000/library/phi") == "registry.local:5000/library/phi:latest"
+    assert has_tag("a/b:c") and not has_tag("host:5000/b")
+    assert basename("meta-llama/llama-3.1-8b:latest") == "llama-3.1-8b"
+    assert [family_of(i) for i in ("gpt-4o-mini", "meta-llama/llama-3.1-8b", "qwen3:8b", "o3", "123")] == ["gpt", "llama", "qwen", "o", "unknown"]
+
+
+def test_catalog_entries_and_defaults() -> None:
+    catalog = Catalog.parse(CATALOG)
+    llama = catalog.get("llama3.2")
+    assert llama is catalog.get("llama3.2:latest")
+    assert (llama.upstream, llama.context_length, llama.capabilities, llama.family) == ("gpt-4o-mini", 128000, ("completion", "tools", "vision"), "gpt")
+    coder = catalog.get("coder:latest")
+    assert (coder.upstream, coder.think_style, coder.family) == ("qwen2.5-coder-32b", "none", "qwen2")
+    assert "insert" in coder.capabilities, "inferred from the upstream id when not given"
+    assert catalog.get("qwen3:8b").upstream == "qwen3:8b", "without upstream, the name itself (minus :latest)"
+    assert catalog.get("llama3.2:1b") is None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"model": {}}, "unknown top-level keys"),
+        ({"models": {"x": {"upstrem": "y"}}}, "unknown key 'upstrem'"),
+        ({"models": {"x": {"capabilities": ["tools", "flying"]}}}, "unknown capabilities ['flying']"),
+        ({"models": {"x": {"context_length": "big"}}}, "context_length must be an integer"),
+        ({"models": {"x": {"context_length": 0}}}, "context_length must be positive"),
+        ({"models": {"x": {"think_style": "loud"}}}, "think_style must be one of"),
+        ({"models": {"x": "gpt-4o"}}, "must be a table"),
+    ],
+)
+def test_catalog_errors_name_the_problem(data: dict, message: str) -> None:
+    with pytest.raises(exceptions.OptionsError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        Catalog.parse(data)
+
+
+def test_catalog_file(tmp_path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text('[models."llama3.2:latest"]\nupstream = "gpt-4o-mini"\ncontext_length = 128000\n')
+    assert Catalog.load(str(path)).get("llama3.2").upstream == "gpt-4o-mini"
+    assert Catalog.load("").models == {}
+    path.write_text("[models\n")
+    with pytest.raises(exceptions.OptionsError, match="not valid TOML"):
+        Catalog.load(str(path))
+    with pytest.raises(exceptions.OptionsError, match="cannot read"):
+        Catalog.load(str(tmp_path / "missing.toml"))
+
+
+@pytest.mark.parametrize(
+    ("model_id", "capabilities", "context"),
+    [
+        ("gpt-4o-mini", ("completion", "tools", "vision"), 128000),
+        ("gpt-5-nano", ("completion", "tools", "vision", "thinking"), 400000),
+        ("o3-mini", ("completion", "tools", "vision", "thinking"), 200000),
+        ("gpt-3.5-turbo", ("completion", "tools"), 16385),
+        ("gpt-3.5-turbo-instruct", ("completion", "insert"), 4096),
+        ("text-embedding-3-small", ("embedding",), 8191),
+        ("tts-1-hd", (), 8192),
+        ("deepseek/deepseek-r1", ("completion", "tools", "thinking"), 32768),
+        ("Qwen/Qwen2.5-Coder-32B-Instruct", ("completion", "tools", "insert"), 32768),
+        ("some-local-model", ("completion", "tools"), 8192),
+    ],
+)
+def test_inferred_defaults(model_id: str, capabilities: tuple, context: int) -> None:
+    model = infer(model_id)
+    assert (model.capabilities, model.context_length, model.name) == (capabilities, context, full_name(model_id))
+
+
+def test_context_length_from_the_listing() -> None:
+    assert infer("m", {"context_length": 65536}).context_length == 65536  # OpenRouter
+    assert infer("m", {"max_model_len": 4096}).context_length == 4096  # vLLM
+    assert infer("m", {"meta": {"n_ctx_train": 131072}}).context_length == 131072  # llama.cpp
+    assert infer("m", {"context_window": True}).context_length == 8192
+    assert infer("m", {"created": 1700000000}).created == 1700000000
+
+
+def directory(server: UpstreamServer, ttl: float = 300, catalog: dict | None = None, list_upstream: bool = True) -> ModelDirectory:
+    return ModelDirectory(server.base_url + "/models", "Bearer k", ttl, Catalog.parse(catalog or {}), list_upstream)
+
+
+async def test_directory_fetches_once_for_concurrent_lookups() -> None:
+    with UpstreamServer() as server:
+        server.fake.models = [{"id": "gpt-4o-mini", "created": 2}, {"id": "qwen3:latest", "created": 1}, {"bad": "entry"}]
+        models = directory(server, catalog=CATALOG)
+        assert models.upstream_id("gpt-4o-mini:latest") == "gpt-4o-mini", "before any list: only :latest is dropped"
+        results = await asyncio.gather(*(models.listing() for _ in range(10)))
+        assert len(server.fake.requests) == 1 and server.fake.requests[0].headers["authorization"] == "Bearer k"
+        names = [m.name for m in results[0].models]
+        assert names == ["llama3.2:latest", "coder:latest", "qwen3:8b", "gpt-4o-mini:latest", "qwen3:latest"]
+        assert results[0].error is None
+        assert models.upstream_id("llama3.2") == "gpt-4o-mini"
+        assert models.upstream_id("qwen3") == "qwen3:latest", "an upstream id with a tag is matched by its full name"
+        assert models.upstream_id("qwen3:latest") == "qwen3:latest"
+        assert models.upstream_id("unknown:latest") == "unknown" and models.upstream_id("x:7b") == "x:7b"
+        assert (await models.find("gpt-4o-mini"))[0].upstream == "gpt-4o-mini"
+        assert await models.find("nothing") == (None, None)
+        assert models.think_style("coder", "reasoning_effort") == "none"
+        assert models.think_style("gpt-4o-mini", "reasoning_effort") == "reasoning_effort"
+
+
+async def test_directory_failure_keeps_the_last_list_or_the_catalog() -> None:
+    with UpstreamServer() as server:
+        models = directory(server, ttl=0, catalog=CATALOG)
+        server.fake.queue(503, "overloaded")
+        server.fake.queue(503, "overloaded")  # models_ttl 0: each lookup fetches again
+        listing = await models.listing()
+        assert [m.name for m in listing.models] == ["llama3.2:latest", "coder:latest", "qwen3:8b"]
+        assert listing.error and "503" in listing.error
+        found, error = await models.find("not-listed")
+        assert found is not None and found.upstream == "not-listed" and error, "unknown list: defaults, flagged"
+        server.fake.models = [{"id": "gpt-4o-mini"}]
+        assert (await models.listing()).error is None
+        server.fake.queue(200, "not json", {"content-type": "text/plain"})
+        listing = await models.listing()
+        assert listing.error is None and "gpt-4o-mini:latest" in [m.name for m in listing.models], "the last good list is kept"
+
+
+async def test_directory_without_upstream_listing_fetches_nothing() -> None:
+    with UpstreamServer() as server:
+        models = directory(server, catalog=CATALOG, list_upstream=False)
+        assert [m.name for m in (await models.listing()).models] == ["llama3.2:latest", "coder:latest", "qwen3:8b"]
+        assert server.fake.requests == []

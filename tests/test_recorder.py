@@ -1,0 +1,65 @@
+"""The collector's recorder: what a saved flow holds, and that no key can ever reach one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ollama
+import pytest
+from mitmproxy import io
+
+from collector import recorder
+from collector.recorder import SCENARIO_HEADER
+from collector.scenarios import expected, live_scenarios, run
+from conftest import ROOT, TEST_KEY, Mitmdump
+from upstream import UpstreamServer
+
+pytestmark = pytest.mark.e2e
+
+
+def read(path: Path):
+    with path.open("rb") as file:
+        return list(io.FlowReader(file).stream())
+
+
+def test_recorded_flows_hold_both_sides_and_no_key(upstream: UpstreamServer, tmp_path: Path) -> None:
+    out = tmp_path / "flows"
+    dump = Mitmdump(tmp_path, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}",
+                    f"record_dir={out}", scripts=[ROOT / "collector" / "recorder.py"])
+    try:
+        scenarios = {s.name: s for s in live_scenarios("m")}
+        results = {}
+        for name in ("chat", "chat-stream", "chat-unknown-model", "generate-raw"):
+            client = ollama.Client(host=dump.url, headers={SCENARIO_HEADER: name, "Authorization": "Bearer client-secret"})
+            results[name] = run(client, scenarios[name])
+    finally:
+        dump.stop()
+    assert sorted(p.name for p in out.iterdir()) == ["chat-stream.flow", "chat-unknown-model.flow", "chat.flow", "generate-raw.flow"]
+    for path in out.iterdir():
+        data = path.read_bytes()
+        assert TEST_KEY.encode() not in data and b"client-secret" not in data
+        (flow,) = read(path)
+        assert "authorization" not in flow.request.headers
+        scenario = scenarios[flow.metadata["scenario"]]
+        assert expected(scenario, flow.metadata["ollama_status"], flow.metadata["ollama_response"]) == results[scenario.name]
+    (stream,) = read(out / "chat-stream.flow")
+    assert stream.response.content.startswith(b"data: ") and b"[DONE]" in stream.response.content
+    assert stream.response.headers["content-type"].startswith("text/event-stream")
+    assert json.loads(stream.request.content)["stream"] is True
+    (missing,) = read(out / "chat-unknown-model.flow")
+    assert missing.response.status_code == 404 and missing.metadata["ollama_status"] == 404
+    (raw,) = read(out / "generate-raw.flow")
+    assert raw.request.path == "/v1/completions"
+
+
+def test_a_key_anywhere_in_the_flow_stops_the_write() -> None:
+    from mitmproxy.test import tflow
+
+    flow = tflow.tflow(resp=True)
+    flow.metadata["ollama"] = {"upstream_status": 200}
+    flow.metadata["upstream_response"] = b"the key sk-live-123 leaked into a body"
+    with pytest.raises(recorder.KeyLeak):
+        recorder.redact(flow, ["sk-live-123"])
+    flow.metadata["upstream_response"] = b"clean"
+    assert recorder.redact(flow, ["sk-live-123"]).response.content == b"clean"

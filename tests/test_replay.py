@@ -1,0 +1,82 @@
+"""Offline replay: a real mitmdump with `--server-replay` of the recorded upstream flows, the ollama SDK
+as client and no upstream at all. Every scenario must come out exactly as it was recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ollama
+import pytest
+from mitmproxy import io
+
+from collector.scenarios import MANIFEST, expected, run, scenarios_of
+from conftest import Mitmdump, free_port
+
+pytestmark = pytest.mark.e2e
+
+FLOWS = Path(__file__).parent.parent / "flows"
+FOLDERS = sorted(p.parent for p in FLOWS.glob(f"*/{MANIFEST}"))
+
+
+def recorded(folder: Path) -> list:
+    flows = []
+    for path in sorted(folder.glob("*.flow")):
+        with path.open("rb") as file:
+            flows.extend(io.FlowReader(file).stream())
+    return flows
+
+
+def test_there_are_recordings() -> None:
+    assert len(FOLDERS) >= 1 and all(recorded(f) for f in FOLDERS)
+
+
+@pytest.fixture(scope="module", params=FOLDERS, ids=lambda p: p.name)
+def replay(request, tmp_path_factory):
+    folder: Path = request.param
+    tmp = tmp_path_factory.mktemp(f"replay-{folder.name}")
+    combined = tmp / "all.flow"
+    combined.write_bytes(b"".join(p.read_bytes() for p in sorted(folder.glob("*.flow"))))
+    first = recorded(folder)[0].request
+    nowhere = f"{first.scheme}://127.0.0.1:{free_port()}/v1"  # nothing listens: only replayed answers exist
+    dump = Mitmdump(tmp, "reverse", f"openai_base_url={nowhere}", "server_replay_reuse=true", "server_replay_ignore_host=true",
+                    "server_replay_ignore_port=true", "server_replay_extra=forward", extra_args=["--server-replay", str(combined)])
+    yield folder, dump
+    dump.stop()
+
+
+def test_replayed_answers_equal_the_recorded_ones(replay) -> None:
+    folder, dump = replay
+    scenarios = scenarios_of(json.loads((folder / MANIFEST).read_text()))
+    flows = recorded(folder)
+    assert len(flows) == len(list(folder.glob("*.flow")))
+    client = ollama.Client(host=dump.url, timeout=20)
+    checked = 0
+    for flow in flows:
+        scenario = scenarios[flow.metadata["scenario"]]
+        want = expected(scenario, flow.metadata["ollama_status"], flow.metadata["ollama_response"])
+        assert run(client, scenario) == want, scenario.name
+        checked += 1
+    assert checked == len(flows)
+
+
+def test_replayed_streams_are_ndjson(replay) -> None:
+    folder, dump = replay
+    import httpx
+
+    streamed = [f for f in recorded(folder) if json.loads(f.metadata["ollama_request"]).get("stream") and f.metadata["ollama_status"] == 200]
+    assert streamed
+    for flow in streamed:
+        route = flow.metadata["ollama"]["route"]
+        response = httpx.post(dump.url + route, content=flow.metadata["ollama_request"], timeout=20)
+        assert response.headers["content-type"] == "application/x-ndjson"
+        lines = response.content.split(b"\n")
+        assert lines[-1] == b"" and all(lines[:-1])
+        objects = [json.loads(line) for line in lines[:-1]]
+        assert objects[-1].get("done") is True or "error" in objects[-1]
+
+
+def test_no_key_in_any_saved_flow() -> None:
+    for path in FLOWS.rglob("*.flow"):
+        data = path.read_bytes()
+        assert b"Bearer sk-" not in data and b"authorization" not in data.lower(), path
