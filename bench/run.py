@@ -6,7 +6,8 @@ killed (SIGTERM, then SIGKILL) in a `finally`. All loops are bounded in count an
 Environment knobs
   BENCH_QUICK=1       < 1 minute: shorter runs, fewer streams (results go to bench/out/)
   BENCH_PEERS=0       skip installing and measuring the PyPI peers
-  BENCH_ONLY=a,b      only these setups (keys: direct, mitmdump, addon, oai2ollama, ollama-openai-proxy)
+  BENCH_ONLY=a,b      only these setups (keys: direct, mitmdump, addon, addon-v1, oai2ollama,
+                      ollama-openai-proxy)
   BENCH_NO_WRK=1      use the Python load generator even if wrk is installed
   BENCH_WAIT_QUIET=N  first wait up to N seconds for the 1-minute load average to drop below 1
 """
@@ -337,6 +338,20 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
         note="Ollama /api/chat in, OpenAI upstream")
     if not addon.exists():
         t.skip = "addon/proxy.py is not on this branch yet (merge main)"
+    targets.append(t)
+
+    p = free_port()
+    t = Target(
+        "addon-v1", "(3b) this project, OpenAI route", "openai", port=p,
+        cmd=[*proxy_prefix, mitmdump, "-s", str(addon), "--mode", f"reverse:http://{HOST}:{p}",
+             "--listen-host", HOST, "--listen-port", str(p), "--set", f"openai_base_url={base}",
+             "--set", "openai_api_key=x", "--set", "flow_detail=0"],
+        note="the same addon on its /v1/chat/completions route (OpenAI in and out: model name "
+             "resolved, SSE relayed as is), comparable to rows 2 and 4a")
+    if not addon.exists():
+        t.skip = "addon/proxy.py is not on this branch yet (merge main)"
+    elif "/v1/chat/completions" not in addon.read_text():
+        t.skip = "this addon version has no /v1/chat/completions route"
     targets.append(t)
 
     want_peers = os.environ.get("BENCH_PEERS", "1") not in ("0", "")
