@@ -664,7 +664,9 @@ def system_info(use_wrk: bool, pin_desc: str) -> dict:
         "kernel": platform.release(), "python": platform.python_version(),
         "mitmproxy": mitm_v.group(1) if mitm_v else "?",
         "mitmproxy_python": py_v.group(1) if py_v else "?",
-        "load_generator": (wrk_v or "wrk") if use_wrk else "Python asyncio client (wrk not found)",
+        "load_generator": (f"{wrk_v or 'wrk'} (`-t1`, keep-alive)" if use_wrk else
+                           "the Python asyncio client (" + ("BENCH_NO_WRK=1" if shutil.which("wrk") else "wrk not found")
+                           + "; slower than wrk, so the floor's req/s measures the client)"),
         "pinning": pin_desc, "commit": commit + (" (addon/ modified)" if dirty else ""),
         "quick": QUICK,
     }
@@ -804,7 +806,7 @@ def render(results: dict) -> str:
     L.append(f"- CPU: {info['cpu']}, nproc = {info['nproc']}, {info['mem_gib']} GiB RAM, Linux {info['kernel']}")
     L.append(f"- Pinning: {info['pinning']}")
     L.append(f"- mitmproxy {info['mitmproxy']} on Python {info['mitmproxy_python']}; harness on Python {info['python']}")
-    L.append(f"- Load generator: {info['load_generator']} for non-streaming requests (`-t1`, keep-alive); "
+    L.append(f"- Load generator: {info['load_generator']} for non-streaming requests; "
              "the Python asyncio raw-socket client (bench/client.py) for streams")
     peers = [t for t in results["targets"] if t["key"] in PEER_SPECS]
     for t in peers:
