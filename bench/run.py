@@ -9,6 +9,7 @@ Environment knobs
   BENCH_ONLY=a,b      only these setups (keys: direct, mitmdump, addon, addon-v1, oai2ollama,
                       ollama-openai-proxy)
   BENCH_NO_WRK=1      use the Python load generator even if wrk is installed
+  BENCH_ADDON=path    measure another copy of the addon (e.g. a patched checkout's addon/proxy.py)
   BENCH_WAIT_QUIET=N  first wait up to N seconds for the 1-minute load average to drop below 1
 """
 
@@ -329,7 +330,7 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
              "arrives (with the defaults mitmproxy buffers the whole stream)"))
 
     p = free_port()
-    addon = ROOT / "addon" / "proxy.py"
+    addon = Path(os.environ.get("BENCH_ADDON") or ROOT / "addon" / "proxy.py").resolve()
     t = Target(
         "addon", "(3) this project: mitmdump -s addon/proxy.py", "ollama", port=p,
         cmd=[*proxy_prefix, mitmdump, "-s", str(addon), "--mode", f"reverse:http://{HOST}:{p}",
