@@ -19,6 +19,7 @@ import httpx2
 from addon.catalog import LATEST, Catalog, ModelInfo, full_name, infer
 
 logger = logging.getLogger("ollama_proxy")
+logging.getLogger("httpx2").setLevel(logging.WARNING)  # its per-request INFO lines would be noise in mitmdump's output
 
 FETCH_TIMEOUT = 10.0  # seconds for the whole GET /models
 FAILED_RETRY = 10.0  # seconds before a failed fetch is tried again (or models_ttl, if shorter)

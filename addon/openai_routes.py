@@ -151,7 +151,12 @@ def response_headers(flow: http.HTTPFlow, settings: Settings) -> None:
         return
     if "text/event-stream" not in response.headers.get("content-type", ""):
         return
-    response.stream = ModelRenamer(meta["model"]) if meta["model"] != meta["upstream_model"] else True
+    if meta["model"] == meta["upstream_model"]:
+        response.stream = True
+        return
+    response.stream = ModelRenamer(meta["model"])
+    response.headers.pop("content-length", None)  # the renamed events have other lengths
+    response.headers["transfer-encoding"] = "chunked"
 
 
 def response(flow: http.HTTPFlow, settings: Settings) -> None:

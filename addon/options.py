@@ -79,7 +79,7 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         "list_upstream_models",
         bool,
         True,
-        "List the upstream's models in /api/tags and /v1/models next to the catalog's. "
+        "List the upstream's models in /api/tags, /api/ps and /v1/models next to the catalog's. "
         "When false only catalog models are listed (others can still be used by name).",
     ),
     (

@@ -40,6 +40,9 @@ Model = TypeVar("Model", bound=OllamaModel)
 def respond(flow: http.HTTPFlow, status: int, body: bytes | str, content_type: str = JSON) -> None:
     content = body.encode() if isinstance(body, str) else body
     flow.response = http.Response.make(status, content, {"Content-Type": content_type})
+    if flow.request.method == "HEAD":  # GET's headers without the body: a body would corrupt a kept-alive connection
+        flow.response.content = b""
+        flow.response.headers["content-length"] = str(len(content))
 
 
 def respond_json(flow: http.HTTPFlow, status: int, obj: dict[str, Any]) -> None:

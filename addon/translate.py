@@ -103,7 +103,7 @@ def response_format(fmt: str | dict[str, Any] | None) -> dict[str, Any] | None:
     if fmt == "json":
         return {"type": "json_object"}
     wrapped: dict[str, Any] = {"name": "schema", "schema": fmt}
-    if _strict_schema(fmt):
+    if fmt.get("type") == "object" and _strict_schema(fmt):  # strict mode also wants an object at the root
         wrapped["strict"] = True
     return {"type": "json_schema", "json_schema": wrapped}
 
@@ -122,7 +122,7 @@ def _strict_schema(schema: Any) -> bool:
         properties = schema.get("properties") or {}
         if schema.get("additionalProperties") is not False or set(schema.get("required") or ()) != set(properties):
             return False
-    nested = [*(schema.get("properties") or {}).values(), *(schema.get("$defs") or {}).values()]
+    nested = [*(schema.get("properties") or {}).values(), *(schema.get("$defs") or {}).values(), *(schema.get("definitions") or {}).values()]
     for key in ("items", "anyOf", "allOf", "oneOf"):
         if key in schema:
             nested.append(schema[key])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -256,6 +257,15 @@ def test_refusal_is_the_content(client: ollama.Client) -> None:
     assert answer.message.content == recording("chat/refusal")["response"]["body"]["choices"][0]["message"]["refusal"]
 
 
+def test_unknown_model_on_generate_is_404(client: ollama.Client) -> None:
+    for stream in (False, True):
+        with pytest.raises(ollama.ResponseError) as error:
+            result = client.generate(model="missing-model", prompt="x", stream=stream)
+            if stream:
+                list(result)
+        assert (error.value.status_code, error.value.error) == (404, "model 'missing-model' not found")
+
+
 # ---------------------------------------------------------------------------------------------
 # Embeddings
 
@@ -358,6 +368,32 @@ def test_pull_and_unmanaged_routes(client: ollama.Client, proxy: Mitmdump) -> No
     assert httpx.head(proxy.url + "/api/blobs/sha256:" + "0" * 64).status_code == 501
 
 
+def test_model_list_fetch_blocks_no_other_flow(spawn, upstream: UpstreamServer) -> None:
+    """While the upstream holds GET /models, chats go through; the waiting lookups share one fetch."""
+    gate = threading.Event()
+    upstream.fake.models_gate = gate
+    dump = spawn("reverse", f"openai_base_url={upstream.base_url}")
+    results: dict[int, list[str]] = {}
+
+    def show(n: int) -> None:
+        results[n] = ollama.Client(host=dump.url, timeout=20).show("gpt-4").capabilities
+
+    threads = [threading.Thread(target=show, args=(n,)) for n in range(5)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 15
+    while not any(r.path == "/v1/models" for r in upstream.fake.requests) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    client = ollama.Client(host=dump.url, timeout=20)
+    assert client.chat(model="m", messages=[{"role": "user", "content": "meanwhile"}]).message.content == "echo: meanwhile"
+    assert results == {}, "the lookups are still waiting for the model list"
+    gate.set()
+    for thread in threads:
+        thread.join(20)
+    assert results == {n: ["completion", "tools"] for n in range(5)}
+    assert [r.path for r in upstream.fake.requests].count("/v1/models") == 1
+
+
 def test_model_list_failure_falls_back_to_the_catalog(spawn, upstream: UpstreamServer, tmp_path: Path) -> None:
     path = tmp_path / "models.toml"
     path.write_text(CATALOG)
@@ -452,6 +488,7 @@ def test_v1_routes_with_the_openai_sdk(catalog_proxy: Mitmdump, upstream: Upstre
     listed = [m.id for m in client.models.list().data]
     assert listed[:3] == ["llama3.2:latest", "local-thinker:latest", "nomic-embed-text:latest"] and "qwen3:8b" in listed
     assert client.models.retrieve("llama3.2").id == "llama3.2"
+    assert client.models.retrieve("meta-llama/llama-3.1-8b:latest").id == "meta-llama/llama-3.1-8b:latest"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("nothing-like-this")
     with pytest.raises(openai.NotFoundError) as error:
@@ -483,3 +520,11 @@ def test_copilot_discovery_sequence(listing_proxy: Mitmdump, upstream: UpstreamS
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hello copilot"
     assert upstream.fake.requests[-1].body["model"] == "gpt-4o-mini" and {c.model for c in chunks} == {"gpt-4o-mini:latest"}
+
+
+def test_head_answers_have_no_body_and_keep_the_connection_usable(proxy: Mitmdump) -> None:
+    with httpx.Client(base_url=proxy.url, timeout=20) as http:
+        for path in ("/", "/api/version", "/api/tags", "/api/ps", "/v1/models"):
+            head = http.head(path)
+            assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) > 0
+            assert http.get("/api/version").json()["version"], f"the connection still works after HEAD {path}"

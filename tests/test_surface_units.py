@@ -138,6 +138,7 @@ def test_only_strict_compatible_schemas_are_sent_strict() -> None:
     assert "strict" not in translate.response_format(open_nested)["json_schema"]
     optional = {**closed, "required": ["a"]}
     assert "strict" not in translate.response_format(optional)["json_schema"]
+    assert "strict" not in translate.response_format({"type": "array", "items": {"type": "string"}})["json_schema"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,9 +259,10 @@ def test_v1_chat_is_forwarded_with_the_alias(addon) -> None:
     addon.request(flow)
     assert flow.request.url == "https://api.example.com/v1/chat/completions"
     assert json.loads(flow.request.content)["model"] == "gpt-4o-mini"
-    flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream"), content=None)
+    flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream", content_length="99"), content=None)
     addon.responseheaders(flow)
     assert isinstance(flow.response.stream, ModelRenamer)
+    assert "content-length" not in flow.response.headers and flow.response.headers["transfer-encoding"] == "chunked"
     bad = flow_for("/v1/chat/completions", {"messages": []})
     addon.request(bad)
     assert bad.response.status_code == 400 and json.loads(bad.response.content)["error"]["message"] == "model is required"

@@ -67,9 +67,11 @@ class FakeOpenAI:
     requests: list[Received] = field(default_factory=list)
     _queue: deque[Canned] = field(default_factory=deque)
     models: list[dict[str, Any]] | None = None  # None: the recorded OpenAI list
+    models_gate: threading.Event | None = None  # when set, GET /models waits for it before answering
 
     def reset(self) -> None:
         self.models = None
+        self.models_gate = None
         self.requests.clear()
         self._queue.clear()
         self.event_delay = 0.0
@@ -96,6 +98,8 @@ class FakeOpenAI:
         body = received.body if isinstance(received.body, dict) else {}
         model = str(body.get("model", ""))
         if received.method == "GET" and received.path.endswith("/models"):
+            if self.models_gate is not None:
+                self.models_gate.wait(15)
             listing = recording("models/list")["response"]["body"] if self.models is None else {"object": "list", "data": self.models}
             return Canned(200, {"content-type": "application/json"}, [json.dumps(listing).encode()])
         embeddings = received.path.endswith("/embeddings")
