@@ -63,7 +63,7 @@ test-fast: setup
 bench: setup
 	$(PY) bench/run.py
 
-# Where the proxy's CPU time goes under load (py-spy from PyPI into bench/.peers/): bench/out/profile.md.
+# Where the proxy's CPU time goes under load (py-spy from PyPI into bench/.peers/): bench/PROFILE.md.
 bench-profile: setup
 	$(PY) bench/profile.py
 

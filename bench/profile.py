@@ -6,7 +6,7 @@ py-spy (pinned, from PyPI) is installed into bench/.peers/tools on first use. Fo
   - plain mitmdump (no addon), and
   - mitmdump -s addon/proxy.py,
 it samples the proxy for a few seconds of non-streaming load (50 connections) and of stream
-relaying (10 streams x 2000 events), then writes bench/out/profile.md: the share of samples spent
+relaying (10 streams x 2000 events), then writes bench/PROFILE.md: the share of samples spent
 in the addon's own code, in the per-request log line, in JSON, and the top functions. The raw
 stacks (py-spy "raw" = collapsed format, for flamegraph tools) stay in bench/out/profile-*.raw.
 Everything is on 127.0.0.1 and every process is stopped at the end.
@@ -122,7 +122,9 @@ async def main_async() -> int:
     up_port = free_port()
     lines = ["# Profile of the proxy under load", "",
              f"py-spy {PY_SPY.split('==')[1]} sampling at 250 Hz (`--nonblocking`), {SECONDS} s per case; {pin_desc}. "
-             "Made by `bench/profile.py`; raw stacks in bench/out/profile-*.raw.", ""]
+             f"Made by `make bench-profile` (bench/profile.py) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+             f"load average {' '.join(open('/proc/loadavg').read().split()[:3])} at start. Raw stacks in bench/out/profile-*.raw. "
+             "Rates are with the profiler attached and the Python load client, so lower than in RESULTS.md.", ""]
     up = Proc("profile-upstream", [*load_prefix, sys.executable, str(ROOT / "bench" / "upstream.py"),
                                    "--port", str(up_port), "--max-seconds", "600"])
     try:
@@ -173,7 +175,7 @@ async def main_async() -> int:
                 proxy.stop()
     finally:
         up.stop()
-    dest = OUT / "profile.md"
+    dest = ROOT / "bench" / "PROFILE.md"
     dest.write_text("\n".join(lines))
     print(f"[profile] wrote {dest.relative_to(ROOT)}", flush=True)
     return 0
