@@ -10,7 +10,7 @@ WEB_PORT ?= 8081
 # Extra mitmproxy arguments, e.g. ARGS="--set upstream_timeout=60"
 ARGS ?=
 
-.PHONY: setup run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop clean
+.PHONY: setup run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-profile clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -100,6 +100,15 @@ test-live: setup
 # Only the fast tests: no mitmdump process.
 test-fast: setup
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
+
+# Benchmarks (bench/README.md): the floor, plain mitmdump, the addon and its PyPI peers in one
+# run; writes bench/RESULTS.md. BENCH_QUICK=1 for a < 1 minute run (written to bench/out/).
+bench: setup
+	$(PY) bench/run.py
+
+# Where the proxy's CPU time goes under load (py-spy from PyPI into bench/.peers/): bench/PROFILE.md.
+bench-profile: setup
+	$(PY) bench/profile.py
 
 # Record every scenario through the proxy against a real upstream into flows/$(RECORD_NAME)/.
 RECORD_NAME ?= upstream
