@@ -41,6 +41,7 @@ TEMPLATE_SRC=$SCRIPT_DIR/gemma3-tools.jinja
 BIN=$CACHE/bin/llama-server-$LCB_VERSION
 MODEL=$CACHE/models/$GEMMA_FILE
 PIDFILE=$CACHE/llama-server.pid
+PORTFILE=$CACHE/llama-server.port
 LOG=$CACHE/llama-server.log
 BUILD_LOG=$CACHE/build.log
 PRESETS=$CACHE/presets.ini
@@ -67,6 +68,17 @@ running_pid() {
   [[ "$(readlink "/proc/$pid/exe" 2>/dev/null || true)" == "$BIN"* ]] || \
     ps -o args= -p "$pid" 2>/dev/null | grep -q -- "llama-server" || return 1
   echo "$pid"
+}
+
+# A running server keeps the port it was started with, whatever UPSTREAM_PORT says now.
+use_running_port() {
+  local p
+  p=$(cat "$PORTFILE" 2>/dev/null || true)
+  [[ $p =~ ^[0-9]+$ ]] || return 0
+  if [[ $p != "$PORT" ]]; then
+    say "note: the running server listens on port $p (not $PORT)"
+    PORT=$p URL=http://127.0.0.1:$p
+  fi
 }
 
 # Scratch directories inside the cache (same filesystem as the results, so `mv` is
@@ -245,12 +257,13 @@ cmd_build() {
 cmd_start() {
   local pid t0
   if pid=$(running_pid); then
+    use_running_port
     if models_answer; then
       say "already running (pid $pid)"; echo "$URL/v1"; return 0
     fi
     say "a server (pid $pid) runs but does not answer yet; waiting for it"
   else
-    rm -f "$PIDFILE"
+    rm -f "$PIDFILE" "$PORTFILE"
     port_in_use && die "port $PORT on 127.0.0.1 is taken by another process; set UPSTREAM_PORT"
     cmd_build
     t0=$SECONDS
@@ -261,12 +274,13 @@ cmd_start() {
       </dev/null >"$LOG" 2>&1 9>&- &  # 9>&-: the server must not inherit the lock
     pid=$!
     echo "$pid" >"$PIDFILE"
+    echo "$PORT" >"$PORTFILE"
   fi
   local deadline=$((SECONDS + WAIT))
   until models_answer; do
     if ! kill -0 "$pid" 2>/dev/null; then
       say "llama-server exited during start-up; last lines of $LOG:"; tail -n 25 "$LOG" >&2
-      rm -f "$PIDFILE"; exit 1
+      rm -f "$PIDFILE" "$PORTFILE"; exit 1
     fi
     if ((SECONDS >= deadline)); then
       say "llama-server is not ready after ${WAIT} s (UPSTREAM_WAIT); last lines of $LOG:"
@@ -283,7 +297,7 @@ cmd_start() {
 cmd_stop() {
   local pid
   if ! pid=$(running_pid); then
-    rm -f "$PIDFILE"; say "not running"; return 0
+    rm -f "$PIDFILE" "$PORTFILE"; say "not running"; return 0
   fi
   say "stopping llama-server (pid $pid)…"
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
@@ -292,13 +306,14 @@ cmd_stop() {
     say "still alive after 10 s; sending SIGKILL"
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   fi
-  rm -f "$PIDFILE"
+  rm -f "$PIDFILE" "$PORTFILE"
   say "stopped"
 }
 
 cmd_status() {
   local pid
   if pid=$(running_pid); then
+    use_running_port 2>/dev/null
     if models_answer; then
       echo "running (pid $pid) on $URL/v1: models gemma3, gemma3-embed"
     else
