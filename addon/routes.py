@@ -226,15 +226,20 @@ def clock_of(flow: http.HTTPFlow) -> translate.Clock:
     return translate.Clock(start_ns=int(flow.request.timestamp_start * 1e9))
 
 
+def keep_upstream_head(flow: http.HTTPFlow, settings: Settings) -> None:
+    """Note the upstream's own status and headers before any endpoint converts them (for saved flows)."""
+    meta = flow.metadata[META]
+    if settings.body_view_limit and flow.response is not None and "upstream_route" in meta:
+        meta["upstream_status"] = flow.response.status_code
+        flow.metadata[UPSTREAM_HEADERS] = [[k, v] for k, v in flow.response.headers.items(multi=True)]
+
+
 def response_headers(flow: http.HTTPFlow, settings: Settings) -> None:
     """Arrange real-time conversion for a successful streamed answer; everything else waits for `response`."""
     meta = flow.metadata.get(META)
     response = flow.response
     if meta is None or response is None or "upstream_route" not in meta:
         return
-    if settings.body_view_limit:
-        meta["upstream_status"] = response.status_code
-        flow.metadata[UPSTREAM_HEADERS] = [[k, v] for k, v in response.headers.items(multi=True)]
     if not meta["stream"] or response.status_code != 200:
         return
     if "text/event-stream" not in response.headers.get("content-type", ""):

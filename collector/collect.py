@@ -72,6 +72,7 @@ def main() -> int:
     parser.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL", ""), help="the upstream (default $OPENAI_BASE_URL)")
     parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", ""), help="the upstream key (default $OPENAI_API_KEY)")
     parser.add_argument("--model", default="gemma3", help="the chat model the scenarios use")
+    parser.add_argument("--embed-model", default="gemma3-embed", help="the embedding model the scenarios use")
     parser.add_argument("--server", default="", help="what the upstream is (e.g. llama-server b6000, Gemma 3 270M), for the manifest")
     args = parser.parse_args()
     if args.name == "openai-recordings":
@@ -82,8 +83,8 @@ def main() -> int:
             return collect(args.name, scenarios, server.base_url, "", manifest, server.fake)
     if not args.base_url:
         parser.error("--base-url or OPENAI_BASE_URL is required")
-    manifest = {"scenarios": "live", "model": args.model, "upstream": args.base_url, "server": args.server}
-    return collect(args.name, live_scenarios(args.model), args.base_url, args.api_key, manifest)
+    manifest = {"scenarios": "live", "model": args.model, "embed_model": args.embed_model, "upstream": args.base_url, "server": args.server}
+    return collect(args.name, live_scenarios(args.model, args.embed_model), args.base_url, args.api_key, manifest)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ CLOCK_FIELDS = {"created_at", "total_duration", "load_duration", "prompt_eval_du
 RESPONSE_TYPES: dict[str, type] = {
     "chat": ollama.ChatResponse,
     "generate": ollama.GenerateResponse,
+    "embed": ollama.EmbedResponse,
+    "embeddings": ollama.EmbeddingsResponse,
 }
 
 
@@ -35,7 +37,7 @@ class Scenario:
 
 def scenarios_of(manifest: dict[str, Any]) -> dict[str, Scenario]:
     """The scenarios a folder of flows was recorded from, by name."""
-    found = recording_scenarios() if manifest["scenarios"] == "recordings" else live_scenarios(manifest["model"])
+    found = recording_scenarios() if manifest["scenarios"] == "recordings" else live_scenarios(manifest["model"], manifest["embed_model"])
     return {s.name: s for s in found}
 
 
@@ -98,13 +100,17 @@ WEATHER_TOOL = {
     "function": {
         "name": "get_weather",
         "description": "Get the current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}, "required": ["city"]},
     },
 }
 
 
-def live_scenarios(model: str) -> list[Scenario]:
-    """Every chat and generate feature the proxy supports, streaming and not, errors included."""
+def live_scenarios(model: str, embed_model: str) -> list[Scenario]:
+    """Every feature of the routes that go upstream, streaming and not, errors included.
+
+    Discovery (/api/tags, show, ps) reads the upstream's model list outside any flow, so it is
+    covered by the live tests instead.
+    """
     short = {"temperature": 0, "seed": 42, "num_predict": 24}
     user = [{"role": "user", "content": "Name three colours."}]
     return [
@@ -124,11 +130,11 @@ def live_scenarios(model: str) -> list[Scenario]:
                                                 "format": {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]},
                                                 "stream": False}),
         Scenario("chat-tools", "chat", {"model": model, "tools": [WEATHER_TOOL], "stream": False,
-                                        "options": {**short, "num_predict": 64, "stop": ["</tool_call>"]},
-                                        "messages": [{"role": "user", "content": "What is the weather in Paris? Use the tool."}]}),
+                                        "options": {**short, "num_predict": 48, "stop": ["</tool_call>"]},
+                                        "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}),
         Scenario("chat-tools-stream", "chat", {"model": model, "tools": [WEATHER_TOOL], "stream": True,
-                                               "options": {**short, "num_predict": 64, "stop": ["</tool_call>"]},
-                                               "messages": [{"role": "user", "content": "What is the weather in Paris? Use the tool."}]}),
+                                               "options": {**short, "num_predict": 48, "stop": ["</tool_call>"]},
+                                               "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}),
         Scenario("chat-tool-result", "chat", {"model": model, "tools": [WEATHER_TOOL], "stream": False, "options": short, "messages": [
             {"role": "user", "content": "What is the weather in Paris?"},
             {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
@@ -140,6 +146,12 @@ def live_scenarios(model: str) -> list[Scenario]:
         Scenario("generate-stream", "generate", {"model": model, "prompt": "Count to five:", "system": "Be brief.", "options": short, "stream": True}),
         Scenario("generate-raw", "generate", {"model": model, "prompt": "Once upon a time", "raw": True, "options": short, "stream": True}),
         Scenario("generate-json", "generate", {"model": model, "prompt": "A JSON object with key a:", "format": "json", "options": short, "stream": False}),
+        Scenario("generate-unknown-model", "generate", {"model": "no-such-model", "prompt": "x", "stream": False}),
+        Scenario("embed", "embed", {"model": embed_model, "input": "The sky is blue."}),
+        Scenario("embed-batch", "embed", {"model": embed_model, "input": ["first text", "second text", "third text"]}),
+        Scenario("embed-dimensions", "embed", {"model": embed_model, "input": "short", "dimensions": 64}),
+        Scenario("embed-unknown-model", "embed", {"model": "no-such-embedder", "input": "x"}),
+        Scenario("embeddings-legacy", "embeddings", {"model": embed_model, "prompt": "The sky is blue."}),
     ]
 
 

@@ -28,7 +28,7 @@ def test_recorded_flows_hold_both_sides_and_no_key(upstream: UpstreamServer, tmp
     dump = Mitmdump(tmp_path, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}",
                     f"record_dir={out}", scripts=[ROOT / "collector" / "recorder.py"])
     try:
-        scenarios = {s.name: s for s in live_scenarios("m")}
+        scenarios = {s.name: s for s in live_scenarios("m", "e")}
         results = {}
         for name in ("chat", "chat-stream", "chat-unknown-model", "generate-raw"):
             client = ollama.Client(host=dump.url, headers={SCENARIO_HEADER: name, "Authorization": "Bearer client-secret"})

@@ -11,7 +11,8 @@ What it answers is chosen by the request's `model`:
 `rec:` models, answers OpenAI's recorded 404 for `missing-model`, and otherwise returns for each
 input the unnormalised vector [len(text), index, 3, 4] (ignoring `dimensions`), in reverse order
 with their `index` set, as the API allows.
-Tests can also queue exact answers with `queue(...)`, set `event_delay` to pause between SSE
+Tests can also queue exact answers with `queue(...)`, queue assistant messages (text, tool calls,
+a stream that breaks off) shaped to each chat request with `queue_reply(...)`, set `event_delay` to pause between SSE
 events, or set `pause_after` to hold every stream after that many chunks until `resume` is set,
 which proves without any clock that the proxy relays before the upstream has finished.
 Every request is kept in `requests`, and each finished stream counts in `completed`.
@@ -27,6 +28,7 @@ concurrent tests, where a queue would be shared). `UpstreamServer(tls=(cert, key
 from __future__ import annotations
 
 import json
+import re
 import select
 import socket
 import ssl
@@ -82,10 +84,12 @@ class FakeOpenAI:
     _queue: deque[Canned] = field(default_factory=deque)
     models: list[dict[str, Any]] | None = None  # None: the recorded OpenAI list
     models_gate: threading.Event | None = None  # when set, GET /models waits for it before answering
+    _replies: deque[Reply] = field(default_factory=deque)
 
     def reset(self) -> None:
         self.models = None
         self.models_gate = None
+        self._replies.clear()
         self.requests.clear()
         self._queue.clear()
         self.event_delay = 0.0
@@ -107,9 +111,21 @@ class FakeOpenAI:
         chunks = body if isinstance(body, list) else [body.encode() if isinstance(body, str) else body]
         self._queue.append(Canned(status, headers or {}, chunks, **kwargs))
 
+    def queue_reply(self, content: str = "", tool_calls: list[dict[str, Any]] | None = None, *, thinking: str = "",
+                    break_off: bool = False) -> None:
+        """Answer the next chat completion with this assistant message, streamed or not as it asks.
+
+        `tool_calls` are `{"name": ..., "arguments": {...}}`; streamed, their arguments arrive in
+        fragments as OpenAI sends them; `thinking` comes as `reasoning_content`. `break_off` ends the stream cleanly after the content,
+        without finish reason or `[DONE]`. Other requests (model lists) do not use up the reply.
+        """
+        self._replies.append(Reply(content, tool_calls or [], break_off, thinking))
+
     def answer(self, received: Received) -> Canned:
         if self._queue:
             return self._queue.popleft()
+        if self._replies and received.method == "POST" and received.path.endswith("/chat/completions"):
+            return self._replies.popleft().canned(received.body if isinstance(received.body, dict) else {}, self.event_delay)
         body = received.body if isinstance(received.body, dict) else {}
         model = str(body.get("model", ""))
         if received.method == "GET" and received.path.endswith("/models"):
@@ -176,6 +192,52 @@ class FakeOpenAI:
             events.append(f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n".encode())
         events.append(b"data: [DONE]\n\n")
         return Canned(200, {"content-type": "text/event-stream; charset=utf-8"}, events, self.event_delay)
+
+
+@dataclass
+class Reply:
+    content: str
+    tool_calls: list[dict[str, Any]]
+    break_off: bool
+    thinking: str = ""
+
+    def canned(self, body: dict[str, Any], delay: float) -> Canned:
+        model = body.get("model", "")
+        head = {"id": "chatcmpl-reply", "created": 1767968229, "model": model}
+        usage = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+        finish = "tool_calls" if self.tool_calls else "stop"
+        calls = [{"index": i, "id": f"call_{i}{c['name']}", "type": "function",
+                  "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}} for i, c in enumerate(self.tool_calls)]
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": self.content or None, "refusal": None}
+            if self.thinking:
+                message["reasoning_content"] = self.thinking
+            if calls:
+                message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
+            answer = {**head, "object": "chat.completion", "usage": usage,
+                      "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]}
+            return Canned(200, {"content-type": "application/json"}, [json.dumps(answer).encode()])
+
+        def event(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            chunk = {**head, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            return f"data: {json.dumps(chunk)}\n\n".encode()
+
+        events = [event({"role": "assistant", "content": ""})]
+        events += [event({"reasoning_content": word}) for word in re.findall(r"\s*\S+", self.thinking)]
+        events += [event({"content": word}) for word in re.findall(r"\s*\S+", self.content)]
+        if self.break_off:
+            return Canned(200, {"content-type": "text/event-stream; charset=utf-8"}, events, delay)
+        for call in calls:  # the name first, then the arguments in two fragments
+            arguments = call["function"]["arguments"]
+            half = len(arguments) // 2
+            events.append(event({"tool_calls": [{**call, "function": {"name": call["function"]["name"], "arguments": ""}}]}))
+            for piece in (arguments[:half], arguments[half:]):
+                events.append(event({"tool_calls": [{"index": call["index"], "function": {"arguments": piece}}]}))
+        events.append(event({}, finish))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append(f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n".encode())
+        events.append(b"data: [DONE]\n\n")
+        return Canned(200, {"content-type": "text/event-stream; charset=utf-8"}, events, delay)
 
 
 def _last_user_text(body: dict[str, Any]) -> str:

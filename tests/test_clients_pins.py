@@ -1,0 +1,46 @@
+"""The README's compatibility table names the client versions the client suite pins (no drift)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+CLIENTS = ROOT / "tests" / "clients"
+
+
+def table_row(start: str) -> str:
+    section = README.split("## Compatibility with Ollama clients", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith(f"| {start}")]
+    assert len(rows) == 1, f"the compatibility table has no single row for {start!r}"
+    return rows[0]
+
+
+def pins() -> dict[str, str]:
+    lines = (CLIENTS / "requirements.txt").read_text().splitlines()
+    return dict(re.fullmatch(r"([\w.-]+)==([\w.]+)", line).groups() for line in lines if line and not line.startswith("#"))
+
+
+def test_python_clients_versions_are_in_the_table() -> None:
+    pinned = pins()
+    rows = {
+        "ollama": table_row("`ollama` (Python SDK)"),
+        "langchain-ollama": table_row("LangChain"),
+        "langchain-core": table_row("LangChain"),
+        "llama-index-llms-ollama": table_row("LlamaIndex"),
+        "llama-index-embeddings-ollama": table_row("LlamaIndex"),
+        "llama-index-core": table_row("LlamaIndex"),
+        "openai": table_row("`openai` SDK"),
+    }
+    assert set(rows) == set(pinned), "requirements.txt and this test disagree on the clients"
+    for name, row in rows.items():
+        assert pinned[name] in row, f"{name} {pinned[name]} (tests/clients/requirements.txt) is not in the README's row: {row[:120]}"
+
+
+def test_ollama_js_version_is_in_the_table() -> None:
+    lock = json.loads((CLIENTS / "node" / "package-lock.json").read_text())
+    version = lock["packages"]["node_modules/ollama"]["version"]
+    assert json.loads((CLIENTS / "node" / "package.json").read_text())["dependencies"]["ollama"] == version
+    assert f"| {version} |" in table_row("ollama-js")
