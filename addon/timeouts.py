@@ -15,6 +15,14 @@ connection: the client sees a truncated chunked body. `UpstreamWatch` fills both
   gets a complete HTTP answer whose last line says the answer is incomplete and why.
 - A flow that has sent nothing to the client yet gets mitmproxy's error answer, which
   `addon.errorpage` writes as JSON; for a timeout it is `504` with a message naming the option.
+- Because mitmproxy closes the client connection after such an error, NDJSON streams are sent
+  with `Connection: close`: no client sends its next request on a connection about to close.
+- Streams of the /v1 pass-through routes are watched for silence too (`ActivityTap`), but get no
+  final line: their client sees the body end before `data: [DONE]`.
+
+`ErrorFirst` sits before `OllamaProxy` in the script so that a failed flow has its message before
+the proxy annotates and logs it; `UpstreamWatch` sits after it (it wraps the stream callable the
+proxy sets in `responseheaders`).
 
 The internals used (`Proxyserver.connections`, `ConnectionHandler.transports`, the HTTP/1 server
 layer closing the connection after an error mid-answer) are guarded by tests/test_timeouts.py
