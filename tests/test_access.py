@@ -182,3 +182,43 @@ def test_regular_mode_checks_ollama_hosts_only(spawn, upstream: UpstreamServer) 
     httpx.post(upstream.base_url + "/chat/completions", json={"model": "m", "messages": HELLO}, proxy=dump.url,
                headers={"Authorization": "Bearer for-that-host"})
     assert upstream.fake.requests[-1].headers["authorization"] == "Bearer for-that-host"
+
+
+def test_the_comparison_is_constant_time() -> None:
+    import inspect
+
+    from addon import access
+
+    assert "hmac.compare_digest(" in inspect.getsource(access.key_matches)
+
+
+def test_gate_in_the_addon_chain() -> None:
+    """Through mitmproxy's test helpers: 401 before routing, and the client's key leaves the flow at once."""
+    from mitmproxy import http as mhttp
+    from mitmproxy.proxy.mode_specs import ProxyMode
+    from mitmproxy.test import taddons, tflow, tutils
+
+    from addon import access
+    from addon.proxy import OllamaProxy
+
+    proxy = OllamaProxy()
+    gate = access.AccessGate(proxy.is_ollama)
+    with taddons.context(gate, proxy) as tctx:
+        tctx.configure(proxy, openai_base_url="http://127.0.0.1:9/v1", ollama_api_key=CLIENT_KEY)
+        for header, status in ((f"Bearer {CLIENT_KEY}", None), ("Bearer nope", 401), (None, 401)):
+            headers = mhttp.Headers(content_type="application/json")
+            if header:
+                headers["authorization"] = header
+            flow = tflow.tflow(req=tutils.treq(method=b"POST", path=b"/api/chat", host="127.0.0.1", port=11434, headers=headers,
+                                               content=json.dumps({"model": "m", "messages": HELLO}).encode()))
+            flow.response = None
+            flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
+            gate.requestheaders(flow)
+            assert CLIENT_KEY not in str(flow.request.headers)
+            gate.request(flow)
+            proxy.request(flow)
+            if status is None:
+                assert flow.response is None and flow.request.path == "/v1/chat/completions"
+            else:
+                assert flow.response.status_code == 401 and "error" in json.loads(flow.response.content)
+        assert gate.presented == {} and gate.held == {}
