@@ -268,6 +268,25 @@ def test_upstream_that_stalls_mid_stream(timeout_proxy: Mitmdump, upstream: Upst
     still_serves(client)
 
 
+def test_upstream_that_stalls_before_the_first_event(timeout_proxy: Mitmdump, upstream: UpstreamServer) -> None:
+    """Headers came (the client has its 200 and NDJSON headers), then nothing: the only line is the error."""
+    upstream.fake.pause_after = 0
+    parts = ollama.Client(host=timeout_proxy.url, timeout=20).chat(model="m", messages=HELLO, stream=True)
+    with pytest.raises(ollama.ResponseError) as caught:
+        next(iter(parts))
+    assert caught.value.error == "the upstream sent nothing for 1 s (upstream_timeout): the answer is incomplete"
+    wait_for(lambda: upstream.fake.aborted == 1, "the upstream connection was closed")
+
+
+def test_upstream_that_stalls_in_the_middle_of_a_whole_answer(timeout_proxy: Mitmdump, upstream: UpstreamServer) -> None:
+    """A non-streamed answer whose body stops halfway: nothing was sent to the client yet, so a 504."""
+    upstream.fake.queue(200, {"choices": [{"message": {"role": "assistant", "content": "x" * 200}, "finish_reason": "stop"}]}, stall=15)
+    error = expect_error(ollama.Client(host=timeout_proxy.url, timeout=20), "m", False)
+    assert error.status_code == 504 and error.error == "the upstream sent nothing for 1 s (upstream_timeout)"
+    wait_for(lambda: upstream.fake.aborted == 1, "the upstream connection was closed")
+    still_serves(ollama.Client(host=timeout_proxy.url, timeout=20))
+
+
 def test_a_slow_but_steady_stream_is_not_cut(timeout_proxy: Mitmdump, upstream: UpstreamServer) -> None:
     """upstream_timeout bounds silence, not the length of an answer: 6 events 0.4 s apart pass."""
     upstream.fake.event_delay = 0.4

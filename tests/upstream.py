@@ -71,6 +71,7 @@ class Canned:
     close_after: int | None = None  # reset the connection after this many chunks
     reset: bool = False  # with close_after: a TCP reset rather than an orderly close
     truncate: bool = False  # send half the body of a Content-Length answer, then close
+    stall: float = 0.0  # send half the body of a Content-Length answer, then wait this long before the rest
 
 
 @dataclass
@@ -286,6 +287,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if not streamed:
                 body = canned.chunks[0]
+                if canned.stall:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    if not self._wait(canned.stall):
+                        return
+                    body = body[len(body) // 2 :]
                 self.wfile.write(body[: len(body) // 2] if canned.truncate else body)
                 if canned.truncate:
                     self.wfile.flush()
