@@ -110,8 +110,11 @@ class KeyHider:
         install_log_scrubber()
         from mitmproxy import ctx
 
-        if not self.injector_installed and ctx.master.addons.get("ollamakeyinjector") is None:
+        existing = ctx.master.addons.get("ollamakeyinjector")
+        if existing is None:
             ctx.master.addons.add(KeyInjector(self))
+        else:  # the script was reloaded: the injector stays at the end of the chain, serving this hider
+            existing.hider = self
         self.injector_installed = True
 
     def request(self, flow: http.HTTPFlow) -> None:

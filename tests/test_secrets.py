@@ -235,3 +235,12 @@ def _free_port() -> int:
 
 
 
+
+
+def test_a_reloaded_script_rebinds_the_injector() -> None:
+    first, second = redact.KeyHider(), redact.KeyHider()
+    with taddons.context(first) as tctx:
+        first.running()
+        second.running()  # as after mitmproxy reloads the script: a new hider, the same injector
+        injectors = [a for a in tctx.master.addons.chain if type(a).__name__ == "KeyInjector"]
+        assert len(injectors) == 1 and injectors[0].hider is second
