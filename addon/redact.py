@@ -162,6 +162,8 @@ class KeyHider:
 
     def forget(self, flow: http.HTTPFlow) -> None:
         self.held.pop(flow.id, None)
+        if isinstance(flow.request.data.headers, WireHeaders):  # sent: drop the object that holds the key
+            flow.request.data.headers = http.Headers(flow.request.headers.fields)
         if META in flow.metadata and "authorization" in flow.request.headers:
             flow.request.headers["authorization"] = REDACTED
 
@@ -177,10 +179,12 @@ class AnswerScrubber:
 
 
 class KeyInjector:
-    """The last addon of mitmproxy's chain: puts the held key back into the request being sent.
+    """The last addon of mitmproxy's chain: gives the request being sent the held key, for the wire only.
 
     mitmproxy runs the `update` hook of every addon after the `request` hooks (that is when
-    mitmweb's view shows the flow) and then sends the request: this is the last moment.
+    mitmweb's view shows the flow) and then sends the request: this is the last moment. Even then
+    the key goes only into the wire form of the headers (`WireHeaders`), never into what any
+    view, saved flow or addon reads.
     """
 
     name = "ollamakeyinjector"
@@ -192,4 +196,25 @@ class KeyInjector:
         for flow in flows:
             if isinstance(flow, http.HTTPFlow) and (value := self.hider.held.pop(flow.id, None)) is not None:
                 if flow.response is None and flow.error is None:
-                    flow.request.headers["authorization"] = value
+                    flow.request.data.headers = WireHeaders(flow.request.headers.fields, value)
+
+
+class WireHeaders(http.Headers):
+    """Request headers that show `Authorization: Bearer [redacted]` to everything that reads them
+    (views, saved flows, other addons) but put the real value on the wire.
+
+    mitmproxy writes an HTTP/1 request head as `bytes(request.headers)`
+    (`net.http.http1.assemble._assemble_request_headers`; tests/test_secrets.py guards it). The
+    upstream is always spoken to in HTTP/1.1 here: mitmproxy offers it no ALPN for plain-HTTP clients.
+    """
+
+    def __init__(self, fields, authorization: str) -> None:
+        super().__init__(fields)
+        self._authorization = authorization.encode("latin-1", "replace")
+
+    def __bytes__(self) -> bytes:
+        fields = [
+            (name, self._authorization if name.lower() == b"authorization" and value == REDACTED.encode() else value)
+            for name, value in self.fields
+        ]
+        return b"".join(b"%s: %s\r\n" % field for field in fields)

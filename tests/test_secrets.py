@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import time
 
 import httpx
 import ollama
 import pytest
 from mitmproxy import http, io
+from mitmproxy.net.http import http1
 from mitmproxy.addons.view import View
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
@@ -98,7 +100,10 @@ async def test_views_never_see_the_key_but_the_wire_does() -> None:
         flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
         await tctx.master.addons.handle_lifecycle(_hook("requestheaders", flow))
         await tctx.master.addons.handle_lifecycle(_hook("request", flow))
-        assert flow.request.headers["authorization"] == f"Bearer {UPSTREAM_KEY}", "what is sent upstream"
+        # What is sent upstream has the key; what anything reads of the flow does not.
+        assert flow.request.headers["authorization"] == "Bearer [redacted]"
+        assert f"authorization: Bearer {UPSTREAM_KEY}\r\n".encode() in http1.assemble_request_head(flow.request)
+        secret_free(json.dumps(flow.get_state(), default=repr), UPSTREAM_KEY, CLIENT_KEY)
         # The answer: from its headers on, the key is gone from the flow again.
         flow.response = tutils.tresp(headers=http.Headers(content_type="application/json"),
                                      content=json.dumps({"choices": [{"message": {"content": "hi"}}]}).encode())
@@ -203,6 +208,20 @@ def test_mitmweb_flows_show_no_key(upstream: UpstreamServer, tmp_path) -> None:
     try:
         traffic(web.url, upstream, CLIENT_KEY)
         api = httpx.Client(base_url=f"http://127.0.0.1:{web_port}", headers={"Authorization": "Bearer test-web-pw"}, timeout=10)
+        # While a request waits for the upstream, mitmweb's flow API shows it without the key.
+        upstream.fake.queue(200, {"choices": [{"message": {"role": "assistant", "content": "late"}, "finish_reason": "stop"}]}, hang=1.5)
+        waiting = threading.Thread(target=lambda: ollama.Client(host=web.url, headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+                                                                timeout=20).chat(model="m", messages=HELLO))
+        waiting.start()
+        deadline = time.monotonic() + 5
+        seen_in_flight = False
+        while waiting.is_alive() and time.monotonic() < deadline:
+            listing = api.get("/flows")
+            secret_free(listing.content, UPSTREAM_KEY, CLIENT_KEY)
+            seen_in_flight |= any(f.get("response") is None for f in listing.json())
+            time.sleep(0.05)
+        waiting.join(20)
+        assert seen_in_flight, "a flow was looked at while it waited for the upstream"
         flows = api.get("/flows")
         assert flows.status_code == 200 and len(flows.json()) >= 8
         secret_free(flows.content, UPSTREAM_KEY, CLIENT_KEY)
@@ -244,3 +263,18 @@ def test_a_reloaded_script_rebinds_the_injector() -> None:
         second.running()  # as after mitmproxy reloads the script: a new hider, the same injector
         injectors = [a for a in tctx.master.addons.chain if type(a).__name__ == "KeyInjector"]
         assert len(injectors) == 1 and injectors[0].hider is second
+
+
+def test_the_request_head_is_written_from_bytes_of_the_headers() -> None:
+    """WireHeaders relies on mitmproxy writing an HTTP/1 request head as bytes(request.headers)."""
+    import inspect
+
+    from mitmproxy.net.http.http1 import assemble
+    from mitmproxy.proxy.layers.http import _http1
+
+    assert "bytes(request_data.headers)" in inspect.getsource(assemble._assemble_request_headers)
+    assert "assemble_request_head(" in inspect.getsource(_http1.Http1Client.send)
+    wire = redact.WireHeaders(http.Headers(host="h", authorization="Bearer [redacted]").fields, f"Bearer {UPSTREAM_KEY}")
+    request = tutils.treq(headers=wire)
+    assert f"Bearer {UPSTREAM_KEY}".encode() in http1.assemble_request_head(request)
+    secret_free(json.dumps(request.get_state(), default=repr), UPSTREAM_KEY)
