@@ -6,10 +6,12 @@
   terminal log, mitmweb's event log), so no log line, ours or mitmproxy's, shows a key.
 - `KeyHider` runs right after `OllamaProxy` in the script: for a request going upstream it takes
   the `Authorization` header out of the flow (leaving `Bearer [redacted]`) and `KeyInjector`,
-  which the addon appends at the very end of mitmproxy's addon chain, puts it back just before
-  mitmproxy sends the request. mitmweb's view, the intercept and the flow list, which run in
-  between, see only the redacted header. Answers whose body contains a key (an upstream error
-  that echoes it, a 401/403 that shows part of it) are scrubbed in `response`.
+  which the addon appends at the very end of mitmproxy's addon chain, gives it back just before
+  mitmproxy sends the request — only to the bytes written on the wire (`WireHeaders`), so that
+  mitmweb's view, saved flows and other addons never read it, not even while the request waits.
+- `AnswerScrubber` runs before `OllamaProxy`: an upstream answer that shows a key (an error that
+  echoes it, a 401/403 that shows part of it) is scrubbed before the proxy turns it into an
+  error message or a log line. A forwarded client key counts as a key while its request is under way.
 """
 
 from __future__ import annotations
@@ -195,7 +197,13 @@ class KeyInjector:
     def update(self, flows: Sequence[Flow]) -> None:
         for flow in flows:
             if isinstance(flow, http.HTTPFlow) and (value := self.hider.held.pop(flow.id, None)) is not None:
-                if flow.response is None and flow.error is None:
+                if flow.response is not None or flow.error is not None:
+                    continue
+                if b"h2" in (flow.client_conn.alpn_offers or ()):
+                    # mitmproxy may speak HTTP/2 upstream when the client offered it, and HTTP/2 frames are
+                    # built from the header fields: then the key must be in them (until the answer arrives).
+                    flow.request.headers["authorization"] = value
+                else:
                     flow.request.data.headers = WireHeaders(flow.request.headers.fields, value)
 
 
