@@ -18,7 +18,7 @@ from pydantic import model_validator
 from addon import translate
 from addon.catalog import ModelInfo, basename
 from addon.models import OllamaModel
-from addon.routes import META, NDJSON, parse, respond, respond_error, respond_json
+from addon.routes import META, NDJSON, parse_named, respond, respond_error, respond_json
 
 if TYPE_CHECKING:
     from addon.directory import ModelDirectory
@@ -150,13 +150,9 @@ async def ps(flow: http.HTTPFlow, settings: Settings) -> None:
 
 
 async def show(flow: http.HTTPFlow, settings: Settings) -> None:
-    request = parse(flow, ModelRequest)
+    request = parse_named(flow, ModelRequest, (400, "model is required"))
     if request is None:
         return
-    if not request.model:
-        respond_error(flow, 400, "model is required")
-        return
-    flow.metadata[META]["model"] = request.model
     model, unverified = await settings.models.find(request.model)
     if model is None:
         respond_error(flow, 404, not_found_text(request.model))
@@ -169,13 +165,9 @@ async def show(flow: http.HTTPFlow, settings: Settings) -> None:
 
 async def pull(flow: http.HTTPFlow, settings: Settings) -> None:
     """A model the upstream serves is "already pulled": answer like a finished pull."""
-    request = parse(flow, ModelRequest)
+    request = parse_named(flow, ModelRequest, (400, "model is required"))
     if request is None:
         return
-    if not request.model:
-        respond_error(flow, 400, "model is required")
-        return
-    flow.metadata[META]["model"] = request.model
     model, unverified = await settings.models.find(request.model)
     if model is None:
         respond_error(flow, 404, f"{not_found_text(request.model)}: it is not in the model catalog nor served by the upstream, and this proxy cannot download models")

@@ -15,7 +15,7 @@ from mitmproxy.net.http import status_codes
 from addon import translate
 from addon.models import Number, OllamaModel, Options
 from addon.openai_routes import send_upstream
-from addon.routes import JSON, META, UPSTREAM_BODY, clock_of, parse, respond_error, respond_json
+from addon.routes import JSON, META, UPSTREAM_BODY, clock_of, parse_named, respond_error, respond_json
 
 if TYPE_CHECKING:
     from addon.options import Settings
@@ -43,11 +43,8 @@ def not_found(name: str) -> str:
 
 
 def embed(flow: http.HTTPFlow, settings: Settings) -> None:
-    request = parse(flow, EmbedRequest)
+    request = parse_named(flow, EmbedRequest, (404, not_found("")))
     if request is None:
-        return
-    if not request.model:
-        respond_error(flow, 404, not_found(""))
         return
     inputs = request.input
     if inputs is None or inputs == "":
@@ -70,11 +67,8 @@ def embed(flow: http.HTTPFlow, settings: Settings) -> None:
 
 
 def embeddings(flow: http.HTTPFlow, settings: Settings) -> None:
-    request = parse(flow, EmbeddingsRequest)
+    request = parse_named(flow, EmbeddingsRequest, (404, not_found("")))
     if request is None:
-        return
-    if not request.model:
-        respond_error(flow, 404, not_found(""))
         return
     if not request.prompt:
         respond_json(flow, 200, {"embedding": []})

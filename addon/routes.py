@@ -99,17 +99,27 @@ def parse(flow: http.HTTPFlow, model: type[Model]) -> Model | None:
         return None
 
 
+def parse_named(flow: http.HTTPFlow, model: type[Model], missing: tuple[int, str]) -> Model | None:
+    """Like `parse`, for a request that names a model: an empty name is answered with `missing`."""
+    request = parse(flow, model)
+    if request is None:
+        return None
+    name = getattr(request, "model", "")
+    if not name:
+        respond_error(flow, *missing)
+        return None
+    flow.metadata[META]["model"] = name
+    return request
+
+
 def _no_constant(name: str) -> None:
     """NaN and Infinity are not JSON (Ollama's decoder refuses them): never send them upstream."""
     raise ValueError(f"{name} is not valid JSON")
 
 
 def chat(flow: http.HTTPFlow, settings: Settings) -> None:
-    request = parse(flow, ChatRequest)
+    request = parse_named(flow, ChatRequest, (400, "model is required"))
     if request is None:
-        return
-    if not request.model:
-        respond_error(flow, 400, "model is required")
         return
     if not request.messages:
         load_reply(flow, request, "chat")
@@ -118,11 +128,8 @@ def chat(flow: http.HTTPFlow, settings: Settings) -> None:
 
 
 def generate(flow: http.HTTPFlow, settings: Settings) -> None:
-    request = parse(flow, GenerateRequest)
+    request = parse_named(flow, GenerateRequest, (404, "model '' not found"))
     if request is None:
-        return
-    if not request.model:
-        respond_error(flow, 404, "model '' not found")
         return
     if not request.prompt and request.suffix is None and not request.images:
         load_reply(flow, request, "generate")
