@@ -104,23 +104,46 @@ async def model(flow: http.HTTPFlow, settings: Settings) -> None:
 # Answers
 
 
-class ModelRenamer:
-    """A `flow.response.stream` callable: relays SSE as it comes, with each event's `model` renamed.
+# What a /v1 client gets when the upstream's stream ends without `[DONE]`: the openai SDK raises
+# APIError on an event with an `error` member, instead of taking the cut answer for a whole one.
+INCOMPLETE_EVENT = (
+    b'data: {"error":{"message":"the upstream stream ended before the answer was complete",'
+    b'"type":"upstream_error","param":null,"code":null}}\n\n'
+)
+
+
+class SSERelay:
+    """A `flow.response.stream` callable for /v1 streams: relays SSE as it comes, renaming each
+    event's `model` when the client used another name than the upstream, and ends a stream the
+    upstream broke off (no `[DONE]`) with an error event.
 
     Never returns an empty item mid-stream (that would end a chunked response) and never raises
     (mitmproxy would drop the piece): a line it cannot parse passes unchanged.
     """
 
-    __slots__ = ("model", "buffer")
+    __slots__ = ("model", "buffer", "tail", "done")
 
-    def __init__(self, model: str) -> None:
-        self.model = model
+    def __init__(self, model: str | None) -> None:
+        self.model = model  # None: pass the events through as they are
         self.buffer = b""
+        self.tail = b""
+        self.done = False
 
     def __call__(self, data: bytes) -> list[bytes]:
         if not data:
             rest, self.buffer = self.buffer, b""
-            return [self._line(rest)] if rest else []
+            out = self._line(rest) if rest else b""
+            if rest.strip() == b"data: [DONE]" or rest.strip() == b"data:[DONE]":
+                self.done = True
+            if not self.done:
+                out += (b"\n\n" if rest else b"") + INCOMPLETE_EVENT
+            return [out] if out else []
+        if not self.done:
+            window = self.tail + data
+            self.done = b"[DONE]\n" in window or b"[DONE]\r" in window
+            self.tail = window[-8:]
+        if self.model is None:
+            return [data]
         buffer = self.buffer + data
         end = buffer.rfind(b"\n")
         if end < 0:
@@ -130,7 +153,7 @@ class ModelRenamer:
         return [b"\n".join(self._line(line) for line in buffer[:end].split(b"\n")) + b"\n"]
 
     def _line(self, line: bytes) -> bytes:
-        if not line.startswith(b"data:") or b'"model"' not in line:
+        if self.model is None or not line.startswith(b"data:") or b'"model"' not in line:
             return line
         try:
             text = line[5:].strip()
@@ -144,18 +167,15 @@ class ModelRenamer:
 
 
 def response_headers(flow: http.HTTPFlow, settings: Settings) -> None:
-    """Relay a streamed answer in real time (renaming its model if the upstream's name differs)."""
+    """Relay a streamed answer in real time, renaming its model if the upstream's name differs."""
     meta = flow.metadata[META]
     response = flow.response
     if response is None or "upstream_route" not in meta or response.status_code != 200:
         return
     if "text/event-stream" not in response.headers.get("content-type", ""):
         return
-    if meta["model"] == meta["upstream_model"]:
-        response.stream = True
-        return
-    response.stream = ModelRenamer(meta["model"])
-    response.headers.pop("content-length", None)  # the renamed events have other lengths
+    response.stream = SSERelay(None if meta["model"] == meta["upstream_model"] else meta["model"])
+    response.headers.pop("content-length", None)  # renamed events and a closing error event change the length
     response.headers["transfer-encoding"] = "chunked"
 
 

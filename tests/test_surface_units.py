@@ -14,7 +14,7 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from addon import discovery, embeddings, translate
 from addon.catalog import Catalog, infer
-from addon.openai_routes import ModelRenamer
+from addon.openai_routes import INCOMPLETE_EVENT, SSERelay
 from addon.proxy import OllamaProxy, find_route
 from test_stream import STREAMS, convert, event
 from upstream import recording
@@ -148,7 +148,7 @@ def test_only_strict_compatible_schemas_are_sent_strict() -> None:
 @pytest.mark.parametrize("pieces", [1, 7, 64, 100000])
 def test_model_renamer_keeps_everything_but_the_model(pieces: int) -> None:
     body = recording("chat-stream/tool-calls-parallel")["response"]["body"].encode()
-    renamer = ModelRenamer("llama3.2")
+    renamer = SSERelay("llama3.2")
     out: list[bytes] = []
     for start in range(0, len(body), pieces):
         produced = renamer(body[start : start + pieces])
@@ -163,9 +163,24 @@ def test_model_renamer_keeps_everything_but_the_model(pieces: int) -> None:
 
 
 def test_model_renamer_passes_what_it_cannot_parse() -> None:
-    renamer = ModelRenamer("x")
+    renamer = SSERelay("x")
     assert renamer(b'data: {"model": broken\n\n') == [b'data: {"model": broken\n\n']
     assert renamer(b"data: [DONE]") == [] and renamer(b"") == [b"data: [DONE]"]
+
+
+@pytest.mark.parametrize("model", [None, "llama3.2"])
+@pytest.mark.parametrize("pieces", [1, 5, 100000])
+def test_a_v1_stream_without_done_ends_in_an_error_event(model: str | None, pieces: int) -> None:
+    whole = recording("chat-stream/plain-text-include-usage")["response"]["body"].encode()
+    cut = whole[: whole.index(b"data: [DONE]")]
+    for body, complete in ((whole, True), (cut, False)):
+        relay = SSERelay(model)
+        out = [p for start in range(0, len(body), pieces) for p in relay(body[start : start + pieces])] + relay(b"")
+        assert b"" not in out
+        text = b"".join(out)
+        assert text.endswith(INCOMPLETE_EVENT) is not complete
+        if model is None:
+            assert text == body + (b"" if complete else INCOMPLETE_EVENT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +276,7 @@ def test_v1_chat_is_forwarded_with_the_alias(addon) -> None:
     assert json.loads(flow.request.content)["model"] == "gpt-4o-mini"
     flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream", content_length="99"), content=None)
     addon.responseheaders(flow)
-    assert isinstance(flow.response.stream, ModelRenamer)
+    assert isinstance(flow.response.stream, SSERelay) and flow.response.stream.model == "llama3.2"
     assert "content-length" not in flow.response.headers and flow.response.headers["transfer-encoding"] == "chunked"
     bad = flow_for("/v1/chat/completions", {"messages": []})
     addon.request(bad)

@@ -115,8 +115,6 @@ def test_a_reset_upstream_stream_is_an_error(client: openai.OpenAI, upstream: Up
         _stream_text(client)
 
 
-@pytest.mark.xfail(strict=True, reason="the /v1 routes relay the upstream's SSE unchanged: a stream that ends without "
-                   "[DONE] reaches the client as a silently short answer (surface area: addon/openai_routes.py)")
 def test_a_stream_the_upstream_breaks_off_is_an_error(client: openai.OpenAI, upstream: UpstreamServer) -> None:
     """The upstream ends its stream cleanly after some text, without finish reason or [DONE]. On
     /api/chat the proxy ends such a stream with an {"error"} line; on /v1 an `error` event would
