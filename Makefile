@@ -9,6 +9,8 @@ HOST ?= 127.0.0.1
 WEB_PORT ?= 8081
 # Extra mitmproxy arguments, e.g. ARGS="--set upstream_timeout=60"
 ARGS ?=
+# make run WORKERS=N: N proxy processes behind HAProxy (scripts/workers.py), for more than one core
+WORKERS ?= 1
 
 .PHONY: setup run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-profile clean
 
@@ -64,6 +66,9 @@ use_local_upstream = if [ -z "$$OPENAI_BASE_URL$$OPENAI_API_KEY" ]; then \
 run: setup
 	@$(use_local_upstream); \
 	echo "Ollama API on http://$(HOST):$(PORT) → $${OPENAI_BASE_URL:-https://api.openai.com/v1}"; \
+	if [ "$(WORKERS)" -gt 1 ]; then \
+	  exec $(PY) scripts/workers.py --workers $(WORKERS) --host $(HOST) --port $(PORT) -- $(ARGS); \
+	fi; \
 	exec $(VENV)/bin/mitmdump -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
 	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 $(ARGS)
 

@@ -1,0 +1,149 @@
+"""Run N proxy processes behind HAProxy: one Ollama endpoint that uses more than one core.
+
+mitmproxy handles every request of a process on one core. This starts N `mitmdump -s
+addon/proxy.py` workers on 127.0.0.1 (ports PORT+1 … PORT+N) and HAProxy on HOST:PORT in front of
+them, balancing each request to the worker with the fewest open ones (streams included), and
+stops them all together. Any extra arguments go to every worker.
+
+    python scripts/workers.py --workers 2 --host 127.0.0.1 --port 11434 [-- --set upstream_timeout=60]
+    make run WORKERS=2
+
+HAProxy comes from the system (`apt-get install haproxy`); it is told to use no file but the
+configuration this writes into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MITMDUMP = Path(sys.executable).parent / "mitmdump"
+
+HAPROXY_CONFIG = """\
+global
+    maxconn {maxconn}
+    log stderr format short local0 notice
+
+defaults
+    mode http
+    log global
+    option dontlognull
+    timeout connect 5s
+    # Long answers and slow streams are the workers' to judge (their upstream_timeout).
+    timeout client 1h
+    timeout server 1h
+    timeout http-keep-alive 60s
+    option http-keep-alive
+
+frontend ollama
+    bind {host}:{port}
+    default_backend workers
+
+backend workers
+    balance leastconn
+    option httpchk GET /api/version
+{servers}
+"""
+
+
+def wait_for(port: int, processes: list[subprocess.Popen], host: str = "127.0.0.1", seconds: float = 30) -> None:
+    address = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in processes):
+            raise RuntimeError("a process exited during start-up")
+        try:
+            socket.create_connection((address, port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {address}:{port} after {seconds} s")
+
+
+def start(workers: int, host: str, port: int, extra: list[str], folder: Path) -> list[subprocess.Popen]:
+    """Start the workers and HAProxy; the processes, HAProxy last."""
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        raise SystemExit("error: haproxy is needed for WORKERS > 1: apt-get install haproxy")
+    processes: list[subprocess.Popen] = []
+    try:
+        return _start(haproxy, workers, host, port, extra, folder, processes)
+    except BaseException:
+        stop(processes)
+        raise
+
+
+def _start(haproxy: str, workers: int, host: str, port: int, extra: list[str], folder: Path,
+           processes: list[subprocess.Popen]) -> list[subprocess.Popen]:
+    servers = []
+    for number in range(1, workers + 1):
+        worker_port = port + number
+        processes.append(subprocess.Popen(
+            [str(MITMDUMP), "-s", str(ROOT / "addon" / "proxy.py"), "--mode", f"reverse:http://127.0.0.1:{worker_port}",
+             "--listen-host", "127.0.0.1", "--listen-port", str(worker_port), "--set", "flow_detail=0", *extra],
+            start_new_session=True,
+        ))
+        servers.append(f"    server worker{number} 127.0.0.1:{worker_port} check inter 2s")
+    for number in range(workers):
+        wait_for(port + number + 1, processes)
+    config = folder / "haproxy.cfg"
+    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    maxconn = max(256, (open_files - 64) // 2)  # each proxied connection holds two descriptors
+    config.write_text(HAPROXY_CONFIG.format(host=host, port=port, servers="\n".join(servers), maxconn=maxconn))
+    processes.append(subprocess.Popen([haproxy, "-db", "-f", str(config)], start_new_session=True))
+    wait_for(port, processes, host)
+    return processes
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for process in reversed(processes):
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=11434)
+    parser.add_argument("extra", nargs="*", help="arguments for every mitmdump worker (after --)")
+    args = parser.parse_args()
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="ollama-proxy-workers-") as folder:
+        try:
+            processes = start(args.workers, args.host, args.port, args.extra, Path(folder))
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"Ollama API on http://{args.host}:{args.port}: HAProxy in front of {args.workers} workers "
+              f"on 127.0.0.1:{args.port + 1}-{args.port + args.workers}", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        try:
+            while all(p.poll() is None for p in processes):
+                time.sleep(0.5)
+            print("error: a worker or HAProxy stopped; stopping the rest", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            stop(processes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
