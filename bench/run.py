@@ -10,6 +10,7 @@ Environment knobs
                       ollama-openai-proxy)
   BENCH_NO_WRK=1      use the Python load generator even if wrk is installed
   BENCH_ADDON=path    measure another copy of the addon (e.g. a patched checkout's addon/proxy.py)
+  BENCH_ADDON_ARGS=.. extra mitmdump arguments for the addon rows, e.g. "--set body_view_limit=0"
   BENCH_WAIT_QUIET=N  first wait up to N seconds for the 1-minute load average to drop below 1
 """
 
@@ -331,11 +332,12 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
 
     p = free_port()
     addon = Path(os.environ.get("BENCH_ADDON") or ROOT / "addon" / "proxy.py").resolve()
+    addon_args = shlex.split(os.environ.get("BENCH_ADDON_ARGS", ""))
     t = Target(
         "addon", "(3) this project: mitmdump -s addon/proxy.py", "ollama", port=p,
         cmd=[*proxy_prefix, mitmdump, "-s", str(addon), "--mode", f"reverse:http://{HOST}:{p}",
              "--listen-host", HOST, "--listen-port", str(p), "--set", f"openai_base_url={base}",
-             "--set", "openai_api_key=x", "--set", "flow_detail=0"],
+             "--set", "openai_api_key=x", "--set", "flow_detail=0", *addon_args],
         note="Ollama /api/chat in, OpenAI upstream")
     if not addon.exists():
         t.skip = "addon/proxy.py is not on this branch yet (merge main)"
@@ -346,7 +348,7 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
         "addon-v1", "(3b) this project, OpenAI route", "openai", port=p,
         cmd=[*proxy_prefix, mitmdump, "-s", str(addon), "--mode", f"reverse:http://{HOST}:{p}",
              "--listen-host", HOST, "--listen-port", str(p), "--set", f"openai_base_url={base}",
-             "--set", "openai_api_key=x", "--set", "flow_detail=0"],
+             "--set", "openai_api_key=x", "--set", "flow_detail=0", *addon_args],
         note="the same addon on its /v1/chat/completions route (OpenAI in and out: model name "
              "resolved, SSE relayed as is), comparable to rows 2 and 4a")
     if not addon.exists():
