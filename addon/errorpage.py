@@ -9,6 +9,7 @@ the mitmproxy version is pinned in pyproject.toml and tests/test_errorpage.py gu
 
 from __future__ import annotations
 
+import contextvars
 import json
 from collections.abc import Callable
 
@@ -17,6 +18,16 @@ from mitmproxy.net.http import http1
 from mitmproxy.proxy.layers.http import _http1
 
 _original: Callable[..., bytes] | None = None
+
+# Set by an `error` hook (addon.timeouts) that knows better than mitmproxy what happened. mitmproxy
+# runs the hook and then writes the error answer in the same asyncio task, so a context variable
+# reaches exactly that answer and no other connection's.
+_override: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar("ollama_error_override", default=None)
+
+
+def override(status: int, message: str) -> None:
+    """Make the error answer mitmproxy is about to write for this flow say `message` with `status`."""
+    _override.set((status, message))
 
 
 def friendly_message(status: int, message: str) -> str:
@@ -28,15 +39,23 @@ def friendly_message(status: int, message: str) -> str:
         return f"cannot reach the upstream: unknown host ({message})"
     if "certificate" in lowered or "tls" in lowered or "ssl" in lowered:
         return f"cannot reach the upstream: TLS handshake failed ({message})"
+    if "server closed connection" in lowered:
+        return "the upstream closed the connection without answering"
+    if "peer closed connection" in lowered or "incomplete" in lowered:
+        return f"the upstream connection broke off before the answer was complete ({message})"
     if "timed out" in lowered or "timeout" in lowered:
         return f"the upstream did not answer in time ({message})"
     return message or f"proxy error {status}"
 
 
 def json_error_response(status_code: int, message: str = "") -> bytes:
+    text = friendly_message(status_code, message)
+    if (chosen := _override.get()) is not None:
+        status_code, text = chosen
+        _override.set(None)
     response = http.Response.make(
         status_code,
-        json.dumps({"error": friendly_message(status_code, message)}).encode(),
+        json.dumps({"error": text}).encode(),
         http.Headers(Server=version.MITMPROXY, Connection="close", Content_Type="application/json; charset=utf-8"),
     )
     return http1.assemble_response(response)

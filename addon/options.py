@@ -31,7 +31,7 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
     (
         "openai_api_key",
         str,
-        os.environ.get("OPENAI_API_KEY", ""),
+        "",  # empty: $OPENAI_API_KEY, read in Settings so that no options view (mitmweb) shows it
         "API key sent upstream as 'Authorization: Bearer <key>'. Defaults to $OPENAI_API_KEY.",
     ),
     (
@@ -88,6 +88,27 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         "reasoning_effort",
         "How Ollama's think is sent upstream: reasoning_effort (OpenAI), chat_template_kwargs "
         "(llama.cpp, vLLM: enable_thinking), or none. A catalog model's think_style overrides it.",
+    ),
+    (
+        "ollama_api_key",
+        str,
+        "",
+        "When set, clients must send 'Authorization: Bearer <this key>' (what the Ollama SDKs send "
+        "when OLLAMA_API_KEY is set), else 401. Empty: no client key is required.",
+    ),
+    (
+        "forward_client_key",
+        bool,
+        False,
+        "Send the client's own 'Authorization: Bearer <key>' upstream instead of openai_api_key "
+        "(a client without one is forwarded without a key).",
+    ),
+    (
+        "upstream_timeout",
+        int,
+        300,
+        "Seconds the upstream may stay silent (before its answer starts, or between two pieces of a "
+        "stream) before the request fails with a clear error and the upstream connection is closed. 0: no limit.",
     ),
 ]
 
@@ -147,6 +168,11 @@ def parse_version(version: str) -> str:
     return version.strip()
 
 
+def upstream_key(options: Any) -> str:
+    """openai_api_key, else $OPENAI_API_KEY (kept out of the option's value, which mitmweb displays)."""
+    return options.openai_api_key.strip() or os.environ.get("OPENAI_API_KEY", "").strip()
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the per-request path needs, computed once when options change."""
@@ -162,7 +188,7 @@ class Settings:
 
     @classmethod
     def from_options(cls, options: Any) -> Settings:
-        key = options.openai_api_key.strip()
+        key = upstream_key(options)
         return cls(
             upstream=Upstream.parse(options.openai_base_url),
             authorization=f"Bearer {key}" if key else None,

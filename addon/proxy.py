@@ -19,7 +19,7 @@ from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from addon import annotate, contentviews, discovery, embeddings, errorpage, openai_routes, routes
+from addon import access, annotate, contentviews, discovery, embeddings, errorpage, openai_routes, redact, routes, timeouts
 from addon.options import OPTIONS, Settings
 
 logger = logging.getLogger("ollama_proxy")
@@ -134,3 +134,11 @@ class OllamaProxy:
 
 
 addons = [OllamaProxy()]
+
+# Around the proxy: the key check before it; after it, the client-key forwarder, the key hider and
+# the upstream watch (timeouts, broken streams). See addon/access.py, redact.py, timeouts.py.
+_gate = access.AccessGate(addons[0].is_ollama)
+_hider = redact.KeyHider()
+_watch = timeouts.UpstreamWatch()
+addons = [_gate, redact.AnswerScrubber(_hider), timeouts.ErrorFirst(_watch), *addons,
+          access.ClientKeyForwarder(_gate), _hider, _watch]

@@ -85,7 +85,7 @@ def parse(flow: http.HTTPFlow, model: type[Model]) -> Model | None:
         respond_error(flow, 400, "missing request body")
         return None
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, RecursionError) as e:
         respond_error(flow, 400, f"invalid JSON in request body: {e}")
         return None
@@ -97,6 +97,11 @@ def parse(flow: http.HTTPFlow, model: type[Model]) -> Model | None:
     except ValidationError as e:
         respond_error(flow, 400, describe(e))
         return None
+
+
+def _no_constant(name: str) -> None:
+    """NaN and Infinity are not JSON (Ollama's decoder refuses them): never send them upstream."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def chat(flow: http.HTTPFlow, settings: Settings) -> None:
@@ -281,7 +286,9 @@ def response(flow: http.HTTPFlow, settings: Settings) -> None:
         if meta["stream"]:
             _replace(flow, 200, b"".join(lines), NDJSON, kept)
         else:  # an upstream that streams although asked not to: gather the stream into one answer
-            _replace(flow, 200, _gather(lines), JSON, kept)
+            gathered = _gather(lines)
+            failed = "error" in json.loads(gathered)  # a broken stream: an error status, not a 200
+            _replace(flow, 502 if failed else 200, gathered, JSON, kept)
         return
     try:
         parsed = json.loads(body)
@@ -293,7 +300,13 @@ def response(flow: http.HTTPFlow, settings: Settings) -> None:
         _replace(flow, 502, translate.dumps_body({"error": message}), JSON, kept)
         return
     to_ollama = translate.chat_response if meta["shape"] == "chat" else translate.generate_response
-    answer, warnings = to_ollama(parsed, meta["model"], clock_of(flow))
+    try:
+        answer, warnings = to_ollama(parsed, meta["model"], clock_of(flow))
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError):  # a JSON object of another shape
+        message = f"the upstream sent an answer of an unexpected shape: {body[:200].decode('utf-8', 'replace')!r}"
+        meta["error"] = message
+        _replace(flow, 502, translate.dumps_body({"error": message}), JSON, kept)
+        return
     _log_warnings(meta, warnings)
     meta["usage"] = _counts(parsed.get("usage"))
     if meta["stream"]:

@@ -113,12 +113,15 @@ class SSEToNDJSON:
             message = error.get("message") if isinstance(error, dict) else error
             self._fail(out, f"upstream error: {message}")
         else:
-            self._event(event, out)
+            try:
+                self._event(event, out)
+            except (AttributeError, TypeError, KeyError, IndexError, ValueError):  # a JSON object of another shape
+                self._fail(out, f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}")
 
     def _event(self, event: dict[str, Any], out: list[bytes]) -> None:
-        if event.get("usage"):
+        if event.get("usage") and isinstance(event["usage"], dict):
             self.usage = event["usage"]
-        if event.get("timings"):
+        if event.get("timings") and isinstance(event["timings"], dict):
             self.timings = event["timings"]
         choices = event.get("choices")
         if not choices:

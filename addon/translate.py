@@ -40,11 +40,19 @@ def rfc3339_now() -> str:
 
 def dumps_line(obj: dict[str, Any]) -> bytes:
     """One NDJSON line, compact like Ollama's."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return dumps_body(obj) + b"\n"
 
 
 def dumps_body(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    return utf8(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+
+
+def utf8(text: str) -> bytes:
+    """UTF-8 bytes; a lone surrogate (JSON allows "\\ud800") becomes U+FFFD, as Go's decoder makes it."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
 
 
 def done_reason(finish_reason: str | None) -> str:
@@ -310,8 +318,9 @@ def metrics(clock: Clock, usage: dict[str, Any] | None, timings: dict[str, Any] 
     """
     end = time.time_ns()
     total = max(end - clock.start_ns, 0)
-    usage = usage or {}
-    if timings and "prompt_ms" in timings and "predicted_ms" in timings:
+    usage = usage if isinstance(usage, dict) else {}
+    if (isinstance(timings, dict) and isinstance(timings.get("prompt_ms"), (int, float))
+            and isinstance(timings.get("predicted_ms"), (int, float))):
         prompt_duration = int(timings["prompt_ms"] * 1e6)
         eval_duration = int(timings["predicted_ms"] * 1e6)
     elif clock.first_token_ns is not None:
@@ -322,11 +331,18 @@ def metrics(clock: Clock, usage: dict[str, Any] | None, timings: dict[str, Any] 
     return {
         "total_duration": total,
         "load_duration": 0,
-        "prompt_eval_count": int(usage.get("prompt_tokens") or 0),
+        "prompt_eval_count": _count(usage.get("prompt_tokens")),
         "prompt_eval_duration": prompt_duration,
-        "eval_count": int(usage.get("completion_tokens") or 0),
+        "eval_count": _count(usage.get("completion_tokens")),
         "eval_duration": eval_duration,
     }
+
+
+def _count(value: Any) -> int:
+    """A token count as an integer; anything that is not a finite number counts 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+        return 0
+    return int(value)
 
 
 def parse_arguments(arguments: Any) -> tuple[dict[str, Any], str | None]:

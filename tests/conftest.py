@@ -44,19 +44,23 @@ class Mitmdump:
     """A real `mitmdump -s addon/proxy.py` process; its output goes to a log file for assertions."""
 
     def __init__(self, tmp: Path, mode: str, *settings: str, port: int | None = None, scripts: list[Path] = (),
-                 extra_args: list[str] = ()) -> None:
+                 extra_args: list[str] = (), listen_host: str | None = "127.0.0.1", program: Path = MITMDUMP,
+                 extra: tuple[str, ...] = (), environment: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.log_path = tmp / f"mitmdump-{self.port}.log"
         mode_arg = f"reverse:http://127.0.0.1:{self.port}" if mode == "reverse" else mode
         self.args = [
-            str(MITMDUMP), "-s", str(ROOT / "addon" / "proxy.py"),
-            "--mode", mode_arg, "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
+            str(program), "-s", str(ROOT / "addon" / "proxy.py"),
+            "--mode", mode_arg, *(("--listen-host", listen_host) if listen_host is not None else ()),
+            "--listen-port", str(self.port),
             *[a for script in scripts for a in ("-s", str(script))],
-            "--set", "flow_detail=0", *[a for s in settings for a in ("--set", s)], *extra_args,
+            *(() if any(s.startswith("flow_detail=") for s in settings) else ("--set", "flow_detail=0")),
+            *[a for s in settings for a in ("--set", s)], *extra_args, *extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env.pop("OPENAI_API_KEY", None)
         env.pop("OPENAI_BASE_URL", None)
+        env.update(environment or {})
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -112,8 +116,8 @@ def spawn(tmp_path: Path) -> Iterator:
     """Start extra mitmdump processes with their own settings; all are stopped after the test."""
     started: list[Mitmdump] = []
 
-    def start(mode: str, *settings: str) -> Mitmdump:
-        dump = Mitmdump(tmp_path, mode, *settings)
+    def start(mode: str, *settings: str, **kwargs) -> Mitmdump:
+        dump = Mitmdump(tmp_path, mode, *settings, **kwargs)
         started.append(dump)
         return dump
 

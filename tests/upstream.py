@@ -16,12 +16,23 @@ a stream that breaks off) shaped to each chat request with `queue_reply(...)`, s
 events, or set `pause_after` to hold every stream after that many chunks until `resume` is set,
 which proves without any clock that the proxy relays before the upstream has finished.
 Every request is kept in `requests`, and each finished stream counts in `completed`.
+
+Faults: `queue(..., hang=s)` waits before answering, `close_after=n` ends the connection after n
+chunks (`reset=True`: with a TCP reset instead of a close), `truncate=True` sends fewer body
+bytes than Content-Length says. While the server waits (hang, pause) it watches its connection:
+when the proxy closes it, the wait ends and `aborted` counts it, which proves that the proxy
+stopped the upstream request. Models named `fault:<name>` answer one of `FAULTS` (for
+concurrent tests, where a queue would be shared). `UpstreamServer(tls=(cert, key))` speaks HTTPS.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import select
+import socket
+import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -58,6 +69,8 @@ class Canned:
     delay: float = 0.0
     hang: float = 0.0  # seconds to wait before answering at all
     close_after: int | None = None  # reset the connection after this many chunks
+    reset: bool = False  # with close_after: a TCP reset rather than an orderly close
+    truncate: bool = False  # send half the body of a Content-Length answer, then close
 
 
 @dataclass
@@ -66,6 +79,7 @@ class FakeOpenAI:
     pause_after: int | None = None
     resume: threading.Event = field(default_factory=threading.Event)
     completed: int = 0
+    aborted: int = 0
     requests: list[Received] = field(default_factory=list)
     _queue: deque[Canned] = field(default_factory=deque)
     models: list[dict[str, Any]] | None = None  # None: the recorded OpenAI list
@@ -82,6 +96,7 @@ class FakeOpenAI:
         self.pause_after = None
         self.resume = threading.Event()
         self.completed = 0
+        self.aborted = 0
 
     def queue(
         self,
@@ -118,6 +133,8 @@ class FakeOpenAI:
                 self.models_gate.wait(15)
             listing = recording("models/list")["response"]["body"] if self.models is None else {"object": "list", "data": self.models}
             return Canned(200, {"content-type": "application/json"}, [json.dumps(listing).encode()])
+        if model.startswith("fault:") and model[6:] in FAULTS:
+            return FAULTS[model[6:]]()
         embeddings = received.path.endswith("/embeddings")
         if model == "missing-model" or model.startswith("no-such-"):
             model = "rec:errors/404-embeddings-model-not-found" if embeddings else "rec:errors/404-model-not-found"
@@ -254,8 +271,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         fake.requests.append(received)
         canned = fake.answer(received)
-        if canned.hang:
-            time.sleep(canned.hang)
+        if canned.hang and not self._wait(canned.hang):
+            return
         self.send_response(canned.status)
         for name, value in canned.headers.items():
             self.send_header(name, value)
@@ -268,16 +285,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         try:
             if not streamed:
-                self.wfile.write(canned.chunks[0])
+                body = canned.chunks[0]
+                self.wfile.write(body[: len(body) // 2] if canned.truncate else body)
+                if canned.truncate:
+                    self.wfile.flush()
+                    self.close_connection = True
                 return
             for number, chunk in enumerate(canned.chunks):
                 if canned.close_after is not None and number >= canned.close_after:
+                    self.wfile.flush()
+                    if canned.reset:
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.close_connection = True
                     return
                 if number and canned.delay:
                     time.sleep(canned.delay)
                 if number == pause_after:
-                    fake.resume.wait(15)
+                    self.wfile.flush()
+                    if not self._wait(15, fake.resume):
+                        return
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
@@ -285,23 +311,44 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
+    def _wait(self, seconds: float, until: threading.Event | None = None) -> bool:
+        """Wait (for `until`, at most `seconds`); False, counted in `aborted`, if the proxy hung up meanwhile."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (until is not None and until.is_set()):
+            readable, _, _ = select.select([self.connection], [], [], 0.02)
+            if readable:
+                try:
+                    gone = self.connection.recv(1, socket.MSG_PEEK) == b""
+                except (OSError, ssl.SSLError):
+                    gone = True
+                if gone:
+                    self.server.fake.aborted += 1
+                    self.close_connection = True
+                    return False
+        return True
+
     do_GET = do_POST = do_PUT = do_DELETE = _handle
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default 5 drops connects under load (then they take a 1 s SYN retry)
     fake: FakeOpenAI
 
 
 class UpstreamServer:
     """Runs a FakeOpenAI on 127.0.0.1 in a background thread."""
 
-    def __init__(self, fake: FakeOpenAI | None = None) -> None:
+    def __init__(self, fake: FakeOpenAI | None = None, tls: tuple[str, str] | None = None) -> None:
         self.fake = fake or FakeOpenAI()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self.fake
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
         self.port = self._server.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> UpstreamServer:
@@ -311,3 +358,32 @@ class UpstreamServer:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def _sse(*events: dict[str, Any] | str) -> list[bytes]:
+    return [f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events]
+
+
+_ROLE = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+_WORD = {"choices": [{"index": 0, "delta": {"content": "partial"}, "finish_reason": None}]}
+_STOP = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+_SSE = {"content-type": "text/event-stream"}
+_JSON = {"content-type": "application/json"}
+
+# Upstream faults by name, for `fault:<name>` models (fresh Canned each time).
+FAULTS: dict[str, Any] = {
+    "401": lambda: Canned(401, _JSON, [json.dumps({"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}).encode()]),
+    "429": lambda: Canned(429, {**_JSON, "retry-after": "7"}, [json.dumps({"error": {"message": "Rate limit reached"}}).encode()]),
+    "500": lambda: Canned(500, _JSON, [json.dumps({"error": {"message": "The server had an error"}}).encode()]),
+    "503-html": lambda: Canned(503, {"content-type": "text/html"}, [b"<html><head><title>503 Service Unavailable</title></head></html>"]),
+    "502-empty": lambda: Canned(502, {}, [b""]),
+    "malformed-sse": lambda: Canned(200, _SSE, _sse(_ROLE, _WORD) + [b"data: {not json\n\n"]),
+    "no-done": lambda: Canned(200, _SSE, _sse(_ROLE, _WORD) + [b": keep-alive\n\n"]),
+    "error-event": lambda: Canned(200, _SSE, _sse(_ROLE, {"error": {"message": "overloaded"}})),
+    "reset": lambda: Canned(200, _SSE, _sse(_ROLE, _WORD, _WORD, _STOP, "[DONE]"), close_after=2, reset=True),
+    "close": lambda: Canned(200, _SSE, _sse(_ROLE, _WORD, _WORD, _STOP, "[DONE]"), close_after=2),
+    "truncated-json": lambda: Canned(200, _JSON, [json.dumps({"choices": [{"message": {"content": "x" * 100}}]}).encode()], truncate=True),
+    "not-json": lambda: Canned(200, _JSON, [b"<html>oops</html>"]),
+    "hang": lambda: Canned(200, _JSON, [b"{}"], hang=30),
+    "slow": lambda: Canned(200, _SSE, _sse(_ROLE, *[_WORD] * 40, _STOP, "[DONE]"), delay=0.05),
+}
