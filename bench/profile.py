@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import client as cl  # noqa: E402
 from bench.run import (  # noqa: E402
-    HOST, OUT, PEERS_DIR, Proc, free_port, pinning, wait_port)
+    API_KEY, HOST, OUT, PEERS_DIR, Proc, free_port, pinning, wait_port)
 
 PY_SPY = "py-spy==0.4.3"
 SECONDS = 6
@@ -144,7 +144,7 @@ async def main_async() -> int:
                               [*proxy_prefix, mitmdump, "-s", str(addon), "--mode", f"reverse:http://{HOST}:{p}",
                                "--listen-host", HOST, "--listen-port", str(p),
                                "--set", f"openai_base_url=http://{HOST}:{up_port}/v1",
-                               "--set", "openai_api_key=x", "--set", "flow_detail=0"]))
+                               "--set", f"openai_api_key={API_KEY}", "--set", "flow_detail=0"]))
         for title, kind, api, port, cmd in cases:
             slug = re.sub(r"[^a-z]+", "-", title)
             proxy = Proc(f"profile-{slug}", cmd, cwd=OUT)

@@ -10,6 +10,7 @@ Environment knobs
                       ollama-openai-proxy)
   BENCH_NO_WRK=1      use the Python load generator even if wrk is installed
   BENCH_ADDON=path    measure another copy of the addon (e.g. a patched checkout's addon/proxy.py)
+  BENCH_ADDON_ARGS=.. extra mitmdump arguments for the addon rows, e.g. "--set body_view_limit=0"
   BENCH_WAIT_QUIET=N  first wait up to N seconds for the 1-minute load average to drop below 1
 """
 
@@ -41,6 +42,10 @@ from bench import client as cl  # noqa: E402
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 HOST = "127.0.0.1"
+# A dummy upstream key as long as real ones (the fake upstream ignores it): a proxy's cost may
+# depend on it, e.g. scanning relayed text for configured secrets (keys under 4 characters are
+# not treated as secrets by the addon).
+API_KEY = "sk-bench-" + "0123456789abcdef" * 3
 
 PEER_SPECS = {
     "oai2ollama": "oai2ollama==1.2.8.4",
@@ -331,11 +336,12 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
 
     p = free_port()
     addon = Path(os.environ.get("BENCH_ADDON") or ROOT / "addon" / "proxy.py").resolve()
+    addon_args = shlex.split(os.environ.get("BENCH_ADDON_ARGS", ""))
     t = Target(
         "addon", "(3) this project: mitmdump -s addon/proxy.py", "ollama", port=p,
         cmd=[*proxy_prefix, mitmdump, "-s", str(addon), "--mode", f"reverse:http://{HOST}:{p}",
              "--listen-host", HOST, "--listen-port", str(p), "--set", f"openai_base_url={base}",
-             "--set", "openai_api_key=x", "--set", "flow_detail=0"],
+             "--set", f"openai_api_key={API_KEY}", "--set", "flow_detail=0", *addon_args],
         note="Ollama /api/chat in, OpenAI upstream")
     if not addon.exists():
         t.skip = "addon/proxy.py is not on this branch yet (merge main)"
@@ -346,7 +352,7 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
         "addon-v1", "(3b) this project, OpenAI route", "openai", port=p,
         cmd=[*proxy_prefix, mitmdump, "-s", str(addon), "--mode", f"reverse:http://{HOST}:{p}",
              "--listen-host", HOST, "--listen-port", str(p), "--set", f"openai_base_url={base}",
-             "--set", "openai_api_key=x", "--set", "flow_detail=0"],
+             "--set", f"openai_api_key={API_KEY}", "--set", "flow_detail=0", *addon_args],
         note="the same addon on its /v1/chat/completions route (OpenAI in and out: model name "
              "resolved, SSE relayed as is), comparable to rows 2 and 4a")
     if not addon.exists():
@@ -364,7 +370,7 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
         if name == "oai2ollama":
             t = Target(
                 name, "(4a) oai2ollama (PyPI)", "openai", port=p,
-                env={"OPENAI_API_KEY": "x", "OPENAI_BASE_URL": base},
+                env={"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": base},
                 note="serves only /api/version, /api/tags, /api/show and /v1/*: no /api/chat, so "
                      "measured on /v1/chat/completions (OpenAI in and out, like row 2). Its "
                      "`oai2ollama` command hard-codes port 11434, so it is started with the same "
@@ -372,7 +378,7 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
         else:
             t = Target(
                 name, "(4b) ollama-openai-proxy (PyPI)", "ollama", port=p,
-                env={"OPENAI_API_BASE_URL": base, "OPENAI_API_KEY": "x", "PROXY_PORT": str(p)},
+                env={"OPENAI_API_BASE_URL": base, "OPENAI_API_KEY": API_KEY, "PROXY_PORT": str(p)},
                 note="Ollama /api/chat in, like row 3. Its console script binds 0.0.0.0, so it "
                      "is started as `uvicorn src.main:app --host 127.0.0.1` (same app, same log "
                      "level); a shim provides the `src` package its 0.7.0 wheel lacks")
