@@ -26,7 +26,16 @@ from mitmproxy.flow import Flow
 META = "ollama"
 REDACTED = "Bearer [redacted]"
 
-_keys: dict[str, str] = {}
+_keys: dict[str, str] = {}  # option name → configured key
+_in_flight: dict[str, str] = {}  # flow id → a forwarded client key, while its request is under way
+_secrets: tuple[str, ...] = ()  # the distinct keys of both, recomputed only when they change
+_secret_bytes: tuple[bytes, ...] = ()
+
+
+def _refresh() -> None:
+    global _secrets, _secret_bytes
+    _secrets = tuple(dict.fromkeys(k for k in (*_keys.values(), *_in_flight.values()) if k and len(k) >= 4))
+    _secret_bytes = tuple(k.encode() for k in _secrets)
 
 
 def register(name: str, key: str) -> None:
@@ -35,17 +44,32 @@ def register(name: str, key: str) -> None:
         _keys[name] = key
     else:
         _keys.pop(name, None)
+    _refresh()
 
 
-_in_flight: dict[str, str] = {}  # flow id → a forwarded client key, while its request is under way
+def hold_in_flight(flow_id: str, key: str) -> None:
+    """A key that is not configured (a forwarded client key) counts as a secret while its request runs."""
+    if key and key not in _secrets:
+        _in_flight[flow_id] = key
+        _refresh()
 
 
-def secrets() -> list[str]:
-    return [k for k in (*_keys.values(), *_in_flight.values()) if k and len(k) >= 4]
+def release_in_flight(flow_id: str) -> None:
+    if _in_flight.pop(flow_id, None) is not None:
+        _refresh()
+
+
+def secrets() -> tuple[str, ...]:
+    return _secrets
+
+
+def shows_secret(data: bytes) -> bool:
+    """Whether bytes contain a key (cheap when there are none)."""
+    return any(k in data for k in _secret_bytes)
 
 
 def scrub(text: str, extra: tuple[str, ...] = ()) -> str:
-    for key in (*secrets(), *(k for k in extra if len(k) >= 4)):
+    for key in (*_secrets, *(k for k in extra if len(k) >= 4)):
         if key in text:
             text = text.replace(key, "[redacted]")
     return text
@@ -62,7 +86,7 @@ def scrub_keylike(text: str, extra: tuple[str, ...] = ()) -> str:
 
 class LogScrubber(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if not secrets():
+        if not _secrets:
             return True
         try:
             message = record.getMessage()
@@ -125,7 +149,8 @@ class KeyHider:
         value = flow.request.headers.get("authorization")
         if value is not None and value != REDACTED:
             self.held[flow.id] = value
-            self.sent[flow.id] = _in_flight[flow.id] = value.partition(" ")[2].strip()
+            self.sent[flow.id] = key = value.partition(" ")[2].strip()
+            hold_in_flight(flow.id, key)
             flow.request.headers["authorization"] = REDACTED
 
     def update(self, flows: Sequence[Flow]) -> None:
@@ -160,7 +185,7 @@ class KeyHider:
 
     def done_with(self, flow: http.HTTPFlow) -> None:
         self.sent.pop(flow.id, None)
-        _in_flight.pop(flow.id, None)
+        release_in_flight(flow.id)
 
     def forget(self, flow: http.HTTPFlow) -> None:
         self.held.pop(flow.id, None)

@@ -58,8 +58,8 @@ class WatchedRelay(StreamRelay):
     def __call__(self, data: bytes) -> list[bytes]:
         self.last_data = time.monotonic()
         out = super().__call__(data)
-        keys = redact.secrets()
-        if keys and out and any(k.encode() in out[0] for k in keys):  # an upstream error event that echoes a key
+        # Only an error line can carry a key the upstream echoed; content is the model's own text.
+        if out and self.converter.ended and redact.shows_secret(out[0]):
             out = [redact.scrub(out[0].decode("utf-8", "replace")).encode()]
         return out
 

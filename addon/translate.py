@@ -8,7 +8,6 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from addon.models import ChatRequest, GenerateRequest, Message, Options
@@ -31,20 +30,31 @@ class Translation:
 # Small shared pieces
 
 
+_second: int = -1
+_second_text = ""
+
+
 def rfc3339_now() -> str:
     """UTC now in Go's RFC3339Nano form: fractional seconds without trailing zeros, 'Z'."""
-    now = datetime.now(timezone.utc)
-    fraction = f"{now.microsecond:06d}".rstrip("0")
-    return now.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}Z" if fraction else "Z")
+    global _second, _second_text
+    now_us = time.time_ns() // 1000
+    second, micro = divmod(now_us, 1_000_000)
+    if second != _second:  # formatting the date once a second is enough
+        _second, _second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    fraction = f"{micro:06d}".rstrip("0")
+    return f"{_second_text}.{fraction}Z" if fraction else f"{_second_text}Z"
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # compact, like Ollama's
 
 
 def dumps_line(obj: dict[str, Any]) -> bytes:
-    """One NDJSON line, compact like Ollama's."""
+    """One NDJSON line."""
     return dumps_body(obj) + b"\n"
 
 
 def dumps_body(obj: dict[str, Any]) -> bytes:
-    return utf8(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+    return utf8(_encode(obj))
 
 
 def utf8(text: str) -> bytes:
