@@ -58,9 +58,11 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
     (
         "body_view_limit",
         int,
-        1_000_000,
+        -1,
         "Bytes of each client request body and raw upstream answer kept in the flow's metadata, "
-        "and of each streamed answer kept as the response body, for mitmweb and saved flows. 0 keeps none.",
+        "and of each streamed answer kept as the response body, for viewing and saved flows. "
+        "-1 (auto): 1 MB when someone can look at flows (mitmweb, the mitmproxy console, or "
+        "flows saved with -w), else none. 0 keeps none.",
     ),
     (
         "model_catalog",
@@ -195,7 +197,7 @@ class Settings:
             is_ollama_host=HostMatcher(options.ollama_hosts),
             ollama_version=parse_version(options.ollama_version),
             passthrough_options=options.passthrough_options,
-            body_view_limit=max(options.body_view_limit, 0),
+            body_view_limit=body_view_limit(options),
             think_style=parse_think_style(options.think_style),
             models=ModelDirectory(
                 Upstream.parse(options.openai_base_url).url("models"),
@@ -211,3 +213,15 @@ def parse_think_style(style: str) -> str:
     if style not in THINK_STYLES:
         raise exceptions.OptionsError(f"think_style must be one of {', '.join(THINK_STYLES)}, got {style!r}")
     return style
+
+
+VIEWED_BODY_LIMIT = 1_000_000
+
+
+def body_view_limit(options: Any) -> int:
+    """The byte cap for kept bodies; "auto" keeps them only where a person or a file will see them."""
+    if options.body_view_limit >= 0:
+        return options.body_view_limit
+    watched = any(name in options for name in ("web_port", "console_layout"))
+    saved = "save_stream_file" in options and bool(options.save_stream_file)
+    return VIEWED_BODY_LIMIT if watched or saved else 0

@@ -23,7 +23,7 @@ from addon import access, annotate, contentviews, discovery, embeddings, errorpa
 from addon.options import OPTIONS, Settings
 
 logger = logging.getLogger("ollama_proxy")
-OPTION_NAMES = frozenset(name for name, *_ in OPTIONS)
+OPTION_NAMES = frozenset(name for name, *_ in OPTIONS) | {"save_stream_file"}  # it decides body_view_limit "auto"
 
 
 class Route(NamedTuple):

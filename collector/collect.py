@@ -33,7 +33,7 @@ def collect(name: str, scenarios: list[Scenario], base_url: str, api_key: str, m
     target = ROOT / "flows" / name
     staging = Path(tempfile.mkdtemp(prefix="collect-"))
     settings = [f"openai_base_url={base_url}", f"openai_api_key={api_key}", f"record_dir={staging / 'flows'}",
-                "body_view_limit=100000000", "passthrough_options=true"]
+                "passthrough_options=true"]
     dump = Mitmdump(staging, "reverse", *settings, scripts=[ROOT / "collector" / "recorder.py"])
     failed: list[str] = []
     try:

@@ -23,6 +23,7 @@ from mitmproxy.addonmanager import Loader
 logger = logging.getLogger("ollama_proxy.recorder")
 
 SCENARIO_HEADER = "x-scenario"
+WHOLE_BODIES = 100_000_000
 SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "cookie", "set-cookie", "openai-organization", "openai-project")
 
 
@@ -61,6 +62,11 @@ def check_no_secrets(flow: http.HTTPFlow, secrets: list[str]) -> None:
 class Recorder:
     def load(self, loader: Loader) -> None:
         loader.add_option("record_dir", str, "", "Folder where each upstream exchange is saved as <scenario>.flow.")
+
+    def configure(self, updated: set[str]) -> None:
+        # A recording needs whole bodies: the proxy keeps them in the flow only up to body_view_limit.
+        if ctx.options.record_dir and ctx.options.body_view_limit < WHOLE_BODIES:
+            ctx.options.body_view_limit = WHOLE_BODIES
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if name := flow.request.headers.get(SCENARIO_HEADER):

@@ -19,7 +19,7 @@ from upstream import recording
 def addon():
     proxy = OllamaProxy()
     with taddons.context(proxy) as tctx:
-        tctx.configure(proxy, openai_base_url="https://api.example.com/v1", openai_api_key="sk-unit")
+        tctx.configure(proxy, openai_base_url="https://api.example.com/v1", openai_api_key="sk-unit", body_view_limit=1_000_000)
         yield proxy
 
 
@@ -188,3 +188,20 @@ def test_body_view_limit_caps_what_is_kept() -> None:
         proxy.response(flow)
         assert len(flow.metadata["upstream_response"]) == 10 and len(flow.response.content) == 10
         assert len(flow.metadata["ollama_request"]) == 10
+
+
+def test_body_view_limit_auto_keeps_bodies_only_where_someone_looks() -> None:
+    from types import SimpleNamespace
+
+    from addon.options import VIEWED_BODY_LIMIT, body_view_limit
+
+    class Options(SimpleNamespace):
+        def __contains__(self, name: str) -> bool:
+            return hasattr(self, name)
+
+    assert body_view_limit(Options(body_view_limit=-1)) == 0  # plain mitmdump
+    assert body_view_limit(Options(body_view_limit=-1, save_stream_file="")) == 0
+    assert body_view_limit(Options(body_view_limit=-1, save_stream_file="out.flow")) == VIEWED_BODY_LIMIT  # -w
+    assert body_view_limit(Options(body_view_limit=-1, web_port=8081)) == VIEWED_BODY_LIMIT  # mitmweb
+    assert body_view_limit(Options(body_view_limit=-1, console_layout="single")) == VIEWED_BODY_LIMIT  # mitmproxy
+    assert body_view_limit(Options(body_view_limit=5, web_port=8081)) == 5
