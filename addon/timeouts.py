@@ -5,7 +5,8 @@ whole client connection, and `flow.kill()` does not abort a flow waiting on the 
 when the upstream connection breaks in the middle of a streamed answer it just closes the client
 connection: the client sees a truncated chunked body. `UpstreamWatch` fills both gaps:
 
-- For every request sent upstream it runs a timer. When the upstream has sent nothing for
+- It watches every request sent upstream (one sweeper task for all of them, waking every
+  quarter of the timeout, at most every second). When the upstream has sent nothing for
   `upstream_timeout` seconds (no response headers yet, or no body bytes since the last ones), it
   closes the upstream connection the way mitmproxy's own connection handler does (cancelling
   that connection's task): mitmproxy then fails the flow and calls the `error` hook.
@@ -126,7 +127,8 @@ class UpstreamWatch:
     def __init__(self) -> None:
         self.timeout = 0.0
         self.started: dict[str, float] = {}  # flow id → when the request went upstream
-        self.timers: dict[str, asyncio.Task] = {}
+        self.watched: dict[str, http.HTTPFlow] = {}  # flows the sweeper checks for silence
+        self.sweeper: asyncio.Task | None = None  # one task for all flows, alive while any is watched
         self.expired: set[str] = set()
 
     def configure(self, updated: set[str]) -> None:
@@ -144,11 +146,13 @@ class UpstreamWatch:
             return
         self.started[flow.id] = time.monotonic()
         if self.timeout:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # called outside mitmproxy's event loop (unit tests): nothing to watch with
-                return
-            self.timers[flow.id] = loop.create_task(self._watch(flow), name="upstream_timeout")
+            self.watched[flow.id] = flow
+            if self.sweeper is None or self.sweeper.done():
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # called outside mitmproxy's event loop (unit tests): nothing to watch with
+                    return
+                self.sweeper = loop.create_task(self._sweep(), name="upstream_timeout")
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
@@ -190,18 +194,16 @@ class UpstreamWatch:
         meta["error"] = message
 
     def done(self) -> None:
-        for task in self.timers.values():
-            task.cancel()
-        self.timers.clear()
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+        self.watched.clear()
 
     # -- internals ------------------------------------------------------------------------------
 
     def _forget(self, flow: http.HTTPFlow) -> None:
         self.started.pop(flow.id, None)
         self.expired.discard(flow.id)
-        task = self.timers.pop(flow.id, None)
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
+        self.watched.pop(flow.id, None)
 
     def last_activity(self, flow: http.HTTPFlow) -> float:
         last = self.started.get(flow.id, time.monotonic())
@@ -215,26 +217,25 @@ class UpstreamWatch:
                 last = max(last, time.monotonic() - (time.time() - response.timestamp_start))
         return last
 
-    async def _watch(self, flow: http.HTTPFlow) -> None:
-        try:
-            while True:
-                remaining = self.last_activity(flow) + self.timeout - time.monotonic()
-                if remaining <= 0:
-                    break
-                await asyncio.sleep(remaining)
-            if flow.id not in self.started:
-                return
-            self.expired.add(flow.id)
-            logger.warning(
-                "%s %s: no answer from the upstream for %g s (upstream_timeout); closing the upstream connection",
-                flow.metadata[META].get("route"), flow.metadata[META].get("model"), self.timeout,
-            )
-            if not close_server_connection(flow, "upstream_timeout"):
-                self.expired.discard(flow.id)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self.timers.pop(flow.id, None)
+    async def _sweep(self) -> None:
+        """Every quarter of the timeout (at most a second), close the upstream of each silent flow."""
+        while self.watched and self.timeout:
+            await asyncio.sleep(min(1.0, self.timeout / 4))
+            now = time.monotonic()
+            for flow in [f for f in self.watched.values() if self.last_activity(f) + self.timeout <= now]:
+                self.watched.pop(flow.id, None)
+                self._expire(flow)
+
+    def _expire(self, flow: http.HTTPFlow) -> None:
+        if flow.id not in self.started:
+            return
+        self.expired.add(flow.id)
+        logger.warning(
+            "%s %s: no answer from the upstream for %g s (upstream_timeout); closing the upstream connection",
+            flow.metadata[META].get("route"), flow.metadata[META].get("model"), self.timeout,
+        )
+        if not close_server_connection(flow, "upstream_timeout"):
+            self.expired.discard(flow.id)
 
     def _end_stream(self, flow: http.HTTPFlow, relay: StreamRelay, message: str) -> None:
         converter = relay.converter

@@ -72,4 +72,4 @@ def test_watch_outside_an_event_loop_does_not_fail() -> None:
         flow.metadata["ollama"] = {"upstream_route": "chat/completions"}
         watch.request(flow)
         watch.response(flow)
-    assert watch.timers == {} and watch.started == {}
+    assert watch.watched == {} and watch.started == {}
