@@ -12,7 +12,7 @@ ARGS ?=
 # make run WORKERS=N: N proxy processes behind HAProxy (scripts/workers.py), for more than one core
 WORKERS ?= 1
 
-.PHONY: setup run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-profile clean
+.PHONY: setup run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-workers bench-profile clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -112,6 +112,10 @@ bench: setup
 	$(PY) bench/run.py
 
 # Where the proxy's CPU time goes under load (py-spy from PyPI into bench/.peers/): bench/PROFILE.md.
+# Throughput of N = 1, 2 proxy processes behind HAProxy: bench/RESULTS-workers.md (needs haproxy, wrk).
+bench-workers: setup
+	$(PY) bench/workers.py
+
 bench-profile: setup
 	$(PY) bench/profile.py
 

@@ -59,7 +59,7 @@ def main() -> int:
     upstream_port = free_port()
     upstream = subprocess.Popen([PY, str(ROOT / "bench" / "upstream.py"), "--port", str(upstream_port), "--max-seconds", "900"],
                                 start_new_session=True, stdout=subprocess.DEVNULL)
-    env_extra = ["--set", f"openai_base_url=http://127.0.0.1:{upstream_port}/v1", "--set", "openai_api_key=bench"]
+    env_extra = ["--set", f"openai_base_url=http://127.0.0.1:{upstream_port}/v1", "--set", "openai_api_key=sk-bench-0123456789abcdef0123456789abcdef"]
     setups: dict[str, list[subprocess.Popen]] = {}
     urls: dict[str, str] = {}
     folder = tempfile.mkdtemp(prefix="bench-workers-")
@@ -69,7 +69,7 @@ def main() -> int:
         setups["one mitmdump, no balancer"] = [subprocess.Popen(
             [str(workers.MITMDUMP), "-s", str(ROOT / "addon" / "proxy.py"), "--mode", f"reverse:http://127.0.0.1:{single}",
              "--listen-host", "127.0.0.1", "--listen-port", str(single), "--set", "flow_detail=0", *env_extra],
-            start_new_session=True, stdout=subprocess.DEVNULL)]
+            start_new_session=True, stdout=(Path(folder) / "single.log").open("wb"), stderr=subprocess.STDOUT)]
         workers.wait_for(single, setups["one mitmdump, no balancer"])
         urls["one mitmdump, no balancer"] = f"http://127.0.0.1:{single}/api/chat"
         for n in (1, 2):
@@ -77,7 +77,7 @@ def main() -> int:
             name = f"HAProxy + {n} worker{'s' if n > 1 else ''}"
             sub = Path(folder) / str(n)
             sub.mkdir()
-            setups[name] = workers.start(n, "127.0.0.1", port, env_extra, sub)
+            setups[name] = workers.start(n, "127.0.0.1", port, env_extra, sub, log_files=True)
             urls[name] = f"http://127.0.0.1:{port}/api/chat"
         for url in urls.values():  # warm up
             wrk_quick = subprocess.run(["curl", "-s", "-o", "/dev/null", "-d", BODY, url], timeout=10)

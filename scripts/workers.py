@@ -70,21 +70,22 @@ def wait_for(port: int, processes: list[subprocess.Popen], host: str = "127.0.0.
     raise RuntimeError(f"nothing listens on {address}:{port} after {seconds} s")
 
 
-def start(workers: int, host: str, port: int, extra: list[str], folder: Path) -> list[subprocess.Popen]:
-    """Start the workers and HAProxy; the processes, HAProxy last."""
+def start(workers: int, host: str, port: int, extra: list[str], folder: Path, log_files: bool = False) -> list[subprocess.Popen]:
+    """Start the workers and HAProxy; the processes, HAProxy last. Logs go to the terminal, or to
+    `folder/worker-N.log` with `log_files`."""
     haproxy = shutil.which("haproxy")
     if haproxy is None:
         raise SystemExit("error: haproxy is needed for WORKERS > 1: apt-get install haproxy")
     processes: list[subprocess.Popen] = []
     try:
-        return _start(haproxy, workers, host, port, extra, folder, processes)
+        return _start(haproxy, workers, host, port, extra, folder, processes, log_files)
     except BaseException:
         stop(processes)
         raise
 
 
 def _start(haproxy: str, workers: int, host: str, port: int, extra: list[str], folder: Path,
-           processes: list[subprocess.Popen]) -> list[subprocess.Popen]:
+           processes: list[subprocess.Popen], log_files: bool) -> list[subprocess.Popen]:
     servers = []
     for number in range(1, workers + 1):
         worker_port = port + number
@@ -92,6 +93,8 @@ def _start(haproxy: str, workers: int, host: str, port: int, extra: list[str], f
             [str(MITMDUMP), "-s", str(ROOT / "addon" / "proxy.py"), "--mode", f"reverse:http://127.0.0.1:{worker_port}",
              "--listen-host", "127.0.0.1", "--listen-port", str(worker_port), "--set", "flow_detail=0", *extra],
             start_new_session=True,
+            stdout=(folder / f"worker-{number}.log").open("wb") if log_files else None,
+            stderr=subprocess.STDOUT if log_files else None,
         ))
         servers.append(f"    server worker{number} 127.0.0.1:{worker_port} check inter 2s")
     for number in range(workers):

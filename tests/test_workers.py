@@ -1,0 +1,39 @@
+"""make run WORKERS=N: N proxy processes behind HAProxy answer as one Ollama endpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import ollama
+import pytest
+
+from conftest import ROOT, free_port
+from upstream import UpstreamServer
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import workers  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+
+def test_two_workers_behind_haproxy(upstream: UpstreamServer, tmp_path: Path) -> None:
+    if shutil.which("haproxy") is None:
+        message = "haproxy is needed: apt-get install haproxy (.ci/run does)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    port = free_port()
+    while free_port() in (port + 1, port + 2):  # the workers take the next two ports
+        port = free_port()
+    processes = workers.start(2, "127.0.0.1", port, ["--set", f"openai_base_url={upstream.base_url}"], tmp_path, log_files=True)
+    try:
+        client = ollama.Client(host=f"http://127.0.0.1:{port}", timeout=20)
+        answers = [client.chat(model="m", messages=[{"role": "user", "content": f"n{n}"}]).message.content for n in range(6)]
+        streamed = "".join(p.message.content for p in client.chat(model="m", messages=[{"role": "user", "content": "s"}], stream=True))
+    finally:
+        workers.stop(processes)
+    assert answers == [f"echo: n{n}" for n in range(6)] and streamed == "echo: s"
+    assert all(p.poll() is not None for p in processes), "every worker and HAProxy stopped"
+    served = [(tmp_path / f"worker-{n}.log").read_text().count("POST /api/chat m") for n in (1, 2)]
+    assert sum(served) == 7 and min(served) > 0, f"both workers answered: {served}"
