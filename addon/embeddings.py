@@ -10,12 +10,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
-from mitmproxy.net.http import status_codes
 
 from addon import translate
 from addon.models import Number, OllamaModel, Options
 from addon.openai_routes import send_upstream
-from addon.routes import JSON, META, UPSTREAM_BODY, clock_of, parse_named, respond_error, respond_json
+from addon.routes import JSON, META, UPSTREAM_BODY, clock_of, parse_named, replace_answer, respond_error, respond_json
 
 if TYPE_CHECKING:
     from addon.options import Settings
@@ -160,10 +159,4 @@ def response(flow: http.HTTPFlow, settings: Settings) -> None:
 def _answer(flow: http.HTTPFlow, meta: dict[str, Any], status: int, obj: dict[str, Any]) -> None:
     if "error" in obj:
         meta["error"] = obj["error"]
-    answer = flow.response
-    assert answer is not None
-    kept = {k: v for k in ("retry-after", "retry-after-ms", "date") if (v := answer.headers.get(k))}
-    answer.status_code = status
-    answer.reason = status_codes.RESPONSES.get(status, "")
-    answer.headers = http.Headers(content_type=JSON, **kept)
-    answer.content = translate.dumps_body(obj)
+    replace_answer(flow, status, translate.dumps_body(obj), JSON)

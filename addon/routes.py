@@ -279,11 +279,10 @@ def response(flow: http.HTTPFlow, settings: Settings) -> None:
     body = upstream.get_content(strict=False) or b""
     if settings.body_view_limit:
         flow.metadata[UPSTREAM_BODY] = body[: settings.body_view_limit]
-    kept = {k: v for k in _KEPT_HEADERS if (v := upstream.headers.get(k))}
     if status >= 400:
         status, message = translate.upstream_error(status, body, upstream.reason, meta["model"])
         meta["error"] = message
-        _replace(flow, status, translate.dumps_body({"error": message}), JSON, kept)
+        replace_answer(flow, status, translate.dumps_body({"error": message}), JSON)
         return
     # With a relay in place the headers already say NDJSON; the body is still the upstream's SSE.
     if relay is not None or "text/event-stream" in upstream.headers.get("content-type", ""):
@@ -291,11 +290,11 @@ def response(flow: http.HTTPFlow, settings: Settings) -> None:
         lines = converter.feed(body) + converter.finish()
         finish_stream(flow, meta, converter)
         if meta["stream"]:
-            _replace(flow, 200, b"".join(lines), NDJSON, kept)
+            replace_answer(flow, 200, b"".join(lines), NDJSON)
         else:  # an upstream that streams although asked not to: gather the stream into one answer
             gathered = _gather(lines)
             failed = "error" in json.loads(gathered)  # a broken stream: an error status, not a 200
-            _replace(flow, 502 if failed else 200, gathered, JSON, kept)
+            replace_answer(flow, 502 if failed else 200, gathered, JSON)
         return
     try:
         parsed = json.loads(body)
@@ -304,7 +303,7 @@ def response(flow: http.HTTPFlow, settings: Settings) -> None:
     except ValueError:
         message = f"the upstream sent an answer that is not JSON (status {status}): {body[:200].decode('utf-8', 'replace')!r}"
         meta["error"] = message
-        _replace(flow, 502, translate.dumps_body({"error": message}), JSON, kept)
+        replace_answer(flow, 502, translate.dumps_body({"error": message}), JSON)
         return
     to_ollama = translate.chat_response if meta["shape"] == "chat" else translate.generate_response
     try:
@@ -312,14 +311,14 @@ def response(flow: http.HTTPFlow, settings: Settings) -> None:
     except (AttributeError, TypeError, KeyError, IndexError, ValueError):  # a JSON object of another shape
         message = f"the upstream sent an answer of an unexpected shape: {body[:200].decode('utf-8', 'replace')!r}"
         meta["error"] = message
-        _replace(flow, 502, translate.dumps_body({"error": message}), JSON, kept)
+        replace_answer(flow, 502, translate.dumps_body({"error": message}), JSON)
         return
     _log_warnings(meta, warnings)
     meta["usage"] = _counts(parsed.get("usage"))
     if meta["stream"]:
-        _replace(flow, 200, translate.dumps_line(answer), NDJSON, kept)
+        replace_answer(flow, 200, translate.dumps_line(answer), NDJSON)
     else:
-        _replace(flow, 200, translate.dumps_body(answer), JSON, kept)
+        replace_answer(flow, 200, translate.dumps_body(answer), JSON)
 
 
 def finish_stream(flow: http.HTTPFlow, meta: dict[str, Any], converter: SSEToNDJSON) -> None:
@@ -356,10 +355,12 @@ def _gather(lines: list[bytes]) -> bytes:
     return translate.dumps_body(final)
 
 
-def _replace(flow: http.HTTPFlow, status: int, content: bytes, content_type: str, kept: dict[str, str]) -> None:
-    """Rewrite the upstream response in place, keeping its timestamps for the flow views."""
+def replace_answer(flow: http.HTTPFlow, status: int, content: bytes, content_type: str) -> None:
+    """Rewrite the upstream response in place, keeping its timestamps for the flow views and the
+    headers a client may act on (Retry-After) or that date the answer."""
     answer = flow.response
     assert answer is not None
+    kept = {k: v for k in _KEPT_HEADERS if (v := answer.headers.get(k))}
     answer.status_code = status
     answer.reason = status_codes.RESPONSES.get(status, "")
     answer.headers = http.Headers(content_type=content_type, **kept)
