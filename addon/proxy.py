@@ -1,96 +1,98 @@
-"""The mitmproxy addon: its hooks decide which flows are Ollama requests and route them.
+"""The mitmproxy addon: its options, and the order of every step a flow goes through, in one place.
 
-Run it with `mitmdump -s addon/proxy.py` (see README.md). The work is done elsewhere:
-`addon.routes` handles each endpoint, `addon.translate` and `addon.stream` convert bodies.
+Run it with `mitmdump -s addon/proxy.py` (see README.md and docs/architecture.md). Each hook
+below is the complete sequence of what happens to an Ollama flow at that moment; the work is
+done by the endpoint of its route (`addon.endpoints`), the exchange helpers (`addon.exchange`)
+and the guards (`addon.guard`). `OllamaProxy` is the script's only addon; `KeyInjector` joins
+the end of mitmproxy's chain at start-up, because the upstream key may reach the request only
+after every other addon (mitmweb's view among them) has seen it.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from typing import NamedTuple
 
-if __package__ in (None, ""):  # loaded by mitmproxy as a script: make the `addon` package importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ != "addon.proxy":  # loaded by mitmproxy as a script: use the `addon` package next to this file
+    _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    _loaded = getattr(sys.modules.get("addon"), "__file__", None)
+    if _loaded is None or os.path.dirname(os.path.dirname(os.path.abspath(_loaded))) != _root:
+        for _name in [m for m in sys.modules if m == "addon" or m.startswith("addon.")]:
+            del sys.modules[_name]
+        sys.path.insert(0, _root)
 
-from mitmproxy import ctx, http
-from mitmproxy.addonmanager import Loader
-from mitmproxy.proxy.mode_specs import ReverseMode
+from collections.abc import Awaitable, Sequence  # noqa: E402
 
-from addon import access, annotate, contentviews, discovery, embeddings, errorpage, openai_routes, redact, routes, timeouts
-from addon.options import OPTIONS, Settings
+from mitmproxy import ctx, http  # noqa: E402
+from mitmproxy.addonmanager import Loader  # noqa: E402
+from mitmproxy.flow import Flow  # noqa: E402
+from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
 
-logger = logging.getLogger("ollama_proxy")
-OPTION_NAMES = frozenset(name for name, *_ in OPTIONS) | {"save_stream_file"}  # it decides body_view_limit "auto"
-
-
-class Route(NamedTuple):
-    methods: frozenset[str]
-    handler: Callable[[http.HTTPFlow, Settings], Awaitable[None] | None]  # async for routes that look up models
-
-
-def _route(methods: str, handler: Callable[[http.HTTPFlow, Settings], Awaitable[None] | None]) -> Route:
-    return Route(frozenset(methods.split()), handler)
-
-
-ROUTES: dict[str, Route] = {
-    "/": _route("GET HEAD", routes.root),
-    "/api/version": _route("GET HEAD", routes.version),
-    "/api/chat": _route("POST", routes.chat),
-    "/api/generate": _route("POST", routes.generate),
-    "/api/embed": _route("POST", embeddings.embed),
-    "/api/embeddings": _route("POST", embeddings.embeddings),
-    "/api/tags": _route("GET HEAD", discovery.tags),
-    "/api/show": _route("POST", discovery.show),
-    "/api/ps": _route("GET HEAD", discovery.ps),
-    "/api/pull": _route("POST", discovery.pull),
-    "/api/push": _route("POST", discovery.unmanaged),
-    "/api/create": _route("POST", discovery.unmanaged),
-    "/api/copy": _route("POST", discovery.unmanaged),
-    "/api/delete": _route("DELETE", discovery.unmanaged),
-    "/v1/chat/completions": _route("POST", openai_routes.forward),
-    "/v1/completions": _route("POST", openai_routes.forward),
-    "/v1/embeddings": _route("POST", openai_routes.forward),
-    "/v1/models": _route("GET HEAD", openai_routes.models),
-}
-# Paths with a variable last part, by prefix.
-PREFIX_ROUTES: dict[str, Route] = {
-    "/api/blobs/": _route("HEAD POST", discovery.unmanaged),
-    "/v1/models/": _route("GET HEAD", openai_routes.model),
-}
-# Endpoint groups whose upstream answers another module converts, by flow.metadata[META]["kind"].
-RESPONSE_MODULES = {"embed": embeddings, "openai": openai_routes}
-
-
-def find_route(path: str) -> Route | None:
-    if (route := ROUTES.get(path)) is not None:
-        return route
-    return next((r for prefix, r in PREFIX_ROUTES.items() if path.startswith(prefix) and len(path) > len(prefix)), None)
+from addon import endpoints, views  # noqa: E402
+from addon.exchange import (  # noqa: E402
+    Answer,
+    Exchange,
+    Forward,
+    Reply,
+    finish,
+    finish_stream,
+    keep_upstream_body,
+    keep_upstream_head,
+    replace_answer,
+    respond,
+    send_upstream,
+    start_stream,
+)
+from addon.guard import access, errorpage, secrets, timeouts  # noqa: E402
+from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, upstream_key  # noqa: E402
 
 
 class OllamaProxy:
+    """The addon: Ollama requests in, answered locally or rewritten for the OpenAI upstream."""
+
     def __init__(self) -> None:
         self.settings: Settings | None = None
+        self.exchanges: dict[str, Exchange] = {}  # by flow id, from the request's headers to its end
+        self.watch = timeouts.UpstreamWatch()
+        self.injector_installed = False
+        self.rebind = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
 
     def load(self, loader: Loader) -> None:
         for name, typespec, default, help_text in OPTIONS:
             loader.add_option(name, typespec, default, help_text)
         errorpage.install()
-        contentviews.register()
+        views.register()
 
     def configure(self, updated: set[str]) -> None:
-        if self.settings is None or updated & OPTION_NAMES:
-            self.settings = Settings.from_options(ctx.options)
+        options = ctx.options
+        if self.settings is None or updated & (OPTION_NAMES | WATCHED_OPTIONS):
+            self.settings = Settings.build(options, self.settings, updated)
+            secrets.register("openai_api_key", upstream_key(options))
+            secrets.register("ollama_api_key", self.settings.client_key)
+            self.watch.timeout = self.settings.upstream_timeout
+        secrets.install_log_scrubber()
+        timeouts.keep_client_connection(options, self.watch.timeout)
+        self.rebind |= access.listen_on_loopback(options)
         # Requests are rewritten or answered before any upstream connection is needed; "eager"
         # would first connect to the reverse target and fail the client when it is absent.
-        if "connection_strategy" in ctx.options and ctx.options.connection_strategy != "lazy":
-            ctx.options.connection_strategy = "lazy"
+        if "connection_strategy" in options and options.connection_strategy != "lazy":
+            options.connection_strategy = "lazy"
+
+    async def running(self) -> None:
+        secrets.install_log_scrubber()
+        secrets.install_injector(ctx.master, self.exchanges.get)
+        self.injector_installed = True
+        if self.rebind:
+            self.rebind = False
+            await access.rebind(ctx.master)
 
     def done(self) -> None:
         errorpage.uninstall()
-        contentviews.unregister()
+        self.watch.done()
+
+    # -- flows --------------------------------------------------------------------------------
 
     def is_ollama(self, flow: http.HTTPFlow) -> bool:
         if isinstance(flow.client_conn.proxy_mode, ReverseMode):
@@ -98,47 +100,111 @@ class OllamaProxy:
         assert self.settings is not None
         return self.settings.is_ollama_host(flow.request.host, flow.request.port)
 
-    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        if flow.response is not None or not self.is_ollama(flow):
+    def open(self, flow: http.HTTPFlow) -> Exchange:
+        request = flow.request
+        exchange = Exchange(request.method, request.path.split("?", 1)[0], request.timestamp_start)
+        self.exchanges[flow.id] = exchange
+        return exchange
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if not self.is_ollama(flow):
             return
-        assert self.settings is not None
-        path = flow.request.path.split("?", 1)[0]
-        flow.metadata[routes.META] = {"method": flow.request.method, "route": path}
-        route = find_route(path)
-        if route is None:
-            routes.not_found(flow)
+        exchange = self.open(flow)
+        access.take_client_key(flow, exchange)
+
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        exchange = self.exchanges.get(flow.id)
+        if exchange is None:
+            if not self.is_ollama(flow):
+                return None
+            exchange = self.open(flow)
+        if flow.response is not None:  # answered by another addon
+            del self.exchanges[flow.id]
+            return None
+        settings = self.settings
+        assert settings is not None
+        route = endpoints.find(exchange.route)
+        endpoint = exchange.endpoint = route.endpoint if route is not None else endpoints.FALLBACK
+        reply: Reply | Awaitable[Reply]
+        if refused := access.refusal(exchange, settings, endpoint):
+            reply = refused
+        elif route is None:
+            reply = Answer(404, b"404 page not found", "text/plain")
         elif flow.request.method not in route.methods:
-            routes.method_not_allowed(flow)
+            reply = Answer(405, b"405 method not allowed", "text/plain")
         else:
-            return route.handler(flow, self.settings)  # mitmproxy awaits what an async handler returns
-        return None
+            reply = endpoint.handle(exchange, flow.request, settings)
+        if isinstance(reply, Answer | Forward):
+            self.apply(flow, exchange, reply)
+            return None
+        return self.apply_later(flow, exchange, reply)  # mitmproxy awaits it
+
+    async def apply_later(self, flow: http.HTTPFlow, exchange: Exchange, reply: Awaitable[Reply]) -> None:
+        self.apply(flow, exchange, await reply)
+
+    def apply(self, flow: http.HTTPFlow, exchange: Exchange, reply: Reply) -> None:
+        settings = self.settings
+        assert settings is not None
+        if isinstance(reply, Answer):
+            respond(flow, exchange, reply)
+        else:
+            send_upstream(flow, exchange, reply, settings)
+            if settings.forward_client_key:
+                access.forward_client_key(flow, exchange)
+            if self.injector_installed:
+                secrets.hide(flow, exchange)
+            self.watch.start(flow, exchange)
+        exchange.publish(flow)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if meta := flow.metadata.get(routes.META):
-            assert self.settings is not None
-            routes.keep_upstream_head(flow, self.settings)
-            RESPONSE_MODULES.get(meta.get("kind"), routes).response_headers(flow, self.settings)
+        exchange = self.exchanges.get(flow.id)
+        response = flow.response
+        if exchange is None or not exchange.forwarded or response is None or exchange.endpoint is None:
+            return
+        settings = self.settings
+        assert settings is not None
+        secrets.forget(flow, exchange)
+        keep_upstream_head(flow, exchange, settings)
+        if response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", ""):
+            if converter := exchange.endpoint.stream(exchange):
+                start_stream(flow, exchange, converter, settings)
 
     def response(self, flow: http.HTTPFlow) -> None:
-        if meta := flow.metadata.get(routes.META):
-            assert self.settings is not None
-            RESPONSE_MODULES.get(meta.get("kind"), routes).response(flow, self.settings)
-            routes.forget_secrets(flow)
-            annotate.finish(flow, meta)
+        exchange = self.exchanges.pop(flow.id, None)
+        if exchange is None:
+            return
+        if exchange.forwarded and flow.response is not None and exchange.endpoint is not None:
+            settings = self.settings
+            assert settings is not None
+            secrets.scrub_answer(flow, exchange)
+            if exchange.relay is not None and exchange.relay.called:
+                finish_stream(flow, exchange, exchange.relay)
+            else:
+                body = flow.response.get_content(strict=False) or b""
+                keep_upstream_body(flow, body, settings)
+                if answer := exchange.endpoint.convert(exchange, flow.response, body):
+                    replace_answer(flow, exchange, answer)
+            self.watch.forget(flow, exchange)
+        secrets.done_with(flow, exchange)
+        finish(flow, exchange)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        if meta := flow.metadata.get(routes.META):
-            meta.setdefault("error", flow.error.msg if flow.error else "failed")
-            routes.forget_secrets(flow)
-            annotate.finish(flow, meta)
+        exchange = self.exchanges.pop(flow.id, None)
+        if exchange is None or exchange.endpoint is None:  # (the client left before its request was read)
+            return
+        if exchange.forwarded:
+            self.watch.end_failed(flow, exchange)
+        if exchange.error is None:
+            exchange.error = flow.error.msg if flow.error else "failed"
+        secrets.done_with(flow, exchange)
+        finish(flow, exchange)
+
+    def update(self, flows: Sequence[Flow]) -> None:
+        """Before a view shows a flow again (mitmweb marks, edits, ...): no key is in it."""
+        for flow in flows:
+            exchange = self.exchanges.get(flow.id)
+            if exchange is not None and exchange.wire_authorization is None and isinstance(flow, http.HTTPFlow):
+                secrets.forget(flow, exchange)
 
 
 addons = [OllamaProxy()]
-
-# Around the proxy: the key check before it; after it, the client-key forwarder, the key hider and
-# the upstream watch (timeouts, broken streams). See addon/access.py, redact.py, timeouts.py.
-_gate = access.AccessGate(addons[0].is_ollama)
-_hider = redact.KeyHider()
-_watch = timeouts.UpstreamWatch()
-addons = [_gate, redact.AnswerScrubber(_hider), timeouts.ErrorFirst(_watch), *addons,
-          access.ClientKeyForwarder(_gate), _hider, _watch]

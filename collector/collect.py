@@ -20,13 +20,11 @@ from pathlib import Path
 
 import ollama
 
-ROOT = Path(__file__).parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from collector.recorder import SCENARIO_HEADER  # noqa: E402
-from collector.scenarios import MANIFEST, Scenario, live_scenarios, recording_scenarios, run  # noqa: E402
-from conftest import Mitmdump  # noqa: E402
-from upstream import FakeOpenAI, UpstreamServer  # noqa: E402
+from harness import ROOT
+from collector.recorder import SCENARIO_HEADER
+from collector.scenarios import MANIFEST, Scenario, live_scenarios, recording_scenarios, run
+from harness.mitmdump import Mitmdump
+from harness.upstream import FakeOpenAI, UpstreamServer
 
 
 def collect(name: str, scenarios: list[Scenario], base_url: str, api_key: str, manifest: dict, fake: FakeOpenAI | None = None) -> int:

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from mitmproxy import exceptions
 
-from addon.catalog import Catalog, basename, family_of, full_name, has_tag, infer
-from addon.directory import ModelDirectory
-from upstream import UpstreamServer
+from addon.catalog.catalog import Catalog, basename, family_of, full_name, has_tag, infer
+from addon.catalog.directory import ModelDirectory
+from harness.upstream import UpstreamServer
 
 CATALOG = {
     "models": {

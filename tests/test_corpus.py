@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from conftest import Mitmdump
-from upstream import UpstreamServer
+from harness.mitmdump import Mitmdump
+from harness.upstream import UpstreamServer
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,9 @@ from mitmproxy import io
 import ollama
 import pytest
 
-from conftest import TEST_KEY, Mitmdump
-from upstream import UpstreamServer, recording
+from harness import TEST_KEY
+from harness.mitmdump import Mitmdump
+from harness.upstream import UpstreamServer, recording
 
 pytestmark = pytest.mark.e2e
 

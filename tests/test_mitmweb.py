@@ -12,8 +12,9 @@ import httpx
 import ollama
 import pytest
 
-from conftest import ROOT, TEST_KEY, free_port, wait_for_port
-from upstream import UpstreamServer
+from harness import ROOT, TEST_KEY
+from harness.mitmdump import free_port, wait_for_port
+from harness.upstream import UpstreamServer
 
 pytestmark = pytest.mark.e2e
 

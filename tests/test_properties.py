@@ -14,11 +14,13 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 from pydantic import ValidationError
 
-from addon import translate
-from addon.models import ChatRequest, GenerateRequest
+from addon.exchange import Relay
 from addon.proxy import OllamaProxy
-from addon.routes import StreamRelay
-from addon.stream import SSEToNDJSON
+from addon.translate import request as translate_request
+from addon.translate import response as translate
+from addon.translate.stream import SSEToNDJSON
+from addon.wire.ollama import ChatRequest, GenerateRequest, dumps_body
+from addon.wire.sse import SSEDecoder
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -53,9 +55,9 @@ def run_converter(shape: str, pieces: list[bytes]) -> list[dict[str, Any]]:
     converter = SSEToNDJSON(shape, "m", translate.Clock(start_ns=0))
     lines: list[bytes] = []
     for piece in pieces:
-        lines += converter.feed(piece)
-    lines += converter.finish()
-    chunks = valid_lines(lines)
+        lines.append(converter.feed(piece))
+    lines.append(converter.finish())
+    chunks = valid_lines([line for line in lines if line])
     assert chunks, "the converter always ends with a done or an error line"
     last = chunks[-1]
     assert last.get("done") is True or "error" in last
@@ -77,9 +79,23 @@ def test_converter_survives_arbitrary_events(shape: str, events: list[Any], done
 
 
 @SETTINGS
+@given(st.binary(max_size=400), st.integers(1, 64), st.integers(1, 64))
+def test_the_sse_decoder_ignores_piece_boundaries(body: bytes, cut: int, other: int) -> None:
+    """However a body is cut (CR, LF and CRLF line ends included), the events are the same."""
+
+    def events(size: int) -> list:
+        decoder = SSEDecoder()
+        out = [e for i in range(0, len(body), size) for e in decoder.feed(body[i : i + size])]
+        return out + decoder.finish()
+
+    whole = SSEDecoder()
+    assert events(cut) == events(other) == whole.feed(body) + whole.finish()
+
+
+@SETTINGS
 @given(st.lists(st.binary(max_size=100), max_size=8))
 def test_stream_relay_never_returns_an_empty_chunk(pieces: list[bytes]) -> None:
-    relay = StreamRelay(SSEToNDJSON("chat", "m", translate.Clock(start_ns=0)), 1000)
+    relay = Relay(SSEToNDJSON("chat", "m", translate.Clock(start_ns=0)), 1000)
     sent: list[bytes] = []
     for piece in pieces:
         out = relay(piece) if piece else []
@@ -99,7 +115,7 @@ def test_whole_responses_convert_or_raise_a_shape_error(body: dict[str, Any], sh
         answer, warnings = convert(body, "m", translate.Clock(start_ns=0))
     except (AttributeError, TypeError, KeyError, IndexError, ValueError):
         return
-    json.loads(translate.dumps_body(answer))
+    json.loads(dumps_body(answer))
     assert answer["done"] is True and all(isinstance(w, str) for w in warnings)
 
 
@@ -138,16 +154,16 @@ def test_upstream_errors_never_raise(status: int, body: bytes, reason: str, mode
 @SETTINGS
 @given(objects, st.booleans())
 def test_translating_any_valid_request_never_raises_unexpectedly(data: dict[str, Any], passthrough: bool) -> None:
-    for model, translator in ((ChatRequest, translate.chat_request), (GenerateRequest, translate.generate_request)):
+    for model, translator in ((ChatRequest, translate_request.chat_request), (GenerateRequest, translate_request.generate_request)):
         try:
             request = model.model_validate({"model": "m", **data})
         except ValidationError:
             continue
         try:
             translation = translator(request, "m", passthrough)
-        except translate.TranslationError:
+        except translate_request.TranslationError:
             continue
-        json.loads(translate.dumps_body(translation.body))
+        json.loads(dumps_body(translation.wire_body()))
 
 
 # -- the whole request path of the addon, with any body ---------------------------------------

@@ -10,9 +10,12 @@ from mitmproxy.flow import Error
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
-from addon import routes
+from addon.exchange import Relay
 from addon.proxy import OllamaProxy
-from upstream import recording
+from addon.translate.stream import SSEToNDJSON
+from addon.translate.response import Clock
+from addon.wire.ollama import NDJSON
+from harness.upstream import recording
 
 
 @pytest.fixture
@@ -128,20 +131,19 @@ def test_load_and_unload_are_answered_locally(addon) -> None:
     assert json.loads(flow.response.content)["done_reason"] == "unload"
     flow = ollama_flow("/api/chat", {"model": "m", "messages": []})
     addon.request(flow)
-    assert flow.response.headers["content-type"] == routes.NDJSON
+    assert flow.response.headers["content-type"] == NDJSON
     assert json.loads(flow.response.content)["done_reason"] == "load"
 
 
 def test_stream_relay_survives_a_converter_bug(addon) -> None:
-    class Broken:
-        ended = False
-
-        def feed(self, data: bytes) -> list[bytes]:
+    class Broken(SSEToNDJSON):
+        def feed(self, piece: bytes) -> bytes:
             raise RuntimeError("bug")
 
-    relay = routes.StreamRelay(Broken(), 0)  # type: ignore[arg-type]
+    relay = Relay(Broken("chat", "m", Clock(0)), 0)
     out = relay(b"data: x\n\n")
     assert json.loads(out[0])["error"].startswith("proxy error")
+    assert relay(b"more") == [] and relay(b"") == [], "nothing after the final line, and never an empty piece"
 
 
 def test_flows_are_annotated_and_keep_both_sides(addon) -> None:
@@ -188,20 +190,3 @@ def test_body_view_limit_caps_what_is_kept() -> None:
         proxy.response(flow)
         assert len(flow.metadata["upstream_response"]) == 10 and len(flow.response.content) == 10
         assert len(flow.metadata["ollama_request"]) == 10
-
-
-def test_body_view_limit_auto_keeps_bodies_only_where_someone_looks() -> None:
-    from types import SimpleNamespace
-
-    from addon.options import VIEWED_BODY_LIMIT, body_view_limit
-
-    class Options(SimpleNamespace):
-        def __contains__(self, name: str) -> bool:
-            return hasattr(self, name)
-
-    assert body_view_limit(Options(body_view_limit=-1)) == 0  # plain mitmdump
-    assert body_view_limit(Options(body_view_limit=-1, save_stream_file="")) == 0
-    assert body_view_limit(Options(body_view_limit=-1, save_stream_file="out.flow")) == VIEWED_BODY_LIMIT  # -w
-    assert body_view_limit(Options(body_view_limit=-1, web_port=8081)) == VIEWED_BODY_LIMIT  # mitmweb
-    assert body_view_limit(Options(body_view_limit=-1, console_layout="single")) == VIEWED_BODY_LIMIT  # mitmproxy
-    assert body_view_limit(Options(body_view_limit=5, web_port=8081)) == 5

@@ -12,8 +12,9 @@ from mitmproxy import io
 from collector import recorder
 from collector.recorder import SCENARIO_HEADER
 from collector.scenarios import expected, live_scenarios, run
-from conftest import ROOT, TEST_KEY, Mitmdump
-from upstream import UpstreamServer
+from harness import ROOT, TEST_KEY
+from harness.mitmdump import Mitmdump
+from harness.upstream import UpstreamServer
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ import ollama
 import pytest
 from mitmproxy import io
 
-from addon import redact
+from addon.guard import secrets as redact
 from collector.scenarios import MANIFEST, expected, run, scenarios_of
-from conftest import Mitmdump, free_port
+from harness.mitmdump import Mitmdump, free_port
 
 pytestmark = pytest.mark.e2e
 

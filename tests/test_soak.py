@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import TEST_KEY, Mitmdump
-from upstream import UpstreamServer
+from harness import TEST_KEY
+from harness.mitmdump import Mitmdump
+from harness.upstream import UpstreamServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.soak]
 

@@ -19,8 +19,9 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from conftest import TEST_KEY, Mitmdump
-from upstream import UpstreamServer, recording
+from harness import TEST_KEY
+from harness.mitmdump import Mitmdump
+from harness.upstream import UpstreamServer, recording
 
 pytestmark = pytest.mark.e2e
 

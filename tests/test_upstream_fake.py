@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from upstream import UpstreamServer
+from harness.upstream import UpstreamServer
 
 CALL = {"name": "add", "arguments": {"a": 2, "b": 3}}
 

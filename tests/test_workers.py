@@ -10,8 +10,9 @@ from pathlib import Path
 import ollama
 import pytest
 
-from conftest import ROOT, free_port
-from upstream import UpstreamServer
+from harness import ROOT
+from harness.mitmdump import free_port
+from harness.upstream import UpstreamServer
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import workers  # noqa: E402

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from conftest import TEST_KEY, Mitmdump
-from upstream import UpstreamServer
+from harness import TEST_KEY
+from harness.mitmdump import Mitmdump
+from harness.upstream import UpstreamServer
 
 HERE = Path(__file__).parent
 NODE_DIR = HERE / "node"

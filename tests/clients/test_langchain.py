@@ -11,8 +11,8 @@ from langchain_core.tools import tool
 from langchain_ollama import ChatOllama, OllamaEmbeddings, OllamaLLM
 from pydantic import BaseModel, Field
 
-from conftest import Mitmdump
-from upstream import UpstreamServer
+from harness.mitmdump import Mitmdump
+from harness.upstream import UpstreamServer
 
 from .conftest import CHAT_MODEL, EMBED_MODEL
 

@@ -15,8 +15,8 @@ from llama_index.core.tools import FunctionTool
 from llama_index.embeddings.ollama import OllamaEmbedding
 from llama_index.llms.ollama import Ollama
 
-from conftest import Mitmdump
-from upstream import UpstreamServer
+from harness.mitmdump import Mitmdump
+from harness.upstream import UpstreamServer
 
 from .conftest import CHAT_MODEL, EMBED_MODEL
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from upstream import UpstreamServer, recording
+from harness.upstream import UpstreamServer, recording
 
 Js = Callable[..., Any]
 

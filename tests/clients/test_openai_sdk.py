@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from conftest import Mitmdump
-from upstream import UpstreamServer
+from harness.mitmdump import Mitmdump
+from harness.upstream import UpstreamServer
 
 from .conftest import CHAT_MODEL
 

@@ -13,8 +13,9 @@ import pytest
 from langchain_ollama import ChatOllama, OllamaEmbeddings
 from llama_index.llms.ollama import Ollama
 
-from conftest import TEST_KEY, Mitmdump
-from upstream import UpstreamServer
+from harness import TEST_KEY
+from harness.mitmdump import Mitmdump
+from harness.upstream import UpstreamServer
 
 from .conftest import NODE_DIR, client_env
 

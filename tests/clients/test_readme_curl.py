@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, Mitmdump
+from harness import ROOT
+from harness.mitmdump import Mitmdump
 
 from .conftest import client_env
 

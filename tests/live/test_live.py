@@ -16,7 +16,7 @@ import ollama
 import pytest
 
 from collector.scenarios import WEATHER_TOOL
-from conftest import Mitmdump
+from harness.mitmdump import Mitmdump
 
 pytestmark = [pytest.mark.live, pytest.mark.e2e]
 

@@ -1,0 +1,63 @@
+"""The route table: which endpoint serves which path and methods.
+
+One module per API family (`ollama*`: the Ollama API, `openai`: its OpenAI-compatible routes),
+each endpoint an object following `addon.endpoints.base.Endpoint`. Adding an endpoint is one
+class and one row here (docs/architecture.md walks through it).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from addon.endpoints import ollama, ollama_discovery, ollama_embed, openai
+from addon.endpoints.base import Endpoint, OllamaEndpoint
+
+
+class Route(NamedTuple):
+    """One row: the methods a path takes, and the endpoint that serves them."""
+
+    methods: frozenset[str]
+    endpoint: Endpoint
+
+
+def _route(methods: str, endpoint: Endpoint) -> Route:
+    return Route(frozenset(methods.split()), endpoint)
+
+
+ROUTES: dict[str, Route] = {
+    "/": _route("GET HEAD", ollama.Root()),
+    "/api/version": _route("GET HEAD", ollama.Version()),
+    "/api/chat": _route("POST", ollama.Chat()),
+    "/api/generate": _route("POST", ollama.Generate()),
+    "/api/embed": _route("POST", ollama_embed.Embed()),
+    "/api/embeddings": _route("POST", ollama_embed.Embeddings()),
+    "/api/tags": _route("GET HEAD", ollama_discovery.Tags()),
+    "/api/show": _route("POST", ollama_discovery.Show()),
+    "/api/ps": _route("GET HEAD", ollama_discovery.Ps()),
+    "/api/pull": _route("POST", ollama_discovery.Pull()),
+    "/api/push": _route("POST", ollama_discovery.Unmanaged("pushing models")),
+    "/api/create": _route("POST", ollama_discovery.Unmanaged("creating models")),
+    "/api/copy": _route("POST", ollama_discovery.Unmanaged("copying models")),
+    "/api/delete": _route("DELETE", ollama_discovery.Unmanaged("deleting models")),
+    "/v1/chat/completions": _route("POST", openai.Forwarded("chat/completions")),
+    "/v1/completions": _route("POST", openai.Forwarded("completions")),
+    "/v1/embeddings": _route("POST", openai.Forwarded("embeddings")),
+    "/v1/models": _route("GET HEAD", openai.Models()),
+}
+# Paths with a variable last part, by prefix.
+PREFIX_ROUTES: dict[str, Route] = {
+    "/api/blobs/": _route("HEAD POST", ollama_discovery.Unmanaged("uploading model blobs")),
+    "/v1/models/": _route("GET HEAD", openai.Model()),
+}
+# The family that answers paths no route serves (404, 405) and requests refused before routing.
+FALLBACK: Endpoint = OllamaEndpoint()
+
+
+def find(path: str) -> Route | None:
+    """The route of a path (without its query), or None."""
+    if (route := ROUTES.get(path)) is not None:
+        return route
+    for prefix, route in PREFIX_ROUTES.items():
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return route
+    return None

@@ -1,0 +1,162 @@
+"""The Endpoint protocol: what one route of an API family does, in that family's shapes.
+
+An endpoint is one object in the route table (`addon.endpoints.ROUTES`). `addon.proxy` calls it
+at four moments of a flow, and nothing else about a route is decided anywhere else:
+
+- `handle(exchange, request, settings)`: validate the client's request and reply with an
+  `Answer` (answered locally) or a `Forward` (what to send upstream). May be async (the routes
+  that look up the model list). It notes what the log line shows on the exchange (`model`).
+- `stream(exchange)`: for a streamed upstream answer (status 200, `text/event-stream`), a new
+  `StreamConverter` for this flow, or None to wait for the whole answer.
+- `convert(exchange, response, body)`: the client's `Answer` to a whole upstream answer (errors
+  included, and an SSE body that arrived in one piece, as with server replay); None to pass the
+  upstream's answer on unchanged.
+- `error(status, message)`: an error `Answer` in the family's shape. Used for the endpoint's own
+  refusals and by the guards (the client key check) before anything goes upstream.
+
+A `StreamConverter` turns upstream SSE into the client's stream format, piece by piece. It
+never raises out of `feed`/`finish` (the proxy's `Relay` still catches a bug, and asks `fail`
+for the final piece), never returns an empty piece mid-stream, and ends a stream the upstream
+cut short with a final error line or event of its family.
+
+Families share their error shape and defaults through a base class (`OllamaEndpoint`,
+`OpenAIEndpoint`); an endpoint overrides only what it does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from mitmproxy import http
+from pydantic import ValidationError
+
+from addon.exchange import Answer, Exchange, Reply, json_answer
+from addon.wire.ollama import OllamaModel, describe
+
+if TYPE_CHECKING:
+    from addon.settings import Settings
+    from addon.wire.openai import Usage
+
+
+class StreamConverter(Protocol):
+    """Upstream SSE → the client's stream format, for one flow."""
+
+    content_type: str | None  # the client's content type; None: the upstream's stream is relayed as it is
+    final_error_on_break: bool  # a broken-off stream gets `fail()`'s piece (and is sent with Connection: close)
+    ended: bool  # a final piece (done or error) has been produced
+    warnings: list[str]
+
+    @property
+    def usage(self) -> Usage | None:
+        """The token counts the stream reported, once it has ended."""
+
+    def feed(self, data: bytes) -> bytes:
+        """What this piece of the upstream body completes (b"" for nothing yet)."""
+
+    def finish(self) -> bytes:
+        """The tail once the upstream body has ended: a final piece, or an error if it was cut short."""
+
+    def fail(self, message: str) -> bytes | None:
+        """The final error piece after a failure (b"" if a final piece was already produced)."""
+
+
+class Endpoint(Protocol):
+    """One route of an API family: its request handling, its answers, its streams and its errors."""
+
+    def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply | Awaitable[Reply]:
+        """Validate the client's request: answer it (`Answer`) or say what goes upstream (`Forward`)."""
+
+    def stream(self, exchange: Exchange) -> StreamConverter | None:
+        """A converter for this flow's streamed upstream answer, or None to wait for the whole answer."""
+
+    def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:
+        """The client's answer to a whole upstream answer; None passes the upstream's answer on unchanged."""
+
+    def error(self, status: int, message: str) -> Answer:
+        """An error answer in the family's shape."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Families
+
+
+class OllamaEndpoint:
+    """The Ollama API (`/`, `/api/*`): errors are `{"error": "..."}`; nothing to convert unless overridden."""
+
+    def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply | Awaitable[Reply]:
+        raise NotImplementedError
+
+    def stream(self, exchange: Exchange) -> StreamConverter | None:
+        return None
+
+    def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:
+        return None
+
+    def error(self, status: int, message: str) -> Answer:
+        return json_answer(status, {"error": message}, message)
+
+
+_OPENAI_ERROR_TYPES = {401: "invalid_request_error", 404: "not_found_error"}
+
+
+class OpenAIEndpoint(OllamaEndpoint):
+    """The OpenAI API (`/v1/*`): errors are `{"error": {"message", "type", "param", "code"}}`."""
+
+    def error(self, status: int, message: str) -> Answer:
+        kind = _OPENAI_ERROR_TYPES.get(status, "invalid_request_error")
+        return json_answer(status, {"error": {"message": message, "type": kind, "param": None, "code": None}}, message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading request bodies
+
+Model = TypeVar("Model", bound=OllamaModel)
+
+
+def _no_constant(name: str) -> None:
+    """NaN and Infinity are not JSON (Ollama's decoder refuses them): never send them upstream."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_object(request: http.Request, endpoint: Endpoint) -> dict[str, Any] | Answer:
+    """The request body as a JSON object, or a 400 in the endpoint's shape saying why it is not one."""
+    try:
+        raw = request.get_content(strict=True)
+    except ValueError as e:
+        return endpoint.error(400, f"cannot decode request body: {e}")
+    if not raw:
+        return endpoint.error(400, "missing request body")
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:
+        return endpoint.error(400, f"invalid JSON in request body: {e}")
+    if not isinstance(data, dict):
+        return endpoint.error(400, "invalid request: the body must be a JSON object")
+    return data
+
+
+def parse(request: http.Request, model: type[Model], endpoint: Endpoint) -> Model | Answer:
+    """The validated request body, or a 400 as Ollama would answer it."""
+    data = json_object(request, endpoint)
+    if isinstance(data, Answer):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        return endpoint.error(400, describe(e))
+
+
+def parse_named(
+    exchange: Exchange, request: http.Request, model: type[Model], endpoint: Endpoint, missing: tuple[int, str]
+) -> Model | Answer:
+    """Like `parse`, for a request that names a model: an empty name is answered with `missing`."""
+    parsed = parse(request, model, endpoint)
+    if isinstance(parsed, Answer):
+        return parsed
+    name = getattr(parsed, "model", "")
+    if not name:
+        return endpoint.error(*missing)
+    exchange.model = name
+    return parsed

@@ -1,0 +1,140 @@
+"""The Ollama API's generation endpoints: `/api/chat`, `/api/generate`, and the two status routes.
+
+Chat and generate are translated to `{base}/chat/completions` (generate's raw prompts and
+fill-in-the-middle to `{base}/completions`), and their answers back to Ollama's: streams line
+by line as they arrive (`translate.stream`), whole answers at once (`translate.response`),
+upstream errors as `{"error": "..."}` with the upstream's status.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, cast
+
+from mitmproxy import http
+
+from addon.endpoints.base import OllamaEndpoint, parse_named
+from addon.exchange import Answer, Exchange, Forward, Reply, json_answer, text_answer
+from addon.translate.request import TranslationError, chat_request, generate_request
+from addon.translate.response import Shape, gather, rfc3339_now, upstream_error, whole_answer
+from addon.translate.stream import SSEToNDJSON
+from addon.wire.ollama import JSON, NDJSON, ChatRequest, GenerateRequest, dumps_body, dumps_line
+from addon.wire.openai import ChatCompletion, usage_of
+
+if TYPE_CHECKING:
+    from addon.settings import Settings
+
+
+class Root(OllamaEndpoint):
+    """`GET /`: what Ollama answers to say it is up."""
+
+    def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
+        return text_answer(200, "Ollama is running", "text/plain; charset=utf-8")
+
+
+class Version(OllamaEndpoint):
+    """`GET /api/version`."""
+
+    def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
+        return json_answer(200, {"version": settings.ollama_version})
+
+
+def load_reply(request: ChatRequest | GenerateRequest, shape: Shape) -> Answer:
+    """An empty prompt loads (or with keep_alive 0 unloads) a model in Ollama: there is nothing to do upstream."""
+    unload = request.keep_alive in (0, "0", "0s", "0m")
+    answer: dict[str, Any] = {"model": request.model, "created_at": rfc3339_now()}
+    if shape == "chat":
+        answer["message"] = {"role": "assistant", "content": ""}
+    else:
+        answer["response"] = ""
+    answer.update(done=True, done_reason="unload" if unload else "load")
+    if request.stream:
+        return Answer(200, dumps_line(answer), NDJSON)
+    return json_answer(200, answer)
+
+
+class _Generation(OllamaEndpoint):
+    """What chat and generate share: the upstream request, the stream converter, whole answers."""
+
+    shape: Shape
+
+    def stream(self, exchange: Exchange) -> SSEToNDJSON | None:
+        if not exchange.stream:
+            return None  # an upstream that streams although asked not to: gathered in `convert`
+        return SSEToNDJSON(self.shape, exchange.model or "", exchange.clock())
+
+    def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:
+        """An error, a JSON body, or a stream that arrived in one piece (server replay)."""
+        model = exchange.model or ""
+        status = response.status_code
+        if status >= 400:
+            status, message = upstream_error(status, body, response.reason, model)
+            return self.error(status, message)
+        # With a relay in place the headers already say NDJSON; the body is still the upstream's SSE.
+        if exchange.relay is not None or "text/event-stream" in response.headers.get("content-type", ""):
+            converter = SSEToNDJSON(self.shape, model, exchange.clock())
+            lines = converter.feed(body) + converter.finish()
+            exchange.warn(converter.warnings)
+            exchange.usage = converter.usage
+            if exchange.stream:
+                return Answer(200, lines, NDJSON)
+            gathered = gather(lines.split(b"\n"))
+            failed = "error" in json.loads(gathered)  # a broken stream: an error status, not a 200
+            return Answer(502 if failed else 200, gathered, JSON)
+        try:
+            parsed = json.loads(body)
+            if not isinstance(parsed, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:
+            text = body[:200].decode("utf-8", "replace")
+            return self.error(502, f"the upstream sent an answer that is not JSON (status {status}): {text!r}")
+        try:
+            answer, warnings = whole_answer(self.shape, cast("ChatCompletion", parsed), model, exchange.clock())
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError):  # a JSON object of another shape
+            text = body[:200].decode("utf-8", "replace")
+            return self.error(502, f"the upstream sent an answer of an unexpected shape: {text!r}")
+        exchange.warn(warnings)
+        exchange.usage = usage_of(parsed.get("usage"))
+        if exchange.stream:
+            return Answer(200, dumps_line(answer), NDJSON)
+        return Answer(200, dumps_body(answer), JSON)
+
+
+class Chat(_Generation):
+    """`POST /api/chat` → `POST {base}/chat/completions`."""
+
+    shape: Shape = "chat"
+
+    def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
+        parsed = parse_named(exchange, request, ChatRequest, self, (400, "model is required"))
+        if isinstance(parsed, Answer):
+            return parsed
+        if not parsed.messages:
+            return load_reply(parsed, "chat")
+        target = settings.target(parsed.model)
+        try:
+            translation = chat_request(parsed, target.model, settings.passthrough_options, target.think_style)
+        except TranslationError as e:
+            return self.error(400, str(e))
+        exchange.warn(translation.warnings)
+        return Forward(translation.route, translation.wire_body(), parsed.stream, target)
+
+
+class Generate(_Generation):
+    """`POST /api/generate` → `{base}/chat/completions`, or `{base}/completions` for raw prompts and suffixes."""
+
+    shape: Shape = "generate"
+
+    def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
+        parsed = parse_named(exchange, request, GenerateRequest, self, (404, "model '' not found"))
+        if isinstance(parsed, Answer):
+            return parsed
+        if not parsed.prompt and parsed.suffix is None and not parsed.images:
+            return load_reply(parsed, "generate")
+        target = settings.target(parsed.model)
+        try:
+            translation = generate_request(parsed, target.model, settings.passthrough_options, target.think_style)
+        except TranslationError as e:
+            return self.error(400, str(e))
+        exchange.warn(translation.warnings)
+        return Forward(translation.route, translation.wire_body(), parsed.stream, target)

@@ -1,0 +1,183 @@
+"""The OpenAI-compatible routes Ollama also serves: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models.
+
+Requests go upstream as they are, except that the model name is resolved like on every other
+route (catalog alias, `name:latest` → upstream id); answers come back unchanged except that their
+`model` is the name the client sent, streams included (event by event). /v1/models is answered
+locally from the model directory, with the names /api/tags lists. Errors are OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from mitmproxy import http
+
+from addon.catalog.catalog import ModelInfo
+from addon.endpoints.base import OpenAIEndpoint, json_object
+from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
+from addon.translate.response import upstream_error
+from addon.wire.openai import Usage, usage_of
+from addon.wire.sse import LineReader, SSETooLarge
+
+if TYPE_CHECKING:
+    from addon.settings import Settings
+
+PREFIX = "/v1/"
+
+# What a /v1 client gets when the upstream's stream ends without `[DONE]`: the openai SDK raises
+# APIError on an event with an `error` member, instead of taking the cut answer for a whole one.
+INCOMPLETE_EVENT = (
+    b'data: {"error":{"message":"the upstream stream ended before the answer was complete",'
+    b'"type":"upstream_error","param":null,"code":null}}\n\n'
+)
+
+
+def error_event(message: str) -> bytes:
+    """A final SSE event in OpenAI's error shape."""
+    error = {"error": {"message": message, "type": "upstream_error", "param": None, "code": None}}
+    return b"data: " + json.dumps(error, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+class SSERelay:
+    """The stream converter of the /v1 routes: relays SSE as it comes, renaming each event's
+    `model` when the client used another name than the upstream, and ends a stream the upstream
+    broke off (no `[DONE]`) with an error event.
+
+    Never returns an empty piece mid-stream (that would end a chunked response) and never
+    raises (mitmproxy would drop the piece): a line it cannot parse passes unchanged. Without a
+    name to change it passes every piece on at once and only looks for `[DONE]`.
+    """
+
+    content_type = None  # the upstream's SSE, relayed
+    final_error_on_break = False  # a stream that breaks off is cut short (README: Limits)
+
+    __slots__ = ("model", "ended", "done", "tail", "lines", "warnings")
+
+    def __init__(self, model: str | None) -> None:
+        self.model = model  # None: pass the events through as they are
+        self.ended = False
+        self.done = False
+        self.tail = b""
+        self.lines = LineReader() if model is not None else None
+        self.warnings: list[str] = []
+
+    @property
+    def usage(self) -> Usage | None:
+        return None
+
+    def feed(self, data: bytes) -> bytes:
+        if not self.done:
+            window = self.tail + data
+            self.done = b"[DONE]\n" in window or b"[DONE]\r" in window
+            self.tail = window[-8:]
+        if self.lines is None:
+            return data
+        try:
+            lines = self.lines.feed(data)
+        except SSETooLarge as e:
+            return self.fail(f"the upstream sent an invalid stream: {e}")
+        if not lines:
+            return b""
+        return b"\n".join([self._line(line) for line in lines]) + b"\n"
+
+    def finish(self) -> bytes:
+        out = b""
+        if self.lines is not None:
+            rest = b"".join(self.lines.finish())
+            if rest.strip() in (b"data: [DONE]", b"data:[DONE]"):
+                self.done = True
+            out = self._line(rest) if rest else b""
+        if not self.done and not self.ended:
+            self.ended = True
+            out += (b"\n\n" if out else b"") + INCOMPLETE_EVENT
+        return out
+
+    def fail(self, message: str) -> bytes:
+        if self.ended:
+            return b""
+        self.ended = True
+        return error_event(message)
+
+    def _line(self, line: bytes) -> bytes:
+        if self.model is None or not line.startswith(b"data:") or b'"model"' not in line:
+            return line
+        try:
+            event = json.loads(line[5:])
+            if not isinstance(event, dict) or "model" not in event:
+                return line
+            event["model"] = self.model
+            return b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        except Exception:
+            return line
+
+
+class Forwarded(OpenAIEndpoint):
+    """`POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: forwarded with the model resolved."""
+
+    def __init__(self, route: str) -> None:
+        self.route = route  # the upstream route, e.g. "chat/completions"
+
+    def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
+        body = json_object(request, self)
+        if isinstance(body, Answer):
+            return body
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return self.error(400, "model is required")
+        exchange.model = model
+        target = settings.target(model)
+        body["model"] = target.model
+        return Forward(self.route, body, body.get("stream") is True, target)
+
+    def stream(self, exchange: Exchange) -> SSERelay:
+        """Relay a streamed answer in real time, renaming its model if the upstream's name differs."""
+        return SSERelay(None if exchange.model == exchange.upstream_model else exchange.model)
+
+    def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:
+        """A whole answer: the client's model name in a JSON body; errors pass unchanged (they are OpenAI's already)."""
+        if exchange.relay is not None:
+            return None
+        if response.status_code >= 400:
+            exchange.error = upstream_error(response.status_code, body, response.reason, None)[1]
+            return None
+        if "json" not in response.headers.get("content-type", ""):
+            return None
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(parsed, dict):
+            return None
+        exchange.usage = usage_of(parsed.get("usage"))
+        if "model" not in parsed or exchange.model == exchange.upstream_model:
+            return None
+        parsed["model"] = exchange.model
+        body = json.dumps(parsed, ensure_ascii=False, separators=(",", ":")).encode()
+        return Answer(response.status_code, body, response.headers.get("content-type", ""), keep_headers=True)
+
+
+def model_object(model: ModelInfo, loaded_at: float) -> dict[str, Any]:
+    return {"id": model.name, "object": "model", "created": int(model.created or loaded_at), "owned_by": "library"}
+
+
+class Models(OpenAIEndpoint):
+    """`GET /v1/models`: the names /api/tags lists, in OpenAI's shape."""
+
+    async def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
+        listing = await settings.models.listing()
+        data = [model_object(m, settings.models.loaded_at) for m in listing.models]
+        return json_answer(200, {"object": "list", "data": data})
+
+
+class Model(OpenAIEndpoint):
+    """`GET /v1/models/{name}`."""
+
+    async def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
+        name = unquote(exchange.route[len(PREFIX + "models/") :])
+        exchange.model = name
+        found, _ = await settings.models.find(name)
+        if found is None:
+            return self.error(404, f"model '{name}' not found")
+        return json_answer(200, {**model_object(found, settings.models.loaded_at), "id": name})

@@ -1,0 +1,363 @@
+"""The typed record of one flow the proxy handles, and the ways it answers.
+
+`Exchange` is everything the steps of `addon.proxy` know about one flow: what the client asked
+for, where it went upstream, how it ended, and the per-flow state of the guards (the client's
+key, the upstream key held for the wire, the timeout watch). The proxy keeps it by flow id from
+the request's headers to its `response` or `error` hook; nothing else stores per-flow state.
+
+What a saved flow keeps of it is `Exchange.record()`, written to `flow.metadata["ollama"]`
+(serialisable: saved flows, the content views and the collector read it), next to
+`ollama_request` (the client's body), `upstream_response` (the upstream's raw answer) and
+`upstream_headers`, each kept up to `body_view_limit` bytes. The keys of the record:
+`method`, `route` (the client's), `model` (as the client named it), `stream`, `server`,
+`upstream_route` and `upstream_model` (only when the flow went upstream), `upstream_status`,
+`usage` (`prompt_tokens`, `completion_tokens`), `error`, `warning`.
+
+Replies: an endpoint answers a request with an `Answer` (local: status, body, content type)
+or a `Forward` (what to send upstream). `respond`, `send_upstream` and `replace_answer` apply
+them to the flow; `Relay` is the `flow.response.stream` callable of every converted or relayed
+stream; `finish` writes the flow's comment, marker and one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mitmproxy import http
+from mitmproxy.net.http import status_codes
+
+from addon.guard import secrets
+from addon.translate.response import Clock
+from addon.wire.ollama import dumps_body
+from addon.wire.openai import Usage
+
+if TYPE_CHECKING:
+    from addon.endpoints.base import Endpoint, StreamConverter
+    from addon.settings import Settings, Target
+
+logger = logging.getLogger("ollama_proxy")
+
+# flow.metadata keys, serialisable so that saved flows keep them
+META = "ollama"  # Exchange.record(): what the client asked for and how it went
+CLIENT_BODY = "ollama_request"  # the client's original request body
+UPSTREAM_BODY = "upstream_response"  # the upstream's raw answer (the SSE text of a stream)
+UPSTREAM_HEADERS = "upstream_headers"  # ... and its headers, as [name, value] pairs
+
+FAILED_MARKER = ":red_circle:"
+
+
+# ---------------------------------------------------------------------------------------------
+# Replies
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole answer for the client: made locally, or converted from the upstream's."""
+
+    status: int
+    body: bytes
+    content_type: str
+    error: str | None = None  # the message, when the answer reports a failure (for the log line)
+    headers: tuple[tuple[str, str], ...] = ()  # more headers, e.g. WWW-Authenticate
+    keep_headers: bool = False  # a relayed upstream answer: only its body changes (not its status or headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """What to send upstream for a client's request: `POST {server}/{route}` with this JSON body."""
+
+    route: str  # e.g. "chat/completions"
+    body: Mapping[str, Any]
+    stream: bool
+    target: Target
+
+
+Reply = Answer | Forward
+
+
+def json_answer(status: int, obj: Any, error: str | None = None) -> Answer:
+    return Answer(status, dumps_body(obj), "application/json; charset=utf-8", error)
+
+
+def text_answer(status: int, text: str, content_type: str = "text/plain") -> Answer:
+    return Answer(status, text.encode(), content_type)
+
+
+# ---------------------------------------------------------------------------------------------
+# The record
+
+
+class Exchange:
+    """One flow the proxy handles: the client's request, the upstream's part, and the guards' state."""
+
+    __slots__ = (
+        "method",
+        "route",
+        "start_ns",
+        "endpoint",
+        "model",
+        "stream",
+        "server",
+        "upstream_route",
+        "upstream_model",
+        "upstream_status",
+        "detail",
+        "usage",
+        "error",
+        "warning",
+        "client_authorization",
+        "forwarded_key",
+        "wire_authorization",
+        "sent_key",
+        "sent_at",
+        "expired",
+        "relay",
+    )
+
+    def __init__(self, method: str, route: str, start: float) -> None:
+        self.method = method
+        self.route = route  # the client's path, without the query
+        self.start_ns = int(start * 1e9)
+        self.endpoint: Endpoint | None = None
+        self.model: str | None = None  # as the client named it
+        self.stream = False
+        self.server: str | None = None
+        self.upstream_route: str | None = None  # None: answered locally
+        self.upstream_model: str | None = None
+        self.upstream_status: int | None = None
+        self.detail: Any = None  # the endpoint's own per-flow data (e.g. embedding dimensions)
+        self.usage: Usage | None = None
+        self.error: str | None = None
+        self.warning: str | None = None
+        # The guards' per-flow state (addon.guard): never in the record.
+        self.client_authorization: str | None = None  # the client's header, taken out of the flow
+        self.forwarded_key: str | None = None  # the client's bearer, to go upstream (forward_client_key)
+        self.wire_authorization: str | None = None  # the upstream header, held for the wire only
+        self.sent_key = ""  # the key sent upstream, hidden from its echoes
+        self.sent_at = 0.0  # time.monotonic() when the request went upstream; 0: it did not
+        self.expired = False  # upstream_timeout closed the upstream connection
+        self.relay: Relay | None = None
+
+    @property
+    def forwarded(self) -> bool:
+        """Whether the request was sent upstream (rather than answered locally)."""
+        return self.upstream_route is not None
+
+    def clock(self) -> Clock:
+        return Clock(start_ns=self.start_ns)
+
+    def warn(self, warnings: list[str]) -> None:
+        if warnings:
+            logger.warning("%s %s: %s", self.route, self.model, "; ".join(warnings))
+
+    def record(self) -> dict[str, Any]:
+        """The serialisable summary kept in `flow.metadata["ollama"]`."""
+        out: dict[str, Any] = {"method": self.method, "route": self.route}
+        if self.model is not None:
+            out["model"] = self.model
+        if self.upstream_route is not None:
+            out.update(
+                stream=self.stream,
+                server=self.server,
+                upstream_route=self.upstream_route,
+                upstream_model=self.upstream_model,
+            )
+        if self.upstream_status is not None:
+            out["upstream_status"] = self.upstream_status
+        if self.usage is not None:
+            out["usage"] = self.usage.record()
+        if self.error is not None:
+            out["error"] = self.error
+        if self.warning is not None:
+            out["warning"] = self.warning
+        return out
+
+    def publish(self, flow: http.HTTPFlow) -> None:
+        flow.metadata[META] = self.record()
+
+
+# ---------------------------------------------------------------------------------------------
+# Applying replies
+
+
+def respond(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> None:
+    """Answer the client locally."""
+    flow.response = http.Response.make(answer.status, answer.body, {"Content-Type": answer.content_type})
+    for name, value in answer.headers:
+        flow.response.headers[name] = value
+    if flow.request.method == "HEAD":  # GET's headers without the body: a body would corrupt a kept-alive connection
+        flow.response.content = b""
+        flow.response.headers["content-length"] = str(len(answer.body))
+    if answer.error is not None:
+        exchange.error = answer.error
+
+
+def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, settings: Settings) -> None:
+    """Rewrite the flow in place into the request that mitmproxy then sends upstream."""
+    server = forward.target.server
+    exchange.stream = forward.stream
+    exchange.server = server.name
+    exchange.upstream_route = forward.route
+    exchange.upstream_model = forward.target.model
+    request = flow.request
+    if settings.body_view_limit and request.raw_content:
+        flow.metadata[CLIENT_BODY] = request.raw_content[: settings.body_view_limit]
+    headers = http.Headers(
+        host="",
+        content_type="application/json",
+        accept="text/event-stream" if forward.stream else "application/json",
+        accept_encoding="identity",
+    )
+    if user_agent := request.headers.get("user-agent"):
+        headers["user-agent"] = user_agent
+    if server.authorization:
+        headers["authorization"] = server.authorization
+    request.headers = headers
+    request.method = "POST"
+    request.url = server.url(forward.route)
+    request.content = dumps_body(forward.body)
+
+
+_KEPT_HEADERS = ("retry-after", "retry-after-ms", "date")
+
+
+def replace_answer(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> None:
+    """Rewrite the upstream response in place, keeping its timestamps for the flow views and the
+    headers a client may act on (Retry-After) or that date the answer."""
+    response = flow.response
+    assert response is not None
+    if answer.error is not None:
+        exchange.error = answer.error
+    if answer.keep_headers:
+        response.content = answer.body
+        return
+    kept = {k: v for k in _KEPT_HEADERS if (v := response.headers.get(k))}
+    response.status_code = answer.status
+    response.reason = status_codes.RESPONSES.get(answer.status, "")
+    response.headers = http.Headers(content_type=answer.content_type, **kept)
+    response.content = answer.body
+
+
+def keep_upstream_head(flow: http.HTTPFlow, exchange: Exchange, settings: Settings) -> None:
+    """Note the upstream's own status and headers before the answer is converted (for saved flows)."""
+    response = flow.response
+    if settings.body_view_limit and response is not None:
+        exchange.upstream_status = response.status_code
+        flow.metadata[UPSTREAM_HEADERS] = [[k, v] for k, v in response.headers.items(multi=True)]
+
+
+def keep_upstream_body(flow: http.HTTPFlow, body: bytes, settings: Settings) -> None:
+    if settings.body_view_limit:
+        flow.metadata[UPSTREAM_BODY] = body[: settings.body_view_limit]
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams
+
+
+class Relay:
+    """The `flow.response.stream` callable: feeds the endpoint's converter, never lets an exception through.
+
+    mitmproxy drops a chunk silently when the callable raises, and an empty item mid-stream
+    would end a chunked response: so a converter bug becomes the converter's final error
+    line or event, and nothing empty is returned. It notes when the upstream last sent
+    something (for upstream_timeout), hides configured keys in the final pieces (only an error
+    line can carry one the upstream echoed), and keeps up to `keep` bytes of the upstream
+    stream and of the answer for the flow views.
+    """
+
+    __slots__ = ("converter", "called", "keep", "upstream", "sent", "last_data")
+
+    def __init__(self, converter: StreamConverter, keep: int) -> None:
+        self.converter = converter
+        self.called = False
+        self.keep = keep
+        self.upstream = bytearray()
+        self.sent = bytearray()
+        self.last_data = time.monotonic()
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        self.last_data = time.monotonic()
+        self.called = True
+        converter = self.converter
+        try:
+            out = converter.feed(data) if data else converter.finish()
+        except Exception as e:  # a converter bug must not cost the client its answer
+            logger.exception("stream conversion failed")
+            out = converter.fail(f"proxy error while converting the stream: {e}") or b""
+        if out and converter.ended and secrets.shows_secret(out):
+            out = secrets.scrub(out.decode("utf-8", "replace")).encode()
+        if self.keep:
+            if len(self.upstream) < self.keep:
+                self.upstream += data[: self.keep - len(self.upstream)]
+            if len(self.sent) < self.keep:
+                self.sent += out[: self.keep - len(self.sent)]
+        return [out] if out else []
+
+
+def start_stream(flow: http.HTTPFlow, exchange: Exchange, converter: StreamConverter, settings: Settings) -> None:
+    """Convert (or relay) the upstream's stream as it arrives, with the headers the client's format needs."""
+    response = flow.response
+    assert response is not None
+    exchange.relay = Relay(converter, settings.body_view_limit)
+    response.stream = exchange.relay
+    response.headers.pop("content-length", None)  # converted pieces and a closing error change the length
+    response.headers["transfer-encoding"] = "chunked"
+    if converter.content_type is not None:
+        response.headers.pop("content-encoding", None)
+        response.headers["content-type"] = converter.content_type
+    if converter.final_error_on_break:
+        # If the upstream breaks off, mitmproxy closes this connection right after the final
+        # error line; saying so up front keeps clients from sending their next request on it.
+        response.headers["connection"] = "close"
+
+
+def finish_stream(flow: http.HTTPFlow, exchange: Exchange, relay: Relay) -> None:
+    """A relayed stream has ended: its usage and warnings, and what the flow views show of it."""
+    converter = relay.converter
+    exchange.warn(converter.warnings)
+    exchange.usage = converter.usage
+    if relay.keep:
+        flow.metadata[UPSTREAM_BODY] = bytes(relay.upstream)
+        response = flow.response
+        if response is not None and response.raw_content is None:  # mitmproxy keeps no streamed body unless asked
+            response.content = bytes(relay.sent)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the user sees
+
+
+def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
+    """`POST /api/chat llama3.2 → /v1/chat/completions gpt-4o-mini · 200 · 25+14 tokens · 812 ms`."""
+    request = flow.request
+    asked = f"{exchange.method} {exchange.route} {exchange.model or ''}".rstrip()
+    if exchange.upstream_route is not None:
+        asked += f" → {request.path.split('?', 1)[0]} {exchange.upstream_model}"
+    parts = [asked]
+    if flow.response is not None:
+        parts.append(str(flow.response.status_code))
+    if usage := exchange.usage:
+        parts.append(f"{usage.prompt_tokens}+{usage.completion_tokens} tokens")
+    end = (flow.response.timestamp_end if flow.response is not None else None) or time.time()
+    parts.append(f"{(end - request.timestamp_start) * 1000:.0f} ms")
+    if exchange.error:
+        parts.append(f"error: {exchange.error}")
+    return " · ".join(parts)
+
+
+def finish(flow: http.HTTPFlow, exchange: Exchange) -> None:
+    """Annotate a finished (or failed) flow, log its one line, and keep its record."""
+    exchange.publish(flow)
+    line = summary(flow, exchange)
+    flow.comment = line
+    response = flow.response
+    if exchange.error or flow.error is not None or (response is not None and response.status_code >= 400):
+        flow.marked = FAILED_MARKER
+        logger.warning(line)
+    else:
+        logger.info(line)

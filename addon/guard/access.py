@@ -1,0 +1,99 @@
+"""Who may use the proxy: a client key checked in constant time, loopback by default, and the
+option to forward each client's own key upstream instead of the configured one.
+
+The steps, in the order `addon.proxy` calls them:
+- `take_client_key` (requestheaders): the client's `Authorization` header leaves the flow before
+  any view (mitmweb adds flows here) sees it; the exchange holds it.
+- `refusal` (request): with `ollama_api_key` set, a request without the right
+  `Authorization: Bearer <key>` (what the Ollama SDKs send when OLLAMA_API_KEY is set) gets a
+  401 in its family's shape; with `forward_client_key` the client's bearer is kept for the next step.
+- `forward_client_key` (request, once the flow is rewritten to go upstream): the client's own
+  key in place of the configured one (none at all for a client without one).
+- `listen_on_loopback` / `rebind`: mitmproxy's default listen host "" means every interface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mitmproxy import http
+from mitmproxy.proxy import mode_specs
+
+if TYPE_CHECKING:
+    from addon.endpoints.base import Endpoint
+    from addon.exchange import Answer, Exchange
+    from addon.settings import Settings
+
+logger = logging.getLogger("ollama_proxy")
+
+REALM = 'Bearer realm="ollama"'
+
+
+def bearer_of(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header ("" for Copilot's empty bearer), else None."""
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip()
+
+
+def key_matches(presented: str | None, expected: str) -> bool:
+    """Constant-time comparison of the client's key with the configured one."""
+    if presented is None:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
+
+
+def take_client_key(flow: http.HTTPFlow, exchange: Exchange) -> None:
+    """Take the client's key out of the flow before any view sees it; the exchange holds it."""
+    header = flow.request.headers.get("authorization")
+    if header is not None:
+        exchange.client_authorization = header
+        flow.request.headers["authorization"] = "Bearer [redacted]" if bearer_of(header) else "[redacted]"
+
+
+def refusal(exchange: Exchange, settings: Settings, endpoint: Endpoint) -> Answer | None:
+    """A 401 for a client without the configured key (None: let it in)."""
+    header, exchange.client_authorization = exchange.client_authorization, None
+    token = bearer_of(header) if header is not None else None
+    if settings.client_key and not key_matches(token, settings.client_key):
+        message = (
+            "unauthorized: this proxy requires an API key (Authorization: Bearer <key>, OLLAMA_API_KEY)"
+            if not token
+            else "unauthorized: invalid API key"
+        )
+        return dataclasses.replace(endpoint.error(401, message), headers=(("WWW-Authenticate", REALM),))
+    if settings.forward_client_key and token:
+        exchange.forwarded_key = f"Bearer {token}"
+    return None
+
+
+def forward_client_key(flow: http.HTTPFlow, exchange: Exchange) -> None:
+    """Send the client's own key upstream (forward_client_key) in place of the configured one."""
+    if exchange.forwarded_key is None:
+        flow.request.headers.pop("authorization", None)
+    else:
+        flow.request.headers["authorization"] = exchange.forwarded_key
+        exchange.forwarded_key = None
+
+
+def listen_on_loopback(options: Any) -> bool:
+    """Make mitmproxy listen on loopback unless told otherwise; True if the option was changed."""
+    if "listen_host" in options and options.listen_host == "":
+        options.listen_host = "127.0.0.1"
+        return True
+    return False
+
+
+async def rebind(master: Any) -> None:
+    """mitmproxy may have started listening before the script set listen_host: listen again."""
+    proxyserver = master.addons.get("proxyserver")
+    if proxyserver is None or not len(proxyserver.servers):
+        return
+    modes = [mode_specs.ProxyMode.parse(m) for m in master.options.mode]
+    await proxyserver.servers.update([])
+    await proxyserver.servers.update(modes)
+    logger.info("listening on loopback only (set listen_host to choose another address)")

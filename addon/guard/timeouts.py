@@ -1,0 +1,184 @@
+"""Upstream faults after the request has gone out: a per-request timeout, and streams that break off.
+
+mitmproxy has no per-request upstream timeout (`tcp_timeout` is an inactivity timeout of the
+whole client connection, and `flow.kill()` does not abort a flow waiting on the upstream), and
+when the upstream connection breaks in the middle of a streamed answer it just closes the client
+connection: the client sees a truncated chunked body. `UpstreamWatch` (not an addon: `addon.proxy`
+calls it at each step) fills both gaps:
+
+- It watches every request sent upstream (one sweeper task for all of them, waking every
+  quarter of the timeout, at most every second). When the upstream has sent nothing for
+  `upstream_timeout` seconds (no response headers yet, or no body bytes since the last ones), it
+  closes the upstream connection the way mitmproxy's own connection handler does (cancelling
+  that connection's task): mitmproxy then fails the flow and calls the `error` hook.
+- In `error` (mitmproxy waits for it before answering the client), a flow whose stream has
+  already started gets its converter's final error piece (an Ollama stream: a `{"error": "..."}`
+  line) and the end of the chunked body, written to the client connection directly; then
+  mitmproxy closes it as before. The client thus gets a complete HTTP answer whose last line
+  says the answer is incomplete and why.
+- A flow that has sent nothing to the client yet gets mitmproxy's error answer, which
+  `addon.errorpage` writes as JSON; for a timeout it is `504` with a message naming the option.
+- Because mitmproxy closes the client connection after such an error, those streams are sent
+  with `Connection: close` (`exchange.start_stream`): no client sends its next request on a
+  connection about to close.
+- Streams of the /v1 pass-through routes are watched for silence too, but their converter has
+  no final piece (`final_error_on_break`): their client sees the body end before `data: [DONE]`.
+
+The internals used (`Proxyserver.connections`, `ConnectionHandler.transports`, the HTTP/1 server
+layer closing the connection after an error mid-answer) are guarded by tests/test_guard_timeouts.py
+for the pinned mitmproxy version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from mitmproxy import ctx, http
+
+from addon.guard import errorpage
+
+if TYPE_CHECKING:
+    from addon.exchange import Exchange
+
+logger = logging.getLogger("ollama_proxy")
+
+
+def client_writer(flow: http.HTTPFlow) -> asyncio.StreamWriter | None:
+    """The writer of the flow's live client connection, from mitmproxy's connection handler."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    handler = getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
+    io = handler.transports.get(flow.client_conn) if handler is not None else None
+    return getattr(io, "writer", None)
+
+
+def close_server_connection(flow: http.HTTPFlow, reason: str) -> bool:
+    """Close the flow's upstream connection (or abort its connect) as mitmproxy's close command does."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    handler = getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
+    if handler is None:
+        return False
+    target = (flow.request.host, flow.request.port)
+    closed = False
+    for connection, io in list(handler.transports.items()):
+        if connection is flow.client_conn or io.handler is None or io.handler.done():
+            continue
+        # The flow's connection, or one still being opened for it: mitmproxy assigns
+        # flow.server_conn only once the connect has succeeded.
+        connecting = connection.timestamp_tcp_setup is None and tuple(connection.address or ())[:2] == target
+        if connection is flow.server_conn or connecting:
+            io.handler.cancel(reason)
+            closed = True
+    return closed
+
+
+def final_chunk(line: bytes) -> bytes:
+    """The last chunk of a chunked HTTP/1.1 body holding `line`, and the end of the body."""
+    return (b"%x\r\n%s\r\n" % (len(line), line) if line else b"") + b"0\r\n\r\n"
+
+
+def keep_client_connection(options: Any, timeout: float) -> None:
+    """mitmproxy drops an idle client connection after tcp_timeout with an empty reply: keep it longer."""
+    if timeout and "tcp_timeout" in options and options.tcp_timeout <= timeout:
+        options.tcp_timeout = int(timeout) + 30
+
+
+class UpstreamWatch:
+    """upstream_timeout for every request sent upstream, and the end of streams that break off."""
+
+    def __init__(self) -> None:
+        self.timeout = 0.0
+        self.watched: dict[str, tuple[http.HTTPFlow, Exchange]] = {}  # flows the sweeper checks for silence
+        self.sweeper: asyncio.Task[None] | None = None  # one task for all flows, alive while any is watched
+
+    def start(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        """The request goes upstream now."""
+        exchange.sent_at = time.monotonic()
+        if not self.timeout:
+            return
+        self.watched[flow.id] = (flow, exchange)
+        if self.sweeper is None or self.sweeper.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called outside mitmproxy's event loop (unit tests): nothing to watch with
+                return
+            self.sweeper = loop.create_task(self._sweep(), name="upstream_timeout")
+
+    def forget(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        exchange.sent_at = 0.0
+        self.watched.pop(flow.id, None)
+
+    def end_failed(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        """A flow that went upstream failed: say why, in its stream or in the error page."""
+        timed_out = exchange.expired
+        self.forget(flow, exchange)
+        if flow.error is None or flow.error.msg == "Client disconnected.":
+            return  # nobody is left to tell; mitmproxy has already closed the upstream connection
+        if timed_out and flow.server_conn.timestamp_tcp_setup is None:
+            message = f"the upstream did not accept the connection within {self.timeout:g} s (upstream_timeout)"
+        elif timed_out:
+            message = f"the upstream sent nothing for {self.timeout:g} s (upstream_timeout)"
+        else:
+            message = f"the upstream connection broke off ({flow.error.msg})"
+        if exchange.relay is not None:  # the client has the headers and maybe some lines
+            self._end_stream(flow, exchange, message + ": the answer is incomplete")
+        elif timed_out:
+            errorpage.override(504, message)
+        exchange.error = message
+
+    def done(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+        self.watched.clear()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def last_activity(flow: http.HTTPFlow, exchange: Exchange) -> float:
+        last = exchange.sent_at or time.monotonic()
+        response = flow.response
+        if exchange.relay is not None:
+            last = max(last, exchange.relay.last_data)
+        elif response is not None and response.timestamp_start:
+            # headers arrived (a non-streamed body is still coming): count from then
+            last = max(last, time.monotonic() - (time.time() - response.timestamp_start))
+        return last
+
+    async def _sweep(self) -> None:
+        """Every quarter of the timeout (at most a second), close the upstream of each silent flow."""
+        while self.watched and self.timeout:
+            await asyncio.sleep(min(1.0, self.timeout / 4))
+            now = time.monotonic()
+            silent = [(f, e) for f, e in self.watched.values() if self.last_activity(f, e) + self.timeout <= now]
+            for flow, exchange in silent:
+                self.watched.pop(flow.id, None)
+                self._expire(flow, exchange)
+
+    def _expire(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        if not exchange.sent_at:
+            return
+        exchange.expired = True
+        logger.warning(
+            "%s %s: no answer from the upstream for %g s (upstream_timeout); closing the upstream connection",
+            exchange.route,
+            exchange.model,
+            self.timeout,
+        )
+        if not close_server_connection(flow, "upstream_timeout"):
+            exchange.expired = False
+
+    def _end_stream(self, flow: http.HTTPFlow, exchange: Exchange, message: str) -> None:
+        relay = exchange.relay
+        assert relay is not None
+        converter = relay.converter
+        if not converter.final_error_on_break:
+            return
+        line = converter.fail(message) or b""
+        writer = client_writer(flow)
+        if writer is None or writer.is_closing() or flow.client_conn.alpn not in (None, b"", b"http/1.1"):
+            return
+        writer.write(final_chunk(line))
+        if relay.keep:  # what the flow views show of the answer
+            relay.sent += line

@@ -1,0 +1,268 @@
+"""The addon's mitmproxy options, and the frozen `Settings` the per-request path reads.
+
+`OPTIONS` is the one list that `OllamaProxy.load` declares and README's options table follows.
+`Settings.build(options, previous, updated)` turns option values into plain data once per change,
+with a precise `OptionsError` for every bad value, and rebuilds only what the changed options
+feed: the model directory (and its cached upstream model list) survives a change of, say,
+`upstream_timeout`.
+
+Where a model goes is decided in one place, `Settings.target(model)`: today one upstream
+server (`default`, from `openai_base_url` / `openai_api_key`), the model id from the catalog or
+the upstream's list, and the `think_style` the catalog or the option gives it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Set
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from mitmproxy import exceptions
+
+from addon.catalog.catalog import THINK_STYLES, Catalog
+from addon.catalog.directory import ModelDirectory
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_OLLAMA_VERSION = "0.12.6"
+MIN_OLLAMA_VERSION = (0, 6, 4)  # VS Code Copilot refuses older versions
+VIEWED_BODY_LIMIT = 1_000_000
+
+# name, type, default, help — the single list both `load` and the README table follow.
+OPTIONS: list[tuple[str, type, Any, str]] = [
+    (
+        "openai_base_url",
+        str,
+        os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+        "Base URL of the OpenAI-compatible upstream, e.g. https://api.openai.com/v1 "
+        "or http://127.0.0.1:8000/v1. Defaults to $OPENAI_BASE_URL.",
+    ),
+    (
+        "openai_api_key",
+        str,
+        "",  # empty: $OPENAI_API_KEY, read in Settings so that no options view (mitmweb) shows it
+        "API key sent upstream as 'Authorization: Bearer <key>'. Defaults to $OPENAI_API_KEY.",
+    ),
+    (
+        "ollama_hosts",
+        str,
+        "*:11434",
+        "Comma-separated host:port patterns (shell wildcards) treated as Ollama servers in "
+        "regular, transparent and local mode. In reverse mode every request is for the addon.",
+    ),
+    (
+        "ollama_version",
+        str,
+        DEFAULT_OLLAMA_VERSION,
+        "Version reported by GET /api/version (numeric X.Y.Z, at least 0.6.4).",
+    ),
+    (
+        "passthrough_options",
+        bool,
+        False,
+        "Send Ollama sampling options without an OpenAI equivalent (top_k, min_p, "
+        "repeat_penalty, typical_p, repeat_last_n, ...) upstream as extra body fields, "
+        "for backends that accept them (vLLM, llama.cpp). Otherwise they are dropped with a warning.",
+    ),
+    (
+        "body_view_limit",
+        int,
+        -1,
+        "Bytes of each client request body and raw upstream answer kept in the flow's metadata, "
+        "and of each streamed answer kept as the response body, for viewing and saved flows. "
+        "-1 (auto): 1 MB when someone can look at flows (mitmweb, the mitmproxy console, or "
+        "flows saved with -w), else none. 0 keeps none.",
+    ),
+    (
+        "model_catalog",
+        str,
+        "",
+        'Path of a TOML model catalog: aliases and descriptions of models ([models."name:tag"] tables '
+        "with upstream, context_length, capabilities, ...; see README). Read once when set.",
+    ),
+    (
+        "models_ttl",
+        int,
+        300,
+        "Seconds the upstream's GET /models list is cached for /api/tags, /api/show, /api/ps, pull and /v1/models.",
+    ),
+    (
+        "list_upstream_models",
+        bool,
+        True,
+        "List the upstream's models in /api/tags, /api/ps and /v1/models next to the catalog's. "
+        "When false only catalog models are listed (others can still be used by name).",
+    ),
+    (
+        "think_style",
+        str,
+        "reasoning_effort",
+        "How Ollama's think is sent upstream: reasoning_effort (OpenAI), chat_template_kwargs "
+        "(llama.cpp, vLLM: enable_thinking), or none. A catalog model's think_style overrides it.",
+    ),
+    (
+        "ollama_api_key",
+        str,
+        "",
+        "When set, clients must send 'Authorization: Bearer <this key>' (what the Ollama SDKs send "
+        "when OLLAMA_API_KEY is set), else 401. Empty: no client key is required.",
+    ),
+    (
+        "forward_client_key",
+        bool,
+        False,
+        "Send the client's own 'Authorization: Bearer <key>' upstream instead of openai_api_key "
+        "(a client without one is forwarded without a key).",
+    ),
+    (
+        "upstream_timeout",
+        int,
+        300,
+        "Seconds the upstream may stay silent (before its answer starts, or between two pieces of a "
+        "stream) before the request fails with a clear error and the upstream connection is closed. 0: no limit.",
+    ),
+]
+OPTION_NAMES = frozenset(name for name, *_ in OPTIONS)
+# mitmproxy's own options that Settings reads: they decide body_view_limit "auto".
+WATCHED_OPTIONS = frozenset({"save_stream_file"})
+# The options the model directory is built from: only their change rebuilds it (and drops its cache).
+DIRECTORY_OPTIONS = frozenset(
+    {"openai_base_url", "openai_api_key", "models_ttl", "model_catalog", "list_upstream_models"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """An OpenAI-compatible upstream server: its base URL, split once, and the key it is sent."""
+
+    name: str
+    scheme: str
+    host: str
+    port: int
+    prefix: str  # path without trailing slash, e.g. "/v1"
+    authorization: str | None = None  # "Bearer <key>", or None: no key
+
+    @classmethod
+    def parse(cls, url: str, name: str = "default", authorization: str | None = None) -> Server:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise exceptions.OptionsError(
+                f"openai_base_url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {url!r}"
+            )
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as e:
+            raise exceptions.OptionsError(f"openai_base_url has an invalid port: {url!r}") from e
+        return cls(name, parts.scheme, parts.hostname, port, parts.path.rstrip("/"), authorization)
+
+    def url(self, route: str) -> str:
+        """The full upstream URL of an OpenAI route such as 'chat/completions'."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.prefix}/{route}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one model's requests go: the server, the model id it knows, and how it takes `think`."""
+
+    server: Server
+    model: str
+    think_style: str
+
+
+class HostMatcher:
+    """Decides whether a destination host:port is an Ollama server."""
+
+    def __init__(self, spec: str) -> None:
+        patterns = [p.strip().lower() for p in spec.split(",") if p.strip()]
+        regexes = []
+        for pattern in patterns:
+            host, sep, port = pattern.rpartition(":")
+            if not sep or not host:
+                host, port = pattern, "*"
+            regexes.append(fnmatch.translate(f"{host}:{port}"))
+        self._regex = re.compile("|".join(regexes)) if regexes else None
+
+    def __call__(self, host: str, port: int) -> bool:
+        return bool(self._regex and self._regex.match(f"{host.lower()}:{port}"))
+
+
+def parse_version(version: str) -> str:
+    """Validate the reported Ollama version: clients parse it as dotted integers."""
+    match = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", version.strip())
+    if not match or tuple(int(g) for g in match.groups()) < MIN_OLLAMA_VERSION:
+        raise exceptions.OptionsError(
+            f"ollama_version must be a numeric X.Y.Z version of at least 0.6.4, got {version!r}"
+        )
+    return version.strip()
+
+
+def parse_think_style(style: str) -> str:
+    if style not in THINK_STYLES:
+        raise exceptions.OptionsError(f"think_style must be one of {', '.join(THINK_STYLES)}, got {style!r}")
+    return style
+
+
+def upstream_key(options: Any) -> str:
+    """openai_api_key, else $OPENAI_API_KEY (kept out of the option's value, which mitmweb displays)."""
+    return str(options.openai_api_key).strip() or os.environ.get("OPENAI_API_KEY", "").strip()
+
+
+def body_view_limit(options: Any) -> int:
+    """The byte cap for kept bodies; "auto" keeps them only where a person or a file will see them."""
+    if options.body_view_limit >= 0:
+        return int(options.body_view_limit)
+    watched = any(name in options for name in ("web_port", "console_layout"))
+    saved = "save_stream_file" in options and bool(options.save_stream_file)
+    return VIEWED_BODY_LIMIT if watched or saved else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the per-request path needs, computed once when options change."""
+
+    server: Server  # the default (today: the only) upstream server
+    is_ollama_host: HostMatcher
+    ollama_version: str
+    passthrough_options: bool
+    body_view_limit: int
+    think_style: str
+    models: ModelDirectory  # the catalog and the cached upstream model list
+    client_key: str  # ollama_api_key: "" lets every client in
+    forward_client_key: bool
+    upstream_timeout: float  # seconds; 0: no limit
+
+    @classmethod
+    def build(cls, options: Any, previous: Settings | None = None, updated: Set[str] = frozenset()) -> Settings:
+        """Settings from option values; with `previous`, the model directory is kept unless `updated` feeds it."""
+        key = upstream_key(options)
+        server = Server.parse(options.openai_base_url, authorization=f"Bearer {key}" if key else None)
+        if previous is not None and not (updated & DIRECTORY_OPTIONS):
+            models = previous.models
+        else:
+            models = ModelDirectory(
+                server.url("models"),
+                server.authorization,
+                options.models_ttl,
+                Catalog.load(options.model_catalog),
+                options.list_upstream_models,
+            )
+        return cls(
+            server=server,
+            is_ollama_host=HostMatcher(options.ollama_hosts),
+            ollama_version=parse_version(options.ollama_version),
+            passthrough_options=options.passthrough_options,
+            body_view_limit=body_view_limit(options),
+            think_style=parse_think_style(options.think_style),
+            models=models,
+            client_key=options.ollama_api_key.strip(),
+            forward_client_key=options.forward_client_key,
+            upstream_timeout=max(float(options.upstream_timeout), 0.0),
+        )
+
+    def target(self, model: str) -> Target:
+        """Where a client's model name goes: the server, the upstream model id, and its think style."""
+        return Target(self.server, self.models.upstream_id(model), self.models.think_style(model, self.think_style))

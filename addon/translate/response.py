@@ -1,0 +1,277 @@
+"""OpenAI answers → Ollama answers: plain data in, plain data out, no I/O (but the clock).
+
+`chunk` is the one builder of Ollama chat/generate objects: stream lines (`translate.stream`)
+and whole answers (`chat_response`, `generate_response`) are all made by it, so they cannot
+drift apart. `upstream_error` turns any upstream error answer into a status and one message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from addon.wire.ollama import AssistantMessage, Chunk, Logprob, Metrics, OllamaToolCall, dumps_body
+from addon.wire.openai import ChatCompletion, Choice, Delta, ToolCallDelta, token_count
+
+Shape = Literal["chat", "generate"]
+
+# ---------------------------------------------------------------------------------------------
+# Small shared pieces
+
+_second: int = -1
+_second_text = ""
+
+
+def rfc3339_now() -> str:
+    """UTC now in Go's RFC3339Nano form: fractional seconds without trailing zeros, 'Z'."""
+    global _second, _second_text
+    now_us = time.time_ns() // 1000
+    second, micro = divmod(now_us, 1_000_000)
+    if second != _second:  # formatting the date once a second is enough
+        _second, _second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    fraction = f"{micro:06d}".rstrip("0")
+    return f"{_second_text}.{fraction}Z" if fraction else f"{_second_text}Z"
+
+
+def done_reason(finish_reason: str | None) -> str:
+    """Ollama knows only 'stop' and 'length' for a finished generation."""
+    return "length" if finish_reason == "length" else "stop"
+
+
+@dataclass(slots=True)
+class Clock:
+    """Wall-clock marks of one exchange, in nanoseconds, for Ollama's duration metrics."""
+
+    start_ns: int
+    first_token_ns: int | None = None
+
+    def mark_token(self) -> None:
+        if self.first_token_ns is None:
+            self.first_token_ns = time.time_ns()
+
+
+def metrics(clock: Clock, usage: Any, timings: Any = None) -> Metrics:
+    """The six metrics of a final Ollama chunk, as integers.
+
+    Token counts come from the upstream's usage. Durations come from the upstream's own timings
+    when it reports them (llama.cpp's `timings`), otherwise from what the proxy measured: prompt
+    evaluation until the first token, evaluation from there to the end.
+    """
+    end = time.time_ns()
+    total = max(end - clock.start_ns, 0)
+    usage = usage if isinstance(usage, dict) else {}
+    if (
+        isinstance(timings, dict)
+        and isinstance(timings.get("prompt_ms"), int | float)
+        and isinstance(timings.get("predicted_ms"), int | float)
+    ):
+        prompt_duration = int(timings["prompt_ms"] * 1e6)
+        eval_duration = int(timings["predicted_ms"] * 1e6)
+    elif clock.first_token_ns is not None:
+        prompt_duration = max(clock.first_token_ns - clock.start_ns, 0)
+        eval_duration = max(end - clock.first_token_ns, 0)
+    else:
+        prompt_duration, eval_duration = 0, total
+    return {
+        "total_duration": total,
+        "load_duration": 0,
+        "prompt_eval_count": token_count(usage.get("prompt_tokens")),
+        "prompt_eval_duration": prompt_duration,
+        "eval_count": token_count(usage.get("completion_tokens")),
+        "eval_duration": eval_duration,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Tool calls, thinking, logprobs
+
+
+def parse_arguments(arguments: Any) -> tuple[dict[str, Any], str | None]:
+    """Tool-call arguments (an OpenAI JSON string) → an object, with a warning when unparsable.
+
+    Ollama clients require an object. Text that is not a JSON object becomes {} and is reported.
+    """
+    if isinstance(arguments, dict):
+        return arguments, None
+    if not arguments:
+        return {}, None
+    try:
+        value = json.loads(arguments)
+    except (TypeError, ValueError):
+        value = None
+    if isinstance(value, dict):
+        return value, None
+    return {}, f"tool call arguments are not a JSON object and were replaced by {{}}: {str(arguments)[:200]!r}"
+
+
+def ollama_tool_call(index: int, call_id: str | None, name: str, arguments: dict[str, Any]) -> OllamaToolCall:
+    call: OllamaToolCall = {"function": {"index": index, "name": name, "arguments": arguments}}
+    if call_id:
+        call = {"id": call_id, **call}
+    return call
+
+
+def tool_calls_from_openai(calls: list[ToolCallDelta] | None) -> tuple[list[OllamaToolCall], list[str]]:
+    out, warnings = [], []
+    for index, call in enumerate(calls or ()):
+        function = call.get("function") or {}
+        arguments, warning = parse_arguments(function.get("arguments"))
+        if warning:
+            warnings.append(warning)
+        out.append(ollama_tool_call(index, call.get("id"), function.get("name") or "", arguments))
+    return out, warnings
+
+
+def thinking_of(part: Delta) -> str | None:
+    """Reasoning text as upstreams name it: `reasoning_content` (DeepSeek, vLLM, llama.cpp) or `reasoning`."""
+    return part.get("reasoning_content") or part.get("reasoning") or None
+
+
+def logprobs_of(choice: Choice) -> list[Logprob] | None:
+    """OpenAI `choices[].logprobs.content` → Ollama's `logprobs` list (same token/logprob/bytes)."""
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, dict) or not logprobs.get("content"):
+        return None
+    return [
+        {
+            "token": item.get("token", ""),
+            "logprob": item.get("logprob", 0.0),
+            "bytes": item.get("bytes"),
+            "top_logprobs": [
+                {"token": t.get("token", ""), "logprob": t.get("logprob", 0.0), "bytes": t.get("bytes")}
+                for t in item.get("top_logprobs") or ()
+            ],
+        }
+        for item in logprobs["content"] or ()
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers
+
+
+def chunk(
+    shape: Shape, model: str, text: str, thinking: str | None = None, tool_calls: list[OllamaToolCall] | None = None
+) -> Chunk:
+    """An Ollama chat or generate object with `done: false`: a stream line, or the start of a whole answer."""
+    if shape == "chat":
+        message: AssistantMessage = {"role": "assistant", "content": text}
+        if thinking:
+            message["thinking"] = thinking
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        return {"model": model, "created_at": rfc3339_now(), "message": message, "done": False}
+    out: Chunk = {"model": model, "created_at": rfc3339_now(), "response": text}
+    if thinking:
+        out["thinking"] = thinking
+    if tool_calls:
+        out["tool_calls"] = tool_calls
+    out["done"] = False
+    return out
+
+
+def final(answer: Chunk, finish_reason: str | None, measured: Metrics) -> Chunk:
+    """Make `answer` the last object of an exchange: `done`, `done_reason` and the metrics."""
+    answer["done"] = True
+    answer["done_reason"] = done_reason(finish_reason)
+    answer.update(measured)
+    return answer
+
+
+def whole_answer(shape: Shape, body: ChatCompletion, model: str, clock: Clock) -> tuple[Chunk, list[str]]:
+    """A whole chat.completion or text_completion → one Ollama /api/chat or /api/generate answer."""
+    choice: Choice = (body.get("choices") or [{}])[0]
+    source: Delta = choice.get("message") or {}
+    text = source.get("content") or source.get("refusal") or ""
+    if shape == "generate":
+        text = choice.get("text") or text
+    tool_calls, warnings = tool_calls_from_openai(source.get("tool_calls"))
+    answer = final(
+        chunk(shape, model, text, thinking_of(source), tool_calls),
+        choice.get("finish_reason"),
+        metrics(clock, body.get("usage"), body.get("timings")),
+    )
+    if logprobs := logprobs_of(choice):
+        answer["logprobs"] = logprobs
+    return answer, warnings
+
+
+def chat_response(body: ChatCompletion, model: str, clock: Clock) -> tuple[Chunk, list[str]]:
+    """A whole chat.completion → one Ollama /api/chat answer."""
+    return whole_answer("chat", body, model, clock)
+
+
+def generate_response(body: ChatCompletion, model: str, clock: Clock) -> tuple[Chunk, list[str]]:
+    """A whole chat.completion or text_completion → one Ollama /api/generate answer."""
+    return whole_answer("generate", body, model, clock)
+
+
+def gather(lines: list[bytes]) -> bytes:
+    """NDJSON chunks → the single object a non-streaming Ollama answer is."""
+    chunks = [json.loads(line) for line in lines if line.strip()]
+    if chunks and "error" in chunks[-1]:
+        return dumps_body(chunks[-1])
+    whole = dict(chunks[-1]) if chunks else {}
+    key = "message" if "message" in whole else "response"
+    if key == "message":
+        message = {"role": "assistant", "content": "".join(c["message"].get("content", "") for c in chunks)}
+        thinking = "".join(c["message"].get("thinking", "") for c in chunks)
+        calls = [t for c in chunks for t in c["message"].get("tool_calls", ())]
+        if thinking:
+            message["thinking"] = thinking
+        if calls:
+            message["tool_calls"] = calls
+        whole["message"] = message
+    else:
+        whole["response"] = "".join(c.get("response", "") for c in chunks)
+    if logprobs := [item for c in chunks for item in c.get("logprobs", ())]:
+        whole["logprobs"] = logprobs
+    return dumps_body(whole)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+_MODEL_MISSING = re.compile(r"model.*(not found|does not exist|not exist|unknown)|unknown model|no such model", re.I)
+
+
+def upstream_error(status: int, body: bytes, reason: str, model: str | None) -> tuple[int, str]:
+    """An upstream error answer → (status, message) for an error answer in the client's shape."""
+    message = _error_text(body)
+    code = ""
+    try:
+        parsed = json.loads(body)
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            code = str(parsed["error"].get("code") or "")
+    except ValueError:
+        pass
+    if model is not None and status in (400, 404) and (code == "model_not_found" or _MODEL_MISSING.search(message)):
+        return 404, f"model '{model}' not found"
+    if not message:
+        message = f"upstream answered {status} {reason}".rstrip()
+    if status in (401, 403):
+        message = f"the upstream rejected the API key ({status}): {message}"
+    return status, message
+
+
+def _error_text(body: bytes) -> str:
+    text = body.decode("utf-8", "replace").strip()
+    if not text:
+        return ""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        if text.lstrip().startswith("<"):  # an HTML error page: keep only its title or first words
+            title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
+            text = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
+        return " ".join(text.split())[:500]
+    if isinstance(parsed, dict):
+        error = parsed.get("error", parsed.get("message", parsed.get("detail")))
+        if isinstance(error, dict):
+            error = error.get("message") or error.get("msg") or json.dumps(error)
+        if error is not None:
+            return str(error) if not isinstance(error, list) else json.dumps(error)
+    return text[:500]

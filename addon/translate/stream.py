@@ -1,0 +1,192 @@
+"""Incremental conversion of an OpenAI SSE stream into Ollama NDJSON: feed bytes, get lines.
+
+`SSEToNDJSON` is the stream converter of the Ollama chat and generate endpoints (see
+`addon.endpoints.base.StreamConverter`): the events come from the one SSE decoder
+(`addon.wire.sse`), the lines from the one chunk builder (`translate.response.chunk`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, cast
+
+from addon.translate.response import (
+    Clock,
+    Shape,
+    chunk,
+    final,
+    logprobs_of,
+    metrics,
+    ollama_tool_call,
+    parse_arguments,
+    thinking_of,
+)
+from addon.wire.ollama import NDJSON, OllamaToolCall, dumps_line
+from addon.wire.openai import ChatCompletion, ToolCallDelta, Usage, usage_of
+from addon.wire.sse import SSEDecoder, SSETooLarge
+
+
+class _ToolCallDraft:
+    __slots__ = ("id", "name", "arguments")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.name = ""
+        self.arguments: list[str] = []
+
+
+class SSEToNDJSON:
+    """Turns the bytes of an OpenAI chat/completions (or completions) SSE stream into NDJSON lines.
+
+    `feed(piece)` takes any piece of the body, however it was cut, and returns the complete
+    Ollama lines it yields; `finish()` returns the tail: the final `done` line, or an `{"error"}`
+    line when the upstream stream ended before it was complete. Tool-call fragments are gathered
+    by index and emitted whole once the upstream says the message is finished.
+    """
+
+    content_type: ClassVar[str | None] = NDJSON
+    final_error_on_break: ClassVar[bool] = True
+
+    def __init__(self, shape: Shape, model: str, clock: Clock) -> None:
+        self.shape: Shape = shape
+        self.model = model
+        self.clock = clock
+        self.warnings: list[str] = []
+        self.finish_reason: str | None = None
+        self.raw_usage: dict[str, Any] | None = None
+        self.timings: dict[str, Any] | None = None
+        self.ended = False  # a final line (done or error) was emitted
+        self._events = SSEDecoder()
+        self._tool_calls: dict[int, _ToolCallDraft] = {}
+
+    @property
+    def usage(self) -> Usage | None:
+        return usage_of(self.raw_usage)
+
+    # -- input --------------------------------------------------------------------------------
+
+    def feed(self, piece: bytes) -> bytes:
+        """The lines completed by this piece of the upstream body (possibly none)."""
+        if self.ended:
+            return b""
+        out: list[bytes] = []
+        try:
+            events = self._events.feed(piece)
+        except SSETooLarge as e:
+            return self.fail(f"the upstream sent an invalid stream: {e}")
+        for event in events:
+            self._dispatch(event.data, out)
+            if self.ended:
+                break
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """The tail of the stream, once the upstream body has ended."""
+        out: list[bytes] = []
+        if not self.ended:
+            try:
+                events = self._events.finish()
+            except SSETooLarge as e:
+                return self.fail(f"the upstream sent an invalid stream: {e}")
+            for event in events:
+                self._dispatch(event.data, out)
+                if self.ended:
+                    break
+        if not self.ended:
+            if self.finish_reason is not None:
+                self._finish(out)
+            else:
+                out.append(self.fail("the upstream stream ended before the answer was complete"))
+        return b"".join(out)
+
+    def fail(self, message: str) -> bytes:
+        """The final `{"error"}` line (nothing if a final line was already written)."""
+        if self.ended:
+            return b""
+        self.ended = True
+        return dumps_line({"error": message})
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _dispatch(self, data: bytes, out: list[bytes]) -> None:
+        if data == b"[DONE]":
+            self._finish(out)
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            out.append(self.fail(f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}"))
+            return
+        if not isinstance(event, dict):
+            out.append(self.fail("the upstream sent an invalid stream event"))
+        elif "error" in event:
+            error = event["error"]
+            message = error.get("message") if isinstance(error, dict) else error
+            out.append(self.fail(f"upstream error: {message}"))
+        else:
+            try:
+                self._event(cast("ChatCompletion", event), out)
+            except (AttributeError, TypeError, KeyError, IndexError, ValueError):  # a JSON object of another shape
+                out.append(
+                    self.fail(f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}")
+                )
+
+    def _event(self, event: ChatCompletion, out: list[bytes]) -> None:
+        if (usage := event.get("usage")) and isinstance(usage, dict):
+            self.raw_usage = usage
+        if (timings := event.get("timings")) and isinstance(timings, dict):
+            self.timings = cast("dict[str, Any]", timings)
+        choices = event.get("choices")
+        if not choices:
+            return
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        text = delta.get("content") or delta.get("refusal") or choice.get("text") or ""
+        thinking = thinking_of(delta)
+        for fragment in delta.get("tool_calls") or ():
+            self._tool_fragment(fragment)
+        logprobs = logprobs_of(choice)
+        if text or thinking or logprobs:
+            self.clock.mark_token()
+            line = chunk(self.shape, self.model, text, thinking)
+            if logprobs:
+                line["logprobs"] = logprobs
+            out.append(dumps_line(line))
+        if reason := choice.get("finish_reason"):
+            self.finish_reason = reason
+            if self._tool_calls:
+                out.append(dumps_line(chunk(self.shape, self.model, "", None, self._drain_tool_calls())))
+
+    def _tool_fragment(self, fragment: ToolCallDelta) -> None:
+        self.clock.mark_token()
+        index = fragment.get("index", len(self._tool_calls))
+        draft = self._tool_calls.get(index)
+        if draft is None:
+            draft = self._tool_calls[index] = _ToolCallDraft()
+        if call_id := fragment.get("id"):
+            draft.id = call_id
+        function = fragment.get("function") or {}
+        if name := function.get("name"):
+            draft.name += name
+        if arguments := function.get("arguments"):
+            draft.arguments.append(arguments)
+
+    def _drain_tool_calls(self) -> list[OllamaToolCall]:
+        calls = []
+        for position, index in enumerate(sorted(self._tool_calls)):
+            draft = self._tool_calls[index]
+            arguments, warning = parse_arguments("".join(draft.arguments))
+            if warning:
+                self.warnings.append(warning)
+            calls.append(ollama_tool_call(position, draft.id, draft.name, arguments))
+        self._tool_calls.clear()
+        return calls
+
+    # -- output -------------------------------------------------------------------------------
+
+    def _finish(self, out: list[bytes]) -> None:
+        if self._tool_calls:
+            out.append(dumps_line(chunk(self.shape, self.model, "", None, self._drain_tool_calls())))
+        last = final(chunk(self.shape, self.model, ""), self.finish_reason, metrics(self.clock, self.raw_usage, self.timings))
+        out.append(dumps_line(last))
+        self.ended = True

@@ -1,0 +1,57 @@
+"""mitmproxy content views for LLM streams, one module per view, as mitmproxy writes its own.
+
+- `ollama_ndjson`: Ollama NDJSON streams (/api/chat, /api/generate), with the raw upstream SSE
+  the flow keeps;
+- `openai_sse`: OpenAI chat-completion SSE streams;
+- `summary`: the stream summary both fill and the text both render.
+
+They show in mitmweb, the `mitmproxy` console and `mitmdump --set flow_detail=3`, picked
+automatically by content type, or by name. `register()` adds them (the proxy addon does it in
+`load`); as with mitmproxy's own script-added views there is no removal: a reloaded script
+replaces them by name. `addon/contentviews.py` is a script that adds only the views, to look
+at saved flows: `mitmweb -n -r saved.flow -s addon/contentviews.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mitmproxy import contentviews
+
+from addon.views.ollama_ndjson import UPSTREAM_SSE_METADATA_KEY, OllamaNDJSONView, ollama_ndjson_view, summarize_ndjson
+from addon.views.openai_sse import OpenAISSEView, openai_sse_view, summarize_sse
+from addon.views.summary import Choice, StreamSummary, ToolCall, render_summary
+
+__all__ = [
+    "UPSTREAM_SSE_METADATA_KEY",
+    "VIEWS",
+    "Choice",
+    "ContentViews",
+    "OllamaNDJSONView",
+    "OpenAISSEView",
+    "StreamSummary",
+    "ToolCall",
+    "ollama_ndjson_view",
+    "openai_sse_view",
+    "register",
+    "render_summary",
+    "summarize_ndjson",
+    "summarize_sse",
+]
+
+VIEWS: tuple[contentviews.Contentview, ...] = (ollama_ndjson_view, openai_sse_view)
+
+
+def register(registry: contentviews.ContentviewRegistry | None = None) -> None:
+    """Add the views to mitmproxy's content-view registry (replacing any of the same name). Idempotent."""
+    reg = contentviews.registry if registry is None else registry
+    for view in VIEWS:
+        if reg.get(view.name) is not view:
+            reg.register(view)
+
+
+class ContentViews:
+    """The addon of `addon/contentviews.py`: adds the views when it is loaded."""
+
+    def load(self, loader: Any) -> None:
+        register()

@@ -1,0 +1,184 @@
+"""The OpenAI API's wire shapes, as this proxy sends and reads them, and the one reader of `usage`.
+
+Requests: `ChatCompletionRequest`, `CompletionRequest` and `EmbeddingRequest` list the fields of
+openai's `CompletionCreateParams` (and friends) the proxy sends, with the openai package's own
+types for their parts (messages, tools, response formats, stream options, reasoning effort).
+Fields OpenAI does not define (`chat_template_kwargs`, `top_k` …) are never in these: they travel
+in a translation's `extra` body, merged last (`translate.request.Translation.wire_body`).
+
+Answers: the openai package describes them with pydantic models, which would cost a validation
+per chunk; here they are `TypedDict`s of the same fields (`total=False`: upstreams leave fields
+out), and the parsed JSON is `cast` to them. Readers still check the types of what they use: a
+`cast` is a promise to the reader, not a proof.
+
+The openai package is imported for type checking only: at run time these are plain dicts and the
+package is not needed (it is in the `dev` and `test` extras).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Required, TypedDict
+
+if TYPE_CHECKING:
+    from openai.types.chat import (
+        ChatCompletionMessageParam,
+        ChatCompletionStreamOptionsParam,
+        ChatCompletionToolParam,
+    )
+    from openai.types.chat.completion_create_params import ResponseFormat
+    from openai.types.shared_params import ReasoningEffort
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+
+
+class ChatCompletionRequest(TypedDict, total=False):
+    """POST {base}/chat/completions, in the key order the proxy writes them."""
+
+    model: Required[str]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    stop: list[str]
+    frequency_penalty: float
+    presence_penalty: float
+    response_format: ResponseFormat
+    reasoning_effort: ReasoningEffort
+    logprobs: bool
+    top_logprobs: int
+    stream: bool
+    stream_options: ChatCompletionStreamOptionsParam
+    messages: list[ChatCompletionMessageParam]
+    tools: list[ChatCompletionToolParam]
+
+
+class CompletionRequest(ChatCompletionRequest, total=False):
+    """POST {base}/completions (raw prompts, fill-in-the-middle): the chat fields but `prompt` for `messages`."""
+
+    prompt: str
+    suffix: str
+
+
+class EmbeddingRequest(TypedDict, total=False):
+    """POST {base}/embeddings."""
+
+    model: Required[str]
+    input: Required[list[str]]
+    encoding_format: Literal["float", "base64"]
+    dimensions: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers
+
+
+class FunctionDelta(TypedDict, total=False):
+    name: str
+    arguments: str
+
+
+class ToolCallDelta(TypedDict, total=False):
+    """A tool call of a message, or one fragment of it in a stream (`index` says which call)."""
+
+    index: int
+    id: str
+    type: str
+    function: FunctionDelta
+
+
+class Delta(TypedDict, total=False):
+    """A message (`choices[].message`) or the part of it a chunk adds (`choices[].delta`)."""
+
+    role: str
+    content: str | None
+    refusal: str | None
+    reasoning_content: str | None  # DeepSeek, vLLM, llama.cpp
+    reasoning: str | None  # OpenRouter, Groq
+    tool_calls: list[ToolCallDelta]
+
+
+class TopLogprob(TypedDict, total=False):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TopLogprob, total=False):
+    top_logprobs: list[TopLogprob]
+
+
+class Logprobs(TypedDict, total=False):
+    content: list[TokenLogprob] | None
+
+
+class Choice(TypedDict, total=False):
+    index: int
+    message: Delta  # whole answers
+    delta: Delta  # stream chunks
+    text: str  # /completions
+    finish_reason: str | None
+    logprobs: Logprobs | None
+
+
+class Timings(TypedDict, total=False):
+    """llama.cpp's own measurements."""
+
+    prompt_ms: float
+    predicted_ms: float
+
+
+class ChatCompletion(TypedDict, total=False):
+    """A whole answer (`chat.completion` or `text_completion`), or one stream chunk of either."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: dict[str, Any] | None
+    timings: Timings
+    error: Any  # an error event in a stream
+
+
+class EmbeddingItem(TypedDict, total=False):
+    index: int
+    embedding: list[float] | str  # str: base64 little-endian float32 (encoding_format base64)
+
+
+class EmbeddingList(TypedDict, total=False):
+    data: list[EmbeddingItem]
+    model: str
+    usage: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# Token counts: read here and nowhere else
+
+
+class Usage(NamedTuple):
+    """Token counts of one exchange."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    def record(self) -> dict[str, int]:
+        """The form saved in flow metadata."""
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
+
+def token_count(value: Any) -> int:
+    """A token count as an integer; anything that is not a finite number counts 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value in (_INF, -_INF):
+        return 0
+    return int(value)
+
+
+_INF = float("inf")
+
+
+def usage_of(value: Any) -> Usage | None:
+    """The counts of an answer's `usage` object (None when there is none)."""
+    if not isinstance(value, dict):
+        return None
+    return Usage(token_count(value.get("prompt_tokens")), token_count(value.get("completion_tokens")))
