@@ -121,17 +121,18 @@ class SSERelay:
     (mitmproxy would drop the piece): a line it cannot parse passes unchanged.
     """
 
-    __slots__ = ("model", "buffer", "tail", "done")
+    __slots__ = ("model", "pending", "tail", "done")
 
     def __init__(self, model: str | None) -> None:
         self.model = model  # None: pass the events through as they are
-        self.buffer = b""
-        self.tail = b""
+        self.pending = bytearray()  # the start of a line not yet complete: held back, so that
+        self.tail = b""  # a final error event never lands in the middle of a line
         self.done = False
 
     def __call__(self, data: bytes) -> list[bytes]:
         if not data:
-            rest, self.buffer = self.buffer, b""
+            rest = bytes(self.pending)
+            self.pending.clear()
             out = self._line(rest) if rest else b""
             if rest.strip() == b"data: [DONE]" or rest.strip() == b"data:[DONE]":
                 self.done = True
@@ -142,15 +143,22 @@ class SSERelay:
             window = self.tail + data
             self.done = b"[DONE]\n" in window or b"[DONE]\r" in window
             self.tail = window[-8:]
-        if self.model is None:
-            return [data]
-        buffer = self.buffer + data
-        end = buffer.rfind(b"\n")
+        end = data.rfind(b"\n")
         if end < 0:
-            self.buffer = buffer
+            self.pending += data
             return []
-        self.buffer = buffer[end + 1 :]
-        return [b"\n".join(self._line(line) for line in buffer[:end].split(b"\n")) + b"\n"]
+        lines = bytes(self.pending) + data[: end + 1] if self.pending else data[: end + 1]
+        self.pending[:] = data[end + 1 :]
+        if self.model is None:
+            return [lines]
+        return [b"\n".join(self._line(line) for line in lines[:-1].split(b"\n")) + b"\n"]
+
+    def close_with_error(self, message: str) -> bytes:
+        """The bytes that end a stream the upstream broke off: a final error event saying why."""
+        self.done = True
+        self.pending.clear()  # a partial line of the cut-off stream: never complete, never sent
+        event = {"error": {"message": message, "type": "upstream_error", "param": None, "code": None}}
+        return b"\n\ndata: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
     def _line(self, line: bytes) -> bytes:
         if self.model is None or not line.startswith(b"data:") or b'"model"' not in line:

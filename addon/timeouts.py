@@ -18,8 +18,9 @@ connection: the client sees a truncated chunked body. `UpstreamWatch` fills both
   `addon.errorpage` writes as JSON; for a timeout it is `504` with a message naming the option.
 - Because mitmproxy closes the client connection after such an error, NDJSON streams are sent
   with `Connection: close`: no client sends its next request on a connection about to close.
-- Streams of the /v1 pass-through routes are watched for silence too (`ActivityTap`), but get no
-  final line: their client sees the body end before `data: [DONE]`.
+- Streams of the /v1 pass-through routes are watched for silence too (`ActivityTap`), and a
+  break or a stall ends them the same way, with a final `data: {"error": {...}}` event (the
+  openai SDK raises it as an APIError) instead of a body cut off before `data: [DONE]`.
 
 `ErrorFirst` sits before `OllamaProxy` in the script so that a failed flow has its message before
 the proxy annotates and logs it; `UpstreamWatch` sits after it (it wraps the stream callable the
@@ -39,6 +40,7 @@ import time
 from mitmproxy import ctx, http
 
 from addon import errorpage, redact, translate
+from addon.openai_routes import SSERelay
 from addon.routes import StreamRelay
 
 logger = logging.getLogger("ollama_proxy")
@@ -163,6 +165,8 @@ class UpstreamWatch:
             response.headers["connection"] = "close"
         elif response is not None and response.stream and "upstream_route" in flow.metadata.get(META, {}):
             response.stream = ActivityTap(response.stream)
+            if isinstance(response.stream.inner, SSERelay):
+                response.headers["connection"] = "close"  # as above: a break ends with an error event, then a close
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._forget(flow)
@@ -187,8 +191,11 @@ class UpstreamWatch:
             message = f"the upstream sent nothing for {self.timeout:g} s (upstream_timeout)"
         else:
             message = f"the upstream connection broke off ({flow.error.msg})"
+        sse = relay.inner if isinstance(relay, ActivityTap) else relay
         if isinstance(relay, StreamRelay):  # the client has the headers and maybe some lines
             self._end_stream(flow, relay, message + ": the answer is incomplete")
+        elif isinstance(sse, SSERelay):  # a /v1 stream: its last event says why it ends here
+            self._end_sse(flow, sse, message + ": the answer is incomplete")
         elif timed_out:
             errorpage.override(504, message)
         meta["error"] = message
@@ -236,6 +243,13 @@ class UpstreamWatch:
         )
         if not close_server_connection(flow, "upstream_timeout"):
             self.expired.discard(flow.id)
+
+    def _end_sse(self, flow: http.HTTPFlow, relay: SSERelay, message: str) -> None:
+        event = b"" if relay.done else relay.close_with_error(redact.scrub(message))
+        writer = client_writer(flow)
+        if writer is None or writer.is_closing() or flow.client_conn.alpn not in (None, b"", b"http/1.1"):
+            return
+        writer.write(final_chunk(event))
 
     def _end_stream(self, flow: http.HTTPFlow, relay: StreamRelay, message: str) -> None:
         converter = relay.converter

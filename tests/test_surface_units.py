@@ -281,3 +281,14 @@ def test_v1_chat_is_forwarded_with_the_alias(addon) -> None:
     bad = flow_for("/v1/chat/completions", {"messages": []})
     addon.request(bad)
     assert bad.response.status_code == 400 and json.loads(bad.response.content)["error"]["message"] == "model is required"
+
+
+def test_sse_relay_holds_back_a_partial_line_so_the_error_event_stands_alone() -> None:
+    relay = SSERelay(None)
+    sent = b"".join(relay(b'data: {"a":1}\n\ndata: {"par'))
+    assert sent == b'data: {"a":1}\n\n'
+    end = relay.close_with_error("the upstream connection broke off")
+    assert b'{"par' not in end and relay.done
+    events = [json.loads(line[5:]) for line in (sent + end).split(b"\n") if line.startswith(b"data:")]
+    assert events == [{"a": 1}, {"error": {"message": "the upstream connection broke off", "type": "upstream_error",
+                                           "param": None, "code": None}}]
