@@ -20,7 +20,7 @@ def table_row(start: str) -> str:
 
 def pins() -> dict[str, str]:
     lines = (CLIENTS / "requirements.txt").read_text().splitlines()
-    return dict(re.fullmatch(r"([\w.-]+)==([\w.]+)", line).groups() for line in lines if line and not line.startswith("#"))
+    return dict(re.fullmatch(r"([\w.-]+)(?:\[[\w,]+\])?==([\w.]+)", line).groups() for line in lines if line and not line.startswith("#"))
 
 
 def test_python_clients_versions_are_in_the_table() -> None:
@@ -33,6 +33,7 @@ def test_python_clients_versions_are_in_the_table() -> None:
         "llama-index-embeddings-ollama": table_row("LlamaIndex"),
         "llama-index-core": table_row("LlamaIndex"),
         "openai": table_row("`openai` SDK"),
+        "pydantic-ai-slim": table_row("pydantic-ai"),
     }
     assert set(rows) == set(pinned), "requirements.txt and this test disagree on the clients"
     for name, row in rows.items():
