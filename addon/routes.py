@@ -171,6 +171,7 @@ def forward(
         "shape": shape,
         "model": request.model,
         "stream": request.stream,
+        "raw": getattr(request, "raw", False),  # a raw generate answer has no `context`
         "upstream_route": translation.route,
         "upstream_model": translation.body["model"],
     })
@@ -251,7 +252,7 @@ def response_headers(flow: http.HTTPFlow, settings: Settings) -> None:
         return
     if "text/event-stream" not in response.headers.get("content-type", ""):
         return
-    response.stream = StreamRelay(SSEToNDJSON(meta["shape"], meta["model"], clock_of(flow)), settings.body_view_limit)
+    response.stream = StreamRelay(SSEToNDJSON(meta["shape"], meta["model"], clock_of(flow), meta.get("raw", False)), settings.body_view_limit)
     response.headers.pop("content-length", None)
     response.headers.pop("content-encoding", None)
     response.headers["transfer-encoding"] = "chunked"
@@ -286,7 +287,7 @@ def response(flow: http.HTTPFlow, settings: Settings) -> None:
         return
     # With a relay in place the headers already say NDJSON; the body is still the upstream's SSE.
     if relay is not None or "text/event-stream" in upstream.headers.get("content-type", ""):
-        converter = SSEToNDJSON(meta["shape"], meta["model"], clock_of(flow))
+        converter = SSEToNDJSON(meta["shape"], meta["model"], clock_of(flow), meta.get("raw", False))
         lines = converter.feed(body) + converter.finish()
         finish_stream(flow, meta, converter)
         if meta["stream"]:
@@ -305,9 +306,11 @@ def response(flow: http.HTTPFlow, settings: Settings) -> None:
         meta["error"] = message
         replace_answer(flow, 502, translate.dumps_body({"error": message}), JSON)
         return
-    to_ollama = translate.chat_response if meta["shape"] == "chat" else translate.generate_response
     try:
-        answer, warnings = to_ollama(parsed, meta["model"], clock_of(flow))
+        if meta["shape"] == "chat":
+            answer, warnings = translate.chat_response(parsed, meta["model"], clock_of(flow))
+        else:
+            answer, warnings = translate.generate_response(parsed, meta["model"], clock_of(flow), meta.get("raw", False))
     except (AttributeError, TypeError, KeyError, IndexError, ValueError):  # a JSON object of another shape
         message = f"the upstream sent an answer of an unexpected shape: {body[:200].decode('utf-8', 'replace')!r}"
         meta["error"] = message

@@ -35,11 +35,13 @@ class SSEToNDJSON:
     `feed(piece)` takes any piece of the body, however it was cut, and returns the complete
     Ollama lines it yields; `finish()` returns the tail: the final `done` line, or an `{"error"}`
     line when the upstream stream ended before it was complete. Tool-call fragments are gathered
-    by index and emitted whole once the upstream says the message is finished.
+    by index and emitted whole once the upstream says the message is finished. The final line of
+    a generate stream carries `context` (empty: there are no token ids) unless the request was `raw`.
     """
 
-    def __init__(self, shape: Shape, model: str, clock: Clock) -> None:
+    def __init__(self, shape: Shape, model: str, clock: Clock, raw: bool = False) -> None:
         self.shape = shape
+        self.context = shape == "generate" and not raw  # Ollama's final generate line has `context`
         self.model = model
         self.clock = clock
         self.warnings: list[str] = []
@@ -193,6 +195,8 @@ class SSEToNDJSON:
         final = self._chunk("", None)
         final["done"] = True
         final["done_reason"] = done_reason(self.finish_reason)
+        if self.context:
+            final["context"] = []
         final.update(metrics(self.clock, self.usage, self.timings))
         out.append(dumps_line(final))
         self.ended = True

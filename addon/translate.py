@@ -419,8 +419,12 @@ def chat_response(body: dict[str, Any], model: str, clock: Clock) -> tuple[dict[
     return answer, warnings
 
 
-def generate_response(body: dict[str, Any], model: str, clock: Clock) -> tuple[dict[str, Any], list[str]]:
-    """A whole chat.completion or text_completion → one Ollama /api/generate answer."""
+def generate_response(body: dict[str, Any], model: str, clock: Clock, raw: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """A whole chat.completion or text_completion → one Ollama /api/generate answer.
+
+    Like Ollama's, the answer carries `context` unless the request was `raw`: an empty list, as
+    the upstream has no token ids to give (clients such as the Vercel AI SDK provider require the field).
+    """
     choice = (body.get("choices") or [{}])[0]
     source = choice.get("message") or {}
     answer: dict[str, Any] = {
@@ -434,6 +438,8 @@ def generate_response(body: dict[str, Any], model: str, clock: Clock) -> tuple[d
     if tool_calls:
         answer["tool_calls"] = tool_calls
     answer.update(done=True, done_reason=done_reason(choice.get("finish_reason")))
+    if not raw:
+        answer["context"] = []
     answer.update(metrics(clock, body.get("usage"), body.get("timings")))
     if logprobs := _logprobs(choice):
         answer["logprobs"] = logprobs
