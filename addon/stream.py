@@ -35,8 +35,10 @@ class SSEToNDJSON:
     `feed(piece)` takes any piece of the body, however it was cut, and returns the complete
     Ollama lines it yields; `finish()` returns the tail: the final `done` line, or an `{"error"}`
     line when the upstream stream ended before it was complete. Tool-call fragments are gathered
-    by index and emitted whole once the upstream says the message is finished. The final line of
-    a generate stream carries `context` (empty: there are no token ids) unless the request was `raw`.
+    by index and emitted whole once the upstream says the message is finished. Every
+    line of a generate stream carries `context` (empty: there are no token ids) unless the
+    request was `raw`: Ollama sends it on the final line only, but the Vercel AI SDK's provider
+    rejects lines without it.
     """
 
     def __init__(self, shape: Shape, model: str, clock: Clock, raw: bool = False) -> None:
@@ -187,6 +189,8 @@ class SSEToNDJSON:
         if tool_calls:
             chunk["tool_calls"] = tool_calls
         chunk["done"] = False
+        if self.context:  # beyond Ollama (final line only): the Vercel AI SDK's provider validates every line
+            chunk["context"] = []
         return chunk
 
     def _finish(self, out: list[bytes]) -> None:
@@ -196,7 +200,7 @@ class SSEToNDJSON:
         final["done"] = True
         final["done_reason"] = done_reason(self.finish_reason)
         if self.context:
-            final["context"] = []
+            final["context"] = final.pop("context")  # after done_reason, as in Ollama
         final.update(metrics(self.clock, self.usage, self.timings))
         out.append(dumps_line(final))
         self.ended = True

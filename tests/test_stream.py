@@ -95,23 +95,24 @@ def test_generate_shape_and_legacy_completions() -> None:
 
 
 @pytest.mark.parametrize("name", ["completions/legacy-stream", "chat-stream/plain-text-include-usage"])
-def test_only_the_final_generate_line_carries_context(name: str) -> None:
-    """As in Ollama: `context` on the done line of a generate stream (empty: no token ids), on no
-    other line, and not at all for a raw prompt or a chat stream."""
+def test_every_generate_line_carries_context(name: str) -> None:
+    """`context` (empty: no token ids) on the done line of a generate stream, after done_reason as
+    in Ollama, and also on every other line, which the Vercel AI SDK's provider requires; not at
+    all for a raw prompt or a chat stream."""
     body = recording(name)["response"]["body"].encode()
     chunks = convert(body, 5, shape="generate")
     assert chunks[-1]["done"] is True and chunks[-1]["context"] == []
     assert list(chunks[-1])[:7] == ["model", "created_at", "response", "done", "done_reason", "context", "total_duration"]
-    assert len(chunks) > 1 and not any("context" in c for c in chunks[:-1])
+    assert len(chunks) > 1 and all(c["context"] == [] for c in chunks[:-1])
     assert not any("context" in c for c in convert(body, 5, shape="generate", raw=True))
     if name.startswith("chat-stream"):
         assert not any("context" in c for c in convert(body, 5, shape="chat"))
 
 
-def test_a_broken_generate_stream_has_no_context() -> None:
+def test_a_broken_generate_stream_ends_in_an_error_line_without_context() -> None:
     chunks = convert(event({"content": "partial"}), shape="generate")
     assert chunks[-1] == {"error": "the upstream stream ended before the answer was complete"}
-    assert not any("context" in c for c in chunks)
+    assert chunks[0]["response"] == "partial" and chunks[0]["context"] == []
 
 
 def event(delta: dict, finish: str | None = None) -> bytes:
