@@ -29,19 +29,25 @@ def recorded(folder: Path) -> list:
 
 
 def with_context(scenario, status: int, want):
-    """The expected answer with the `context: []` the proxy now puts where Ollama sends `context`.
+    """The expected answer with the `context: []` the proxy now sends on generate answers.
 
-    flows/llama-server/ was recorded before the proxy sent `context` on the final answer of a
-    non-raw generate. The recordings stay as they were made; a recorded answer that lacks the field
-    gains it here, on the final answer only (a flow recorded since already has it and is unchanged).
+    flows/llama-server/ was recorded before the proxy sent `context` on a non-raw generate (on the
+    whole answer, and on every line of a stream). The recordings stay as they were made; a recorded
+    answer that lacks the field gains it here (a flow recorded since already has it and is unchanged).
     """
     if scenario.route != "generate" or status != 200 or scenario.request.get("raw"):
         return want
-    final = want[-1] if isinstance(want, list) else want
-    if isinstance(final, dict) and final.get("done") is True and "context" not in final:
-        final = {**final, "context": []}
-        return [*want[:-1], final] if isinstance(want, list) else final
-    return want
+
+    def completed(answer):
+        if not isinstance(answer, dict) or "error" in answer or "context" in answer:
+            return answer
+        if answer.get("done") is not True:
+            return {**answer, "context": []}
+        fields = list(answer.items())
+        at = next((i + 1 for i, (k, _) in enumerate(fields) if k == "done_reason"), len(fields))
+        return dict([*fields[:at], ("context", []), *fields[at:]])  # after done_reason, as Ollama orders it
+
+    return [completed(a) for a in want] if isinstance(want, list) else completed(want)
 
 
 def test_there_are_recordings() -> None:
