@@ -322,11 +322,46 @@ def test_function_tools_keep_strict_and_reach_chat_shape() -> None:
     ]
 
 
-@pytest.mark.parametrize("kind", ["web_search", "web_search_preview", "file_search", "computer_use_preview", "code_interpreter",
-                                  "image_generation", "mcp", "local_shell", "custom", "namespace"])
+@pytest.mark.parametrize("kind", ["file_search", "computer_use_preview", "code_interpreter", "image_generation", "mcp",
+                                  "local_shell", "custom", "shell", "apply_patch", "tool_search"])
 def test_built_in_tools_are_refused_naming_the_type(kind: str) -> None:
-    error = refused({"model": "m", "input": "hi", "tools": [REQUEST["tools"][0], {"type": kind}]})
+    error = refused({"model": "m", "input": "hi", "tools": [REQUEST["tools"][0], {"type": kind, "name": "x"}]})
     assert error.param == "tools[1].type" and repr(kind) in error.message
+
+
+@pytest.mark.parametrize("kind", ["web_search", "web_search_preview"])
+def test_web_search_is_dropped_with_a_warning(kind: str) -> None:
+    chat, _, warnings = responses_request({"model": "m", "input": "hi", "tools": [{"type": kind, "external_web_access": False}]}, "u")
+    assert "tools" not in chat and warnings == [f"tools[0]: the built-in {kind} tool was dropped: there is no web search here"]
+
+
+NAMESPACE = {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents.", "tools": [
+    {"type": "function", "name": "spawn_agent", "description": "Spawn.", "strict": False,
+     "parameters": {"type": "object", "properties": {"task": {"type": "string"}}}},
+    {"type": "function", "name": "close_agent", "parameters": {"type": "object", "properties": {}}},
+]}
+
+
+def test_namespace_tools_become_prefixed_functions() -> None:
+    chat = chat_body({"model": "m", "input": "x", "tools": [REQUEST["tools"][0], NAMESPACE]})
+    assert [t["function"]["name"] for t in chat["tools"]] == ["get_weather", "multi_agent_v1__spawn_agent", "multi_agent_v1__close_agent"]
+    assert chat["tools"][1]["function"]["description"] == "Spawn." and chat["tools"][1]["function"]["strict"] is False
+    assert refused({"model": "m", "input": "x", "tools": [{"type": "namespace", "name": "n", "tools": [{"type": "mcp"}]}]}).param == \
+        "tools[0].tools[0].type"
+
+
+def test_namespaced_calls_are_answered_with_their_namespace_and_replayed_flat() -> None:
+    request = {"model": "m", "input": "x", "tools": [NAMESPACE]}
+    call = {"id": "call_1", "type": "function", "function": {"name": "multi_agent_v1__close_agent", "arguments": "{}"}}
+    answer = responses_answer({"choices": [{"message": {"role": "assistant", "tool_calls": [call]}, "finish_reason": "tool_calls"}]}, "m", request)
+    item = Response.model_validate(answer).output[0]
+    assert (item.type, item.name, item.namespace) == ("function_call", "close_agent", "multi_agent_v1")  # type: ignore[union-attr]
+    stream = ResponsesStream("m", request)
+    events = [sse_events(e)[0] for e in stream.feed_event({"choices": [{"delta": {"tool_calls": [{"index": 0, **call}]}}]})]
+    added = next(d for n, d in events if n == "response.output_item.added")
+    assert (added["item"]["name"], added["item"]["namespace"]) == ("close_agent", "multi_agent_v1")
+    history = chat_body({**request, "input": [{**answer["output"][0]}, {"type": "function_call_output", "call_id": "call_1", "output": "ok"}]})
+    assert history["messages"][0]["tool_calls"][0]["function"]["name"] == "multi_agent_v1__close_agent"
 
 
 @pytest.mark.parametrize(("choice", "expected"), [
@@ -410,6 +445,7 @@ def test_fields_with_nothing_to_send_are_accepted_quietly() -> None:
         "model": "m", "input": "x", "user": "u1", "metadata": {"k": "v"}, "truncation": "disabled",
         "include": ["reasoning.encrypted_content"], "store": False, "prompt_cache_key": "k", "service_tier": "auto",
         "stream_options": {"include_obfuscation": False}, "background": False, "safety_identifier": "s",
+        "client_metadata": {"x-codex-window-id": "w"},
     }, "u")
     assert chat == {"model": "u", "messages": [{"role": "user", "content": "x"}]} and warnings == []
 
@@ -794,3 +830,33 @@ def test_sdk_raises_the_right_exception_for_our_errors() -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="m", input="x", previous_response_id="resp_1")
     assert "stateless" in str(info.value) and info.value.param == "previous_response_id"
+
+
+# ---------------------------------------------------------------------------------------------
+# Codex CLI: the requests it really sends (tests/fixtures/codex/, captured from Codex CLI 0.171.0)
+
+CODEX = json.loads((FIXTURES / "codex" / "codex-0.171.0-requests.json").read_text())
+
+
+def test_codex_sequence_and_request_shape() -> None:
+    assert [(r["method"], r["path"]) for r in CODEX["say_hi"]] == [
+        ("GET", "/v1/models"), ("GET", "/api/version"), ("GET", "/api/tags"), ("POST", "/v1/responses")]
+    body = CODEX["say_hi"][-1]["body"]
+    assert (body["stream"], body["store"], body["include"], body["reasoning"]) == (True, False, ["reasoning.encrypted_content"], {"summary": "auto"})
+    assert "authorization" not in CODEX["say_hi"][-1]["headers"]
+
+
+@pytest.mark.parametrize("which", ["say_hi", "tool_round_trip_second_request", "namespace_call_second_request"])
+def test_codex_requests_translate(which: str) -> None:
+    exchange = CODEX[which][-1] if isinstance(CODEX[which], list) else CODEX[which]
+    chat, think, warnings = responses_request(exchange["body"], "upstream-model")
+    CHAT_STREAM_PARAMS.validate_python(chat)
+    assert think is None and warnings == ["tools[8]: the built-in web_search tool was dropped: there is no web search here"]
+    assert [m["role"] for m in chat["messages"][:4]] == ["system", "system", "user", "user"]
+    names = [t["function"]["name"] for t in chat["tools"]]
+    assert "exec_command" in names and "multi_agent_v1__spawn_agent" in names
+    if which != "say_hi":
+        assert [m["role"] for m in chat["messages"][-2:]] == ["assistant", "tool"]
+        assert chat["messages"][-2]["tool_calls"][0]["id"] == chat["messages"][-1]["tool_call_id"] == "call_abc"
+    if which == "namespace_call_second_request":
+        assert chat["messages"][-2]["tool_calls"][0]["function"]["name"] == "multi_agent_v1__close_agent"

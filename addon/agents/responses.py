@@ -28,8 +28,13 @@ Choices where Ollama is silent or falls short (each is tested in tests/test_agen
   the addon sends for Ollama's `num_predict`. OpenAI's reasoning models want
   `max_completion_tokens`: pass `max_tokens_field="max_completion_tokens"` for those.
 - `developer` messages → `system` (what OpenAI does for models without a developer role, and
-  the role every chat template knows). Built-in tools are refused by name; `tool_choice` is
-  honoured (Ollama ignores it); text before tool calls is kept (Ollama drops it).
+  the role every chat template knows). `tool_choice` is honoured (Ollama ignores it); text
+  before tool calls is kept (Ollama drops it).
+- Tools: function tools as they are (`strict` kept); `namespace` tools (Codex sends one) as their
+  member functions named `<namespace>__<name>`, answered back as `name` + `namespace` as the
+  Responses API has it (Ollama names them `<namespace>.<name>`, which OpenAI rejects);
+  `web_search` (Codex declares it in every request; Ollama runs it on its cloud search) is dropped
+  with a warning; every other built-in tool is refused with a 400 naming its type.
 - Images returned by a `function_call_output` go in a user message after the tool results:
   chat-completions tool messages carry text only.
 """
@@ -161,7 +166,7 @@ _ACCEPTED = {
     "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "text", "reasoning",
     "max_output_tokens", "temperature", "top_p", "stream", "user", "metadata", "truncation", "include",
     "store", "background", "previous_response_id", "conversation", "prompt", "stream_options",
-    "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "service_tier",
+    "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "service_tier", "client_metadata",
 }
 # Accepted, but what they ask for is not done: reported in the warnings.
 _NOT_DONE = {"top_logprobs", "max_tool_calls", "context_management"}
@@ -188,7 +193,7 @@ def responses_request(
     messages += _input_messages(body.get("input"), warnings)
 
     chat: dict[str, Any] = {"model": upstream_model, "messages": messages}
-    tools = _tools(body.get("tools"))
+    tools = _tools(body.get("tools"), warnings)
     if tools:
         chat["tools"] = tools
         choice = body.get("tool_choice")
@@ -384,6 +389,9 @@ def _add_function_call(messages: list[dict[str, Any]], item: dict[str, Any], whe
         arguments = "{}"
     elif not isinstance(arguments, str):
         arguments = json.dumps(arguments, ensure_ascii=False)
+    namespace = item.get("namespace")
+    if isinstance(namespace, str) and namespace:
+        name = NAMESPACE_SEPARATOR.join([*namespace.split("."), name])
     call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
     last = messages[-1] if messages else None
     if last is not None and last["role"] == "assistant":  # consecutive calls: one assistant message
@@ -405,7 +413,7 @@ def _tool_output(output: Any, where: str) -> tuple[str, list[dict[str, Any]]]:
     return json.dumps(output, ensure_ascii=False), []
 
 
-def _tools(tools: Any) -> list[dict[str, Any]]:
+def _tools(tools: Any, warnings: list[str]) -> list[dict[str, Any]]:
     if tools is None:
         return []
     if not isinstance(tools, list):
@@ -413,28 +421,82 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for position, tool in enumerate(tools):
         at = f"tools[{position}]"
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind != "function":
-            if not isinstance(tool, dict):
-                raise _bad_request(f"Invalid type for '{at}': expected an object.", at, "invalid_type")
+        if not isinstance(tool, dict):
+            raise _bad_request(f"Invalid type for '{at}': expected an object.", at, "invalid_type")
+        kind = tool.get("type")
+        if kind == "function":
+            out.append(_function_tool(tool, at, ""))
+        elif kind == "namespace":
+            out += _namespace_tools(tool, at, "")
+        elif isinstance(kind, str) and kind.startswith("web_search"):
+            # Codex declares web_search in every request; Ollama runs it on its own cloud search.
+            # There is none here: the model answers without it, as if the tool was not offered.
+            warnings.append(f"{at}: the built-in {kind} tool was dropped: there is no web search here")
+        else:
             raise _bad_request(
                 f"Tool type {kind!r} in '{at}' is not supported: the upstream runs chat completions, which "
-                "take function tools only; built-in tools (web_search, file_search, computer_use, "
-                "code_interpreter, image_generation, mcp, …) are not available here.",
+                "take function tools only; built-in tools (file_search, computer_use, code_interpreter, "
+                "image_generation, mcp, local_shell, custom, …) are not available here.",
                 f"{at}.type",
                 "unsupported_value",
             )
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise _bad_request(f"Missing required parameter: '{at}.name'.", f"{at}.name", "missing_required_parameter")
-        function: dict[str, Any] = {"name": name}
-        if isinstance(tool.get("description"), str):
-            function["description"] = tool["description"]
-        if isinstance(tool.get("parameters"), dict):
-            function["parameters"] = tool["parameters"]
-        if isinstance(tool.get("strict"), bool):
-            function["strict"] = tool["strict"]
-        out.append({"type": "function", "function": function})
+    return out
+
+
+def _function_tool(tool: dict[str, Any], at: str, prefix: str) -> dict[str, Any]:
+    name = tool.get("name")
+    if not isinstance(name, str) or not name:
+        raise _bad_request(f"Missing required parameter: '{at}.name'.", f"{at}.name", "missing_required_parameter")
+    function: dict[str, Any] = {"name": prefix + name}
+    if isinstance(tool.get("description"), str):
+        function["description"] = tool["description"]
+    if isinstance(tool.get("parameters"), dict):
+        function["parameters"] = tool["parameters"]
+    if isinstance(tool.get("strict"), bool):
+        function["strict"] = tool["strict"]
+    return {"type": "function", "function": function}
+
+
+def _namespace_tools(tool: dict[str, Any], at: str, prefix: str) -> list[dict[str, Any]]:
+    """A `namespace` tool (Codex groups its sub-agent tools in one) → its member functions, each
+    named `<namespace>__<name>` (chat function names allow no dots, which Ollama uses)."""
+    name = tool.get("name")
+    if not isinstance(name, str) or not name:
+        raise _bad_request(f"Missing required parameter: '{at}.name'.", f"{at}.name", "missing_required_parameter")
+    members = tool.get("tools")
+    if not isinstance(members, list):
+        raise _bad_request(f"Invalid type for '{at}.tools': expected an array.", f"{at}.tools", "invalid_type")
+    out: list[dict[str, Any]] = []
+    for position, member in enumerate(members):
+        where = f"{at}.tools[{position}]"
+        kind = member.get("type") if isinstance(member, dict) else None
+        if kind == "function":
+            out.append(_function_tool(member, where, f"{prefix}{name}{NAMESPACE_SEPARATOR}"))  # type: ignore[arg-type]
+        elif kind == "namespace":
+            out += _namespace_tools(member, where, f"{prefix}{name}{NAMESPACE_SEPARATOR}")  # type: ignore[arg-type]
+        else:
+            raise _bad_request(f"Tool type {kind!r} in '{where}' is not supported in a namespace: expected function tools.",
+                               f"{where}.type", "unsupported_value")
+    return out
+
+
+NAMESPACE_SEPARATOR = "__"
+
+
+def namespaced_names(request_body: Any) -> dict[str, tuple[str, str]]:
+    """Flat chat function name → (namespace, name) for every namespaced function of a request."""
+    out: dict[str, tuple[str, str]] = {}
+
+    def walk(tools: Any, path: list[str]) -> None:
+        for tool in tools if isinstance(tools, list) else ():
+            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+                continue
+            if tool.get("type") == "namespace":
+                walk(tool.get("tools"), [*path, tool["name"]])
+            elif tool.get("type") == "function" and path:
+                out[NAMESPACE_SEPARATOR.join([*path, tool["name"]])] = (".".join(path), tool["name"])
+
+    walk(request_body.get("tools") if isinstance(request_body, dict) else None, [])
     return out
 
 
@@ -664,8 +726,12 @@ def _reasoning_item(item_id: str, text: str) -> dict[str, Any]:
     return {"id": item_id, "type": "reasoning", "summary": [{"type": "summary_text", "text": text}]}
 
 
-def _function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
-    return {"id": item_id, "type": "function_call", "status": status, "call_id": call_id, "name": name, "arguments": arguments}
+def _function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str,
+                        namespaces: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+    item = {"id": item_id, "type": "function_call", "status": status, "call_id": call_id, "name": name, "arguments": arguments}
+    if namespaces and name in namespaces:  # a member of a namespace tool: its own name and its namespace
+        item["namespace"], item["name"] = namespaces[name]
+    return item
 
 
 def _mark_last_incomplete(output: list[dict[str, Any]], status: str) -> None:
@@ -717,7 +783,8 @@ def responses_answer(
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
         name = function.get("name") if isinstance(function.get("name"), str) else ""
         call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else new_id("call")
-        output.append(_function_call_item(new_id("fc"), call_id, name, _arguments_text(function.get("arguments")), "completed"))
+        output.append(_function_call_item(new_id("fc"), call_id, name, _arguments_text(function.get("arguments")), "completed",
+                                          namespaced_names(request_body)))
     _mark_last_incomplete(output, status)
     return response_object(
         request_body,
@@ -798,6 +865,7 @@ class ResponsesStream:
         self._calls: dict[Any, _Call] = {}
         self._finish_reason: str | None = None
         self._usage: dict[str, Any] | None = None
+        self._namespaces = namespaced_names(self.request_body)
 
     # -- public --------------------------------------------------------------------------------
 
@@ -976,7 +1044,7 @@ class ResponsesStream:
         out = self._close_reasoning() + self._close_text_item()
         call.call_id = call.call_id or new_id("call")
         call.item_id = new_id("fc")
-        index = self._add_item(_function_call_item(call.item_id, call.call_id, call.name, "", "in_progress"))
+        index = self._add_item(_function_call_item(call.item_id, call.call_id, call.name, "", "in_progress", self._namespaces))
         call.output_index = index
         out.append(self._event("response.output_item.added", output_index=index, item=self._items[index]))
         if buffered := "".join(call.arguments):
