@@ -38,6 +38,7 @@ from upstream import RECORDINGS, recording
 
 FIXTURES = Path(__file__).parent / "fixtures"
 _EVENT_TYPES = {m.model_fields["type"].annotation.__args__[0]: m for m in typing.get_args(typing.get_args(ResponseStreamEvent)[0])}
+STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
 CHAT_PARAMS = TypeAdapter(completion_create_params.CompletionCreateParamsNonStreaming)
 CHAT_STREAM_PARAMS = TypeAdapter(completion_create_params.CompletionCreateParamsStreaming)
 
@@ -605,7 +606,8 @@ def test_every_recorded_stream_is_valid_and_completes_to_the_whole_answer(name: 
     events = sse_events(raw)
     for event_name, data in events:
         assert event_name == data["type"]
-        _EVENT_TYPES[data["type"]].model_validate(data)
+        _EVENT_TYPES[data["type"]].model_validate(data)  # readable errors first
+        assert type(STREAM_EVENT.validate_python(data)) is _EVENT_TYPES[data["type"]]  # then the SDK's own union
     assert [d["sequence_number"] for _, d in events] == list(range(len(events)))
     assert [n for n, _ in events[:2]] == ["response.created", "response.in_progress"]
     assert events[-1][0] in ("response.completed", "response.incomplete")
@@ -710,6 +712,18 @@ def test_text_after_tool_calls_opens_a_new_message() -> None:
     assert stream.response is not None
     assert [o["type"] for o in stream.response["output"]] == ["message", "function_call", "message"]
     Response.model_validate(stream.response)
+
+
+def test_reasoning_only_answer_closes_its_reasoning_before_the_empty_message() -> None:
+    stream = ResponsesStream("m", {})
+    stream.feed_event({"choices": [{"delta": {"reasoning_content": "hmm"}}]})
+    stream.feed_event({"choices": [{"delta": {}, "finish_reason": "length"}]})
+    names = [n for e in stream.finish() for n, _ in sse_events(e)]
+    assert names == ["response.reasoning_summary_text.done", "response.reasoning_summary_part.done", "response.output_item.done",
+                     "response.output_item.added", "response.content_part.added", "response.output_text.done",
+                     "response.content_part.done", "response.output_item.done", "response.incomplete"]
+    assert stream.response is not None and [o["type"] for o in stream.response["output"]] == ["reasoning", "message"]
+    assert stream.response["output"][1]["status"] == "incomplete"
 
 
 def test_length_ends_with_response_incomplete() -> None:

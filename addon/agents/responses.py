@@ -915,6 +915,7 @@ class ResponsesStream:
             if call.output_index is None:
                 out += self._announce_call(call)
         if not any(item["type"] in ("message", "function_call") for item in self._items):
+            out += self._close_reasoning()  # an answer that is all reasoning still gets its (empty) message
             out += self._open_message()
             out += self._open_part("text")
         last = len(self._items) - 1
