@@ -212,8 +212,7 @@ def test_message_items_roles_and_parts() -> None:
         {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
     ]})
     assert chat["messages"] == [
-        {"role": "system", "content": "dev rules"},
-        {"role": "system", "content": "sys"},
+        {"role": "system", "content": "dev rules\n\nsys"},  # adjacent system messages joined
         {"role": "user", "content": [
             {"type": "text", "text": "look"},
             {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}},
@@ -222,6 +221,21 @@ def test_message_items_roles_and_parts() -> None:
         {"role": "assistant", "content": "A cat."},
         {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]},
         {"role": "assistant", "content": "I can't."},
+    ]
+
+
+def test_adjacent_system_messages_are_joined_but_not_across_turns() -> None:
+    chat = chat_body({"model": "m", "instructions": "I", "input": [
+        {"role": "developer", "content": [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]},
+        {"role": "system", "content": "c"},
+        {"role": "user", "content": "u"},
+        {"role": "system", "content": "later"},
+    ]})
+    assert chat["messages"] == [
+        {"role": "system", "content": [{"type": "text", "text": "I"}, {"type": "text", "text": "a"}, {"type": "text", "text": "b"},
+                                       {"type": "text", "text": "c"}]},
+        {"role": "user", "content": "u"},
+        {"role": "system", "content": "later"},
     ]
 
 
@@ -866,7 +880,7 @@ def test_codex_requests_translate(which: str) -> None:
     chat, think, warnings = responses_request(exchange["body"], "upstream-model")
     CHAT_STREAM_PARAMS.validate_python(chat)
     assert think is None and warnings == ["tools[8]: the built-in web_search tool was dropped: there is no web search here"]
-    assert [m["role"] for m in chat["messages"][:4]] == ["system", "system", "user", "user"]
+    assert [m["role"] for m in chat["messages"][:3]] == ["system", "user", "user"]  # Codex's two developer messages joined
     names = [t["function"]["name"] for t in chat["tools"]]
     assert "exec_command" in names and "multi_agent_v1__spawn_agent" in names
     if which != "say_hi":

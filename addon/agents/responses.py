@@ -28,7 +28,8 @@ Choices where Ollama is silent or falls short (each is tested in tests/test_agen
   the addon sends for Ollama's `num_predict`. OpenAI's reasoning models want
   `max_completion_tokens`: pass `max_tokens_field="max_completion_tokens"` for those.
 - `developer` messages → `system` (what OpenAI does for models without a developer role, and
-  the role every chat template knows). `tool_choice` is honoured (Ollama ignores it); text
+  the role every chat template knows); adjacent system messages (`instructions`, Codex's two
+  developer messages) are joined into one, as many chat templates take only one. `tool_choice` is honoured (Ollama ignores it); text
   before tool calls is kept (Ollama drops it).
 - Tools: function tools as they are (`strict` kept); `namespace` tools (Codex sends one) as their
   member functions named `<namespace>__<name>`, answered back as `name` + `namespace` as the
@@ -190,7 +191,7 @@ def responses_request(
         raise _bad_request("Invalid type for 'instructions': expected a string.", "instructions", "invalid_type")
     if instructions:
         messages.append({"role": "system", "content": instructions})
-    messages += _input_messages(body.get("input"), warnings)
+    messages = _join_adjacent_system(messages + _input_messages(body.get("input"), warnings))
 
     chat: dict[str, Any] = {"model": upstream_model, "messages": messages}
     tools = _tools(body.get("tools"), warnings)
@@ -290,9 +291,30 @@ def _input_messages(value: Any, warnings: list[str]) -> list[dict[str, Any]]:
             )
     if tool_images:
         messages.append({"role": "user", "content": tool_images})
+    messages = _join_adjacent_system(messages)
     if dropped_reasoning:
         warnings.append(f"{dropped_reasoning} reasoning input item(s) were dropped: chat completions has no portable field for them")
     return messages
+
+
+def _join_adjacent_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Adjacent system messages as one: Codex sends two developer messages (its prompt, its skills)
+    and many chat templates (Qwen, Mistral, …) take a single system message at the start only."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        last = out[-1] if out else None
+        if last is not None and last["role"] == message["role"] == "system":
+            if isinstance(last["content"], str) and isinstance(message["content"], str):
+                last["content"] = "\n\n".join(t for t in (last["content"], message["content"]) if t)
+            else:
+                last["content"] = _as_parts(last["content"]) + _as_parts(message["content"])
+            continue
+        out.append(dict(message))
+    return out
+
+
+def _as_parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return content if isinstance(content, list) else [{"type": "text", "text": content}] if content else []
 
 
 def _add_message(messages: list[dict[str, Any]], item: dict[str, Any], where: str) -> None:
