@@ -371,7 +371,7 @@ def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     """Text alone goes as one string (every upstream takes it); with images or files, as parts."""
     if all(p["type"] == "text" for p in parts):
         return "\n".join(p["text"] for p in parts)
-    return parts
+    return list(parts)
 
 
 def _assistant_blocks(blocks: list[Any], where: str, warnings: list[str]) -> list[dict[str, Any]]:
