@@ -285,6 +285,18 @@ def test_system_blocks_and_system_turns() -> None:
     ]
 
 
+def test_system_turns_as_user_turns_for_strict_templates() -> None:
+    body = request(system="one", messages=[{"role": "system", "content": "two"}, user(text("a")),
+                                           {"role": "system", "content": [text("env")]}])
+    assert messages_request(body, "m", system_turns="user").body["messages"] == [
+        {"role": "system", "content": "one\ntwo"},
+        {"role": "user", "content": "a"},
+        {"role": "user", "content": "env"},
+    ]
+    with pytest.raises(ValueError):
+        messages_request(body, "m", system_turns="developer")
+
+
 @pytest.mark.parametrize(("source", "url"), [
     ({"type": "base64", "media_type": "image/png", "data": PNG}, f"data:image/png;base64,{PNG}"),
     ({"type": "url", "url": "https://example.com/cat.jpg"}, "https://example.com/cat.jpg"),

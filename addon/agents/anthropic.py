@@ -12,7 +12,8 @@ for Claude Code), translated to `{base}/chat/completions`. Nothing here does I/O
 
 What is translated and how (a request):
 - `system` (a string or text blocks, joined with "\\n") → a first `system` message; `system` turns
-  inside `messages` (Claude Code sends them) stay `system` messages in place.
+  inside `messages` (Claude Code sends them) stay `system` messages in place (or become user
+  messages with `system_turns="user"`, for chat templates that refuse a late system message).
 - User blocks in order: `text` and `image` (base64 → a `data:` URL, `url` → the URL) become one
   user message per run; each `tool_result` becomes a `tool` message (text blocks joined; images in
   a result go in a user message right after the tool messages, as OpenAI tool messages carry
@@ -20,7 +21,7 @@ What is translated and how (a request):
   source become text, base64 PDFs OpenAI's `file` part.
 - Assistant blocks: `text` → content, `tool_use` → `tool_calls` (input as JSON text); `thinking`
   and `redacted_thinking` are dropped (OpenAI upstreams take no reasoning in history, and
-  Anthropic itself ignores earlier turns' thinking), so is `cache_control` everywhere.
+  Anthropic itself ignores earlier turns' thinking), and so is `cache_control` everywhere.
 - `tools` → function tools (`input_schema` → `parameters`, `strict` kept); built-in/server tools
   (any `type` other than `custom`) are dropped with a warning; `defer_loading` tools are sent only
   once a `tool_reference` in a tool result has loaded them, as Anthropic's tool search does.
@@ -187,13 +188,19 @@ _EFFORTS: Final = {"low": "low", "medium": "medium", "high": "high", "max": "max
 
 
 def messages_request(body: Any, upstream_model: str, *, passthrough: bool = False,
-                     max_output_tokens: int | None = None) -> Translated:
+                     max_output_tokens: int | None = None, system_turns: str = "system") -> Translated:
     """An Anthropic Messages request → the OpenAI chat request. Raises AnthropicError (400).
 
     `passthrough`: send `top_k` as an extra body field (vLLM, llama.cpp take it), as the
     passthrough_options setting says. `max_output_tokens`: the upstream model's output limit;
     a larger `max_tokens` (Claude Code asks 32000 and more) is lowered to it, with a warning.
+    `system_turns`: "system" keeps `system` turns inside `messages` as system messages where
+    they are (OpenAI takes them anywhere); "user" sends those after the first user or assistant
+    turn as user messages and adds earlier ones to the system prompt, for upstreams whose chat
+    template refuses a system message after the start (Qwen3's, among others).
     """
+    if system_turns not in ("system", "user"):
+        raise ValueError(f"system_turns must be 'system' or 'user', not {system_turns!r}")
     if not isinstance(body, dict):
         raise _invalid("the request body must be a JSON object")
     model = body.get("model")
@@ -209,7 +216,7 @@ def messages_request(body: Any, upstream_model: str, *, passthrough: bool = Fals
 
     referenced: set[str] = set()
     messages = _system_messages(body.get("system")) + _messages(body.get("messages"), warnings, referenced)
-    out["messages"] = messages
+    out["messages"] = _fold_system_turns(messages) if system_turns == "user" else messages
 
     if max_output_tokens is not None and max_tokens > max_output_tokens:
         warnings.append(f"max_tokens {max_tokens} was lowered to the model's limit of {max_output_tokens}")
@@ -319,6 +326,18 @@ def _messages(messages: Any, warnings: list[str], referenced: set[str]) -> list[
             out += _user_blocks(content, where, warnings, referenced)
         else:
             out += _assistant_blocks(content, where, warnings)
+    return out
+
+
+def _fold_system_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One system message first (the leading system turns joined), later system turns as user turns."""
+    leading = 0
+    while leading < len(messages) and messages[leading]["role"] == "system":
+        leading += 1
+    out: list[dict[str, Any]] = []
+    if leading:
+        out.append({"role": "system", "content": "\n".join(m["content"] for m in messages[:leading])})
+    out += [{"role": "user", "content": m["content"]} if m["role"] == "system" else m for m in messages[leading:]]
     return out
 
 
