@@ -748,7 +748,8 @@ def test_fail_mid_stream_and_before_anything() -> None:
 def test_garbage_never_raises() -> None:
     odd = [None, 1, "x", [], {}, {"choices": None}, {"choices": [{}]}, {"choices": [{"delta": None}]},
            {"choices": [{"delta": {"content": 5, "reasoning": {"a": 1}, "tool_calls": [{}]}}]},
-           {"choices": [{"index": 1, "delta": {"content": "other choice"}}]}, {"usage": None}]
+           {"choices": [{"index": 1, "delta": {"content": "other choice"}}]}, {"usage": None},
+           {"choices": [{"index": None, "delta": {"content": "null index counts as 0"}}]}]
     for start in range(len(odd)):
         stream = MessagesStream("m")
         raw = [piece for chunk in odd[start:] for piece in stream.feed_event(chunk)] + stream.finish()

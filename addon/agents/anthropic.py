@@ -964,7 +964,7 @@ class MessagesStream:
         for choice in choices:
             if not isinstance(choice, dict):
                 raise _StreamFault("the upstream sent a choice that is not an object")
-            if choice.get("index", 0) != 0:
+            if _is_int(choice.get("index")) and choice["index"] != 0:
                 continue  # n > 1 is not asked for
             delta = choice.get("delta") or {}
             if not isinstance(delta, dict):
