@@ -875,7 +875,6 @@ class MessagesStream:
         self.model = client_model
         self.id = message_id or new_id("msg")
         self.input_tokens = input_tokens
-        self.warnings: list[str] = []
         self.started = False
         self.ended = False
         self._blocks = 0  # content blocks started so far
