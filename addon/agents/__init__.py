@@ -1,1 +1,1 @@
-"""API families of coding agents: pure translations to and from OpenAI chat completions."""
+"""The agents' APIs (Anthropic Messages, OpenAI Responses) as pure translations to and from OpenAI chat completions."""
