@@ -36,7 +36,7 @@ setup: $(VENV)/.installed
 
 # The client compatibility suite (tests/clients/): the Ollama clients people use, each from its
 # registry at the versions pinned in tests/clients/requirements.txt and tests/clients/node/package-lock.json,
-# in an environment of its own (.venv-clients, and tests/clients/node/node_modules for ollama-js).
+# in an environment of its own (.venv-clients, and tests/clients/node/node_modules for ollama-js and the Vercel AI SDK).
 CLIENTS_VENV ?= .venv-clients
 NODE_DIR := tests/clients/node
 
@@ -49,7 +49,7 @@ $(CLIENTS_VENV)/.installed: pyproject.toml tests/clients/requirements.txt
 	@touch $@
 
 $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
-	@command -v npm >/dev/null || { echo "error: the ollama-js tests need Node.js >= 18 and npm" >&2; exit 1; }
+	@command -v npm >/dev/null || { echo "error: the Node.js client tests (ollama-js, Vercel AI SDK) need Node.js >= 20 and npm" >&2; exit 1; }
 	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
 	@touch $@
 
@@ -90,7 +90,7 @@ screenshot: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Real clients (ollama-js, LangChain, LlamaIndex, openai, curl) through a real mitmdump.
+# Real clients (ollama-js, Vercel AI SDK, LangChain, LlamaIndex, openai, curl) through a real mitmdump.
 test-clients: clients-setup
 	$(CLIENTS_VENV)/bin/python -m pytest tests/clients $(PYTEST_ARGS)
 

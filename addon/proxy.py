@@ -10,16 +10,36 @@ after every other addon (mitmweb's view among them) has seen it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
-if __name__ != "addon.proxy":  # loaded by mitmproxy as a script: use the `addon` package next to this file
-    _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    _loaded = getattr(sys.modules.get("addon"), "__file__", None)
-    if _loaded is None or os.path.dirname(os.path.dirname(os.path.abspath(_loaded))) != _root:
-        for _name in [m for m in sys.modules if m == "addon" or m.startswith("addon.")]:
-            del sys.modules[_name]
-        sys.path.insert(0, _root)
+
+def _load_own_package() -> None:
+    """Bind the name `addon` to the package in this file's own directory.
+
+    mitmproxy loads this file as the module `__mitmproxy_script__.proxy`, outside any package.
+    A plain `import addon` would then find whatever `addon` the environment offers first: an
+    editable install of another checkout, an unrelated package of that name, or nothing. The
+    package is therefore loaded from this directory by path (tests/test_script_load.py).
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    loaded = sys.modules.get("addon")
+    if loaded is not None and os.path.dirname(os.path.abspath(getattr(loaded, "__file__", "") or "")) == here:
+        return
+    for name in [n for n in sys.modules if n == "addon" or n.startswith("addon.")]:
+        del sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        "addon", os.path.join(here, "__init__.py"), submodule_search_locations=[here]
+    )
+    assert spec is not None and spec.loader is not None
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["addon"] = package
+    spec.loader.exec_module(package)
+
+
+if __package__ != "addon":
+    _load_own_package()
 
 from collections.abc import Awaitable, Sequence  # noqa: E402
 

@@ -40,12 +40,13 @@ class Mitmdump:
 
     def __init__(self, tmp: Path, mode: str, *settings: str, port: int | None = None, scripts: list[Path] | tuple[Path, ...] = (),
                  extra_args: list[str] | tuple[str, ...] = (), listen_host: str | None = "127.0.0.1", program: Path = MITMDUMP,
-                 extra: tuple[str, ...] = (), environment: dict[str, str] | None = None) -> None:
+                 extra: tuple[str, ...] = (), environment: dict[str, str] | None = None,
+                 script: Path = ROOT / "addon" / "proxy.py") -> None:
         self.port = port or free_port()
         self.log_path = tmp / f"mitmdump-{self.port}.log"
         mode_arg = f"reverse:http://127.0.0.1:{self.port}" if mode == "reverse" else mode
         self.args = [
-            str(program), "-s", str(ROOT / "addon" / "proxy.py"),
+            str(program), "-s", str(script),
             "--mode", mode_arg, *(("--listen-host", listen_host) if listen_host is not None else ()),
             "--listen-port", str(self.port),
             *[a for script in scripts for a in ("-s", str(script))],

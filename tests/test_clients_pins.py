@@ -20,7 +20,7 @@ def table_row(start: str) -> str:
 
 def pins() -> dict[str, str]:
     lines = (CLIENTS / "requirements.txt").read_text().splitlines()
-    return dict(re.fullmatch(r"([\w.-]+)==([\w.]+)", line).groups() for line in lines if line and not line.startswith("#"))
+    return dict(re.fullmatch(r"([\w.-]+)(?:\[[\w,]+\])?==([\w.]+)", line).groups() for line in lines if line and not line.startswith("#"))
 
 
 def test_python_clients_versions_are_in_the_table() -> None:
@@ -33,14 +33,34 @@ def test_python_clients_versions_are_in_the_table() -> None:
         "llama-index-embeddings-ollama": table_row("LlamaIndex"),
         "llama-index-core": table_row("LlamaIndex"),
         "openai": table_row("`openai` SDK"),
+        "pydantic-ai-slim": table_row("pydantic-ai"),
     }
     assert set(rows) == set(pinned), "requirements.txt and this test disagree on the clients"
     for name, row in rows.items():
         assert pinned[name] in row, f"{name} {pinned[name]} (tests/clients/requirements.txt) is not in the README's row: {row[:120]}"
 
 
-def test_ollama_js_version_is_in_the_table() -> None:
+def locked(name: str) -> str:
+    """The version package-lock.json installs, which package.json must pin exactly."""
     lock = json.loads((CLIENTS / "node" / "package-lock.json").read_text())
-    version = lock["packages"]["node_modules/ollama"]["version"]
-    assert json.loads((CLIENTS / "node" / "package.json").read_text())["dependencies"]["ollama"] == version
-    assert f"| {version} |" in table_row("ollama-js")
+    version = lock["packages"][f"node_modules/{name}"]["version"]
+    assert json.loads((CLIENTS / "node" / "package.json").read_text())["dependencies"][name] == version, name
+    return version
+
+
+def test_node_clients_are_pinned_exactly() -> None:
+    dependencies = json.loads((CLIENTS / "node" / "package.json").read_text())["dependencies"]
+    assert set(dependencies) == {"ollama", "ai", "ollama-ai-provider-v2", "zod"}, "package.json and this test disagree on the clients"
+    for name in dependencies:
+        assert re.fullmatch(r"\d+\.\d+\.\d+", dependencies[name]), f"{name} {dependencies[name]} is not an exact version"
+        locked(name)
+
+
+def test_ollama_js_version_is_in_the_table() -> None:
+    assert f"| {locked('ollama')} |" in table_row("ollama-js")
+
+
+def test_vercel_ai_sdk_versions_are_in_the_table() -> None:
+    row = table_row("Vercel AI SDK")
+    assert f"| {locked('ai')} / {locked('ollama-ai-provider-v2')} |" in row
+    assert f"zod {locked('zod')}" in row

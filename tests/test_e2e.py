@@ -60,6 +60,18 @@ def test_generate_both_ways(client: ollama.Client) -> None:
     assert parts[-1].done and parts[-1].eval_count == 3
 
 
+def test_generate_answers_carry_context_except_raw(client: ollama.Client, upstream: UpstreamServer) -> None:
+    """Ollama's final generate answer has `context`; the proxy has no token ids and sends [] (on every
+    stream line: the Vercel AI SDK's provider needs it). Not for raw prompts."""
+    assert client.generate(model="m", prompt="hi").context == []
+    parts = list(client.generate(model="m", prompt="a b", stream=True))
+    assert all(p.context == [] for p in parts) and len(parts) > 1
+    raw = client.generate(model="m", prompt="hi", raw=True)
+    assert raw.response == "echo: hi" and raw.context is None
+    assert upstream.fake.requests[-1].path == "/v1/completions"
+    assert all(p.context is None for p in client.generate(model="m", prompt="hi", raw=True, stream=True))
+
+
 def test_exact_upstream_request(client: ollama.Client, upstream: UpstreamServer) -> None:
     client.chat(
         model="llama3.2",

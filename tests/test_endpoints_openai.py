@@ -53,3 +53,14 @@ def test_a_v1_stream_without_done_ends_in_an_error_event(model: str | None, piec
         assert text.endswith(INCOMPLETE_EVENT) is not complete
         if model is None:
             assert text == body + (b"" if complete else INCOMPLETE_EVENT)
+
+
+def test_sse_relay_holds_back_a_partial_line_so_the_error_event_stands_alone() -> None:
+    converter = SSERelay(None)
+    sent = b"".join(relay(converter, b'data: {"a":1}\n\ndata: {"par'))
+    assert sent == b'data: {"a":1}\n\n'
+    end = converter.fail("the upstream connection broke off")
+    assert b'{"par' not in end and converter.ended and converter.fail("again") == b""
+    events = [json.loads(line[5:]) for line in (sent + end).split(b"\n") if line.startswith(b"data:")]
+    assert events == [{"a": 1}, {"error": {"message": "the upstream connection broke off", "type": "upstream_error",
+                                           "param": None, "code": None}}]

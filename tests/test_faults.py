@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import ollama
+import openai
 import pytest
 
 from harness import TEST_KEY
@@ -342,16 +343,39 @@ def test_v1_stream_that_is_slow_but_steady_is_not_cut(timeout_proxy: Mitmdump, u
     assert response.status_code == 200 and raw.rstrip().endswith(b"data: [DONE]")
 
 
+def last_sse_event(raw: bytes) -> dict:
+    events = [line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:")]
+    return json.loads(events[-1])
+
+
 def test_v1_stream_that_stalls_is_cut_and_the_client_sees_it(timeout_proxy: Mitmdump, upstream: UpstreamServer) -> None:
     upstream.fake.pause_after = 3
     body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "a b c"}]}
-    received = b""
-    with pytest.raises(httpx.RemoteProtocolError):  # an incomplete body: the client knows the answer is cut
-        with httpx.stream("POST", timeout_proxy.url + "/v1/chat/completions", json=body, timeout=20) as response:
-            for piece in response.iter_bytes():
-                received += piece
-    assert b"echo:" in received and b"[DONE]" not in received
+    with httpx.stream("POST", timeout_proxy.url + "/v1/chat/completions", json=body, timeout=20) as response:
+        raw = b"".join(response.iter_bytes())  # a properly ended body whose last event says why it is cut
+    assert response.headers["connection"] == "close"
+    assert b"echo:" in raw and b"[DONE]" not in raw
+    error = last_sse_event(raw)["error"]
+    assert "upstream_timeout" in error["message"] and "incomplete" in error["message"]
     wait_for(lambda: upstream.fake.aborted == 1, "the upstream connection was closed")
+
+
+@pytest.mark.parametrize("fault", ["reset", "close"])
+def test_v1_broken_streams_end_with_an_error_event(proxy: Mitmdump, upstream: UpstreamServer, fault: str) -> None:
+    body = {"model": f"fault:{fault}", "stream": True, "messages": HELLO}
+    with httpx.stream("POST", proxy.url + "/v1/chat/completions", json=body, timeout=20) as response:
+        raw = b"".join(response.iter_bytes())  # no RemoteProtocolError: the body was properly ended
+    assert response.status_code == 200 and b"[DONE]" not in raw
+    assert "the upstream connection broke off" in last_sse_event(raw)["error"]["message"]
+    # The openai SDK raises it as an API error, after the events that came before.
+    client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="unused", max_retries=0)
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in client.chat.completions.create(model=f"fault:{fault}", messages=HELLO, stream=True):
+            received.append(chunk)
+    assert "the upstream connection broke off" in caught.value.message and not isinstance(caught.value, openai.APIConnectionError)
+    assert received, "the events before the break reach the client"
+    assert httpx.get(proxy.url + "/api/version").status_code == 200
 
 
 def test_v1_request_the_upstream_never_answers(timeout_proxy: Mitmdump, upstream: UpstreamServer) -> None:

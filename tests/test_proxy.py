@@ -129,6 +129,10 @@ def test_load_and_unload_are_answered_locally(addon) -> None:
     flow = ollama_flow("/api/generate", {"model": "m", "keep_alive": 0, "stream": False})
     addon.request(flow)
     assert json.loads(flow.response.content)["done_reason"] == "unload"
+    flow = ollama_flow("/api/generate", {"model": "m", "stream": False})
+    addon.request(flow)
+    answer = json.loads(flow.response.content)
+    assert answer["done_reason"] == "load" and "context" not in answer, "Ollama's load answer has no context"
     flow = ollama_flow("/api/chat", {"model": "m", "messages": []})
     addon.request(flow)
     assert flow.response.headers["content-type"] == NDJSON

@@ -46,6 +46,19 @@ def test_generate_answer_from_legacy_completion() -> None:
     assert answer["response"] == body["choices"][0]["text"] and answer["done"] is True
 
 
+def test_generate_answer_carries_an_empty_context_unless_raw() -> None:
+    """Ollama's generate answer has `context` (token ids), except for raw prompts: ours is always empty."""
+    body = recording("chat/plain-text")["response"]["body"]
+    clock = translate.Clock(time.time_ns())
+    answer, _ = translate.generate_response(body, "m", clock)
+    assert answer["context"] == []
+    assert list(answer)[:7] == ["model", "created_at", "response", "done", "done_reason", "context", "total_duration"], "Ollama's order"
+    raw, _ = translate.generate_response(body, "m", clock, raw=True)
+    assert "context" not in raw and {k: v for k, v in answer.items() if k != "context"}.keys() == raw.keys()
+    chat, _ = translate.chat_response(body, "m", clock)
+    assert "context" not in chat
+
+
 def test_llama_cpp_timings_are_used() -> None:
     clock = translate.Clock(time.time_ns() - 5_000_000_000)
     metrics = translate.metrics(clock, {"prompt_tokens": 3, "completion_tokens": 4}, {"prompt_ms": 1.5, "predicted_ms": 20.0})

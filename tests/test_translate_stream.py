@@ -15,8 +15,8 @@ from harness.upstream import RECORDINGS, recording
 STREAMS = sorted(p.stem for p in (RECORDINGS / "chat-stream").glob("*.json"))
 
 
-def convert(body: bytes, pieces: int | None = None, shape: str = "chat") -> list[dict]:
-    converter = SSEToNDJSON(shape, "llama3.2", Clock(time.time_ns()))  # type: ignore[arg-type]
+def convert(body: bytes, pieces: int | None = None, shape: str = "chat", raw: bool = False) -> list[dict]:
+    converter = SSEToNDJSON(shape, "llama3.2", Clock(time.time_ns()), raw)  # type: ignore[arg-type]
     out: list[bytes] = []
     if pieces is None:
         out.append(converter.feed(body))
@@ -93,6 +93,27 @@ def test_generate_shape_and_legacy_completions() -> None:
     chunks = convert(recording("completions/legacy-stream")["response"]["body"].encode(), 9, shape="generate")
     assert chunks[-1]["done"] and "".join(c["response"] for c in chunks)
     assert all("message" not in c for c in chunks)
+
+
+@pytest.mark.parametrize("name", ["completions/legacy-stream", "chat-stream/plain-text-include-usage"])
+def test_every_generate_line_carries_context(name: str) -> None:
+    """`context` (empty: no token ids) on the done line of a generate stream, after done_reason as
+    in Ollama, and also on every other line, which the Vercel AI SDK's provider requires; not at
+    all for a raw prompt or a chat stream."""
+    body = recording(name)["response"]["body"].encode()
+    chunks = convert(body, 5, shape="generate")
+    assert chunks[-1]["done"] is True and chunks[-1]["context"] == []
+    assert list(chunks[-1])[:7] == ["model", "created_at", "response", "done", "done_reason", "context", "total_duration"]
+    assert len(chunks) > 1 and all(c["context"] == [] for c in chunks[:-1])
+    assert not any("context" in c for c in convert(body, 5, shape="generate", raw=True))
+    if name.startswith("chat-stream"):
+        assert not any("context" in c for c in convert(body, 5, shape="chat"))
+
+
+def test_a_broken_generate_stream_ends_in_an_error_line_without_context() -> None:
+    chunks = convert(event({"content": "partial"}), shape="generate")
+    assert chunks[-1] == {"error": "the upstream stream ended before the answer was complete"}
+    assert chunks[0]["response"] == "partial" and chunks[0]["context"] == []
 
 
 def event(delta: dict, finish: str | None = None) -> bytes:

@@ -408,12 +408,6 @@ def test_register_is_idempotent_and_replaces_by_name():
     assert len(changes) == 3  # the second register() was a no-op
 
 
-def test_addon_class_registers_on_load():
-    addon = cv.ContentViews()
-    with taddons.context(addon):
-        assert contentviews.registry["Ollama NDJSON"] is cv.ollama_ndjson_view
-
-
 @pytest.mark.parametrize(
     ("body", "content_type", "expected_view", "needle"),
     [
@@ -509,13 +503,12 @@ def test_streamed_body_not_stored(registered):
     assert result.text == "Content is missing."
 
 
-def test_file_loads_as_a_standalone_mitmproxy_script():
-    """`mitmweb -s addon/contentviews.py` works: the script imports the views of its own checkout."""
-    path = Path(cv.__file__).parent.parent / "contentviews.py"
-    with taddons.context() as tctx:
-        module = tctx.script(str(path))
-        assert module is not None
-        addon = module.addons[0]
-        assert type(addon).__name__ == "ContentViews"
-        addon.load(None)
-        assert contentviews.registry["ollama ndjson"] is cv.ollama_ndjson_view
+def test_the_proxy_addon_adds_the_views():
+    """`mitmweb -r saved.flow -s addon/proxy.py` shows saved flows with the views: the addon adds them on load."""
+    from addon.proxy import OllamaProxy
+
+    registry = contentviews.registry
+    for view in cv.VIEWS:
+        registry._by_name.pop(view.name.lower(), None)  # (as in a fresh process)
+    with taddons.context(OllamaProxy()):
+        assert registry["ollama ndjson"] is cv.ollama_ndjson_view and registry["openai sse"] is cv.openai_sse_view

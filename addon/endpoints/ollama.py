@@ -61,7 +61,7 @@ class _Generation(OllamaEndpoint):
     def stream(self, exchange: Exchange) -> SSEToNDJSON | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: gathered in `convert`
-        return SSEToNDJSON(self.shape, exchange.model or "", exchange.clock())
+        return SSEToNDJSON(self.shape, exchange.model or "", exchange.clock(), raw=exchange.detail is True)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:
         """An error, a JSON body, or a stream that arrived in one piece (server replay)."""
@@ -72,7 +72,7 @@ class _Generation(OllamaEndpoint):
             return self.error(status, message)
         # With a relay in place the headers already say NDJSON; the body is still the upstream's SSE.
         if exchange.relay is not None or "text/event-stream" in response.headers.get("content-type", ""):
-            converter = SSEToNDJSON(self.shape, model, exchange.clock())
+            converter = SSEToNDJSON(self.shape, model, exchange.clock(), raw=exchange.detail is True)
             lines = converter.feed(body) + converter.finish()
             exchange.warn(converter.warnings)
             exchange.usage = converter.usage
@@ -89,7 +89,8 @@ class _Generation(OllamaEndpoint):
             text = body[:200].decode("utf-8", "replace")
             return self.error(502, f"the upstream sent an answer that is not JSON (status {status}): {text!r}")
         try:
-            answer, warnings = whole_answer(self.shape, cast("ChatCompletion", parsed), model, exchange.clock())
+            raw = exchange.detail is True
+            answer, warnings = whole_answer(self.shape, cast("ChatCompletion", parsed), model, exchange.clock(), raw)
         except (AttributeError, TypeError, KeyError, IndexError, ValueError):  # a JSON object of another shape
             text = body[:200].decode("utf-8", "replace")
             return self.error(502, f"the upstream sent an answer of an unexpected shape: {text!r}")
@@ -131,6 +132,7 @@ class Generate(_Generation):
             return parsed
         if not parsed.prompt and parsed.suffix is None and not parsed.images:
             return load_reply(parsed, "generate")
+        exchange.detail = parsed.raw  # a raw prompt's answer has no `context`
         target = settings.target(parsed.model)
         try:
             translation = generate_request(parsed, target.model, settings.passthrough_options, target.think_style)

@@ -19,7 +19,7 @@ from addon.endpoints.base import OpenAIEndpoint, json_object
 from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
 from addon.translate.response import upstream_error
 from addon.wire.openai import Usage, usage_of
-from addon.wire.sse import LineReader, SSETooLarge
+from addon.wire.sse import MAX_EVENT
 
 if TYPE_CHECKING:
     from addon.settings import Settings
@@ -45,22 +45,24 @@ class SSERelay:
     `model` when the client used another name than the upstream, and ends a stream the upstream
     broke off (no `[DONE]`) with an error event.
 
-    Never returns an empty piece mid-stream (that would end a chunked response) and never
-    raises (mitmproxy would drop the piece): a line it cannot parse passes unchanged. Without a
-    name to change it passes every piece on at once and only looks for `[DONE]`.
+    It decodes no events: it passes lines on as they are (byte for byte, but for a renamed
+    `model`), holding back the start of a line not yet complete, so that a final error event
+    never lands in the middle of one. Never returns an empty piece mid-stream (that would end a
+    chunked response) and never raises (mitmproxy would drop the piece): a line it cannot parse
+    passes unchanged.
     """
 
     content_type = None  # the upstream's SSE, relayed
-    final_error_on_break = False  # a stream that breaks off is cut short (README: Limits)
+    final_error_on_break = True
 
-    __slots__ = ("model", "ended", "done", "tail", "lines", "warnings")
+    __slots__ = ("model", "pending", "tail", "done", "ended", "warnings")
 
     def __init__(self, model: str | None) -> None:
         self.model = model  # None: pass the events through as they are
-        self.ended = False
-        self.done = False
+        self.pending = bytearray()  # the start of a line not yet complete
         self.tail = b""
-        self.lines = LineReader() if model is not None else None
+        self.done = False  # `data: [DONE]` was seen
+        self.ended = False  # a final error event was produced
         self.warnings: list[str] = []
 
     @property
@@ -72,33 +74,36 @@ class SSERelay:
             window = self.tail + data
             self.done = b"[DONE]\n" in window or b"[DONE]\r" in window
             self.tail = window[-8:]
-        if self.lines is None:
-            return data
-        try:
-            lines = self.lines.feed(data)
-        except SSETooLarge as e:
-            return self.fail(f"the upstream sent an invalid stream: {e}")
-        if not lines:
+        end = data.rfind(b"\n")
+        if end < 0:
+            self.pending += data
+            if len(self.pending) > MAX_EVENT:
+                return self.fail(f"the upstream sent an invalid stream: a line longer than {MAX_EVENT} bytes")
             return b""
-        return b"\n".join([self._line(line) for line in lines]) + b"\n"
+        lines = bytes(self.pending) + data[: end + 1] if self.pending else data[: end + 1]
+        self.pending[:] = data[end + 1 :]
+        if self.model is None:
+            return lines
+        return b"\n".join([self._line(line) for line in lines[:-1].split(b"\n")]) + b"\n"
 
     def finish(self) -> bytes:
-        out = b""
-        if self.lines is not None:
-            rest = b"".join(self.lines.finish())
-            if rest.strip() in (b"data: [DONE]", b"data:[DONE]"):
-                self.done = True
-            out = self._line(rest) if rest else b""
+        rest = bytes(self.pending)
+        self.pending.clear()
+        out = self._line(rest) if rest else b""
+        if rest.strip() in (b"data: [DONE]", b"data:[DONE]"):
+            self.done = True
         if not self.done and not self.ended:
             self.ended = True
-            out += (b"\n\n" if out else b"") + INCOMPLETE_EVENT
+            out += (b"\n\n" if rest else b"") + INCOMPLETE_EVENT
         return out
 
     def fail(self, message: str) -> bytes:
-        if self.ended:
+        """The bytes that end a stream the upstream broke off: a final error event saying why."""
+        if self.done or self.ended:
             return b""
         self.ended = True
-        return error_event(message)
+        self.pending.clear()  # a partial line of the cut-off stream: never complete, never sent
+        return b"\n\n" + error_event(message)
 
     def _line(self, line: bytes) -> bytes:
         if self.model is None or not line.startswith(b"data:") or b'"model"' not in line:
@@ -108,7 +113,8 @@ class SSERelay:
             if not isinstance(event, dict) or "model" not in event:
                 return line
             event["model"] = self.model
-            return b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+            renamed = b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+            return renamed + (b"\r" if line.endswith(b"\r") else b"")
         except Exception:
             return line
 

@@ -13,7 +13,7 @@ calls it at each step) fills both gaps:
   that connection's task): mitmproxy then fails the flow and calls the `error` hook.
 - In `error` (mitmproxy waits for it before answering the client), a flow whose stream has
   already started gets its converter's final error piece (an Ollama stream: a `{"error": "..."}`
-  line) and the end of the chunked body, written to the client connection directly; then
+  line; a /v1 stream: an error event) and the end of the chunked body, written to the client connection directly; then
   mitmproxy closes it as before. The client thus gets a complete HTTP answer whose last line
   says the answer is incomplete and why.
 - A flow that has sent nothing to the client yet gets mitmproxy's error answer, which
@@ -21,8 +21,9 @@ calls it at each step) fills both gaps:
 - Because mitmproxy closes the client connection after such an error, those streams are sent
   with `Connection: close` (`exchange.start_stream`): no client sends its next request on a
   connection about to close.
-- Streams of the /v1 pass-through routes are watched for silence too, but their converter has
-  no final piece (`final_error_on_break`): their client sees the body end before `data: [DONE]`.
+- Streams of the /v1 pass-through routes are watched for silence too, and a break or a stall
+  ends them the same way, with a final `data: {"error": {...}}` event (the openai SDK raises it
+  as an APIError) instead of a body cut off before `data: [DONE]`.
 
 The internals used (`Proxyserver.connections`, `ConnectionHandler.transports`, the HTTP/1 server
 layer closing the connection after an error mid-answer) are guarded by tests/test_guard_timeouts.py
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from mitmproxy import ctx, http
 
-from addon.guard import errorpage
+from addon.guard import errorpage, secrets
 
 if TYPE_CHECKING:
     from addon.exchange import Exchange
@@ -175,7 +176,7 @@ class UpstreamWatch:
         converter = relay.converter
         if not converter.final_error_on_break:
             return
-        line = converter.fail(message) or b""
+        line = converter.fail(secrets.scrub(message)) or b""
         writer = client_writer(flow)
         if writer is None or writer.is_closing() or flow.client_conn.alpn not in (None, b"", b"http/1.1"):
             return

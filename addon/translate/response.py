@@ -154,9 +154,19 @@ def logprobs_of(choice: Choice) -> list[Logprob] | None:
 
 
 def chunk(
-    shape: Shape, model: str, text: str, thinking: str | None = None, tool_calls: list[OllamaToolCall] | None = None
+    shape: Shape,
+    model: str,
+    text: str,
+    thinking: str | None = None,
+    tool_calls: list[OllamaToolCall] | None = None,
+    context: bool = False,
 ) -> Chunk:
-    """An Ollama chat or generate object with `done: false`: a stream line, or the start of a whole answer."""
+    """An Ollama chat or generate object with `done: false`: a stream line, or the start of a whole answer.
+
+    `context`: a generate object carries `"context": []` (Ollama sends token ids there, on its
+    final answer, except for raw prompts; the proxy has none). Ollama puts it on the final line
+    only; every line has it here, because the Vercel AI SDK's provider validates every line.
+    """
     if shape == "chat":
         message: AssistantMessage = {"role": "assistant", "content": text}
         if thinking:
@@ -170,6 +180,8 @@ def chunk(
     if tool_calls:
         out["tool_calls"] = tool_calls
     out["done"] = False
+    if context:
+        out["context"] = []
     return out
 
 
@@ -177,12 +189,21 @@ def final(answer: Chunk, finish_reason: str | None, measured: Metrics) -> Chunk:
     """Make `answer` the last object of an exchange: `done`, `done_reason` and the metrics."""
     answer["done"] = True
     answer["done_reason"] = done_reason(finish_reason)
+    if "context" in answer:
+        answer["context"] = answer.pop("context")  # after done_reason, as in Ollama
     answer.update(measured)
     return answer
 
 
-def whole_answer(shape: Shape, body: ChatCompletion, model: str, clock: Clock) -> tuple[Chunk, list[str]]:
-    """A whole chat.completion or text_completion → one Ollama /api/chat or /api/generate answer."""
+def whole_answer(
+    shape: Shape, body: ChatCompletion, model: str, clock: Clock, raw: bool = False
+) -> tuple[Chunk, list[str]]:
+    """A whole chat.completion or text_completion → one Ollama /api/chat or /api/generate answer.
+
+    A generate answer carries `context` unless the request was `raw`, as Ollama's does: an empty
+    list, as the upstream has no token ids to give (clients such as the Vercel AI SDK provider
+    require the field).
+    """
     choice: Choice = (body.get("choices") or [{}])[0]
     source: Delta = choice.get("message") or {}
     text = source.get("content") or source.get("refusal") or ""
@@ -190,7 +211,7 @@ def whole_answer(shape: Shape, body: ChatCompletion, model: str, clock: Clock) -
         text = choice.get("text") or text
     tool_calls, warnings = tool_calls_from_openai(source.get("tool_calls"))
     answer = final(
-        chunk(shape, model, text, thinking_of(source), tool_calls),
+        chunk(shape, model, text, thinking_of(source), tool_calls, shape == "generate" and not raw),
         choice.get("finish_reason"),
         metrics(clock, body.get("usage"), body.get("timings")),
     )
@@ -204,9 +225,9 @@ def chat_response(body: ChatCompletion, model: str, clock: Clock) -> tuple[Chunk
     return whole_answer("chat", body, model, clock)
 
 
-def generate_response(body: ChatCompletion, model: str, clock: Clock) -> tuple[Chunk, list[str]]:
+def generate_response(body: ChatCompletion, model: str, clock: Clock, raw: bool = False) -> tuple[Chunk, list[str]]:
     """A whole chat.completion or text_completion → one Ollama /api/generate answer."""
-    return whole_answer("generate", body, model, clock)
+    return whole_answer("generate", body, model, clock, raw)
 
 
 def gather(lines: list[bytes]) -> bytes:

@@ -41,14 +41,17 @@ class SSEToNDJSON:
     `feed(piece)` takes any piece of the body, however it was cut, and returns the complete
     Ollama lines it yields; `finish()` returns the tail: the final `done` line, or an `{"error"}`
     line when the upstream stream ended before it was complete. Tool-call fragments are gathered
-    by index and emitted whole once the upstream says the message is finished.
+    by index and emitted whole once the upstream says the message is finished. Every line of a
+    generate stream carries `context` (empty: there are no token ids) unless the request was
+    `raw` (see `translate.response.chunk`).
     """
 
     content_type: ClassVar[str | None] = NDJSON
     final_error_on_break: ClassVar[bool] = True
 
-    def __init__(self, shape: Shape, model: str, clock: Clock) -> None:
+    def __init__(self, shape: Shape, model: str, clock: Clock, raw: bool = False) -> None:
         self.shape: Shape = shape
+        self.context = shape == "generate" and not raw
         self.model = model
         self.clock = clock
         self.warnings: list[str] = []
@@ -148,14 +151,14 @@ class SSEToNDJSON:
         logprobs = logprobs_of(choice)
         if text or thinking or logprobs:
             self.clock.mark_token()
-            line = chunk(self.shape, self.model, text, thinking)
+            line = chunk(self.shape, self.model, text, thinking, None, self.context)
             if logprobs:
                 line["logprobs"] = logprobs
             out.append(dumps_line(line))
         if reason := choice.get("finish_reason"):
             self.finish_reason = reason
             if self._tool_calls:
-                out.append(dumps_line(chunk(self.shape, self.model, "", None, self._drain_tool_calls())))
+                out.append(dumps_line(chunk(self.shape, self.model, "", None, self._drain_tool_calls(), self.context)))
 
     def _tool_fragment(self, fragment: ToolCallDelta) -> None:
         self.clock.mark_token()
@@ -186,7 +189,8 @@ class SSEToNDJSON:
 
     def _finish(self, out: list[bytes]) -> None:
         if self._tool_calls:
-            out.append(dumps_line(chunk(self.shape, self.model, "", None, self._drain_tool_calls())))
-        last = final(chunk(self.shape, self.model, ""), self.finish_reason, metrics(self.clock, self.raw_usage, self.timings))
+            out.append(dumps_line(chunk(self.shape, self.model, "", None, self._drain_tool_calls(), self.context)))
+        last = chunk(self.shape, self.model, "", None, None, self.context)
+        final(last, self.finish_reason, metrics(self.clock, self.raw_usage, self.timings))
         out.append(dumps_line(last))
         self.ended = True

@@ -7,14 +7,11 @@
 
 They show in mitmweb, the `mitmproxy` console and `mitmdump --set flow_detail=3`, picked
 automatically by content type, or by name. `register()` adds them (the proxy addon does it in
-`load`); as with mitmproxy's own script-added views there is no removal: a reloaded script
-replaces them by name. `addon/contentviews.py` is a script that adds only the views, to look
-at saved flows: `mitmweb -n -r saved.flow -s addon/contentviews.py`.
+`load`, also for saved flows: `mitmweb -n -r saved.flow -s addon/proxy.py`); as with
+mitmproxy's own script-added views there is no removal: a reloaded script replaces them by name.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from mitmproxy import contentviews
 
@@ -26,7 +23,6 @@ __all__ = [
     "UPSTREAM_SSE_METADATA_KEY",
     "VIEWS",
     "Choice",
-    "ContentViews",
     "OllamaNDJSONView",
     "OpenAISSEView",
     "StreamSummary",
@@ -48,10 +44,3 @@ def register(registry: contentviews.ContentviewRegistry | None = None) -> None:
     for view in VIEWS:
         if reg.get(view.name) is not view:
             reg.register(view)
-
-
-class ContentViews:
-    """The addon of `addon/contentviews.py`: adds the views when it is loaded."""
-
-    def load(self, loader: Any) -> None:
-        register()

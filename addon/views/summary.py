@@ -364,10 +364,6 @@ def first_line(data: bytes, prefix: bytes = b"") -> tuple[bytes, bool] | None:
 class ProxyView(Contentview):
     """Shared behaviour: never raise from prettify/render_priority."""
 
-    #: Marks our views in the registry, so unregister() finds them even if this
-    #: module was imported twice (script reload, or as `contentviews` and `addon.contentviews`).
-    ollama_openai_proxy_view = True
-
     name = "?"
     syntax_highlight: SyntaxHighlight = "yaml"
 

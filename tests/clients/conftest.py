@@ -64,17 +64,28 @@ def client_env(proxy_url: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def js(ollama_proxy: Mitmdump) -> Callable[..., Any]:
-    """Run one scenario of node/ollama_js.mjs with ollama-js against the proxy; its JSON result."""
+def _node_runner(proxy: Mitmdump, script: str, package: str, what: str) -> Callable[..., Any]:
+    """Run one scenario of node/<script> against the proxy; its JSON result."""
     node = shutil.which("node")
-    if node is None or not (NODE_DIR / "node_modules" / "ollama").is_dir():
-        pytest.fail("ollama-js is not installed: run `make test-clients` (needs Node.js and npm)")
+    if node is None or not (NODE_DIR / "node_modules" / package).is_dir():
+        pytest.fail(f"{what} is not installed: run `make test-clients` (needs Node.js and npm)")
 
     def run(scenario: str, **params: Any) -> Any:
-        done = subprocess.run([node, str(NODE_DIR / "ollama_js.mjs"), scenario, json.dumps(params)],
-                              capture_output=True, text=True, timeout=60, env=client_env(ollama_proxy.url), cwd=NODE_DIR)
+        done = subprocess.run([node, str(NODE_DIR / script), scenario, json.dumps(params)],
+                              capture_output=True, text=True, timeout=60, env=client_env(proxy.url), cwd=NODE_DIR)
         assert done.returncode == 0, f"node exited {done.returncode}: {done.stderr}"
         return json.loads(done.stdout)
 
     return run
+
+
+@pytest.fixture
+def js(ollama_proxy: Mitmdump) -> Callable[..., Any]:
+    """Run one scenario of node/ollama_js.mjs with ollama-js against the proxy; its JSON result."""
+    return _node_runner(ollama_proxy, "ollama_js.mjs", "ollama", "ollama-js")
+
+
+@pytest.fixture
+def vercel_ai(ollama_proxy: Mitmdump) -> Callable[..., Any]:
+    """Run one scenario of node/vercel_ai.mjs with the Vercel AI SDK and ollama-ai-provider-v2; its JSON result."""
+    return _node_runner(ollama_proxy, "vercel_ai.mjs", "ollama-ai-provider-v2", "the Vercel AI SDK")

@@ -1,0 +1,1 @@
+"""The agents' APIs (Anthropic Messages, OpenAI Responses) as pure translations to and from OpenAI chat completions."""
