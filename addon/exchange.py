@@ -95,27 +95,27 @@ class Exchange:
     """One flow the proxy handles: the client's request, the upstream's part, and the guards' state."""
 
     __slots__ = (
-        "method",
-        "route",
-        "start_ns",
-        "endpoint",
-        "model",
-        "stream",
-        "server",
-        "upstream_route",
-        "upstream_model",
-        "upstream_status",
-        "detail",
-        "usage",
-        "error",
-        "warning",
         "client_authorization",
-        "forwarded_key",
-        "wire_authorization",
-        "sent_key",
-        "sent_at",
+        "detail",
+        "endpoint",
+        "error",
         "expired",
+        "forwarded_key",
+        "method",
+        "model",
         "relay",
+        "route",
+        "sent_at",
+        "sent_key",
+        "server",
+        "start_ns",
+        "stream",
+        "upstream_model",
+        "upstream_route",
+        "upstream_status",
+        "usage",
+        "warning",
+        "wire_authorization",
     )
 
     def __init__(self, method: str, route: str, start: float) -> None:
@@ -270,7 +270,7 @@ class Relay:
     stream and of the answer for the flow views.
     """
 
-    __slots__ = ("converter", "called", "keep", "upstream", "sent", "last_data")
+    __slots__ = ("called", "converter", "keep", "last_data", "sent", "upstream")
 
     def __init__(self, converter: StreamConverter, keep: int) -> None:
         self.converter = converter

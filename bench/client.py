@@ -70,10 +70,7 @@ class Conn:
         if not self.is_open:
             await self.connect()
         assert self.reader is not None and self.writer is not None
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"User-Agent: bench/1\r\nAccept: */*\r\n"
-        )
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUser-Agent: bench/1\r\nAccept: */*\r\n"
         if body or method == "POST":
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         self.writer.write(head.encode() + b"\r\n" + body)
@@ -154,7 +151,7 @@ class StreamTracker:
             if self.first_line is None:
                 self.first_line = line[:300]
             if self.fmt == "sse":
-                if line.startswith(b"data: [DONE]") or line.startswith(b"data:[DONE]"):
+                if line.startswith((b"data: [DONE]", b"data:[DONE]")):
                     self.done = True
                 elif line.startswith(b"data:") and b'"error"' in line and self.error is None:
                     self.error = line[:300]
@@ -176,17 +173,14 @@ class StreamResult:
     error: str = ""
 
 
-async def one_stream(conn: Conn, path: str, body: bytes, fmt: str, expect_events: int,
-                     timeout: float) -> StreamResult:
+async def one_stream(conn: Conn, path: str, body: bytes, fmt: str, expect_events: int, timeout: float) -> StreamResult:
     tr = StreamTracker(fmt)
     t_sent = time.monotonic_ns()
     try:
         resp = await asyncio.wait_for(conn.request("POST", path, body, on_chunk=tr.feed), timeout)
-    except (OSError, HTTPError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-            ValueError) as e:
+    except (OSError, HTTPError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
         conn.close()
-        return StreamResult(False, 0, tr.events, t_sent, time.monotonic_ns(),
-                            f"{type(e).__name__}: {e}"[:200])
+        return StreamResult(False, 0, tr.events, t_sent, time.monotonic_ns(), f"{type(e).__name__}: {e}"[:200])
     except TimeoutError:
         conn.close()
         return StreamResult(False, 0, tr.events, t_sent, time.monotonic_ns(), "timeout")
@@ -198,8 +192,7 @@ async def one_stream(conn: Conn, path: str, body: bytes, fmt: str, expect_events
     if not tr.done:
         return StreamResult(False, 200, tr.events, t_sent, t_end, "stream ended without done/[DONE]")
     if len(tr.events) != expect_events:
-        return StreamResult(False, 200, tr.events, t_sent, t_end,
-                            f"{len(tr.events)} of {expect_events} events arrived")
+        return StreamResult(False, 200, tr.events, t_sent, t_end, f"{len(tr.events)} of {expect_events} events arrived")
     return StreamResult(True, 200, tr.events, t_sent, t_end)
 
 
@@ -208,7 +201,7 @@ def pct(values: list[float], p: float) -> float | None:
     if not values:
         return None
     s = sorted(values)
-    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
+    k = max(0, min(len(s) - 1, round(p / 100.0 * len(s) + 0.5) - 1))
     return s[k]
 
 
@@ -221,8 +214,10 @@ def summarize_errors(errors: list[str]) -> dict[str, int]:
 
 # -- measurements ---------------------------------------------------------------------------
 
-async def closed_loop(host: str, port: int, path: str, body: bytes, concurrency: int,
-                      duration: float, warmup: float = 0.5) -> dict:
+
+async def closed_loop(
+    host: str, port: int, path: str, body: bytes, concurrency: int, duration: float, warmup: float = 0.5
+) -> dict:
     """Non-streaming requests, `concurrency` keep-alive connections, for `duration` seconds.
     The Python fallback when wrk is absent (it is slower than wrk: see RESULTS.md)."""
     lat: list[float] = []
@@ -301,8 +296,9 @@ def _delay_stats(results: list[StreamResult], nominal_gap_ms: float) -> dict:
     }
 
 
-async def stream_series(host: str, port: int, path: str, body: bytes, fmt: str, n: int,
-                        count: int, timeout: float) -> list[StreamResult]:
+async def stream_series(
+    host: str, port: int, path: str, body: bytes, fmt: str, n: int, count: int, timeout: float
+) -> list[StreamResult]:
     """`count` streams one after another on one keep-alive connection."""
     c = Conn(host, port)
     results: list[StreamResult] = []
@@ -327,23 +323,31 @@ def ttft_stats(results: list[StreamResult]) -> dict:
     ttft = [(r.events[0][1] - r.t_sent) / 1e6 for r in results if r.ok and r.events]
     total = [(r.t_end - r.t_sent) / 1e6 for r in results if r.ok and r.events]
     errs = [r.error for r in results if not (r.ok and r.events)]
-    return {"ttft_p50_ms": pct(ttft, 50), "ttft_p99_ms": pct(ttft, 99),
-            "total_p50_ms": pct(total, 50), "samples": len(ttft), "errors": len(errs),
-            "error_kinds": summarize_errors(errs)}
+    return {
+        "ttft_p50_ms": pct(ttft, 50),
+        "ttft_p99_ms": pct(ttft, 99),
+        "total_p50_ms": pct(total, 50),
+        "samples": len(ttft),
+        "errors": len(errs),
+        "error_kinds": summarize_errors(errs),
+    }
 
 
-async def relay_test(host: str, port: int, path: str, body: bytes, fmt: str, n: int,
-                     delay_ms: float, streams: int, timeout: float) -> dict:
+async def relay_test(
+    host: str, port: int, path: str, body: bytes, fmt: str, n: int, delay_ms: float, streams: int, timeout: float
+) -> dict:
     return relay_stats(await stream_series(host, port, path, body, fmt, n, streams, timeout), delay_ms)
 
 
-async def ttft_test(host: str, port: int, path: str, body: bytes, fmt: str, n: int,
-                    requests: int, timeout: float) -> dict:
+async def ttft_test(
+    host: str, port: int, path: str, body: bytes, fmt: str, n: int, requests: int, timeout: float
+) -> dict:
     return ttft_stats(await stream_series(host, port, path, body, fmt, n, requests, timeout))
 
 
-async def stream_throughput(host: str, port: int, path: str, body: bytes, fmt: str, n: int,
-                            concurrency: int, timeout: float) -> dict:
+async def stream_throughput(
+    host: str, port: int, path: str, body: bytes, fmt: str, n: int, concurrency: int, timeout: float
+) -> dict:
     """`concurrency` streams of `n` back-to-back events (no delay): events relayed per second."""
     t0 = time.monotonic()
 
@@ -358,12 +362,27 @@ async def stream_throughput(host: str, port: int, path: str, body: bytes, fmt: s
     wall = time.monotonic() - t0
     events = sum(len(r.events) for r in results)
     errs = [r.error for r in results if not r.ok]
-    return {"events": events, "seconds": wall, "events_per_s": events / wall if wall else None,
-            "errors": len(errs), "error_kinds": summarize_errors(errs)}
+    return {
+        "events": events,
+        "seconds": wall,
+        "events_per_s": events / wall if wall else None,
+        "errors": len(errs),
+        "error_kinds": summarize_errors(errs),
+    }
 
 
-async def held_streams(host: str, port: int, path: str, body: bytes, fmt: str, n: int,
-                       delay_ms: float, count: int, ramp_s: float, timeout: float) -> dict:
+async def held_streams(
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    fmt: str,
+    n: int,
+    delay_ms: float,
+    count: int,
+    ramp_s: float,
+    timeout: float,
+) -> dict:
     """`count` concurrent streams, opened over `ramp_s` seconds, each `n` events `delay_ms`
     apart (so all are open at once for a while). Errors = failed connects, non-200s,
     truncated or incomplete streams."""
@@ -395,15 +414,22 @@ async def held_streams(host: str, port: int, path: str, body: bytes, fmt: str, n
     if firsts:
         t_all = max(firsts)
         steady = [(rd - w) / 1e6 for r in results for w, rd in r.events if w > t_all]
-    return {"count": count, "ok": count - len(errs), "errors": len(errs),
-            "error_kinds": summarize_errors(errs), "seconds": wall, "peak_open": peak,
-            "relay_p50_ms": st["relay_p50_ms"], "relay_p99_ms": st["relay_p99_ms"],
-            "steady_events": len(steady), "steady_p50_ms": pct(steady, 50),
-            "steady_p99_ms": pct(steady, 99)}
+    return {
+        "count": count,
+        "ok": count - len(errs),
+        "errors": len(errs),
+        "error_kinds": summarize_errors(errs),
+        "seconds": wall,
+        "peak_open": peak,
+        "relay_p50_ms": st["relay_p50_ms"],
+        "relay_p99_ms": st["relay_p99_ms"],
+        "steady_events": len(steady),
+        "steady_p50_ms": pct(steady, 50),
+        "steady_p99_ms": pct(steady, 99),
+    }
 
 
-async def sanity(host: str, port: int, api: str, path: str, model_stream: str,
-                 stream: bool = True) -> str | None:
+async def sanity(host: str, port: int, api: str, path: str, model_stream: str, stream: bool = True) -> str | None:
     """None if a non-stream and a stream request both give the expected shape, else why not."""
     fmt = "sse" if api == "openai" else "ndjson"
     c = Conn(host, port)
@@ -415,8 +441,7 @@ async def sanity(host: str, port: int, api: str, path: str, model_stream: str,
             d = json.loads(resp.body or b"")
         except ValueError:
             return f"non-stream: not JSON: {(resp.body or b'')[:200]!r}"
-        content = (d["choices"][0]["message"]["content"] if api == "openai"
-                   else (d.get("message") or {}).get("content"))
+        content = d["choices"][0]["message"]["content"] if api == "openai" else (d.get("message") or {}).get("content")
         if not content or "computer program" not in content:
             return f"non-stream: unexpected body {(resp.body or b'')[:200]!r}"
         if not stream:

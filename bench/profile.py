@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import re
 import shutil
 import subprocess
@@ -28,8 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import client as cl  # noqa: E402
-from bench.run import (  # noqa: E402
-    API_KEY, HOST, OUT, PEERS_DIR, Proc, free_port, pinning, wait_port)
+from bench.run import API_KEY, HOST, OUT, PEERS_DIR, Proc, free_port, pinning, wait_port  # noqa: E402
 
 PY_SPY = "py-spy==0.4.3"
 SECONDS = 6
@@ -41,8 +39,11 @@ def ensure_py_spy() -> Path:
     if not exe.exists():
         print(f"[profile] installing {PY_SPY} into {venv.relative_to(ROOT)} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                        "--disable-pip-version-check", PY_SPY], check=True, timeout=600)
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", PY_SPY],
+            check=True,
+            timeout=600,
+        )
     return exe
 
 
@@ -76,15 +77,20 @@ def summarize(name: str, rows: list[tuple[list[str], int]]) -> list[str]:
                 incl[k] += n
                 seen.add(k)
         own[_short(frames[-1])] += n
-    out = [f"### {name}", "",
-           f"{total} samples. Share of samples with, somewhere on the stack: "
-           f"the addon's code {share(lambda x: '(addon/' in x or '/addon/' in x):.1f} %, "
-           f"logging {share(lambda x: 'logging/__init__' in x):.1f} %, "
-           f"json {share(lambda x: '(json/' in x or '/json/' in x):.1f} %, "
-           f"pydantic {share(lambda x: 'pydantic' in x):.1f} %, "
-           f"mitmproxy's hook dispatch (AddonManager) {share(lambda x: 'AddonManager' in x):.1f} %, "
-           f"socket writes {share(lambda x: '_SelectorSocketTransport.write' in x):.1f} %.", "",
-           "| inclusive % | function |", "|---|---|"]
+    out = [
+        f"### {name}",
+        "",
+        f"{total} samples. Share of samples with, somewhere on the stack: "
+        f"the addon's code {share(lambda x: '(addon/' in x or '/addon/' in x):.1f} %, "
+        f"logging {share(lambda x: 'logging/__init__' in x):.1f} %, "
+        f"json {share(lambda x: '(json/' in x or '/json/' in x):.1f} %, "
+        f"pydantic {share(lambda x: 'pydantic' in x):.1f} %, "
+        f"mitmproxy's hook dispatch (AddonManager) {share(lambda x: 'AddonManager' in x):.1f} %, "
+        f"socket writes {share(lambda x: '_SelectorSocketTransport.write' in x):.1f} %.",
+        "",
+        "| inclusive % | function |",
+        "|---|---|",
+    ]
     addon_frames = [(k, v) for k, v in incl.most_common() if "(addon/" in k or "/addon/" in k][:12]
     for k, v in incl.most_common(40):
         if k.startswith(("<module>", "run (", "Runner.run", "BaseEventLoop.run", "mitmdump (")):
@@ -108,8 +114,7 @@ async def drive(kind: str, port: int, api: str, seconds: float) -> str:
     t_end = time.monotonic() + seconds
     eps = []
     while time.monotonic() < t_end:
-        r = await cl.stream_throughput(HOST, port, path, cl.chat_body(api, "bench-n2000-d0", True),
-                                       fmt, 2000, 10, 60)
+        r = await cl.stream_throughput(HOST, port, path, cl.chat_body(api, "bench-n2000-d0", True), fmt, 2000, 10, 60)
         eps.append(r["events_per_s"])
     return f"{sum(eps) / len(eps):.0f} events/s (profiler attached)"
 
@@ -120,13 +125,27 @@ async def main_async() -> int:
     mitmdump = str(ROOT / ".venv" / "bin" / "mitmdump")
     addon = ROOT / "addon" / "proxy.py"
     up_port = free_port()
-    lines = ["# Profile of the proxy under load", "",
-             f"py-spy {PY_SPY.split('==')[1]} sampling at 250 Hz (`--nonblocking`), {SECONDS} s per case; {pin_desc}. "
-             f"Made by `make bench-profile` (bench/profile.py) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-             f"load average {' '.join(open('/proc/loadavg').read().split()[:3])} at start. Raw stacks in bench/out/profile-*.raw. "
-             "Rates are with the profiler attached and the Python load client, so lower than in RESULTS.md.", ""]
-    up = Proc("profile-upstream", [*load_prefix, sys.executable, str(ROOT / "bench" / "upstream.py"),
-                                   "--port", str(up_port), "--max-seconds", "600"])
+    lines = [
+        "# Profile of the proxy under load",
+        "",
+        f"py-spy {PY_SPY.split('==')[1]} sampling at 250 Hz (`--nonblocking`), {SECONDS} s per case; {pin_desc}. "
+        f"Made by `make bench-profile` (bench/profile.py) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"load average {' '.join(open('/proc/loadavg').read().split()[:3])} at start. Raw stacks in bench/out/profile-*.raw. "
+        "Rates are with the profiler attached and the Python load client, so lower than in RESULTS.md.",
+        "",
+    ]
+    up = Proc(
+        "profile-upstream",
+        [
+            *load_prefix,
+            sys.executable,
+            str(ROOT / "bench" / "upstream.py"),
+            "--port",
+            str(up_port),
+            "--max-seconds",
+            "600",
+        ],
+    )
     try:
         if not wait_port(up_port, up, 15):
             print("[profile] upstream did not start", file=sys.stderr)
@@ -135,16 +154,55 @@ async def main_async() -> int:
         for kind in ("nonstream", "stream"):
             p = free_port()
             extra = ["--set", "stream_large_bodies=1"] if kind == "stream" else []
-            cases.append((f"plain mitmdump, {kind}", kind, "openai", p,
-                          [*proxy_prefix, mitmdump, "--mode", f"reverse:http://{HOST}:{up_port}",
-                           "--listen-host", HOST, "--listen-port", str(p), "--set", "flow_detail=0", *extra]))
+            cases.append(
+                (
+                    f"plain mitmdump, {kind}",
+                    kind,
+                    "openai",
+                    p,
+                    [
+                        *proxy_prefix,
+                        mitmdump,
+                        "--mode",
+                        f"reverse:http://{HOST}:{up_port}",
+                        "--listen-host",
+                        HOST,
+                        "--listen-port",
+                        str(p),
+                        "--set",
+                        "flow_detail=0",
+                        *extra,
+                    ],
+                )
+            )
             if addon.exists():
                 p = free_port()
-                cases.append((f"addon, {kind}", kind, "ollama", p,
-                              [*proxy_prefix, mitmdump, "-s", str(addon), "--mode", f"reverse:http://{HOST}:{p}",
-                               "--listen-host", HOST, "--listen-port", str(p),
-                               "--set", f"openai_base_url=http://{HOST}:{up_port}/v1",
-                               "--set", f"openai_api_key={API_KEY}", "--set", "flow_detail=0"]))
+                cases.append(
+                    (
+                        f"addon, {kind}",
+                        kind,
+                        "ollama",
+                        p,
+                        [
+                            *proxy_prefix,
+                            mitmdump,
+                            "-s",
+                            str(addon),
+                            "--mode",
+                            f"reverse:http://{HOST}:{p}",
+                            "--listen-host",
+                            HOST,
+                            "--listen-port",
+                            str(p),
+                            "--set",
+                            f"openai_base_url=http://{HOST}:{up_port}/v1",
+                            "--set",
+                            f"openai_api_key={API_KEY}",
+                            "--set",
+                            "flow_detail=0",
+                        ],
+                    )
+                )
         for title, kind, api, port, cmd in cases:
             slug = re.sub(r"[^a-z]+", "-", title)
             proxy = Proc(f"profile-{slug}", cmd, cwd=OUT)
@@ -152,12 +210,35 @@ async def main_async() -> int:
                 if not wait_port(port, proxy, 30):
                     lines += [f"### {title}", "", f"did not start: {proxy.tail(5)}", ""]
                     continue
-                await cl.closed_loop(HOST, port, "/v1/chat/completions" if api == "openai" else "/api/chat",
-                                     cl.chat_body(api, "bench", False), 4, 1.0, warmup=0)
+                await cl.closed_loop(
+                    HOST,
+                    port,
+                    "/v1/chat/completions" if api == "openai" else "/api/chat",
+                    cl.chat_body(api, "bench", False),
+                    4,
+                    1.0,
+                    warmup=0,
+                )
                 raw = OUT / f"profile-{slug}.raw"
-                spy = subprocess.Popen([str(py_spy), "record", "--pid", str(proxy.pid), "--rate", "250",
-                                        "--format", "raw", "--output", str(raw), "--duration", str(SECONDS),
-                                        "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                spy = subprocess.Popen(
+                    [
+                        str(py_spy),
+                        "record",
+                        "--pid",
+                        str(proxy.pid),
+                        "--rate",
+                        "250",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(raw),
+                        "--duration",
+                        str(SECONDS),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
                 try:
                     await asyncio.sleep(0.3)
                     rate = await drive(kind, port, api, SECONDS - 0.8)

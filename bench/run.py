@@ -71,17 +71,43 @@ class Cfg:
     rounds: int
 
 
-FULL = Cfg(wrk_seconds=3, warmup_seconds=1, relay_events=60, relay_delay_ms=20, relay_streams=1,
-           ttft_requests=15, tput_events=1000, tput_streams=20, held_levels=(100, 500, 1000),
-           held_events=12, held_delay_ms=250, held_ramp_s=1.0, stream_timeout=60, rounds=3)
-QUICKCFG = Cfg(wrk_seconds=1, warmup_seconds=0.3, relay_events=25, relay_delay_ms=10,
-               relay_streams=1, ttft_requests=10, tput_events=300, tput_streams=10,
-               held_levels=(100,), held_events=5, held_delay_ms=100, held_ramp_s=0.3,
-               stream_timeout=20, rounds=1)
+FULL = Cfg(
+    wrk_seconds=3,
+    warmup_seconds=1,
+    relay_events=60,
+    relay_delay_ms=20,
+    relay_streams=1,
+    ttft_requests=15,
+    tput_events=1000,
+    tput_streams=20,
+    held_levels=(100, 500, 1000),
+    held_events=12,
+    held_delay_ms=250,
+    held_ramp_s=1.0,
+    stream_timeout=60,
+    rounds=3,
+)
+QUICKCFG = Cfg(
+    wrk_seconds=1,
+    warmup_seconds=0.3,
+    relay_events=25,
+    relay_delay_ms=10,
+    relay_streams=1,
+    ttft_requests=10,
+    tput_events=300,
+    tput_streams=10,
+    held_levels=(100,),
+    held_events=5,
+    held_delay_ms=100,
+    held_ramp_s=0.3,
+    stream_timeout=20,
+    rounds=1,
+)
 CFG = QUICKCFG if QUICK else FULL
 
 
 # -- processes -------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -92,16 +118,21 @@ def free_port() -> int:
 class Proc:
     """A child process in its own session; stop() kills exactly that session."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str] | None = None,
-                 cwd: Path | None = None):
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None):
         OUT.joinpath("logs").mkdir(parents=True, exist_ok=True)
         self.name = name
         self.cmd = cmd
         self.log_path = OUT / "logs" / f"{name}.log"
         self.log = open(self.log_path, "wb")
-        self.p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
-                                  stderr=subprocess.STDOUT, start_new_session=True,
-                                  env={**os.environ, **(env or {})}, cwd=cwd)
+        self.p = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
 
     @property
     def pid(self) -> int:
@@ -221,7 +252,7 @@ class RssSampler:
             self.peak = max(self.peak, session_rss_kb(self.sid))  # type: ignore[arg-type]
             await asyncio.sleep(0.1)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         if self.sid is not None:
             self.peak = session_rss_kb(self.sid)
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -235,18 +266,27 @@ class RssSampler:
 
 # -- CPU pinning -----------------------------------------------------------------------------
 
+
 def pinning() -> tuple[list[str], list[str], str]:
     """(prefix for the proxy, prefix for load+upstream, description)."""
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2 or not shutil.which("taskset"):
-        return [], [], f"not pinned ({len(cores)} usable core(s), taskset {'found' if shutil.which('taskset') else 'missing'})"
+        return (
+            [],
+            [],
+            f"not pinned ({len(cores)} usable core(s), taskset {'found' if shutil.which('taskset') else 'missing'})",
+        )
     proxy, load = cores[0], cores[1]
     os.sched_setaffinity(0, {load})  # this script (the Python load generator) too
-    return (["taskset", "-c", str(proxy)], ["taskset", "-c", str(load)],
-            f"proxy under test on CPU {proxy}; upstream, wrk and the Python client on CPU {load} (taskset)")
+    return (
+        ["taskset", "-c", str(proxy)],
+        ["taskset", "-c", str(load)],
+        f"proxy under test on CPU {proxy}; upstream, wrk and the Python client on CPU {load} (taskset)",
+    )
 
 
 # -- peers -----------------------------------------------------------------------------------
+
 
 def ensure_peer(name: str) -> tuple[Path | None, str]:
     """A venv under bench/.peers/<name> with the pinned peer installed: (python, note)."""
@@ -260,10 +300,13 @@ def ensure_peer(name: str) -> tuple[Path | None, str]:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(home / "venv")], check=True,
-                       timeout=120, capture_output=True)
-        subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        spec], check=True, timeout=600, capture_output=True)
+        subprocess.run([sys.executable, "-m", "venv", str(home / "venv")], check=True, timeout=120, capture_output=True)
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", spec],
+            check=True,
+            timeout=600,
+            capture_output=True,
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
         err = getattr(e, "stderr", b"") or b""
         return None, f"pip install {spec} failed: {err.decode(errors='replace')[-300:]}"
@@ -272,8 +315,12 @@ def ensure_peer(name: str) -> tuple[Path | None, str]:
         # import each other as `src.*` and its console script is `src.main:main`, so as
         # published it dies with "No module named 'src'". A one-file shim package maps
         # `src` onto site-packages; nothing of theirs is changed.
-        site = subprocess.run([str(py), "-c", "import config, os; print(os.path.dirname(config.__file__))"],
-                              capture_output=True, text=True, timeout=60).stdout.strip()
+        site = subprocess.run(
+            [str(py), "-c", "import config, os; print(os.path.dirname(config.__file__))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
         shim = home / "shim" / "src"
         shim.mkdir(parents=True)
         (shim / "__init__.py").write_text(f"__path__ = [{site!r}]\n")
@@ -282,14 +329,20 @@ def ensure_peer(name: str) -> tuple[Path | None, str]:
 
 
 def pip_version(py: Path, dist: str) -> str:
-    r = subprocess.run([str(py), "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
-                       capture_output=True, text=True, timeout=60, cwd=PEERS_DIR)
+    r = subprocess.run(
+        [str(py), "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=PEERS_DIR,
+    )
     # cwd matters: from the repo root, `python -c` would find this project's own
     # ollama_openai_proxy.egg-info first (both distributions are named "ollama-openai-proxy").
     return r.stdout.strip() or "?"
 
 
 # -- setups under test -----------------------------------------------------------------------
+
 
 @dataclass
 class Target:
@@ -319,42 +372,98 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
     if not os.path.exists(mitmdump):
         mitmdump = shutil.which("mitmdump") or mitmdump
     base = f"http://{HOST}:{up_port}/v1"
-    targets: list[Target] = [Target("direct", "(1) floor: client → fake upstream", "openai",
-                                    port=up_port, note="no proxy")]
+    targets: list[Target] = [
+        Target("direct", "(1) floor: client → fake upstream", "openai", port=up_port, note="no proxy")
+    ]
 
     p, p2 = free_port(), free_port()
-    plain = [*proxy_prefix, mitmdump, "--mode", f"reverse:http://{HOST}:{up_port}",
-             "--listen-host", HOST, "--set", "flow_detail=0"]
-    targets.append(Target(
-        "mitmdump", "(2) plain mitmdump, no addon", "openai", port=p,
-        cmd=[*plain, "--listen-port", str(p)], stream_port=p2,
-        stream_cmd=[*plain, "--listen-port", str(p2), "--set", "stream_large_bodies=1"],
-        note="reverse proxy to the upstream, OpenAI in and out. Non-streaming phases with the "
-             "defaults (bodies buffered, as the addon does for non-stream answers); streaming "
-             "phases in a second process with stream_large_bodies=1, so SSE is relayed as it "
-             "arrives (with the defaults mitmproxy buffers the whole stream)"))
+    plain = [
+        *proxy_prefix,
+        mitmdump,
+        "--mode",
+        f"reverse:http://{HOST}:{up_port}",
+        "--listen-host",
+        HOST,
+        "--set",
+        "flow_detail=0",
+    ]
+    targets.append(
+        Target(
+            "mitmdump",
+            "(2) plain mitmdump, no addon",
+            "openai",
+            port=p,
+            cmd=[*plain, "--listen-port", str(p)],
+            stream_port=p2,
+            stream_cmd=[*plain, "--listen-port", str(p2), "--set", "stream_large_bodies=1"],
+            note="reverse proxy to the upstream, OpenAI in and out. Non-streaming phases with the "
+            "defaults (bodies buffered, as the addon does for non-stream answers); streaming "
+            "phases in a second process with stream_large_bodies=1, so SSE is relayed as it "
+            "arrives (with the defaults mitmproxy buffers the whole stream)",
+        )
+    )
 
     p = free_port()
     addon = Path(os.environ.get("BENCH_ADDON") or ROOT / "addon" / "proxy.py").resolve()
     addon_args = shlex.split(os.environ.get("BENCH_ADDON_ARGS", ""))
     t = Target(
-        "addon", "(3) this project: mitmdump -s addon/proxy.py", "ollama", port=p,
-        cmd=[*proxy_prefix, mitmdump, "-s", str(addon), "--mode", f"reverse:http://{HOST}:{p}",
-             "--listen-host", HOST, "--listen-port", str(p), "--set", f"openai_base_url={base}",
-             "--set", f"openai_api_key={API_KEY}", "--set", "flow_detail=0", *addon_args],
-        note="Ollama /api/chat in, OpenAI upstream")
+        "addon",
+        "(3) this project: mitmdump -s addon/proxy.py",
+        "ollama",
+        port=p,
+        cmd=[
+            *proxy_prefix,
+            mitmdump,
+            "-s",
+            str(addon),
+            "--mode",
+            f"reverse:http://{HOST}:{p}",
+            "--listen-host",
+            HOST,
+            "--listen-port",
+            str(p),
+            "--set",
+            f"openai_base_url={base}",
+            "--set",
+            f"openai_api_key={API_KEY}",
+            "--set",
+            "flow_detail=0",
+            *addon_args,
+        ],
+        note="Ollama /api/chat in, OpenAI upstream",
+    )
     if not addon.exists():
         t.skip = "addon/proxy.py is not on this branch yet (merge main)"
     targets.append(t)
 
     p = free_port()
     t = Target(
-        "addon-v1", "(3b) this project, OpenAI route", "openai", port=p,
-        cmd=[*proxy_prefix, mitmdump, "-s", str(addon), "--mode", f"reverse:http://{HOST}:{p}",
-             "--listen-host", HOST, "--listen-port", str(p), "--set", f"openai_base_url={base}",
-             "--set", f"openai_api_key={API_KEY}", "--set", "flow_detail=0", *addon_args],
+        "addon-v1",
+        "(3b) this project, OpenAI route",
+        "openai",
+        port=p,
+        cmd=[
+            *proxy_prefix,
+            mitmdump,
+            "-s",
+            str(addon),
+            "--mode",
+            f"reverse:http://{HOST}:{p}",
+            "--listen-host",
+            HOST,
+            "--listen-port",
+            str(p),
+            "--set",
+            f"openai_base_url={base}",
+            "--set",
+            f"openai_api_key={API_KEY}",
+            "--set",
+            "flow_detail=0",
+            *addon_args,
+        ],
         note="the same addon on its /v1/chat/completions route (OpenAI in and out: model name "
-             "resolved, SSE relayed as is), comparable to rows 2 and 4a")
+        "resolved, SSE relayed as is), comparable to rows 2 and 4a",
+    )
     if not addon.exists():
         t.skip = "addon/proxy.py is not on this branch yet (merge main)"
     elif "/v1/chat/completions" not in addon.read_text():
@@ -369,19 +478,27 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
         p = free_port()
         if name == "oai2ollama":
             t = Target(
-                name, "(4a) oai2ollama (PyPI)", "openai", port=p,
+                name,
+                "(4a) oai2ollama (PyPI)",
+                "openai",
+                port=p,
                 env={"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": base},
                 note="serves only /api/version, /api/tags, /api/show and /v1/*: no /api/chat, so "
-                     "measured on /v1/chat/completions (OpenAI in and out, like row 2). Its "
-                     "`oai2ollama` command hard-codes port 11434, so it is started with the same "
-                     "uvicorn.run(app, ...) call on a free port")
+                "measured on /v1/chat/completions (OpenAI in and out, like row 2). Its "
+                "`oai2ollama` command hard-codes port 11434, so it is started with the same "
+                "uvicorn.run(app, ...) call on a free port",
+            )
         else:
             t = Target(
-                name, "(4b) ollama-openai-proxy (PyPI)", "ollama", port=p,
+                name,
+                "(4b) ollama-openai-proxy (PyPI)",
+                "ollama",
+                port=p,
                 env={"OPENAI_API_BASE_URL": base, "OPENAI_API_KEY": API_KEY, "PROXY_PORT": str(p)},
                 note="Ollama /api/chat in, like row 3. Its console script binds 0.0.0.0, so it "
-                     "is started as `uvicorn src.main:app --host 127.0.0.1` (same app, same log "
-                     "level); a shim provides the `src` package its 0.7.0 wheel lacks")
+                "is started as `uvicorn src.main:app --host 127.0.0.1` (same app, same log "
+                "level); a shim provides the `src` package its 0.7.0 wheel lacks",
+            )
         if not want_peers:
             t.skip = "BENCH_PEERS=0"
             targets.append(t)
@@ -392,12 +509,27 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
             targets.append(t)
             continue
         if name == "oai2ollama":
-            t.cmd = [*proxy_prefix, str(py), "-c",
-                     f"import uvicorn, oai2ollama; uvicorn.run(oai2ollama.app, host={HOST!r}, port={p})"]
+            t.cmd = [
+                *proxy_prefix,
+                str(py),
+                "-c",
+                f"import uvicorn, oai2ollama; uvicorn.run(oai2ollama.app, host={HOST!r}, port={p})",
+            ]
             t.version = pip_version(py, "oai2ollama")
         else:
-            t.cmd = [*proxy_prefix, str(py), "-m", "uvicorn", "src.main:app", "--host", HOST,
-                     "--port", str(p), "--log-level", "info"]
+            t.cmd = [
+                *proxy_prefix,
+                str(py),
+                "-m",
+                "uvicorn",
+                "src.main:app",
+                "--host",
+                HOST,
+                "--port",
+                str(p),
+                "--log-level",
+                "info",
+            ]
             t.env["PYTHONPATH"] = str(PEERS_DIR / name / "shim")
             t.version = pip_version(py, "ollama-openai-proxy")
         targets.append(t)
@@ -413,22 +545,39 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
 WRK_LUA = BENCH / "wrk_post.lua"
 
 
-def run_wrk(load_prefix: list[str], t: Target, port: int, connections: int, seconds: float,
-            body: bytes) -> dict:
-    cmd = [*load_prefix, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-           "--timeout", "10s", "--latency", "-s", str(WRK_LUA), f"http://{HOST}:{port}{t.path}"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30,
-                       env={**os.environ, "BENCH_BODY": body.decode()})
+def run_wrk(load_prefix: list[str], t: Target, port: int, connections: int, seconds: float, body: bytes) -> dict:
+    cmd = [
+        *load_prefix,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(WRK_LUA),
+        f"http://{HOST}:{port}{t.path}",
+    ]
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=seconds + 30, env={**os.environ, "BENCH_BODY": body.decode()}
+    )
     m = re.search(r"^BENCHJSON (\{.*\})$", r.stdout, re.M)
     if not m:
         return {"tool": "wrk", "error": (r.stdout + r.stderr)[-400:]}
     d = json.loads(m.group(1))
     secs = d["duration_us"] / 1e6
     errors = d["connect"] + d["read"] + d["write"] + d["status"] + d["timeout"]
-    return {"tool": "wrk", "requests": d["requests"], "rps": d["requests"] / secs,
-            "p50_ms": d["p50"] / 1000, "p99_ms": d["p99"] / 1000, "errors": errors,
-            "error_kinds": {k: d[k] for k in ("connect", "read", "write", "status", "timeout") if d[k]},
-            "cmd": " ".join(shlex.quote(c) for c in cmd)}
+    return {
+        "tool": "wrk",
+        "requests": d["requests"],
+        "rps": d["requests"] / secs,
+        "p50_ms": d["p50"] / 1000,
+        "p99_ms": d["p99"] / 1000,
+        "errors": errors,
+        "error_kinds": {k: d[k] for k in ("connect", "read", "write", "status", "timeout") if d[k]},
+        "cmd": " ".join(shlex.quote(c) for c in cmd),
+    }
 
 
 # -- measurements ----------------------------------------------------------------------------
@@ -438,6 +587,7 @@ def run_wrk(load_prefix: list[str], t: Target, port: int, connections: int, seco
 # neighbour on this shared VM hits every row alike; each figure is the median over the rounds
 # (or pooled over them for per-event percentiles). Held streams come last, one setup at a time,
 # each setup stopped right after, so a proxy still busy with 1000 streams disturbs no one.
+
 
 @dataclass
 class Live:
@@ -502,8 +652,7 @@ async def start_phase(lv: Live, cmd: list[str] | None, port: int, name: str, str
         print(f"[bench] {t.key}: {entry['skip']}", flush=True)
         return False
     # warm-up: imports, caches, the proxies' upstream connection pools
-    await cl.closed_loop(HOST, port, t.path, cl.chat_body(t.api, "bench", False), 4,
-                         CFG.warmup_seconds, warmup=0)
+    await cl.closed_loop(HOST, port, t.path, cl.chat_body(t.api, "bench", False), 4, CFG.warmup_seconds, warmup=0)
     return True
 
 
@@ -515,9 +664,8 @@ def stop_phase(lv: Live) -> None:
         lv.proc = None
 
 
-async def run_all(targets: list[Target], entries: list[dict], use_wrk: bool,
-                  load_prefix: list[str]) -> None:
-    lives = [Live(t, e) for t, e in zip(targets, entries) if not t.skip]
+async def run_all(targets: list[Target], entries: list[dict], use_wrk: bool, load_prefix: list[str]) -> None:
+    lives = [Live(t, e) for t, e in zip(targets, entries, strict=True) if not t.skip]
     R = CFG.rounds
     try:
         # -- phase A: non-streaming ------------------------------------------------------
@@ -535,8 +683,7 @@ async def run_all(targets: list[Target], entries: list[dict], use_wrk: bool,
             body = cl.chat_body(lv.t.api, "bench", False)
             cpu0 = session_cpu_s(lv.sid)
             if use_wrk:
-                r = await asyncio.to_thread(run_wrk, load_prefix, lv.t, lv.port, c,
-                                            CFG.wrk_seconds, body)
+                r = await asyncio.to_thread(run_wrk, load_prefix, lv.t, lv.port, c, CFG.wrk_seconds, body)
             else:
                 r = await cl.closed_loop(HOST, lv.port, lv.t.path, body, c, CFG.wrk_seconds, warmup=0)
             if cpu0 is not None:
@@ -545,8 +692,9 @@ async def run_all(targets: list[Target], entries: list[dict], use_wrk: bool,
 
         for c in (1, 50):
             for r in range(R):
-                print(f"[bench] non-stream c={c}, round {r + 1}/{R}: " + ", ".join(lv.t.key for lv in lives),
-                      flush=True)
+                print(
+                    f"[bench] non-stream c={c}, round {r + 1}/{R}: " + ", ".join(lv.t.key for lv in lives), flush=True
+                )
                 for lv in lives:
                     with RssSampler(lv.sid) as rs:
                         lv.rounds.setdefault(f"c{c}", []).append(await load(lv, c))
@@ -570,25 +718,50 @@ async def run_all(targets: list[Target], entries: list[dict], use_wrk: bool,
             ok.append(lv)
         slives = ok
         relay_body = lambda lv: cl.chat_body(  # noqa: E731
-            lv.t.api, f"bench-n{CFG.relay_events}-d{CFG.relay_delay_ms:g}", True)
+            lv.t.api, f"bench-n{CFG.relay_events}-d{CFG.relay_delay_ms:g}", True
+        )
         for r in range(R):
             print(f"[bench] stream relay delay + TTFT, round {r + 1}/{R}", flush=True)
             for lv in slives:
-                lv.rounds.setdefault("relay", []).extend(await cl.stream_series(
-                    HOST, lv.port, lv.t.path, relay_body(lv), lv.t.fmt, CFG.relay_events,
-                    CFG.relay_streams, CFG.stream_timeout))
-                lv.rounds.setdefault("ttft", []).extend(await cl.stream_series(
-                    HOST, lv.port, lv.t.path, cl.chat_body(lv.t.api, "bench-n3-d0", True), lv.t.fmt,
-                    3, CFG.ttft_requests, CFG.stream_timeout))
+                lv.rounds.setdefault("relay", []).extend(
+                    await cl.stream_series(
+                        HOST,
+                        lv.port,
+                        lv.t.path,
+                        relay_body(lv),
+                        lv.t.fmt,
+                        CFG.relay_events,
+                        CFG.relay_streams,
+                        CFG.stream_timeout,
+                    )
+                )
+                lv.rounds.setdefault("ttft", []).extend(
+                    await cl.stream_series(
+                        HOST,
+                        lv.port,
+                        lv.t.path,
+                        cl.chat_body(lv.t.api, "bench-n3-d0", True),
+                        lv.t.fmt,
+                        3,
+                        CFG.ttft_requests,
+                        CFG.stream_timeout,
+                    )
+                )
         for r in range(R):
             print(f"[bench] events/s, round {r + 1}/{R}", flush=True)
             for lv in slives:
                 cpu0 = session_cpu_s(lv.sid)
                 with RssSampler(lv.sid) as rs:
                     x = await cl.stream_throughput(
-                        HOST, lv.port, lv.t.path,
-                        cl.chat_body(lv.t.api, f"bench-n{CFG.tput_events}-d0", True), lv.t.fmt,
-                        CFG.tput_events, CFG.tput_streams, CFG.stream_timeout)
+                        HOST,
+                        lv.port,
+                        lv.t.path,
+                        cl.chat_body(lv.t.api, f"bench-n{CFG.tput_events}-d0", True),
+                        lv.t.fmt,
+                        CFG.tput_events,
+                        CFG.tput_streams,
+                        CFG.stream_timeout,
+                    )
                 if cpu0 is not None:
                     x["proxy_cpu_s"] = session_cpu_s(lv.sid) - cpu0  # type: ignore[operator]
                 lv.rounds.setdefault("tput", []).append(x)
@@ -605,10 +778,14 @@ async def run_all(targets: list[Target], entries: list[dict], use_wrk: bool,
                     kinds[k] = kinds.get(k, 0) + v
             cpu = [x["proxy_cpu_s"] for x in tp if "proxy_cpu_s" in x]
             n_ev = sum(x["events"] for x in tp)
-            lv.res["tput"] = {"events_per_s": _median(eps), "events_per_s_range": [min(eps), max(eps)],
-                              "cpu_us_per_event": sum(cpu) / n_ev * 1e6 if cpu and n_ev else None,
-                              "events": sum(x["events"] for x in tp),
-                              "errors": sum(x["errors"] for x in tp), "error_kinds": kinds}
+            lv.res["tput"] = {
+                "events_per_s": _median(eps),
+                "events_per_s_range": [min(eps), max(eps)],
+                "cpu_us_per_event": sum(cpu) / n_ev * 1e6 if cpu and n_ev else None,
+                "events": sum(x["events"] for x in tp),
+                "errors": sum(x["errors"] for x in tp),
+                "error_kinds": kinds,
+            }
 
         # -- phase C: concurrent streams held, one setup at a time --------------------------
         for lv in slives:
@@ -618,10 +795,17 @@ async def run_all(targets: list[Target], entries: list[dict], use_wrk: bool,
                 await asyncio.sleep(0.5)  # let the previous level's sockets close
                 with RssSampler(lv.sid) as rs:
                     h = await cl.held_streams(
-                        HOST, lv.port, lv.t.path,
+                        HOST,
+                        lv.port,
+                        lv.t.path,
                         cl.chat_body(lv.t.api, f"bench-n{CFG.held_events}-d{CFG.held_delay_ms:g}", True),
-                        lv.t.fmt, CFG.held_events, CFG.held_delay_ms, n, CFG.held_ramp_s,
-                        CFG.stream_timeout)
+                        lv.t.fmt,
+                        CFG.held_events,
+                        CFG.held_delay_ms,
+                        n,
+                        CFG.held_ramp_s,
+                        CFG.stream_timeout,
+                    )
                 h["rss_peak_kb"] = rs.peak if lv.sid else None
                 lv.res["held"][str(n)] = h
             lv.res["rss_end_kb"] = session_rss_kb(lv.sid) if lv.sid else None
@@ -633,7 +817,6 @@ async def run_all(targets: list[Target], entries: list[dict], use_wrk: bool,
                 lv.entry["res"] = lv.res
 
 
-
 def system_info(use_wrk: bool, pin_desc: str) -> dict:
     cpu = "?"
     try:
@@ -643,8 +826,9 @@ def system_info(use_wrk: bool, pin_desc: str) -> dict:
                 break
     except OSError:
         pass
-    mitm = subprocess.run([str(ROOT / ".venv" / "bin" / "mitmdump"), "--version"],
-                          capture_output=True, text=True, timeout=60).stdout
+    mitm = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "mitmdump"), "--version"], capture_output=True, text=True, timeout=60
+    ).stdout
     mitm_v = re.search(r"Mitmproxy:\s*(\S+)", mitm)
     py_v = re.search(r"Python:\s*(\S+)", mitm)
     wrk_v = ""
@@ -652,10 +836,12 @@ def system_info(use_wrk: bool, pin_desc: str) -> dict:
         r = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
         wrk_v = (r.stdout + r.stderr).split("Copyright")[0].strip()
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "addon"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "addon"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except OSError:
         commit, dirty = "?", ""
     mem_kb = 0
@@ -667,14 +853,22 @@ def system_info(use_wrk: bool, pin_desc: str) -> dict:
         pass
     return {
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "nproc": os.cpu_count(), "cpu": cpu, "mem_gib": round(mem_kb / 1048576, 1),
-        "kernel": platform.release(), "python": platform.python_version(),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "mem_gib": round(mem_kb / 1048576, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
         "mitmproxy": mitm_v.group(1) if mitm_v else "?",
         "mitmproxy_python": py_v.group(1) if py_v else "?",
-        "load_generator": (f"{wrk_v or 'wrk'} (`-t1`, keep-alive)" if use_wrk else
-                           "the Python asyncio client (" + ("BENCH_NO_WRK=1" if shutil.which("wrk") else "wrk not found")
-                           + "; slower than wrk, so the floor's req/s measures the client)"),
-        "pinning": pin_desc, "commit": commit + (" (addon/ modified)" if dirty else ""),
+        "load_generator": (
+            f"{wrk_v or 'wrk'} (`-t1`, keep-alive)"
+            if use_wrk
+            else "the Python asyncio client ("
+            + ("BENCH_NO_WRK=1" if shutil.which("wrk") else "wrk not found")
+            + "; slower than wrk, so the floor's req/s measures the client)"
+        ),
+        "pinning": pin_desc,
+        "commit": commit + (" (addon/ modified)" if dirty else ""),
         "quick": QUICK,
     }
 
@@ -689,8 +883,11 @@ async def main_async() -> int:
     proxy_prefix, load_prefix, pin_desc = pinning()
     info = system_info(use_wrk, pin_desc)
     info["nofile"] = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    print(f"[bench] {'QUICK ' if QUICK else ''}run: {info['cpu']}, nproc={info['nproc']}, "
-          f"{info['load_generator']}; {pin_desc}", flush=True)
+    print(
+        f"[bench] {'QUICK ' if QUICK else ''}run: {info['cpu']}, nproc={info['nproc']}, "
+        f"{info['load_generator']}; {pin_desc}",
+        flush=True,
+    )
 
     wait_quiet = float(os.environ.get("BENCH_WAIT_QUIET", "0") or 0)
     if wait_quiet > 0:
@@ -700,15 +897,20 @@ async def main_async() -> int:
             time.sleep(10)
     load = machine_load()
     if float(load.get("loadavg", ["0"])[0]) > 1.0:
-        print(f"[bench] note: the machine is busy (load average {' '.join(load['loadavg'])}); wall-clock "
-              "figures will be noisy. BENCH_WAIT_QUIET=600 waits (bounded) for a quieter moment.", flush=True)
+        print(
+            f"[bench] note: the machine is busy (load average {' '.join(load['loadavg'])}); wall-clock "
+            "figures will be noisy. BENCH_WAIT_QUIET=600 waits (bounded) for a quieter moment.",
+            flush=True,
+        )
 
     up_port = free_port()
     results: dict = {"info": info, "cfg": CFG.__dict__, "targets": []}
     t_start = time.monotonic()
     results["load_before"] = machine_load()
-    up = Proc("upstream", [*load_prefix, sys.executable, str(BENCH / "upstream.py"),
-                           "--port", str(up_port), "--max-seconds", "1800"])
+    up = Proc(
+        "upstream",
+        [*load_prefix, sys.executable, str(BENCH / "upstream.py"), "--port", str(up_port), "--max-seconds", "1800"],
+    )
     try:
         if not wait_port(up_port, up, 15):
             print(f"[bench] the fake upstream did not start:\n{up.tail()}", file=sys.stderr)
@@ -717,11 +919,17 @@ async def main_async() -> int:
         targets = make_targets(up_port, proxy_prefix)
         entries = []
         for t in targets:
-            entry: dict = {"key": t.key, "label": t.label, "api": t.api, "path": t.path,
-                           "note": t.note, "version": t.version,
-                           "cmd": " ".join(shlex.quote(c) for c in t.cmd) if t.cmd else "",
-                           "stream_cmd": " ".join(shlex.quote(c) for c in t.stream_cmd) if t.stream_cmd else "",
-                           "skip": t.skip}
+            entry: dict = {
+                "key": t.key,
+                "label": t.label,
+                "api": t.api,
+                "path": t.path,
+                "note": t.note,
+                "version": t.version,
+                "cmd": " ".join(shlex.quote(c) for c in t.cmd) if t.cmd else "",
+                "stream_cmd": " ".join(shlex.quote(c) for c in t.stream_cmd) if t.stream_cmd else "",
+                "skip": t.skip,
+            }
             if t.skip:
                 print(f"[bench] {t.key}: skipped ({t.skip})", flush=True)
             entries.append(entry)
@@ -741,8 +949,8 @@ async def main_async() -> int:
     return 0
 
 
-
 # -- report ----------------------------------------------------------------------------------
+
 
 def f(x, nd: int = 2, unit: str = "") -> str:
     if x is None:
@@ -804,70 +1012,93 @@ def render(results: dict) -> str:
     L: list[str] = []
     L.append("# Benchmark results" + (" (QUICK mode: indicative only)" if info["quick"] else ""))
     L.append("")
-    L.append(f"Written by `bench/run.py` on {info['date_utc']}, in {results.get('elapsed_s', '?')} s. "
-             "Re-run with `make bench` (exact command below). Numbers from one run on a shared VM: "
-             "expect ±15 % between runs; compare rows of the same run.")
+    L.append(
+        f"Written by `bench/run.py` on {info['date_utc']}, in {results.get('elapsed_s', '?')} s. "
+        "Re-run with `make bench` (exact command below). Numbers from one run on a shared VM: "
+        "expect ±15 % between runs; compare rows of the same run."
+    )
     L.append("")
     L.append("## Machine and versions")
     L.append("")
     L.append(f"- CPU: {info['cpu']}, nproc = {info['nproc']}, {info['mem_gib']} GiB RAM, Linux {info['kernel']}")
     L.append(f"- Pinning: {info['pinning']}")
-    L.append(f"- mitmproxy {info['mitmproxy']} on Python {info['mitmproxy_python']}; harness on Python {info['python']}")
-    L.append(f"- Load generator: {info['load_generator']} for non-streaming requests; "
-             "the Python asyncio raw-socket client (bench/client.py) for streams")
+    L.append(
+        f"- mitmproxy {info['mitmproxy']} on Python {info['mitmproxy_python']}; harness on Python {info['python']}"
+    )
+    L.append(
+        f"- Load generator: {info['load_generator']} for non-streaming requests; "
+        "the Python asyncio raw-socket client (bench/client.py) for streams"
+    )
     peers = [t for t in results["targets"] if t["key"] in PEER_SPECS]
     for t in peers:
-        L.append(f"- {t['key']} {t['version'] or PEER_SPECS[t['key']].split('==')[1]} from PyPI, own venv in bench/.peers/")
+        L.append(
+            f"- {t['key']} {t['version'] or PEER_SPECS[t['key']].split('==')[1]} from PyPI, own venv in bench/.peers/"
+        )
     L.append(f"- Project commit: {info['commit']}; open files limit {info.get('nofile')}")
     lb, la = results.get("load_before", {}), results.get("load_after", {})
     if lb or la:
-        L.append(f"- Other work on the machine: load average {' '.join(lb.get('loadavg', []))} before, "
-                 f"{' '.join(la.get('loadavg', []))} after; CPU pressure (PSI some avg60) "
-                 f"{lb.get('cpu_pressure_some_avg60', '?')} % before, {la.get('cpu_pressure_some_avg60', '?')} % after. "
-                 "A load well above 0 means other processes shared the CPUs: wall-clock figures are then noisier "
-                 "(rows are interleaved so they share the noise), CPU per request/event much less so.")
-    L.append(f"- Command: `{'BENCH_QUICK=1 ' if info['quick'] else ''}make bench` "
-             f"(= `.venv/bin/python bench/run.py`)")
+        L.append(
+            f"- Other work on the machine: load average {' '.join(lb.get('loadavg', []))} before, "
+            f"{' '.join(la.get('loadavg', []))} after; CPU pressure (PSI some avg60) "
+            f"{lb.get('cpu_pressure_some_avg60', '?')} % before, {la.get('cpu_pressure_some_avg60', '?')} % after. "
+            "A load well above 0 means other processes shared the CPUs: wall-clock figures are then noisier "
+            "(rows are interleaved so they share the noise), CPU per request/event much less so."
+        )
+    L.append(f"- Command: `{'BENCH_QUICK=1 ' if info['quick'] else ''}make bench` (= `.venv/bin/python bench/run.py`)")
     L.append("")
 
     L.append("## Non-streaming chat: latency and throughput")
     L.append("")
-    L.append(f"One request/response per round trip on a keep-alive connection, `\"stream\": false`. "
-             f"Each figure is the median of {cfg['rounds']} interleaved round(s) of {cfg['wrk_seconds']:g} s "
-             "(c=50 req/s: min–max in brackets). *added* = this row's p50 minus the floor's p50; "
-             "×floor and ×mitmdump are plain ratios.")
+    L.append(
+        f'One request/response per round trip on a keep-alive connection, `"stream": false`. '
+        f"Each figure is the median of {cfg['rounds']} interleaved round(s) of {cfg['wrk_seconds']:g} s "
+        "(c=50 req/s: min–max in brackets). *added* = this row's p50 minus the floor's p50; "
+        "×floor and ×mitmdump are plain ratios."
+    )
     L.append("")
-    L.append("| setup | route | c=1 p50 ms | c=1 p99 ms | added p50 ms | p50 ×floor | p50 ×mitmdump "
-             "| c=50 req/s | req/s ×floor | req/s ×mitmdump | proxy CPU ms/req | CPU ×mitmdump | errors |")
+    L.append(
+        "| setup | route | c=1 p50 ms | c=1 p99 ms | added p50 ms | p50 ×floor | p50 ×mitmdump "
+        "| c=50 req/s | req/s ×floor | req/s ×mitmdump | proxy CPU ms/req | CPU ×mitmdump | errors |"
+    )
     L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for t in rows:
         r = t["res"]
         p50, p99, rps = g(r, "c1", "p50_ms"), g(r, "c1", "p99_ms"), g(r, "c50", "rps")
         errs = (g(r, "c1", "errors") or 0) + (g(r, "c50", "errors") or 0)
-        L.append(f"| {t['label']} | `{t['path']}` | {f(p50)} | {f(p99)} | "
-                 f"{added(p50, g(floor, 'c1', 'p50_ms')) if t['key'] != 'direct' else '—'} | "
-                 f"{ratio(p50, g(floor, 'c1', 'p50_ms'))} | {ratio(p50, g(mitm, 'c1', 'p50_ms'))} | "
-                 f"{f(rps)}{rng(g(r, 'c50', 'rps_range'))} | {ratio(rps, g(floor, 'c50', 'rps'))} | {ratio(rps, g(mitm, 'c50', 'rps'))} | "
-                 f"{f(g(r, 'c50', 'cpu_ms_per_req'))} | {ratio(g(r, 'c50', 'cpu_ms_per_req'), g(mitm, 'c50', 'cpu_ms_per_req'))} | {errs} |")
+        L.append(
+            f"| {t['label']} | `{t['path']}` | {f(p50)} | {f(p99)} | "
+            f"{added(p50, g(floor, 'c1', 'p50_ms')) if t['key'] != 'direct' else '—'} | "
+            f"{ratio(p50, g(floor, 'c1', 'p50_ms'))} | {ratio(p50, g(mitm, 'c1', 'p50_ms'))} | "
+            f"{f(rps)}{rng(g(r, 'c50', 'rps_range'))} | {ratio(rps, g(floor, 'c50', 'rps'))} | {ratio(rps, g(mitm, 'c50', 'rps'))} | "
+            f"{f(g(r, 'c50', 'cpu_ms_per_req'))} | {ratio(g(r, 'c50', 'cpu_ms_per_req'), g(mitm, 'c50', 'cpu_ms_per_req'))} | {errs} |"
+        )
     L.append("")
 
     L.append("## Streaming")
     L.append("")
-    L.append(f"- **Relay delay**: {cfg['relay_streams'] * cfg['rounds']} stream(s) of {cfg['relay_events']} content events, "
-             f"{cfg['relay_delay_ms']:g} ms apart, one at a time; per event, client read time − upstream write "
-             "time (same monotonic clock). *Inter-arrival error*: |client gap − upstream gap| between "
-             "consecutive events; *coalesced*: events that arrived < 20 % of their upstream gap after the "
-             "previous one (i.e. were held back and bunched).")
-    L.append(f"- **TTFT**: request sent → first content event read, {cfg['ttft_requests'] * cfg['rounds']} streams "
-             "(upstream sends its first token at once).")
-    L.append(f"- **Events/s**: {cfg['tput_streams']} concurrent streams × {cfg['tput_events']} events with no "
-             "delay; content events the client received per second of wall time (median of "
-             f"{cfg['rounds']} round(s)).")
+    L.append(
+        f"- **Relay delay**: {cfg['relay_streams'] * cfg['rounds']} stream(s) of {cfg['relay_events']} content events, "
+        f"{cfg['relay_delay_ms']:g} ms apart, one at a time; per event, client read time − upstream write "
+        "time (same monotonic clock). *Inter-arrival error*: |client gap − upstream gap| between "
+        "consecutive events; *coalesced*: events that arrived < 20 % of their upstream gap after the "
+        "previous one (i.e. were held back and bunched)."
+    )
+    L.append(
+        f"- **TTFT**: request sent → first content event read, {cfg['ttft_requests'] * cfg['rounds']} streams "
+        "(upstream sends its first token at once)."
+    )
+    L.append(
+        f"- **Events/s**: {cfg['tput_streams']} concurrent streams × {cfg['tput_events']} events with no "
+        "delay; content events the client received per second of wall time (median of "
+        f"{cfg['rounds']} round(s))."
+    )
     L.append(f"- Relay and TTFT streams are interleaved across setups in {cfg['rounds']} round(s) and pooled.")
     L.append("")
-    L.append("| setup | relay p50 / p99 ms | added relay p50 ms | relay p50 ×mitmdump | inter-arrival error p50 / p99 ms "
-             "| timing kept? (coalesced) | TTFT p50 / p99 ms | added TTFT p50 ms | TTFT ×mitmdump | events/s | ×floor | ×mitmdump "
-             "| proxy CPU µs/event | CPU ×mitmdump | errors |")
+    L.append(
+        "| setup | relay p50 / p99 ms | added relay p50 ms | relay p50 ×mitmdump | inter-arrival error p50 / p99 ms "
+        "| timing kept? (coalesced) | TTFT p50 / p99 ms | added TTFT p50 ms | TTFT ×mitmdump | events/s | ×floor | ×mitmdump "
+        "| proxy CPU µs/event | CPU ×mitmdump | errors |"
+    )
     L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for t in rows:
         r = t["res"]
@@ -884,22 +1115,30 @@ def render(results: dict) -> str:
             f"{ratio(tt.get('ttft_p50_ms'), g(mitm, 'ttft', 'ttft_p50_ms'))} | "
             f"{f(tp.get('events_per_s'))} | {ratio(tp.get('events_per_s'), g(floor, 'tput', 'events_per_s'))} | "
             f"{ratio(tp.get('events_per_s'), g(mitm, 'tput', 'events_per_s'))} | "
-            f"{f(tp.get('cpu_us_per_event'), 1)} | {ratio(tp.get('cpu_us_per_event'), g(mitm, 'tput', 'cpu_us_per_event'))} | {errs} |")
+            f"{f(tp.get('cpu_us_per_event'), 1)} | {ratio(tp.get('cpu_us_per_event'), g(mitm, 'tput', 'cpu_us_per_event'))} | {errs} |"
+        )
     L.append("")
 
     L.append("## Concurrent streams held")
     L.append("")
-    L.append(f"N streams opened over {cfg['held_ramp_s']:g} s, each {cfg['held_events']} events "
-             f"{cfg['held_delay_ms']:g} ms apart (≈{cfg['held_events'] * cfg['held_delay_ms'] / 1000:g} s open). "
-             "*ok/err*: streams that got every event and the final done line / the rest. *open*: the most "
-             "streams that were open at once. Relay delay over *all* events, and *steady*: only events written "
-             "after every stream had received its first one (all connections set up), which separates holding "
-             "streams from opening them. RSS is the proxy process's (with children), sampled every "
-             "100 ms: idle after warm-up, and the peak during that level.")
+    L.append(
+        f"N streams opened over {cfg['held_ramp_s']:g} s, each {cfg['held_events']} events "
+        f"{cfg['held_delay_ms']:g} ms apart (≈{cfg['held_events'] * cfg['held_delay_ms'] / 1000:g} s open). "
+        "*ok/err*: streams that got every event and the final done line / the rest. *open*: the most "
+        "streams that were open at once. Relay delay over *all* events, and *steady*: only events written "
+        "after every stream had received its first one (all connections set up), which separates holding "
+        "streams from opening them. RSS is the proxy process's (with children), sampled every "
+        "100 ms: idle after warm-up, and the peak during that level."
+    )
     L.append("")
     levels = [str(n) for n in cfg["held_levels"]]
-    head = "| setup | idle RSS MB | " + " | ".join(
-        f"{n}: ok/err | {n}: open | {n}: relay p50/p99 ms, all · steady | {n}: peak RSS MB" for n in levels) + " |"
+    head = (
+        "| setup | idle RSS MB | "
+        + " | ".join(
+            f"{n}: ok/err | {n}: open | {n}: relay p50/p99 ms, all · steady | {n}: peak RSS MB" for n in levels
+        )
+        + " |"
+    )
     L.append(head)
     L.append("|---|---|" + "---|" * (4 * len(levels)))
     for t in rows:
@@ -907,14 +1146,24 @@ def render(results: dict) -> str:
         cells = [t["label"], mb(r.get("rss_idle_stream_kb") or r.get("rss_idle_kb"))]
         for n in levels:
             h = r.get("held", {}).get(n, {})
-            cells += [f"{h.get('ok', '—')}/{h.get('errors', '—')}", str(h.get("peak_open", "—")),
-                      f"{f(h.get('relay_p50_ms'))} / {f(h.get('relay_p99_ms'))} · "
-                      f"{f(h.get('steady_p50_ms'))} / {f(h.get('steady_p99_ms'))}", mb(h.get("rss_peak_kb"))]
+            cells += [
+                f"{h.get('ok', '—')}/{h.get('errors', '—')}",
+                str(h.get("peak_open", "—")),
+                f"{f(h.get('relay_p50_ms'))} / {f(h.get('relay_p99_ms'))} · "
+                f"{f(h.get('steady_p50_ms'))} / {f(h.get('steady_p99_ms'))}",
+                mb(h.get("rss_peak_kb")),
+            ]
         L.append("| " + " | ".join(cells) + " |")
     L.append("")
-    L.append("Peak RSS (MB) in the other phases: "
-             + "; ".join(f"{t['key']}: c=50 {mb(t['res'].get('rss_c50_kb'))}, events/s {mb(t['res'].get('rss_tput_kb'))}"
-                         for t in rows if t["res"].get("rss_idle_kb")) + ".")
+    L.append(
+        "Peak RSS (MB) in the other phases: "
+        + "; ".join(
+            f"{t['key']}: c=50 {mb(t['res'].get('rss_c50_kb'))}, events/s {mb(t['res'].get('rss_tput_kb'))}"
+            for t in rows
+            if t["res"].get("rss_idle_kb")
+        )
+        + "."
+    )
     L.append("")
 
     errs: list[str] = []

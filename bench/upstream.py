@@ -123,22 +123,18 @@ class SSEBuilder:
     def __init__(self, req_id: str, model: str, created: int):
         head = (
             '{"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,'
-            '"service_tier":"default","system_fingerprint":null,"choices":'
-            % (req_id, created, json.dumps(model))
+            '"service_tier":"default","system_fingerprint":null,"choices":' % (req_id, created, json.dumps(model))
         ).encode()
         self.role = _chunk(
-            b"data: " + head
-            + b'[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},'
+            b"data: " + head + b'[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},'
             b'"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"bZuWwpMP"}\n\n'
         )
         self._content = (
-            b"data: " + head.replace(b"%", b"%%")
-            + b'[{"index":0,"delta":{"content":" w%d@%d@"},"logprobs":null,'
+            b"data: " + head.replace(b"%", b"%%") + b'[{"index":0,"delta":{"content":" w%d@%d@"},"logprobs":null,'
             b'"finish_reason":null}],"usage":null,"obfuscation":"XjUSo1V9S"}\n\n'
         )
         self.finish = _chunk(
-            b"data: " + head
-            + b'[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],'
+            b"data: " + head + b'[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],'
             b'"usage":null,"obfuscation":"rxDa"}\n\n'
         )
         self.head = head
@@ -148,7 +144,8 @@ class SSEBuilder:
 
     def usage(self, n: int) -> bytes:
         return _chunk(
-            b"data: " + self.head.replace(b"%", b"%%")
+            b"data: "
+            + self.head.replace(b"%", b"%%")
             + b'[],"usage":{"prompt_tokens":14,"completion_tokens":%d,"total_tokens":%d,'
             b'"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},'
             b'"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,'
@@ -168,7 +165,7 @@ class Stats:
 
 
 class UpstreamProtocol(asyncio.Protocol):
-    def __init__(self, server: "FakeOpenAI"):
+    def __init__(self, server: FakeOpenAI):
         self.server = server
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
@@ -250,16 +247,21 @@ class UpstreamProtocol(asyncio.Protocol):
             close = headers.get(b"connection", b"").lower() == b"close"
             self._handle(method, target.split(b"?", 1)[0], body, close)
 
-    def _reply(self, status: int, body: bytes, close: bool = False,
-               ctype: bytes = b"application/json") -> None:
+    def _reply(self, status: int, body: bytes, close: bool = False, ctype: bytes = b"application/json") -> None:
         assert self.transport is not None
-        reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 413: b"Payload Too Large"}.get(
-            status, b"Error")
+        reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 413: b"Payload Too Large"}.get(status, b"Error")
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ndate: %s\r\ncontent-length: %d\r\n%s%s\r\n%s"
-            % (status, reason, ctype, _http_date(), len(body),
-               _STATIC_HEADERS if status == 200 else b"",
-               b"connection: close\r\n" if close else b"", body)
+            % (
+                status,
+                reason,
+                ctype,
+                _http_date(),
+                len(body),
+                _STATIC_HEADERS if status == 200 else b"",
+                b"connection: close\r\n" if close else b"",
+                body,
+            )
         )
         if close:
             self.transport.close()
@@ -273,8 +275,7 @@ class UpstreamProtocol(asyncio.Protocol):
                 req = json.loads(body)
                 model = str(req.get("model") or "bench")
             except (ValueError, AttributeError):
-                self._reply(400, b'{"error":{"message":"invalid JSON body","type":"invalid_request_error"}}',
-                            close)
+                self._reply(400, b'{"error":{"message":"invalid JSON body","type":"invalid_request_error"}}', close)
                 return
             srv.counter += 1
             req_id = "chatcmpl-bench%010d" % srv.counter
@@ -284,15 +285,18 @@ class UpstreamProtocol(asyncio.Protocol):
                 self.busy = True
                 srv.stats.streams += 1
                 task = asyncio.get_running_loop().create_task(
-                    self._stream(SSEBuilder(req_id, model, created), n, delay, close))
+                    self._stream(SSEBuilder(req_id, model, created), n, delay, close)
+                )
                 srv.tasks.add(task)
                 task.add_done_callback(srv.tasks.discard)
             else:
                 self._reply(200, completion_body(req_id, model, created), close)
             return
         if path.endswith(b"/models") and method == b"GET":
-            data = [{"id": m, "object": "model", "created": 1686935002, "owned_by": "bench"}
-                    for m in ("bench", "bench-n200-d20", "gpt-4o-mini")]
+            data = [
+                {"id": m, "object": "model", "created": 1686935002, "owned_by": "bench"}
+                for m in ("bench", "bench-n200-d20", "gpt-4o-mini")
+            ]
             self._reply(200, json.dumps({"object": "list", "data": data}).encode(), close)
             return
         self._reply(404, b'{"error":{"message":"Unknown route","type":"invalid_request_error"}}', close)
@@ -332,8 +336,7 @@ class UpstreamProtocol(asyncio.Protocol):
 class FakeOpenAI:
     """`async with FakeOpenAI(port=0) as up: up.port` — or start()/stop()."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, events: int = 20,
-                 delay_ms: float = 0.0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, events: int = 20, delay_ms: float = 0.0):
         self.host, self.port = host, port
         self.default_events = events
         self.default_delay_s = delay_ms / 1000.0
@@ -343,10 +346,11 @@ class FakeOpenAI:
         self.tasks: set[asyncio.Task] = set()
         self._server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> "FakeOpenAI":
+    async def start(self) -> FakeOpenAI:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: UpstreamProtocol(self), self.host, self.port, backlog=4096, reuse_address=True)
+            lambda: UpstreamProtocol(self), self.host, self.port, backlog=4096, reuse_address=True
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -361,7 +365,7 @@ class FakeOpenAI:
             await self._server.wait_closed()
             self._server = None
 
-    async def __aenter__(self) -> "FakeOpenAI":
+    async def __aenter__(self) -> FakeOpenAI:
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:
@@ -392,8 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=18080)
     p.add_argument("--events", type=int, default=20, help="default content events per stream")
     p.add_argument("--delay-ms", type=float, default=0.0, help="default delay before each event")
-    p.add_argument("--max-seconds", type=float, default=3600.0,
-                   help="exit by itself after this long (0: never)")
+    p.add_argument("--max-seconds", type=float, default=3600.0, help="exit by itself after this long (0: never)")
     args = p.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         p.error("benchmarks stay on loopback: --host must be 127.0.0.1, localhost or ::1")

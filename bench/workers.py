@@ -47,29 +47,57 @@ def free_port(span: int = 1) -> int:
 def wrk(url: str) -> dict:
     out = subprocess.run(
         ["wrk", "-t1", "-c50", f"-d{SECONDS}s", "--timeout", "10s", "--latency", "-s", str(WRK_SCRIPT), url],
-        env={**os.environ, "BENCH_BODY": BODY}, capture_output=True, text=True, timeout=SECONDS + 60,
+        env={**os.environ, "BENCH_BODY": BODY},
+        capture_output=True,
+        text=True,
+        timeout=SECONDS + 60,
     )
     line = next(line for line in out.stdout.splitlines() if line.startswith("BENCHJSON "))
-    result = json.loads(line[len("BENCHJSON "):])
+    result = json.loads(line[len("BENCHJSON ") :])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     return result
 
 
 def main() -> int:
     upstream_port = free_port()
-    upstream = subprocess.Popen([PY, str(ROOT / "bench" / "upstream.py"), "--port", str(upstream_port), "--max-seconds", "900"],
-                                start_new_session=True, stdout=subprocess.DEVNULL)
-    env_extra = ["--set", f"openai_base_url=http://127.0.0.1:{upstream_port}/v1", "--set", "openai_api_key=sk-bench-0123456789abcdef0123456789abcdef"]
+    upstream = subprocess.Popen(
+        [PY, str(ROOT / "bench" / "upstream.py"), "--port", str(upstream_port), "--max-seconds", "900"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+    )
+    env_extra = [
+        "--set",
+        f"openai_base_url=http://127.0.0.1:{upstream_port}/v1",
+        "--set",
+        "openai_api_key=sk-bench-0123456789abcdef0123456789abcdef",
+    ]
     setups: dict[str, list[subprocess.Popen]] = {}
     urls: dict[str, str] = {}
     folder = tempfile.mkdtemp(prefix="bench-workers-")
     try:
         workers.wait_for(upstream_port, [upstream])
         single = free_port()
-        setups["one mitmdump, no balancer"] = [subprocess.Popen(
-            [str(workers.MITMDUMP), "-s", str(ROOT / "addon" / "proxy.py"), "--mode", f"reverse:http://127.0.0.1:{single}",
-             "--listen-host", "127.0.0.1", "--listen-port", str(single), "--set", "flow_detail=0", *env_extra],
-            start_new_session=True, stdout=(Path(folder) / "single.log").open("wb"), stderr=subprocess.STDOUT)]
+        setups["one mitmdump, no balancer"] = [
+            subprocess.Popen(
+                [
+                    str(workers.MITMDUMP),
+                    "-s",
+                    str(ROOT / "addon" / "proxy.py"),
+                    "--mode",
+                    f"reverse:http://127.0.0.1:{single}",
+                    "--listen-host",
+                    "127.0.0.1",
+                    "--listen-port",
+                    str(single),
+                    "--set",
+                    "flow_detail=0",
+                    *env_extra,
+                ],
+                start_new_session=True,
+                stdout=(Path(folder) / "single.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+        ]
         workers.wait_for(single, setups["one mitmdump, no balancer"])
         urls["one mitmdump, no balancer"] = f"http://127.0.0.1:{single}/api/chat"
         for n in (1, 2):
@@ -102,7 +130,7 @@ def main() -> int:
     load = os.getloadavg()
     report = f"""# Throughput beyond one core
 
-Written by `bench/workers.py` (`make bench-workers`) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
+Written by `bench/workers.py` (`make bench-workers`) on {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.
 Machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}, load average {load[0]:.2f} at the end.
 Non-streaming `/api/chat`, wrk `-t1 -c50 -d{SECONDS}s`, {ROUNDS} interleaved rounds (medians), fake upstream `bench/upstream.py`;
 no pinning: wrk and the upstream share the cores with the workers.

@@ -17,21 +17,33 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import ollama
 
-from harness import ROOT
 from collector.recorder import SCENARIO_HEADER
 from collector.scenarios import MANIFEST, Scenario, live_scenarios, recording_scenarios, run
+from harness import ROOT
 from harness.mitmdump import Mitmdump
 from harness.upstream import FakeOpenAI, UpstreamServer
 
 
-def collect(name: str, scenarios: list[Scenario], base_url: str, api_key: str, manifest: dict, fake: FakeOpenAI | None = None) -> int:
+def collect(
+    name: str,
+    scenarios: list[Scenario],
+    base_url: str,
+    api_key: str,
+    manifest: dict[str, Any],
+    fake: FakeOpenAI | None = None,
+) -> int:
     target = ROOT / "flows" / name
     staging = Path(tempfile.mkdtemp(prefix="collect-"))
-    settings = [f"openai_base_url={base_url}", f"openai_api_key={api_key}", f"record_dir={staging / 'flows'}",
-                "passthrough_options=true"]
+    settings = [
+        f"openai_base_url={base_url}",
+        f"openai_api_key={api_key}",
+        f"record_dir={staging / 'flows'}",
+        "passthrough_options=true",
+    ]
     dump = Mitmdump(staging, "reverse", *settings, scripts=[ROOT / "collector" / "recorder.py"])
     failed: list[str] = []
     try:
@@ -39,16 +51,29 @@ def collect(name: str, scenarios: list[Scenario], base_url: str, api_key: str, m
             if fake is not None and scenario.upstream_answer is not None:
                 answer = scenario.upstream_answer
                 body = answer["body"] if isinstance(answer["body"], str) else json.dumps(answer["body"], indent=2)
-                chunks = [e + b"\n\n" for e in body.encode().split(b"\n\n") if e.strip()] if isinstance(answer["body"], str) else body
-                fake.queue(answer["status"], chunks, {"content-type": answer["headers"].get("content-type", "application/json"),
-                                                      **{k: v for k, v in answer["headers"].items() if k.startswith("retry-after")}})
+                chunks = (
+                    [e + b"\n\n" for e in body.encode().split(b"\n\n") if e.strip()]
+                    if isinstance(answer["body"], str)
+                    else body
+                )
+                fake.queue(
+                    answer["status"],
+                    chunks,
+                    {
+                        "content-type": answer["headers"].get("content-type", "application/json"),
+                        **{k: v for k, v in answer["headers"].items() if k.startswith("retry-after")},
+                    },
+                )
             client = ollama.Client(host=dump.url, headers={SCENARIO_HEADER: scenario.name}, timeout=120)
             started = time.monotonic()
             result = run(client, scenario)
             saved = (staging / "flows" / f"{scenario.name}.flow").exists()
             outcome = "error " + str(result.get("status")) if isinstance(result, dict) and "error" in result else "ok"
-            print(f"[{number:2}/{len(scenarios)}] {scenario.name:48} {outcome:10} {time.monotonic() - started:6.2f}s"
-                  f"{'' if saved else '  NOT SAVED'}", flush=True)
+            print(
+                f"[{number:2}/{len(scenarios)}] {scenario.name:48} {outcome:10} {time.monotonic() - started:6.2f}s"
+                f"{'' if saved else '  NOT SAVED'}",
+                flush=True,
+            )
             if not saved:
                 failed.append(scenario.name)
     finally:
@@ -59,29 +84,46 @@ def collect(name: str, scenarios: list[Scenario], base_url: str, api_key: str, m
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(staging / "flows", target)
     shutil.rmtree(staging, ignore_errors=True)
-    print(f"{len(scenarios) - len(failed)} of {len(scenarios)} scenarios recorded into {target.relative_to(ROOT)}"
-          + (f"; not saved: {', '.join(failed)}" if failed else ""))
+    print(
+        f"{len(scenarios) - len(failed)} of {len(scenarios)} scenarios recorded into {target.relative_to(ROOT)}"
+        + (f"; not saved: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="folder under flows/, e.g. llama-server or openai")
-    parser.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL", ""), help="the upstream (default $OPENAI_BASE_URL)")
-    parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", ""), help="the upstream key (default $OPENAI_API_KEY)")
+    parser.add_argument(
+        "--base-url", default=os.environ.get("OPENAI_BASE_URL", ""), help="the upstream (default $OPENAI_BASE_URL)"
+    )
+    parser.add_argument(
+        "--api-key", default=os.environ.get("OPENAI_API_KEY", ""), help="the upstream key (default $OPENAI_API_KEY)"
+    )
     parser.add_argument("--model", default="gemma3", help="the chat model the scenarios use")
     parser.add_argument("--embed-model", default="gemma3-embed", help="the embedding model the scenarios use")
-    parser.add_argument("--server", default="", help="what the upstream is (e.g. llama-server b6000, Gemma 3 270M), for the manifest")
+    parser.add_argument(
+        "--server", default="", help="what the upstream is (e.g. llama-server b6000, Gemma 3 270M), for the manifest"
+    )
     args = parser.parse_args()
     if args.name == "openai-recordings":
         with UpstreamServer() as server:
             scenarios = recording_scenarios()
-            manifest = {"scenarios": "recordings", "upstream": "tests/fixtures/openai-recordings served by tests/upstream.py",
-                        "sources": {s.name: s.source for s in scenarios}}
+            manifest = {
+                "scenarios": "recordings",
+                "upstream": "tests/fixtures/openai-recordings served by tests/upstream.py",
+                "sources": {s.name: s.source for s in scenarios},
+            }
             return collect(args.name, scenarios, server.base_url, "", manifest, server.fake)
     if not args.base_url:
         parser.error("--base-url or OPENAI_BASE_URL is required")
-    manifest = {"scenarios": "live", "model": args.model, "embed_model": args.embed_model, "upstream": args.base_url, "server": args.server}
+    manifest = {
+        "scenarios": "live",
+        "model": args.model,
+        "embed_model": args.embed_model,
+        "upstream": args.base_url,
+        "server": args.server,
+    }
     return collect(args.name, live_scenarios(args.model, args.embed_model), args.base_url, args.api_key, manifest)
 
 

@@ -24,7 +24,15 @@ logger = logging.getLogger("ollama_proxy.recorder")
 
 SCENARIO_HEADER = "x-scenario"
 WHOLE_BODIES = 100_000_000
-SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "cookie", "set-cookie", "openai-organization", "openai-project")
+SECRET_HEADERS = (
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "cookie",
+    "set-cookie",
+    "openai-organization",
+    "openai-project",
+)
 
 
 class KeyLeak(RuntimeError):
@@ -33,7 +41,7 @@ class KeyLeak(RuntimeError):
 
 def redact(flow: http.HTTPFlow, secrets: list[str]) -> http.HTTPFlow:
     """The upstream exchange of a translated flow, with every secret header removed."""
-    recorded = flow.copy()
+    recorded: http.HTTPFlow = flow.copy()
     for name in SECRET_HEADERS:
         recorded.request.headers.pop(name, None)
     assert recorded.response is not None

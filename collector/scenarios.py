@@ -14,11 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import ollama
+import pydantic
 
 RECORDINGS = Path(__file__).parent.parent / "tests" / "fixtures" / "openai-recordings"
 MANIFEST = "manifest.json"  # beside the flows: which scenarios they are, against what upstream
-CLOCK_FIELDS = {"created_at", "total_duration", "load_duration", "prompt_eval_duration", "eval_duration", "modified_at", "expires_at"}
-RESPONSE_TYPES: dict[str, type] = {
+CLOCK_FIELDS = {
+    "created_at",
+    "total_duration",
+    "load_duration",
+    "prompt_eval_duration",
+    "eval_duration",
+    "modified_at",
+    "expires_at",
+}
+RESPONSE_TYPES: dict[str, type[pydantic.BaseModel]] = {
     "chat": ollama.ChatResponse,
     "generate": ollama.GenerateResponse,
     "embed": ollama.EmbedResponse,
@@ -37,7 +46,11 @@ class Scenario:
 
 def scenarios_of(manifest: dict[str, Any]) -> dict[str, Scenario]:
     """The scenarios a folder of flows was recorded from, by name."""
-    found = recording_scenarios() if manifest["scenarios"] == "recordings" else live_scenarios(manifest["model"], manifest["embed_model"])
+    found = (
+        recording_scenarios()
+        if manifest["scenarios"] == "recordings"
+        else live_scenarios(manifest["model"], manifest["embed_model"])
+    )
     return {s.name: s for s in found}
 
 
@@ -100,7 +113,11 @@ WEATHER_TOOL = {
     "function": {
         "name": "get_weather",
         "description": "Get the current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}, "required": ["city"]},
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "City name"}},
+            "required": ["city"],
+        },
     },
 }
 
@@ -116,36 +133,122 @@ def live_scenarios(model: str, embed_model: str) -> list[Scenario]:
     return [
         Scenario("chat", "chat", {"model": model, "messages": user, "options": short, "stream": False}),
         Scenario("chat-stream", "chat", {"model": model, "messages": user, "options": short, "stream": True}),
-        Scenario("chat-system-multi-turn", "chat", {"model": model, "stream": False, "options": short, "messages": [
-            {"role": "system", "content": "Answer in one word."},
-            {"role": "user", "content": "What colour is the sky?"},
-            {"role": "assistant", "content": "Blue."},
-            {"role": "user", "content": "And grass?"},
-        ]}),
-        Scenario("chat-length", "chat", {"model": model, "messages": user, "options": {**short, "num_predict": 3}, "stream": True}),
-        Scenario("chat-stop", "chat", {"model": model, "messages": user, "options": {**short, "stop": ["\n"]}, "stream": False}),
-        Scenario("chat-format-json", "chat", {"model": model, "messages": [{"role": "user", "content": "Give a JSON object with a key colour."}],
-                                              "format": "json", "options": short, "stream": True}),
-        Scenario("chat-format-schema", "chat", {"model": model, "messages": [{"role": "user", "content": "Name a colour."}], "options": short,
-                                                "format": {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]},
-                                                "stream": False}),
-        Scenario("chat-tools", "chat", {"model": model, "tools": [WEATHER_TOOL], "stream": False,
-                                        "options": {**short, "num_predict": 48, "stop": ["</tool_call>"]},
-                                        "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}),
-        Scenario("chat-tools-stream", "chat", {"model": model, "tools": [WEATHER_TOOL], "stream": True,
-                                               "options": {**short, "num_predict": 48, "stop": ["</tool_call>"]},
-                                               "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}),
-        Scenario("chat-tool-result", "chat", {"model": model, "tools": [WEATHER_TOOL], "stream": False, "options": short, "messages": [
-            {"role": "user", "content": "What is the weather in Paris?"},
-            {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
-            {"role": "tool", "tool_name": "get_weather", "content": "18 degrees and sunny"},
-        ]}),
+        Scenario(
+            "chat-system-multi-turn",
+            "chat",
+            {
+                "model": model,
+                "stream": False,
+                "options": short,
+                "messages": [
+                    {"role": "system", "content": "Answer in one word."},
+                    {"role": "user", "content": "What colour is the sky?"},
+                    {"role": "assistant", "content": "Blue."},
+                    {"role": "user", "content": "And grass?"},
+                ],
+            },
+        ),
+        Scenario(
+            "chat-length",
+            "chat",
+            {"model": model, "messages": user, "options": {**short, "num_predict": 3}, "stream": True},
+        ),
+        Scenario(
+            "chat-stop",
+            "chat",
+            {"model": model, "messages": user, "options": {**short, "stop": ["\n"]}, "stream": False},
+        ),
+        Scenario(
+            "chat-format-json",
+            "chat",
+            {
+                "model": model,
+                "messages": [{"role": "user", "content": "Give a JSON object with a key colour."}],
+                "format": "json",
+                "options": short,
+                "stream": True,
+            },
+        ),
+        Scenario(
+            "chat-format-schema",
+            "chat",
+            {
+                "model": model,
+                "messages": [{"role": "user", "content": "Name a colour."}],
+                "options": short,
+                "format": {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]},
+                "stream": False,
+            },
+        ),
+        Scenario(
+            "chat-tools",
+            "chat",
+            {
+                "model": model,
+                "tools": [WEATHER_TOOL],
+                "stream": False,
+                "options": {**short, "num_predict": 48, "stop": ["</tool_call>"]},
+                "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+            },
+        ),
+        Scenario(
+            "chat-tools-stream",
+            "chat",
+            {
+                "model": model,
+                "tools": [WEATHER_TOOL],
+                "stream": True,
+                "options": {**short, "num_predict": 48, "stop": ["</tool_call>"]},
+                "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+            },
+        ),
+        Scenario(
+            "chat-tool-result",
+            "chat",
+            {
+                "model": model,
+                "tools": [WEATHER_TOOL],
+                "stream": False,
+                "options": short,
+                "messages": [
+                    {"role": "user", "content": "What is the weather in Paris?"},
+                    {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+                    },
+                    {"role": "tool", "tool_name": "get_weather", "content": "18 degrees and sunny"},
+                ],
+            },
+        ),
         Scenario("chat-unknown-model", "chat", {"model": "no-such-model", "messages": user, "stream": False}),
         Scenario("chat-unknown-model-stream", "chat", {"model": "no-such-model", "messages": user, "stream": True}),
-        Scenario("generate", "generate", {"model": model, "prompt": "The capital of France is", "options": short, "stream": False}),
-        Scenario("generate-stream", "generate", {"model": model, "prompt": "Count to five:", "system": "Be brief.", "options": short, "stream": True}),
-        Scenario("generate-raw", "generate", {"model": model, "prompt": "Once upon a time", "raw": True, "options": short, "stream": True}),
-        Scenario("generate-json", "generate", {"model": model, "prompt": "A JSON object with key a:", "format": "json", "options": short, "stream": False}),
+        Scenario(
+            "generate",
+            "generate",
+            {"model": model, "prompt": "The capital of France is", "options": short, "stream": False},
+        ),
+        Scenario(
+            "generate-stream",
+            "generate",
+            {"model": model, "prompt": "Count to five:", "system": "Be brief.", "options": short, "stream": True},
+        ),
+        Scenario(
+            "generate-raw",
+            "generate",
+            {"model": model, "prompt": "Once upon a time", "raw": True, "options": short, "stream": True},
+        ),
+        Scenario(
+            "generate-json",
+            "generate",
+            {
+                "model": model,
+                "prompt": "A JSON object with key a:",
+                "format": "json",
+                "options": short,
+                "stream": False,
+            },
+        ),
         Scenario("generate-unknown-model", "generate", {"model": "no-such-model", "prompt": "x", "stream": False}),
         Scenario("embed", "embed", {"model": embed_model, "input": "The sky is blue."}),
         Scenario("embed-batch", "embed", {"model": embed_model, "input": ["first text", "second text", "third text"]}),
@@ -181,7 +284,11 @@ def recording_scenarios() -> list[Scenario]:
 def ollama_request(body: dict[str, Any], route: str) -> dict[str, Any] | None:
     """The Ollama call equivalent to a recorded OpenAI request, or None where Ollama has none."""
     request: dict[str, Any] = {"model": body["model"], "stream": bool(body.get("stream"))}
-    options = {name: body[name] for name in ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty") if name in body}
+    options: dict[str, Any] = {
+        name: body[name]
+        for name in ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
+        if name in body
+    }
     if "stop" in body:
         options["stop"] = body["stop"] if isinstance(body["stop"], list) else [body["stop"]]
     if tokens := body.get("max_tokens") or body.get("max_completion_tokens"):
@@ -201,8 +308,9 @@ def ollama_request(body: dict[str, Any], route: str) -> dict[str, Any] | None:
         return {**request, "prompt": body["prompt"], "raw": True}
     if body.get("tools"):
         request["tools"] = body["tools"]
-    messages = [ollama_message(m) for m in body.get("messages", [])]
-    if any(m is None for m in messages):
+    converted = [ollama_message(m) for m in body.get("messages", [])]
+    messages = [m for m in converted if m is not None]
+    if len(messages) != len(converted):
         return None
     names = {call.get("id"): call["function"]["name"] for m in messages for call in m.get("tool_calls", ())}
     for message in messages:
@@ -237,7 +345,13 @@ def ollama_message(message: dict[str, Any]) -> dict[str, Any] | None:
         return None  # not expressible in Ollama's message format
     if message.get("tool_calls"):
         out["tool_calls"] = [
-            {"id": call["id"], "function": {"name": call["function"]["name"], "arguments": json.loads(call["function"]["arguments"] or "{}")}}
+            {
+                "id": call["id"],
+                "function": {
+                    "name": call["function"]["name"],
+                    "arguments": json.loads(call["function"]["arguments"] or "{}"),
+                },
+            }
             for call in message["tool_calls"]
         ]
     if message["role"] == "tool":

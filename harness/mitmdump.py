@@ -19,10 +19,11 @@ MITMDUMP = Path(sys.executable).parent / "mitmdump"
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 20) -> None:
+def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -38,20 +39,37 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 20) -> 
 class Mitmdump:
     """A real `mitmdump -s addon/proxy.py` process; its output goes to a log file for assertions."""
 
-    def __init__(self, tmp: Path, mode: str, *settings: str, port: int | None = None, scripts: list[Path] | tuple[Path, ...] = (),
-                 extra_args: list[str] | tuple[str, ...] = (), listen_host: str | None = "127.0.0.1", program: Path = MITMDUMP,
-                 extra: tuple[str, ...] = (), environment: dict[str, str] | None = None,
-                 script: Path = ROOT / "addon" / "proxy.py") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        mode: str,
+        *settings: str,
+        port: int | None = None,
+        scripts: list[Path] | tuple[Path, ...] = (),
+        extra_args: list[str] | tuple[str, ...] = (),
+        listen_host: str | None = "127.0.0.1",
+        program: Path = MITMDUMP,
+        extra: tuple[str, ...] = (),
+        environment: dict[str, str] | None = None,
+        script: Path = ROOT / "addon" / "proxy.py",
+    ) -> None:
         self.port = port or free_port()
         self.log_path = tmp / f"mitmdump-{self.port}.log"
         mode_arg = f"reverse:http://127.0.0.1:{self.port}" if mode == "reverse" else mode
         self.args = [
-            str(program), "-s", str(script),
-            "--mode", mode_arg, *(("--listen-host", listen_host) if listen_host is not None else ()),
-            "--listen-port", str(self.port),
+            str(program),
+            "-s",
+            str(script),
+            "--mode",
+            mode_arg,
+            *(("--listen-host", listen_host) if listen_host is not None else ()),
+            "--listen-port",
+            str(self.port),
             *[a for script in scripts for a in ("-s", str(script))],
             *(() if any(s.startswith("flow_detail=") for s in settings) else ("--set", "flow_detail=0")),
-            *[a for s in settings for a in ("--set", s)], *extra_args, *extra,
+            *[a for s in settings for a in ("--set", s)],
+            *extra_args,
+            *extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env.pop("OPENAI_API_KEY", None)

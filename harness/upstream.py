@@ -36,6 +36,7 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,7 +46,9 @@ RECORDINGS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "op
 
 
 def recording(name: str) -> dict[str, Any]:
-    return json.loads((RECORDINGS / f"{name}.json").read_text())
+    """One recorded OpenAI exchange: {"request": ..., "response": {"status", "headers", "body"}}."""
+    loaded: dict[str, Any] = json.loads((RECORDINGS / f"{name}.json").read_text())
+    return loaded
 
 
 def sse_events(body: str) -> list[bytes]:
@@ -112,8 +115,14 @@ class FakeOpenAI:
         chunks = body if isinstance(body, list) else [body.encode() if isinstance(body, str) else body]
         self._queue.append(Canned(status, headers or {}, chunks, **kwargs))
 
-    def queue_reply(self, content: str = "", tool_calls: list[dict[str, Any]] | None = None, *, thinking: str = "",
-                    break_off: bool = False) -> None:
+    def queue_reply(
+        self,
+        content: str = "",
+        tool_calls: list[dict[str, Any]] | None = None,
+        *,
+        thinking: str = "",
+        break_off: bool = False,
+    ) -> None:
         """Answer the next chat completion with this assistant message, streamed or not as it asks.
 
         `tool_calls` are `{"name": ..., "arguments": {...}}`; streamed, their arguments arrive in
@@ -126,13 +135,19 @@ class FakeOpenAI:
         if self._queue:
             return self._queue.popleft()
         if self._replies and received.method == "POST" and received.path.endswith("/chat/completions"):
-            return self._replies.popleft().canned(received.body if isinstance(received.body, dict) else {}, self.event_delay)
+            return self._replies.popleft().canned(
+                received.body if isinstance(received.body, dict) else {}, self.event_delay
+            )
         body = received.body if isinstance(received.body, dict) else {}
         model = str(body.get("model", ""))
         if received.method == "GET" and received.path.endswith("/models"):
             if self.models_gate is not None:
                 self.models_gate.wait(15)
-            listing = recording("models/list")["response"]["body"] if self.models is None else {"object": "list", "data": self.models}
+            listing = (
+                recording("models/list")["response"]["body"]
+                if self.models is None
+                else {"object": "list", "data": self.models}
+            )
             return Canned(200, {"content-type": "application/json"}, [json.dumps(listing).encode()])
         if model.startswith("fault:") and model[6:] in FAULTS:
             return FAULTS[model[6:]]()
@@ -148,17 +163,29 @@ class FakeOpenAI:
     def _embeddings(self, body: dict[str, Any]) -> Canned:
         inputs = body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
-        data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), float(i), 3.0, 4.0]} for i, t in enumerate(inputs)]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(t)), float(i), 3.0, 4.0]}
+            for i, t in enumerate(inputs)
+        ]
         tokens = sum(len(str(t).split()) for t in inputs)
-        answer = {"object": "list", "data": data[::-1], "model": body.get("model"), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        answer = {
+            "object": "list",
+            "data": data[::-1],
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
         return Canned(200, {"content-type": "application/json"}, [json.dumps(answer).encode()])
 
     def _replay(self, exchange: dict[str, Any]) -> Canned:
         response = exchange["response"]
         content_type = response["headers"].get("content-type", "application/json")
         if isinstance(response["body"], str):
-            return Canned(response["status"], {"content-type": content_type}, sse_events(response["body"]), self.event_delay)
-        return Canned(response["status"], {"content-type": content_type}, [json.dumps(response["body"], indent=2).encode()])
+            return Canned(
+                response["status"], {"content-type": content_type}, sse_events(response["body"]), self.event_delay
+            )
+        return Canned(
+            response["status"], {"content-type": content_type}, [json.dumps(response["body"], indent=2).encode()]
+        )
 
     def _echo(self, body: dict[str, Any], path: str) -> Canned:
         text = "echo: " + _last_user_text(body)
@@ -168,13 +195,37 @@ class FakeOpenAI:
         if not body.get("stream"):
             if legacy:
                 choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}
-                answer = {"id": "cmpl-echo", "object": "text_completion", "created": 1767968229, "model": model, "choices": [choice], "usage": usage}
+                answer = {
+                    "id": "cmpl-echo",
+                    "object": "text_completion",
+                    "created": 1767968229,
+                    "model": model,
+                    "choices": [choice],
+                    "usage": usage,
+                }
             else:
-                choice = {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None}, "logprobs": None, "finish_reason": "stop"}
-                answer = {"id": "chatcmpl-echo", "object": "chat.completion", "created": 1767968229, "model": model, "choices": [choice], "usage": usage}
+                choice = {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+                answer = {
+                    "id": "chatcmpl-echo",
+                    "object": "chat.completion",
+                    "created": 1767968229,
+                    "model": model,
+                    "choices": [choice],
+                    "usage": usage,
+                }
             return Canned(200, {"content-type": "application/json"}, [json.dumps(answer, indent=2).encode()])
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        head = {"id": "chatcmpl-echo", "object": "text_completion" if legacy else "chat.completion.chunk", "created": 1767968229, "model": model}
+        head = {
+            "id": "chatcmpl-echo",
+            "object": "text_completion" if legacy else "chat.completion.chunk",
+            "created": 1767968229,
+            "model": model,
+        }
         extra = {"usage": None} if include_usage else {}
 
         def event(choice: dict[str, Any]) -> bytes:
@@ -186,7 +237,11 @@ class FakeOpenAI:
             events = [event({"index": 0, "text": p, "finish_reason": None}) for p in pieces]
             events.append(event({"index": 0, "text": "", "finish_reason": "stop"}))
         else:
-            events = [event({"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None}, "finish_reason": None})]
+            events = [
+                event(
+                    {"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None}, "finish_reason": None}
+                )
+            ]
             events += [event({"index": 0, "delta": {"content": p}, "finish_reason": None}) for p in pieces]
             events.append(event({"index": 0, "delta": {}, "finish_reason": "stop"}))
         if include_usage:
@@ -207,20 +262,35 @@ class Reply:
         head = {"id": "chatcmpl-reply", "created": 1767968229, "model": model}
         usage = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
         finish = "tool_calls" if self.tool_calls else "stop"
-        calls = [{"index": i, "id": f"call_{i}{c['name']}", "type": "function",
-                  "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}} for i, c in enumerate(self.tool_calls)]
+        calls: list[dict[str, Any]] = [
+            {
+                "index": i,
+                "id": f"call_{i}{c['name']}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+            }
+            for i, c in enumerate(self.tool_calls)
+        ]
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": self.content or None, "refusal": None}
             if self.thinking:
                 message["reasoning_content"] = self.thinking
             if calls:
                 message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
-            answer = {**head, "object": "chat.completion", "usage": usage,
-                      "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]}
+            answer = {
+                **head,
+                "object": "chat.completion",
+                "usage": usage,
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            }
             return Canned(200, {"content-type": "application/json"}, [json.dumps(answer).encode()])
 
         def event(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-            chunk = {**head, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            chunk = {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            }
             return f"data: {json.dumps(chunk)}\n\n".encode()
 
         events = [event({"role": "assistant", "content": ""})]
@@ -231,12 +301,16 @@ class Reply:
         for call in calls:  # the name first, then the arguments in two fragments
             arguments = call["function"]["arguments"]
             half = len(arguments) // 2
-            events.append(event({"tool_calls": [{**call, "function": {"name": call["function"]["name"], "arguments": ""}}]}))
+            events.append(
+                event({"tool_calls": [{**call, "function": {"name": call["function"]["name"], "arguments": ""}}]})
+            )
             for piece in (arguments[:half], arguments[half:]):
                 events.append(event({"tool_calls": [{"index": call["index"], "function": {"arguments": piece}}]}))
         events.append(event({}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):
-            events.append(f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n".encode())
+            events.append(
+                f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n".encode()
+            )
         events.append(b"data: [DONE]\n\n")
         return Canned(200, {"content-type": "text/event-stream; charset=utf-8"}, events, delay)
 
@@ -353,7 +427,9 @@ class UpstreamServer:
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*tls)
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = self._server.server_address[1]
         self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -378,18 +454,28 @@ _SSE = {"content-type": "text/event-stream"}
 _JSON = {"content-type": "application/json"}
 
 # Upstream faults by name, for `fault:<name>` models (fresh Canned each time).
-FAULTS: dict[str, Any] = {
-    "401": lambda: Canned(401, _JSON, [json.dumps({"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}).encode()]),
-    "429": lambda: Canned(429, {**_JSON, "retry-after": "7"}, [json.dumps({"error": {"message": "Rate limit reached"}}).encode()]),
+FAULTS: dict[str, Callable[[], Canned]] = {
+    "401": lambda: Canned(
+        401,
+        _JSON,
+        [json.dumps({"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}).encode()],
+    ),
+    "429": lambda: Canned(
+        429, {**_JSON, "retry-after": "7"}, [json.dumps({"error": {"message": "Rate limit reached"}}).encode()]
+    ),
     "500": lambda: Canned(500, _JSON, [json.dumps({"error": {"message": "The server had an error"}}).encode()]),
-    "503-html": lambda: Canned(503, {"content-type": "text/html"}, [b"<html><head><title>503 Service Unavailable</title></head></html>"]),
+    "503-html": lambda: Canned(
+        503, {"content-type": "text/html"}, [b"<html><head><title>503 Service Unavailable</title></head></html>"]
+    ),
     "502-empty": lambda: Canned(502, {}, [b""]),
-    "malformed-sse": lambda: Canned(200, _SSE, _sse(_ROLE, _WORD) + [b"data: {not json\n\n"]),
-    "no-done": lambda: Canned(200, _SSE, _sse(_ROLE, _WORD) + [b": keep-alive\n\n"]),
+    "malformed-sse": lambda: Canned(200, _SSE, [*_sse(_ROLE, _WORD), b"data: {not json\n\n"]),
+    "no-done": lambda: Canned(200, _SSE, [*_sse(_ROLE, _WORD), b": keep-alive\n\n"]),
     "error-event": lambda: Canned(200, _SSE, _sse(_ROLE, {"error": {"message": "overloaded"}})),
     "reset": lambda: Canned(200, _SSE, _sse(_ROLE, _WORD, _WORD, _STOP, "[DONE]"), close_after=2, reset=True),
     "close": lambda: Canned(200, _SSE, _sse(_ROLE, _WORD, _WORD, _STOP, "[DONE]"), close_after=2),
-    "truncated-json": lambda: Canned(200, _JSON, [json.dumps({"choices": [{"message": {"content": "x" * 100}}]}).encode()], truncate=True),
+    "truncated-json": lambda: Canned(
+        200, _JSON, [json.dumps({"choices": [{"message": {"content": "x" * 100}}]}).encode()], truncate=True
+    ),
     "not-json": lambda: Canned(200, _JSON, [b"<html>oops</html>"]),
     "hang": lambda: Canned(200, _JSON, [b"{}"], hang=30),
     "slow": lambda: Canned(200, _SSE, _sse(_ROLE, *[_WORD] * 40, _STOP, "[DONE]"), delay=0.05),

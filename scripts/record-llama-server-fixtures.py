@@ -13,6 +13,7 @@ temperature 0, fixed seed) so the model's answers are deterministic on one machi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import glob
 import http.client
@@ -45,67 +46,109 @@ TOOL_MSGS = [{"role": "user", "content": "What is the weather in Paris?"}]
 EXCHANGES: dict[str, tuple[str, str, object, str]] = {
     "models": ("GET", "/v1/models", None, "router mode lists both presets with their load status"),
     "chat": (
-        "POST", "/v1/chat/completions",
+        "POST",
+        "/v1/chat/completions",
         {"model": "gemma3", "messages": HELLO, "max_tokens": 16, "temperature": 0, "seed": 42},
         "non-stream chat; finish_reason 'length' when max_tokens is hit",
     ),
     "chat-stream": (
-        "POST", "/v1/chat/completions",
-        {"model": "gemma3", "messages": HELLO, "max_tokens": 16, "temperature": 0, "seed": 42,
-         "stream": True, "stream_options": {"include_usage": True}},
+        "POST",
+        "/v1/chat/completions",
+        {
+            "model": "gemma3",
+            "messages": HELLO,
+            "max_tokens": 16,
+            "temperature": 0,
+            "seed": 42,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
         "SSE; a final chunk with empty choices carries usage; ends with data: [DONE]",
     ),
     "chat-tools": (
-        "POST", "/v1/chat/completions",
-        {"model": "gemma3", "messages": TOOL_MSGS, "tools": [WEATHER_TOOL], "max_tokens": 48,
-         "temperature": 0, "seed": 42, "stop": ["</tool_call>"]},
+        "POST",
+        "/v1/chat/completions",
+        {
+            "model": "gemma3",
+            "messages": TOOL_MSGS,
+            "tools": [WEATHER_TOOL],
+            "max_tokens": 48,
+            "temperature": 0,
+            "seed": 42,
+            "stop": ["</tool_call>"],
+        },
         "tool call parsed from <tool_call> markup by the jinja template; stop keeps it to one call",
     ),
     "chat-tools-length": (
-        "POST", "/v1/chat/completions",
-        {"model": "gemma3", "messages": TOOL_MSGS, "tools": [WEATHER_TOOL], "max_tokens": 24,
-         "temperature": 0, "seed": 42, "stop": ["</tool_call>"]},
+        "POST",
+        "/v1/chat/completions",
+        {
+            "model": "gemma3",
+            "messages": TOOL_MSGS,
+            "tools": [WEATHER_TOOL],
+            "max_tokens": 24,
+            "temperature": 0,
+            "seed": 42,
+            "stop": ["</tool_call>"],
+        },
         "max_tokens cuts the call: a partially parsed tool call with finish_reason 'length'",
     ),
     "chat-tools-stream": (
-        "POST", "/v1/chat/completions",
-        {"model": "gemma3", "messages": TOOL_MSGS, "tools": [WEATHER_TOOL], "max_tokens": 48,
-         "temperature": 0, "seed": 42, "stop": ["</tool_call>"], "stream": True,
-         "stream_options": {"include_usage": True}},
+        "POST",
+        "/v1/chat/completions",
+        {
+            "model": "gemma3",
+            "messages": TOOL_MSGS,
+            "tools": [WEATHER_TOOL],
+            "max_tokens": 48,
+            "temperature": 0,
+            "seed": 42,
+            "stop": ["</tool_call>"],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
         "streamed tool-call deltas, finish_reason tool_calls",
     ),
     "completions": (
-        "POST", "/v1/completions",
-        {"model": "gemma3", "prompt": "The capital of France is", "max_tokens": 16, "temperature": 0,
-         "seed": 42},
+        "POST",
+        "/v1/completions",
+        {"model": "gemma3", "prompt": "The capital of France is", "max_tokens": 16, "temperature": 0, "seed": 42},
         "legacy text completions",
     ),
     "embeddings": (
-        "POST", "/v1/embeddings",
+        "POST",
+        "/v1/embeddings",
         {"model": "gemma3-embed", "input": "The sky is blue."},
         "mean pooled, 640 dims",
     ),
     "embeddings-batch": (
-        "POST", "/v1/embeddings",
+        "POST",
+        "/v1/embeddings",
         {"model": "gemma3-embed", "input": ["Hello", "World"], "encoding_format": "base64"},
         "two inputs, base64 encoding (little-endian float32)",
     ),
     "error-unknown-model": (
-        "POST", "/v1/chat/completions",
+        "POST",
+        "/v1/chat/completions",
         {"model": "no-such-model", "messages": HELLO, "max_tokens": 16},
         "the router answers 400 for a model it does not know",
     ),
     "error-embeddings-on-chat-model": (
-        "POST", "/v1/embeddings",
+        "POST",
+        "/v1/embeddings",
         {"model": "gemma3", "input": "Hello"},
         "embeddings asked of the chat preset (started without --embeddings)",
     ),
     "error-bad-json": (
-        "POST", "/v1/chat/completions", b'{"model": "gemma3", "messages": [',
+        "POST",
+        "/v1/chat/completions",
+        b'{"model": "gemma3", "messages": [',
         "malformed JSON body",
     ),
     "error-missing-messages": (
-        "POST", "/v1/chat/completions", {"model": "gemma3", "max_tokens": 16},
+        "POST",
+        "/v1/chat/completions",
+        {"model": "gemma3", "max_tokens": 16},
         "valid JSON without messages",
     ),
 }
@@ -154,10 +197,8 @@ def exchange(base: str, method: str, path: str, body: object) -> tuple[dict, dic
     ctype = resp_headers.get("content-type", "")
     parsed: object = data
     if "text/event-stream" not in ctype:
-        try:
+        with contextlib.suppress(ValueError):
             parsed = json.loads(data)
-        except ValueError:
-            pass
     req = {"method": method, "path": path, "headers": headers}
     req["body"] = raw.decode() if isinstance(body, bytes) else body
     return req, {"status": resp.status, "headers": resp_headers, "body": parsed}

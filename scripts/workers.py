@@ -70,7 +70,9 @@ def wait_for(port: int, processes: list[subprocess.Popen], host: str = "127.0.0.
     raise RuntimeError(f"nothing listens on {address}:{port} after {seconds} s")
 
 
-def start(workers: int, host: str, port: int, extra: list[str], folder: Path, log_files: bool = False) -> list[subprocess.Popen]:
+def start(
+    workers: int, host: str, port: int, extra: list[str], folder: Path, log_files: bool = False
+) -> list[subprocess.Popen]:
     """Start the workers and HAProxy; the processes, HAProxy last. Logs go to the terminal, or to
     `folder/worker-N.log` with `log_files`."""
     haproxy = shutil.which("haproxy")
@@ -84,18 +86,40 @@ def start(workers: int, host: str, port: int, extra: list[str], folder: Path, lo
         raise
 
 
-def _start(haproxy: str, workers: int, host: str, port: int, extra: list[str], folder: Path,
-           processes: list[subprocess.Popen], log_files: bool) -> list[subprocess.Popen]:
+def _start(
+    haproxy: str,
+    workers: int,
+    host: str,
+    port: int,
+    extra: list[str],
+    folder: Path,
+    processes: list[subprocess.Popen],
+    log_files: bool,
+) -> list[subprocess.Popen]:
     servers = []
     for number in range(1, workers + 1):
         worker_port = port + number
-        processes.append(subprocess.Popen(
-            [str(MITMDUMP), "-s", str(ROOT / "addon" / "proxy.py"), "--mode", f"reverse:http://127.0.0.1:{worker_port}",
-             "--listen-host", "127.0.0.1", "--listen-port", str(worker_port), "--set", "flow_detail=0", *extra],
-            start_new_session=True,
-            stdout=(folder / f"worker-{number}.log").open("wb") if log_files else None,
-            stderr=subprocess.STDOUT if log_files else None,
-        ))
+        processes.append(
+            subprocess.Popen(
+                [
+                    str(MITMDUMP),
+                    "-s",
+                    str(ROOT / "addon" / "proxy.py"),
+                    "--mode",
+                    f"reverse:http://127.0.0.1:{worker_port}",
+                    "--listen-host",
+                    "127.0.0.1",
+                    "--listen-port",
+                    str(worker_port),
+                    "--set",
+                    "flow_detail=0",
+                    *extra,
+                ],
+                start_new_session=True,
+                stdout=(folder / f"worker-{number}.log").open("wb") if log_files else None,
+                stderr=subprocess.STDOUT if log_files else None,
+            )
+        )
         servers.append(f"    server worker{number} 127.0.0.1:{worker_port} check inter 2s")
     for number in range(workers):
         wait_for(port + number + 1, processes)
@@ -134,8 +158,11 @@ def main() -> int:
         except RuntimeError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        print(f"Ollama API on http://{args.host}:{args.port}: HAProxy in front of {args.workers} workers "
-              f"on 127.0.0.1:{args.port + 1}-{args.port + args.workers}", flush=True)
+        print(
+            f"Ollama API on http://{args.host}:{args.port}: HAProxy in front of {args.workers} workers "
+            f"on 127.0.0.1:{args.port + 1}-{args.port + args.workers}",
+            flush=True,
+        )
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
         try:
             while all(p.poll() is None for p in processes):

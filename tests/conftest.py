@@ -29,8 +29,12 @@ def _reset_upstream(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="session")
 def proxy(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
     """The addon in reverse mode: a drop-in Ollama endpoint in front of the fake upstream."""
-    dump = Mitmdump(tmp_path_factory.mktemp("reverse"), "reverse",
-                    f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}")
+    dump = Mitmdump(
+        tmp_path_factory.mktemp("reverse"),
+        "reverse",
+        f"openai_base_url={upstream.base_url}",
+        f"openai_api_key={TEST_KEY}",
+    )
     yield dump
     dump.stop()
 

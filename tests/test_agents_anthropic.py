@@ -166,16 +166,23 @@ def validate_events(events: list[tuple[str, dict[str, Any]]]) -> None:
 
 
 def sdk_client(handler: Any) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key="sk-ant-test", base_url="http://proxy.test", max_retries=0,
-                               http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    return anthropic.Anthropic(
+        api_key="sk-ant-test",
+        base_url="http://proxy.test",
+        max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    )
 
 
 def sdk_stream(raw: list[bytes]) -> tuple[Message, list[Any]]:
     """Our bytes served to the SDK's MessageStream: its events and its accumulated final message."""
+
     def handler(_: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=b"".join(raw))
 
-    with sdk_client(handler).messages.stream(model="claude-test", max_tokens=100, messages=[{"role": "user", "content": "hi"}]) as stream:
+    with sdk_client(handler).messages.stream(
+        model="claude-test", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
         events = list(stream)
         return stream.get_final_message(), events
 
@@ -194,7 +201,9 @@ def assemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
             content += delta.get("content") or ""
             refusal += delta.get("refusal") or ""
             for fragment in delta.get("tool_calls") or ():
-                call = calls.setdefault(fragment["index"], {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                call = calls.setdefault(
+                    fragment["index"], {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+                )
                 call["id"] = fragment.get("id") or call["id"]
                 function = fragment.get("function") or {}
                 call["function"]["name"] = function.get("name") or call["function"]["name"]
@@ -207,7 +216,11 @@ def assemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
         message["reasoning_content"] = reasoning
     if calls:
         message["tool_calls"] = [calls[i] for i in sorted(calls)]
-    return {"object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}
+    return {
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": usage,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,50 +228,66 @@ def assemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_minimal_request() -> None:
-    out = messages_request(request(system="be brief", temperature=0.5, top_p=0.9, stop_sequences=["END"]), "gpt-4o-mini")
+    out = messages_request(
+        request(system="be brief", temperature=0.5, top_p=0.9, stop_sequences=["END"]), "gpt-4o-mini"
+    )
     assert out.body == {
         "model": "gpt-4o-mini",
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
-        "max_tokens": 100, "temperature": 0.5, "top_p": 0.9, "stop": ["END"],
+        "max_tokens": 100,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "stop": ["END"],
     }
     assert out.warnings == [] and out.think is None and out.stream is False and out.input_tokens > 0
     CHAT_PARAMS.validate_python(out.body)
 
 
-@pytest.mark.parametrize(("body", "match"), [
-    ([], "JSON object"),
-    ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}, "model: Field required"),
-    (request(max_tokens=None), "max_tokens: Field required"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "max_tokens: Field required"),
-    (request(max_tokens=0), "max_tokens: must be"),
-    (request(max_tokens="10"), "max_tokens: must be"),
-    (request(max_tokens=True), "max_tokens: must be"),
-    (request(messages=None), "messages: Field required"),
-    (request(messages=[]), "messages: must be a non-empty list"),
-    (request(messages="hi"), "messages: must be a non-empty list"),
-    (request(messages=["hi"]), r"messages\.0: must be an object"),
-    (request(messages=[{"role": "tool", "content": "x"}]), r"messages\.0\.role"),
-    (request(messages=[{"role": "user"}]), r"messages\.0\.content: Field required"),
-    (request(messages=[{"role": "user", "content": 5}]), r"messages\.0\.content: must be"),
-    (request(messages=[{"role": "user", "content": [{"text": "no type"}]}]), "content block must be an object with a type"),
-    (request(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]), r"\.text: must be a string"),
-    (request(system=[{"type": "image", "source": {}}]), r"system\.0: only text blocks"),
-    (request(system=5), "system: must be a string or a list"),
-    (request(temperature="hot"), "temperature: must be a number"),
-    (request(top_k=1.5), "top_k: must be an integer"),
-    (request(stop_sequences="END"), "stop_sequences: must be a list of strings"),
-    (request(stream="yes"), "stream: must be a boolean"),
-    (request(tools={"name": "x"}), "tools: must be a list"),
-    (request(tools=[{"name": "x"}]), r"tools\.0\.input_schema: Field required"),
-    (request(tools=[{"input_schema": {}}]), r"tools\.0\.name: Field required"),
-    (request(tool_choice={"type": "sometimes"}), "tool_choice.type"),
-    (request(tools=[{"name": "a", "input_schema": {"type": "object"}}], tool_choice={"type": "tool", "name": "b"}), "no tool named 'b'"),
-    (request(tool_choice={"type": "tool"}), "tool_choice.name: Field required"),
-    (request(thinking={"type": "sometimes"}), "thinking.type"),
-    (request(thinking={"type": "enabled", "budget_tokens": "lots"}), "budget_tokens"),
-    (request(output_config={"effort": "extreme"}), "output_config.effort"),
-    (request(output_config={"format": {"type": "regex"}}), "output_config.format"),
-])
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ([], "JSON object"),
+        ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}, "model: Field required"),
+        (request(max_tokens=None), "max_tokens: Field required"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "max_tokens: Field required"),
+        (request(max_tokens=0), "max_tokens: must be"),
+        (request(max_tokens="10"), "max_tokens: must be"),
+        (request(max_tokens=True), "max_tokens: must be"),
+        (request(messages=None), "messages: Field required"),
+        (request(messages=[]), "messages: must be a non-empty list"),
+        (request(messages="hi"), "messages: must be a non-empty list"),
+        (request(messages=["hi"]), r"messages\.0: must be an object"),
+        (request(messages=[{"role": "tool", "content": "x"}]), r"messages\.0\.role"),
+        (request(messages=[{"role": "user"}]), r"messages\.0\.content: Field required"),
+        (request(messages=[{"role": "user", "content": 5}]), r"messages\.0\.content: must be"),
+        (
+            request(messages=[{"role": "user", "content": [{"text": "no type"}]}]),
+            "content block must be an object with a type",
+        ),
+        (request(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]), r"\.text: must be a string"),
+        (request(system=[{"type": "image", "source": {}}]), r"system\.0: only text blocks"),
+        (request(system=5), "system: must be a string or a list"),
+        (request(temperature="hot"), "temperature: must be a number"),
+        (request(top_k=1.5), "top_k: must be an integer"),
+        (request(stop_sequences="END"), "stop_sequences: must be a list of strings"),
+        (request(stream="yes"), "stream: must be a boolean"),
+        (request(tools={"name": "x"}), "tools: must be a list"),
+        (request(tools=[{"name": "x"}]), r"tools\.0\.input_schema: Field required"),
+        (request(tools=[{"input_schema": {}}]), r"tools\.0\.name: Field required"),
+        (request(tool_choice={"type": "sometimes"}), "tool_choice.type"),
+        (
+            request(
+                tools=[{"name": "a", "input_schema": {"type": "object"}}], tool_choice={"type": "tool", "name": "b"}
+            ),
+            "no tool named 'b'",
+        ),
+        (request(tool_choice={"type": "tool"}), "tool_choice.name: Field required"),
+        (request(thinking={"type": "sometimes"}), "thinking.type"),
+        (request(thinking={"type": "enabled", "budget_tokens": "lots"}), "budget_tokens"),
+        (request(output_config={"effort": "extreme"}), "output_config.effort"),
+        (request(output_config={"format": {"type": "regex"}}), "output_config.format"),
+    ],
+)
 def test_bad_requests_are_refused_with_anthropic_400s(body: Any, match: str) -> None:
     invalid(body, match)
 
@@ -276,8 +305,10 @@ def text(value: str) -> dict[str, Any]:
 
 
 def test_system_blocks_and_system_turns() -> None:
-    body = request(system=[text("one"), {"type": "text", "text": "two", "cache_control": {"type": "ephemeral"}}],
-                   messages=[user(text("a"), text("b")), {"role": "system", "content": [text("env")]}])
+    body = request(
+        system=[text("one"), {"type": "text", "text": "two", "cache_control": {"type": "ephemeral"}}],
+        messages=[user(text("a"), text("b")), {"role": "system", "content": [text("env")]}],
+    )
     assert messages_request(body, "m").body["messages"] == [
         {"role": "system", "content": "one\ntwo"},
         {"role": "user", "content": "a\nb"},
@@ -286,8 +317,10 @@ def test_system_blocks_and_system_turns() -> None:
 
 
 def test_system_turns_as_user_turns_for_strict_templates() -> None:
-    body = request(system="one", messages=[{"role": "system", "content": "two"}, user(text("a")),
-                                           {"role": "system", "content": [text("env")]}])
+    body = request(
+        system="one",
+        messages=[{"role": "system", "content": "two"}, user(text("a")), {"role": "system", "content": [text("env")]}],
+    )
     assert messages_request(body, "m", system_turns="user").body["messages"] == [
         {"role": "system", "content": "one\ntwo"},
         {"role": "user", "content": "a"},
@@ -297,90 +330,154 @@ def test_system_turns_as_user_turns_for_strict_templates() -> None:
         messages_request(body, "m", system_turns="developer")
 
 
-@pytest.mark.parametrize(("source", "url"), [
-    ({"type": "base64", "media_type": "image/png", "data": PNG}, f"data:image/png;base64,{PNG}"),
-    ({"type": "url", "url": "https://example.com/cat.jpg"}, "https://example.com/cat.jpg"),
-])
+@pytest.mark.parametrize(
+    ("source", "url"),
+    [
+        ({"type": "base64", "media_type": "image/png", "data": PNG}, f"data:image/png;base64,{PNG}"),
+        ({"type": "url", "url": "https://example.com/cat.jpg"}, "https://example.com/cat.jpg"),
+    ],
+)
 def test_images(source: dict[str, Any], url: str) -> None:
-    body = messages_request(request(messages=[user(text("what is it?"), {"type": "image", "source": source})]), "m").body
-    assert body["messages"] == [{"role": "user", "content": [
-        {"type": "text", "text": "what is it?"}, {"type": "image_url", "image_url": {"url": url}}]}]
+    body = messages_request(
+        request(messages=[user(text("what is it?"), {"type": "image", "source": source})]), "m"
+    ).body
+    assert body["messages"] == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "what is it?"}, {"type": "image_url", "image_url": {"url": url}}],
+        }
+    ]
     CHAT_PARAMS.validate_python(body)
 
 
-@pytest.mark.parametrize(("source", "match"), [
-    ({"type": "base64", "media_type": "image/bmp", "data": PNG}, "media_type"),
-    ({"type": "base64", "media_type": "image/png", "data": "not base64!"}, "not valid base64"),
-    ({"type": "file", "file_id": "file_1"}, "Files API"),
-    ({"type": "url"}, r"source\.url: Field required"),
-    (None, r"source: Field required"),
-])
+@pytest.mark.parametrize(
+    ("source", "match"),
+    [
+        ({"type": "base64", "media_type": "image/bmp", "data": PNG}, "media_type"),
+        ({"type": "base64", "media_type": "image/png", "data": "not base64!"}, "not valid base64"),
+        ({"type": "file", "file_id": "file_1"}, "Files API"),
+        ({"type": "url"}, r"source\.url: Field required"),
+        (None, r"source: Field required"),
+    ],
+)
 def test_bad_images(source: Any, match: str) -> None:
     invalid(request(messages=[user({"type": "image", "source": source})]), match)
 
 
 def test_documents() -> None:
     pdf = base64.b64encode(b"%PDF-1.4").decode()
-    body = messages_request(request(messages=[user(
-        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain"}},
-        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}},
-    )]), "m").body
+    body = messages_request(
+        request(
+            messages=[
+                user(
+                    {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain"}},
+                    {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}},
+                )
+            ]
+        ),
+        "m",
+    ).body
     assert body["messages"][0]["content"] == [
         {"type": "text", "text": "plain"},
         {"type": "file", "file": {"filename": "document.pdf", "file_data": f"data:application/pdf;base64,{pdf}"}},
     ]
-    invalid(request(messages=[user({"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}})]), "documents are supported")
+    invalid(
+        request(messages=[user({"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}})]),
+        "documents are supported",
+    )
 
 
 def test_tool_round_trip_history() -> None:
-    weather = {"name": "get_weather", "description": "Weather now", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
-    body = request(tools=[weather], messages=[
-        user(text("Weather in Paris and Rome?")),
-        assistant({"type": "thinking", "thinking": "two calls", "signature": "sig"}, text("Checking."),
-                  {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
-                  {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Rome"}}),
-        user({"type": "tool_result", "tool_use_id": "toolu_1", "content": "18°C"},
-             {"type": "tool_result", "tool_use_id": "toolu_2", "content": [text("no"), text("data")], "is_error": True},
-             text("Thanks")),
-        assistant({"type": "redacted_thinking", "data": "xx"}),
-    ])
+    weather = {
+        "name": "get_weather",
+        "description": "Weather now",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    body = request(
+        tools=[weather],
+        messages=[
+            user(text("Weather in Paris and Rome?")),
+            assistant(
+                {"type": "thinking", "thinking": "two calls", "signature": "sig"},
+                text("Checking."),
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Rome"}},
+            ),
+            user(
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18°C"},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_2",
+                    "content": [text("no"), text("data")],
+                    "is_error": True,
+                },
+                text("Thanks"),
+            ),
+            assistant({"type": "redacted_thinking", "data": "xx"}),
+        ],
+    )
     out = messages_request(body, "gpt-4o-mini")
     assert out.body["messages"] == [
         {"role": "user", "content": "Weather in Paris and Rome?"},
-        {"role": "assistant", "content": "Checking.", "tool_calls": [
-            {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-            {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}},
-        ]},
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                },
+                {
+                    "id": "toolu_2",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+                },
+            ],
+        },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "18°C"},
         {"role": "tool", "tool_call_id": "toolu_2", "content": "Error: no\ndata"},
         {"role": "user", "content": "Thanks"},
     ]  # thinking and an assistant turn of redacted thinking alone are dropped
-    assert out.body["tools"] == [{"type": "function", "function": {
-        "name": "get_weather", "description": "Weather now", "parameters": weather["input_schema"]}}]
+    assert out.body["tools"] == [
+        {
+            "type": "function",
+            "function": {"name": "get_weather", "description": "Weather now", "parameters": weather["input_schema"]},
+        }
+    ]
     assert out.warnings == []
     CHAT_PARAMS.validate_python(out.body)
 
 
 def test_tool_result_images_follow_the_tool_messages() -> None:
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
-    body = request(messages=[
-        user(text("screenshot please")),
-        assistant({"type": "tool_use", "id": "t1", "name": "shot", "input": {}}),
-        user({"type": "tool_result", "tool_use_id": "t1", "content": [text("here"), image]}),
-    ])
+    body = request(
+        messages=[
+            user(text("screenshot please")),
+            assistant({"type": "tool_use", "id": "t1", "name": "shot", "input": {}}),
+            user({"type": "tool_result", "tool_use_id": "t1", "content": [text("here"), image]}),
+        ]
+    )
     messages = messages_request(body, "m").body["messages"]
     assert messages[2] == {"role": "tool", "tool_call_id": "t1", "content": "here"}
-    assert messages[3]["role"] == "user" and messages[3]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
-    empty = messages_request(request(messages=[user({"type": "tool_result", "tool_use_id": "t1"})]), "m").body["messages"]
+    assert messages[3]["role"] == "user" and messages[3]["content"][1]["image_url"]["url"].startswith(
+        "data:image/png;base64,"
+    )
+    empty = messages_request(request(messages=[user({"type": "tool_result", "tool_use_id": "t1"})]), "m").body[
+        "messages"
+    ]
     assert empty == [{"role": "tool", "tool_call_id": "t1", "content": ""}]
 
 
-@pytest.mark.parametrize(("block", "match"), [
-    ({"type": "tool_use", "name": "x", "input": {}}, r"\.id: Field required"),
-    ({"type": "tool_use", "id": "t", "input": {}}, r"\.name: Field required"),
-    ({"type": "tool_use", "id": "t", "name": "x", "input": "[]"}, r"\.input: must be an object"),
-    ({"type": "tool_result", "content": "x"}, "tool_result blocks belong in user messages"),
-])
+@pytest.mark.parametrize(
+    ("block", "match"),
+    [
+        ({"type": "tool_use", "name": "x", "input": {}}, r"\.id: Field required"),
+        ({"type": "tool_use", "id": "t", "input": {}}, r"\.name: Field required"),
+        ({"type": "tool_use", "id": "t", "name": "x", "input": "[]"}, r"\.input: must be an object"),
+        ({"type": "tool_result", "content": "x"}, "tool_result blocks belong in user messages"),
+    ],
+)
 def test_bad_assistant_blocks(block: dict[str, Any], match: str) -> None:
     invalid(request(messages=[user(text("x")), assistant(block)]), match)
 
@@ -388,39 +485,66 @@ def test_bad_assistant_blocks(block: dict[str, Any], match: str) -> None:
 def test_bad_tool_results() -> None:
     invalid(request(messages=[user({"type": "tool_result", "content": "x"})]), r"tool_use_id: Field required")
     invalid(request(messages=[user({"type": "tool_result", "tool_use_id": "t", "content": 5})]), r"\.content: must be")
-    invalid(request(messages=[user({"type": "tool_use", "id": "t", "name": "x", "input": {}})]), "belong in assistant messages")
+    invalid(
+        request(messages=[user({"type": "tool_use", "id": "t", "name": "x", "input": {}})]),
+        "belong in assistant messages",
+    )
 
 
 def test_tools_builtin_and_deferred() -> None:
     custom = {"name": "Bash", "input_schema": {"type": "object"}, "strict": True}
     deferred = {"name": "WebFetch", "input_schema": {"type": "object"}, "defer_loading": True}
-    placeholder = {"name": "DeferredToolPlaceholder", "description": "never call", "input_schema": {"type": "object", "properties": {}}, "defer_loading": True}
+    placeholder = {
+        "name": "DeferredToolPlaceholder",
+        "description": "never call",
+        "input_schema": {"type": "object", "properties": {}},
+        "defer_loading": True,
+    }
     server = {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
     out = messages_request(request(tools=[custom, deferred, placeholder, server]), "m")
     assert [t["function"]["name"] for t in out.body["tools"]] == ["Bash"]
     assert out.body["tools"][0]["function"]["strict"] is True
     assert out.warnings == ["built-in tools cannot run upstream and were not sent: web_search (web_search_20250305)"]
     # once a tool search has loaded it (a tool_reference in a tool result), a deferred tool is sent
-    loaded = messages_request(request(tools=[custom, deferred, placeholder], messages=[
-        user(text("fetch")),
-        assistant({"type": "tool_use", "id": "t", "name": "ToolSearch", "input": {"query": "select:WebFetch"}}),
-        user({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "tool_reference", "tool_name": "WebFetch"}]}),
-    ]), "m")
+    loaded = messages_request(
+        request(
+            tools=[custom, deferred, placeholder],
+            messages=[
+                user(text("fetch")),
+                assistant({"type": "tool_use", "id": "t", "name": "ToolSearch", "input": {"query": "select:WebFetch"}}),
+                user(
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t",
+                        "content": [{"type": "tool_reference", "tool_name": "WebFetch"}],
+                    }
+                ),
+            ],
+        ),
+        "m",
+    )
     assert [t["function"]["name"] for t in loaded.body["tools"]] == ["Bash", "WebFetch"]
-    assert loaded.body["messages"][-1] == {"role": "tool", "tool_call_id": "t", "content": "Tool WebFetch is now available."}
+    assert loaded.body["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "t",
+        "content": "Tool WebFetch is now available.",
+    }
 
 
 TOOLS = [{"name": "a", "input_schema": {"type": "object"}}, {"name": "b", "input_schema": {"type": "object"}}]
 
 
-@pytest.mark.parametrize(("choice", "expected", "parallel"), [
-    ({"type": "auto"}, "auto", None),
-    ({"type": "any"}, "required", None),
-    ({"type": "none"}, "none", None),
-    ({"type": "tool", "name": "b"}, {"type": "function", "function": {"name": "b"}}, None),
-    ({"type": "auto", "disable_parallel_tool_use": True}, "auto", False),
-    ({"type": "any", "disable_parallel_tool_use": True}, "required", False),
-])
+@pytest.mark.parametrize(
+    ("choice", "expected", "parallel"),
+    [
+        ({"type": "auto"}, "auto", None),
+        ({"type": "any"}, "required", None),
+        ({"type": "none"}, "none", None),
+        ({"type": "tool", "name": "b"}, {"type": "function", "function": {"name": "b"}}, None),
+        ({"type": "auto", "disable_parallel_tool_use": True}, "auto", False),
+        ({"type": "any", "disable_parallel_tool_use": True}, "required", False),
+    ],
+)
 def test_tool_choice(choice: dict[str, Any], expected: Any, parallel: bool | None) -> None:
     body = messages_request(request(tools=TOOLS, tool_choice=choice), "m").body
     assert body["tool_choice"] == expected
@@ -441,17 +565,24 @@ def test_top_k_only_with_passthrough() -> None:
     assert "top_k" not in out.body and "top_k" in out.warnings[0] and "passthrough_options" in out.warnings[0]
 
 
-@pytest.mark.parametrize(("fields", "think", "soft"), [
-    ({}, None, False),
-    ({"thinking": {"type": "enabled", "budget_tokens": 2048}}, True, False),
-    ({"thinking": {"type": "enabled", "budget_tokens": 2048}, "output_config": {"effort": "low"}}, "low", False),
-    ({"thinking": {"type": "disabled"}}, False, False),
-    ({"thinking": {"type": "disabled"}, "output_config": {"effort": "high"}}, False, False),
-    ({"thinking": {"type": "adaptive", "display": "omitted"}}, None, False),
-    ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}, "high", True),  # what Claude Code sends
-    ({"output_config": {"effort": "xhigh"}}, "high", True),
-    ({"output_config": {"effort": "max"}}, "max", True),
-])
+@pytest.mark.parametrize(
+    ("fields", "think", "soft"),
+    [
+        ({}, None, False),
+        ({"thinking": {"type": "enabled", "budget_tokens": 2048}}, True, False),
+        ({"thinking": {"type": "enabled", "budget_tokens": 2048}, "output_config": {"effort": "low"}}, "low", False),
+        ({"thinking": {"type": "disabled"}}, False, False),
+        ({"thinking": {"type": "disabled"}, "output_config": {"effort": "high"}}, False, False),
+        ({"thinking": {"type": "adaptive", "display": "omitted"}}, None, False),
+        (
+            {"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}},
+            "high",
+            True,
+        ),  # what Claude Code sends
+        ({"output_config": {"effort": "xhigh"}}, "high", True),
+        ({"output_config": {"effort": "max"}}, "max", True),
+    ],
+)
 def test_thinking_becomes_a_neutral_think_value(fields: dict[str, Any], think: Any, soft: bool) -> None:
     out = messages_request(request(**fields), "m")
     assert (out.think, out.think_soft) == (think, soft)
@@ -459,8 +590,16 @@ def test_thinking_becomes_a_neutral_think_value(fields: dict[str, Any], think: A
 
 
 def test_stream_metadata_unknown_fields_and_context_management() -> None:
-    out = messages_request(request(stream=True, metadata={"user_id": "u"}, service_tier="auto", container="c",
-                                   context_management={"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}), "m")
+    out = messages_request(
+        request(
+            stream=True,
+            metadata={"user_id": "u"},
+            service_tier="auto",
+            container="c",
+            context_management={"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        ),
+        "m",
+    )
     assert out.stream is True and out.body["stream"] is True and out.body["stream_options"] == {"include_usage": True}
     assert "metadata" not in out.body and "service_tier" not in out.body
     assert out.warnings == ["fields with no OpenAI equivalent were ignored: container, service_tier"]
@@ -470,44 +609,83 @@ def test_stream_metadata_unknown_fields_and_context_management() -> None:
 
 
 def test_structured_output() -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": False}
-    for fields in ({"output_config": {"format": {"type": "json_schema", "schema": schema}}},
-                   {"output_format": {"type": "json_schema", "schema": schema}}):
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
+    for fields in (
+        {"output_config": {"format": {"type": "json_schema", "schema": schema}}},
+        {"output_format": {"type": "json_schema", "schema": schema}},
+    ):
         body = messages_request(request(**fields), "m").body
-        assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
+        assert body["response_format"] == {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": schema, "strict": True},
+        }
         CHAT_PARAMS.validate_python(body)
 
 
 def test_max_tokens_is_lowered_to_the_models_limit() -> None:
     out = messages_request(request(max_tokens=32000), "gpt-4o-mini", max_output_tokens=16384)
-    assert out.body["max_tokens"] == 16384 and out.warnings == ["max_tokens 32000 was lowered to the model's limit of 16384"]
+    assert out.body["max_tokens"] == 16384 and out.warnings == [
+        "max_tokens 32000 was lowered to the model's limit of 16384"
+    ]
     assert messages_request(request(max_tokens=100), "m", max_output_tokens=16384).body["max_tokens"] == 100
 
 
 def test_unknown_blocks_are_dropped_with_a_warning() -> None:
-    out = messages_request(request(messages=[user(text("x"), {"type": "container_upload", "file_id": "f"}),
-                                             assistant(text("y"), {"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}})]), "m")
+    out = messages_request(
+        request(
+            messages=[
+                user(text("x"), {"type": "container_upload", "file_id": "f"}),
+                assistant(text("y"), {"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}}),
+            ]
+        ),
+        "m",
+    )
     assert out.body["messages"] == [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
-    assert out.warnings == ["messages.0.content.1: a container_upload block has no OpenAI equivalent and was dropped",
-                            "messages.1.content.1: a server_tool_use block has no OpenAI equivalent and was dropped"]
+    assert out.warnings == [
+        "messages.0.content.1: a container_upload block has no OpenAI equivalent and was dropped",
+        "messages.1.content.1: a server_tool_use block has no OpenAI equivalent and was dropped",
+    ]
 
 
 def claude_code_request() -> dict[str, Any]:
     """The shape of Claude Code 2.1.332's `claude -p "say hi"` request (texts shortened), as logged on loopback."""
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
-              "properties": {"command": {"type": "string", "description": "The command"}},
-              "required": ["command"], "additionalProperties": False}
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {"command": {"type": "string", "description": "The command"}},
+        "required": ["command"],
+        "additionalProperties": False,
+    }
     return {
         "model": "claude-opus-5-5",
         "messages": [
-            {"role": "user", "content": [text("<system-reminder>\nAttribution ...\n</system-reminder>\n"), text("say hi")]},
-            {"role": "system", "content": [{"type": "text", "text": "# Environment\n...", "cache_control": {"type": "ephemeral"}}]},
+            {
+                "role": "user",
+                "content": [text("<system-reminder>\nAttribution ...\n</system-reminder>\n"), text("say hi")],
+            },
+            {
+                "role": "system",
+                "content": [{"type": "text", "text": "# Environment\n...", "cache_control": {"type": "ephemeral"}}],
+            },
         ],
-        "system": [text("x-anthropic-billing-header: cc_version=2.1.332; cc_entrypoint=sdk-cli;"),
-                   {"type": "text", "text": "You are a Claude agent.", "cache_control": {"type": "ephemeral"}}],
-        "tools": [{"name": "Bash", "description": "Executes a bash command.", "input_schema": schema},
-                  {"name": "DeferredToolPlaceholder", "description": "Reserved placeholder; never call this tool.",
-                   "input_schema": {"type": "object", "properties": {}}, "defer_loading": True}],
+        "system": [
+            text("x-anthropic-billing-header: cc_version=2.1.332; cc_entrypoint=sdk-cli;"),
+            {"type": "text", "text": "You are a Claude agent.", "cache_control": {"type": "ephemeral"}},
+        ],
+        "tools": [
+            {"name": "Bash", "description": "Executes a bash command.", "input_schema": schema},
+            {
+                "name": "DeferredToolPlaceholder",
+                "description": "Reserved placeholder; never call this tool.",
+                "input_schema": {"type": "object", "properties": {}},
+                "defer_loading": True,
+            },
+        ],
         "metadata": {"user_id": '{"device_id":"d","account_uuid":"","session_id":"s"}'},
         "max_tokens": 32000,
         "thinking": {"type": "adaptive", "display": "omitted"},
@@ -543,10 +721,13 @@ def test_every_recorded_answer_is_a_valid_message(name: str) -> None:
     assert parsed.model == "claude-sonnet-4-5" and parsed.id.startswith("msg_") and parsed.role == "assistant"
     source = answer["choices"][0]["message"]
     texts = [b.text for b in parsed.content if b.type == "text"]
-    assert texts == ([source.get("content") or source.get("refusal")] if (source.get("content") or source.get("refusal")) else [])
+    assert texts == (
+        [source.get("content") or source.get("refusal")] if (source.get("content") or source.get("refusal")) else []
+    )
     uses = [b for b in parsed.content if b.type == "tool_use"]
     assert [(u.id, u.name, u.input) for u in uses] == [
-        (c["id"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in source.get("tool_calls") or ()]
+        (c["id"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in source.get("tool_calls") or ()
+    ]
     finish = answer["choices"][0]["finish_reason"]
     assert parsed.stop_reason == {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}[finish]
     assert parsed.usage.input_tokens + (parsed.usage.cache_read_input_tokens or 0) == answer["usage"]["prompt_tokens"]
@@ -555,12 +736,18 @@ def test_every_recorded_answer_is_a_valid_message(name: str) -> None:
 
 def test_reasoning_becomes_a_thinking_block_first() -> None:
     for field in ("reasoning_content", "reasoning"):
-        answer = {"choices": [{"message": {"role": "assistant", "content": "4", field: "2+2"}, "finish_reason": "stop"}],
-                  "usage": {"prompt_tokens": 5, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 2}}}
+        answer = {
+            "choices": [{"message": {"role": "assistant", "content": "4", field: "2+2"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 2}},
+        }
         message = Message.model_validate(messages_response(answer, "m")[0])
         assert [b.type for b in message.content] == ["thinking", "text"]
         assert message.content[0].thinking == "2+2" and message.content[0].signature == ""
-        assert (message.usage.input_tokens, message.usage.cache_read_input_tokens, message.usage.output_tokens) == (3, 2, 3)
+        assert (message.usage.input_tokens, message.usage.cache_read_input_tokens, message.usage.output_tokens) == (
+            3,
+            2,
+            3,
+        )
 
 
 def test_unparsable_tool_arguments_become_an_empty_input_with_a_warning() -> None:
@@ -572,26 +759,38 @@ def test_unparsable_tool_arguments_become_an_empty_input_with_a_warning() -> Non
     assert len(warnings) == 1 and "not a JSON object" in warnings[0]
 
 
-@pytest.mark.parametrize(("choice", "reason", "sequence"), [
-    ({"finish_reason": "stop", "stop_reason": "END"}, "stop_sequence", "END"),  # vLLM names the matched stop
-    ({"finish_reason": "stop", "stop_reason": 128001}, "end_turn", None),  # a stop token id
-    ({"finish_reason": "content_filter"}, "refusal", None),
-    ({"finish_reason": None}, "end_turn", None),
-])
+@pytest.mark.parametrize(
+    ("choice", "reason", "sequence"),
+    [
+        ({"finish_reason": "stop", "stop_reason": "END"}, "stop_sequence", "END"),  # vLLM names the matched stop
+        ({"finish_reason": "stop", "stop_reason": 128001}, "end_turn", None),  # a stop token id
+        ({"finish_reason": "content_filter"}, "refusal", None),
+        ({"finish_reason": None}, "end_turn", None),
+    ],
+)
 def test_stop_reasons(choice: dict[str, Any], reason: str, sequence: str | None) -> None:
     answer = {"choices": [{"message": {"role": "assistant", "content": "x"}, **choice}]}
     message = Message.model_validate(messages_response(answer, "m")[0])
     assert (message.stop_reason, message.stop_sequence) == (reason, sequence)
 
 
-@pytest.mark.parametrize("answer", [
-    {}, [], "text", {"error": {"message": "boom"}}, {"choices": []}, {"choices": [{}]}, {"choices": ["x"]},
-    {"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "many"}},
-    {"choices": [{"message": {"content": "x"}}], "usage": {"completion_tokens": float("nan")}},
-    {"choices": [{"message": {"content": "x"}}], "usage": "lots"},
-    {"choices": [{"message": {"content": 5}}]},
-    {"choices": [{"message": {"content": "x", "tool_calls": "call"}}]},
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {},
+        [],
+        "text",
+        {"error": {"message": "boom"}},
+        {"choices": []},
+        {"choices": [{}]},
+        {"choices": ["x"]},
+        {"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "many"}},
+        {"choices": [{"message": {"content": "x"}}], "usage": {"completion_tokens": float("nan")}},
+        {"choices": [{"message": {"content": "x"}}], "usage": "lots"},
+        {"choices": [{"message": {"content": 5}}]},
+        {"choices": [{"message": {"content": "x", "tool_calls": "call"}}]},
+    ],
+)
 def test_non_answers_are_502_api_errors(answer: Any) -> None:
     with pytest.raises(AnthropicError) as caught:
         messages_response(answer, "m")
@@ -604,7 +803,11 @@ def test_whole_answer_through_the_sdk() -> None:
     message, _ = messages_response(answer, "claude-test")
     client = sdk_client(lambda _: httpx.Response(200, json=message))
     got = client.messages.create(model="claude-test", max_tokens=100, messages=[{"role": "user", "content": "hi"}])
-    assert got.stop_reason == "tool_use" and got.content[0].type == "tool_use" and got.to_dict() == Message.model_validate(message).to_dict()
+    assert (
+        got.stop_reason == "tool_use"
+        and got.content[0].type == "tool_use"
+        and got.to_dict() == Message.model_validate(message).to_dict()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -628,7 +831,9 @@ def test_every_recorded_stream_assembles_to_the_whole_answer(name: str) -> None:
     expected, _ = messages_response(assemble(openai_chunks(body)), "claude-test")
     expected["id"] = "msg_test"
     assert final.model_dump(exclude_none=True) == Message.model_validate(expected).model_dump(exclude_none=True)
-    assert final.content or final.stop_reason == "max_tokens", "every recording answers something (or ran out of tokens)"
+    assert final.content or final.stop_reason == "max_tokens", (
+        "every recording answers something (or ran out of tokens)"
+    )
 
 
 def test_events_come_as_the_upstream_produces_them() -> None:
@@ -637,18 +842,35 @@ def test_events_come_as_the_upstream_produces_them() -> None:
     assert [n for n, _ in first] == ["message_start", "ping"]
     assert first[0][1]["message"]["usage"] == {"input_tokens": 12, "output_tokens": 0}
     assert parse_events(stream.feed_event({"choices": [{"index": 0, "delta": {"content": "Hel"}}]})) == [
-        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}},
+        ),
     ]
     events = parse_events(stream.feed_event({"choices": [{"index": 0, "delta": {"content": "lo"}}]}))
-    assert events == [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}})]
+    assert events == [
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}},
+        )
+    ]
     assert stream.feed_event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) == []
     assert stream.feed_event({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2}}) == []
     tail = parse_events(stream.finish())
     assert tail == [
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                           "usage": {"input_tokens": 9, "output_tokens": 2}}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"input_tokens": 9, "output_tokens": 2},
+            },
+        ),
         ("message_stop", {"type": "message_stop"}),
     ]
 
@@ -656,7 +878,12 @@ def test_events_come_as_the_upstream_produces_them() -> None:
 def test_tool_arguments_stream_as_they_arrive() -> None:
     body = STREAMS["openai-tool-calls-parallel.sse"]
     chunks = openai_chunks(body)
-    fragments = [f["function"].get("arguments") for c in chunks for ch in c.get("choices", []) for f in ch["delta"].get("tool_calls") or ()]
+    fragments = [
+        f["function"].get("arguments")
+        for c in chunks
+        for ch in c.get("choices", [])
+        for f in ch["delta"].get("tool_calls") or ()
+    ]
     events = parse_events(convert_stream(body))
     partials = [d["delta"]["partial_json"] for n, d in events if n == "content_block_delta"]
     assert partials == [f for f in fragments if f]
@@ -668,9 +895,13 @@ def test_tool_arguments_stream_as_they_arrive() -> None:
 def test_thinking_then_text_then_tools() -> None:
     stream = MessagesStream("m", message_id="msg_t")
     raw = []
-    for delta in ({"reasoning_content": "think"}, {"reasoning": " more"}, {"content": "I'll call."},
-                  {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": '{"a"'}}]},
-                  {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}):
+    for delta in (
+        {"reasoning_content": "think"},
+        {"reasoning": " more"},
+        {"content": "I'll call."},
+        {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": '{"a"'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]},
+    ):
         raw += stream.feed_event({"choices": [{"index": 0, "delta": delta}]})
     raw += stream.feed_event({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
     raw += stream.finish()
@@ -683,19 +914,45 @@ def test_thinking_then_text_then_tools() -> None:
 
 def test_tool_calls_without_index_or_with_late_names() -> None:
     stream = MessagesStream("m", message_id="msg_t")
-    raw = stream.feed_event({"choices": [{"delta": {"tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "a", "arguments": {"x": 1}}},
-        {"id": "c2", "type": "function", "function": {"name": "b", "arguments": "{}"}}]}}]})
-    raw += stream.feed_event({"choices": [{"delta": {"tool_calls": [{"index": 5, "function": {"arguments": '{"y"'}}]}}]})
-    raw += stream.feed_event({"choices": [{"delta": {"tool_calls": [{"index": 5, "id": "c3", "function": {"name": "c", "arguments": ": 2}"}}]}}]})
+    raw = stream.feed_event(
+        {
+            "choices": [
+                {
+                    "delta": {
+                        "tool_calls": [
+                            {"id": "c1", "type": "function", "function": {"name": "a", "arguments": {"x": 1}}},
+                            {"id": "c2", "type": "function", "function": {"name": "b", "arguments": "{}"}},
+                        ]
+                    }
+                }
+            ]
+        }
+    )
+    raw += stream.feed_event(
+        {"choices": [{"delta": {"tool_calls": [{"index": 5, "function": {"arguments": '{"y"'}}]}}]}
+    )
+    raw += stream.feed_event(
+        {
+            "choices": [
+                {"delta": {"tool_calls": [{"index": 5, "id": "c3", "function": {"name": "c", "arguments": ": 2}"}}]}}
+            ]
+        }
+    )
     raw += stream.feed_event({"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}) + stream.finish()
     final, _ = sdk_stream(raw)
-    assert [(b.id, b.name, b.input) for b in final.content] == [("c1", "a", {"x": 1}), ("c2", "b", {}), ("c3", "c", {"y": 2})]
+    assert [(b.id, b.name, b.input) for b in final.content] == [
+        ("c1", "a", {"x": 1}),
+        ("c2", "b", {}),
+        ("c3", "c", {"y": 2}),
+    ]
 
 
 def test_stop_sequence_and_length_in_streams() -> None:
     stream = MessagesStream("m", message_id="msg_t")
-    raw = stream.feed_event({"choices": [{"delta": {"content": "a"}, "finish_reason": "stop", "stop_reason": "END"}]}) + stream.finish()
+    raw = (
+        stream.feed_event({"choices": [{"delta": {"content": "a"}, "finish_reason": "stop", "stop_reason": "END"}]})
+        + stream.finish()
+    )
     final, _ = sdk_stream(raw)
     assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "END")
     length = convert_stream(STREAMS["recording:max-tokens-finish-length"])
@@ -709,20 +966,41 @@ def error_event(raw: list[bytes]) -> dict[str, Any]:
     return data["error"]
 
 
-@pytest.mark.parametrize(("chunks", "message"), [
-    (["not an object"], "not a JSON object"),
-    ([{"choices": "x"}], "choices that are not a list"),
-    ([{"choices": [5]}], "choice that is not an object"),
-    ([{"choices": [{"delta": "x"}]}], "delta that is not an object"),
-    ([{"error": {"message": "overloaded"}}], "the upstream failed: overloaded"),
-    ([{"choices": [{"delta": {"tool_calls": "x"}}]}], "tool_calls that are not a list"),
-    ([{"choices": [{"delta": {"tool_calls": [7]}}]}], "tool call that is not an object"),
-    ([{"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "a", "function": {"name": "x", "arguments": "{"}},
-                                             {"index": 1, "id": "b", "function": {"name": "y", "arguments": "{"}},
-                                             {"index": 0, "function": {"arguments": "}"}}]}}]}], "interleaved"),
-    ([{"choices": [{"delta": {"content": "x"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": "x"}}], "usage.prompt_tokens"),
-    ([{"choices": [{"delta": {"content": "partial"}}]}], "ended before the answer was complete"),
-])
+@pytest.mark.parametrize(
+    ("chunks", "message"),
+    [
+        (["not an object"], "not a JSON object"),
+        ([{"choices": "x"}], "choices that are not a list"),
+        ([{"choices": [5]}], "choice that is not an object"),
+        ([{"choices": [{"delta": "x"}]}], "delta that is not an object"),
+        ([{"error": {"message": "overloaded"}}], "the upstream failed: overloaded"),
+        ([{"choices": [{"delta": {"tool_calls": "x"}}]}], "tool_calls that are not a list"),
+        ([{"choices": [{"delta": {"tool_calls": [7]}}]}], "tool call that is not an object"),
+        (
+            [
+                {
+                    "choices": [
+                        {
+                            "delta": {
+                                "tool_calls": [
+                                    {"index": 0, "id": "a", "function": {"name": "x", "arguments": "{"}},
+                                    {"index": 1, "id": "b", "function": {"name": "y", "arguments": "{"}},
+                                    {"index": 0, "function": {"arguments": "}"}},
+                                ]
+                            }
+                        }
+                    ]
+                }
+            ],
+            "interleaved",
+        ),
+        (
+            [{"choices": [{"delta": {"content": "x"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": "x"}}],
+            "usage.prompt_tokens",
+        ),
+        ([{"choices": [{"delta": {"content": "partial"}}]}], "ended before the answer was complete"),
+    ],
+)
 def test_odd_streams_end_in_an_error_event(chunks: list[Any], message: str) -> None:
     stream = MessagesStream("m", message_id="msg_t")
     raw: list[bytes] = []
@@ -732,7 +1010,9 @@ def test_odd_streams_end_in_an_error_event(chunks: list[Any], message: str) -> N
     assert b"" not in raw
     error = error_event(raw)
     assert error["type"] == "api_error" and message in error["message"]
-    assert stream.ended and stream.feed_event({"choices": []}) == [] and stream.finish() == [] and stream.fail("x") == []
+    assert (
+        stream.ended and stream.feed_event({"choices": []}) == [] and stream.finish() == [] and stream.fail("x") == []
+    )
     with pytest.raises(anthropic.APIStatusError, match=message.split(":")[0]):
         sdk_stream(raw)
 
@@ -746,10 +1026,20 @@ def test_fail_mid_stream_and_before_anything() -> None:
 
 
 def test_garbage_never_raises() -> None:
-    odd = [None, 1, "x", [], {}, {"choices": None}, {"choices": [{}]}, {"choices": [{"delta": None}]},
-           {"choices": [{"delta": {"content": 5, "reasoning": {"a": 1}, "tool_calls": [{}]}}]},
-           {"choices": [{"index": 1, "delta": {"content": "other choice"}}]}, {"usage": None},
-           {"choices": [{"index": None, "delta": {"content": "null index counts as 0"}}]}]
+    odd = [
+        None,
+        1,
+        "x",
+        [],
+        {},
+        {"choices": None},
+        {"choices": [{}]},
+        {"choices": [{"delta": None}]},
+        {"choices": [{"delta": {"content": 5, "reasoning": {"a": 1}, "tool_calls": [{}]}}]},
+        {"choices": [{"index": 1, "delta": {"content": "other choice"}}]},
+        {"usage": None},
+        {"choices": [{"index": None, "delta": {"content": "null index counts as 0"}}]},
+    ]
     for start in range(len(odd)):
         stream = MessagesStream("m")
         raw = [piece for chunk in odd[start:] for piece in stream.feed_event(chunk)] + stream.finish()
@@ -760,12 +1050,18 @@ def test_start_can_be_sent_before_the_first_chunk() -> None:
     stream = MessagesStream("m", input_tokens=3, message_id="msg_t")
     assert [n for n, _ in parse_events(stream.start())] == ["message_start", "ping"]
     assert stream.start() == []
-    assert [n for n, _ in parse_events(stream.feed_event({"choices": [{"delta": {"content": "x"}}]}))] == ["content_block_start", "content_block_delta"]
+    assert [n for n, _ in parse_events(stream.feed_event({"choices": [{"delta": {"content": "x"}}]}))] == [
+        "content_block_start",
+        "content_block_delta",
+    ]
 
 
 def test_unicode_and_lone_surrogates() -> None:
     stream = MessagesStream("m", message_id="msg_t")
-    raw = stream.feed_event({"choices": [{"delta": {"content": "héllo ☃ \ud800"}, "finish_reason": "stop"}]}) + stream.finish()
+    raw = (
+        stream.feed_event({"choices": [{"delta": {"content": "héllo ☃ \ud800"}, "finish_reason": "stop"}]})
+        + stream.finish()
+    )
     final, _ = sdk_stream(raw)
     assert final.content[0].text == "héllo ☃ \ufffd"
 
@@ -776,19 +1072,35 @@ def test_no_usage_keeps_the_estimate() -> None:
     assert (final.usage.input_tokens, final.usage.output_tokens) == (42, 0)
     with_usage, _ = sdk_stream(convert_stream(STREAMS["openai-plain-text-include-usage.sse"], input_tokens=42))
     usage = next(c["usage"] for c in openai_chunks(STREAMS["openai-plain-text-include-usage.sse"]) if c.get("usage"))
-    assert (with_usage.usage.input_tokens, with_usage.usage.output_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
+    assert (with_usage.usage.input_tokens, with_usage.usage.output_tokens) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Errors
 
 
-@pytest.mark.parametrize(("status", "kind"), [
-    (400, "invalid_request_error"), (401, "authentication_error"), (402, "billing_error"), (403, "permission_error"),
-    (404, "not_found_error"), (413, "request_too_large"), (422, "invalid_request_error"), (429, "rate_limit_error"),
-    (500, "api_error"), (502, "api_error"), (503, "overloaded_error"), (504, "timeout_error"), (529, "overloaded_error"),
-    (599, "api_error"),
-])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (402, "billing_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (422, "invalid_request_error"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (503, "overloaded_error"),
+        (504, "timeout_error"),
+        (529, "overloaded_error"),
+        (599, "api_error"),
+    ],
+)
 def test_error_bodies(status: int, kind: str) -> None:
     body = error_body(status, "why")
     assert error_type(status) == kind and body["type"] == "error" and body["error"] == {"type": kind, "message": "why"}
@@ -797,21 +1109,38 @@ def test_error_bodies(status: int, kind: str) -> None:
         ErrorResponse.model_validate(body)
 
 
-SDK_ERRORS = {400: anthropic.BadRequestError, 401: anthropic.AuthenticationError, 403: anthropic.PermissionDeniedError,
-              404: anthropic.NotFoundError, 413: anthropic.RequestTooLargeError, 429: anthropic.RateLimitError,
-              500: anthropic.InternalServerError, 503: anthropic.ServiceUnavailableError, 529: anthropic.OverloadedError}
+SDK_ERRORS = {
+    400: anthropic.BadRequestError,
+    401: anthropic.AuthenticationError,
+    403: anthropic.PermissionDeniedError,
+    404: anthropic.NotFoundError,
+    413: anthropic.RequestTooLargeError,
+    429: anthropic.RateLimitError,
+    500: anthropic.InternalServerError,
+    503: anthropic.ServiceUnavailableError,
+    529: anthropic.OverloadedError,
+}
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (RECORDINGS / "errors").glob("*.json")) + ["llama-server:error-unknown-model"])
+@pytest.mark.parametrize(
+    "name", [*sorted(p.stem for p in (RECORDINGS / "errors").glob("*.json")), "llama-server:error-unknown-model"]
+)
 def test_recorded_upstream_errors(name: str) -> None:
-    path = FIXTURES / "llama-server" / "error-unknown-model.json" if name.startswith("llama") else RECORDINGS / "errors" / f"{name}.json"
+    path = (
+        FIXTURES / "llama-server" / "error-unknown-model.json"
+        if name.startswith("llama")
+        else RECORDINGS / "errors" / f"{name}.json"
+    )
     response = json.loads(path.read_text())["response"]
     status, body = upstream_error(response["status"], json.dumps(response["body"]).encode(), "claude-test")
     ErrorResponse.model_validate(body)
     upstream_message = response["body"]["error"]["message"]
     if "model" in name:
         assert (status, body["error"]["type"]) == (404, "not_found_error")
-        assert body["error"]["message"].startswith("model 'claude-test' not found") and upstream_message in body["error"]["message"]
+        assert (
+            body["error"]["message"].startswith("model 'claude-test' not found")
+            and upstream_message in body["error"]["message"]
+        )
     else:
         assert status == response["status"] and body["error"]["type"] == error_type(status)
         assert upstream_message in body["error"]["message"]
@@ -823,14 +1152,17 @@ def test_recorded_upstream_errors(name: str) -> None:
     assert caught.value.body == body
 
 
-@pytest.mark.parametrize(("status", "body", "expected_status", "message"), [
-    (503, b"<html><title>Service Unavailable</title></html>", 503, "Service Unavailable"),
-    (500, b"", 500, "the upstream answered 500"),
-    (502, "plain words", 502, "plain words"),
-    (200, {"error": "odd"}, 502, "odd"),
-    (400, {"detail": [{"msg": "bad"}]}, 400, '[{"msg": "bad"}]'),
-    (404, {"error": {"message": "no route"}}, 404, "no route"),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "expected_status", "message"),
+    [
+        (503, b"<html><title>Service Unavailable</title></html>", 503, "Service Unavailable"),
+        (500, b"", 500, "the upstream answered 500"),
+        (502, "plain words", 502, "plain words"),
+        (200, {"error": "odd"}, 502, "odd"),
+        (400, {"detail": [{"msg": "bad"}]}, 400, '[{"msg": "bad"}]'),
+        (404, {"error": {"message": "no route"}}, 404, "no route"),
+    ],
+)
 def test_other_upstream_errors(status: int, body: Any, expected_status: int, message: str) -> None:
     got_status, got = upstream_error(status, body)
     assert got_status == expected_status and got["error"]["message"] == message
@@ -854,10 +1186,20 @@ def test_count_tokens_rule() -> None:
         "system": "s" * 40,  # 40
         "messages": [
             {"role": "user", "content": "u" * 20},  # 20
-            {"role": "assistant", "content": [{"type": "thinking", "thinking": "t" * 8, "signature": "x"},  # 8
-                                              {"type": "tool_use", "id": "i", "name": "nm", "input": {"a": 1}}]},  # 2 + 8
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "i", "content": [text("r" * 10)]},  # 10
-                                         {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]},  # 1600
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "t" * 8, "signature": "x"},  # 8
+                    {"type": "tool_use", "id": "i", "name": "nm", "input": {"a": 1}},
+                ],
+            },  # 2 + 8
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "i", "content": [text("r" * 10)]},  # 10
+                    {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}},
+                ],
+            },  # 1600
         ],
         "tools": [{"name": "nm", "description": "d" * 6, "input_schema": schema}],  # 2 + 6 + 16
     }
@@ -877,12 +1219,18 @@ def test_count_tokens_through_the_sdk() -> None:
     assert got.input_tokens == count_tokens(body)["input_tokens"] == messages_request(body, "m").input_tokens
 
 
-@pytest.mark.parametrize(("body", "match"), [
-    ([], "JSON object"),
-    ({"messages": [{"role": "user", "content": "x"}]}, "model: Field required"),
-    ({"model": "m"}, "messages: Field required"),
-    ({"model": "m", "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]}, "Files API"),
-])
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ([], "JSON object"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "model: Field required"),
+        ({"model": "m"}, "messages: Field required"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]},
+            "Files API",
+        ),
+    ],
+)
 def test_count_tokens_refuses_bad_requests(body: Any, match: str) -> None:
     with pytest.raises(AnthropicError, match=match) as caught:
         count_tokens(body)

@@ -37,7 +37,9 @@ from addon.agents.responses import (
 from harness.upstream import RECORDINGS, recording
 
 FIXTURES = Path(__file__).parent / "fixtures"
-_EVENT_TYPES = {m.model_fields["type"].annotation.__args__[0]: m for m in typing.get_args(typing.get_args(ResponseStreamEvent)[0])}
+_EVENT_TYPES = {
+    m.model_fields["type"].annotation.__args__[0]: m for m in typing.get_args(typing.get_args(ResponseStreamEvent)[0])
+}
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
 CHAT_PARAMS = TypeAdapter(completion_create_params.CompletionCreateParamsNonStreaming)
 CHAT_STREAM_PARAMS = TypeAdapter(completion_create_params.CompletionCreateParamsStreaming)
@@ -95,7 +97,9 @@ def stream_bodies() -> dict[str, bytes]:
     for p in sorted((RECORDINGS / "chat-stream").glob("*.json")):
         bodies[f"recording:{p.stem}"] = recording(f"chat-stream/{p.stem}")["response"]["body"].encode()
     for name in ("chat-stream", "chat-tools-stream"):
-        bodies[f"llama-server:{name}"] = json.loads((FIXTURES / "llama-server" / f"{name}.json").read_text())["response"]["body"].encode()
+        bodies[f"llama-server:{name}"] = json.loads((FIXTURES / "llama-server" / f"{name}.json").read_text())[
+            "response"
+        ]["body"].encode()
     return bodies
 
 
@@ -104,14 +108,23 @@ REQUEST = {
     "model": "gpt-4o-mini",
     "input": "hi",
     "stream": True,
-    "tools": [{"type": "function", "name": "get_weather", "description": "Weather", "strict": False,
-               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+    "tools": [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Weather",
+            "strict": False,
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+    ],
     "instructions": "Be brief.",
     "temperature": 0.5,
 }
 
 
-def convert_stream(body: bytes, pieces: int | None = None, request: dict[str, Any] = REQUEST) -> tuple[bytes, ResponsesStream, list[dict[str, Any]]]:
+def convert_stream(
+    body: bytes, pieces: int | None = None, request: dict[str, Any] = REQUEST
+) -> tuple[bytes, ResponsesStream, list[dict[str, Any]]]:
     reset_ids()
     decoder = TinySSE()
     converter = ResponsesStream("client-model", request, response_id="resp_test", created_at=1700000000)
@@ -141,14 +154,20 @@ def assemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
                 if delta.get(key):
                     message[key] = (message.get(key) or "") + delta[key]
             for call in delta.get("tool_calls") or ():
-                slot = calls.setdefault(call["index"], {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                slot = calls.setdefault(
+                    call["index"], {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+                )
                 slot["id"] = slot["id"] or call.get("id")
                 slot["function"]["name"] += (call.get("function") or {}).get("name") or ""
                 slot["function"]["arguments"] += (call.get("function") or {}).get("arguments") or ""
             finish = choice.get("finish_reason") or finish
     if calls:
         message["tool_calls"] = [calls[i] for i in sorted(calls)]
-    answer = {"id": "chatcmpl-x", "object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+    answer = {
+        "id": "chatcmpl-x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+    }
     if usage:
         answer["usage"] = usage
     return answer
@@ -159,8 +178,12 @@ def without_clock(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def sdk_client(handler: Any) -> openai.OpenAI:
-    return openai.OpenAI(api_key="test", base_url="http://127.0.0.1:9/v1", max_retries=0,
-                         http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+    return openai.OpenAI(
+        api_key="test",
+        base_url="http://127.0.0.1:9/v1",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
 
 
 def serve_bytes(body: bytes, content_type: str = "text/event-stream", status: int = 200) -> Any:
@@ -175,7 +198,7 @@ def serve_bytes(body: bytes, content_type: str = "text/event-stream", status: in
 
 
 def chat_body(body: dict[str, Any]) -> dict[str, Any]:
-    chat, think, warnings = responses_request(body, "upstream-model")
+    chat, _think, _warnings = responses_request(body, "upstream-model")
     (CHAT_STREAM_PARAMS if chat.get("stream") else CHAT_PARAMS).validate_python(chat)
     return chat
 
@@ -194,30 +217,51 @@ def refused(body: dict[str, Any], status: int = 400) -> ResponsesError:
 
 def test_string_input_and_instructions() -> None:
     chat = chat_body({"model": "m", "input": "hello", "instructions": "You are terse."})
-    assert chat == {"model": "upstream-model", "messages": [
-        {"role": "system", "content": "You are terse."}, {"role": "user", "content": "hello"}]}
+    assert chat == {
+        "model": "upstream-model",
+        "messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hello"}],
+    }
 
 
 def test_message_items_roles_and_parts() -> None:
-    chat = chat_body({"model": "m", "input": [
-        {"role": "developer", "content": "dev rules"},
-        {"type": "message", "role": "system", "content": [{"type": "input_text", "text": "sys"}]},
-        {"type": "message", "role": "user", "content": [
-            {"type": "input_text", "text": "look"},
-            {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "low"},
-            {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="},
-        ]},
-        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "A cat.", "annotations": []}]},
-        {"role": "user", "content": [{"type": "input_text", "text": "one"}, {"type": "input_text", "text": "two"}]},
-        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
-    ]})
+    chat = chat_body(
+        {
+            "model": "m",
+            "input": [
+                {"role": "developer", "content": "dev rules"},
+                {"type": "message", "role": "system", "content": [{"type": "input_text", "text": "sys"}]},
+                {
+                    "type": "message",
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "look"},
+                        {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "low"},
+                        {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="},
+                    ],
+                },
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": "A cat.", "annotations": []}],
+                },
+                {
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "one"}, {"type": "input_text", "text": "two"}],
+                },
+                {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
+            ],
+        }
+    )
     assert chat["messages"] == [
         {"role": "system", "content": "dev rules\n\nsys"},  # adjacent system messages joined
-        {"role": "user", "content": [
-            {"type": "text", "text": "look"},
-            {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-        ]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+            ],
+        },
         {"role": "assistant", "content": "A cat."},
         {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]},
         {"role": "assistant", "content": "I can't."},
@@ -225,37 +269,91 @@ def test_message_items_roles_and_parts() -> None:
 
 
 def test_adjacent_system_messages_are_joined_but_not_across_turns() -> None:
-    chat = chat_body({"model": "m", "instructions": "I", "input": [
-        {"role": "developer", "content": [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]},
-        {"role": "system", "content": "c"},
-        {"role": "user", "content": "u"},
-        {"role": "system", "content": "later"},
-    ]})
+    chat = chat_body(
+        {
+            "model": "m",
+            "instructions": "I",
+            "input": [
+                {
+                    "role": "developer",
+                    "content": [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}],
+                },
+                {"role": "system", "content": "c"},
+                {"role": "user", "content": "u"},
+                {"role": "system", "content": "later"},
+            ],
+        }
+    )
     assert chat["messages"] == [
-        {"role": "system", "content": [{"type": "text", "text": "I"}, {"type": "text", "text": "a"}, {"type": "text", "text": "b"},
-                                       {"type": "text", "text": "c"}]},
+        {
+            "role": "system",
+            "content": [
+                {"type": "text", "text": "I"},
+                {"type": "text", "text": "a"},
+                {"type": "text", "text": "b"},
+                {"type": "text", "text": "c"},
+            ],
+        },
         {"role": "user", "content": "u"},
         {"role": "system", "content": "later"},
     ]
 
 
 def test_function_calls_merge_into_one_assistant_message_and_outputs_become_tool_messages() -> None:
-    chat = chat_body({"model": "m", "input": [
-        {"role": "user", "content": "weather in Paris and Rome?"},
-        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "think"}], "encrypted_content": "x"},
-        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]},
-        {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"},
-        {"type": "function_call", "id": "fc_2", "call_id": "call_2", "name": "get_weather", "arguments": "{\"city\":\"Rome\"}"},
-        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
-        {"type": "function_call_output", "call_id": "call_2", "output": [{"type": "input_text", "text": "rain"}]},
-        {"role": "user", "content": "thanks"},
-    ]})
+    chat = chat_body(
+        {
+            "model": "m",
+            "input": [
+                {"role": "user", "content": "weather in Paris and Rome?"},
+                {
+                    "type": "reasoning",
+                    "id": "rs_1",
+                    "summary": [{"type": "summary_text", "text": "think"}],
+                    "encrypted_content": "x",
+                },
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]},
+                {
+                    "type": "function_call",
+                    "id": "fc_1",
+                    "call_id": "call_1",
+                    "name": "get_weather",
+                    "arguments": '{"city":"Paris"}',
+                },
+                {
+                    "type": "function_call",
+                    "id": "fc_2",
+                    "call_id": "call_2",
+                    "name": "get_weather",
+                    "arguments": '{"city":"Rome"}',
+                },
+                {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+                {
+                    "type": "function_call_output",
+                    "call_id": "call_2",
+                    "output": [{"type": "input_text", "text": "rain"}],
+                },
+                {"role": "user", "content": "thanks"},
+            ],
+        }
+    )
     assert chat["messages"] == [
         {"role": "user", "content": "weather in Paris and Rome?"},
-        {"role": "assistant", "content": "Checking.", "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
-            {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}},
-        ]},
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                },
+                {
+                    "id": "call_2",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'},
+                },
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
         {"role": "tool", "tool_call_id": "call_2", "content": "rain"},
         {"role": "user", "content": "thanks"},
@@ -263,82 +361,154 @@ def test_function_calls_merge_into_one_assistant_message_and_outputs_become_tool
 
 
 def test_function_call_alone_has_null_content_and_assistant_text_after_it_joins_it() -> None:
-    chat = chat_body({"model": "m", "input": [
-        {"role": "user", "content": "go"},
-        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
-        {"role": "assistant", "content": "calling f"},
-        {"type": "function_call_output", "call_id": "c1", "output": "ok"},
-    ]})
-    assert chat["messages"][1] == {"role": "assistant", "content": "calling f",
-                                   "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    chat = chat_body(
+        {
+            "model": "m",
+            "input": [
+                {"role": "user", "content": "go"},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"role": "assistant", "content": "calling f"},
+                {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+            ],
+        }
+    )
+    assert chat["messages"][1] == {
+        "role": "assistant",
+        "content": "calling f",
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    }
     assert chat["messages"][2] == {"role": "tool", "tool_call_id": "c1", "content": "ok"}
-    lone = chat_body({"model": "m", "input": [{"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}]})
+    lone = chat_body(
+        {"model": "m", "input": [{"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}]}
+    )
     assert lone["messages"][0]["content"] is None
 
 
 def test_images_in_tool_outputs_follow_the_tool_results_as_a_user_message() -> None:
-    chat = chat_body({"model": "m", "input": [
-        {"type": "function_call", "call_id": "c1", "name": "screenshot", "arguments": "{}"},
-        {"type": "function_call", "call_id": "c2", "name": "screenshot", "arguments": "{}"},
-        {"type": "function_call_output", "call_id": "c1", "output": [
-            {"type": "input_text", "text": "here"}, {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]},
-        {"type": "function_call_output", "call_id": "c2", "output": "none"},
-    ]})
+    chat = chat_body(
+        {
+            "model": "m",
+            "input": [
+                {"type": "function_call", "call_id": "c1", "name": "screenshot", "arguments": "{}"},
+                {"type": "function_call", "call_id": "c2", "name": "screenshot", "arguments": "{}"},
+                {
+                    "type": "function_call_output",
+                    "call_id": "c1",
+                    "output": [
+                        {"type": "input_text", "text": "here"},
+                        {"type": "input_image", "image_url": "data:image/png;base64,AAAA"},
+                    ],
+                },
+                {"type": "function_call_output", "call_id": "c2", "output": "none"},
+            ],
+        }
+    )
     assert [m["role"] for m in chat["messages"]] == ["assistant", "tool", "tool", "user"]
     assert chat["messages"][1]["content"] == "here"
     assert chat["messages"][3]["content"] == [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
 
 
 def test_reasoning_items_are_dropped_with_a_warning() -> None:
-    chat, think, warnings = responses_request({"model": "m", "input": [
-        {"type": "reasoning", "id": "rs_1", "summary": []}, {"role": "user", "content": "hi"}]}, "u")
+    chat, think, warnings = responses_request(
+        {
+            "model": "m",
+            "input": [{"type": "reasoning", "id": "rs_1", "summary": []}, {"role": "user", "content": "hi"}],
+        },
+        "u",
+    )
     assert chat["messages"] == [{"role": "user", "content": "hi"}]
-    assert think is None and warnings == ["1 reasoning input item(s) were dropped: chat completions has no portable field for them"]
+    assert think is None and warnings == [
+        "1 reasoning input item(s) were dropped: chat completions has no portable field for them"
+    ]
 
 
-@pytest.mark.parametrize(("part", "param", "words"), [
-    ({"type": "input_image", "file_id": "file-123"}, "input[0].content[0].file_id", "file_id"),
-    ({"type": "input_image"}, "input[0].content[0].image_url", "image_url"),
-    ({"type": "input_file", "file_data": "x", "filename": "a.pdf"}, "input[0].content[0]", "file inputs are not supported"),
-    ({"type": "input_audio", "input_audio": {}}, "input[0].content[0].type", "'input_audio'"),
-])
+@pytest.mark.parametrize(
+    ("part", "param", "words"),
+    [
+        ({"type": "input_image", "file_id": "file-123"}, "input[0].content[0].file_id", "file_id"),
+        ({"type": "input_image"}, "input[0].content[0].image_url", "image_url"),
+        (
+            {"type": "input_file", "file_data": "x", "filename": "a.pdf"},
+            "input[0].content[0]",
+            "file inputs are not supported",
+        ),
+        ({"type": "input_audio", "input_audio": {}}, "input[0].content[0].type", "'input_audio'"),
+    ],
+)
 def test_unsupported_content_parts_are_refused_clearly(part: dict[str, Any], param: str, words: str) -> None:
     error = refused({"model": "m", "input": [{"role": "user", "content": [part]}]})
     assert error.param == param and words in error.message
 
 
-@pytest.mark.parametrize(("item", "param"), [
-    ({"role": "tool", "content": "x"}, "input[0].role"),
-    ({"type": "function_call", "name": "f", "arguments": "{}"}, "input[0].call_id"),
-    ({"type": "function_call", "call_id": "c", "arguments": "{}"}, "input[0].name"),
-    ({"type": "function_call_output", "output": "x"}, "input[0].call_id"),
-    ({"type": "web_search_call", "id": "ws_1", "status": "completed"}, "input[0].type"),
-    ({"content": "no type, no role"}, "input[0].type"),
-    ("just a string", "input[0]"),
-    ({"role": "system", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}, "input[0].content"),
-])
+@pytest.mark.parametrize(
+    ("item", "param"),
+    [
+        ({"role": "tool", "content": "x"}, "input[0].role"),
+        ({"type": "function_call", "name": "f", "arguments": "{}"}, "input[0].call_id"),
+        ({"type": "function_call", "call_id": "c", "arguments": "{}"}, "input[0].name"),
+        ({"type": "function_call_output", "output": "x"}, "input[0].call_id"),
+        ({"type": "web_search_call", "id": "ws_1", "status": "completed"}, "input[0].type"),
+        ({"content": "no type, no role"}, "input[0].type"),
+        ("just a string", "input[0]"),
+        ({"role": "system", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}, "input[0].content"),
+    ],
+)
 def test_bad_input_items_are_refused(item: Any, param: str) -> None:
     assert refused({"model": "m", "input": [item]}).param == param
 
 
-@pytest.mark.parametrize("body", [{"model": "m"}, {"model": "m", "input": 3}, {"model": "m", "input": {"role": "user"}}])
+@pytest.mark.parametrize(
+    "body", [{"model": "m"}, {"model": "m", "input": 3}, {"model": "m", "input": {"role": "user"}}]
+)
 def test_input_is_required_as_a_string_or_items(body: dict[str, Any]) -> None:
     assert refused(body).param == "input"
 
 
 def test_function_tools_keep_strict_and_reach_chat_shape() -> None:
-    chat = chat_body({**REQUEST, "tools": [
-        {"type": "function", "name": "a", "description": "A", "parameters": {"type": "object", "properties": {}}, "strict": True},
-        {"type": "function", "name": "b", "parameters": None, "strict": None},
-    ]})
+    chat = chat_body(
+        {
+            **REQUEST,
+            "tools": [
+                {
+                    "type": "function",
+                    "name": "a",
+                    "description": "A",
+                    "parameters": {"type": "object", "properties": {}},
+                    "strict": True,
+                },
+                {"type": "function", "name": "b", "parameters": None, "strict": None},
+            ],
+        }
+    )
     assert chat["tools"] == [
-        {"type": "function", "function": {"name": "a", "description": "A", "parameters": {"type": "object", "properties": {}}, "strict": True}},
+        {
+            "type": "function",
+            "function": {
+                "name": "a",
+                "description": "A",
+                "parameters": {"type": "object", "properties": {}},
+                "strict": True,
+            },
+        },
         {"type": "function", "function": {"name": "b"}},
     ]
 
 
-@pytest.mark.parametrize("kind", ["file_search", "computer_use_preview", "code_interpreter", "image_generation", "mcp",
-                                  "local_shell", "custom", "shell", "apply_patch", "tool_search"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "file_search",
+        "computer_use_preview",
+        "code_interpreter",
+        "image_generation",
+        "mcp",
+        "local_shell",
+        "custom",
+        "shell",
+        "apply_patch",
+        "tool_search",
+    ],
+)
 def test_built_in_tools_are_refused_naming_the_type(kind: str) -> None:
     error = refused({"model": "m", "input": "hi", "tools": [REQUEST["tools"][0], {"type": kind, "name": "x"}]})
     assert error.param == "tools[1].type" and repr(kind) in error.message
@@ -346,45 +516,81 @@ def test_built_in_tools_are_refused_naming_the_type(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["web_search", "web_search_preview"])
 def test_web_search_is_dropped_with_a_warning(kind: str) -> None:
-    chat, _, warnings = responses_request({"model": "m", "input": "hi", "tools": [{"type": kind, "external_web_access": False}]}, "u")
-    assert "tools" not in chat and warnings == [f"tools[0]: the built-in {kind} tool was dropped: there is no web search here"]
+    chat, _, warnings = responses_request(
+        {"model": "m", "input": "hi", "tools": [{"type": kind, "external_web_access": False}]}, "u"
+    )
+    assert "tools" not in chat and warnings == [
+        f"tools[0]: the built-in {kind} tool was dropped: there is no web search here"
+    ]
 
 
-NAMESPACE = {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents.", "tools": [
-    {"type": "function", "name": "spawn_agent", "description": "Spawn.", "strict": False,
-     "parameters": {"type": "object", "properties": {"task": {"type": "string"}}}},
-    {"type": "function", "name": "close_agent", "parameters": {"type": "object", "properties": {}}},
-]}
+NAMESPACE = {
+    "type": "namespace",
+    "name": "multi_agent_v1",
+    "description": "Sub-agents.",
+    "tools": [
+        {
+            "type": "function",
+            "name": "spawn_agent",
+            "description": "Spawn.",
+            "strict": False,
+            "parameters": {"type": "object", "properties": {"task": {"type": "string"}}},
+        },
+        {"type": "function", "name": "close_agent", "parameters": {"type": "object", "properties": {}}},
+    ],
+}
 
 
 def test_namespace_tools_become_prefixed_functions() -> None:
     chat = chat_body({"model": "m", "input": "x", "tools": [REQUEST["tools"][0], NAMESPACE]})
-    assert [t["function"]["name"] for t in chat["tools"]] == ["get_weather", "multi_agent_v1__spawn_agent", "multi_agent_v1__close_agent"]
+    assert [t["function"]["name"] for t in chat["tools"]] == [
+        "get_weather",
+        "multi_agent_v1__spawn_agent",
+        "multi_agent_v1__close_agent",
+    ]
     assert chat["tools"][1]["function"]["description"] == "Spawn." and chat["tools"][1]["function"]["strict"] is False
-    assert refused({"model": "m", "input": "x", "tools": [{"type": "namespace", "name": "n", "tools": [{"type": "mcp"}]}]}).param == \
-        "tools[0].tools[0].type"
+    assert (
+        refused(
+            {"model": "m", "input": "x", "tools": [{"type": "namespace", "name": "n", "tools": [{"type": "mcp"}]}]}
+        ).param
+        == "tools[0].tools[0].type"
+    )
 
 
 def test_namespaced_calls_are_answered_with_their_namespace_and_replayed_flat() -> None:
     request = {"model": "m", "input": "x", "tools": [NAMESPACE]}
     call = {"id": "call_1", "type": "function", "function": {"name": "multi_agent_v1__close_agent", "arguments": "{}"}}
-    answer = responses_answer({"choices": [{"message": {"role": "assistant", "tool_calls": [call]}, "finish_reason": "tool_calls"}]}, "m", request)
+    answer = responses_answer(
+        {"choices": [{"message": {"role": "assistant", "tool_calls": [call]}, "finish_reason": "tool_calls"}]},
+        "m",
+        request,
+    )
     item = Response.model_validate(answer).output[0]
     assert (item.type, item.name, item.namespace) == ("function_call", "close_agent", "multi_agent_v1")  # type: ignore[union-attr]
     stream = ResponsesStream("m", request)
-    events = [sse_events(e)[0] for e in stream.feed_event({"choices": [{"delta": {"tool_calls": [{"index": 0, **call}]}}]})]
+    events = [
+        sse_events(e)[0] for e in stream.feed_event({"choices": [{"delta": {"tool_calls": [{"index": 0, **call}]}}]})
+    ]
     added = next(d for n, d in events if n == "response.output_item.added")
     assert (added["item"]["name"], added["item"]["namespace"]) == ("close_agent", "multi_agent_v1")
-    history = chat_body({**request, "input": [{**answer["output"][0]}, {"type": "function_call_output", "call_id": "call_1", "output": "ok"}]})
+    history = chat_body(
+        {
+            **request,
+            "input": [{**answer["output"][0]}, {"type": "function_call_output", "call_id": "call_1", "output": "ok"}],
+        }
+    )
     assert history["messages"][0]["tool_calls"][0]["function"]["name"] == "multi_agent_v1__close_agent"
 
 
-@pytest.mark.parametrize(("choice", "expected"), [
-    ("auto", "auto"),
-    ("none", "none"),
-    ("required", "required"),
-    ({"type": "function", "name": "get_weather"}, {"type": "function", "function": {"name": "get_weather"}}),
-])
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ("auto", "auto"),
+        ("none", "none"),
+        ("required", "required"),
+        ({"type": "function", "name": "get_weather"}, {"type": "function", "function": {"name": "get_weather"}}),
+    ],
+)
 def test_tool_choice(choice: Any, expected: Any) -> None:
     chat = chat_body({**REQUEST, "tool_choice": choice, "parallel_tool_calls": False})
     assert chat["tool_choice"] == expected and chat["parallel_tool_calls"] is False
@@ -392,8 +598,14 @@ def test_tool_choice(choice: Any, expected: Any) -> None:
 
 def test_tool_choice_allowed_tools_narrows_the_tools() -> None:
     tools = [{"type": "function", "name": n, "parameters": {"type": "object", "properties": {}}} for n in ("a", "b")]
-    chat = chat_body({"model": "m", "input": "x", "tools": tools,
-                      "tool_choice": {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "b"}]}})
+    chat = chat_body(
+        {
+            "model": "m",
+            "input": "x",
+            "tools": tools,
+            "tool_choice": {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "b"}]},
+        }
+    )
     assert chat["tool_choice"] == "required" and [t["function"]["name"] for t in chat["tools"]] == ["b"]
 
 
@@ -408,80 +620,155 @@ def test_without_tools_tool_choice_and_parallel_calls_are_not_sent() -> None:
     assert refused({"model": "m", "input": "x", "tool_choice": "required"}).param == "tool_choice"
 
 
-@pytest.mark.parametrize(("fmt", "expected"), [
-    ({"type": "text"}, None),
-    ({"type": "json_object"}, {"type": "json_object"}),
-    ({"type": "json_schema", "name": "city", "strict": True, "description": "A city",
-      "schema": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"], "additionalProperties": False}},
-     {"type": "json_schema", "json_schema": {"name": "city", "description": "A city", "strict": True,
-      "schema": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"], "additionalProperties": False}}}),
-])
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        ({"type": "text"}, None),
+        ({"type": "json_object"}, {"type": "json_object"}),
+        (
+            {
+                "type": "json_schema",
+                "name": "city",
+                "strict": True,
+                "description": "A city",
+                "schema": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}},
+                    "required": ["name"],
+                    "additionalProperties": False,
+                },
+            },
+            {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "city",
+                    "description": "A city",
+                    "strict": True,
+                    "schema": {
+                        "type": "object",
+                        "properties": {"name": {"type": "string"}},
+                        "required": ["name"],
+                        "additionalProperties": False,
+                    },
+                },
+            },
+        ),
+    ],
+)
 def test_text_format_becomes_response_format(fmt: dict[str, Any], expected: Any) -> None:
     chat = chat_body({"model": "m", "input": "x", "text": {"format": fmt}})
     assert chat.get("response_format") == expected
 
 
-@pytest.mark.parametrize("text", [{"format": {"type": "xml"}}, {"format": {"type": "json_schema", "name": "x"}}, "json"])
+@pytest.mark.parametrize(
+    "text", [{"format": {"type": "xml"}}, {"format": {"type": "json_schema", "name": "x"}}, "json"]
+)
 def test_bad_text_format_is_refused(text: Any) -> None:
     assert refused({"model": "m", "input": "x", "text": text}).param.startswith("text")
 
 
-@pytest.mark.parametrize(("effort", "think"), [
-    (None, None), ("none", False), ("minimal", "low"), ("low", "low"), ("medium", "medium"), ("high", "high"),
-    ("xhigh", "max"), ("max", "max"),
-])
+@pytest.mark.parametrize(
+    ("effort", "think"),
+    [
+        (None, None),
+        ("none", False),
+        ("minimal", "low"),
+        ("low", "low"),
+        ("medium", "medium"),
+        ("high", "high"),
+        ("xhigh", "max"),
+        ("max", "max"),
+    ],
+)
 def test_reasoning_effort_becomes_a_think_decision(effort: str | None, think: Any) -> None:
-    chat, decided, _ = responses_request({"model": "m", "input": "x", "reasoning": {"effort": effort, "summary": "auto"}}, "u")
+    chat, decided, _ = responses_request(
+        {"model": "m", "input": "x", "reasoning": {"effort": effort, "summary": "auto"}}, "u"
+    )
     assert decided == think
     assert "reasoning_effort" not in chat and "reasoning" not in chat  # the caller sends it in its think style
 
 
 def test_unknown_reasoning_effort_is_refused_with_ollamas_words() -> None:
     error = refused({"model": "m", "input": "x", "reasoning": {"effort": "extreme"}})
-    assert error.message.startswith('invalid reasoning value: "extreme" (must be "minimal"') and error.param == "reasoning.effort"
+    assert (
+        error.message.startswith('invalid reasoning value: "extreme" (must be "minimal"')
+        and error.param == "reasoning.effort"
+    )
 
 
 def test_sampling_limits_and_stream() -> None:
-    chat = chat_body({"model": "m", "input": "x", "max_output_tokens": 50, "temperature": 0.2, "top_p": 0.9, "stream": True})
+    chat = chat_body(
+        {"model": "m", "input": "x", "max_output_tokens": 50, "temperature": 0.2, "top_p": 0.9, "stream": True}
+    )
     assert (chat["max_tokens"], chat["temperature"], chat["top_p"]) == (50, 0.2, 0.9)
     assert chat["stream"] is True and chat["stream_options"] == {"include_usage": True}
-    chat, _, _ = responses_request({"model": "m", "input": "x", "max_output_tokens": 50}, "u", max_tokens_field="max_completion_tokens")
+    chat, _, _ = responses_request(
+        {"model": "m", "input": "x", "max_output_tokens": 50}, "u", max_tokens_field="max_completion_tokens"
+    )
     assert chat["max_completion_tokens"] == 50 and "max_tokens" not in chat and "stream" not in chat
 
 
-@pytest.mark.parametrize(("field", "value"), [("max_output_tokens", 0), ("max_output_tokens", "9"), ("max_output_tokens", True),
-                                              ("temperature", "hot"), ("top_p", float("nan")), ("stream", "yes"), ("instructions", ["a"])])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_output_tokens", 0),
+        ("max_output_tokens", "9"),
+        ("max_output_tokens", True),
+        ("temperature", "hot"),
+        ("top_p", float("nan")),
+        ("stream", "yes"),
+        ("instructions", ["a"]),
+    ],
+)
 def test_bad_scalars_are_refused(field: str, value: Any) -> None:
     assert refused({"model": "m", "input": "x", field: value}).param == field
 
 
 def test_fields_with_nothing_to_send_are_accepted_quietly() -> None:
-    chat, think, warnings = responses_request({
-        "model": "m", "input": "x", "user": "u1", "metadata": {"k": "v"}, "truncation": "disabled",
-        "include": ["reasoning.encrypted_content"], "store": False, "prompt_cache_key": "k", "service_tier": "auto",
-        "stream_options": {"include_obfuscation": False}, "background": False, "safety_identifier": "s",
-        "client_metadata": {"x-codex-window-id": "w"},
-    }, "u")
+    chat, _think, warnings = responses_request(
+        {
+            "model": "m",
+            "input": "x",
+            "user": "u1",
+            "metadata": {"k": "v"},
+            "truncation": "disabled",
+            "include": ["reasoning.encrypted_content"],
+            "store": False,
+            "prompt_cache_key": "k",
+            "service_tier": "auto",
+            "stream_options": {"include_obfuscation": False},
+            "background": False,
+            "safety_identifier": "s",
+            "client_metadata": {"x-codex-window-id": "w"},
+        },
+        "u",
+    )
     assert chat == {"model": "u", "messages": [{"role": "user", "content": "x"}]} and warnings == []
 
 
 def test_fields_not_honoured_are_reported() -> None:
-    _, _, warnings = responses_request({"model": "m", "input": "x", "top_logprobs": 3, "frobnicate": 1,
-                                        "text": {"verbosity": "low"}}, "u")
-    assert warnings == ["text.verbosity was ignored: chat completions has no portable equivalent",
-                        "fields with no chat-completions equivalent were ignored: top_logprobs",
-                        "unknown fields were ignored: frobnicate"]
+    _, _, warnings = responses_request(
+        {"model": "m", "input": "x", "top_logprobs": 3, "frobnicate": 1, "text": {"verbosity": "low"}}, "u"
+    )
+    assert warnings == [
+        "text.verbosity was ignored: chat completions has no portable equivalent",
+        "fields with no chat-completions equivalent were ignored: top_logprobs",
+        "unknown fields were ignored: frobnicate",
+    ]
 
 
-@pytest.mark.parametrize(("extra", "param"), [
-    ({"previous_response_id": "resp_123"}, "previous_response_id"),
-    ({"conversation": "conv_123"}, "conversation"),
-    ({"conversation": {"id": "conv_123"}}, "conversation"),
-    ({"store": True}, "store"),
-    ({"background": True}, "background"),
-    ({"prompt": {"id": "pmpt_1"}}, "prompt"),
-    ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
-])
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"previous_response_id": "resp_123"}, "previous_response_id"),
+        ({"conversation": "conv_123"}, "conversation"),
+        ({"conversation": {"id": "conv_123"}}, "conversation"),
+        ({"store": True}, "store"),
+        ({"background": True}, "background"),
+        ({"prompt": {"id": "pmpt_1"}}, "prompt"),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
+    ],
+)
 def test_stateful_requests_are_refused_as_stateless(extra: dict[str, Any], param: str) -> None:
     error = refused({"model": "m", "input": "x", **extra})
     assert error.param == param and "stateless" in error.message
@@ -514,53 +801,123 @@ def test_every_recorded_answer_converts_to_a_valid_response(name: str) -> None:
     assert parsed.usage.total_tokens == answer["usage"]["total_tokens"]
     calls = [o for o in parsed.output if o.type == "function_call"]
     assert [(c.call_id, c.name, c.arguments) for c in calls] == [
-        (c["id"], c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or ()]
+        (c["id"], c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or ()
+    ]
     length = answer["choices"][0]["finish_reason"] == "length"
     assert parsed.status == ("incomplete" if length else "completed")
-    assert (parsed.incomplete_details.reason if parsed.incomplete_details else None) == ("max_output_tokens" if length else None)
+    assert (parsed.incomplete_details.reason if parsed.incomplete_details else None) == (
+        "max_output_tokens" if length else None
+    )
 
 
 def test_answer_items_in_order_with_text_kept_beside_tool_calls() -> None:
-    answer = {"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-        "role": "assistant", "content": "Let me check.", "reasoning_content": "User wants weather.",
-        "tool_calls": [{"id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]}}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
-                  "prompt_tokens_details": {"cached_tokens": 4}, "completion_tokens_details": {"reasoning_tokens": 3}}}
+    answer = {
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": "Let me check.",
+                    "reasoning_content": "User wants weather.",
+                    "tool_calls": [
+                        {
+                            "id": "call_9",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                        }
+                    ],
+                },
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": 4},
+            "completion_tokens_details": {"reasoning_tokens": 3},
+        },
+    }
     response = responses_answer(answer, "gpt-4o-mini", REQUEST)
     Response.model_validate(response)
     assert response["output"] == [
         {"id": "rs_0", "type": "reasoning", "summary": [{"type": "summary_text", "text": "User wants weather."}]},
-        {"id": "msg_0", "type": "message", "status": "completed", "role": "assistant",
-         "content": [{"type": "output_text", "text": "Let me check.", "annotations": [], "logprobs": []}]},
-        {"id": "fc_0", "type": "function_call", "status": "completed", "call_id": "call_9", "name": "get_weather",
-         "arguments": "{\"city\":\"Oslo\"}"},
+        {
+            "id": "msg_0",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Let me check.", "annotations": [], "logprobs": []}],
+        },
+        {
+            "id": "fc_0",
+            "type": "function_call",
+            "status": "completed",
+            "call_id": "call_9",
+            "name": "get_weather",
+            "arguments": '{"city":"Oslo"}',
+        },
     ]
-    assert response["usage"] == {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0},
-                                 "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 3}, "total_tokens": 15}
+    assert response["usage"] == {
+        "input_tokens": 10,
+        "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0},
+        "output_tokens": 5,
+        "output_tokens_details": {"reasoning_tokens": 3},
+        "total_tokens": 15,
+    }
 
 
 def test_answer_echoes_the_request() -> None:
-    request = {**REQUEST, "tool_choice": {"type": "function", "name": "get_weather"}, "parallel_tool_calls": False, "top_p": 0.7,
-               "max_output_tokens": 99, "reasoning": {"effort": "low", "summary": "auto"}, "metadata": {"a": "b"},
-               "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}, "strict": False}}}
+    request = {
+        **REQUEST,
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "parallel_tool_calls": False,
+        "top_p": 0.7,
+        "max_output_tokens": 99,
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "metadata": {"a": "b"},
+        "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}, "strict": False}},
+    }
     answer = {"choices": [{"message": {"role": "assistant", "content": "{}"}, "finish_reason": "stop"}]}
     response = responses_answer(answer, "gpt-4o-mini", request, response_id="resp_fixed", created_at=123)
     parsed = Response.model_validate(response)
-    assert (parsed.id, parsed.created_at, parsed.instructions, parsed.temperature, parsed.top_p) == ("resp_fixed", 123, "Be brief.", 0.5, 0.7)
+    assert (parsed.id, parsed.created_at, parsed.instructions, parsed.temperature, parsed.top_p) == (
+        "resp_fixed",
+        123,
+        "Be brief.",
+        0.5,
+        0.7,
+    )
     assert response["tools"] == REQUEST["tools"] and response["tool_choice"] == request["tool_choice"]
-    assert response["parallel_tool_calls"] is False and response["max_output_tokens"] == 99 and response["metadata"] == {"a": "b"}
+    assert (
+        response["parallel_tool_calls"] is False
+        and response["max_output_tokens"] == 99
+        and response["metadata"] == {"a": "b"}
+    )
     assert response["reasoning"] == {"effort": "low", "summary": "auto"} and response["text"] == request["text"]
     assert response["store"] is False and response["previous_response_id"] is None
     assert response["usage"]["total_tokens"] == 0  # no usage from the upstream: zeros, as Ollama answers
     bare = Response.model_validate(responses_answer(answer, "m", {"model": "m", "input": "x"}))
-    assert (bare.tools, bare.tool_choice, bare.parallel_tool_calls, bare.temperature, bare.top_p) == ([], "auto", True, 1.0, 1.0)
+    assert (bare.tools, bare.tool_choice, bare.parallel_tool_calls, bare.temperature, bare.top_p) == (
+        [],
+        "auto",
+        True,
+        1.0,
+        1.0,
+    )
     assert bare.text is not None and bare.text.format is not None and bare.text.format.type == "text"
 
 
 def test_refusal_and_empty_answers() -> None:
-    refusal = responses_answer({"choices": [{"message": {"role": "assistant", "content": None, "refusal": "No."}, "finish_reason": "stop"}]}, "m", {})
+    refusal = responses_answer(
+        {"choices": [{"message": {"role": "assistant", "content": None, "refusal": "No."}, "finish_reason": "stop"}]},
+        "m",
+        {},
+    )
     assert refusal["output"][0]["content"] == [{"type": "refusal", "refusal": "No."}]
-    empty = responses_answer({"choices": [{"message": {"role": "assistant", "content": None}, "finish_reason": "stop"}]}, "m", {})
+    empty = responses_answer(
+        {"choices": [{"message": {"role": "assistant", "content": None}, "finish_reason": "stop"}]}, "m", {}
+    )
     assert empty["output"][0]["content"][0]["text"] == "" and Response.model_validate(empty).output_text == ""
 
 
@@ -574,12 +931,23 @@ def test_length_marks_the_cut_item_incomplete() -> None:
     assert [(o.type, o.status) for o in cut.output] == [("function_call", "incomplete")]
 
 
-@pytest.mark.parametrize("answer", [
-    {}, {"error": {"message": "boom"}}, {"error": "boom"}, {"choices": []}, {"choices": [{}]}, {"choices": "x"},
-    {"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "ten"}},
-    {"choices": [{"message": {"content": "x"}}], "usage": {"completion_tokens": True}},
-    {"choices": [{"message": {"content": "x"}}], "usage": "lots"}, [], "text", None,
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {},
+        {"error": {"message": "boom"}},
+        {"error": "boom"},
+        {"choices": []},
+        {"choices": [{}]},
+        {"choices": "x"},
+        {"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "ten"}},
+        {"choices": [{"message": {"content": "x"}}], "usage": {"completion_tokens": True}},
+        {"choices": [{"message": {"content": "x"}}], "usage": "lots"},
+        [],
+        "text",
+        None,
+    ],
+)
 def test_answers_that_are_not_chat_completions_are_bad_gateway(answer: Any) -> None:
     with pytest.raises(ResponsesError) as info:
         responses_answer(answer, "m", {})
@@ -598,7 +966,9 @@ def test_sdk_reads_a_converted_answer() -> None:
     result = sdk_client(handler).responses.create(model="gpt-4o-mini", input="hi", tools=REQUEST["tools"])  # type: ignore[arg-type]
     call = next(o for o in result.output if o.type == "function_call")
     assert call.call_id == answer["choices"][0]["message"]["tool_calls"][0]["id"]
-    assert json.loads(call.arguments) == json.loads(answer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+    assert json.loads(call.arguments) == json.loads(
+        answer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -625,8 +995,10 @@ def test_every_recorded_stream_is_valid_and_completes_to_the_whole_answer(name: 
     assert [d["sequence_number"] for _, d in events] == list(range(len(events)))
     assert [n for n, _ in events[:2]] == ["response.created", "response.in_progress"]
     assert events[-1][0] in ("response.completed", "response.incomplete")
-    assert all(n not in ("response.created", "response.in_progress", "response.completed", "response.incomplete")
-               for n, _ in events[2:-1])
+    assert all(
+        n not in ("response.created", "response.in_progress", "response.completed", "response.incomplete")
+        for n, _ in events[2:-1]
+    )
     for n, d in events:  # never an empty delta
         if n.endswith(".delta"):
             assert d["delta"]
@@ -641,12 +1013,27 @@ def test_every_recorded_stream_is_valid_and_completes_to_the_whole_answer(name: 
 def test_event_sequence_for_reasoning_then_text() -> None:
     raw, converter, _ = convert_stream(STREAMS["sse:openai-reasoning-content-handmade"])
     names = [n for n, _ in sse_events(raw)]
-    assert names[:7] == ["response.created", "response.in_progress", "response.output_item.added",
-                         "response.reasoning_summary_part.added", "response.reasoning_summary_text.delta",
-                         "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done"]
-    assert names[7:11] == ["response.reasoning_summary_part.done", "response.output_item.done",
-                           "response.output_item.added", "response.content_part.added"]
-    assert names[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"]
+    assert names[:7] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done",
+    ]
+    assert names[7:11] == [
+        "response.reasoning_summary_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert names[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert converter.response is not None
     assert converter.response["output"][0]["summary"] == [{"type": "summary_text", "text": "Two plus two is four."}]
 
@@ -656,16 +1043,30 @@ def test_event_sequence_for_tool_calls() -> None:
     events = sse_events(raw)
     added = [d for n, d in events if n == "response.output_item.added"]
     assert [(d["output_index"], d["item"]["type"], d["item"]["status"], d["item"]["arguments"]) for d in added] == [
-        (0, "function_call", "in_progress", ""), (1, "function_call", "in_progress", "")]
+        (0, "function_call", "in_progress", ""),
+        (1, "function_call", "in_progress", ""),
+    ]
     for index in (0, 1):
-        deltas = "".join(d["delta"] for n, d in events if n == "response.function_call_arguments.delta" and d["output_index"] == index)
+        deltas = "".join(
+            d["delta"]
+            for n, d in events
+            if n == "response.function_call_arguments.delta" and d["output_index"] == index
+        )
         done = next(d for n, d in events if n == "response.function_call_arguments.done" and d["output_index"] == index)
         assert deltas == done["arguments"] == converter.response["output"][index]["arguments"]  # type: ignore[index]
         json.loads(deltas)
 
 
-@pytest.mark.parametrize("name", ["recording:plain-text-include-usage", "recording:tool-calls-parallel",
-                                  "sse:openai-reasoning-content-handmade", "recording:refusal", "recording:max-tokens-finish-length"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "recording:plain-text-include-usage",
+        "recording:tool-calls-parallel",
+        "sse:openai-reasoning-content-handmade",
+        "recording:refusal",
+        "recording:max-tokens-finish-length",
+    ],
+)
 def test_sdk_stream_accumulates_our_events(name: str) -> None:
     raw, converter, _ = convert_stream(STREAMS[name])
     client = sdk_client(serve_bytes(raw))
@@ -673,10 +1074,16 @@ def test_sdk_stream_accumulates_our_events(name: str) -> None:
         seen = [event.type for event in stream]
         if converter.response and converter.response["status"] == "completed":
             final = stream.get_final_response()
-            assert final.model_dump(mode="json", exclude_none=True) == Response.model_validate(converter.response).model_dump(
-                mode="json", exclude_none=True)
+            assert final.model_dump(mode="json", exclude_none=True) == Response.model_validate(
+                converter.response
+            ).model_dump(mode="json", exclude_none=True)
             assert final.output_text == "".join(
-                p["text"] for o in converter.response["output"] if o["type"] == "message" for p in o["content"] if p["type"] == "output_text")
+                p["text"]
+                for o in converter.response["output"]
+                if o["type"] == "message"
+                for p in o["content"]
+                if p["type"] == "output_text"
+            )
     assert seen[0] == "response.created" and seen[-1] in ("response.completed", "response.incomplete")
     raw_events = list(client.responses.create(model="client-model", input="hi", stream=True))
     assert [e.type for e in raw_events] == [n for n, _ in sse_events(raw)]
@@ -687,7 +1094,11 @@ def test_text_deltas_arrive_as_they_come() -> None:
     first = stream.feed_event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
     assert [sse_events(e)[0][0] for e in first] == ["response.created", "response.in_progress"]
     second = stream.feed_event({"choices": [{"index": 0, "delta": {"content": "Hel"}}]})
-    assert [sse_events(e)[0][0] for e in second] == ["response.output_item.added", "response.content_part.added", "response.output_text.delta"]
+    assert [sse_events(e)[0][0] for e in second] == [
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+    ]
     third = stream.feed_event({"choices": [{"index": 0, "delta": {"content": "lo"}}]})
     assert [(n, d["delta"]) for e in third for n, d in sse_events(e)] == [("response.output_text.delta", "lo")]
 
@@ -695,32 +1106,60 @@ def test_text_deltas_arrive_as_they_come() -> None:
 def test_tool_call_is_announced_once_its_name_is_known() -> None:
     stream = ResponsesStream("m", {})
     stream.start()
-    early = stream.feed_event({"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "call_a", "function": {"arguments": "{\"a\""}}]}}]})
+    early = stream.feed_event(
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "call_a", "function": {"arguments": '{"a"'}}]}}]}
+    )
     assert early == []
-    named = stream.feed_event({"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": ":1}"}}]}}]})
+    named = stream.feed_event(
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": ":1}"}}]}}]}
+    )
     events = [sse_events(e)[0] for e in named]
     assert [n for n, _ in events] == ["response.output_item.added", "response.function_call_arguments.delta"]
-    assert events[0][1]["item"]["call_id"] == "call_a" and events[1][1]["delta"] == "{\"a\":1}"
+    assert events[0][1]["item"]["call_id"] == "call_a" and events[1][1]["delta"] == '{"a":1}'
     final = sse_events(b"".join(stream.finish()))
-    assert final[-1][1]["response"]["output"][0]["arguments"] == "{\"a\":1}"
+    assert final[-1][1]["response"]["output"][0]["arguments"] == '{"a":1}'
 
 
 def test_calls_without_index_or_name_still_complete() -> None:
     stream = ResponsesStream("m", {})
-    stream.feed_event({"choices": [{"delta": {"tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}},
-                                                             {"id": "c2", "function": {"name": "g", "arguments": "{\"x\":1}"}}]},
-                                    "finish_reason": "tool_calls"}]})
-    stream.feed_event({"choices": [{"delta": {"tool_calls": [{"index": 5, "function": {"arguments": "{}"}}]}}]})  # no name ever
+    stream.feed_event(
+        {
+            "choices": [
+                {
+                    "delta": {
+                        "tool_calls": [
+                            {"id": "c1", "function": {"name": "f", "arguments": "{}"}},
+                            {"id": "c2", "function": {"name": "g", "arguments": '{"x":1}'}},
+                        ]
+                    },
+                    "finish_reason": "tool_calls",
+                }
+            ]
+        }
+    )
+    stream.feed_event(
+        {"choices": [{"delta": {"tool_calls": [{"index": 5, "function": {"arguments": "{}"}}]}}]}
+    )  # no name ever
     raw = b"".join(stream.finish())
     output = sse_events(raw)[-1][1]["response"]["output"]
-    assert [(o["call_id"], o["name"], o["arguments"]) for o in output] == [("c1", "f", "{}"), ("c2", "g", "{\"x\":1}"), ("call_0", "", "{}")]
+    assert [(o["call_id"], o["name"], o["arguments"]) for o in output] == [
+        ("c1", "f", "{}"),
+        ("c2", "g", '{"x":1}'),
+        ("call_0", "", "{}"),
+    ]
     Response.model_validate(stream.response)
 
 
 def test_text_after_tool_calls_opens_a_new_message() -> None:
     stream = ResponsesStream("m", {})
     stream.feed_event({"choices": [{"delta": {"content": "a"}}]})
-    stream.feed_event({"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": "{}"}}]}}]})
+    stream.feed_event(
+        {
+            "choices": [
+                {"delta": {"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": "{}"}}]}}
+            ]
+        }
+    )
     stream.feed_event({"choices": [{"delta": {"content": "b"}}]})
     stream.finish()
     assert stream.response is not None
@@ -733,15 +1172,23 @@ def test_reasoning_only_answer_closes_its_reasoning_before_the_empty_message() -
     stream.feed_event({"choices": [{"delta": {"reasoning_content": "hmm"}}]})
     stream.feed_event({"choices": [{"delta": {}, "finish_reason": "length"}]})
     names = [n for e in stream.finish() for n, _ in sse_events(e)]
-    assert names == ["response.reasoning_summary_text.done", "response.reasoning_summary_part.done", "response.output_item.done",
-                     "response.output_item.added", "response.content_part.added", "response.output_text.done",
-                     "response.content_part.done", "response.output_item.done", "response.incomplete"]
+    assert names == [
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.incomplete",
+    ]
     assert stream.response is not None and [o["type"] for o in stream.response["output"]] == ["reasoning", "message"]
     assert stream.response["output"][1]["status"] == "incomplete"
 
 
 def test_length_ends_with_response_incomplete() -> None:
-    raw, converter, _ = convert_stream(STREAMS["recording:max-tokens-finish-length"])
+    raw, _converter, _ = convert_stream(STREAMS["recording:max-tokens-finish-length"])
     name, data = sse_events(raw)[-1]
     assert name == "response.incomplete" and data["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
     assert data["response"]["output"][-1]["status"] == "incomplete"
@@ -754,7 +1201,10 @@ def test_fail_after_start_sends_error_and_response_failed() -> None:
     assert [n for n, _ in events] == ["error", "response.failed"]
     assert events[0][1]["message"] == "the upstream connection was lost" and events[0][1]["code"] == "server_error"
     failed = events[1][1]["response"]
-    assert failed["status"] == "failed" and failed["error"] == {"code": "server_error", "message": "the upstream connection was lost"}
+    assert failed["status"] == "failed" and failed["error"] == {
+        "code": "server_error",
+        "message": "the upstream connection was lost",
+    }
     assert failed["output"][0]["status"] == "incomplete" and failed["output"][0]["content"][0]["text"] == "partial"
     for _, data in events:
         _EVENT_TYPES[data["type"]].model_validate(data)
@@ -784,11 +1234,36 @@ def test_finish_without_any_chunk_gives_an_empty_completed_response() -> None:
     assert stream.finish() == []
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=5),
-                    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(
-                        ["choices", "delta", "content", "tool_calls", "index", "id", "function", "name", "arguments",
-                         "finish_reason", "usage", "reasoning_content", "refusal", "error", "prompt_tokens"]), children, max_size=4),
-                    max_leaves=20)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "choices",
+                    "delta",
+                    "content",
+                    "tool_calls",
+                    "index",
+                    "id",
+                    "function",
+                    "name",
+                    "arguments",
+                    "finish_reason",
+                    "usage",
+                    "reasoning_content",
+                    "refusal",
+                    "error",
+                    "prompt_tokens",
+                ]
+            ),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -816,8 +1291,18 @@ def test_lone_surrogates_are_encoded() -> None:
 # Errors
 
 
-@pytest.mark.parametrize(("status", "kind"), [(400, "invalid_request_error"), (401, "authentication_error"), (403, "permission_error"),
-                                              (404, "not_found_error"), (429, "rate_limit_error"), (500, "api_error"), (502, "api_error")])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (502, "api_error"),
+    ],
+)
 def test_error_body_shape(status: int, kind: str) -> None:
     assert error_body(status, "m", "p", "c") == {"error": {"message": "m", "type": kind, "param": "p", "code": "c"}}
 
@@ -835,14 +1320,17 @@ def test_recorded_upstream_errors_keep_status_and_fields(name: str) -> None:
         assert converted["error"][key] == body["error"][key]
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b"<html><title>502 Bad Gateway</title></html>", "<html><title>502 Bad Gateway</title></html>"),
-    (b"upstream   timed out", "upstream timed out"),
-    (b"", "the upstream answered 503 Service Unavailable"),
-    (b'{"detail": "Not Found"}', "Not Found"),
-    (b'{"error": "model is loading"}', "model is loading"),
-    ({"error": {"message": "x", "code": 42}}, "x"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"<html><title>502 Bad Gateway</title></html>", "<html><title>502 Bad Gateway</title></html>"),
+        (b"upstream   timed out", "upstream timed out"),
+        (b"", "the upstream answered 503 Service Unavailable"),
+        (b'{"detail": "Not Found"}', "Not Found"),
+        (b'{"error": "model is loading"}', "model is loading"),
+        ({"error": {"message": "x", "code": 42}}, "x"),
+    ],
+)
 def test_other_upstream_errors_become_messages(body: Any, message: str) -> None:
     status, converted = upstream_error(503, body, "Service Unavailable")
     assert status == 503 and converted["error"]["message"] == message and converted["error"]["type"] == "api_error"
@@ -868,9 +1356,18 @@ CODEX = json.loads((FIXTURES / "codex" / "codex-0.171.0-requests.json").read_tex
 
 def test_codex_sequence_and_request_shape() -> None:
     assert [(r["method"], r["path"]) for r in CODEX["say_hi"]] == [
-        ("GET", "/v1/models"), ("GET", "/api/version"), ("GET", "/api/tags"), ("POST", "/v1/responses")]
+        ("GET", "/v1/models"),
+        ("GET", "/api/version"),
+        ("GET", "/api/tags"),
+        ("POST", "/v1/responses"),
+    ]
     body = CODEX["say_hi"][-1]["body"]
-    assert (body["stream"], body["store"], body["include"], body["reasoning"]) == (True, False, ["reasoning.encrypted_content"], {"summary": "auto"})
+    assert (body["stream"], body["store"], body["include"], body["reasoning"]) == (
+        True,
+        False,
+        ["reasoning.encrypted_content"],
+        {"summary": "auto"},
+    )
     assert "authorization" not in CODEX["say_hi"][-1]["headers"]
 
 
@@ -879,8 +1376,14 @@ def test_codex_requests_translate(which: str) -> None:
     exchange = CODEX[which][-1] if isinstance(CODEX[which], list) else CODEX[which]
     chat, think, warnings = responses_request(exchange["body"], "upstream-model")
     CHAT_STREAM_PARAMS.validate_python(chat)
-    assert think is None and warnings == ["tools[8]: the built-in web_search tool was dropped: there is no web search here"]
-    assert [m["role"] for m in chat["messages"][:3]] == ["system", "user", "user"]  # Codex's two developer messages joined
+    assert think is None and warnings == [
+        "tools[8]: the built-in web_search tool was dropped: there is no web search here"
+    ]
+    assert [m["role"] for m in chat["messages"][:3]] == [
+        "system",
+        "user",
+        "user",
+    ]  # Codex's two developer messages joined
     names = [t["function"]["name"] for t in chat["tools"]]
     assert "exec_command" in names and "multi_agent_v1__spawn_agent" in names
     if which != "say_hi":

@@ -9,8 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import client as bench_client  # noqa: E402
-from bench.upstream import FakeOpenAI, stream_params  # noqa: E402
+from bench import client as bench_client
+from bench.upstream import FakeOpenAI, stream_params
 
 
 def test_stream_params_from_model_name():
@@ -23,8 +23,7 @@ async def test_non_stream_and_stream_answers():
     async with FakeOpenAI(port=0) as up:
         c = bench_client.Conn("127.0.0.1", up.port)
         try:
-            resp = await c.request("POST", "/v1/chat/completions",
-                                   bench_client.chat_body("openai", "bench", False))
+            resp = await c.request("POST", "/v1/chat/completions", bench_client.chat_body("openai", "bench", False))
             assert resp.status == 200
             assert resp.headers[b"content-type"] == b"application/json"
             d = json.loads(resp.body)
@@ -37,9 +36,11 @@ async def test_non_stream_and_stream_answers():
             tr = bench_client.StreamTracker("sse")
             raw: list[bytes] = []
             resp = await c.request(
-                "POST", "/v1/chat/completions",
+                "POST",
+                "/v1/chat/completions",
                 bench_client.chat_body("openai", "bench-n4-d1", True),
-                on_chunk=lambda data, t: (raw.append(data), tr.feed(data, t)))
+                on_chunk=lambda data, t: (raw.append(data), tr.feed(data, t)),
+            )
             assert resp.status == 200
             assert resp.headers[b"content-type"].startswith(b"text/event-stream")
             assert resp.headers[b"transfer-encoding"] == b"chunked"
@@ -47,15 +48,14 @@ async def test_non_stream_and_stream_answers():
             assert len(tr.events) == 4
             for written, read in tr.events:
                 assert 0 <= read - written < 5_000_000_000  # same monotonic clock
-            events = [e[len(b"data: "):] for e in b"".join(raw).split(b"\n\n") if e]
+            events = [e[len(b"data: ") :] for e in b"".join(raw).split(b"\n\n") if e]
             assert events[-1] == b"[DONE]"
             chunks = [json.loads(e) for e in events[:-1]]
             assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
             assert all(ch["object"] == "chat.completion.chunk" for ch in chunks)
             assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
             assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4
-            assert "".join(ch["choices"][0]["delta"].get("content", "")
-                           for ch in chunks[1:5]).count("@") == 8
+            assert "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks[1:5]).count("@") == 8
         finally:
             c.close()
 
@@ -63,6 +63,13 @@ async def test_non_stream_and_stream_answers():
 async def test_stream_helper_counts_events():
     async with FakeOpenAI(port=0) as up:
         r = await bench_client.stream_throughput(
-            "127.0.0.1", up.port, "/v1/chat/completions",
-            bench_client.chat_body("openai", "bench-n50-d0", True), "sse", 50, 3, 5)
+            "127.0.0.1",
+            up.port,
+            "/v1/chat/completions",
+            bench_client.chat_body("openai", "bench-n50-d0", True),
+            "sse",
+            50,
+            3,
+            5,
+        )
         assert r["errors"] == 0 and r["events"] == 150

@@ -13,7 +13,11 @@ from harness.upstream import UpstreamServer
 
 CATALOG = {
     "models": {
-        "llama3.2:latest": {"upstream": "gpt-4o-mini", "context_length": 128000, "capabilities": ["completion", "tools", "vision"]},
+        "llama3.2:latest": {
+            "upstream": "gpt-4o-mini",
+            "context_length": 128000,
+            "capabilities": ["completion", "tools", "vision"],
+        },
         "coder": {"upstream": "qwen2.5-coder-32b", "think_style": "none", "family": "qwen2"},
         "qwen3:8b": {},
     }
@@ -26,14 +30,25 @@ def test_names() -> None:
     assert full_name("registry.local:5000/library/phi") == "registry.local:5000/library/phi:latest"
     assert has_tag("a/b:c") and not has_tag("host:5000/b")
     assert basename("meta-llama/llama-3.1-8b:latest") == "llama-3.1-8b"
-    assert [family_of(i) for i in ("gpt-4o-mini", "meta-llama/llama-3.1-8b", "qwen3:8b", "o3", "123")] == ["gpt", "llama", "qwen", "o", "unknown"]
+    assert [family_of(i) for i in ("gpt-4o-mini", "meta-llama/llama-3.1-8b", "qwen3:8b", "o3", "123")] == [
+        "gpt",
+        "llama",
+        "qwen",
+        "o",
+        "unknown",
+    ]
 
 
 def test_catalog_entries_and_defaults() -> None:
     catalog = Catalog.parse(CATALOG)
     llama = catalog.get("llama3.2")
     assert llama is catalog.get("llama3.2:latest")
-    assert (llama.upstream, llama.context_length, llama.capabilities, llama.family) == ("gpt-4o-mini", 128000, ("completion", "tools", "vision"), "gpt")
+    assert (llama.upstream, llama.context_length, llama.capabilities, llama.family) == (
+        "gpt-4o-mini",
+        128000,
+        ("completion", "tools", "vision"),
+        "gpt",
+    )
     coder = catalog.get("coder:latest")
     assert (coder.upstream, coder.think_style, coder.family) == ("qwen2.5-coder-32b", "none", "qwen2")
     assert "insert" in coder.capabilities, "inferred from the upstream id when not given"
@@ -98,13 +113,19 @@ def test_context_length_from_the_listing() -> None:
     assert infer("m", {"created": 1700000000}).created == 1700000000
 
 
-def directory(server: UpstreamServer, ttl: float = 300, catalog: dict | None = None, list_upstream: bool = True) -> ModelDirectory:
+def directory(
+    server: UpstreamServer, ttl: float = 300, catalog: dict | None = None, list_upstream: bool = True
+) -> ModelDirectory:
     return ModelDirectory(server.base_url + "/models", "Bearer k", ttl, Catalog.parse(catalog or {}), list_upstream)
 
 
 async def test_directory_fetches_once_for_concurrent_lookups() -> None:
     with UpstreamServer() as server:
-        server.fake.models = [{"id": "gpt-4o-mini", "created": 2}, {"id": "qwen3:latest", "created": 1}, {"bad": "entry"}]
+        server.fake.models = [
+            {"id": "gpt-4o-mini", "created": 2},
+            {"id": "qwen3:latest", "created": 1},
+            {"bad": "entry"},
+        ]
         models = directory(server, catalog=CATALOG)
         assert models.upstream_id("gpt-4o-mini:latest") == "gpt-4o-mini", "before any list: only :latest is dropped"
         results = await asyncio.gather(*(models.listing() for _ in range(10)))
@@ -136,7 +157,9 @@ async def test_directory_failure_keeps_the_last_list_or_the_catalog() -> None:
         assert (await models.listing()).error is None
         server.fake.queue(200, "not json", {"content-type": "text/plain"})
         listing = await models.listing()
-        assert listing.error is None and "gpt-4o-mini:latest" in [m.name for m in listing.models], "the last good list is kept"
+        assert listing.error is None and "gpt-4o-mini:latest" in [m.name for m in listing.models], (
+            "the last good list is kept"
+        )
 
 
 async def test_directory_without_upstream_listing_fetches_nothing() -> None:

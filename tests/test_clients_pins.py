@@ -20,7 +20,11 @@ def table_row(start: str) -> str:
 
 def pins() -> dict[str, str]:
     lines = (CLIENTS / "requirements.txt").read_text().splitlines()
-    return dict(re.fullmatch(r"([\w.-]+)(?:\[[\w,]+\])?==([\w.]+)", line).groups() for line in lines if line and not line.startswith("#"))
+    return dict(
+        re.fullmatch(r"([\w.-]+)(?:\[[\w,]+\])?==([\w.]+)", line).groups()
+        for line in lines
+        if line and not line.startswith("#")
+    )
 
 
 def test_python_clients_versions_are_in_the_table() -> None:
@@ -37,7 +41,9 @@ def test_python_clients_versions_are_in_the_table() -> None:
     }
     assert set(rows) == set(pinned), "requirements.txt and this test disagree on the clients"
     for name, row in rows.items():
-        assert pinned[name] in row, f"{name} {pinned[name]} (tests/clients/requirements.txt) is not in the README's row: {row[:120]}"
+        assert pinned[name] in row, (
+            f"{name} {pinned[name]} (tests/clients/requirements.txt) is not in the README's row: {row[:120]}"
+        )
 
 
 def locked(name: str) -> str:
@@ -50,9 +56,13 @@ def locked(name: str) -> str:
 
 def test_node_clients_are_pinned_exactly() -> None:
     dependencies = json.loads((CLIENTS / "node" / "package.json").read_text())["dependencies"]
-    assert set(dependencies) == {"ollama", "ai", "ollama-ai-provider-v2", "zod"}, "package.json and this test disagree on the clients"
+    assert set(dependencies) == {"ollama", "ai", "ollama-ai-provider-v2", "zod"}, (
+        "package.json and this test disagree on the clients"
+    )
     for name in dependencies:
-        assert re.fullmatch(r"\d+\.\d+\.\d+", dependencies[name]), f"{name} {dependencies[name]} is not an exact version"
+        assert re.fullmatch(r"\d+\.\d+\.\d+", dependencies[name]), (
+            f"{name} {dependencies[name]} is not an exact version"
+        )
         locked(name)
 
 

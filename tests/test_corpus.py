@@ -46,14 +46,38 @@ def corpus() -> list[Case]:
     add = cases.append
 
     # -- bodies that are not a JSON object ------------------------------------------------------
-    not_json = [b"", b" ", b"\n", b"{", b"}", b"{]", b"[", b"nul", b"null", b"true", b"1", b'"text"', b"[]",
-                b"[{}]", b"{'model': 'm'}", b'{"model": "m",}', b'{"model": "m"} trailing', b'{"model" "m"}',
-                b'{"model": m}', b"\x00\x01\x02", b"\xef\xbb\xbf{}", b'{"model": "m", "messages": [}',
-                b'{"model": "m", "options": {"temperature": NaN}, "messages": [{"role": "user", "content": "x"}]}',
-                b'{"model": "m", "options": {"temperature": Infinity}, "messages": [{"role": "user", "content": "x"}]}',
-                b'{"model": "\xe9t\xe9", "messages": []}', b'{"model": "m", "prompt": "\xff\xfe"}',
-                b"model=m&prompt=hi", b"--boundary\r\nContent-Disposition: form-data; name=model\r\n\r\nm\r\n--boundary--",
-                b"<xml><model>m</model></xml>", b"\xff" * 100]
+    not_json = [
+        b"",
+        b" ",
+        b"\n",
+        b"{",
+        b"}",
+        b"{]",
+        b"[",
+        b"nul",
+        b"null",
+        b"true",
+        b"1",
+        b'"text"',
+        b"[]",
+        b"[{}]",
+        b"{'model': 'm'}",
+        b'{"model": "m",}',
+        b'{"model": "m"} trailing',
+        b'{"model" "m"}',
+        b'{"model": m}',
+        b"\x00\x01\x02",
+        b"\xef\xbb\xbf{}",
+        b'{"model": "m", "messages": [}',
+        b'{"model": "m", "options": {"temperature": NaN}, "messages": [{"role": "user", "content": "x"}]}',
+        b'{"model": "m", "options": {"temperature": Infinity}, "messages": [{"role": "user", "content": "x"}]}',
+        b'{"model": "\xe9t\xe9", "messages": []}',
+        b'{"model": "m", "prompt": "\xff\xfe"}',
+        b"model=m&prompt=hi",
+        b"--boundary\r\nContent-Disposition: form-data; name=model\r\n\r\nm\r\n--boundary--",
+        b"<xml><model>m</model></xml>",
+        b"\xff" * 100,
+    ]
     for route in ("/api/chat", "/api/generate"):
         for number, body in enumerate(not_json):
             add(Case(f"{route} not json #{number}", path=route, body=body, status=400))
@@ -65,8 +89,18 @@ def corpus() -> list[Case]:
         "messages": ["hi", 3, {}, {"role": "user"}, ["hi"], [3], [None], [[USER]]],
         "stream": ["yes", 1, 0, [], {}, "true"],
         "format": [3, ["json"], "xml", True],
-        "options": ["fast", 3, [1], {"temperature": "hot"}, {"stop": 5}, {"num_predict": "x"}, {"seed": [1]},
-                    {"top_p": {}}, {"stop": [1, 2]}, {"num_ctx": "big"}],
+        "options": [
+            "fast",
+            3,
+            [1],
+            {"temperature": "hot"},
+            {"stop": 5},
+            {"num_predict": "x"},
+            {"seed": [1]},
+            {"top_p": {}},
+            {"stop": [1, 2]},
+            {"num_ctx": "big"},
+        ],
         "keep_alive": [[5], {"m": 5}, True],
         "think": ["extreme", 2, [], "HIGH"],
         "tools": ["all", {"type": "function"}, 3, ["x"]],
@@ -78,10 +112,27 @@ def corpus() -> list[Case]:
     message_bad = {
         "role": [3, "", "function", "robot", None, ["user"]],
         "content": [3, ["hi"], {"text": "hi"}, True],
-        "images": ["abc", [3], ["***"], [""], ["aGVsbG8"], ["aGVsbG8="], [f"data:image/png;base64,{PNG}"], [PNG + "!"],
-                   [{"data": PNG}], ["@" * 5000]],
-        "tool_calls": ["call", [3], [{"function": 3}], [{"function": {"arguments": {}}}], [{"function": {"name": 3}}],
-                       [{"function": {"name": "f", "arguments": 3}}], [{"id": 3, "function": {"name": "f"}}]],
+        "images": [
+            "abc",
+            [3],
+            ["***"],
+            [""],
+            ["aGVsbG8"],
+            ["aGVsbG8="],
+            [f"data:image/png;base64,{PNG}"],
+            [PNG + "!"],
+            [{"data": PNG}],
+            ["@" * 5000],
+        ],
+        "tool_calls": [
+            "call",
+            [3],
+            [{"function": 3}],
+            [{"function": {"arguments": {}}}],
+            [{"function": {"name": 3}}],
+            [{"function": {"name": "f", "arguments": 3}}],
+            [{"id": 3, "function": {"name": "f"}}],
+        ],
         "thinking": [3],
         "tool_name": [3],
         "tool_call_id": [[1]],
@@ -91,7 +142,13 @@ def corpus() -> list[Case]:
             add(Case(f"chat {name}={value!r}"[:80], body=j({**chat_base, name: value}), status=400))
     for name, values in message_bad.items():
         for value in values:
-            add(Case(f"chat message {name}={value!r}"[:80], body=j({**chat_base, "messages": [{**USER, name: value}]}), status=400))
+            add(
+                Case(
+                    f"chat message {name}={value!r}"[:80],
+                    body=j({**chat_base, "messages": [{**USER, name: value}]}),
+                    status=400,
+                )
+            )
 
     generate_base = {"model": "m", "prompt": "hi", "stream": False}
     generate_bad = {
@@ -109,10 +166,38 @@ def corpus() -> list[Case]:
     }
     for name, values in generate_bad.items():
         for value in values:
-            add(Case(f"generate {name}={value!r}"[:80], path="/api/generate", body=j({**generate_base, name: value}), status=400))
-    add(Case("generate raw with system", path="/api/generate", body=j({**generate_base, "raw": True, "system": "s"}), status=400))
-    add(Case("generate raw with context", path="/api/generate", body=j({**generate_base, "raw": True, "context": [1]}), status=400))
-    add(Case("generate suffix with images", path="/api/generate", body=j({**generate_base, "suffix": "x", "images": [PNG]}), status=400))
+            add(
+                Case(
+                    f"generate {name}={value!r}"[:80],
+                    path="/api/generate",
+                    body=j({**generate_base, name: value}),
+                    status=400,
+                )
+            )
+    add(
+        Case(
+            "generate raw with system",
+            path="/api/generate",
+            body=j({**generate_base, "raw": True, "system": "s"}),
+            status=400,
+        )
+    )
+    add(
+        Case(
+            "generate raw with context",
+            path="/api/generate",
+            body=j({**generate_base, "raw": True, "context": [1]}),
+            status=400,
+        )
+    )
+    add(
+        Case(
+            "generate suffix with images",
+            path="/api/generate",
+            body=j({**generate_base, "suffix": "x", "images": [PNG]}),
+            status=400,
+        )
+    )
 
     # -- missing or empty model ------------------------------------------------------------------
     add(Case("chat without model", body=j({"messages": [USER]}), status=400))
@@ -125,38 +210,115 @@ def corpus() -> list[Case]:
 
     # -- huge bodies and deep nesting ------------------------------------------------------------
     add(Case("huge garbage", body=b"x" * 3_000_000, status=400))
-    add(Case("huge unterminated string", body=b'{"model": "m", "messages": [{"role": "user", "content": "' + b"a" * 3_000_000, status=400))
+    add(
+        Case(
+            "huge unterminated string",
+            body=b'{"model": "m", "messages": [{"role": "user", "content": "' + b"a" * 3_000_000,
+            status=400,
+        )
+    )
     add(Case("huge array of wrong items", body=j({"model": "m", "messages": [3] * 200_000}), status=400))
-    add(Case("huge invalid image", body=j({**chat_base, "messages": [{**USER, "images": ["!" * 2_000_000]}]}), status=400))
-    add(Case("huge non-image", body=j({**chat_base, "messages": [{**USER, "images": [base64.b64encode(b"\0" * 1_500_000).decode()]}]}), status=400))
+    add(
+        Case(
+            "huge invalid image", body=j({**chat_base, "messages": [{**USER, "images": ["!" * 2_000_000]}]}), status=400
+        )
+    )
+    add(
+        Case(
+            "huge non-image",
+            body=j({**chat_base, "messages": [{**USER, "images": [base64.b64encode(b"\0" * 1_500_000).decode()]}]}),
+            status=400,
+        )
+    )
     for depth in (10_000, 100_000):  # Ollama's Go decoder stops at 10,000 levels, Python's json earlier
         add(Case(f"nested arrays {depth}", body=b"[" * depth + b"]" * depth, status=400))
         add(Case(f"nested objects {depth}", body=b'{"a":' * depth + b"1" + b"}" * depth, status=400))
-        add(Case(f"nested format {depth}", body=b'{"model": "m", "messages": [], "format": ' + b'{"a":' * depth + b"1" + b"}" * depth + b"}", status=400))
-        add(Case(f"nested content {depth}", path="/api/generate", body=b'{"model": "m", "prompt": ' + b"[" * depth + b"]" * depth + b"}", status=400))
+        add(
+            Case(
+                f"nested format {depth}",
+                body=b'{"model": "m", "messages": [], "format": ' + b'{"a":' * depth + b"1" + b"}" * depth + b"}",
+                status=400,
+            )
+        )
+        add(
+            Case(
+                f"nested content {depth}",
+                path="/api/generate",
+                body=b'{"model": "m", "prompt": ' + b"[" * depth + b"]" * depth + b"}",
+                status=400,
+            )
+        )
 
     # -- unknown routes, wrong methods -----------------------------------------------------------
-    for path in ("/api/nothing", "/api", "/api/", "/api/chat/", "/api/chat/extra", "/api/CHAT", "/API/chat", "/v2/chat",
-                 "/api/generate/x", "/favicon.ico", "/%00", "/api/chat%00", "/..%2f..%2fetc%2fpasswd", "/" + "a" * 8000,
-                 "/api/%E2%98%83", "/api/chat;x", "/index.html", "/.env", "/admin"):
+    for path in (
+        "/api/nothing",
+        "/api",
+        "/api/",
+        "/api/chat/",
+        "/api/chat/extra",
+        "/api/CHAT",
+        "/API/chat",
+        "/v2/chat",
+        "/api/generate/x",
+        "/favicon.ico",
+        "/%00",
+        "/api/chat%00",
+        "/..%2f..%2fetc%2fpasswd",
+        "/" + "a" * 8000,
+        "/api/%E2%98%83",
+        "/api/chat;x",
+        "/index.html",
+        "/.env",
+        "/admin",
+    ):
         add(Case(f"unknown route {path[:40]}", method="GET", path=path, status=404))
         add(Case(f"unknown route POST {path[:40]}", method="POST", path=path, body=j(chat_base), status=404))
     for path in ("/api/chat", "/api/generate"):
         for method in ("GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "FOO"):
-            add(Case(f"{method} {path}", method=method, path=path, body=b"" if method in ("GET", "HEAD") else j(chat_base), status=405))
+            add(
+                Case(
+                    f"{method} {path}",
+                    method=method,
+                    path=path,
+                    body=b"" if method in ("GET", "HEAD") else j(chat_base),
+                    status=405,
+                )
+            )
     for method in ("POST", "PUT", "DELETE"):
         add(Case(f"{method} /api/version", method=method, path="/api/version", status=405))
         add(Case(f"{method} /", method=method, path="/", status=405))
 
     # -- content types and encodings -------------------------------------------------------------
-    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml"):
-        add(Case(f"{content_type} form body", body=b"model=m&messages=hi", headers={"Content-Type": content_type}, status=400))
+    for content_type in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+    ):
+        add(
+            Case(
+                f"{content_type} form body",
+                body=b"model=m&messages=hi",
+                headers={"Content-Type": content_type},
+                status=400,
+            )
+        )
     add(Case("gzip that is not gzip", body=j(chat_base), headers={"Content-Encoding": "gzip"}, status=400))
     add(Case("brotli that is not brotli", body=j(chat_base), headers={"Content-Encoding": "br"}, status=400))
     add(Case("zstd that is not zstd", body=j(chat_base), headers={"Content-Encoding": "zstd"}, status=400))
     add(Case("deflate that is not deflate", body=b"\x00garbage", headers={"Content-Encoding": "deflate"}, status=400))
-    add(Case("latin-1 body", body='{"model": "m", "messages": [{"role": "user", "content": "café"}]}'.encode("latin-1"), status=400))
-    add(Case("utf-16 without a BOM is not JSON we read", body=j(chat_base).decode().encode("utf-16-le")[:-1], status=400))
+    add(
+        Case(
+            "latin-1 body",
+            body='{"model": "m", "messages": [{"role": "user", "content": "café"}]}'.encode("latin-1"),
+            status=400,
+        )
+    )
+    add(
+        Case(
+            "utf-16 without a BOM is not JSON we read", body=j(chat_base).decode().encode("utf-16-le")[:-1], status=400
+        )
+    )
 
     # -- malformed HTTP (sent raw on a socket) ---------------------------------------------------
     raw_cases = {
@@ -173,8 +335,13 @@ def corpus() -> list[Case]:
         add(Case(f"raw: {name}", raw=raw))
     # A broken body framing is detected by mitmproxy's HTTP/1 layer after the headers were accepted:
     # it closes the connection before any hook runs, so there is no answer to give.
-    add(Case("raw: bad chunk size", closes=True,
-             raw=b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"))
+    add(
+        Case(
+            "raw: bad chunk size",
+            closes=True,
+            raw=b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        )
+    )
     return cases
 
 
@@ -195,7 +362,9 @@ def send(url: str, case: Case) -> tuple[int, str, bytes]:
         head, _, body = data.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         assert lines[0].startswith("HTTP/1.1 "), f"{case.name}: no HTTP answer: {data[:200]!r}"
-        content_type = next((l.split(":", 1)[1].strip() for l in lines[1:] if l.lower().startswith("content-type:")), "")
+        content_type = next(
+            (line.split(":", 1)[1].strip() for line in lines[1:] if line.lower().startswith("content-type:")), ""
+        )
         return int(lines[0].split()[1]), content_type, body
     headers = {"Content-Type": "application/json", **case.headers}
     response = httpx.request(case.method, url + case.path, content=case.body or None, headers=headers, timeout=30)
@@ -221,7 +390,7 @@ def test_every_bad_request_gets_an_ollama_style_4xx(spawn, upstream: UpstreamSer
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda case: send(dump.url, case), cases))
     problems = []
-    for case, (status, content_type, body) in zip(cases, answers):
+    for case, (status, content_type, body) in zip(cases, answers, strict=True):
         text = body.decode("utf-8", "replace")
         if case.closes and status == 0:
             continue
@@ -250,9 +419,19 @@ def test_every_bad_request_gets_an_ollama_style_4xx(spawn, upstream: UpstreamSer
 
 def test_hostile_but_valid_requests_are_served(proxy: Mitmdump, upstream: UpstreamServer) -> None:
     """Odd requests that Ollama accepts: served, never a crash."""
-    lone = httpx.post(proxy.url + "/api/chat", content=b'{"model": "m", "stream": false, "messages": [{"role": "user", "content": "a\\ud800b"}]}', timeout=10)
+    lone = httpx.post(
+        proxy.url + "/api/chat",
+        content=b'{"model": "m", "stream": false, "messages": [{"role": "user", "content": "a\\ud800b"}]}',
+        timeout=10,
+    )
     assert lone.status_code == 200 and lone.json()["message"]["content"] == "echo: a\ufffdb"
-    deep = b'{"model": "m", "stream": false, "messages": [{"role": "user", "content": "x"}], "format": ' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}"
+    deep = (
+        b'{"model": "m", "stream": false, "messages": [{"role": "user", "content": "x"}], "format": '
+        + b'{"a":' * 5000
+        + b"1"
+        + b"}" * 5000
+        + b"}"
+    )
     assert httpx.post(proxy.url + "/api/chat", content=deep, timeout=10).status_code == 200
     big = "word " * 400_000  # a 2 MB prompt
     answer = httpx.post(proxy.url + "/api/generate", json={"model": "m", "prompt": big, "stream": False}, timeout=30)
@@ -265,4 +444,9 @@ def test_body_size_limit_answers_413_json(spawn, upstream: UpstreamServer) -> No
     dump = spawn("reverse", f"openai_base_url={upstream.base_url}", "body_size_limit=100k")
     response = httpx.post(dump.url + "/api/generate", json={"model": "m", "prompt": "x" * 200_000}, timeout=10)
     assert response.status_code == 413 and "error" in response.json()
-    assert httpx.post(dump.url + "/api/generate", json={"model": "m", "prompt": "ok", "stream": False}, timeout=10).status_code == 200
+    assert (
+        httpx.post(
+            dump.url + "/api/generate", json={"model": "m", "prompt": "ok", "stream": False}, timeout=10
+        ).status_code
+        == 200
+    )

@@ -8,9 +8,9 @@ import threading
 import time
 
 import httpx
-from mitmproxy import io
 import ollama
 import pytest
+from mitmproxy import io
 
 from harness import TEST_KEY
 from harness.mitmdump import Mitmdump
@@ -76,8 +76,15 @@ def test_exact_upstream_request(client: ollama.Client, upstream: UpstreamServer)
     client.chat(
         model="llama3.2",
         messages=[{"role": "system", "content": "be terse"}, {"role": "user", "content": "hi"}],
-        options={"temperature": 0.2, "top_p": 0.9, "seed": 42, "stop": ["\n\n"], "num_predict": 64,
-                 "frequency_penalty": 0.5, "presence_penalty": 0.1},
+        options={
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "seed": 42,
+            "stop": ["\n\n"],
+            "num_predict": 64,
+            "frequency_penalty": 0.5,
+            "presence_penalty": 0.1,
+        },
         format="json",
         stream=True,
     ).__next__()
@@ -127,7 +134,11 @@ def test_lines_arrive_while_the_upstream_is_still_sending(client: ollama.Client,
 
 
 def test_streamed_tool_calls_from_a_recording(client: ollama.Client) -> None:
-    parts = list(client.chat(model="rec:chat-stream/tool-calls-parallel", messages=[{"role": "user", "content": "x"}], stream=True))
+    parts = list(
+        client.chat(
+            model="rec:chat-stream/tool-calls-parallel", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+    )
     calls = [c for p in parts for c in (p.message.tool_calls or [])]
     assert [c.function.arguments for c in calls] == [{"password": "mellon"}, {"password": "radiance"}]
     assert parts[-1].done and parts[-1].eval_count == 53
@@ -151,11 +162,18 @@ def test_unknown_model_is_404_like_ollama(client: ollama.Client) -> None:
         ("errors/400-unsupported-parameter-stop", 400, "stop"),
     ],
 )
-def test_upstream_errors_keep_status_and_message(proxy: Mitmdump, upstream: UpstreamServer, name: str, status: int, needle: str) -> None:
+def test_upstream_errors_keep_status_and_message(
+    proxy: Mitmdump, upstream: UpstreamServer, name: str, status: int, needle: str
+) -> None:
     exchange = recording(name)
-    upstream.fake.queue(exchange["response"]["status"], json.dumps(exchange["response"]["body"]),
-                        {"content-type": "application/json", "retry-after": "20"})
-    response = httpx.post(proxy.url + "/api/chat", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})
+    upstream.fake.queue(
+        exchange["response"]["status"],
+        json.dumps(exchange["response"]["body"]),
+        {"content-type": "application/json", "retry-after": "20"},
+    )
+    response = httpx.post(
+        proxy.url + "/api/chat", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+    )
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/json")
     assert needle in response.json()["error"]
@@ -163,8 +181,12 @@ def test_upstream_errors_keep_status_and_message(proxy: Mitmdump, upstream: Upst
 
 
 def test_html_upstream_error_becomes_json(proxy: Mitmdump, upstream: UpstreamServer) -> None:
-    upstream.fake.queue(502, "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>", {"content-type": "text/html"})
-    response = httpx.post(proxy.url + "/api/chat", json={"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True})
+    upstream.fake.queue(
+        502, "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>", {"content-type": "text/html"}
+    )
+    response = httpx.post(
+        proxy.url + "/api/chat", json={"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    )
     assert response.status_code == 502
     assert response.json() == {"error": "502 Bad Gateway"}
 
@@ -178,11 +200,16 @@ def test_html_upstream_error_becomes_json(proxy: Mitmdump, upstream: UpstreamSer
         (b'{"messages": []}', "model is required"),
         (b'{"model": 3, "messages": []}', "model must be a string"),
         (b'{"model": "m", "messages": "hi"}', "messages must be an array"),
-        (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "stream must be a boolean"),
+        (
+            b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
+            "stream must be a boolean",
+        ),
         (b'{"model": "m", "messages": [{"role": "user", "content": "x", "images": ["***"]}]}', "invalid image"),
     ],
 )
-def test_bad_requests_get_400_before_going_upstream(proxy: Mitmdump, upstream: UpstreamServer, body: bytes, message: str) -> None:
+def test_bad_requests_get_400_before_going_upstream(
+    proxy: Mitmdump, upstream: UpstreamServer, body: bytes, message: str
+) -> None:
     response = httpx.post(proxy.url + "/api/chat", content=body)
     assert response.status_code == 400
     assert message in response.json()["error"]
@@ -204,7 +231,9 @@ def test_unmapped_options_are_logged_once(client: ollama.Client, proxy: Mitmdump
 
 def test_passthrough_options(spawn, upstream: UpstreamServer) -> None:
     dump = spawn("reverse", f"openai_base_url={upstream.base_url}", "passthrough_options=true")
-    ollama.Client(host=dump.url).chat(model="m", messages=[{"role": "user", "content": "x"}], options={"top_k": 5, "min_p": 0.1})
+    ollama.Client(host=dump.url).chat(
+        model="m", messages=[{"role": "user", "content": "x"}], options={"top_k": 5, "min_p": 0.1}
+    )
     body = upstream.fake.requests[-1].body
     assert body["top_k"] == 5 and body["min_p"] == 0.1
     assert "authorization" not in upstream.fake.requests[-1].headers  # no key configured, none sent
@@ -218,18 +247,25 @@ def test_regular_mode_intercepts_ollama_hosts_only(spawn, upstream: UpstreamServ
     parts = list(proxied.generate(model="m", prompt="p q", stream=True))
     assert "".join(p.response for p in parts) == "echo: p q"
     # Traffic for another host passes through untouched: here, straight to the fake upstream.
-    other = httpx.post(upstream.base_url + "/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "raw"}]},
-                       proxy=dump.url)
+    other = httpx.post(
+        upstream.base_url + "/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "raw"}]},
+        proxy=dump.url,
+    )
     assert other.json()["object"] == "chat.completion"
     assert upstream.fake.requests[-1].path == "/v1/chat/completions"
 
 
-def test_regular_mode_with_http_proxy_environment(spawn, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_regular_mode_with_http_proxy_environment(
+    spawn, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dump = spawn("regular", f"openai_base_url={upstream.base_url}", "ollama_hosts=localhost:11434,127.0.0.1:11434")
     monkeypatch.setenv("HTTP_PROXY", dump.url)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    answer = ollama.Client(host="http://127.0.0.1:11434", timeout=10).chat(model="m", messages=[{"role": "user", "content": "env"}])
+    answer = ollama.Client(host="http://127.0.0.1:11434", timeout=10).chat(
+        model="m", messages=[{"role": "user", "content": "env"}]
+    )
     assert answer.message.content == "echo: env"
 
 
@@ -253,7 +289,9 @@ def test_concurrent_streams_progress_independently(proxy: Mitmdump, upstream: Up
     all_started = threading.Barrier(9, timeout=20)
 
     def run(n: int) -> None:
-        parts = ollama.Client(host=proxy.url, timeout=20).chat(model="m", messages=[{"role": "user", "content": f"n{n}"}], stream=True)
+        parts = ollama.Client(host=proxy.url, timeout=20).chat(
+            model="m", messages=[{"role": "user", "content": f"n{n}"}], stream=True
+        )
         first_lines[n] = next(parts).message.content
         all_started.wait()
         results[n] = first_lines[n] + "".join(p.message.content for p in parts)
@@ -262,7 +300,7 @@ def test_concurrent_streams_progress_independently(proxy: Mitmdump, upstream: Up
     for thread in threads:
         thread.start()
     all_started.wait()  # all eight streams are open at once and each has already sent a line
-    assert first_lines == {n: "echo:" for n in range(8)} and upstream.fake.completed == 0
+    assert first_lines == dict.fromkeys(range(8), "echo:") and upstream.fake.completed == 0
     upstream.fake.resume.set()
     for thread in threads:
         thread.join(20)
@@ -271,7 +309,9 @@ def test_concurrent_streams_progress_independently(proxy: Mitmdump, upstream: Up
 
 def test_key_is_not_kept_in_saved_flows(spawn, upstream: UpstreamServer, tmp_path) -> None:
     saved = tmp_path / "saved.flow"
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", f"save_stream_file={saved}")
+    dump = spawn(
+        "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", f"save_stream_file={saved}"
+    )
     client = ollama.Client(host=dump.url)
     client.chat(model="m", messages=[{"role": "user", "content": "x"}])
     list(client.chat(model="m", messages=[{"role": "user", "content": "x"}], stream=True))

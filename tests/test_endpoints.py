@@ -21,10 +21,17 @@ def test_show_answer_has_what_clients_read() -> None:
     model = Catalog.parse({"models": {"coder": {"upstream": "qwen2.5-coder", "context_length": 32768}}}).get("coder")
     directory = type("D", (), {"loaded_at": 1_700_000_000.0})()
     answer = discovery.show_answer(model, "coder", directory, copilot=False)  # type: ignore[arg-type]
-    assert answer["model_info"] == {"general.architecture": "qwen", "general.basename": "qwen2.5-coder", "qwen.context_length": 32768}
+    assert answer["model_info"] == {
+        "general.architecture": "qwen",
+        "general.basename": "qwen2.5-coder",
+        "qwen.context_length": 32768,
+    }
     assert "insert" in answer["capabilities"] and ".Suffix" in answer["template"], "Continue detects FIM by .Suffix"
     assert answer["parameters"].split() == ["num_ctx", "32768"] and answer["modified_at"] == "2023-11-14T22:13:20Z"
-    assert discovery.show_answer(infer("gpt-4o"), "gpt4", directory, copilot=True)["model_info"]["general.basename"] == "gpt4"  # type: ignore[arg-type]
+    assert (
+        discovery.show_answer(infer("gpt-4o"), "gpt4", directory, copilot=True)["model_info"]["general.basename"]
+        == "gpt4"
+    )  # type: ignore[arg-type]
     assert ".Suffix" not in discovery.show_answer(infer("gpt-4o"), "x", directory, copilot=False)["template"]  # type: ignore[arg-type]
 
 
@@ -37,18 +44,32 @@ def test_prefix_routes() -> None:
 @pytest.fixture
 def addon(tmp_path):
     catalog = tmp_path / "models.toml"
-    catalog.write_text('[models."llama3.2"]\nupstream = "gpt-4o-mini"\n[models."e"]\nupstream = "text-embedding-3-small"\n')
+    catalog.write_text(
+        '[models."llama3.2"]\nupstream = "gpt-4o-mini"\n[models."e"]\nupstream = "text-embedding-3-small"\n'
+    )
     proxy = OllamaProxy()
     with taddons.context(proxy) as tctx:
-        tctx.configure(proxy, openai_base_url="https://api.example.com/v1", openai_api_key="sk-unit",
-                       model_catalog=str(catalog), list_upstream_models=False)
+        tctx.configure(
+            proxy,
+            openai_base_url="https://api.example.com/v1",
+            openai_api_key="sk-unit",
+            model_catalog=str(catalog),
+            list_upstream_models=False,
+        )
         yield proxy
 
 
 def flow_for(path: str, body: dict | None = None, method: str = "POST") -> http.HTTPFlow:
-    flow = tflow.tflow(req=tutils.treq(method=method.encode(), path=path.encode(), host="127.0.0.1", port=11434,
-                                       headers=http.Headers(content_type="application/json"),
-                                       content=json.dumps(body).encode() if body is not None else b""))
+    flow = tflow.tflow(
+        req=tutils.treq(
+            method=method.encode(),
+            path=path.encode(),
+            host="127.0.0.1",
+            port=11434,
+            headers=http.Headers(content_type="application/json"),
+            content=json.dumps(body).encode() if body is not None else b"",
+        )
+    )
     flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
     return flow
 
@@ -66,10 +87,17 @@ def test_embed_is_rewritten_and_answered(addon) -> None:
     flow = flow_for("/api/embed", {"model": "e", "input": "hi", "dimensions": 2})
     addon.request(flow)
     assert flow.request.url == "https://api.example.com/v1/embeddings"
-    assert json.loads(flow.request.content) == {"model": "text-embedding-3-small", "input": ["hi"], "encoding_format": "float", "dimensions": 2}
+    assert json.loads(flow.request.content) == {
+        "model": "text-embedding-3-small",
+        "input": ["hi"],
+        "encoding_format": "float",
+        "dimensions": 2,
+    }
     assert flow.request.headers["authorization"] == "Bearer sk-unit"
-    flow.response = tutils.tresp(headers=http.Headers(content_type="application/json"),
-                                 content=json.dumps({"data": [{"index": 0, "embedding": [3.0, 4.0]}], "usage": {"prompt_tokens": 1}}).encode())
+    flow.response = tutils.tresp(
+        headers=http.Headers(content_type="application/json"),
+        content=json.dumps({"data": [{"index": 0, "embedding": [3.0, 4.0]}], "usage": {"prompt_tokens": 1}}).encode(),
+    )
     addon.responseheaders(flow)
     addon.response(flow)
     answer = json.loads(flow.response.content)
@@ -83,11 +111,15 @@ def test_v1_chat_is_forwarded_with_the_alias(addon) -> None:
     addon.request(flow)
     assert flow.request.url == "https://api.example.com/v1/chat/completions"
     assert json.loads(flow.request.content)["model"] == "gpt-4o-mini"
-    flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream", content_length="99"), content=None)
+    flow.response = tutils.tresp(
+        headers=http.Headers(content_type="text/event-stream", content_length="99"), content=None
+    )
     addon.responseheaders(flow)
     converter = flow.response.stream.converter
     assert isinstance(converter, SSERelay) and converter.model == "llama3.2"
     assert "content-length" not in flow.response.headers and flow.response.headers["transfer-encoding"] == "chunked"
     bad = flow_for("/v1/chat/completions", {"messages": []})
     addon.request(bad)
-    assert bad.response.status_code == 400 and json.loads(bad.response.content)["error"]["message"] == "model is required"
+    assert (
+        bad.response.status_code == 400 and json.loads(bad.response.content)["error"]["message"] == "model is required"
+    )

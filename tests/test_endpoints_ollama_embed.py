@@ -13,7 +13,10 @@ from harness.upstream import recording
 
 
 def test_embeddings_conversion() -> None:
-    parsed = {"data": [{"index": 1, "embedding": [0.0, 2.0]}, {"index": 0, "embedding": [3.0, 4.0, 12.0]}], "usage": {"prompt_tokens": 9}}
+    parsed = {
+        "data": [{"index": 1, "embedding": [0.0, 2.0]}, {"index": 0, "embedding": [3.0, 4.0, 12.0]}],
+        "usage": {"prompt_tokens": 9},
+    }
     clock = Clock(time.time_ns())
     answer = embeddings.embed_answer(parsed, "e", 2, clock)
     assert answer["embeddings"] == [pytest.approx([0.6, 0.8]), [0.0, 1.0]]

@@ -27,8 +27,8 @@ def test_model_renamer_keeps_everything_but_the_model(pieces: int) -> None:
         out += produced
     out += relay(renamer, b"")
     text = b"".join(out).decode()
-    original = [json.loads(l[6:]) for l in body.decode().splitlines() if l.startswith("data: {")]
-    renamed = [json.loads(l[6:]) for l in text.splitlines() if l.startswith("data: {")]
+    original = [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: {")]
+    renamed = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
     assert renamed == [{**e, "model": "llama3.2"} for e in original]
     assert text.endswith("data: [DONE]\n\n") and text.count("\n\n") == body.decode().count("\n\n")
 
@@ -62,5 +62,14 @@ def test_sse_relay_holds_back_a_partial_line_so_the_error_event_stands_alone() -
     end = converter.fail("the upstream connection broke off")
     assert b'{"par' not in end and converter.ended and converter.fail("again") == b""
     events = [json.loads(line[5:]) for line in (sent + end).split(b"\n") if line.startswith(b"data:")]
-    assert events == [{"a": 1}, {"error": {"message": "the upstream connection broke off", "type": "upstream_error",
-                                           "param": None, "code": None}}]
+    assert events == [
+        {"a": 1},
+        {
+            "error": {
+                "message": "the upstream connection broke off",
+                "type": "upstream_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    ]

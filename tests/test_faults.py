@@ -13,7 +13,6 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import ollama
@@ -61,10 +60,14 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .sign(key, hashes.SHA256())
@@ -72,7 +75,9 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     folder = tmp_path_factory.mktemp("tls")
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_path), str(key_path)
 
 
@@ -118,7 +123,9 @@ def test_unreachable_upstream(spawn, tls_upstream: UpstreamServer, case: str, ne
 
 def test_tls_upstream_works_when_trusted(spawn, tls_upstream: UpstreamServer, self_signed: tuple[str, str]) -> None:
     """The TLS failure above is the certificate, not the test server: trusted, it answers."""
-    dump = spawn("reverse", f"openai_base_url={tls_upstream.base_url}", f"ssl_verify_upstream_trusted_ca={self_signed[0]}")
+    dump = spawn(
+        "reverse", f"openai_base_url={tls_upstream.base_url}", f"ssl_verify_upstream_trusted_ca={self_signed[0]}"
+    )
     assert chat(ollama.Client(host=dump.url, timeout=20), "m", False)[0].message.content == "echo: hello"
 
 
@@ -135,24 +142,72 @@ def client(proxy: Mitmdump) -> ollama.Client:
 @pytest.mark.parametrize(
     ("status", "body", "headers", "expected"),
     [
-        (401, {"error": {"message": f"Incorrect API key provided: {TEST_KEY}. Find your key at https://x", "code": "invalid_api_key"}},
-         {}, "the upstream rejected the API key (401): Incorrect API key provided: [redacted]"),
-        (401, {"error": {"message": "Incorrect API key provided: sk-test-***********cdef.", "code": "invalid_api_key"}},
-         {}, "the upstream rejected the API key (401): Incorrect API key provided: [redacted]"),
-        (403, {"error": {"message": "Project does not have access"}}, {}, "the upstream rejected the API key (403): Project does not have access"),
+        (
+            401,
+            {
+                "error": {
+                    "message": f"Incorrect API key provided: {TEST_KEY}. Find your key at https://x",
+                    "code": "invalid_api_key",
+                }
+            },
+            {},
+            "the upstream rejected the API key (401): Incorrect API key provided: [redacted]",
+        ),
+        (
+            401,
+            {"error": {"message": "Incorrect API key provided: sk-test-***********cdef.", "code": "invalid_api_key"}},
+            {},
+            "the upstream rejected the API key (401): Incorrect API key provided: [redacted]",
+        ),
+        (
+            403,
+            {"error": {"message": "Project does not have access"}},
+            {},
+            "the upstream rejected the API key (403): Project does not have access",
+        ),
         (404, {"error": {"message": "Not found: /v1/chat/completions"}}, {}, "Not found: /v1/chat/completions"),
-        (429, {"error": {"message": "Rate limit reached for gpt-4o"}}, {"retry-after": "17"}, "Rate limit reached for gpt-4o"),
-        (500, {"error": {"message": "The server had an error while processing your request"}}, {}, "The server had an error"),
-        (502, "<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>", {"content-type": "text/html"}, "502 Bad Gateway"),
-        (503, "<html><body><h1>Service Unavailable</h1> try later</body></html>", {"content-type": "text/html"}, "Service Unavailable try later"),
+        (
+            429,
+            {"error": {"message": "Rate limit reached for gpt-4o"}},
+            {"retry-after": "17"},
+            "Rate limit reached for gpt-4o",
+        ),
+        (
+            500,
+            {"error": {"message": "The server had an error while processing your request"}},
+            {},
+            "The server had an error",
+        ),
+        (
+            502,
+            "<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>",
+            {"content-type": "text/html"},
+            "502 Bad Gateway",
+        ),
+        (
+            503,
+            "<html><body><h1>Service Unavailable</h1> try later</body></html>",
+            {"content-type": "text/html"},
+            "Service Unavailable try later",
+        ),
         (503, "", {}, "upstream answered 503 Service Unavailable"),
         (500, "", {"content-type": "application/json"}, "upstream answered 500 Internal Server Error"),
     ],
 )
-def test_upstream_error_statuses(proxy: Mitmdump, client: ollama.Client, upstream: UpstreamServer,
-                                 status: int, body, headers: dict, expected: str, stream: bool) -> None:
+def test_upstream_error_statuses(
+    proxy: Mitmdump,
+    client: ollama.Client,
+    upstream: UpstreamServer,
+    status: int,
+    body,
+    headers: dict,
+    expected: str,
+    stream: bool,
+) -> None:
     payload = json.dumps(body) if isinstance(body, dict) else body
-    upstream.fake.queue(status, payload, {"content-type": "application/json", **headers} if isinstance(body, dict) else headers)
+    upstream.fake.queue(
+        status, payload, {"content-type": "application/json", **headers} if isinstance(body, dict) else headers
+    )
     error = expect_error(client, "gpt-4o", stream)
     assert error.status_code == status
     assert error.error.startswith(expected), error.error
@@ -162,7 +217,11 @@ def test_upstream_error_statuses(proxy: Mitmdump, client: ollama.Client, upstrea
 
 def test_retry_after_is_passed_through(proxy: Mitmdump, upstream: UpstreamServer) -> None:
     for stream in (False, True):
-        upstream.fake.queue(429, json.dumps({"error": {"message": "slow down"}}), {"content-type": "application/json", "retry-after": "17"})
+        upstream.fake.queue(
+            429,
+            json.dumps({"error": {"message": "slow down"}}),
+            {"content-type": "application/json", "retry-after": "17"},
+        )
         response = httpx.post(proxy.url + "/api/chat", json={"model": "m", "messages": HELLO, "stream": stream})
         assert (response.status_code, response.headers["retry-after"]) == (429, "17")
         assert response.json() == {"error": "slow down"}
@@ -189,14 +248,15 @@ def test_upstream_200_that_is_not_json(client: ollama.Client, upstream: Upstream
         ("close", "the upstream connection broke off"),
     ],
 )
-def test_broken_streams_end_with_an_error_line(proxy: Mitmdump, client: ollama.Client, upstream: UpstreamServer,
-                                               fault: str, needle: str) -> None:
+def test_broken_streams_end_with_an_error_line(
+    proxy: Mitmdump, client: ollama.Client, upstream: UpstreamServer, fault: str, needle: str
+) -> None:
     # Raw: the body is a complete chunked HTTP answer whose last line is the error.
     with httpx.stream("POST", proxy.url + "/api/chat", json={"model": f"fault:{fault}", "messages": HELLO}) as response:
         assert response.status_code == 200
         raw = b"".join(response.iter_bytes())  # no RemoteProtocolError: the body was properly ended
     lines = [json.loads(line) for line in raw.splitlines()]
-    assert needle in lines[-1]["error"] and "incomplete" in lines[-1]["error"] or needle in lines[-1]["error"]
+    assert (needle in lines[-1]["error"] and "incomplete" in lines[-1]["error"]) or needle in lines[-1]["error"]
     assert all("error" not in line for line in lines[:-1]) and not any(line.get("done") for line in lines)
     # The SDK: the lines before, then a ResponseError saying what happened.
     parts = client.chat(model=f"fault:{fault}", messages=HELLO, stream=True)
@@ -219,8 +279,13 @@ def test_non_streamed_answer_cut_short(client: ollama.Client) -> None:
 
 @pytest.fixture(scope="module")
 def timeout_proxy(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
-    dump = Mitmdump(tmp_path_factory.mktemp("timeout"), "reverse", f"openai_base_url={upstream.base_url}",
-                    f"openai_api_key={TEST_KEY}", "upstream_timeout=1")
+    dump = Mitmdump(
+        tmp_path_factory.mktemp("timeout"),
+        "reverse",
+        f"openai_base_url={upstream.base_url}",
+        f"openai_api_key={TEST_KEY}",
+        "upstream_timeout=1",
+    )
     yield dump
     dump.stop()
 
@@ -280,9 +345,13 @@ def test_upstream_that_stalls_before_the_first_event(timeout_proxy: Mitmdump, up
     wait_for(lambda: upstream.fake.aborted == 1, "the upstream connection was closed")
 
 
-def test_upstream_that_stalls_in_the_middle_of_a_whole_answer(timeout_proxy: Mitmdump, upstream: UpstreamServer) -> None:
+def test_upstream_that_stalls_in_the_middle_of_a_whole_answer(
+    timeout_proxy: Mitmdump, upstream: UpstreamServer
+) -> None:
     """A non-streamed answer whose body stops halfway: nothing was sent to the client yet, so a 504."""
-    upstream.fake.queue(200, {"choices": [{"message": {"role": "assistant", "content": "x" * 200}, "finish_reason": "stop"}]}, stall=15)
+    upstream.fake.queue(
+        200, {"choices": [{"message": {"role": "assistant", "content": "x" * 200}, "finish_reason": "stop"}]}, stall=15
+    )
     error = expect_error(ollama.Client(host=timeout_proxy.url, timeout=20), "m", False)
     assert error.status_code == 504 and error.error == "the upstream sent nothing for 1 s (upstream_timeout)"
     wait_for(lambda: upstream.fake.aborted == 1, "the upstream connection was closed")
@@ -292,7 +361,11 @@ def test_upstream_that_stalls_in_the_middle_of_a_whole_answer(timeout_proxy: Mit
 def test_a_slow_but_steady_stream_is_not_cut(timeout_proxy: Mitmdump, upstream: UpstreamServer) -> None:
     """upstream_timeout bounds silence, not the length of an answer: 6 events 0.4 s apart pass."""
     upstream.fake.event_delay = 0.4
-    parts = list(ollama.Client(host=timeout_proxy.url, timeout=20).chat(model="m", messages=[{"role": "user", "content": "a b c"}], stream=True))
+    parts = list(
+        ollama.Client(host=timeout_proxy.url, timeout=20).chat(
+            model="m", messages=[{"role": "user", "content": "a b c"}], stream=True
+        )
+    )
     assert "".join(p.message.content for p in parts) == "echo: a b c" and parts[-1].done
 
 
@@ -327,8 +400,6 @@ def test_logs_have_no_tracebacks(proxy: Mitmdump, timeout_proxy: Mitmdump) -> No
             at = log.find(needle)
             assert at < 0, log[max(at - 1500, 0) : at + 2500]
         assert TEST_KEY not in log
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,13 +444,17 @@ def test_v1_broken_streams_end_with_an_error_event(proxy: Mitmdump, upstream: Up
     with pytest.raises(openai.APIError) as caught:
         for chunk in client.chat.completions.create(model=f"fault:{fault}", messages=HELLO, stream=True):
             received.append(chunk)
-    assert "the upstream connection broke off" in caught.value.message and not isinstance(caught.value, openai.APIConnectionError)
+    assert "the upstream connection broke off" in caught.value.message and not isinstance(
+        caught.value, openai.APIConnectionError
+    )
     assert received, "the events before the break reach the client"
     assert httpx.get(proxy.url + "/api/version").status_code == 200
 
 
 def test_v1_request_the_upstream_never_answers(timeout_proxy: Mitmdump, upstream: UpstreamServer) -> None:
     upstream.fake.queue(200, {"never": "sent"}, hang=15)
-    response = httpx.post(timeout_proxy.url + "/v1/chat/completions", json={"model": "m", "messages": HELLO}, timeout=20)
+    response = httpx.post(
+        timeout_proxy.url + "/v1/chat/completions", json={"model": "m", "messages": HELLO}, timeout=20
+    )
     assert response.status_code == 504 and "upstream_timeout" in response.json()["error"]
     wait_for(lambda: upstream.fake.aborted == 1, "the upstream connection was closed")

@@ -67,8 +67,13 @@ def test_all_interfaces_when_asked(spawn, upstream: UpstreamServer) -> None:
 
 @pytest.fixture(scope="module")
 def locked(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Mitmdump:
-    dump = Mitmdump(tmp_path_factory.mktemp("locked"), "reverse", f"openai_base_url={upstream.base_url}",
-                    f"openai_api_key={TEST_KEY}", f"ollama_api_key={CLIENT_KEY}")
+    dump = Mitmdump(
+        tmp_path_factory.mktemp("locked"),
+        "reverse",
+        f"openai_base_url={upstream.base_url}",
+        f"openai_api_key={TEST_KEY}",
+        f"ollama_api_key={CLIENT_KEY}",
+    )
     yield dump
     dump.stop()
 
@@ -86,8 +91,12 @@ def locked(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -
 )
 def test_a_configured_key_is_required(locked: Mitmdump, upstream: UpstreamServer, headers: dict, message: str) -> None:
     client = ollama.Client(host=locked.url, headers=headers, timeout=10)
-    for call in (lambda: client.chat(model="m", messages=HELLO), lambda: list(client.chat(model="m", messages=HELLO, stream=True)),
-                 lambda: client.generate(model="m", prompt="x"), lambda: client._client.get("/api/version").raise_for_status()):
+    for call in (
+        lambda: client.chat(model="m", messages=HELLO),
+        lambda: list(client.chat(model="m", messages=HELLO, stream=True)),
+        lambda: client.generate(model="m", prompt="x"),
+        lambda: client._client.get("/api/version").raise_for_status(),
+    ):
         with pytest.raises((ollama.ResponseError, httpx.HTTPStatusError)) as caught:
             call()
         error = caught.value
@@ -113,7 +122,9 @@ def raw_post(url: str, path: str, body: dict, headers: dict[str, str]) -> tuple[
 
 @pytest.mark.e2e
 def test_copilot_empty_bearer_is_refused_when_a_key_is_set(locked: Mitmdump, upstream: UpstreamServer) -> None:
-    status, answer = raw_post(locked.url, "/api/chat", {"model": "m", "messages": HELLO, "stream": False}, {"Authorization": "Bearer "})
+    status, answer = raw_post(
+        locked.url, "/api/chat", {"model": "m", "messages": HELLO, "stream": False}, {"Authorization": "Bearer "}
+    )
     assert status == 401 and answer["error"].startswith("unauthorized: this proxy requires an API key")
     assert upstream.fake.requests == []
 
@@ -132,15 +143,22 @@ def test_the_right_key_is_served(locked: Mitmdump, upstream: UpstreamServer, mon
 
 @pytest.mark.e2e
 def test_copilot_empty_bearer_is_accepted_without_a_key(proxy: Mitmdump) -> None:
-    status, answer = raw_post(proxy.url, "/api/chat", {"model": "m", "messages": HELLO, "stream": False}, {"Authorization": "Bearer "})
+    status, answer = raw_post(
+        proxy.url, "/api/chat", {"model": "m", "messages": HELLO, "stream": False}, {"Authorization": "Bearer "}
+    )
     assert status == 200 and answer["message"]["content"] == "echo: hello"
 
 
 @pytest.mark.e2e
 def test_forward_client_key(spawn, upstream: UpstreamServer, tmp_path) -> None:
     saved = tmp_path / "flows.flow"
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}",
-                 "forward_client_key=true", f"save_stream_file={saved}")
+    dump = spawn(
+        "reverse",
+        f"openai_base_url={upstream.base_url}",
+        f"openai_api_key={TEST_KEY}",
+        "forward_client_key=true",
+        f"save_stream_file={saved}",
+    )
     own = "sk-user-own-key-998877"
     client = ollama.Client(host=dump.url, headers={"Authorization": f"Bearer {own}"}, timeout=10)
     assert client.chat(model="m", messages=HELLO).message.content == "echo: hello"
@@ -150,10 +168,18 @@ def test_forward_client_key(spawn, upstream: UpstreamServer, tmp_path) -> None:
     ollama.Client(host=dump.url, timeout=10).chat(model="m", messages=HELLO)
     assert "authorization" not in upstream.fake.requests[-1].headers
     # An upstream that rejects the forwarded key: the client is told, the key is not shown.
-    upstream.fake.queue(401, json.dumps({"error": {"message": f"Incorrect API key provided: {own}"}}), {"content-type": "application/json"})
+    upstream.fake.queue(
+        401,
+        json.dumps({"error": {"message": f"Incorrect API key provided: {own}"}}),
+        {"content-type": "application/json"},
+    )
     with pytest.raises(ollama.ResponseError) as caught:
         client.chat(model="m", messages=HELLO)
-    assert caught.value.status_code == 401 and own not in caught.value.error and "rejected the API key" in caught.value.error
+    assert (
+        caught.value.status_code == 401
+        and own not in caught.value.error
+        and "rejected the API key" in caught.value.error
+    )
     time.sleep(0.2)
     dump.stop()
     assert own.encode() not in saved.read_bytes() and TEST_KEY.encode() not in saved.read_bytes()
@@ -163,7 +189,9 @@ def test_forward_client_key(spawn, upstream: UpstreamServer, tmp_path) -> None:
 @pytest.mark.e2e
 def test_forward_client_key_with_a_proxy_key(spawn, upstream: UpstreamServer) -> None:
     """Both options: the client's key must be the proxy key, and it is what goes upstream."""
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"ollama_api_key={CLIENT_KEY}", "forward_client_key=true")
+    dump = spawn(
+        "reverse", f"openai_base_url={upstream.base_url}", f"ollama_api_key={CLIENT_KEY}", "forward_client_key=true"
+    )
     with pytest.raises(ollama.ResponseError):
         ollama.Client(host=dump.url, headers={"Authorization": "Bearer other"}).chat(model="m", messages=HELLO)
     ollama.Client(host=dump.url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}).chat(model="m", messages=HELLO)
@@ -177,11 +205,20 @@ def test_regular_mode_checks_ollama_hosts_only(spawn, upstream: UpstreamServer) 
     with pytest.raises(ollama.ResponseError) as caught:
         denied.chat(model="m", messages=HELLO)
     assert caught.value.status_code == 401
-    allowed = ollama.Client(host="http://ollama.internal:11434", proxy=dump.url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10)
+    allowed = ollama.Client(
+        host="http://ollama.internal:11434",
+        proxy=dump.url,
+        headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+        timeout=10,
+    )
     assert allowed.chat(model="m", messages=HELLO).message.content == "echo: hello"
     # Other hosts pass through untouched, their own Authorization header included.
-    httpx.post(upstream.base_url + "/chat/completions", json={"model": "m", "messages": HELLO}, proxy=dump.url,
-               headers={"Authorization": "Bearer for-that-host"})
+    httpx.post(
+        upstream.base_url + "/chat/completions",
+        json={"model": "m", "messages": HELLO},
+        proxy=dump.url,
+        headers={"Authorization": "Bearer for-that-host"},
+    )
     assert upstream.fake.requests[-1].headers["authorization"] == "Bearer for-that-host"
 
 
@@ -208,8 +245,16 @@ def test_gate_in_the_addon_chain() -> None:
             headers = mhttp.Headers(content_type="application/json")
             if header:
                 headers["authorization"] = header
-            flow = tflow.tflow(req=tutils.treq(method=b"POST", path=b"/api/chat", host="127.0.0.1", port=11434, headers=headers,
-                                               content=json.dumps({"model": "m", "messages": HELLO}).encode()))
+            flow = tflow.tflow(
+                req=tutils.treq(
+                    method=b"POST",
+                    path=b"/api/chat",
+                    host="127.0.0.1",
+                    port=11434,
+                    headers=headers,
+                    content=json.dumps({"model": "m", "messages": HELLO}).encode(),
+                )
+            )
             flow.response = None
             flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
             proxy.requestheaders(flow)

@@ -14,8 +14,8 @@ import httpx
 import ollama
 import pytest
 from mitmproxy import http, io
-from mitmproxy.net.http import http1
 from mitmproxy.addons.view import View
+from mitmproxy.net.http import http1
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
@@ -32,7 +32,7 @@ HELLO = [{"role": "user", "content": "hello"}]
 def secret_free(data: bytes | str, *keys: str) -> None:
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     for key in keys:
-        assert key not in text, f"key {key[:6]}… leaked: …{text[max(text.find(key) - 300, 0): text.find(key) + 100]}…"
+        assert key not in text, f"key {key[:6]}… leaked: …{text[max(text.find(key) - 300, 0) : text.find(key) + 100]}…"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,8 +45,14 @@ def test_scrub() -> None:
         assert redact.scrub("key sk-abcdef123456 here") == "key [redacted] here"
         assert redact.scrub("other sk-zz", ("sk-zz",)) == "other [redacted]"
         assert redact.scrub("other abc", ("abc",)) == "other abc"  # too short to be a key
-        assert redact.scrub_keylike("Incorrect API key provided: sk-abc***wxyz.") == "Incorrect API key provided: [redacted]."
-        assert redact.scrub_keylike("Incorrect API key provided: whatever-it-is") == "Incorrect API key provided: [redacted]"
+        assert (
+            redact.scrub_keylike("Incorrect API key provided: sk-abc***wxyz.")
+            == "Incorrect API key provided: [redacted]."
+        )
+        assert (
+            redact.scrub_keylike("Incorrect API key provided: whatever-it-is")
+            == "Incorrect API key provided: [redacted]"
+        )
     finally:
         redact.register("test", "")
     assert redact.scrub("key sk-abcdef123456") == "key sk-abcdef123456"
@@ -88,12 +94,21 @@ async def test_views_never_see_the_key_but_the_wire_does() -> None:
     view.sig_view_add.connect(record)
     view.sig_view_update.connect(record)
     with taddons.context(proxy, view) as tctx:
-        tctx.configure(proxy, openai_base_url="http://127.0.0.1:9/v1", openai_api_key=UPSTREAM_KEY, ollama_api_key=CLIENT_KEY)
+        tctx.configure(
+            proxy, openai_base_url="http://127.0.0.1:9/v1", openai_api_key=UPSTREAM_KEY, ollama_api_key=CLIENT_KEY
+        )
         await proxy.running()  # appends the injector to the end of the chain
         assert type(tctx.master.addons.chain[-1]).__name__ == "KeyInjector"
-        flow = tflow.tflow(req=tutils.treq(method=b"POST", path=b"/api/chat", host="127.0.0.1", port=11434,
-                                           headers=http.Headers(content_type="application/json", authorization=f"Bearer {CLIENT_KEY}"),
-                                           content=json.dumps({"model": "m", "messages": HELLO}).encode()))
+        flow = tflow.tflow(
+            req=tutils.treq(
+                method=b"POST",
+                path=b"/api/chat",
+                host="127.0.0.1",
+                port=11434,
+                headers=http.Headers(content_type="application/json", authorization=f"Bearer {CLIENT_KEY}"),
+                content=json.dumps({"model": "m", "messages": HELLO}).encode(),
+            )
+        )
         flow.response = None
         flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
         await tctx.master.addons.handle_lifecycle(_hook("requestheaders", flow))
@@ -103,8 +118,10 @@ async def test_views_never_see_the_key_but_the_wire_does() -> None:
         assert f"authorization: Bearer {UPSTREAM_KEY}\r\n".encode() in http1.assemble_request_head(flow.request)
         secret_free(json.dumps(flow.get_state(), default=repr), UPSTREAM_KEY, CLIENT_KEY)
         # The answer: from its headers on, the key is gone from the flow again.
-        flow.response = tutils.tresp(headers=http.Headers(content_type="application/json"),
-                                     content=json.dumps({"choices": [{"message": {"content": "hi"}}]}).encode())
+        flow.response = tutils.tresp(
+            headers=http.Headers(content_type="application/json"),
+            content=json.dumps({"choices": [{"message": {"content": "hi"}}]}).encode(),
+        )
         await tctx.master.addons.handle_lifecycle(_hook("responseheaders", flow))
         assert flow.request.headers["authorization"] == "Bearer [redacted]"
         await tctx.master.addons.handle_lifecycle(_hook("response", flow))
@@ -116,10 +133,19 @@ async def test_views_never_see_the_key_but_the_wire_does() -> None:
 
 
 def _hook(name: str, flow: http.HTTPFlow):
-    from mitmproxy.proxy.layers.http import HttpRequestHeadersHook, HttpRequestHook, HttpResponseHeadersHook, HttpResponseHook
+    from mitmproxy.proxy.layers.http import (
+        HttpRequestHeadersHook,
+        HttpRequestHook,
+        HttpResponseHeadersHook,
+        HttpResponseHook,
+    )
 
-    return {"requestheaders": HttpRequestHeadersHook, "request": HttpRequestHook,
-            "responseheaders": HttpResponseHeadersHook, "response": HttpResponseHook}[name](flow)
+    return {
+        "requestheaders": HttpRequestHeadersHook,
+        "request": HttpRequestHook,
+        "responseheaders": HttpResponseHeadersHook,
+        "response": HttpResponseHook,
+    }[name](flow)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,8 +159,11 @@ def traffic(url: str, upstream: UpstreamServer, forwarded: str) -> None:
     list(good.chat(model="m", messages=HELLO, stream=True))
     good.generate(model="m", prompt="x")
     good._client.get("/api/version")
-    upstream.fake.queue(401, json.dumps({"error": {"message": f"Incorrect API key provided: {UPSTREAM_KEY} / {forwarded}"}}),
-                        {"content-type": "application/json"})
+    upstream.fake.queue(
+        401,
+        json.dumps({"error": {"message": f"Incorrect API key provided: {UPSTREAM_KEY} / {forwarded}"}}),
+        {"content-type": "application/json"},
+    )
     with pytest.raises(ollama.ResponseError) as caught:
         good.chat(model="m", messages=HELLO)
     secret_free(caught.value.error, UPSTREAM_KEY, CLIENT_KEY, forwarded)
@@ -154,9 +183,16 @@ def traffic(url: str, upstream: UpstreamServer, forwarded: str) -> None:
 @pytest.mark.parametrize("forward", [False, True])
 def test_no_key_in_logs_errors_or_saved_flows(spawn, upstream: UpstreamServer, tmp_path, forward: bool) -> None:
     saved = tmp_path / "all.flow"
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={UPSTREAM_KEY}", f"ollama_api_key={CLIENT_KEY}",
-                 f"forward_client_key={str(forward).lower()}", f"save_stream_file={saved}", "flow_detail=4",
-                 "store_streamed_bodies=true")
+    dump = spawn(
+        "reverse",
+        f"openai_base_url={upstream.base_url}",
+        f"openai_api_key={UPSTREAM_KEY}",
+        f"ollama_api_key={CLIENT_KEY}",
+        f"forward_client_key={str(forward).lower()}",
+        f"save_stream_file={saved}",
+        "flow_detail=4",
+        "store_streamed_bodies=true",
+    )
     traffic(dump.url, upstream, CLIENT_KEY)
     if forward:
         assert upstream.fake.requests[0].headers["authorization"] == f"Bearer {CLIENT_KEY}"
@@ -166,7 +202,9 @@ def test_no_key_in_logs_errors_or_saved_flows(spawn, upstream: UpstreamServer, t
     time.sleep(0.3)
     dump.stop()
     log = dump.log()
-    assert "authorization: Bearer [redacted]" in log.lower() or "Bearer [redacted]" in log, "flow_detail=4 printed the headers"
+    assert "authorization: Bearer [redacted]" in log.lower() or "Bearer [redacted]" in log, (
+        "flow_detail=4 printed the headers"
+    )
     secret_free(log, UPSTREAM_KEY, CLIENT_KEY)
     data = saved.read_bytes()
     flows = list(io.FlowReader(open(saved, "rb")).stream())
@@ -181,12 +219,19 @@ def test_no_key_in_saved_flows_of_failed_requests(spawn, tmp_path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     saved = tmp_path / "failed.flow"
-    dump = spawn("reverse", f"openai_base_url=http://127.0.0.1:{port}/v1", f"openai_api_key={UPSTREAM_KEY}",
-                 f"save_stream_file={saved}", "flow_detail=4")
+    dump = spawn(
+        "reverse",
+        f"openai_base_url=http://127.0.0.1:{port}/v1",
+        f"openai_api_key={UPSTREAM_KEY}",
+        f"save_stream_file={saved}",
+        "flow_detail=4",
+    )
     client = ollama.Client(host=dump.url, timeout=20)
     for stream in (False, True):
         with pytest.raises(ollama.ResponseError):
-            list(client.chat(model="m", messages=HELLO, stream=True)) if stream else client.chat(model="m", messages=HELLO)
+            list(client.chat(model="m", messages=HELLO, stream=True)) if stream else client.chat(
+                model="m", messages=HELLO
+            )
     time.sleep(0.3)
     dump.stop()
     flows = list(io.FlowReader(open(saved, "rb")).stream())
@@ -198,18 +243,32 @@ def test_no_key_in_saved_flows_of_failed_requests(spawn, tmp_path) -> None:
 @pytest.mark.e2e
 def test_mitmweb_flows_show_no_key(upstream: UpstreamServer, tmp_path) -> None:
     web_port = _free_port()
-    web = Mitmdump(tmp_path, "reverse", f"openai_base_url={upstream.base_url}",
-                   f"ollama_api_key={CLIENT_KEY}", "web_password=test-web-pw", "web_open_browser=false",
-                   "store_streamed_bodies=true", program=MITMDUMP.parent / "mitmweb",
-                   extra=("--web-host", "127.0.0.1", "--web-port", str(web_port)),
-                   environment={"OPENAI_API_KEY": UPSTREAM_KEY})
+    web = Mitmdump(
+        tmp_path,
+        "reverse",
+        f"openai_base_url={upstream.base_url}",
+        f"ollama_api_key={CLIENT_KEY}",
+        "web_password=test-web-pw",
+        "web_open_browser=false",
+        "store_streamed_bodies=true",
+        program=MITMDUMP.parent / "mitmweb",
+        extra=("--web-host", "127.0.0.1", "--web-port", str(web_port)),
+        environment={"OPENAI_API_KEY": UPSTREAM_KEY},
+    )
     try:
         traffic(web.url, upstream, CLIENT_KEY)
-        api = httpx.Client(base_url=f"http://127.0.0.1:{web_port}", headers={"Authorization": "Bearer test-web-pw"}, timeout=10)
+        api = httpx.Client(
+            base_url=f"http://127.0.0.1:{web_port}", headers={"Authorization": "Bearer test-web-pw"}, timeout=10
+        )
         # While a request waits for the upstream, mitmweb's flow API shows it without the key.
-        upstream.fake.queue(200, {"choices": [{"message": {"role": "assistant", "content": "late"}, "finish_reason": "stop"}]}, hang=1.5)
-        waiting = threading.Thread(target=lambda: ollama.Client(host=web.url, headers={"Authorization": f"Bearer {CLIENT_KEY}"},
-                                                                timeout=20).chat(model="m", messages=HELLO))
+        upstream.fake.queue(
+            200, {"choices": [{"message": {"role": "assistant", "content": "late"}, "finish_reason": "stop"}]}, hang=1.5
+        )
+        waiting = threading.Thread(
+            target=lambda: ollama.Client(
+                host=web.url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=20
+            ).chat(model="m", messages=HELLO)
+        )
         waiting.start()
         deadline = time.monotonic() + 5
         seen_in_flight = False
@@ -251,9 +310,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-
-
-
 async def test_a_reloaded_script_rebinds_the_injector() -> None:
     first, second = OllamaProxy(), OllamaProxy()
     with taddons.context(first) as tctx:
@@ -273,7 +329,9 @@ def test_the_request_head_is_written_from_bytes_of_the_headers() -> None:
 
     assert "bytes(request_data.headers)" in inspect.getsource(assemble._assemble_request_headers)
     assert "assemble_request_head(" in inspect.getsource(_http1.Http1Client.send)
-    wire = redact.WireHeaders(http.Headers(host="h", authorization="Bearer [redacted]").fields, f"Bearer {UPSTREAM_KEY}")
+    wire = redact.WireHeaders(
+        http.Headers(host="h", authorization="Bearer [redacted]").fields, f"Bearer {UPSTREAM_KEY}"
+    )
     request = tutils.treq(headers=wire)
     assert f"Bearer {UPSTREAM_KEY}".encode() in http1.assemble_request_head(request)
     secret_free(json.dumps(request.get_state(), default=repr), UPSTREAM_KEY)

@@ -19,7 +19,9 @@ from addon.guard import errorpage, timeouts
 
 
 def test_pinned_version() -> None:
-    assert mitmproxy.version.VERSION == "12.3.1", "re-check addon/guard/timeouts.py and addon/guard/errorpage.py against this version"
+    assert mitmproxy.version.VERSION == "12.3.1", (
+        "re-check addon/guard/timeouts.py and addon/guard/errorpage.py against this version"
+    )
 
 
 def test_connection_registry_and_transports() -> None:
@@ -36,7 +38,7 @@ def test_error_hook_runs_before_the_client_is_answered() -> None:
     assert source.index("HttpErrorHook(") < source.index("SendHttp(event, self.context.client)")
     # Mid-answer, the HTTP/1 server layer only closes the connection (no error page after a started body).
     send = inspect.getsource(_http1.Http1Server.send)
-    branch = send[send.index("isinstance(event, ResponseProtocolError)"):]
+    branch = send[send.index("isinstance(event, ResponseProtocolError)") :]
     assert "if not self.response" in branch and "CloseConnection" in branch
 
 
@@ -48,6 +50,7 @@ def test_final_chunk() -> None:
 def test_override_reaches_only_the_next_error_page_of_its_own_task() -> None:
     errorpage.install()
     try:
+
         def in_hook_task() -> tuple[bytes, bytes]:
             errorpage.override(504, "the upstream sent nothing for 1 s (upstream_timeout)")
             return _http1.make_error_response(502, "server closed connection"), _http1.make_error_response(502, "x")
@@ -56,7 +59,9 @@ def test_override_reaches_only_the_next_error_page_of_its_own_task() -> None:
         other = _http1.make_error_response(502, "server closed connection")  # another task: untouched
     finally:
         errorpage.uninstall()
-    assert first.startswith(b"HTTP/1.1 504") and json.loads(first.split(b"\r\n\r\n", 1)[1])["error"].endswith("(upstream_timeout)")
+    assert first.startswith(b"HTTP/1.1 504") and json.loads(first.split(b"\r\n\r\n", 1)[1])["error"].endswith(
+        "(upstream_timeout)"
+    )
     assert second.startswith(b"HTTP/1.1 502")
     assert json.loads(other.split(b"\r\n\r\n", 1)[1])["error"] == "the upstream closed the connection without answering"
 

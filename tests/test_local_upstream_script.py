@@ -109,9 +109,7 @@ def test_start_refuses_a_port_taken_by_someone_else(tmp_path: Path) -> None:
 
 
 def test_makefile_targets() -> None:
-    r = subprocess.run(
-        ["make", "-n", "-C", str(ROOT), "upstream", "upstream-stop"], capture_output=True, text=True
-    )
+    r = subprocess.run(["make", "-n", "-C", str(ROOT), "upstream", "upstream-stop"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "scripts/local-upstream.sh start" in r.stdout
     assert "scripts/local-upstream.sh stop" in r.stdout
@@ -131,9 +129,13 @@ def test_template_renders_tools_and_history() -> None:
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
-        ]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+            ],
+        },
         {"role": "tool", "content": "sunny"},
     ]
     out = env.from_string(TEMPLATE.read_text()).render(

@@ -28,12 +28,32 @@ def mitmweb(upstream: UpstreamServer, tmp_path: Path):
     proxy_port, web_port = free_port(), free_port()
     log = open(tmp_path / "mitmweb.log", "wb")
     process = subprocess.Popen(
-        [str(MITMWEB), "-s", str(ROOT / "addon" / "proxy.py"),
-         "--mode", f"reverse:http://127.0.0.1:{proxy_port}", "--listen-host", "127.0.0.1", "--listen-port", str(proxy_port),
-         "--web-host", "127.0.0.1", "--web-port", str(web_port), "--set", "web_open_browser=false",
-         "--set", f"web_password={PASSWORD}",
-         "--set", f"openai_base_url={upstream.base_url}", "--set", f"openai_api_key={TEST_KEY}"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+        [
+            str(MITMWEB),
+            "-s",
+            str(ROOT / "addon" / "proxy.py"),
+            "--mode",
+            f"reverse:http://127.0.0.1:{proxy_port}",
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            str(proxy_port),
+            "--web-host",
+            "127.0.0.1",
+            "--web-port",
+            str(web_port),
+            "--set",
+            "web_open_browser=false",
+            "--set",
+            f"web_password={PASSWORD}",
+            "--set",
+            f"openai_base_url={upstream.base_url}",
+            "--set",
+            f"openai_api_key={TEST_KEY}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
     )
     try:
         wait_for_port(proxy_port, process)
@@ -50,7 +70,11 @@ def mitmweb(upstream: UpstreamServer, tmp_path: Path):
 
 def test_streamed_chat_in_mitmweb(mitmweb, tmp_path: Path) -> None:
     proxy_url, web_url = mitmweb
-    parts = list(ollama.Client(host=proxy_url).chat(model="llama3.2", messages=[{"role": "user", "content": "show me"}], stream=True))
+    parts = list(
+        ollama.Client(host=proxy_url).chat(
+            model="llama3.2", messages=[{"role": "user", "content": "show me"}], stream=True
+        )
+    )
     assert parts[-1].done
 
     api = httpx.Client(base_url=web_url, headers={"Authorization": f"Bearer {PASSWORD}"})
@@ -68,12 +92,26 @@ def test_streamed_chat_in_mitmweb(mitmweb, tmp_path: Path) -> None:
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     shot = tmp_path / "mitmweb.png"
     subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'chromium'}", "--hide-scrollbars", "--window-size=1400,900",
-         "--virtual-time-budget=8000", f"--screenshot={shot}",
-         f"{web_url}/?token={PASSWORD}#/flows/{flow['id']}/response"],
-        check=True, capture_output=True, timeout=90,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--hide-scrollbars",
+            "--window-size=1400,900",
+            "--virtual-time-budget=8000",
+            f"--screenshot={shot}",
+            f"{web_url}/?token={PASSWORD}#/flows/{flow['id']}/response",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=90,
     )
     assert shot.stat().st_size > 20_000, "a rendered page, not a blank one"
     if target := os.environ.get("MITMWEB_SCREENSHOT"):  # `make screenshot` refreshes docs/mitmweb.png

@@ -25,16 +25,57 @@ from addon.wire.sse import SSEDecoder
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20)
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=25)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=25,
+)
 
 # Keys that matter to the code, so that generated objects often hit real branches.
-KEYS = ["choices", "delta", "message", "content", "text", "finish_reason", "usage", "tool_calls", "function", "name",
-        "arguments", "index", "id", "error", "reasoning_content", "reasoning", "refusal", "logprobs", "timings",
-        "prompt_tokens", "completion_tokens", "prompt_ms", "predicted_ms", "role", "images", "messages", "model",
-        "options", "format", "think", "stream", "prompt", "suffix", "raw", "system", "tools", "top_logprobs"]
+KEYS = [
+    "choices",
+    "delta",
+    "message",
+    "content",
+    "text",
+    "finish_reason",
+    "usage",
+    "tool_calls",
+    "function",
+    "name",
+    "arguments",
+    "index",
+    "id",
+    "error",
+    "reasoning_content",
+    "reasoning",
+    "refusal",
+    "logprobs",
+    "timings",
+    "prompt_tokens",
+    "completion_tokens",
+    "prompt_ms",
+    "predicted_ms",
+    "role",
+    "images",
+    "messages",
+    "model",
+    "options",
+    "format",
+    "think",
+    "stream",
+    "prompt",
+    "suffix",
+    "raw",
+    "system",
+    "tools",
+    "top_logprobs",
+]
 shaped = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=5), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=5), inner, max_size=5)
+    ),
     max_leaves=30,
 )
 objects = st.dictionaries(st.sampled_from(KEYS), shaped, max_size=6)
@@ -72,9 +113,16 @@ def test_converter_survives_arbitrary_bytes(shape: str, pieces: list[bytes]) -> 
 
 
 @SETTINGS
-@given(st.sampled_from(["chat", "generate"]), st.lists(objects | json_values, max_size=8), st.booleans(), st.integers(1, 50))
+@given(
+    st.sampled_from(["chat", "generate"]),
+    st.lists(objects | json_values, max_size=8),
+    st.booleans(),
+    st.integers(1, 50),
+)
 def test_converter_survives_arbitrary_events(shape: str, events: list[Any], done: bool, cut: int) -> None:
-    body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + (b"data: [DONE]\n\n" if done else b"")
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + (
+        b"data: [DONE]\n\n" if done else b""
+    )
     run_converter(shape, [body[i : i + cut] for i in range(0, len(body), cut)])
 
 
@@ -120,14 +168,32 @@ def test_whole_responses_convert_or_raise_a_shape_error(body: dict[str, Any], sh
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(["/api/chat", "/api/generate"]), st.booleans(), st.integers(200, 599),
-       st.sampled_from(["application/json", "text/event-stream", "text/html", ""]),
-       st.binary(max_size=200) | (objects | json_values).map(lambda v: json.dumps(v).encode()))
-def test_response_hook_answers_any_upstream_answer(tctx, path: str, stream: bool, status: int, content_type: str, body: bytes) -> None:
+@given(
+    st.sampled_from(["/api/chat", "/api/generate"]),
+    st.booleans(),
+    st.integers(200, 599),
+    st.sampled_from(["application/json", "text/event-stream", "text/html", ""]),
+    st.binary(max_size=200) | (objects | json_values).map(lambda v: json.dumps(v).encode()),
+)
+def test_response_hook_answers_any_upstream_answer(
+    tctx, path: str, stream: bool, status: int, content_type: str, body: bytes
+) -> None:
     """Whatever the upstream answers (whole, as mitmproxy hands it to `response`), the client gets Ollama JSON/NDJSON."""
-    request = {"model": "m", "stream": stream, **({"messages": [{"role": "user", "content": "x"}]} if path == "/api/chat" else {"prompt": "x"})}
-    flow = tflow.tflow(req=tutils.treq(method=b"POST", path=path.encode(), host="127.0.0.1", port=11434,
-                                       headers=http.Headers(content_type="application/json"), content=json.dumps(request).encode()))
+    request = {
+        "model": "m",
+        "stream": stream,
+        **({"messages": [{"role": "user", "content": "x"}]} if path == "/api/chat" else {"prompt": "x"}),
+    }
+    flow = tflow.tflow(
+        req=tutils.treq(
+            method=b"POST",
+            path=path.encode(),
+            host="127.0.0.1",
+            port=11434,
+            headers=http.Headers(content_type="application/json"),
+            content=json.dumps(request).encode(),
+        )
+    )
     flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
     _addon.request(flow)
     flow.response = tutils.tresp(status_code=status, headers=http.Headers(content_type=content_type), content=body)
@@ -144,8 +210,14 @@ def test_response_hook_answers_any_upstream_answer(tctx, path: str, stream: bool
 
 
 @SETTINGS
-@given(st.integers(100, 599), st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()) | objects.map(lambda v: json.dumps({"error": v}).encode()),
-       st.text(max_size=20), st.none() | st.text(max_size=10))
+@given(
+    st.integers(100, 599),
+    st.binary(max_size=300)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | objects.map(lambda v: json.dumps({"error": v}).encode()),
+    st.text(max_size=20),
+    st.none() | st.text(max_size=10),
+)
 def test_upstream_errors_never_raise(status: int, body: bytes, reason: str, model: str | None) -> None:
     code, message = translate.upstream_error(status, body, reason, model)
     assert isinstance(code, int) and isinstance(message, str) and message
@@ -154,7 +226,10 @@ def test_upstream_errors_never_raise(status: int, body: bytes, reason: str, mode
 @SETTINGS
 @given(objects, st.booleans())
 def test_translating_any_valid_request_never_raises_unexpectedly(data: dict[str, Any], passthrough: bool) -> None:
-    for model, translator in ((ChatRequest, translate_request.chat_request), (GenerateRequest, translate_request.generate_request)):
+    for model, translator in (
+        (ChatRequest, translate_request.chat_request),
+        (GenerateRequest, translate_request.generate_request),
+    ):
         try:
             request = model.model_validate({"model": "m", **data})
         except ValidationError:
@@ -180,11 +255,23 @@ def tctx():
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(["/api/chat", "/api/generate"]),
-       st.binary(max_size=300) | objects.map(lambda o: json.dumps(o).encode()) | objects.map(lambda o: json.dumps({"model": "m", **o}).encode()))
+@given(
+    st.sampled_from(["/api/chat", "/api/generate"]),
+    st.binary(max_size=300)
+    | objects.map(lambda o: json.dumps(o).encode())
+    | objects.map(lambda o: json.dumps({"model": "m", **o}).encode()),
+)
 def test_request_hook_answers_or_rewrites_any_body(tctx, path: str, body: bytes) -> None:
-    flow = tflow.tflow(req=tutils.treq(method=b"POST", path=path.encode(), host="127.0.0.1", port=11434,
-                                       headers=http.Headers(content_type="application/json"), content=body))
+    flow = tflow.tflow(
+        req=tutils.treq(
+            method=b"POST",
+            path=path.encode(),
+            host="127.0.0.1",
+            port=11434,
+            headers=http.Headers(content_type="application/json"),
+            content=body,
+        )
+    )
     flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
     _addon.request(flow)
     if flow.response is not None:

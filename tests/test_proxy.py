@@ -12,8 +12,8 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from addon.exchange import Relay
 from addon.proxy import OllamaProxy
-from addon.translate.stream import SSEToNDJSON
 from addon.translate.response import Clock
+from addon.translate.stream import SSEToNDJSON
 from addon.wire.ollama import NDJSON
 from harness.upstream import recording
 
@@ -22,16 +22,31 @@ from harness.upstream import recording
 def addon():
     proxy = OllamaProxy()
     with taddons.context(proxy) as tctx:
-        tctx.configure(proxy, openai_base_url="https://api.example.com/v1", openai_api_key="sk-unit", body_view_limit=1_000_000)
+        tctx.configure(
+            proxy, openai_base_url="https://api.example.com/v1", openai_api_key="sk-unit", body_view_limit=1_000_000
+        )
         yield proxy
 
 
-def ollama_flow(path: str, body: dict | bytes | None = None, method: str = "POST", mode: str = "reverse:http://127.0.0.1:11434",
-                host: str = "127.0.0.1", port: int = 11434) -> http.HTTPFlow:
+def ollama_flow(
+    path: str,
+    body: dict | bytes | None = None,
+    method: str = "POST",
+    mode: str = "reverse:http://127.0.0.1:11434",
+    host: str = "127.0.0.1",
+    port: int = 11434,
+) -> http.HTTPFlow:
     content = json.dumps(body).encode() if isinstance(body, dict) else body
-    flow = tflow.tflow(req=tutils.treq(method=method.encode(), path=path.encode(), host=host, port=port,
-                                       headers=http.Headers(content_type="application/json", proxy_connection="keep-alive"),
-                                       content=content))
+    flow = tflow.tflow(
+        req=tutils.treq(
+            method=method.encode(),
+            path=path.encode(),
+            host=host,
+            port=port,
+            headers=http.Headers(content_type="application/json", proxy_connection="keep-alive"),
+            content=content,
+        )
+    )
     flow.client_conn.proxy_mode = ProxyMode.parse(mode)
     return flow
 
@@ -60,7 +75,9 @@ def test_chat_is_rewritten_in_place(addon) -> None:
 def test_streamed_answer_is_converted_through_the_callable(addon) -> None:
     flow = ollama_flow("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     addon.request(flow)
-    flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream", content_length="99"), content=None)
+    flow.response = tutils.tresp(
+        headers=http.Headers(content_type="text/event-stream", content_length="99"), content=None
+    )
     addon.responseheaders(flow)
     assert flow.response.headers["content-type"] == "application/x-ndjson"
     assert "content-length" not in flow.response.headers and flow.response.headers["transfer-encoding"] == "chunked"
@@ -83,15 +100,17 @@ def test_replayed_stream_is_converted_in_response(addon) -> None:
     addon.responseheaders(flow)
     addon.response(flow)
     lines = [json.loads(line) for line in flow.response.content.splitlines()]
-    assert lines[-1]["done"] is True and "".join(l.get("response", "") for l in lines)
+    assert lines[-1]["done"] is True and "".join(line.get("response", "") for line in lines)
     assert flow.response.headers["content-type"] == "application/x-ndjson"
 
 
 def test_non_streaming_answer_and_error(addon) -> None:
     flow = ollama_flow("/api/chat", {"model": "m", "stream": False, "messages": [{"role": "user", "content": "hi"}]})
     addon.request(flow)
-    flow.response = tutils.tresp(headers=http.Headers(content_type="application/json"),
-                                 content=json.dumps(recording("chat/plain-text")["response"]["body"]).encode())
+    flow.response = tutils.tresp(
+        headers=http.Headers(content_type="application/json"),
+        content=json.dumps(recording("chat/plain-text")["response"]["body"]).encode(),
+    )
     addon.responseheaders(flow)
     addon.response(flow)
     answer = json.loads(flow.response.content)
@@ -100,7 +119,9 @@ def test_non_streaming_answer_and_error(addon) -> None:
 
     failed = ollama_flow("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     addon.request(failed)
-    failed.response = tutils.tresp(status_code=503, headers=http.Headers(content_type="text/plain"), content=b"overloaded")
+    failed.response = tutils.tresp(
+        status_code=503, headers=http.Headers(content_type="text/plain"), content=b"overloaded"
+    )
     addon.responseheaders(failed)
     addon.response(failed)
     assert failed.response.status_code == 503 and json.loads(failed.response.content) == {"error": "overloaded"}
@@ -109,8 +130,10 @@ def test_non_streaming_answer_and_error(addon) -> None:
 def test_upstream_streaming_when_asked_not_to_is_gathered(addon) -> None:
     flow = ollama_flow("/api/chat", {"model": "m", "stream": False, "messages": [{"role": "user", "content": "hi"}]})
     addon.request(flow)
-    flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream"),
-                                 content=recording("chat-stream/tool-calls-parallel")["response"]["body"].encode())
+    flow.response = tutils.tresp(
+        headers=http.Headers(content_type="text/event-stream"),
+        content=recording("chat-stream/tool-calls-parallel")["response"]["body"].encode(),
+    )
     addon.response(flow)
     answer = json.loads(flow.response.content)
     assert answer["done"] is True and len(answer["message"]["tool_calls"]) == 2

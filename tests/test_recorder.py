@@ -26,24 +26,40 @@ def read(path: Path):
 
 def test_recorded_flows_hold_both_sides_and_no_key(upstream: UpstreamServer, tmp_path: Path) -> None:
     out = tmp_path / "flows"
-    dump = Mitmdump(tmp_path, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}",
-                    f"record_dir={out}", scripts=[ROOT / "collector" / "recorder.py"])
+    dump = Mitmdump(
+        tmp_path,
+        "reverse",
+        f"openai_base_url={upstream.base_url}",
+        f"openai_api_key={TEST_KEY}",
+        f"record_dir={out}",
+        scripts=[ROOT / "collector" / "recorder.py"],
+    )
     try:
         scenarios = {s.name: s for s in live_scenarios("m", "e")}
         results = {}
         for name in ("chat", "chat-stream", "chat-unknown-model", "generate-raw"):
-            client = ollama.Client(host=dump.url, headers={SCENARIO_HEADER: name, "Authorization": "Bearer client-secret"})
+            client = ollama.Client(
+                host=dump.url, headers={SCENARIO_HEADER: name, "Authorization": "Bearer client-secret"}
+            )
             results[name] = run(client, scenarios[name])
     finally:
         dump.stop()
-    assert sorted(p.name for p in out.iterdir()) == ["chat-stream.flow", "chat-unknown-model.flow", "chat.flow", "generate-raw.flow"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "chat-stream.flow",
+        "chat-unknown-model.flow",
+        "chat.flow",
+        "generate-raw.flow",
+    ]
     for path in out.iterdir():
         data = path.read_bytes()
         assert TEST_KEY.encode() not in data and b"client-secret" not in data
         (flow,) = read(path)
         assert "authorization" not in flow.request.headers
         scenario = scenarios[flow.metadata["scenario"]]
-        assert expected(scenario, flow.metadata["ollama_status"], flow.metadata["ollama_response"]) == results[scenario.name]
+        assert (
+            expected(scenario, flow.metadata["ollama_status"], flow.metadata["ollama_response"])
+            == results[scenario.name]
+        )
     (stream,) = read(out / "chat-stream.flow")
     assert stream.response.content.startswith(b"data: ") and b"[DONE]" in stream.response.content
     assert stream.response.headers["content-type"].startswith("text/event-stream")

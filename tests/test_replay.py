@@ -62,8 +62,16 @@ def replay(request, tmp_path_factory):
     combined.write_bytes(b"".join(p.read_bytes() for p in sorted(folder.glob("*.flow"))))
     first = recorded(folder)[0].request
     nowhere = f"{first.scheme}://127.0.0.1:{free_port()}/v1"  # nothing listens: only replayed answers exist
-    dump = Mitmdump(tmp, "reverse", f"openai_base_url={nowhere}", "server_replay_reuse=true", "server_replay_ignore_host=true",
-                    "server_replay_ignore_port=true", "server_replay_extra=forward", extra_args=["--server-replay", str(combined)])
+    dump = Mitmdump(
+        tmp,
+        "reverse",
+        f"openai_base_url={nowhere}",
+        "server_replay_reuse=true",
+        "server_replay_ignore_host=true",
+        "server_replay_ignore_port=true",
+        "server_replay_extra=forward",
+        extra_args=["--server-replay", str(combined)],
+    )
     yield folder, dump
     dump.stop()
 
@@ -90,7 +98,11 @@ def test_replayed_streams_are_ndjson(replay) -> None:
     folder, dump = replay
     import httpx
 
-    streamed = [f for f in recorded(folder) if json.loads(f.metadata["ollama_request"]).get("stream") and f.metadata["ollama_status"] == 200]
+    streamed = [
+        f
+        for f in recorded(folder)
+        if json.loads(f.metadata["ollama_request"]).get("stream") and f.metadata["ollama_status"] == 200
+    ]
     assert streamed
     for flow in streamed:
         route = flow.metadata["ollama"]["route"]

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from harness import ROOT
 from harness.mitmdump import Mitmdump, free_port
 
@@ -32,11 +33,15 @@ def test_runs_with_a_mitmproxy_that_has_no_install_of_the_project(tmp_path: Path
     # a path line, which does not run the editable install's own .pth/finder files found there.
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = Path(subprocess.check_output(
-        [venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
-    ).strip())
+    site = Path(
+        subprocess.check_output(
+            [venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    probe = subprocess.run([venv / "bin" / "python", "-c", "import addon"], capture_output=True, text=True, cwd=tmp_path)
+    probe = subprocess.run(
+        [venv / "bin" / "python", "-c", "import addon"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert "No module named 'addon'" in probe.stderr, "the venv must not see the project"
     launcher = tmp_path / "mitmdump"
     launcher.write_text(f"#!{venv / 'bin' / 'python'}\nfrom mitmproxy.tools.main import mitmdump\nmitmdump()\n")

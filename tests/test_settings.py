@@ -11,7 +11,10 @@ from addon.settings import VIEWED_BODY_LIMIT, HostMatcher, Server, Settings, bod
 
 
 def test_upstream_urls() -> None:
-    assert Server.parse("https://api.openai.com/v1").url("chat/completions") == "https://api.openai.com:443/v1/chat/completions"
+    assert (
+        Server.parse("https://api.openai.com/v1").url("chat/completions")
+        == "https://api.openai.com:443/v1/chat/completions"
+    )
     assert Server.parse("http://127.0.0.1:8000/v1/").url("completions") == "http://127.0.0.1:8000/v1/completions"
     assert Server.parse("http://[::1]:9/openai").url("x") == "http://[::1]:9/openai/x"
     for bad in ("api.openai.com", "ftp://x/v1", "http://:80/v1", "http://h:notaport/v1"):
@@ -23,7 +26,9 @@ def test_host_patterns() -> None:
     default = HostMatcher("*:11434")
     assert default("localhost", 11434) and default("Ollama.Internal", 11434) and not default("localhost", 8080)
     listed = HostMatcher("localhost:11434, gpu-box, *.lan:8080")
-    assert listed("gpu-box", 1234) and listed("a.lan", 8080) and not listed("a.lan", 11434) and listed("localhost", 11434)
+    assert (
+        listed("gpu-box", 1234) and listed("a.lan", 8080) and not listed("a.lan", 11434) and listed("localhost", 11434)
+    )
     assert not HostMatcher("")("localhost", 11434)
 
 
@@ -54,9 +59,21 @@ def test_a_change_rebuilds_only_what_it_feeds() -> None:
         def __contains__(self, name: str) -> bool:
             return hasattr(self, name)
 
-    options = Options(openai_base_url="http://up/v1", openai_api_key="sk-unit", ollama_hosts="*:11434", ollama_version="0.12.6",
-                      passthrough_options=False, body_view_limit=0, model_catalog="", models_ttl=300, list_upstream_models=True,
-                      think_style="reasoning_effort", ollama_api_key="", forward_client_key=False, upstream_timeout=300)
+    options = Options(
+        openai_base_url="http://up/v1",
+        openai_api_key="sk-unit",
+        ollama_hosts="*:11434",
+        ollama_version="0.12.6",
+        passthrough_options=False,
+        body_view_limit=0,
+        model_catalog="",
+        models_ttl=300,
+        list_upstream_models=True,
+        think_style="reasoning_effort",
+        ollama_api_key="",
+        forward_client_key=False,
+        upstream_timeout=300,
+    )
     first = Settings.build(options)
     options.upstream_timeout = 5
     second = Settings.build(options, first, {"upstream_timeout"})
@@ -64,4 +81,7 @@ def test_a_change_rebuilds_only_what_it_feeds() -> None:
     options.models_ttl = 10
     third = Settings.build(options, second, {"models_ttl"})
     assert third.models is not first.models and third.models.ttl == 10
-    assert third.target("gpt-4o:latest").model == "gpt-4o" and third.target("x").server.url("chat/completions") == "http://up:80/v1/chat/completions"
+    assert (
+        third.target("gpt-4o:latest").model == "gpt-4o"
+        and third.target("x").server.url("chat/completions") == "http://up:80/v1/chat/completions"
+    )

@@ -53,6 +53,7 @@ def stream_error(status: int, headers: dict[str, str], body: bytes) -> bool:
 def json_status(expected: int, key: str = "error") -> Check:
     def check(status: int, headers: dict[str, str], body: bytes) -> bool:
         return status == expected and key in json.loads(body)
+
     return check
 
 
@@ -65,10 +66,27 @@ KINDS: dict[str, tuple[int, str, str, object, Check]] = {
     "chat stream": (20, "POST", CHAT, {"model": "m", "messages": USER}, stream_done),
     "chat whole": (10, "POST", CHAT, {"model": "m", "messages": USER, "stream": False}, json_status(200, "message")),
     "generate stream": (6, "POST", GENERATE, {"model": "m", "prompt": "p q"}, stream_done),
-    "generate whole": (6, "POST", GENERATE, {"model": "m", "prompt": "p q", "stream": False}, json_status(200, "response")),
-    "tool calls (recorded)": (3, "POST", CHAT, {"model": "rec:chat-stream/tool-calls-parallel", "messages": USER}, stream_done),
-    "v1 stream": (3, "POST", "/v1/chat/completions", {"model": "m", "messages": USER, "stream": True},
-                  lambda s, h, b: s == 200 and b.rstrip().endswith(b"data: [DONE]")),
+    "generate whole": (
+        6,
+        "POST",
+        GENERATE,
+        {"model": "m", "prompt": "p q", "stream": False},
+        json_status(200, "response"),
+    ),
+    "tool calls (recorded)": (
+        3,
+        "POST",
+        CHAT,
+        {"model": "rec:chat-stream/tool-calls-parallel", "messages": USER},
+        stream_done,
+    ),
+    "v1 stream": (
+        3,
+        "POST",
+        "/v1/chat/completions",
+        {"model": "m", "messages": USER, "stream": True},
+        lambda s, h, b: s == 200 and b.rstrip().endswith(b"data: [DONE]"),
+    ),
     "v1 whole": (2, "POST", "/v1/chat/completions", {"model": "m", "messages": USER}, json_status(200, "choices")),
     "tags": (2, "GET", "/api/tags", None, json_status(200, "models")),
     "version": (4, "GET", "/api/version", None, json_status(200, "version")),
@@ -76,13 +94,24 @@ KINDS: dict[str, tuple[int, str, str, object, Check]] = {
     "load": (2, "POST", CHAT, {"model": "m", "messages": []}, stream_done),
     "bad json": (3, "POST", CHAT, b"{not json", json_status(400)),
     "bad type": (3, "POST", GENERATE, {"model": "m", "prompt": 3}, json_status(400)),
-    "bad image": (2, "POST", CHAT, {"model": "m", "messages": [{"role": "user", "content": "x", "images": ["***"]}]}, json_status(400)),
+    "bad image": (
+        2,
+        "POST",
+        CHAT,
+        {"model": "m", "messages": [{"role": "user", "content": "x", "images": ["***"]}]},
+        json_status(400),
+    ),
     "unknown route": (2, "GET", "/api/nothing", None, text_is(404, "404 page not found")),
     "wrong method": (2, "DELETE", CHAT, None, text_is(405, "405 method not allowed")),
     "unknown model": (2, "POST", CHAT, {"model": "missing-model", "messages": USER}, json_status(404)),
     "upstream 401": (2, "POST", CHAT, {"model": "fault:401", "messages": USER}, json_status(401)),
-    "upstream 429": (2, "POST", CHAT, {"model": "fault:429", "messages": USER, "stream": False},
-                     lambda s, h, b: s == 429 and h.get("retry-after") == "7"),
+    "upstream 429": (
+        2,
+        "POST",
+        CHAT,
+        {"model": "fault:429", "messages": USER, "stream": False},
+        lambda s, h, b: s == 429 and h.get("retry-after") == "7",
+    ),
     "upstream 500": (2, "POST", CHAT, {"model": "fault:500", "messages": USER}, json_status(500)),
     "upstream 503 html": (2, "POST", GENERATE, {"model": "fault:503-html", "prompt": "x"}, json_status(503)),
     "upstream 502 empty": (2, "POST", CHAT, {"model": "fault:502-empty", "messages": USER}, json_status(502)),
@@ -91,9 +120,21 @@ KINDS: dict[str, tuple[int, str, str, object, Check]] = {
     "error event": (2, "POST", GENERATE, {"model": "fault:error-event", "prompt": "x"}, stream_error),
     "reset mid-stream": (2, "POST", CHAT, {"model": "fault:reset", "messages": USER}, stream_error),
     "close mid-stream": (2, "POST", CHAT, {"model": "fault:close", "messages": USER}, stream_error),
-    "truncated body": (2, "POST", CHAT, {"model": "fault:truncated-json", "messages": USER, "stream": False}, json_status(502)),
+    "truncated body": (
+        2,
+        "POST",
+        CHAT,
+        {"model": "fault:truncated-json", "messages": USER, "stream": False},
+        json_status(502),
+    ),
     "not json": (2, "POST", CHAT, {"model": "fault:not-json", "messages": USER, "stream": False}, json_status(502)),
-    "client leaves": (3, "POST", CHAT, {"model": "fault:slow", "messages": USER}, lambda s, h, b: s == 200 and b"" != b),
+    "client leaves": (
+        3,
+        "POST",
+        CHAT,
+        {"model": "fault:slow", "messages": USER},
+        lambda s, h, b: s == 200 and b != b"",
+    ),
 }
 # Rare and slow: an upstream that never answers (upstream_timeout=3 → 504).
 HANGS = 12
@@ -108,7 +149,12 @@ def rss_mb(pid: int) -> float:
 
 def run_one(client: httpx.Client, kind: str) -> tuple[str, bool, str]:
     if kind == "hang":
-        method, path, body, check = "POST", CHAT, {"model": "fault:hang", "messages": USER, "stream": False}, json_status(504)
+        method, path, body, check = (
+            "POST",
+            CHAT,
+            {"model": "fault:hang", "messages": USER, "stream": False},
+            json_status(504),
+        )
     else:
         _, method, path, body, check = KINDS[kind]
     content = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
@@ -125,7 +171,9 @@ def run_one(client: httpx.Client, kind: str) -> tuple[str, bool, str]:
 
 
 def test_soak(upstream: UpstreamServer, tmp_path) -> None:
-    dump = Mitmdump(tmp_path, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", "upstream_timeout=3")
+    dump = Mitmdump(
+        tmp_path, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", "upstream_timeout=3"
+    )
     try:
         rng = random.Random(5)
         names = list(KINDS)
@@ -152,9 +200,11 @@ def test_soak(upstream: UpstreamServer, tmp_path) -> None:
 
         answered = Counter(kind for kind, ok, _ in results if ok)
         failures = [(kind, why) for kind, ok, why in results if not ok]
-        print(f"\nsoak: {len(results)} requests ({len(results) - warm_up} measured in {elapsed:.1f} s, "
-              f"{(len(results) - warm_up) / elapsed:.0f}/s), {sum(answered.values())} answered as expected; "
-              f"mitmdump VmRSS {rss_start:.1f} MB after warm-up → {rss_end:.1f} MB at the end; kinds: {dict(answered)}")
+        print(
+            f"\nsoak: {len(results)} requests ({len(results) - warm_up} measured in {elapsed:.1f} s, "
+            f"{(len(results) - warm_up) / elapsed:.0f}/s), {sum(answered.values())} answered as expected; "
+            f"mitmdump VmRSS {rss_start:.1f} MB after warm-up → {rss_end:.1f} MB at the end; kinds: {dict(answered)}"
+        )
         assert len(results) == REQUESTS
         assert not failures, f"{len(failures)} requests lost or wrong, e.g. {failures[:5]}"
         assert answered["hang"] == HANGS

@@ -32,7 +32,11 @@ WEATHER_TOOL = {
     "function": {
         "name": "weather",
         "description": "Gets current weather for a location",
-        "parameters": {"type": "object", "properties": {"latitude": {"type": "string"}, "longitude": {"type": "string"}}, "required": ["latitude", "longitude"]},
+        "parameters": {
+            "type": "object",
+            "properties": {"latitude": {"type": "string"}, "longitude": {"type": "string"}},
+            "required": ["latitude", "longitude"],
+        },
     },
 }
 CATALOG = """
@@ -54,7 +58,13 @@ capabilities = ["embedding"]
 MODELS = [
     {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},
     {"id": "text-embedding-3-small", "object": "model", "created": 1705948997, "owned_by": "system"},
-    {"id": "meta-llama/llama-3.1-8b", "object": "model", "created": 1700000000, "owned_by": "meta", "context_length": 131072},
+    {
+        "id": "meta-llama/llama-3.1-8b",
+        "object": "model",
+        "created": 1700000000,
+        "owned_by": "meta",
+        "context_length": 131072,
+    },
     {"id": "qwen3:8b", "object": "model", "created": 1700000001, "owned_by": "library"},
 ]
 
@@ -69,14 +79,21 @@ def _catalog_dump(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFac
     tmp = tmp_path_factory.mktemp("catalog")
     path = tmp / "models.toml"
     path.write_text(CATALOG)
-    dump = Mitmdump(tmp, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", f"model_catalog={path}")
+    dump = Mitmdump(
+        tmp, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", f"model_catalog={path}"
+    )
     yield dump
     dump.stop()
 
 
 @pytest.fixture(scope="module")
 def _listing_dump(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
-    dump = Mitmdump(tmp_path_factory.mktemp("listing"), "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}")
+    dump = Mitmdump(
+        tmp_path_factory.mktemp("listing"),
+        "reverse",
+        f"openai_base_url={upstream.base_url}",
+        f"openai_api_key={TEST_KEY}",
+    )
     yield dump
     dump.stop()
 
@@ -90,8 +107,13 @@ def listing_proxy(_listing_dump: Mitmdump, upstream: UpstreamServer) -> Mitmdump
 
 @pytest.fixture(scope="module")
 def _options_dump(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
-    dump = Mitmdump(tmp_path_factory.mktemp("options"), "reverse", f"openai_base_url={upstream.base_url}",
-                    "think_style=chat_template_kwargs", "models_ttl=0")
+    dump = Mitmdump(
+        tmp_path_factory.mktemp("options"),
+        "reverse",
+        f"openai_base_url={upstream.base_url}",
+        "think_style=chat_template_kwargs",
+        "models_ttl=0",
+    )
     yield dump
     dump.stop()
 
@@ -109,12 +131,20 @@ def sse(*events: dict, done: bool = True) -> list[bytes]:
 
 
 def delta(delta: dict, finish: str | None = None, **extra) -> dict:
-    return {"object": "chat.completion.chunk", "model": "up", "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}]}
+    return {
+        "object": "chat.completion.chunk",
+        "model": "up",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}],
+    }
 
 
 def completion(message: dict, finish: str = "stop", **extra) -> dict:
-    return {"object": "chat.completion", "model": "up", "choices": [{"index": 0, "message": message, "finish_reason": finish, **extra}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
+    return {
+        "object": "chat.completion",
+        "model": "up",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, **extra}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,9 +156,20 @@ def test_multi_turn_tool_conversation(client: ollama.Client, upstream: UpstreamS
     first = client.chat(model="rec:chat/tool-call-single", messages=messages, tools=[WEATHER_TOOL])
     assert upstream.fake.requests[-1].body["tools"] == [WEATHER_TOOL]
     (call,) = first.message.tool_calls
-    assert call.function.name == "weather" and call.function.arguments == {"latitude": "52.5200", "longitude": "13.4050"}
-    raw = httpx.post(client._client.base_url.join("/api/chat"), json={"model": "rec:chat/tool-call-single", "messages": messages, "stream": False}).json()
-    assert raw["message"]["tool_calls"] == [{"id": "call_Og7v77uIUeIdy1ff3ntB9Vh7", "function": {"index": 0, "name": "weather", "arguments": {"latitude": "52.5200", "longitude": "13.4050"}}}]
+    assert call.function.name == "weather" and call.function.arguments == {
+        "latitude": "52.5200",
+        "longitude": "13.4050",
+    }
+    raw = httpx.post(
+        client._client.base_url.join("/api/chat"),
+        json={"model": "rec:chat/tool-call-single", "messages": messages, "stream": False},
+    ).json()
+    assert raw["message"]["tool_calls"] == [
+        {
+            "id": "call_Og7v77uIUeIdy1ff3ntB9Vh7",
+            "function": {"index": 0, "name": "weather", "arguments": {"latitude": "52.5200", "longitude": "13.4050"}},
+        }
+    ]
     assert raw["done_reason"] == "stop", "Ollama has no tool_calls done_reason"
 
     # Second turn: the SDK sends the call back (without its id, as ollama-python does) and a tool result by name.
@@ -136,19 +177,39 @@ def test_multi_turn_tool_conversation(client: ollama.Client, upstream: UpstreamS
     second = client.chat(model="weather-bot", messages=messages, tools=[WEATHER_TOOL])
     sent = upstream.fake.requests[-1].body["messages"]
     assert sent[1]["role"] == "assistant" and sent[1]["content"] is None
-    assert json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]) == {"latitude": "52.5200", "longitude": "13.4050"}
+    assert json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]) == {
+        "latitude": "52.5200",
+        "longitude": "13.4050",
+    }
     assert sent[2] == {"role": "tool", "tool_call_id": sent[1]["tool_calls"][0]["id"], "content": "12 °C, cloudy"}
     assert second.message.content == "echo: What's the weather in Berlin? (52.5200, 13.4050)"
 
     # With the ids current Ollama clients send (ollama-python 0.6.3 drops them; ollama-js keeps them), they are kept.
-    with_ids = [messages[0], {"role": "assistant", "content": "", "tool_calls": [{"id": "call_abc", "function": {"index": 0, "name": "weather", "arguments": {"latitude": "1"}}}]},
-                {"role": "tool", "tool_name": "weather", "tool_call_id": "call_abc", "content": "sunny"}]
-    assert httpx.post(client._client.base_url.join("/api/chat"), json={"model": "weather-bot", "messages": with_ids, "stream": False}).status_code == 200
+    with_ids = [
+        messages[0],
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "call_abc", "function": {"index": 0, "name": "weather", "arguments": {"latitude": "1"}}}
+            ],
+        },
+        {"role": "tool", "tool_name": "weather", "tool_call_id": "call_abc", "content": "sunny"},
+    ]
+    assert (
+        httpx.post(
+            client._client.base_url.join("/api/chat"),
+            json={"model": "weather-bot", "messages": with_ids, "stream": False},
+        ).status_code
+        == 200
+    )
     sent = upstream.fake.requests[-1].body["messages"]
     assert sent[1]["tool_calls"][0]["id"] == "call_abc" and sent[2]["tool_call_id"] == "call_abc"
 
 
-@pytest.mark.parametrize("name", ["tool-call-fragments", "tool-call-fragments-role-in-first-tool-chunk", "tool-calls-parallel"])
+@pytest.mark.parametrize(
+    "name", ["tool-call-fragments", "tool-call-fragments-role-in-first-tool-chunk", "tool-calls-parallel"]
+)
 def test_streamed_tool_calls_arrive_whole(client: ollama.Client, name: str) -> None:
     parts = list(client.chat(model=f"rec:chat-stream/{name}", messages=[{"role": "user", "content": "x"}], stream=True))
     calls = [c for p in parts for c in (p.message.tool_calls or [])]
@@ -156,7 +217,9 @@ def test_streamed_tool_calls_arrive_whole(client: ollama.Client, name: str) -> N
     assert parts[-1].done and parts[-1].done_reason == "stop"
 
 
-def test_invalid_tool_arguments_fall_back_to_empty_object(client: ollama.Client, proxy: Mitmdump, upstream: UpstreamServer) -> None:
+def test_invalid_tool_arguments_fall_back_to_empty_object(
+    client: ollama.Client, proxy: Mitmdump, upstream: UpstreamServer
+) -> None:
     call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{not json"}}
     upstream.fake.queue(body=completion({"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"))
     answer = client.chat(model="broken-args", messages=[{"role": "user", "content": "x"}])
@@ -168,11 +231,17 @@ def test_invalid_tool_arguments_fall_back_to_empty_object(client: ollama.Client,
 def test_images_on_chat_and_generate(client: ollama.Client, upstream: UpstreamServer) -> None:
     client.chat(model="m", messages=[{"role": "user", "content": "what is this", "images": [PNG]}])
     content = upstream.fake.requests[-1].body["messages"][0]["content"]
-    assert content == [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}]
+    assert content == [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+    ]
     client.generate(model="m", prompt="describe", images=[JPEG])
     content = upstream.fake.requests[-1].body["messages"][-1]["content"]
     assert content[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
-    bad = httpx.post(client._client.base_url.join("/api/generate"), json={"model": "m", "prompt": "describe", "images": ["not base64!"]})
+    bad = httpx.post(
+        client._client.base_url.join("/api/generate"),
+        json={"model": "m", "prompt": "describe", "images": ["not base64!"]},
+    )
     assert bad.status_code == 400 and "invalid image" in bad.json()["error"]
 
 
@@ -182,8 +251,12 @@ def test_thinking_both_ways(client: ollama.Client, upstream: UpstreamServer) -> 
         assert upstream.fake.requests[-1].body["reasoning_effort"] == effort
     client.chat(model="m", messages=[{"role": "user", "content": "x"}], think=False)
     assert "reasoning_effort" not in upstream.fake.requests[-1].body
-    upstream.fake.queue(body=sse(delta({"reasoning_content": "let me "}), delta({"reasoning": "see"}), delta({"content": "42"}, "stop")),
-                        headers={"content-type": "text/event-stream"})
+    upstream.fake.queue(
+        body=sse(
+            delta({"reasoning_content": "let me "}), delta({"reasoning": "see"}), delta({"content": "42"}, "stop")
+        ),
+        headers={"content-type": "text/event-stream"},
+    )
     parts = list(client.chat(model="m", messages=[{"role": "user", "content": "x"}], think=True, stream=True))
     assert "".join(p.message.thinking or "" for p in parts) == "let me see"
     assert "".join(p.message.content for p in parts) == "42"
@@ -211,22 +284,51 @@ def test_structured_output_json_and_schema(client: ollama.Client, upstream: Upst
     client.chat(model="m", messages=[{"role": "user", "content": "x"}], format="json")
     assert upstream.fake.requests[-1].body["response_format"] == {"type": "json_object"}
     schema = Answer.model_json_schema()
-    parts = list(client.chat(model="rec:chat-stream/json-schema", messages=[{"role": "user", "content": "2+2"}], format=schema, stream=True))
+    parts = list(
+        client.chat(
+            model="rec:chat-stream/json-schema",
+            messages=[{"role": "user", "content": "2+2"}],
+            format=schema,
+            stream=True,
+        )
+    )
     sent = upstream.fake.requests[-1].body["response_format"]
-    assert sent == {"type": "json_schema", "json_schema": {"name": "schema", "schema": schema}}, "pydantic schemas are not strict-compatible"
+    assert sent == {"type": "json_schema", "json_schema": {"name": "schema", "schema": schema}}, (
+        "pydantic schemas are not strict-compatible"
+    )
     assert json.loads("".join(p.message.content for p in parts))["author"]["last_name"] == "Rothfuss"
-    strict = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": False}
+    strict = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
     client.chat(model="m", messages=[{"role": "user", "content": "x"}], format=strict)
     assert upstream.fake.requests[-1].body["response_format"]["json_schema"]["strict"] is True
 
 
 def test_logprobs_both_ways(client: ollama.Client, upstream: UpstreamServer) -> None:
     def lp(token: str) -> dict:
-        return {"content": [{"token": token, "logprob": -0.5, "bytes": list(token.encode()), "top_logprobs": [{"token": token, "logprob": -0.5, "bytes": list(token.encode())}]}]}
+        return {
+            "content": [
+                {
+                    "token": token,
+                    "logprob": -0.5,
+                    "bytes": list(token.encode()),
+                    "top_logprobs": [{"token": token, "logprob": -0.5, "bytes": list(token.encode())}],
+                }
+            ]
+        }
 
-    upstream.fake.queue(body=sse(delta({"content": "Hi"}, logprobs=lp("Hi")), delta({"content": "!"}, logprobs=lp("!")), delta({}, "stop")),
-                        headers={"content-type": "text/event-stream"})
-    parts = list(client.chat(model="m", messages=[{"role": "user", "content": "x"}], logprobs=True, top_logprobs=1, stream=True))
+    upstream.fake.queue(
+        body=sse(
+            delta({"content": "Hi"}, logprobs=lp("Hi")), delta({"content": "!"}, logprobs=lp("!")), delta({}, "stop")
+        ),
+        headers={"content-type": "text/event-stream"},
+    )
+    parts = list(
+        client.chat(model="m", messages=[{"role": "user", "content": "x"}], logprobs=True, top_logprobs=1, stream=True)
+    )
     body = upstream.fake.requests[-1].body
     assert body["logprobs"] is True and body["top_logprobs"] == 1
     tokens = [item.token for p in parts for item in (p.logprobs or [])]
@@ -236,15 +338,25 @@ def test_logprobs_both_ways(client: ollama.Client, upstream: UpstreamServer) -> 
     answer = client.chat(model="m", messages=[{"role": "user", "content": "x"}], logprobs=True)
     assert [item.token for item in answer.logprobs] == ["Hi"]
     # A stream gathered into one answer (stream: false, upstream streams anyway) keeps them all.
-    upstream.fake.queue(body=sse(delta({"content": "a"}, logprobs=lp("a")), delta({"content": "b"}, logprobs=lp("b")), delta({}, "stop")),
-                        headers={"content-type": "text/event-stream"})
+    upstream.fake.queue(
+        body=sse(
+            delta({"content": "a"}, logprobs=lp("a")), delta({"content": "b"}, logprobs=lp("b")), delta({}, "stop")
+        ),
+        headers={"content-type": "text/event-stream"},
+    )
     answer = client.chat(model="m", messages=[{"role": "user", "content": "x"}], logprobs=True)
     assert [item.token for item in answer.logprobs] == ["a", "b"]
 
 
-@pytest.mark.parametrize(("finish", "reason"), [("length", "length"), ("tool_calls", "stop"), ("content_filter", "stop"), ("stop", "stop")])
-def test_finish_reasons_map_to_done_reason(client: ollama.Client, upstream: UpstreamServer, finish: str, reason: str) -> None:
-    upstream.fake.queue(body=sse(delta({"content": "a"}), delta({}, finish)), headers={"content-type": "text/event-stream"})
+@pytest.mark.parametrize(
+    ("finish", "reason"), [("length", "length"), ("tool_calls", "stop"), ("content_filter", "stop"), ("stop", "stop")]
+)
+def test_finish_reasons_map_to_done_reason(
+    client: ollama.Client, upstream: UpstreamServer, finish: str, reason: str
+) -> None:
+    upstream.fake.queue(
+        body=sse(delta({"content": "a"}), delta({}, finish)), headers={"content-type": "text/event-stream"}
+    )
     parts = list(client.chat(model="m", messages=[{"role": "user", "content": "x"}], stream=True))
     assert parts[-1].done_reason == reason
     upstream.fake.queue(body=completion({"role": "assistant", "content": "a"}, finish))
@@ -274,11 +386,14 @@ def test_unknown_model_on_generate_is_404(client: ollama.Client) -> None:
 def test_embed_batch_order_normalisation_and_counts(client: ollama.Client, upstream: UpstreamServer) -> None:
     answer = client.embed(model="text-embedding-3-small", input=["one two", "three", "four five six"])
     sent = upstream.fake.requests[-1]
-    assert (sent.path, sent.body) == ("/v1/embeddings", {"model": "text-embedding-3-small", "input": ["one two", "three", "four five six"], "encoding_format": "float"})
+    assert (sent.path, sent.body) == (
+        "/v1/embeddings",
+        {"model": "text-embedding-3-small", "input": ["one two", "three", "four five six"], "encoding_format": "float"},
+    )
     assert answer.model == "text-embedding-3-small" and answer.prompt_eval_count == 6
     assert answer.total_duration > 0 and answer.load_duration == 0
     assert len(answer.embeddings) == 3
-    for index, (text, vector) in enumerate(zip(["one two", "three", "four five six"], answer.embeddings)):
+    for index, (text, vector) in enumerate(zip(["one two", "three", "four five six"], answer.embeddings, strict=True)):
         raw = [len(text), index, 3.0, 4.0]
         norm = math.sqrt(sum(v * v for v in raw))
         assert vector == pytest.approx([v / norm for v in raw]), "batch order kept, L2-normalised"
@@ -287,9 +402,13 @@ def test_embed_batch_order_normalisation_and_counts(client: ollama.Client, upstr
 def test_embed_single_string_dimensions_and_options(client: ollama.Client, upstream: UpstreamServer) -> None:
     answer = client.embed(model="e", input="hello", dimensions=2, truncate=True, options={"num_ctx": 512})
     assert upstream.fake.requests[-1].body["dimensions"] == 2
-    assert answer.embeddings == [pytest.approx([1.0, 0.0])], "cut to the dimensions the upstream ignored, then normalised"
+    assert answer.embeddings == [pytest.approx([1.0, 0.0])], (
+        "cut to the dimensions the upstream ignored, then normalised"
+    )
     recorded = client.embed(model="rec:embeddings/dimensions", input="x")
-    assert len(recorded.embeddings[0]) == 256 and math.isclose(sum(v * v for v in recorded.embeddings[0]), 1.0, rel_tol=1e-6)
+    assert len(recorded.embeddings[0]) == 256 and math.isclose(
+        sum(v * v for v in recorded.embeddings[0]), 1.0, rel_tol=1e-6
+    )
 
 
 def test_embed_edge_cases(client: ollama.Client, proxy: Mitmdump, upstream: UpstreamServer) -> None:
@@ -299,7 +418,10 @@ def test_embed_edge_cases(client: ollama.Client, proxy: Mitmdump, upstream: Upst
     assert (response.status_code, response.json()) == (400, {"error": "invalid input type"})
     with pytest.raises(ollama.ResponseError) as error:
         client.embed(model="missing-model", input="x")
-    assert (error.value.status_code, error.value.error) == (404, 'model "missing-model" not found, try pulling it first')
+    assert (error.value.status_code, error.value.error) == (
+        404,
+        'model "missing-model" not found, try pulling it first',
+    )
 
 
 def test_legacy_embeddings(client: ollama.Client, upstream: UpstreamServer) -> None:
@@ -319,7 +441,12 @@ def test_tags_show_ps_from_the_upstream_list(listing_proxy: Mitmdump, upstream: 
     dump = listing_proxy
     client = ollama.Client(host=dump.url, timeout=20)
     models = client.list().models
-    assert [m.model for m in models] == ["gpt-4o-mini:latest", "text-embedding-3-small:latest", "qwen3:8b", "meta-llama/llama-3.1-8b:latest"]
+    assert [m.model for m in models] == [
+        "gpt-4o-mini:latest",
+        "text-embedding-3-small:latest",
+        "qwen3:8b",
+        "meta-llama/llama-3.1-8b:latest",
+    ]
     raw = httpx.get(dump.url + "/api/tags").json()["models"]
     assert all(m["name"] == m["model"] and len(m["digest"]) == 64 and isinstance(m["size"], int) for m in raw)
     assert raw[0]["details"]["family"] == "gpt" and raw[3]["details"]["context_length"] == 131072
@@ -386,7 +513,9 @@ def test_model_list_fetch_blocks_no_other_flow(spawn, upstream: UpstreamServer) 
     while not any(r.path == "/v1/models" for r in upstream.fake.requests) and time.monotonic() < deadline:
         time.sleep(0.02)
     client = ollama.Client(host=dump.url, timeout=20)
-    assert client.chat(model="m", messages=[{"role": "user", "content": "meanwhile"}]).message.content == "echo: meanwhile"
+    assert (
+        client.chat(model="m", messages=[{"role": "user", "content": "meanwhile"}]).message.content == "echo: meanwhile"
+    )
     assert results == {}, "the lookups are still waiting for the model list"
     gate.set()
     for thread in threads:
@@ -401,10 +530,17 @@ def test_model_list_failure_falls_back_to_the_catalog(spawn, upstream: UpstreamS
     dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"model_catalog={path}")
     upstream.fake.queue(500, {"error": {"message": "no model list here"}})
     client = ollama.Client(host=dump.url, timeout=20)
-    assert [m.model for m in client.list().models] == ["llama3.2:latest", "local-thinker:latest", "nomic-embed-text:latest"]
+    assert [m.model for m in client.list().models] == [
+        "llama3.2:latest",
+        "local-thinker:latest",
+        "nomic-embed-text:latest",
+    ]
     # Not in the catalog, list unknown: show answers inferred defaults, and chat goes ahead.
     assert client.show("some-upstream-model").capabilities == ["completion", "tools"]
-    assert client.chat(model="some-upstream-model", messages=[{"role": "user", "content": "still"}]).message.content == "echo: still"
+    assert (
+        client.chat(model="some-upstream-model", messages=[{"role": "user", "content": "still"}]).message.content
+        == "echo: still"
+    )
     time.sleep(0.2)
     assert "cannot list the upstream's models" in dump.log()
 
@@ -475,10 +611,20 @@ def test_v1_routes_with_the_openai_sdk(catalog_proxy: Mitmdump, upstream: Upstre
     client = openai.OpenAI(base_url=catalog_proxy.url + "/v1", api_key="ollama", max_retries=0, timeout=20)
     answer = client.chat.completions.create(model="llama3.2", messages=[{"role": "user", "content": "hi there"}])
     sent = upstream.fake.requests[-1]
-    assert (sent.path, sent.body["model"], sent.headers["authorization"]) == ("/v1/chat/completions", "gpt-4o-mini", f"Bearer {TEST_KEY}")
+    assert (sent.path, sent.body["model"], sent.headers["authorization"]) == (
+        "/v1/chat/completions",
+        "gpt-4o-mini",
+        f"Bearer {TEST_KEY}",
+    )
     assert answer.choices[0].message.content == "echo: hi there" and answer.model == "llama3.2"
-    chunks = list(client.chat.completions.create(model="llama3.2:latest", messages=[{"role": "user", "content": "a b"}], stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="llama3.2:latest",
+            messages=[{"role": "user", "content": "a b"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: a b"
     assert {c.model for c in chunks} == {"llama3.2:latest"} and chunks[-1].usage.prompt_tokens == 7
     legacy = client.completions.create(model="gpt-4o-mini:latest", prompt="old style")
@@ -516,11 +662,17 @@ def test_copilot_discovery_sequence(listing_proxy: Mitmdump, upstream: UpstreamS
             if "tools" in shown["capabilities"]:
                 usable.append(entry["model"])
         assert usable == ["gpt-4o-mini:latest", "qwen3:8b", "meta-llama/llama-3.1-8b:latest"], "not the embedding model"
-    client = openai.OpenAI(base_url=dump.url + "/v1", api_key="ollama", max_retries=0, default_headers=headers, timeout=20)
-    stream = client.chat.completions.create(model=usable[0], messages=[{"role": "user", "content": "hello copilot"}], stream=True)
+    client = openai.OpenAI(
+        base_url=dump.url + "/v1", api_key="ollama", max_retries=0, default_headers=headers, timeout=20
+    )
+    stream = client.chat.completions.create(
+        model=usable[0], messages=[{"role": "user", "content": "hello copilot"}], stream=True
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hello copilot"
-    assert upstream.fake.requests[-1].body["model"] == "gpt-4o-mini" and {c.model for c in chunks} == {"gpt-4o-mini:latest"}
+    assert upstream.fake.requests[-1].body["model"] == "gpt-4o-mini" and {c.model for c in chunks} == {
+        "gpt-4o-mini:latest"
+    }
 
 
 def test_head_answers_have_no_body_and_keep_the_connection_usable(proxy: Mitmdump) -> None:

@@ -19,7 +19,9 @@ def chat(**fields) -> ChatRequest:
 
 
 def test_sampling_options_map_and_report() -> None:
-    options = Options.model_validate({"temperature": 0.3, "num_predict": 10, "seed": 7, "stop": "END", "top_k": 4, "num_ctx": 8})
+    options = Options.model_validate(
+        {"temperature": 0.3, "num_predict": 10, "seed": 7, "stop": "END", "top_k": 4, "num_ctx": 8}
+    )
     body, extra, warnings = translate.sampling_options(options, passthrough=False)
     assert body == {"temperature": 0.3, "max_tokens": 10, "seed": 7, "stop": ["END"]} and extra == {}
     assert len(warnings) == 1 and "num_ctx, top_k" in warnings[0]
@@ -81,10 +83,14 @@ def test_tool_conversation_keeps_ids_matched() -> None:
         tools=[{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
         messages=[
             {"role": "user", "content": "weather?"},
-            {"role": "assistant", "content": "", "tool_calls": [
-                {"function": {"name": "weather", "arguments": {"city": "Paris"}}},
-                {"id": "call_given", "function": {"name": "time", "arguments": {}}},
-            ]},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"function": {"name": "weather", "arguments": {"city": "Paris"}}},
+                    {"id": "call_given", "function": {"name": "time", "arguments": {}}},
+                ],
+            },
             {"role": "tool", "tool_name": "time", "content": "noon"},
             {"role": "tool", "tool_name": "weather", "content": "sunny"},
         ],
@@ -98,16 +104,27 @@ def test_tool_conversation_keeps_ids_matched() -> None:
 
 
 def test_generate_routes() -> None:
-    plain = translate.generate_request(GenerateRequest.model_validate({"model": "m", "prompt": "p", "system": "s", "stream": False}), "m")
+    plain = translate.generate_request(
+        GenerateRequest.model_validate({"model": "m", "prompt": "p", "system": "s", "stream": False}), "m"
+    )
     assert plain.route == "chat/completions"
     assert plain.body["messages"] == [{"role": "system", "content": "s"}, {"role": "user", "content": "p"}]
-    raw = translate.generate_request(GenerateRequest.model_validate({"model": "m", "prompt": "p", "raw": True, "stream": False}), "m")
+    raw = translate.generate_request(
+        GenerateRequest.model_validate({"model": "m", "prompt": "p", "raw": True, "stream": False}), "m"
+    )
     assert raw.route == "completions" and raw.body["prompt"] == "p"
-    fim = translate.generate_request(GenerateRequest.model_validate({"model": "m", "prompt": "def f(", "suffix": "):", "stream": False}), "m")
+    fim = translate.generate_request(
+        GenerateRequest.model_validate({"model": "m", "prompt": "def f(", "suffix": "):", "stream": False}), "m"
+    )
     assert fim.route == "completions" and fim.body["suffix"] == "):"
     with pytest.raises(translate.TranslationError, match="raw mode"):
-        translate.generate_request(GenerateRequest.model_validate({"model": "m", "prompt": "p", "raw": True, "system": "s"}), "m")
-    ignored = translate.generate_request(GenerateRequest.model_validate({"model": "m", "prompt": "p", "context": [1, 2], "template": "{{ .Prompt }}"}), "m")
+        translate.generate_request(
+            GenerateRequest.model_validate({"model": "m", "prompt": "p", "raw": True, "system": "s"}), "m"
+        )
+    ignored = translate.generate_request(
+        GenerateRequest.model_validate({"model": "m", "prompt": "p", "context": [1, 2], "template": "{{ .Prompt }}"}),
+        "m",
+    )
     assert len(ignored.warnings) == 2
 
 
@@ -134,9 +151,20 @@ def test_think_styles(style: str, think, expected: dict) -> None:
 
 
 def test_only_strict_compatible_schemas_are_sent_strict() -> None:
-    closed = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "array", "items": {"$ref": "#/$defs/B"}}},
-              "required": ["a", "b"], "additionalProperties": False,
-              "$defs": {"B": {"type": "object", "properties": {"c": {"type": "integer"}}, "required": ["c"], "additionalProperties": False}}}
+    closed = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}, "b": {"type": "array", "items": {"$ref": "#/$defs/B"}}},
+        "required": ["a", "b"],
+        "additionalProperties": False,
+        "$defs": {
+            "B": {
+                "type": "object",
+                "properties": {"c": {"type": "integer"}},
+                "required": ["c"],
+                "additionalProperties": False,
+            }
+        },
+    }
     assert translate.response_format(closed)["json_schema"]["strict"] is True
     open_nested = json.loads(json.dumps(closed))
     del open_nested["$defs"]["B"]["additionalProperties"]

@@ -52,7 +52,15 @@ def test_generate_answer_carries_an_empty_context_unless_raw() -> None:
     clock = translate.Clock(time.time_ns())
     answer, _ = translate.generate_response(body, "m", clock)
     assert answer["context"] == []
-    assert list(answer)[:7] == ["model", "created_at", "response", "done", "done_reason", "context", "total_duration"], "Ollama's order"
+    assert list(answer)[:7] == [
+        "model",
+        "created_at",
+        "response",
+        "done",
+        "done_reason",
+        "context",
+        "total_duration",
+    ], "Ollama's order"
     raw, _ = translate.generate_response(body, "m", clock, raw=True)
     assert "context" not in raw and {k: v for k, v in answer.items() if k != "context"}.keys() == raw.keys()
     chat, _ = translate.chat_response(body, "m", clock)
@@ -61,7 +69,9 @@ def test_generate_answer_carries_an_empty_context_unless_raw() -> None:
 
 def test_llama_cpp_timings_are_used() -> None:
     clock = translate.Clock(time.time_ns() - 5_000_000_000)
-    metrics = translate.metrics(clock, {"prompt_tokens": 3, "completion_tokens": 4}, {"prompt_ms": 1.5, "predicted_ms": 20.0})
+    metrics = translate.metrics(
+        clock, {"prompt_tokens": 3, "completion_tokens": 4}, {"prompt_ms": 1.5, "predicted_ms": 20.0}
+    )
     assert metrics["prompt_eval_duration"] == 1_500_000 and metrics["eval_duration"] == 20_000_000
     assert metrics["total_duration"] >= 5_000_000_000
 
@@ -76,14 +86,24 @@ def test_llama_cpp_timings_are_used() -> None:
 )
 def test_upstream_errors(name: str, status: int, expected: str) -> None:
     exchange = recording(name)
-    got_status, message = translate.upstream_error(exchange["response"]["status"], json.dumps(exchange["response"]["body"]).encode(), "", "mine")
+    got_status, message = translate.upstream_error(
+        exchange["response"]["status"], json.dumps(exchange["response"]["body"]).encode(), "", "mine"
+    )
     assert got_status == status and message.startswith(expected)
 
 
 def test_llama_server_unknown_model_and_odd_bodies() -> None:
-    assert translate.upstream_error(400, b'{"error":{"code":400,"message":"model \'x\' not found","type":"invalid_request_error"}}', "", "x") == (404, "model 'x' not found")
-    assert translate.upstream_error(500, b"", "Internal Server Error", "m") == (500, "upstream answered 500 Internal Server Error")
-    assert translate.upstream_error(503, b"<html><title>Service Unavailable</title></html>", "", "m")[1] == "Service Unavailable"
+    assert translate.upstream_error(
+        400, b'{"error":{"code":400,"message":"model \'x\' not found","type":"invalid_request_error"}}', "", "x"
+    ) == (404, "model 'x' not found")
+    assert translate.upstream_error(500, b"", "Internal Server Error", "m") == (
+        500,
+        "upstream answered 500 Internal Server Error",
+    )
+    assert (
+        translate.upstream_error(503, b"<html><title>Service Unavailable</title></html>", "", "m")[1]
+        == "Service Unavailable"
+    )
     assert translate.upstream_error(422, b'{"detail": [{"msg": "bad"}]}', "", "m")[1] == '[{"msg": "bad"}]'
 
 

@@ -50,7 +50,14 @@ def test_every_recording_ends_in_one_done_chunk(name: str) -> None:
     chunks = convert(exchange["response"]["body"].encode())
     assert [c["done"] for c in chunks] == [False] * (len(chunks) - 1) + [True]
     final = chunks[-1]
-    for field in ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"):
+    for field in (
+        "total_duration",
+        "load_duration",
+        "prompt_eval_count",
+        "prompt_eval_duration",
+        "eval_count",
+        "eval_duration",
+    ):
         assert isinstance(final[field], int)
     assert final["done_reason"] in ("stop", "length")
     assert all(c["model"] == "llama3.2" for c in chunks)
@@ -68,7 +75,10 @@ def test_text_is_assembled_exactly() -> None:
     chunks = convert(body.encode(), 5)
     assert "".join(c["message"]["content"] for c in chunks) == expected
     usage = next(json.loads(line[6:])["usage"] for line in body.splitlines() if '"choices":[]' in line)
-    assert chunks[-1]["prompt_eval_count"] == usage["prompt_tokens"] and chunks[-1]["eval_count"] == usage["completion_tokens"]
+    assert (
+        chunks[-1]["prompt_eval_count"] == usage["prompt_tokens"]
+        and chunks[-1]["eval_count"] == usage["completion_tokens"]
+    )
 
 
 def test_tool_call_fragments_are_emitted_whole() -> None:
@@ -103,7 +113,15 @@ def test_every_generate_line_carries_context(name: str) -> None:
     body = recording(name)["response"]["body"].encode()
     chunks = convert(body, 5, shape="generate")
     assert chunks[-1]["done"] is True and chunks[-1]["context"] == []
-    assert list(chunks[-1])[:7] == ["model", "created_at", "response", "done", "done_reason", "context", "total_duration"]
+    assert list(chunks[-1])[:7] == [
+        "model",
+        "created_at",
+        "response",
+        "done",
+        "done_reason",
+        "context",
+        "total_duration",
+    ]
     assert len(chunks) > 1 and all(c["context"] == [] for c in chunks[:-1])
     assert not any("context" in c for c in convert(body, 5, shape="generate", raw=True))
     if name.startswith("chat-stream"):
@@ -117,11 +135,18 @@ def test_a_broken_generate_stream_ends_in_an_error_line_without_context() -> Non
 
 
 def event(delta: dict, finish: str | None = None) -> bytes:
-    return b"data: " + json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).encode() + b"\n\n"
+    return (
+        b"data: " + json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).encode() + b"\n\n"
+    )
 
 
 def test_reasoning_becomes_thinking() -> None:
-    body = event({"reasoning_content": "hmm"}) + event({"reasoning": " ok"}) + event({"content": "hi"}, "stop") + b"data: [DONE]\n\n"
+    body = (
+        event({"reasoning_content": "hmm"})
+        + event({"reasoning": " ok"})
+        + event({"content": "hi"}, "stop")
+        + b"data: [DONE]\n\n"
+    )
     chunks = convert(body)
     assert [c["message"].get("thinking") for c in chunks[:2]] == ["hmm", " ok"]
     assert chunks[2]["message"]["content"] == "hi"
@@ -149,7 +174,9 @@ def test_invalid_event_and_error_event() -> None:
 
 
 def test_unparsable_tool_arguments_fall_back_to_empty_object() -> None:
-    body = event({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{broken"}}]}, "tool_calls")
+    body = event(
+        {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{broken"}}]}, "tool_calls"
+    )
     converter = SSEToNDJSON("chat", "m", Clock(time.time_ns()))
     lines = converter.feed(body + b"data: [DONE]\n\n")
     call = json.loads(lines.split(b"\n")[0])["message"]["tool_calls"][0]
@@ -193,12 +220,18 @@ def test_streamed_tool_calls_of_every_recording(name: str, pieces: int | None) -
     calls = [call for c in chunks for call in c["message"].get("tool_calls", [])]
     assert calls == expected_calls(body)
     carrying = [c for c in chunks if c["message"].get("tool_calls")]
-    assert len(carrying) <= 1 and all(not c["done"] for c in carrying), "all calls whole, in one chunk before the done chunk"
+    assert len(carrying) <= 1 and all(not c["done"] for c in carrying), (
+        "all calls whole, in one chunk before the done chunk"
+    )
 
 
 def test_the_tool_call_recordings_are_covered() -> None:
     with_calls = [n for n in STREAMS if expected_calls(recording(f"chat-stream/{n}")["response"]["body"])]
-    assert sorted(with_calls) == ["tool-call-fragments", "tool-call-fragments-role-in-first-tool-chunk", "tool-calls-parallel"]
+    assert sorted(with_calls) == [
+        "tool-call-fragments",
+        "tool-call-fragments-role-in-first-tool-chunk",
+        "tool-calls-parallel",
+    ]
 
 
 def test_interleaved_parallel_fragments_and_late_ids() -> None:
@@ -220,7 +253,9 @@ def test_interleaved_parallel_fragments_and_late_ids() -> None:
 def test_calls_without_arguments_or_with_broken_ones() -> None:
     body = (
         event({"tool_calls": [{"index": 0, "id": "c0", "function": {"name": "now", "arguments": ""}}]})
-        + event({"tool_calls": [{"index": 1, "id": "c1", "function": {"name": "f", "arguments": "[1, 2]"}}]}, "tool_calls")
+        + event(
+            {"tool_calls": [{"index": 1, "id": "c1", "function": {"name": "f", "arguments": "[1, 2]"}}]}, "tool_calls"
+        )
         + b"data: [DONE]\n\n"
     )
     calls = convert(body)[0]["message"]["tool_calls"]
@@ -240,8 +275,12 @@ def test_generate_shape_carries_tool_calls_too() -> None:
 def test_streamed_logprobs_ride_on_their_chunks() -> None:
     item = {"token": "a", "logprob": -0.1, "bytes": [97], "top_logprobs": []}
     body = (
-        b'data: {"choices":[{"index":0,"delta":{"content":"a"},"logprobs":{"content":[' + json.dumps(item).encode() + b"]}}]}\n\n"
-        + b'data: {"choices":[{"index":0,"delta":{"content":""},"logprobs":{"content":[' + json.dumps({**item, "token": " "}).encode() + b"]}}]}\n\n"
+        b'data: {"choices":[{"index":0,"delta":{"content":"a"},"logprobs":{"content":['
+        + json.dumps(item).encode()
+        + b"]}}]}\n\n"
+        + b'data: {"choices":[{"index":0,"delta":{"content":""},"logprobs":{"content":['
+        + json.dumps({**item, "token": " "}).encode()
+        + b"]}}]}\n\n"
         + event({}, "stop")
     )
     chunks = convert(body, 3)

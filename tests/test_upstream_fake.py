@@ -33,7 +33,9 @@ def test_whole_reply_with_tool_call_and_thinking(server: UpstreamServer) -> None
     httpx.get(server.base_url + "/models", timeout=10, trust_env=False)  # does not use up the reply
     message = post(server, stream=False).json()["choices"][0]["message"]
     assert message["content"] == "sure" and message["reasoning_content"] == "hmm"
-    assert message["tool_calls"] == [{"id": "call_0add", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}]
+    assert message["tool_calls"] == [
+        {"id": "call_0add", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}
+    ]
     assert post(server, stream=False).json()["choices"][0]["message"]["content"] == "echo: hi"  # used once
 
 

@@ -6,15 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from mitmproxy import contentviews
-from mitmproxy import http
+from mitmproxy import contentviews, http
 from mitmproxy.contentviews import Metadata
-from mitmproxy.test import taddons
-from mitmproxy.test import tflow
-from mitmproxy.test import tutils
+from mitmproxy.test import taddons, tflow, tutils
 
 from addon import views as cv
 from addon.views.summary import SNIFF_BYTES
@@ -157,9 +153,7 @@ def test_sse_awkward_framing():
     )
     s = cv.summarize_sse(body)
     assert s.choices[0].content == "Hello"
-    assert [(t.id, t.name, t.parsed_arguments()) for t in s.choices[0].tool_calls] == [
-        ("c1", "f", {"a": 1})
-    ]
+    assert [(t.id, t.name, t.parsed_arguments()) for t in s.choices[0].tool_calls] == [("c1", "f", {"a": 1})]
     assert s.finished and s.raw_lines == []
 
 
@@ -186,7 +180,7 @@ def test_sse_error_event():
     body = (
         b'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
         b'data: {"error":{"message":"upstream overloaded","type":"server_error","code":503}}\n\n'
-        b"event: error\ndata: {\"message\":\"second\"}\n\n"
+        b'event: error\ndata: {"message":"second"}\n\n'
     )
     s = cv.summarize_sse(body)
     assert s.errors == ["upstream overloaded type=server_error code=503", "second"]
@@ -315,7 +309,10 @@ def test_unicode_line_separators_inside_strings():
 
 
 def test_odd_number_fields():
-    body = rb'{"model":"m","response":"","done":true,"eval_count":"\u00b2","eval_duration":"12","prompt_eval_count":1.0}' + b"\n"
+    body = (
+        rb'{"model":"m","response":"","done":true,"eval_count":"\u00b2","eval_duration":"12","prompt_eval_count":1.0}'
+        + b"\n"
+    )
     s = cv.summarize_ndjson(body)
     assert s.raw_lines == []
     assert "eval_count" not in s.stats and s.stats["prompt_eval_count"] == 1
@@ -355,8 +352,23 @@ _json_values = st.recursive(
 )
 _odd_chunks = st.dictionaries(
     st.sampled_from(
-        ["model", "message", "response", "thinking", "done", "done_reason", "tool_calls", "error",
-         "eval_count", "eval_duration", "choices", "usage", "object", "delta", "index"]
+        [
+            "model",
+            "message",
+            "response",
+            "thinking",
+            "done",
+            "done_reason",
+            "tool_calls",
+            "error",
+            "eval_count",
+            "eval_duration",
+            "choices",
+            "usage",
+            "object",
+            "delta",
+            "index",
+        ]
     ),
     _json_values,
     max_size=6,
@@ -451,10 +463,14 @@ def test_not_selected_for_other_bodies(registered, body, content_type, not_view)
 
 def test_sniffing_survives_a_first_line_longer_than_the_sniff_limit():
     big = "x" * (SNIFF_BYTES + 10)
-    sse = b"data: " + json.dumps(
-        {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": big}}]}
-    ).encode() + b"\n\ndata: [DONE]\n\n"
-    ndjson = json.dumps({"model": "m", "message": {"role": "assistant", "content": big}, "done": False}).encode() + b"\n"
+    sse = (
+        b"data: "
+        + json.dumps({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": big}}]}).encode()
+        + b"\n\ndata: [DONE]\n\n"
+    )
+    ndjson = (
+        json.dumps({"model": "m", "message": {"role": "assistant", "content": big}, "done": False}).encode() + b"\n"
+    )
     assert cv.openai_sse_view.render_priority(sse, Metadata(content_type="text/event-stream")) == 2
     assert cv.ollama_ndjson_view.render_priority(ndjson, Metadata(content_type="application/x-ndjson")) == 2
     assert cv.summarize_sse(sse).choices[0].content == big

@@ -33,7 +33,7 @@ def test_roles_are_case_insensitive_but_known() -> None:
         ({"model": 1}, "model must be a string"),
         ({"model": "m", "stream": "true"}, "stream must be a boolean"),
         ({"model": "m", "options": {"temperature": "hot"}}, "options.temperature must be"),
-        ({"model": "m", "think": "extreme"}, 'invalid think value'),
+        ({"model": "m", "think": "extreme"}, "invalid think value"),
         ({"model": "m", "top_logprobs": 99}, "top_logprobs"),
         ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages.0.content must be a string"),
     ],
@@ -43,5 +43,7 @@ def test_errors_name_the_field(data: dict, expected: str) -> None:
 
 
 def test_unknown_fields_are_kept_for_reporting() -> None:
-    chat = ChatRequest.model_validate({"model": "m", "frobnicate": 1, "messages": [{"role": "user", "content": "", "x": 2}]})
+    chat = ChatRequest.model_validate(
+        {"model": "m", "frobnicate": 1, "messages": [{"role": "user", "content": "", "x": 2}]}
+    )
     assert chat.unknown_fields() == ["frobnicate"] and chat.messages[0].unknown_fields() == ["x"]

@@ -15,7 +15,7 @@ from harness.mitmdump import free_port
 from harness.upstream import UpstreamServer
 
 sys.path.insert(0, str(ROOT / "scripts"))
-import workers  # noqa: E402
+import workers
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +27,17 @@ def test_two_workers_behind_haproxy(upstream: UpstreamServer, tmp_path: Path) ->
     port = free_port()
     while free_port() in (port + 1, port + 2):  # the workers take the next two ports
         port = free_port()
-    processes = workers.start(2, "127.0.0.1", port, ["--set", f"openai_base_url={upstream.base_url}"], tmp_path, log_files=True)
+    processes = workers.start(
+        2, "127.0.0.1", port, ["--set", f"openai_base_url={upstream.base_url}"], tmp_path, log_files=True
+    )
     try:
         client = ollama.Client(host=f"http://127.0.0.1:{port}", timeout=20)
-        answers = [client.chat(model="m", messages=[{"role": "user", "content": f"n{n}"}]).message.content for n in range(6)]
-        streamed = "".join(p.message.content for p in client.chat(model="m", messages=[{"role": "user", "content": "s"}], stream=True))
+        answers = [
+            client.chat(model="m", messages=[{"role": "user", "content": f"n{n}"}]).message.content for n in range(6)
+        ]
+        streamed = "".join(
+            p.message.content for p in client.chat(model="m", messages=[{"role": "user", "content": "s"}], stream=True)
+        )
     finally:
         workers.stop(processes)
     assert answers == [f"echo: n{n}" for n in range(6)] and streamed == "echo: s"

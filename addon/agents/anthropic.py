@@ -52,6 +52,17 @@ from typing import Any, Final
 
 Think = bool | str | None
 
+
+def _dict_or[D](value: Any, default: D) -> dict[str, Any] | D:
+    """`value` if it is a JSON object, else `default` (one lookup, which the type checker narrows)."""
+    return value if isinstance(value, dict) else default
+
+
+def _list_or[D](value: Any, default: D) -> list[Any] | D:
+    """`value` if it is a JSON array, else `default`."""
+    return value if isinstance(value, list) else default
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors
 
@@ -80,7 +91,11 @@ def error_type(status: int) -> str:
 
 def error_body(status: int, message: str, kind: str | None = None) -> dict[str, Any]:
     """`{"type": "error", "error": {"type": …, "message": …}, "request_id": "req_…"}`."""
-    return {"type": "error", "error": {"type": kind or error_type(status), "message": message}, "request_id": new_id("req")}
+    return {
+        "type": "error",
+        "error": {"type": kind or error_type(status), "message": message},
+        "request_id": new_id("req"),
+    }
 
 
 class AnthropicError(Exception):
@@ -100,7 +115,9 @@ def _invalid(message: str) -> AnthropicError:
     return AnthropicError(400, message)
 
 
-_MODEL_MISSING: Final = re.compile(r"model.*(not found|does not exist|not exist|unknown)|unknown model|no such model", re.I)
+_MODEL_MISSING: Final = re.compile(
+    r"model.*(not found|does not exist|not exist|unknown)|unknown model|no such model", re.I
+)
 
 
 def upstream_error(status: int, body: Any, client_model: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -179,16 +196,37 @@ class Translated:
     input_tokens: int = 0  # estimate_input_tokens(request), for message_start
 
 
-_KNOWN_FIELDS: Final = frozenset({
-    "model", "messages", "max_tokens", "system", "stream", "temperature", "top_p", "top_k",
-    "stop_sequences", "tools", "tool_choice", "thinking", "metadata", "output_config", "output_format",
-    "context_management",
-})
+_KNOWN_FIELDS: Final = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "metadata",
+        "output_config",
+        "output_format",
+        "context_management",
+    }
+)
 _EFFORTS: Final = {"low": "low", "medium": "medium", "high": "high", "max": "max", "xhigh": "high"}
 
 
-def messages_request(body: Any, upstream_model: str, *, passthrough: bool = False,
-                     max_output_tokens: int | None = None, system_turns: str = "system") -> Translated:
+def messages_request(
+    body: Any,
+    upstream_model: str,
+    *,
+    passthrough: bool = False,
+    max_output_tokens: int | None = None,
+    system_turns: str = "system",
+) -> Translated:
     """An Anthropic Messages request → the OpenAI chat request. Raises AnthropicError (400).
 
     `passthrough`: send `top_k` as an extra body field (vLLM, llama.cpp take it), as the
@@ -233,7 +271,9 @@ def messages_request(body: Any, upstream_model: str, *, passthrough: bool = Fals
         if passthrough:
             out["top_k"] = top_k
         else:
-            warnings.append("top_k has no OpenAI equivalent and was not sent upstream (see the passthrough_options setting)")
+            warnings.append(
+                "top_k has no OpenAI equivalent and was not sent upstream (see the passthrough_options setting)"
+            )
     if (stops := body.get("stop_sequences")) is not None:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             raise _invalid("stop_sequences: must be a list of strings")
@@ -273,9 +313,10 @@ def _is_number(value: Any) -> bool:
 
 
 def _block_type(block: Any, where: str) -> str:
-    if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+    kind = block.get("type") if isinstance(block, dict) else None
+    if not isinstance(kind, str):
         raise _invalid(f"{where}: each content block must be an object with a type")
-    return block["type"]
+    return kind
 
 
 def _text_of_blocks(blocks: Any, where: str) -> str:
@@ -354,7 +395,12 @@ def _user_blocks(blocks: list[Any], where: str, warnings: list[str], referenced:
 
     def flush_tool_images() -> None:
         if tool_images:
-            out.append({"role": "user", "content": [{"type": "text", "text": "(images returned by the tool calls above)"}, *tool_images]})
+            out.append(
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "(images returned by the tool calls above)"}, *tool_images],
+                }
+            )
             tool_images.clear()
 
     for number, block in enumerate(blocks):
@@ -411,8 +457,13 @@ def _assistant_blocks(blocks: list[Any], where: str, warnings: list[str]) -> lis
                 raise _invalid(f"{at}.name: Field required")
             if not isinstance(arguments, dict):
                 raise _invalid(f"{at}.input: must be an object")
-            calls.append({"id": call_id, "type": "function",
-                          "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}})
+            calls.append(
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)},
+                }
+            )
         elif kind in ("thinking", "redacted_thinking"):
             continue  # earlier turns' reasoning is not sent upstream (see the module docstring)
         elif kind == "tool_result":
@@ -446,7 +497,9 @@ def _image_part(source: Any, at: str) -> dict[str, Any]:
             raise _invalid(f"{at}.source.url: Field required")
         return {"type": "image_url", "image_url": {"url": source["url"]}}
     if kind == "file":
-        raise _invalid(f"{at}.source: file sources (the Files API) are not supported; send the image as base64 or a URL")
+        raise _invalid(
+            f"{at}.source: file sources (the Files API) are not supported; send the image as base64 or a URL"
+        )
     raise _invalid(f"{at}.source.type: must be 'base64' or 'url' (got {kind!r})")
 
 
@@ -470,11 +523,16 @@ def _document_part(source: Any, at: str) -> dict[str, Any]:
         return {"type": "text", "text": _text_of_blocks(source.get("content"), f"{at}.source.content")}
     if kind == "base64" and source.get("media_type") == "application/pdf":
         _check_base64(source.get("data"), f"{at}.source.data")
-        return {"type": "file", "file": {"filename": "document.pdf", "file_data": f"data:application/pdf;base64,{source['data']}"}}
+        return {
+            "type": "file",
+            "file": {"filename": "document.pdf", "file_data": f"data:application/pdf;base64,{source['data']}"},
+        }
     raise _invalid(f"{at}.source: only text, content and base64 PDF documents are supported (got {kind!r})")
 
 
-def _tool_result(block: dict[str, Any], at: str, warnings: list[str], referenced: set[str]) -> tuple[str, list[dict[str, Any]]]:
+def _tool_result(
+    block: dict[str, Any], at: str, warnings: list[str], referenced: set[str]
+) -> tuple[str, list[dict[str, Any]]]:
     """A tool_result → (text for the tool message, image parts for the user message after it)."""
     if not isinstance(block.get("tool_use_id"), str) or not block["tool_use_id"]:
         raise _invalid(f"{at}.tool_use_id: Field required")
@@ -611,7 +669,9 @@ def _response_format(output_config: Any, output_format: Any) -> dict[str, Any] |
 def _only_clears_thinking(management: Any) -> bool:
     """Claude Code asks to clear old thinking on every request: done anyway, as thinking is not sent."""
     edits = management.get("edits") if isinstance(management, dict) else None
-    return isinstance(edits, list) and all(isinstance(e, dict) and str(e.get("type", "")).startswith("clear_thinking") for e in edits)
+    return isinstance(edits, list) and all(
+        isinstance(e, dict) and str(e.get("type", "")).startswith("clear_thinking") for e in edits
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -642,7 +702,7 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
                 walk(item)
         elif isinstance(value, dict):
             kind = value.get("type")
-            source = value.get("source") if isinstance(value.get("source"), dict) else {}
+            source = _dict_or(value.get("source"), {})
             if kind == "image" or (kind == "document" and source.get("type") in ("base64", "url", "file")):
                 images += 1
             elif kind == "document":
@@ -659,7 +719,7 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
                 walk(value.get("content"))
 
     walk(body.get("system"))
-    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    messages = _list_or(body.get("messages"), [])
     for message in messages:
         if isinstance(message, dict):
             walk(message.get("content"))
@@ -777,8 +837,8 @@ def messages_response(answer: Any, client_model: str) -> tuple[dict[str, Any], l
     if not isinstance(answer, dict):
         raise _bad_answer("not a JSON object")
     if answer.get("error"):
-        message, _ = _error_text({"error": answer["error"]})
-        raise AnthropicError(502, f"the upstream answered with an error: {message}", "api_error")
+        text, _ = _error_text({"error": answer["error"]})
+        raise AnthropicError(502, f"the upstream answered with an error: {text}", "api_error")
     choices = answer.get("choices")
     if not isinstance(choices, list) or not choices:
         raise _bad_answer("no choices")
@@ -805,18 +865,20 @@ def messages_response(answer: Any, client_model: str) -> tuple[dict[str, Any], l
     for call in calls:
         if not isinstance(call, dict):
             raise _bad_answer("a tool call is not an object")
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = _dict_or(call.get("function"), {})
         arguments, warning = parse_input(function.get("arguments"))
         if warning:
             warnings.append(warning)
-        content.append({
-            "type": "tool_use",
-            "id": call["id"] if isinstance(call.get("id"), str) and call["id"] else new_id("toolu"),
-            "name": function.get("name") if isinstance(function.get("name"), str) else "",
-            "input": arguments,
-        })
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call["id"] if isinstance(call.get("id"), str) and call["id"] else new_id("toolu"),
+                "name": function.get("name") if isinstance(function.get("name"), str) else "",
+                "input": arguments,
+            }
+        )
     matched = _matched_stop(choice)
-    message = {
+    message: dict[str, Any] = {
         "id": new_id("msg"),
         "type": "message",
         "role": "assistant",
@@ -892,9 +954,14 @@ class MessagesStream:
         if self.started or self.ended:
             return []
         self.started = True
-        message = {
-            "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-            "stop_reason": None, "stop_sequence": None,
+        message: dict[str, Any] = {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
             "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
         }
         return [sse("message_start", {"type": "message_start", "message": message}), sse("ping", {"type": "ping"})]
@@ -907,7 +974,7 @@ class MessagesStream:
             self._chunk(chunk, out)
         except _StreamFault as e:
             return out + self.fail(str(e))
-        except Exception as e:  # odd input must not break the flow: end it cleanly instead
+        except Exception as e:  # noqa: BLE001 - odd input must not break the flow: end it cleanly instead
             return out + self.fail(f"the upstream's stream could not be converted: {type(e).__name__}: {e}")
         return out
 
@@ -929,11 +996,16 @@ class MessagesStream:
         if isinstance(self._usage, dict):  # the real counts replace message_start's estimate
             delta_usage = {**usage}
         stop = "stop_sequence" if self._matched else stop_reason(self._finish, bool(self._tools))
-        out.append(sse("message_delta", {
-            "type": "message_delta",
-            "delta": {"stop_reason": stop, "stop_sequence": self._matched},
-            "usage": delta_usage,
-        }))
+        out.append(
+            sse(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": self._matched},
+                    "usage": delta_usage,
+                },
+            )
+        )
         out.append(sse("message_stop", {"type": "message_stop"}))
         self.ended = True
         return out
@@ -996,14 +1068,24 @@ class MessagesStream:
             return
         index = self._blocks - 1
         if self._open == "thinking":
-            out.append(sse("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                   "delta": {"type": "signature_delta", "signature": ""}}))
+            out.append(
+                sse(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "signature_delta", "signature": ""},
+                    },
+                )
+            )
         out.append(sse("content_block_stop", {"type": "content_block_stop", "index": index}))
         self._open = None
         self._open_tool = None
 
     def _delta(self, delta: dict[str, Any], out: list[bytes]) -> None:
-        out.append(sse("content_block_delta", {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta}))
+        out.append(
+            sse("content_block_delta", {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta})
+        )
 
     def _thinking(self, text: str, out: list[bytes]) -> None:
         if self._open != "thinking":
@@ -1025,7 +1107,12 @@ class MessagesStream:
         index = fragment.get("index")
         if not _is_int(index):  # some upstreams send whole calls without an index
             known = next((i for i, c in self._tools.items() if call_id and c.call_id == call_id), None)
-            index = known if known is not None else (max(self._tools, default=-1) + 1 if call_id or not self._tools else max(self._tools))
+            index = (
+                known
+                if known is not None
+                else (max(self._tools, default=-1) + 1 if call_id or not self._tools else max(self._tools))
+            )
+        assert isinstance(index, int)
         call = self._tools.get(index)
         if call is None:
             call = self._tools[index] = _ToolCall(call_id or new_id("toolu"))
@@ -1046,7 +1133,9 @@ class MessagesStream:
         if not isinstance(arguments, str) or not arguments:
             return  # a repeated id or name: nothing new
         if self._open_tool is not call:
-            raise _StreamFault("the upstream interleaved the arguments of parallel tool calls, which an Anthropic stream cannot carry")
+            raise _StreamFault(
+                "the upstream interleaved the arguments of parallel tool calls, which an Anthropic stream cannot carry"
+            )
         self._delta({"type": "input_json_delta", "partial_json": arguments}, out)
 
     def _start_tool(self, call: _ToolCall, out: list[bytes]) -> None:

@@ -67,6 +67,16 @@ __all__ = [
 type Think = bool | str | None
 
 
+def _dict_or[D](value: Any, default: D) -> dict[str, Any] | D:
+    """`value` if it is a JSON object, else `default` (one lookup, which the type checker narrows)."""
+    return value if isinstance(value, dict) else default
+
+
+def _list_or[D](value: Any, default: D) -> list[Any] | D:
+    """`value` if it is a JSON array, else `default`."""
+    return value if isinstance(value, list) else default
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors
 
@@ -107,7 +117,9 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
     return {"error": {"message": message, "type": error_type(status), "param": param, "code": code}}
 
 
-def upstream_error(status: int, body: bytes | str | dict[str, Any] | None, reason: str = "") -> tuple[int, dict[str, Any]]:
+def upstream_error(
+    status: int, body: bytes | str | dict[str, Any] | None, reason: str = ""
+) -> tuple[int, dict[str, Any]]:
     """An upstream's error answer → (the same status, an OpenAI error body).
 
     OpenAI-shaped errors keep their message, type, param and code; anything else (text, HTML,
@@ -159,15 +171,44 @@ _STATELESS = (
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 # Ollama's effort → think mapping (openai.go thinkFromReasoningEffort), with its error text.
 _EFFORT_THINK: dict[str, Think] = {
-    "none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "max": "max",
-    "xhigh": "max", "ultra": "max",
+    "none": False,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "max": "max",
+    "xhigh": "max",
+    "ultra": "max",
 }
 # Accepted and answered as Ollama answers them, with nothing to send upstream.
 _ACCEPTED = {
-    "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "text", "reasoning",
-    "max_output_tokens", "temperature", "top_p", "stream", "user", "metadata", "truncation", "include",
-    "store", "background", "previous_response_id", "conversation", "prompt", "stream_options",
-    "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "service_tier", "client_metadata",
+    "model",
+    "input",
+    "instructions",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "text",
+    "reasoning",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "stream",
+    "user",
+    "metadata",
+    "truncation",
+    "include",
+    "store",
+    "background",
+    "previous_response_id",
+    "conversation",
+    "prompt",
+    "stream_options",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "safety_identifier",
+    "service_tier",
+    "client_metadata",
 }
 # Accepted, but what they ask for is not done: reported in the warnings.
 _NOT_DONE = {"top_logprobs", "max_tool_calls", "context_management"}
@@ -210,7 +251,9 @@ def responses_request(
     think = _think(body.get("reasoning"))
     if (limit := body.get("max_output_tokens")) is not None:
         if not _is_int(limit) or limit < 1:
-            raise _bad_request("Invalid 'max_output_tokens': expected an integer of at least 1.", "max_output_tokens", "invalid_value")
+            raise _bad_request(
+                "Invalid 'max_output_tokens': expected an integer of at least 1.", "max_output_tokens", "invalid_value"
+            )
         chat[max_tokens_field] = limit
     for name in ("temperature", "top_p"):
         if (value := body.get(name)) is not None:
@@ -238,11 +281,17 @@ def _refuse_state(body: dict[str, Any]) -> None:
         if body.get(name) not in (None, ""):
             raise _bad_request(f"'{name}' is not supported: {_STATELESS}.", name, "unsupported_parameter")
     if body.get("store") is True:
-        raise _bad_request(f"'store: true' is not supported: {_STATELESS}; send 'store: false' or leave it out.", "store", "unsupported_value")
+        raise _bad_request(
+            f"'store: true' is not supported: {_STATELESS}; send 'store: false' or leave it out.",
+            "store",
+            "unsupported_value",
+        )
     if body.get("background") is True:
         raise _bad_request(f"'background: true' is not supported: {_STATELESS}.", "background", "unsupported_value")
     if body.get("prompt") is not None:
-        raise _bad_request(f"'prompt' (a stored prompt) is not supported: {_STATELESS}.", "prompt", "unsupported_parameter")
+        raise _bad_request(
+            f"'prompt' (a stored prompt) is not supported: {_STATELESS}.", "prompt", "unsupported_parameter"
+        )
 
 
 def _input_messages(value: Any, warnings: list[str]) -> list[dict[str, Any]]:
@@ -251,7 +300,9 @@ def _input_messages(value: Any, warnings: list[str]) -> list[dict[str, Any]]:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     if not isinstance(value, list):
-        raise _bad_request("Invalid type for 'input': expected a string or an array of input items.", "input", "invalid_type")
+        raise _bad_request(
+            "Invalid type for 'input': expected a string or an array of input items.", "input", "invalid_type"
+        )
     messages: list[dict[str, Any]] = []
     tool_images: list[dict[str, Any]] = []  # images of the tool results just read, for a user message after them
     dropped_reasoning = 0
@@ -273,15 +324,21 @@ def _input_messages(value: Any, warnings: list[str]) -> list[dict[str, Any]]:
             text, images = _tool_output(item.get("output"), f"{where}.output")
             call_id = item.get("call_id")
             if not isinstance(call_id, str) or not call_id:
-                raise _bad_request(f"Missing required parameter: '{where}.call_id'.", f"{where}.call_id", "missing_required_parameter")
+                raise _bad_request(
+                    f"Missing required parameter: '{where}.call_id'.", f"{where}.call_id", "missing_required_parameter"
+                )
             messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
             tool_images += images
         elif kind == "reasoning":
             dropped_reasoning += 1
         elif kind == "item_reference":
-            raise _bad_request(f"'{where}' is an item_reference, which is not supported: {_STATELESS}.", where, "unsupported_value")
+            raise _bad_request(
+                f"'{where}' is an item_reference, which is not supported: {_STATELESS}.", where, "unsupported_value"
+            )
         elif kind is None:
-            raise _bad_request(f"Missing required parameter: '{where}.type'.", f"{where}.type", "missing_required_parameter")
+            raise _bad_request(
+                f"Missing required parameter: '{where}.type'.", f"{where}.type", "missing_required_parameter"
+            )
         else:
             raise _bad_request(
                 f"Unsupported input item type '{kind}' in '{where}': only messages, function_call, "
@@ -293,7 +350,9 @@ def _input_messages(value: Any, warnings: list[str]) -> list[dict[str, Any]]:
         messages.append({"role": "user", "content": tool_images})
     messages = _join_adjacent_system(messages)
     if dropped_reasoning:
-        warnings.append(f"{dropped_reasoning} reasoning input item(s) were dropped: chat completions has no portable field for them")
+        warnings.append(
+            f"{dropped_reasoning} reasoning input item(s) were dropped: chat completions has no portable field for them"
+        )
     return messages
 
 
@@ -328,7 +387,9 @@ def _add_message(messages: list[dict[str, Any]], item: dict[str, Any], where: st
     texts, images = _content_parts(item.get("content"), f"{where}.content")
     if role == "assistant":
         if images:
-            raise _bad_request(f"'{where}': an assistant message cannot carry images.", f"{where}.content", "invalid_value")
+            raise _bad_request(
+                f"'{where}': an assistant message cannot carry images.", f"{where}.content", "invalid_value"
+            )
         text = "".join(texts)
         last = messages[-1] if messages else None
         if last is not None and last["role"] == "assistant":  # one chat message per assistant turn
@@ -352,7 +413,9 @@ def _content_parts(content: Any, where: str) -> tuple[list[str], list[dict[str, 
     if isinstance(content, str):
         return [content], []
     if not isinstance(content, list):
-        raise _bad_request(f"Invalid type for '{where}': expected a string or an array of content parts.", where, "invalid_type")
+        raise _bad_request(
+            f"Invalid type for '{where}': expected a string or an array of content parts.", where, "invalid_type"
+        )
     texts: list[str] = []
     images: list[dict[str, Any]] = []
     for position, part in enumerate(content):
@@ -369,7 +432,11 @@ def _content_parts(content: Any, where: str) -> tuple[list[str], list[dict[str, 
         elif kind == "input_image":
             images.append(_image_part(part, at))
         elif kind == "input_file":
-            raise _bad_request(f"'{at}': file inputs are not supported (Ollama: \"file inputs are not currently supported\").", at, "unsupported_value")
+            raise _bad_request(
+                f"'{at}': file inputs are not supported (Ollama: \"file inputs are not currently supported\").",
+                at,
+                "unsupported_value",
+            )
         elif not isinstance(part, dict):
             raise _bad_request(f"Invalid type for '{at}': expected an object.", at, "invalid_type")
         else:
@@ -393,7 +460,9 @@ def _image_part(part: dict[str, Any], at: str) -> dict[str, Any]:
                 f"{at}.file_id",
                 "unsupported_value",
             )
-        raise _bad_request(f"Missing required parameter: '{at}.image_url'.", f"{at}.image_url", "missing_required_parameter")
+        raise _bad_request(
+            f"Missing required parameter: '{at}.image_url'.", f"{at}.image_url", "missing_required_parameter"
+        )
     image: dict[str, Any] = {"url": url}
     if part.get("detail") in ("low", "high", "auto"):
         image["detail"] = part["detail"]
@@ -403,9 +472,13 @@ def _image_part(part: dict[str, Any], at: str) -> dict[str, Any]:
 def _add_function_call(messages: list[dict[str, Any]], item: dict[str, Any], where: str) -> None:
     call_id, name = item.get("call_id"), item.get("name")
     if not isinstance(call_id, str) or not call_id:
-        raise _bad_request(f"Missing required parameter: '{where}.call_id'.", f"{where}.call_id", "missing_required_parameter")
+        raise _bad_request(
+            f"Missing required parameter: '{where}.call_id'.", f"{where}.call_id", "missing_required_parameter"
+        )
     if not isinstance(name, str) or not name:
-        raise _bad_request(f"Missing required parameter: '{where}.name'.", f"{where}.name", "missing_required_parameter")
+        raise _bad_request(
+            f"Missing required parameter: '{where}.name'.", f"{where}.name", "missing_required_parameter"
+        )
     arguments = item.get("arguments")
     if arguments is None:
         arguments = "{}"
@@ -493,12 +566,15 @@ def _namespace_tools(tool: dict[str, Any], at: str, prefix: str) -> list[dict[st
         where = f"{at}.tools[{position}]"
         kind = member.get("type") if isinstance(member, dict) else None
         if kind == "function":
-            out.append(_function_tool(member, where, f"{prefix}{name}{NAMESPACE_SEPARATOR}"))  # type: ignore[arg-type]
+            out.append(_function_tool(member, where, f"{prefix}{name}{NAMESPACE_SEPARATOR}"))
         elif kind == "namespace":
-            out += _namespace_tools(member, where, f"{prefix}{name}{NAMESPACE_SEPARATOR}")  # type: ignore[arg-type]
+            out += _namespace_tools(member, where, f"{prefix}{name}{NAMESPACE_SEPARATOR}")
         else:
-            raise _bad_request(f"Tool type {kind!r} in '{where}' is not supported in a namespace: expected function tools.",
-                               f"{where}.type", "unsupported_value")
+            raise _bad_request(
+                f"Tool type {kind!r} in '{where}' is not supported in a namespace: expected function tools.",
+                f"{where}.type",
+                "unsupported_value",
+            )
     return out
 
 
@@ -530,14 +606,22 @@ def _tool_choice(choice: Any, tools: list[dict[str, Any]]) -> tuple[Any, list[di
     if isinstance(choice, dict) and choice.get("type") == "function":
         name = choice.get("name")
         if name not in names:
-            raise _bad_request(f"tool_choice names function {name!r}, which is not in 'tools'.", "tool_choice.name", "invalid_value")
+            raise _bad_request(
+                f"tool_choice names function {name!r}, which is not in 'tools'.", "tool_choice.name", "invalid_value"
+            )
         return {"type": "function", "function": {"name": name}}, tools
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         mode = choice.get("mode", "auto")
-        allowed = [t.get("name") for t in choice.get("tools") or () if isinstance(t, dict) and t.get("type") == "function"]
+        allowed = [
+            t.get("name") for t in choice.get("tools") or () if isinstance(t, dict) and t.get("type") == "function"
+        ]
         kept = [t for t in tools if t["function"]["name"] in allowed]
         if mode not in ("auto", "required") or not kept:
-            raise _bad_request("tool_choice allowed_tools needs mode auto or required and function tools from 'tools'.", "tool_choice", "invalid_value")
+            raise _bad_request(
+                "tool_choice allowed_tools needs mode auto or required and function tools from 'tools'.",
+                "tool_choice",
+                "invalid_value",
+            )
         return mode, kept
     kind = choice.get("type") if isinstance(choice, dict) else choice
     raise _bad_request(
@@ -565,14 +649,20 @@ def _response_format(text: Any, warnings: list[str]) -> dict[str, Any] | None:
     if kind == "json_schema":
         schema = fmt.get("schema")
         if not isinstance(schema, dict):
-            raise _bad_request("Missing required parameter: 'text.format.schema'.", "text.format.schema", "missing_required_parameter")
+            raise _bad_request(
+                "Missing required parameter: 'text.format.schema'.", "text.format.schema", "missing_required_parameter"
+            )
         wrapped: dict[str, Any] = {"name": fmt.get("name") or "response", "schema": schema}
         if isinstance(fmt.get("description"), str):
             wrapped["description"] = fmt["description"]
         if isinstance(fmt.get("strict"), bool):
             wrapped["strict"] = fmt["strict"]
         return {"type": "json_schema", "json_schema": wrapped}
-    raise _bad_request(f"Invalid value for 'text.format.type': {kind!r}; expected text, json_object or json_schema.", "text.format.type", "invalid_value")
+    raise _bad_request(
+        f"Invalid value for 'text.format.type': {kind!r}; expected text, json_object or json_schema.",
+        "text.format.type",
+        "invalid_value",
+    )
 
 
 def _think(reasoning: Any) -> Think:
@@ -624,13 +714,15 @@ def response_object(
 ) -> dict[str, Any]:
     """The Response object, with the request fields the SDK's `Response` type echoes back."""
     request = request_body if isinstance(request_body, dict) else {}
-    reasoning = request.get("reasoning") if isinstance(request.get("reasoning"), dict) else None
-    text = request.get("text") if isinstance(request.get("text"), dict) else {}
-    fmt = text.get("format") if isinstance(text.get("format"), dict) else {"type": "text"}
+    reasoning = _dict_or(request.get("reasoning"), None)
+    text = _dict_or(request.get("text"), {})
+    fmt = _dict_or(text.get("format"), {"type": "text"})
     echoed_text: dict[str, Any] = {"format": fmt}
     if text.get("verbosity") in ("low", "medium", "high"):
         echoed_text["verbosity"] = text["verbosity"]
-    tools = [t for t in request.get("tools") or () if isinstance(t, dict)] if isinstance(request.get("tools"), list) else []
+    tools = (
+        [t for t in request.get("tools") or () if isinstance(t, dict)] if isinstance(request.get("tools"), list) else []
+    )
     instructions = request.get("instructions")
     return {
         "id": response_id,
@@ -645,9 +737,13 @@ def response_object(
         "max_tool_calls": None,
         "model": client_model,
         "output": output,
-        "parallel_tool_calls": request.get("parallel_tool_calls") if isinstance(request.get("parallel_tool_calls"), bool) else True,
+        "parallel_tool_calls": request.get("parallel_tool_calls")
+        if isinstance(request.get("parallel_tool_calls"), bool)
+        else True,
         "previous_response_id": None,
-        "prompt_cache_key": request.get("prompt_cache_key") if isinstance(request.get("prompt_cache_key"), str) else None,
+        "prompt_cache_key": request.get("prompt_cache_key")
+        if isinstance(request.get("prompt_cache_key"), str)
+        else None,
         "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")} if reasoning else None,
         "safety_identifier": None,
         "service_tier": "default",
@@ -662,7 +758,7 @@ def response_object(
         "truncation": request.get("truncation") if request.get("truncation") in ("auto", "disabled") else "disabled",
         "usage": usage,
         "user": request.get("user") if isinstance(request.get("user"), str) else None,
-        "metadata": request.get("metadata") if isinstance(request.get("metadata"), dict) else {},
+        "metadata": _dict_or(request.get("metadata"), {}),
     }
 
 
@@ -694,7 +790,9 @@ def _usage(usage: Any, strict: bool) -> dict[str, Any]:
             "cache_write_tokens": count(usage.get("prompt_tokens_details"), "cache_write_tokens"),
         },
         "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": count(usage.get("completion_tokens_details"), "reasoning_tokens")},
+        "output_tokens_details": {
+            "reasoning_tokens": count(usage.get("completion_tokens_details"), "reasoning_tokens")
+        },
         "total_tokens": total,
     }
 
@@ -719,8 +817,8 @@ def _text_of(value: Any) -> str:
 def _reasoning_of(part: dict[str, Any]) -> str:
     """Reasoning text as upstreams name it: `reasoning_content` (DeepSeek, vLLM, llama.cpp) or `reasoning`."""
     for key in ("reasoning_content", "reasoning"):
-        if isinstance(part.get(key), str) and part[key]:
-            return part[key]
+        if isinstance(text := part.get(key), str) and text:
+            return text
     return ""
 
 
@@ -748,9 +846,22 @@ def _reasoning_item(item_id: str, text: str) -> dict[str, Any]:
     return {"id": item_id, "type": "reasoning", "summary": [{"type": "summary_text", "text": text}]}
 
 
-def _function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str,
-                        namespaces: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
-    item = {"id": item_id, "type": "function_call", "status": status, "call_id": call_id, "name": name, "arguments": arguments}
+def _function_call_item(
+    item_id: str,
+    call_id: str,
+    name: str,
+    arguments: str,
+    status: str,
+    namespaces: dict[str, tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    item = {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
     if namespaces and name in namespaces:  # a member of a namespace tool: its own name and its namespace
         item["namespace"], item["name"] = namespaces[name]
     return item
@@ -798,15 +909,27 @@ def responses_answer(
         content.append(_text_part(text))
     if isinstance(message.get("refusal"), str) and message["refusal"]:
         content.append(_refusal_part(message["refusal"]))
-    calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)] if isinstance(message.get("tool_calls"), list) else []
+    calls = (
+        [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
+        if isinstance(message.get("tool_calls"), list)
+        else []
+    )
     if content or not calls:
         output.append(_message_item(new_id("msg"), content or [_text_part("")], "completed"))
     for call in calls:
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
-        name = function.get("name") if isinstance(function.get("name"), str) else ""
-        call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else new_id("call")
-        output.append(_function_call_item(new_id("fc"), call_id, name, _arguments_text(function.get("arguments")), "completed",
-                                          namespaced_names(request_body)))
+        function = _dict_or(call.get("function"), {})
+        name = found if isinstance(found := function.get("name"), str) else ""
+        call_id = given if isinstance(given := call.get("id"), str) and given else new_id("call")
+        output.append(
+            _function_call_item(
+                new_id("fc"),
+                call_id,
+                name,
+                _arguments_text(function.get("arguments")),
+                "completed",
+                namespaced_names(request_body),
+            )
+        )
     _mark_last_incomplete(output, status)
     return response_object(
         request_body,
@@ -868,8 +991,14 @@ class ResponsesStream:
     `fail()` every call returns []. No method raises on odd input or emits an empty event.
     """
 
-    def __init__(self, client_model: str, request_body: dict[str, Any], *, response_id: str | None = None,
-                 created_at: int | None = None) -> None:
+    def __init__(
+        self,
+        client_model: str,
+        request_body: dict[str, Any],
+        *,
+        response_id: str | None = None,
+        created_at: int | None = None,
+    ) -> None:
         self.client_model = client_model
         self.request_body = request_body if isinstance(request_body, dict) else {}
         self.response_id = response_id or new_id("resp")
@@ -897,7 +1026,10 @@ class ResponsesStream:
             return []
         self._started = True
         snapshot = self._response("in_progress", [])
-        return [self._event("response.created", response=snapshot), self._event("response.in_progress", response=snapshot)]
+        return [
+            self._event("response.created", response=snapshot),
+            self._event("response.in_progress", response=snapshot),
+        ]
 
     def feed_event(self, openai_chunk: dict[str, Any]) -> list[bytes]:
         """The events one decoded upstream chunk yields."""
@@ -912,7 +1044,7 @@ class ResponsesStream:
             self._usage = chunk["usage"]
         choices = chunk.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        delta = _dict_or(choice.get("delta"), {})
         if reasoning := _reasoning_of(delta):
             out += self._reasoning_delta(reasoning)
         if isinstance(delta.get("content"), str) and delta["content"]:
@@ -961,7 +1093,9 @@ class ResponsesStream:
             if item["type"] != "reasoning":
                 item["status"] = "incomplete"
         self.response = self._response(
-            "failed", self._items, _usage(self._usage, strict=False),
+            "failed",
+            self._items,
+            _usage(self._usage, strict=False),
             error={"code": code if code in _RESPONSE_ERROR_CODES else "server_error", "message": message},
         )
         out.append(self._event("error", code=code, message=message, param=None))
@@ -979,13 +1113,27 @@ class ResponsesStream:
             item = self._items[index]
             out.append(self._event("response.output_item.added", output_index=index, item=item))
             item["summary"].append({"type": "summary_text", "text": ""})
-            out.append(self._event("response.reasoning_summary_part.added", item_id=item["id"], output_index=index,
-                                   summary_index=0, part={"type": "summary_text", "text": ""}))
+            out.append(
+                self._event(
+                    "response.reasoning_summary_part.added",
+                    item_id=item["id"],
+                    output_index=index,
+                    summary_index=0,
+                    part={"type": "summary_text", "text": ""},
+                )
+            )
         index = self._reasoning
         item = self._items[index]
         item["summary"][0]["text"] += text
-        out.append(self._event("response.reasoning_summary_text.delta", item_id=item["id"], output_index=index,
-                               summary_index=0, delta=text))
+        out.append(
+            self._event(
+                "response.reasoning_summary_text.delta",
+                item_id=item["id"],
+                output_index=index,
+                summary_index=0,
+                delta=text,
+            )
+        )
         return out
 
     def _text_delta(self, kind: str, text: str) -> list[bytes]:
@@ -1000,13 +1148,24 @@ class ResponsesStream:
         if kind == "text":
             part = self._text_part
             item["content"][part]["text"] += text
-            out.append(self._event("response.output_text.delta", item_id=item["id"], output_index=index,
-                                   content_index=part, delta=text, logprobs=[]))
+            out.append(
+                self._event(
+                    "response.output_text.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=part,
+                    delta=text,
+                    logprobs=[],
+                )
+            )
         else:
             part = self._refusal_part
             item["content"][part]["refusal"] += text
-            out.append(self._event("response.refusal.delta", item_id=item["id"], output_index=index,
-                                   content_index=part, delta=text))
+            out.append(
+                self._event(
+                    "response.refusal.delta", item_id=item["id"], output_index=index, content_index=part, delta=text
+                )
+            )
         return out
 
     def _open_message(self) -> list[bytes]:
@@ -1025,15 +1184,18 @@ class ResponsesStream:
             self._text_part = position
         else:
             self._refusal_part = position
-        return [self._event("response.content_part.added", item_id=item["id"], output_index=index,
-                            content_index=position, part=part)]
+        return [
+            self._event(
+                "response.content_part.added", item_id=item["id"], output_index=index, content_index=position, part=part
+            )
+        ]
 
     def _tool_fragment(self, position: int, fragment: dict[str, Any]) -> list[bytes]:
         key: Any = fragment.get("index")
         if not _is_int(key):  # servers that send calls without an index: by id, else a name starts a call
             call_id = fragment.get("id")
             known = [k for k, c in self._calls.items() if call_id and c.call_id == call_id]
-            function = fragment.get("function") if isinstance(fragment.get("function"), dict) else {}
+            function = _dict_or(fragment.get("function"), {})
             if known:
                 key = known[0]
             elif call_id or function.get("name") or not self._calls:
@@ -1045,7 +1207,7 @@ class ResponsesStream:
             call = self._calls[key] = _Call()
         if isinstance(fragment.get("id"), str) and fragment["id"] and call.call_id is None:
             call.call_id = fragment["id"]
-        function = fragment.get("function") if isinstance(fragment.get("function"), dict) else {}
+        function = _dict_or(fragment.get("function"), {})
         if call.output_index is None and isinstance(function.get("name"), str):
             call.name += function["name"]
         arguments = _arguments_text(function.get("arguments"))
@@ -1059,21 +1221,32 @@ class ResponsesStream:
             call.arguments.append(arguments)
             item = self._items[call.output_index]
             item["arguments"] += arguments
-            out.append(self._event("response.function_call_arguments.delta", item_id=call.item_id,
-                                   output_index=call.output_index, delta=arguments))
+            out.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=call.item_id,
+                    output_index=call.output_index,
+                    delta=arguments,
+                )
+            )
         return out
 
     def _announce_call(self, call: _Call) -> list[bytes]:
         out = self._close_reasoning() + self._close_text_item()
         call.call_id = call.call_id or new_id("call")
         call.item_id = new_id("fc")
-        index = self._add_item(_function_call_item(call.item_id, call.call_id, call.name, "", "in_progress", self._namespaces))
+        index = self._add_item(
+            _function_call_item(call.item_id, call.call_id, call.name, "", "in_progress", self._namespaces)
+        )
         call.output_index = index
         out.append(self._event("response.output_item.added", output_index=index, item=self._items[index]))
         if buffered := "".join(call.arguments):
             self._items[index]["arguments"] = buffered
-            out.append(self._event("response.function_call_arguments.delta", item_id=call.item_id,
-                                   output_index=index, delta=buffered))
+            out.append(
+                self._event(
+                    "response.function_call_arguments.delta", item_id=call.item_id, output_index=index, delta=buffered
+                )
+            )
         return out
 
     def _close_reasoning(self) -> list[bytes]:
@@ -1091,25 +1264,67 @@ class ResponsesStream:
         if item["type"] == "reasoning":
             self._reasoning = None
             text = item["summary"][0]["text"]
-            out.append(self._event("response.reasoning_summary_text.done", item_id=item["id"], output_index=index,
-                                   summary_index=0, text=text))
-            out.append(self._event("response.reasoning_summary_part.done", item_id=item["id"], output_index=index,
-                                   summary_index=0, part={"type": "summary_text", "text": text}))
+            out.append(
+                self._event(
+                    "response.reasoning_summary_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    summary_index=0,
+                    text=text,
+                )
+            )
+            out.append(
+                self._event(
+                    "response.reasoning_summary_part.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    summary_index=0,
+                    part={"type": "summary_text", "text": text},
+                )
+            )
         elif item["type"] == "message":
             self._message = None
             for position, part in enumerate(item["content"]):
                 if part["type"] == "output_text":
-                    out.append(self._event("response.output_text.done", item_id=item["id"], output_index=index,
-                                           content_index=position, text=part["text"], logprobs=[]))
+                    out.append(
+                        self._event(
+                            "response.output_text.done",
+                            item_id=item["id"],
+                            output_index=index,
+                            content_index=position,
+                            text=part["text"],
+                            logprobs=[],
+                        )
+                    )
                 else:
-                    out.append(self._event("response.refusal.done", item_id=item["id"], output_index=index,
-                                           content_index=position, refusal=part["refusal"]))
-                out.append(self._event("response.content_part.done", item_id=item["id"], output_index=index,
-                                       content_index=position, part=part))
+                    out.append(
+                        self._event(
+                            "response.refusal.done",
+                            item_id=item["id"],
+                            output_index=index,
+                            content_index=position,
+                            refusal=part["refusal"],
+                        )
+                    )
+                out.append(
+                    self._event(
+                        "response.content_part.done",
+                        item_id=item["id"],
+                        output_index=index,
+                        content_index=position,
+                        part=part,
+                    )
+                )
             item["status"] = status
         else:
-            out.append(self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                                   arguments=item["arguments"]))
+            out.append(
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    arguments=item["arguments"],
+                )
+            )
             item["status"] = status
         out.append(self._event("response.output_item.done", output_index=index, item=item))
         return out
@@ -1128,11 +1343,24 @@ class ResponsesStream:
         self._sequence += 1
         return sse_event(event)
 
-    def _response(self, status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None = None,
-                  reason: str | None = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _response(
+        self,
+        status: str,
+        output: list[dict[str, Any]],
+        usage: dict[str, Any] | None = None,
+        reason: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         return response_object(
-            self.request_body, self.client_model, response_id=self.response_id, created_at=self.created_at,
-            status=status, output=_copy(output), usage=usage, incomplete_reason=reason, error=error,
+            self.request_body,
+            self.client_model,
+            response_id=self.response_id,
+            created_at=self.created_at,
+            status=status,
+            output=_copy(output),
+            usage=usage,
+            incomplete_reason=reason,
+            error=error,
         )
 
 

@@ -70,7 +70,9 @@ _VISION = re.compile(
     r"gpt-4o|gpt-4\.1|gpt-4-turbo|gpt-5|^o[134]\b|^o[34]-|vision|-vl\b|vl-|llava|pixtral|gemma-?3|claude|gemini|llama-?4|minicpm-v|qwen2\.5-omni",
     re.I,
 )
-_THINKING = re.compile(r"^o[134]\b|^o[134]-|gpt-5|gpt-oss|reason|think|deepseek-r1|r1-distill|qwq|qwen3|magistral", re.I)
+_THINKING = re.compile(
+    r"^o[134]\b|^o[134]-|gpt-5|gpt-oss|reason|think|deepseek-r1|r1-distill|qwq|qwen3|magistral", re.I
+)
 _INSERT = re.compile(r"codestral|coder|starcoder|codellama|gpt-3\.5-turbo-instruct", re.I)
 # First match wins; searched in the lower-case basename.
 _CONTEXT_LENGTHS: tuple[tuple[re.Pattern[str], int], ...] = tuple(
@@ -102,7 +104,9 @@ def family_of(upstream: str) -> str:
 
 def _context_from_listing(entry: dict[str, Any]) -> int | None:
     """Context sizes some upstreams put in their /models entries (OpenRouter, Groq, vLLM, llama.cpp)."""
-    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    meta = entry.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
     for value in (
         entry.get("context_length"),
         entry.get("context_window"),
@@ -193,7 +197,9 @@ class Catalog:
     def parse(cls, data: dict[str, Any], where: str = "model_catalog") -> Catalog:
         unknown = set(data) - {"models"}
         if unknown:
-            raise exceptions.OptionsError(f"{where}: unknown top-level keys {sorted(unknown)} (expected [models.\"name\"] tables)")
+            raise exceptions.OptionsError(
+                f'{where}: unknown top-level keys {sorted(unknown)} (expected [models."name"] tables)'
+            )
         tables = data.get("models", {})
         if not isinstance(tables, dict):
             raise exceptions.OptionsError(f"{where}: 'models' must be a table of [models.\"name\"] tables")
@@ -213,7 +219,9 @@ def _entry(name: str, table: Any, where: str) -> ModelInfo:
         if wanted is None:
             raise exceptions.OptionsError(f"{where}: unknown key {key!r} (known: {', '.join(_ENTRY_KEYS)})")
         if not isinstance(value, wanted) or isinstance(value, bool):
-            raise exceptions.OptionsError(f"{where}: {key} must be {'a string' if wanted is str else 'an integer' if wanted is int else 'a list'}")
+            raise exceptions.OptionsError(
+                f"{where}: {key} must be {'a string' if wanted is str else 'an integer' if wanted is int else 'a list'}"
+            )
     upstream = table.get("upstream") or (name[: -len(LATEST)] if name.endswith(LATEST) else name)
     inferred = infer(upstream)
     capabilities = table.get("capabilities")

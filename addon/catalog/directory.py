@@ -34,7 +34,9 @@ class Listing:
 
 
 class ModelDirectory:
-    def __init__(self, models_url: str, authorization: str | None, ttl: float, catalog: Catalog, list_upstream: bool) -> None:
+    def __init__(
+        self, models_url: str, authorization: str | None, ttl: float, catalog: Catalog, list_upstream: bool
+    ) -> None:
         self.models_url = models_url
         self.authorization = authorization
         self.ttl = max(ttl, 0.0)
@@ -103,7 +105,7 @@ class ModelDirectory:
     async def _load(self) -> None:
         try:
             entries = await self._get()
-        except Exception as e:  # any failure leaves the proxy serving: catalog only, or the last good list
+        except Exception as e:  # noqa: BLE001 - any failure leaves the proxy serving: catalog only, or the last good list
             self._error = f"cannot list the upstream's models: {e}"
             retry = min(FAILED_RETRY, self.ttl)
             self._fresh_until = time.monotonic() + retry

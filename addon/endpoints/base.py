@@ -43,10 +43,16 @@ if TYPE_CHECKING:
 class StreamConverter(Protocol):
     """Upstream SSE → the client's stream format, for one flow."""
 
-    content_type: str | None  # the client's content type; None: the upstream's stream is relayed as it is
-    final_error_on_break: bool  # a broken-off stream gets `fail()`'s piece (and is sent with Connection: close)
     ended: bool  # a final piece (done or error) has been produced
     warnings: list[str]
+
+    @property
+    def content_type(self) -> str | None:
+        """The client's content type; None: the upstream's stream is relayed as it is."""
+
+    @property
+    def final_error_on_break(self) -> bool:
+        """Whether a broken-off stream gets `fail()`'s piece (and so is sent with Connection: close)."""
 
     @property
     def usage(self) -> Usage | None:
@@ -137,7 +143,7 @@ def json_object(request: http.Request, endpoint: Endpoint) -> dict[str, Any] | A
     return data
 
 
-def parse(request: http.Request, model: type[Model], endpoint: Endpoint) -> Model | Answer:
+def parse[Model: OllamaModel](request: http.Request, model: type[Model], endpoint: Endpoint) -> Model | Answer:
     """The validated request body, or a 400 as Ollama would answer it."""
     data = json_object(request, endpoint)
     if isinstance(data, Answer):
@@ -148,7 +154,7 @@ def parse(request: http.Request, model: type[Model], endpoint: Endpoint) -> Mode
         return endpoint.error(400, describe(e))
 
 
-def parse_named(
+def parse_named[Model: OllamaModel](
     exchange: Exchange, request: http.Request, model: type[Model], endpoint: Endpoint, missing: tuple[int, str]
 ) -> Model | Answer:
     """Like `parse`, for a request that names a model: an empty name is answered with `missing`."""

@@ -52,10 +52,10 @@ class SSERelay:
     passes unchanged.
     """
 
-    content_type = None  # the upstream's SSE, relayed
+    content_type: str | None = None  # the upstream's SSE, relayed
     final_error_on_break = True
 
-    __slots__ = ("model", "pending", "tail", "done", "ended", "warnings")
+    __slots__ = ("done", "ended", "model", "pending", "tail", "warnings")
 
     def __init__(self, model: str | None) -> None:
         self.model = model  # None: pass the events through as they are
@@ -115,7 +115,7 @@ class SSERelay:
             event["model"] = self.model
             renamed = b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
             return renamed + (b"\r" if line.endswith(b"\r") else b"")
-        except Exception:
+        except (ValueError, RecursionError):  # not JSON (or not encodable): the line passes as it is
             return line
 
 

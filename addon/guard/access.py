@@ -44,7 +44,9 @@ def key_matches(presented: str | None, expected: str) -> bool:
     """Constant-time comparison of the client's key with the configured one."""
     if presented is None:
         return False
-    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )
 
 
 def take_client_key(flow: http.HTTPFlow, exchange: Exchange) -> None:

@@ -22,7 +22,9 @@ _original: Callable[..., bytes] | None = None
 # Set by an `error` hook (addon.guard.timeouts) that knows better than mitmproxy what happened. mitmproxy
 # runs the hook and then writes the error answer in the same asyncio task, so a context variable
 # reaches exactly that answer and no other connection's.
-_override: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar("ollama_error_override", default=None)
+_override: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
+    "ollama_error_override", default=None
+)
 
 
 def override(status: int, message: str) -> None:
@@ -58,7 +60,7 @@ def json_error_response(status_code: int, message: str = "") -> bytes:
         json.dumps({"error": text}).encode(),
         http.Headers(Server=version.MITMPROXY, Connection="close", Content_Type="application/json; charset=utf-8"),
     )
-    return http1.assemble_response(response)
+    return bytes(http1.assemble_response(response))
 
 
 def install() -> None:

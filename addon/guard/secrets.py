@@ -100,7 +100,7 @@ class LogScrubber(logging.Filter):
             return True
         try:
             message = record.getMessage()
-        except Exception:  # a malformed record is not ours to fix
+        except Exception:  # noqa: BLE001 - a malformed record is not ours to fix
             return True
         clean = scrub(message)
         if clean != message:

@@ -290,6 +290,8 @@ def generate_request(
     messages: list[ChatCompletionMessageParam] = []
     if request.system:
         messages.append({"role": "system", "content": request.system})
-    messages.append(cast("ChatCompletionMessageParam", {"role": "user", "content": _content(request.prompt, request.images)}))
+    messages.append(
+        cast("ChatCompletionMessageParam", {"role": "user", "content": _content(request.prompt, request.images)})
+    )
     body["messages"] = messages
     return Translation("chat/completions", body, extra, warnings)

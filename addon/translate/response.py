@@ -238,7 +238,10 @@ def gather(lines: list[bytes]) -> bytes:
     whole = dict(chunks[-1]) if chunks else {}
     key = "message" if "message" in whole else "response"
     if key == "message":
-        message = {"role": "assistant", "content": "".join(c["message"].get("content", "") for c in chunks)}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": "".join(c["message"].get("content", "") for c in chunks),
+        }
         thinking = "".join(c["message"].get("thinking", "") for c in chunks)
         calls = [t for c in chunks for t in c["message"].get("tool_calls", ())]
         if thinking:

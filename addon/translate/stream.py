@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from addon.translate.response import (
     Clock,
@@ -27,7 +27,7 @@ from addon.wire.sse import SSEDecoder, SSETooLarge
 
 
 class _ToolCallDraft:
-    __slots__ = ("id", "name", "arguments")
+    __slots__ = ("arguments", "id", "name")
 
     def __init__(self) -> None:
         self.id: str | None = None
@@ -46,8 +46,8 @@ class SSEToNDJSON:
     `raw` (see `translate.response.chunk`).
     """
 
-    content_type: ClassVar[str | None] = NDJSON
-    final_error_on_break: ClassVar[bool] = True
+    content_type: str | None = NDJSON
+    final_error_on_break = True
 
     def __init__(self, shape: Shape, model: str, clock: Clock, raw: bool = False) -> None:
         self.shape: Shape = shape
@@ -118,7 +118,9 @@ class SSEToNDJSON:
         try:
             event = json.loads(data)
         except ValueError:
-            out.append(self.fail(f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}"))
+            out.append(
+                self.fail(f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}")
+            )
             return
         if not isinstance(event, dict):
             out.append(self.fail("the upstream sent an invalid stream event"))

@@ -14,6 +14,7 @@ mitmproxy's own script-added views there is no removal: a reloaded script replac
 from __future__ import annotations
 
 from mitmproxy import contentviews
+from mitmproxy.contentviews._registry import ContentviewRegistry
 
 from addon.views.ollama_ndjson import UPSTREAM_SSE_METADATA_KEY, OllamaNDJSONView, ollama_ndjson_view, summarize_ndjson
 from addon.views.openai_sse import OpenAISSEView, openai_sse_view, summarize_sse
@@ -38,7 +39,7 @@ __all__ = [
 VIEWS: tuple[contentviews.Contentview, ...] = (ollama_ndjson_view, openai_sse_view)
 
 
-def register(registry: contentviews.ContentviewRegistry | None = None) -> None:
+def register(registry: ContentviewRegistry | None = None) -> None:
     """Add the views to mitmproxy's content-view registry (replacing any of the same name). Idempotent."""
     reg = contentviews.registry if registry is None else registry
     for view in VIEWS:

@@ -14,7 +14,6 @@ from typing import Any
 from mitmproxy.contentviews import Metadata
 
 from addon.views.summary import (
-    SNIFF_BYTES,
     Choice,
     ProxyView,
     StreamSummary,
@@ -58,12 +57,7 @@ def summarize_sse(data: bytes | str) -> StreamSummary:
     kinds: set[str] = set()
     # Per choice: tool-call key (index, or id for servers that omit index) -> call.
     calls: dict[int, dict[Any, ToolCall]] = {}
-    try:
-        events = _sse_events(data)
-    except Exception as e:  # pragma: no cover - defensive
-        summary.errors.append(f"cannot split SSE body: {e}")
-        return summary
-    for ev in events:
+    for ev in _sse_events(data):
         if ev.name == "?":  # not an SSE line at all
             summary.add_raw(_raw(ev))
             continue
@@ -83,7 +77,7 @@ def summarize_sse(data: bytes | str) -> StreamSummary:
             if ev.name == "error" and "error" not in obj:
                 obj = {"error": obj}
             _openai_chunk(summary, obj, kinds, calls)
-        except Exception as e:  # defensive: never let one odd event break the view
+        except Exception as e:  # noqa: BLE001 - defensive: never let one odd event break the view
             logger.debug("openai chunk not understood: %r", e)
             summary.add_raw(_raw(ev))
     summary.finish()
@@ -132,7 +126,9 @@ def _openai_chunk(
         choice = summary.choice(index)
         delta = ch.get("delta")
         if not isinstance(delta, dict):
-            delta = ch.get("message") if isinstance(ch.get("message"), dict) else {}
+            delta = ch.get("message")
+        if not isinstance(delta, dict):
+            delta = {}
         if "delta" in ch or "message" in ch:
             kinds.add("chat")
         if isinstance(delta.get("role"), str) and choice.role is None:
@@ -158,9 +154,7 @@ def _openai_chunk(
             choice.finish_reason = text_of(reason)
 
 
-def _tool_fragment(
-    choice: Choice, calls: dict[Any, ToolCall], frag: dict[str, Any], position: int
-) -> None:
+def _tool_fragment(choice: Choice, calls: dict[Any, ToolCall], frag: dict[str, Any], position: int) -> None:
     """Merge one ``delta.tool_calls[]`` fragment into the call it belongs to."""
     raw_index = frag.get("index")
     index = as_int(raw_index)
@@ -195,8 +189,6 @@ def _tool_fragment(
             call.add_arguments(json_text(args))
 
 
-
-
 def _sniff_sse(data: bytes) -> bool:
     """Does the first ``data:`` event look like an OpenAI chat/completion chunk (or an error)?"""
     found = first_line(data, b"data:")
@@ -206,15 +198,11 @@ def _sniff_sse(data: bytes) -> bool:
     try:
         obj = json.loads(payload)
     except ValueError:
-        return cut and payload.startswith(b"{") and (
-            b'"chat.completion' in payload or b'"choices"' in payload
-        )
+        return cut and payload.startswith(b"{") and (b'"chat.completion' in payload or b'"choices"' in payload)
     if not isinstance(obj, dict):
         return False
     obj_type = obj.get("object")
-    if isinstance(obj_type, str) and (
-        obj_type.startswith("chat.completion") or obj_type == "text_completion"
-    ):
+    if isinstance(obj_type, str) and (obj_type.startswith("chat.completion") or obj_type == "text_completion"):
         return True
     return isinstance(obj.get("choices"), list) or "error" in obj
 
@@ -238,7 +226,7 @@ class OpenAISSEView(ProxyView):
                 if data.lstrip().startswith(b"data:") and _sniff_sse(data):
                     return 1.5
             return -1
-        except Exception:  # pragma: no cover - defensive
+        except Exception:  # noqa: BLE001 - defensive: a view never raises
             return -1
 
 

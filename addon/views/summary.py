@@ -216,8 +216,6 @@ def error_text(value: Any) -> str:
     return text_of(value)
 
 
-
-
 # --------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------
@@ -357,7 +355,7 @@ def first_line(data: bytes, prefix: bytes = b"") -> tuple[bytes, bool] | None:
         if not line or not line.startswith(prefix):
             continue
         cut = n == len(lines) - 1 and len(data) > SNIFF_BYTES
-        return line[len(prefix):].strip(), cut
+        return line[len(prefix) :].strip(), cut
     return None
 
 

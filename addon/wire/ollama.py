@@ -107,9 +107,7 @@ class _Generation(OllamaModel):
     def _think_value(cls, value: Any) -> Any:
         if value is None or isinstance(value, bool) or value in ("low", "medium", "high", "max"):
             return value
-        raise ValueError(
-            f'invalid think value: {value!r} (must be "high", "medium", "low", "max", true, or false)'
-        )
+        raise ValueError(f'invalid think value: {value!r} (must be "high", "medium", "low", "max", true, or false)')
 
 
 class ChatRequest(_Generation):

@@ -39,7 +39,7 @@ class Event(NamedTuple):
 class LineReader:
     """Complete lines (without their line ends) from pieces of a body, however it was cut."""
 
-    __slots__ = ("_pending", "_size", "_cr", "_started", "max_size")
+    __slots__ = ("_cr", "_pending", "_size", "_started", "max_size")
 
     def __init__(self, max_size: int = MAX_EVENT) -> None:
         self.max_size = max_size
@@ -93,7 +93,7 @@ class LineReader:
 class SSEDecoder:
     """Events from pieces of an SSE body: `feed(piece)` as it arrives, `finish()` at its end."""
 
-    __slots__ = ("_lines", "_data", "_size", "_name", "max_size", "keep_unknown")
+    __slots__ = ("_data", "_lines", "_name", "_size", "keep_unknown", "max_size")
 
     def __init__(self, max_size: int = MAX_EVENT, keep_unknown: bool = False) -> None:
         self.max_size = max_size

@@ -51,8 +51,9 @@ def ollama_proxy(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFact
     tmp = tmp_path_factory.mktemp("clients")
     catalog = tmp / "models.toml"
     catalog.write_text(CATALOG)
-    dump = Mitmdump(tmp, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}",
-                    f"model_catalog={catalog}")
+    dump = Mitmdump(
+        tmp, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", f"model_catalog={catalog}"
+    )
     yield dump
     dump.stop()
 
@@ -71,8 +72,14 @@ def _node_runner(proxy: Mitmdump, script: str, package: str, what: str) -> Calla
         pytest.fail(f"{what} is not installed: run `make test-clients` (needs Node.js and npm)")
 
     def run(scenario: str, **params: Any) -> Any:
-        done = subprocess.run([node, str(NODE_DIR / script), scenario, json.dumps(params)],
-                              capture_output=True, text=True, timeout=60, env=client_env(proxy.url), cwd=NODE_DIR)
+        done = subprocess.run(
+            [node, str(NODE_DIR / script), scenario, json.dumps(params)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=client_env(proxy.url),
+            cwd=NODE_DIR,
+        )
         assert done.returncode == 0, f"node exited {done.returncode}: {done.stderr}"
         return json.loads(done.stdout)
 

@@ -108,8 +108,16 @@ def test_streamed_tool_call(chat: ChatOllama, upstream: UpstreamServer) -> None:
 
 def test_image_input(chat: ChatOllama, upstream: UpstreamServer) -> None:
     png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-    message = HumanMessage(content=[{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": f"data:image/png;base64,{png}"}])
-    assert chat.invoke([message]).content.split() == ["echo:", "describe"]  # langchain-ollama joins text parts with "\n"
+    message = HumanMessage(
+        content=[
+            {"type": "text", "text": "describe"},
+            {"type": "image_url", "image_url": f"data:image/png;base64,{png}"},
+        ]
+    )
+    assert chat.invoke([message]).content.split() == [
+        "echo:",
+        "describe",
+    ]  # langchain-ollama joins text parts with "\n"
     parts = upstream.fake.requests[-1].body["messages"][0]["content"]
     assert parts[1]["image_url"]["url"] == f"data:image/png;base64,{png}"
 

@@ -8,12 +8,12 @@ import json
 import math
 
 import pytest
-from pydantic import BaseModel
 from llama_index.core.llms import ChatMessage, ImageBlock, TextBlock
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
 from llama_index.embeddings.ollama import OllamaEmbedding
 from llama_index.llms.ollama import Ollama
+from pydantic import BaseModel
 
 from harness.mitmdump import Mitmdump
 from harness.upstream import UpstreamServer
@@ -60,14 +60,19 @@ async def test_async_chat_and_stream(llm: Ollama) -> None:
 
 
 def test_json_mode_and_image(ollama_proxy: Mitmdump, upstream: UpstreamServer) -> None:
-    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    )
     llm = Ollama(model=CHAT_MODEL, base_url=ollama_proxy.url, request_timeout=30, json_mode=True)
     upstream.fake.queue_reply('{"colour": "red"}')
     answer = llm.chat([ChatMessage(role="user", blocks=[TextBlock(text="which colour?"), ImageBlock(image=png)])])
     assert json.loads(answer.message.content) == {"colour": "red"}
     sent = upstream.fake.requests[-1].body
     assert sent["response_format"] == {"type": "json_object"}
-    assert sent["messages"][0]["content"][1]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(png).decode()
+    assert (
+        sent["messages"][0]["content"][1]["image_url"]["url"]
+        == "data:image/png;base64," + base64.b64encode(png).decode()
+    )
 
 
 def test_structured_predict(llm: Ollama, upstream: UpstreamServer) -> None:
@@ -104,7 +109,13 @@ def test_tool_call_round_trip(llm: Ollama, upstream: UpstreamServer) -> None:
     messages.append(first.message)
     for call in calls:
         output = tool(**call.tool_kwargs)
-        messages.append(ChatMessage(role="tool", content=str(output), additional_kwargs={"tool_call_id": call.tool_id, "tool_name": call.tool_name}))
+        messages.append(
+            ChatMessage(
+                role="tool",
+                content=str(output),
+                additional_kwargs={"tool_call_id": call.tool_id, "tool_name": call.tool_name},
+            )
+        )
     final = llm.chat_with_tools([tool], chat_history=messages)
     assert final.message.content == "2 + 3 = 5"
     second_sent = upstream.fake.requests[-1].body

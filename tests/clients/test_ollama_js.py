@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from harness.upstream import UpstreamServer, recording
 
 Js = Callable[..., Any]
@@ -160,20 +161,27 @@ def test_a_stream_that_breaks_off_upstream_ends_in_an_error_ollama_js_throws(js:
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    event = {"object": "chat.completion.chunk", "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    event = {
+        "object": "chat.completion.chunk",
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     return f"data: {json.dumps(event)}\n\n".encode()
 
 
 TEXT = [_chunk({"role": "assistant", "content": ""}), _chunk({"content": "some"}), _chunk({"content": " text"})]
 # How an upstream stream may end → the done_reason ollama-js sees, or a fragment of the error it throws.
 ENDINGS = {
-    "finish-and-done": (TEXT + [_chunk({}, "stop"), b"data: [DONE]\n\n"], "stop"),
-    "finish-without-done": (TEXT + [_chunk({}, "stop")], "stop"),
-    "done-without-finish": (TEXT + [b"data: [DONE]\n\n"], "stop"),
-    "length": (TEXT + [_chunk({}, "length"), b"data: [DONE]\n\n"], "length"),
+    "finish-and-done": ([*TEXT, _chunk({}, "stop"), b"data: [DONE]\n\n"], "stop"),
+    "finish-without-done": ([*TEXT, _chunk({}, "stop")], "stop"),
+    "done-without-finish": ([*TEXT, b"data: [DONE]\n\n"], "stop"),
+    "length": ([*TEXT, _chunk({}, "length"), b"data: [DONE]\n\n"], "length"),
     "neither": (TEXT, "ended before the answer was complete"),
-    "error-event": (TEXT + [b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'], "upstream error: overloaded"),
-    "invalid-data": (TEXT + [b"data: {not json\n\n"], "invalid stream event"),
+    "error-event": (
+        [*TEXT, b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'],
+        "upstream error: overloaded",
+    ),
+    "invalid-data": ([*TEXT, b"data: {not json\n\n"], "invalid stream event"),
 }
 
 
@@ -196,8 +204,10 @@ def test_every_stream_ends_in_done_or_an_error_ollama_js_reports(js: Js, upstrea
 def test_a_reset_upstream_connection_gives_ollama_js_an_error(js: Js, upstream: UpstreamServer) -> None:
     """The upstream connection is reset mid-stream: ollama-js throws instead of hanging or
     reporting a truncated answer as complete."""
-    events = [f"data: {json.dumps({'object': 'chat.completion.chunk', 'model': 'm', 'choices': [{'index': 0, 'delta': {'content': w}, 'finish_reason': None}]})}\n\n".encode()
-              for w in ("one", " two", " three")]
+    events = [
+        f"data: {json.dumps({'object': 'chat.completion.chunk', 'model': 'm', 'choices': [{'index': 0, 'delta': {'content': w}, 'finish_reason': None}]})}\n\n".encode()
+        for w in ("one", " two", " three")
+    ]
     upstream.fake.queue(200, events, {"content-type": "text/event-stream"}, close_after=2)
     result = js("stream_until_error", prompt="count")
     assert "threw" in result, "ollama-js finished a broken stream without an error"

@@ -60,8 +60,17 @@ def test_streamed_chat_with_tools_round_trip(client: openai.OpenAI, upstream: Up
         {"role": "system", "content": "You are an AI programming assistant."},
         {"role": "user", "content": "What does README.md say?"},
     ]
-    request = dict(model="llama3.2:latest", tools=[READ_FILE], tool_choice="auto", stream=True,
-                   stream_options={"include_usage": True}, temperature=0.1, top_p=1, n=1, max_tokens=4096)
+    request = {
+        "model": "llama3.2:latest",
+        "tools": [READ_FILE],
+        "tool_choice": "auto",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0.1,
+        "top_p": 1,
+        "n": 1,
+        "max_tokens": 4096,
+    }
 
     text, calls, usage, models = "", {}, None, set()
     for chunk in client.chat.completions.create(messages=messages, **request):
@@ -79,13 +88,32 @@ def test_streamed_chat_with_tools_round_trip(client: openai.OpenAI, upstream: Up
     assert usage is not None and usage.prompt_tokens == 11
     assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == [("read_file", {"path": "README.md"})]
     first_sent = upstream.fake.requests[-1].body
-    assert first_sent["model"] == "gpt-4o-mini" and first_sent["tools"] == [READ_FILE] and first_sent["tool_choice"] == "auto"
+    assert (
+        first_sent["model"] == "gpt-4o-mini"
+        and first_sent["tools"] == [READ_FILE]
+        and first_sent["tool_choice"] == "auto"
+    )
 
     call = calls[0]
-    messages.append({"role": "assistant", "content": text, "tool_calls": [
-        {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}]})
+    messages.append(
+        {
+            "role": "assistant",
+            "content": text,
+            "tool_calls": [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
+            ],
+        }
+    )
     messages.append({"role": "tool", "tool_call_id": call["id"], "content": "# Ollama-OpenAI Proxy"})
-    answer = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(messages=messages, **request) if c.choices)
+    answer = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(messages=messages, **request)
+        if c.choices
+    )
     assert answer == "The README describes a proxy."
     assert upstream.fake.requests[-1].body["messages"][-1] == messages[-1]
 
@@ -108,8 +136,10 @@ def _stream_text(client: openai.OpenAI) -> str:
 
 
 def test_a_reset_upstream_stream_is_an_error(client: openai.OpenAI, upstream: UpstreamServer) -> None:
-    events = [f"data: {json.dumps({'object': 'chat.completion.chunk', 'model': 'm', 'choices': [{'index': 0, 'delta': {'content': w}, 'finish_reason': None}]})}\n\n".encode()
-              for w in ("one", " two", " three")]
+    events = [
+        f"data: {json.dumps({'object': 'chat.completion.chunk', 'model': 'm', 'choices': [{'index': 0, 'delta': {'content': w}, 'finish_reason': None}]})}\n\n".encode()
+        for w in ("one", " two", " three")
+    ]
     upstream.fake.queue(200, events, {"content-type": "text/event-stream"}, close_after=2)
     with pytest.raises(openai.APIConnectionError):
         _stream_text(client)

@@ -6,8 +6,8 @@ through the proxy.
 
 from __future__ import annotations
 
-import subprocess
 import shutil
+import subprocess
 
 import pytest
 from langchain_ollama import ChatOllama, OllamaEmbeddings
@@ -47,7 +47,13 @@ def test_ollama_js_ignores_http_proxy(regular: Mitmdump, upstream: UpstreamServe
     """Node.js 20's fetch does not read HTTP_PROXY: ollama-js needs reverse mode (the README says so).
     If this fails, Node.js has started to honour the variable: update the README's compatibility table."""
     env = {**client_env(OLLAMA_URL), "HTTP_PROXY": regular.url, "http_proxy": regular.url}
-    done = subprocess.run([shutil.which("node"), str(NODE_DIR / "ollama_js.mjs"), "version", "{}"],
-                          capture_output=True, text=True, timeout=60, env=env, cwd=NODE_DIR)
+    done = subprocess.run(
+        [shutil.which("node"), str(NODE_DIR / "ollama_js.mjs"), "version", "{}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=NODE_DIR,
+    )
     assert '"threw"' in done.stdout and "fetch failed" in done.stdout, done.stdout
     assert upstream.fake.requests == []

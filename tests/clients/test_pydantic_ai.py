@@ -60,7 +60,9 @@ class City(BaseModel):
 
 def test_structured_output(ollama_proxy: Mitmdump, upstream: UpstreamServer) -> None:
     # pydantic-ai asks for its output through a tool call ("final_result") by default.
-    upstream.fake.queue_reply("", tool_calls=[{"name": "final_result", "arguments": {"name": "Paris", "country": "France"}}])
+    upstream.fake.queue_reply(
+        "", tool_calls=[{"name": "final_result", "arguments": {"name": "Paris", "country": "France"}}]
+    )
     result = agent(ollama_proxy, output_type=City).run_sync("Name a city.")
     assert result.output == City(name="Paris", country="France")
 

@@ -24,7 +24,9 @@ from harness.mitmdump import Mitmdump
 from .conftest import client_env
 
 README = (ROOT / "README.md").read_text()
-BLOCKS = [b for b in re.findall(r"^```(?:sh|bash|shell)\n(.*?)^```", README, re.S | re.M) if re.search(r"^\s*curl\s", b, re.M)]
+BLOCKS = [
+    b for b in re.findall(r"^```(?:sh|bash|shell)\n(.*?)^```", README, re.S | re.M) if re.search(r"^\s*curl\s", b, re.M)
+]
 
 # The curl the examples run: the real one, with its exit status, arguments and answer recorded.
 WRAPPER = """#!{bash}
@@ -66,7 +68,12 @@ def check_answer(path: str, body: bytes) -> None:
         key = "message" if path == "/api/chat" else "response"
         assert all(key in o for o in objects), objects
         if last["done_reason"] not in ("load", "unload"):
-            content = "".join(o["message"].get("content", "") + str(o["message"].get("tool_calls", "")) if key == "message" else o["response"] for o in objects)
+            content = "".join(
+                o["message"].get("content", "") + str(o["message"].get("tool_calls", ""))
+                if key == "message"
+                else o["response"]
+                for o in objects
+            )
             assert content, objects
     elif path == "/api/embed":
         assert len(objects) == 1 and last["embeddings"] and all(last["embeddings"]), last
@@ -102,13 +109,17 @@ def test_readme_curl_example(block: str, ollama_proxy: Mitmdump, tmp_path: Path)
     address = ollama_proxy.url.removeprefix("http://")
     script = re.sub(r"(127\.0\.0\.1|localhost):11434", address, block)
     env = {**client_env(ollama_proxy.url), "PATH": str(bin_dir), "CURL_OUT": str(out), "HOME": str(tmp_path)}
-    done = subprocess.run([bash, "-e", "-o", "pipefail", "-c", script], capture_output=True, timeout=60, env=env, cwd=tmp_path)
+    done = subprocess.run(
+        [bash, "-e", "-o", "pipefail", "-c", script], capture_output=True, timeout=60, env=env, cwd=tmp_path
+    )
     runs = sorted(out.glob("*.args"), key=lambda p: int(p.stem))
-    assert done.returncode == 0, f"the example failed ({done.returncode}): {done.stderr.decode()}\n{done.stdout.decode()}\n{script}"
+    assert done.returncode == 0, (
+        f"the example failed ({done.returncode}): {done.stderr.decode()}\n{done.stdout.decode()}\n{script}"
+    )
     assert runs, f"no curl command ran:\n{script}"
     for run in runs:
         args = run.read_bytes().split(b"\0")[:-1]
         urls = [a.decode() for a in args if a.decode().startswith(("http://", "https://"))]
         assert len(urls) == 1 and urls[0].startswith(ollama_proxy.url), f"the example does not call the proxy: {args}"
-        path = urls[0][len(ollama_proxy.url):].split("?", 1)[0]
+        path = urls[0][len(ollama_proxy.url) :].split("?", 1)[0]
         check_answer(path, (out / f"{run.stem}.out").read_bytes())

@@ -13,9 +13,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
-from harness.mitmdump import Mitmdump
+
 from harness.upstream import UpstreamServer
 
 Vercel = Callable[..., Any]
@@ -32,7 +31,10 @@ def test_generate_text_chat(vercel_ai: Vercel, upstream: UpstreamServer) -> None
     assert result["finishReason"] == "stop" and result["usage"] == {"inputTokens": 7, "outputTokens": 3}
     sent = upstream.fake.requests[-1]
     assert sent.path == "/v1/chat/completions" and sent.body["model"] == "gpt-4o-mini"
-    assert sent.body["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
+    assert sent.body["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello there"},
+    ]
 
 
 def test_generate_text_completion(vercel_ai: Vercel, upstream: UpstreamServer) -> None:
@@ -82,7 +84,10 @@ def test_tool_round_trip(vercel_ai: Vercel, upstream: UpstreamServer, stream: bo
     assert asked["tools"][0]["function"]["name"] == "add"
     assert asked["tools"][0]["function"]["parameters"]["required"] == ["a", "b"]
     call = answered["messages"][1]["tool_calls"][0]
-    assert call["id"] == first["toolCalls"][0]["toolCallId"] and json.loads(call["function"]["arguments"]) == {"a": 2, "b": 3}
+    assert call["id"] == first["toolCalls"][0]["toolCallId"] and json.loads(call["function"]["arguments"]) == {
+        "a": 2,
+        "b": 3,
+    }
     assert answered["messages"][2] == {"role": "tool", "tool_call_id": call["id"], "content": "5"}
 
 

@@ -1,0 +1,1 @@
+"""The live tier against the local model server (make test-live)."""

@@ -77,12 +77,21 @@ def test_length_limit(client: ollama.Client) -> None:
 def test_tool_call_round_trip(client: ollama.Client) -> None:
     messages = [{"role": "user", "content": "What is the weather in Paris?"}]
     tool = WEATHER_TOOL
-    answer = client.chat(model=CHAT, messages=messages, tools=[tool], options={**GREEDY, "num_predict": 48, "stop": ["</tool_call>"]})
+    answer = client.chat(
+        model=CHAT, messages=messages, tools=[tool], options={**GREEDY, "num_predict": 48, "stop": ["</tool_call>"]}
+    )
     calls = answer.message.tool_calls or []
     assert answer.done_reason == "stop"
     assert [(c.function.name, c.function.arguments) for c in calls] == [("get_weather", {"city": "Paris"})]
-    streamed = list(client.chat(model=CHAT, messages=messages, tools=[tool], stream=True,
-                                options={**GREEDY, "num_predict": 48, "stop": ["</tool_call>"]}))
+    streamed = list(
+        client.chat(
+            model=CHAT,
+            messages=messages,
+            tools=[tool],
+            stream=True,
+            options={**GREEDY, "num_predict": 48, "stop": ["</tool_call>"]},
+        )
+    )
     assert [c.function.arguments for p in streamed for c in (p.message.tool_calls or [])] == [{"city": "Paris"}]
     messages += [answer.message, {"role": "tool", "tool_name": "get_weather", "content": "18 degrees and sunny"}]
     follow_up = client.chat(model=CHAT, messages=messages, tools=[tool], options=GREEDY)
@@ -94,7 +103,9 @@ def test_embed(client: ollama.Client) -> None:
     assert len(batch.embeddings) == 2 and all(len(v) == 640 for v in batch.embeddings)
     assert all(math.isclose(math.fsum(x * x for x in v), 1.0, rel_tol=1e-4) for v in batch.embeddings)
     single = client.embed(model=EMBED, input="grass is green").embeddings[0]
-    assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(single, batch.embeddings[1])), "batch order kept"
+    assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(single, batch.embeddings[1], strict=True)), (
+        "batch order kept"
+    )
     legacy = client.embeddings(model=EMBED, prompt="the sky is blue")
     assert len(legacy.embedding) == 640
 
@@ -111,5 +122,3 @@ def test_unknown_model(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as error:
         client.chat(model="no-such-model", messages=QUESTION)
     assert error.value.status_code == 404 and error.value.error == "model 'no-such-model' not found"
-
-
