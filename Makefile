@@ -12,7 +12,8 @@ ARGS ?=
 # make run WORKERS=N: N proxy processes behind HAProxy (scripts/workers.py), for more than one core
 WORKERS ?= 1
 
-.PHONY: setup run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-workers bench-profile clean
+
+.PHONY: setup lint format run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-workers bench-profile clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -29,10 +30,21 @@ $(VENV)/.installed: pyproject.toml
 	echo "Using $$py ($$("$$py" --version))"; \
 	rm -rf $(VENV) && "$$py" -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,dev]'
 	@touch $@
 
 setup: $(VENV)/.installed
+
+# ruff (lint and format check) and mypy, configured in pyproject.toml: zero findings (docs/architecture.md).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# Apply ruff's fixes and formatting (after a merge, say).
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # The client compatibility suite (tests/clients/): the Ollama clients people use, each from its
 # registry at the versions pinned in tests/clients/requirements.txt and tests/clients/node/package-lock.json,

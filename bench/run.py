@@ -1166,22 +1166,22 @@ def render(results: dict) -> str:
     )
     L.append("")
 
-    errs: list[str] = []
+    error_lines: list[str] = []
     for t in rows:
         r = t["res"]
         for phase in ("c1", "c50", "relay", "ttft", "tput"):
             ek = g(r, phase, "error_kinds")
             if ek:
-                errs.append(f"- {t['key']} {phase}: {ek}")
+                error_lines.append(f"- {t['key']} {phase}: {ek}")
         for n, h in r.get("held", {}).items():
             if h.get("error_kinds"):
-                errs.append(f"- {t['key']} {n} streams: {h['error_kinds']}")
+                error_lines.append(f"- {t['key']} {n} streams: {h['error_kinds']}")
         if t.get("died"):
-            errs.append(f"- {t['key']} exited during the run: {t['died'][-300:]!r}")
-    if errs:
+            error_lines.append(f"- {t['key']} exited during the run: {t['died'][-300:]!r}")
+    if error_lines:
         L.append("## Errors seen")
         L.append("")
-        L += errs
+        L += error_lines
         L.append("")
 
     L.append("## Setups and how each was started")

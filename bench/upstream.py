@@ -53,15 +53,17 @@ _STATIC_HEADERS = (
     b"x-ratelimit-reset-tokens: 0s\r\n"
 )
 
-_date_cache = [0, b""]
+_date_second = 0
+_date_text = b""
 
 
 def _http_date() -> bytes:
+    global _date_second, _date_text
     now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()
-    return _date_cache[1]
+    if _date_second != now:
+        _date_second = now
+        _date_text = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()
+    return _date_text
 
 
 def stream_params(model: str, default_n: int, default_delay_s: float) -> tuple[int, float]:
@@ -174,27 +176,27 @@ class UpstreamProtocol(asyncio.Protocol):
         self._can_write: asyncio.Event | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
-    def connection_made(self, transport):  # type: ignore[override]
+    def connection_made(self, transport):
         self.transport = transport
         self.server.stats.connections += 1
         self.server.conns.add(self)
 
-    def connection_lost(self, exc):  # type: ignore[override]
+    def connection_lost(self, exc):
         self.closed = True
         self.server.conns.discard(self)
         if self._can_write is not None:
             self._can_write.set()
 
-    def pause_writing(self):  # type: ignore[override]
+    def pause_writing(self):
         if self._can_write is None:
             self._can_write = asyncio.Event()
         self._can_write.clear()
 
-    def resume_writing(self):  # type: ignore[override]
+    def resume_writing(self):
         if self._can_write is not None:
             self._can_write.set()
 
-    def data_received(self, data: bytes):  # type: ignore[override]
+    def data_received(self, data: bytes):
         self.buf += data
         if len(self.buf) > 16 * 1024 * 1024:
             self._reply(413, b'{"error":{"message":"request too large"}}', close=True)
@@ -220,7 +222,7 @@ class UpstreamProtocol(asyncio.Protocol):
                 headers[k.strip().lower()] = v.strip()
             pos = end + 4
             if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-                body = bytearray()
+                chunked = bytearray()
                 while True:
                     le = self.buf.find(b"\r\n", pos)
                     if le < 0:
@@ -234,9 +236,9 @@ class UpstreamProtocol(asyncio.Protocol):
                         break
                     if len(self.buf) < le + 2 + size + 2:
                         return
-                    body += self.buf[le + 2 : le + 2 + size]
+                    chunked += self.buf[le + 2 : le + 2 + size]
                     pos = le + 2 + size + 2
-                body = bytes(body)
+                body = bytes(chunked)
             else:
                 cl = int(headers.get(b"content-length", b"0") or 0)
                 if len(self.buf) < pos + cl:

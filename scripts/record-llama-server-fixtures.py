@@ -180,7 +180,7 @@ def scrub(obj: object, cache: str) -> object:
 
 def exchange(base: str, method: str, path: str, body: object) -> tuple[dict, dict]:
     url = urllib.parse.urlsplit(base)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=120)
     headers = {"Accept": "application/json"}
     raw: bytes | None = None
     if isinstance(body, bytes):
@@ -199,8 +199,8 @@ def exchange(base: str, method: str, path: str, body: object) -> tuple[dict, dic
     if "text/event-stream" not in ctype:
         with contextlib.suppress(ValueError):
             parsed = json.loads(data)
-    req = {"method": method, "path": path, "headers": headers}
-    req["body"] = raw.decode() if isinstance(body, bytes) else body
+    req: dict[str, object] = {"method": method, "path": path, "headers": headers}
+    req["body"] = body.decode() if isinstance(body, bytes) else body
     return req, {"status": resp.status, "headers": resp_headers, "body": parsed}
 
 
