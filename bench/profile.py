@@ -23,11 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench import client as cl
+from bench.run import API_KEY, HOST, OUT, PEERS_DIR, Proc, free_port, pinning, wait_port
 
-from bench import client as cl  # noqa: E402
-from bench.run import API_KEY, HOST, OUT, PEERS_DIR, Proc, free_port, pinning, wait_port  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PY_SPY = "py-spy==0.4.3"
 SECONDS = 6

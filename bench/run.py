@@ -32,13 +32,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import client as cl
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 OUT = BENCH / "out"
 PEERS_DIR = BENCH / ".peers"
-sys.path.insert(0, str(ROOT))
-
-from bench import client as cl  # noqa: E402
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 HOST = "127.0.0.1"

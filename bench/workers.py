@@ -23,10 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+from harness import ROOT, script_module
 
-import workers  # noqa: E402
+workers = script_module(ROOT / "scripts" / "workers.py")
 
 PY = sys.executable
 WRK_SCRIPT = ROOT / "bench" / "wrk_post.lua"

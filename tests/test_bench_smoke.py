@@ -4,10 +4,6 @@ Checks shapes only; no timing is asserted.
 """
 
 import json
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import client as bench_client
 from bench.upstream import FakeOpenAI, stream_params

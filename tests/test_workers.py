@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import ollama
 import pytest
 
-from harness import ROOT
+from harness import ROOT, script_module
 from harness.mitmdump import free_port
 from harness.upstream import UpstreamServer
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import workers
+workers = script_module(ROOT / "scripts" / "workers.py")
 
 pytestmark = pytest.mark.e2e
 
