@@ -6,10 +6,12 @@ killed (SIGTERM, then SIGKILL) in a `finally`. All loops are bounded in count an
 Environment knobs
   BENCH_QUICK=1       < 1 minute: shorter runs, fewer streams (results go to bench/out/)
   BENCH_PEERS=0       skip installing and measuring the PyPI peers
-  BENCH_ONLY=a,b      only these setups (keys: direct, mitmdump, addon, addon-v1, oai2ollama,
+  BENCH_ONLY=a,b      only these setups (keys: direct, mitmdump, addon, addon-v1, addon-base, addon-v1-base, oai2ollama,
                       ollama-openai-proxy)
   BENCH_NO_WRK=1      use the Python load generator even if wrk is installed
   BENCH_ADDON=path    measure another copy of the addon (e.g. a patched checkout's addon/proxy.py)
+  BENCH_BASE=path     also measure this copy of the addon, in rows of its own (keys addon-base,
+                      addon-v1-base): a before/after comparison in one run
   BENCH_ADDON_ARGS=.. extra mitmdump arguments for the addon rows, e.g. "--set body_view_limit=0"
   BENCH_WAIT_QUIET=N  first wait up to N seconds for the 1-minute load average to drop below 1
 """
@@ -366,6 +368,56 @@ class Target:
         return "sse" if self.api == "openai" else "ndjson"
 
 
+def addon_targets(mitmdump: str, proxy_prefix: list[str], base: str, addon: Path, key: str, label: str) -> list[Target]:
+    """The addon's two rows (/api/chat and /v1/chat/completions) for one copy of it."""
+    addon_args = shlex.split(os.environ.get("BENCH_ADDON_ARGS", ""))
+    out = []
+    for suffix, api, title, note in (
+        ("", "ollama", "(3) this project: mitmdump -s addon/proxy.py", "Ollama /api/chat in, OpenAI upstream"),
+        (
+            "-v1",
+            "openai",
+            "(3b) this project, OpenAI route",
+            "the same addon on its /v1/chat/completions route (OpenAI in and out: model name "
+            "resolved, SSE relayed as is), comparable to rows 2 and 4a",
+        ),
+    ):
+        p = free_port()
+        t = Target(
+            f"addon{suffix}{key}",
+            title + label,
+            api,
+            port=p,
+            cmd=[
+                *proxy_prefix,
+                mitmdump,
+                "-s",
+                str(addon),
+                "--mode",
+                f"reverse:http://{HOST}:{p}",
+                "--listen-host",
+                HOST,
+                "--listen-port",
+                str(p),
+                "--set",
+                f"openai_base_url={base}",
+                "--set",
+                f"openai_api_key={API_KEY}",
+                "--set",
+                "flow_detail=0",
+                *addon_args,
+            ],
+            note=note + (f"; the addon at {addon}" if key else ""),
+        )
+        sources = " ".join(p.read_text() for p in addon.parent.rglob("*.py")) if addon.exists() else ""
+        if not addon.exists():
+            t.skip = f"{addon} does not exist"
+        elif api == "openai" and "/v1/chat/completions" not in sources:
+            t.skip = "this addon version has no /v1/chat/completions route"
+        out.append(t)
+    return out
+
+
 def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
     mitmdump = str(ROOT / ".venv" / "bin" / "mitmdump")
     if not os.path.exists(mitmdump):
@@ -402,72 +454,10 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
         )
     )
 
-    p = free_port()
     addon = Path(os.environ.get("BENCH_ADDON") or ROOT / "addon" / "proxy.py").resolve()
-    addon_args = shlex.split(os.environ.get("BENCH_ADDON_ARGS", ""))
-    t = Target(
-        "addon",
-        "(3) this project: mitmdump -s addon/proxy.py",
-        "ollama",
-        port=p,
-        cmd=[
-            *proxy_prefix,
-            mitmdump,
-            "-s",
-            str(addon),
-            "--mode",
-            f"reverse:http://{HOST}:{p}",
-            "--listen-host",
-            HOST,
-            "--listen-port",
-            str(p),
-            "--set",
-            f"openai_base_url={base}",
-            "--set",
-            f"openai_api_key={API_KEY}",
-            "--set",
-            "flow_detail=0",
-            *addon_args,
-        ],
-        note="Ollama /api/chat in, OpenAI upstream",
-    )
-    if not addon.exists():
-        t.skip = "addon/proxy.py is not on this branch yet (merge main)"
-    targets.append(t)
-
-    p = free_port()
-    t = Target(
-        "addon-v1",
-        "(3b) this project, OpenAI route",
-        "openai",
-        port=p,
-        cmd=[
-            *proxy_prefix,
-            mitmdump,
-            "-s",
-            str(addon),
-            "--mode",
-            f"reverse:http://{HOST}:{p}",
-            "--listen-host",
-            HOST,
-            "--listen-port",
-            str(p),
-            "--set",
-            f"openai_base_url={base}",
-            "--set",
-            f"openai_api_key={API_KEY}",
-            "--set",
-            "flow_detail=0",
-            *addon_args,
-        ],
-        note="the same addon on its /v1/chat/completions route (OpenAI in and out: model name "
-        "resolved, SSE relayed as is), comparable to rows 2 and 4a",
-    )
-    if not addon.exists():
-        t.skip = "addon/proxy.py is not on this branch yet (merge main)"
-    elif "/v1/chat/completions" not in addon.read_text():
-        t.skip = "this addon version has no /v1/chat/completions route"
-    targets.append(t)
+    targets += addon_targets(mitmdump, proxy_prefix, base, addon, "", "")
+    if base_addon := os.environ.get("BENCH_BASE"):
+        targets += addon_targets(mitmdump, proxy_prefix, base, Path(base_addon).resolve(), "-base", " (BENCH_BASE)")
 
     want_peers = os.environ.get("BENCH_PEERS", "1") not in ("0", "")
     only = {s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()}

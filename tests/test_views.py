@@ -519,12 +519,11 @@ def test_streamed_body_not_stored(registered):
     assert result.text == "Content is missing."
 
 
-def test_the_proxy_addon_adds_the_views():
+def test_the_proxy_addon_adds_the_views(monkeypatch):
     """`mitmweb -r saved.flow -s addon/proxy.py` shows saved flows with the views: the addon adds them on load."""
     from addon.proxy import OllamaProxy
 
-    registry = contentviews.registry
-    for view in cv.VIEWS:
-        registry._by_name.pop(view.name.lower(), None)  # (as in a fresh process)
+    registry = contentviews.ContentviewRegistry()  # as in a fresh process
+    monkeypatch.setattr(contentviews, "registry", registry)
     with taddons.context(OllamaProxy()):
         assert registry["ollama ndjson"] is cv.ollama_ndjson_view and registry["openai sse"] is cv.openai_sse_view

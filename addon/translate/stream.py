@@ -1,14 +1,17 @@
-"""Incremental conversion of an OpenAI SSE stream into Ollama NDJSON: feed bytes, get lines.
+"""Incremental conversion of an OpenAI SSE stream into a client's stream format: feed bytes, get bytes.
 
-`SSEToNDJSON` is the stream converter of the Ollama chat and generate endpoints (see
-`addon.endpoints.base.StreamConverter`): the events come from the one SSE decoder
-(`addon.wire.sse`), the lines from the one chunk builder (`translate.response.chunk`).
+Both are stream converters (`addon.endpoints.base.StreamConverter`) whose events come from the
+one SSE decoder (`addon.wire.sse`):
+- `SSEToNDJSON`: Ollama NDJSON for the chat and generate endpoints, its lines from the one chunk
+  builder (`translate.response.chunk`);
+- `ChunkConverter`: any other API's events, made by an `EventSink` from each decoded chunk (the
+  Anthropic Messages and OpenAI Responses streams of `addon.agents`).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from addon.translate.response import (
     Clock,
@@ -77,8 +80,8 @@ class SSEToNDJSON:
             events = self._events.feed(piece)
         except SSETooLarge as e:
             return self.fail(f"the upstream sent an invalid stream: {e}")
-        for event in events:
-            self._dispatch(event.data, out)
+        for data, _ in events:
+            self._dispatch(data, out)
             if self.ended:
                 break
         return b"".join(out)
@@ -91,8 +94,8 @@ class SSEToNDJSON:
                 events = self._events.finish()
             except SSETooLarge as e:
                 return self.fail(f"the upstream sent an invalid stream: {e}")
-            for event in events:
-                self._dispatch(event.data, out)
+            for data, _ in events:
+                self._dispatch(data, out)
                 if self.ended:
                     break
         if not self.ended:
@@ -196,3 +199,90 @@ class SSEToNDJSON:
         final(last, self.finish_reason, metrics(self.clock, self.raw_usage, self.timings))
         out.append(dumps_line(last))
         self.ended = True
+
+
+class EventSink(Protocol):
+    """A translator of decoded OpenAI stream chunks into another API's stream events (one bytes
+    object per event; never an empty one): `addon.agents.anthropic.MessagesStream`,
+    `addon.agents.responses.ResponsesStream`."""
+
+    ended: bool
+
+    def feed_event(self, chunk: dict[str, Any]) -> list[bytes]:
+        """The events one decoded `chat.completion.chunk` yields."""
+
+    def finish(self) -> list[bytes]:
+        """The closing events once the upstream stream has ended (an error event if it was cut short)."""
+
+    def fail(self, message: str) -> list[bytes]:
+        """A final error event."""
+
+
+class ChunkConverter:
+    """A `StreamConverter` for any `EventSink`: the upstream's SSE decoded (by the one SSE
+    decoder), each chunk handed to the sink, its events sent on as they come.
+
+    `[DONE]` finishes the sink, an upstream error event or data that is no JSON object fails it,
+    and so does an event over the decoder's cap; the token counts of the last `usage` seen are
+    the exchange's.
+    """
+
+    final_error_on_break = True
+
+    def __init__(self, sink: EventSink, content_type: str | None = "text/event-stream; charset=utf-8") -> None:
+        self.sink = sink
+        self.content_type = content_type
+        self.warnings: list[str] = []
+        self.raw_usage: Any = None
+        self._events = SSEDecoder()
+
+    @property
+    def ended(self) -> bool:
+        return self.sink.ended
+
+    @property
+    def usage(self) -> Usage | None:
+        return usage_of(self.raw_usage)
+
+    def feed(self, data: bytes) -> bytes:
+        if self.sink.ended:
+            return b""
+        try:
+            events = self._events.feed(data)
+        except SSETooLarge as e:
+            return self.fail(f"the upstream sent an invalid stream: {e}")
+        return b"".join(piece for event in events for piece in self._event(event.data))
+
+    def finish(self) -> bytes:
+        out: list[bytes] = []
+        if not self.sink.ended:
+            try:
+                events = self._events.finish()
+            except SSETooLarge as e:
+                return self.fail(f"the upstream sent an invalid stream: {e}")
+            out += [piece for event in events for piece in self._event(event.data)]
+        out += self.sink.finish()
+        return b"".join(out)
+
+    def fail(self, message: str) -> bytes:
+        return b"".join(self.sink.fail(message))
+
+    def _event(self, data: bytes) -> list[bytes]:
+        if self.sink.ended:
+            return []
+        if data == b"[DONE]":
+            return self.sink.finish()
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return self.sink.fail(
+                f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}"
+            )
+        if not isinstance(chunk, dict):
+            return self.sink.fail("the upstream sent an invalid stream event")
+        if "error" in chunk:
+            error = chunk["error"]
+            return self.sink.fail(f"upstream error: {error.get('message') if isinstance(error, dict) else error}")
+        if isinstance(chunk.get("usage"), dict):
+            self.raw_usage = chunk["usage"]
+        return self.sink.feed_event(chunk)

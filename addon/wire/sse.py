@@ -1,7 +1,7 @@
 """The one Server-Sent Events decoder: incremental, linear, and bounded.
 
-Every SSE body the addon reads goes through here: the upstream streams it converts, the `/v1`
-streams it relays, and the bodies the content views summarise. Following the WHATWG rules:
+Every SSE body the addon decodes goes through `SSEDecoder`: the upstream streams it converts
+(`addon.translate.stream`) and the bodies the content views summarise. Following the WHATWG rules:
 
 - a line ends with CRLF, LF or CR (a CR at the end of one piece and an LF at the start of the
   next are one line end); a UTF-8 byte order mark at the very start is ignored;
@@ -9,12 +9,15 @@ streams it relays, and the bodies the content views summarise. Following the WHA
   names it; `id:`, `retry:` and `:` comments are ignored; a last event not followed by a blank
   line is dispatched only by `finish()` when the body has ended.
 
-`LineReader` splits bytes into lines; `SSEDecoder` builds events on it (and, for the content
-views, can also hand out the lines that are no SSE field at all, as events named `?`). Both are linear in the
-input: a piece is scanned once, and an unfinished line is kept as a list of pieces joined once
-when it completes (never `buffer + piece` per piece). Both are bounded: one line, or one event,
-longer than `max_size` bytes raises `SSETooLarge` (the converters turn it into an error line
-or event), so a stream without line ends cannot grow the proxy's memory without limit.
+It is linear in the input: a piece is scanned once, and an unfinished line is kept as a list of
+pieces joined once when it completes (never `buffer + piece` per piece). It is bounded: one
+line, or one event, longer than `max_size` bytes raises `SSETooLarge` (the converters turn it
+into their final error line or event), so a stream without line ends or without blank lines
+cannot grow the proxy's memory without limit. For the content views it can also hand out the
+lines that are no SSE field at all, as events named `?`.
+
+(The /v1 relay, `addon.endpoints.openai.SSERelay`, decodes no events: it passes lines on byte
+for byte, renaming `model` in data lines, and holds back the start of an unfinished line.)
 """
 
 from __future__ import annotations
@@ -36,23 +39,69 @@ class Event(NamedTuple):
     name: str = "message"
 
 
-class LineReader:
-    """Complete lines (without their line ends) from pieces of a body, however it was cut."""
+_new_event = tuple.__new__  # Event(data, name) without the generated __new__: this is the hot path
 
-    __slots__ = ("_cr", "_pending", "_size", "_started", "max_size")
 
-    def __init__(self, max_size: int = MAX_EVENT) -> None:
+class SSEDecoder:
+    """Events from pieces of an SSE body: `feed(piece)` as it arrives, `finish()` at its end."""
+
+    __slots__ = ("_cr", "_data", "_name", "_pending", "_pending_size", "_size", "_started", "keep_unknown", "max_size")
+
+    def __init__(self, max_size: int = MAX_EVENT, keep_unknown: bool = False) -> None:
         self.max_size = max_size
+        self.keep_unknown = keep_unknown  # lines that are no SSE field come out as events named "?"
         self._pending: list[bytes] = []  # the pieces of the unfinished last line
-        self._size = 0
+        self._pending_size = 0
         self._cr = False  # the last piece ended with CR: an LF starting the next one belongs to it
         self._started = False
+        self._data: list[bytes] = []  # the data lines of the event being read
+        self._size = 0
+        self._name = "message"
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """The lines this piece completes (possibly none)."""
+    def feed(self, data: bytes) -> list[Event]:
+        """The events this piece completes (possibly none). Raises `SSETooLarge`."""
+        if self._cr or not self._started or b"\r" in data:
+            data = self._line_ends(data)
+        if data.endswith(b"\n\n") and data.startswith(b"data: ") and data.count(b"\n") == 2 and not self._pending:
+            # The common piece: exactly one event of one data line.
+            if self._data or len(data) - 8 > self.max_size:
+                return self._events(data.split(b"\n")[:-1])
+            event: Event = _new_event(Event, (data[6:-2], self._name))
+            self._name = "message"
+            return [event]
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if not lines:  # no line end in this piece
+            if rest:
+                self._pending.append(rest)
+                self._pending_size += len(rest)
+                if self._pending_size > self.max_size:
+                    raise SSETooLarge(f"a line of the stream is longer than {self.max_size} bytes")
+            return []
+        if self._pending:
+            self._pending.append(lines[0])
+            lines[0] = b"".join(self._pending)
+            if len(lines[0]) > self.max_size:
+                raise SSETooLarge(f"a line of the stream is longer than {self.max_size} bytes")
+        self._pending = [rest] if rest else []
+        self._pending_size = len(rest)
+        return self._events(lines)
+
+    def finish(self) -> list[Event]:
+        """The events left when the body has ended: a last line, and a last event without its blank line."""
+        rest = b"".join(self._pending)
+        self._pending = []
+        self._pending_size = 0
+        events = self._events([rest]) if rest else []
+        if self._data:
+            events.append(self._dispatch())
+        return events
+
+    def _line_ends(self, data: bytes) -> bytes:
+        """CRLF and CR as LF, across pieces; the byte order mark of the first piece dropped."""
         if not self._started:
             if not data:
-                return []
+                return data
             self._started = True
             if data.startswith(_BOM):
                 data = data[3:]
@@ -63,56 +112,7 @@ class LineReader:
         if b"\r" in data:
             self._cr = data.endswith(b"\r")
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        end = data.rfind(b"\n")
-        if end < 0:
-            if data:
-                self._pending.append(data)
-                self._size += len(data)
-                if self._size > self.max_size:
-                    raise SSETooLarge(f"a line of the stream is longer than {self.max_size} bytes")
-            return []
-        lines = data[:end].split(b"\n")
-        if self._pending:
-            self._pending.append(lines[0])
-            lines[0] = b"".join(self._pending)
-            if len(lines[0]) > self.max_size:
-                raise SSETooLarge(f"a line of the stream is longer than {self.max_size} bytes")
-        rest = data[end + 1 :]
-        self._pending = [rest] if rest else []
-        self._size = len(rest)
-        return lines
-
-    def finish(self) -> list[bytes]:
-        """The last line, if the body did not end with a line end."""
-        rest = b"".join(self._pending)
-        self._pending = []
-        self._size = 0
-        return [rest] if rest else []
-
-
-class SSEDecoder:
-    """Events from pieces of an SSE body: `feed(piece)` as it arrives, `finish()` at its end."""
-
-    __slots__ = ("_data", "_lines", "_name", "_size", "keep_unknown", "max_size")
-
-    def __init__(self, max_size: int = MAX_EVENT, keep_unknown: bool = False) -> None:
-        self.max_size = max_size
-        self.keep_unknown = keep_unknown  # lines that are no SSE field come out as events named "?"
-        self._lines = LineReader(max_size)
-        self._data: list[bytes] = []
-        self._size = 0
-        self._name = "message"
-
-    def feed(self, data: bytes) -> list[Event]:
-        """The events this piece completes (possibly none). Raises `SSETooLarge`."""
-        return self._events(self._lines.feed(data))
-
-    def finish(self) -> list[Event]:
-        """The events left when the body has ended: a last line, and a last event without its blank line."""
-        events = self._events(self._lines.finish())
-        if self._data:
-            events.append(self._dispatch())
-        return events
+        return data
 
     def _events(self, lines: list[bytes]) -> list[Event]:
         events: list[Event] = []
@@ -134,13 +134,13 @@ class SSEDecoder:
                 if self._data:
                     events.append(self._dispatch())
                 if line.strip():  # (a line of spaces ends an event, as a blank line does)
-                    events.append(Event(line, "?"))
+                    events.append(_new_event(Event, (line, "?")))
             # id:, retry:, ":" comments (and, unless kept, lines that are no SSE field) carry nothing for us
         return events
 
     def _dispatch(self) -> Event:
         data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
-        event = Event(data, self._name)
+        event: Event = _new_event(Event, (data, self._name))
         self._data = []
         self._size = 0
         self._name = "message"

@@ -1,0 +1,71 @@
+"""The one SSE decoder (addon/wire/sse.py): line ends, piece boundaries, fields, caps, linear cost."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from addon.wire.sse import Event, SSEDecoder, SSETooLarge
+
+
+def decode(body: bytes, size: int | None = None, **options: object) -> list[Event]:
+    decoder = SSEDecoder(**options)  # type: ignore[arg-type]
+    step = size or max(len(body), 1)
+    events = [e for i in range(0, len(body), step) for e in decoder.feed(body[i : i + step])]
+    return events + decoder.finish()
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r\n", b"\r"])
+@pytest.mark.parametrize("size", [1, 2, 3, 5, None])
+def test_every_line_end_and_every_cut(end: bytes, size: int | None) -> None:
+    body = (
+        end.join([b"data: one", b"", b"event: note", b"data:two", b"data:  three", b"", b": comment", b"id: 7", b""])
+        + end
+    )
+    assert decode(body, size) == [Event(b"one"), Event(b"two\n three", "note")]
+
+
+def test_a_crlf_split_between_two_pieces_is_one_line_end() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: a\r") == []
+    assert decoder.feed(b"\n\r") == [Event(b"a")]
+    assert decoder.feed(b"\ndata: b\n\n") == [Event(b"b")], "the LF after the CR ends nothing more"
+
+
+def test_the_byte_order_mark_and_the_last_event_without_its_blank_line() -> None:
+    assert decode(b"\xef\xbb\xbfdata: x\n\ndata: tail") == [Event(b"x"), Event(b"tail")]
+    assert decode(b"") == [] and decode(b"\n\n\n") == []
+
+
+def test_lines_that_are_no_field_are_kept_only_when_asked() -> None:
+    body = b'{"not": "sse"}\ndata: x\n\n'
+    assert decode(body) == [Event(b"x")]
+    assert decode(body, keep_unknown=True) == [Event(b'{"not": "sse"}', "?"), Event(b"x")]
+
+
+def test_a_line_or_an_event_over_the_cap_raises() -> None:
+    decoder = SSEDecoder(max_size=100)
+    decoder.feed(b"data: " + b"x" * 60)
+    with pytest.raises(SSETooLarge, match="line"):
+        decoder.feed(b"y" * 60)
+    events = SSEDecoder(max_size=100)
+    with pytest.raises(SSETooLarge, match="event"):
+        events.feed(b"".join(b"data: " + b"z" * 30 + b"\n" for _ in range(5)))
+
+
+def test_cost_is_linear_in_the_size_of_one_huge_event() -> None:
+    """A 16 MB event in 16 kB pieces costs about 16 times a 1 MB one (no `buffer + piece` per piece)."""
+
+    def seconds(size: int) -> float:
+        decoder = SSEDecoder(max_size=64 * 1024 * 1024)
+        piece = b"x" * 16384
+        started = time.perf_counter()
+        decoder.feed(b"data: ")
+        for _ in range(size // len(piece)):
+            decoder.feed(piece)
+        assert decoder.feed(b"\n\n")[0].data[:1] == b"x"
+        return time.perf_counter() - started
+
+    small, large = min(seconds(1 << 20) for _ in range(3)), min(seconds(16 << 20) for _ in range(3))
+    assert large < small * 16 * 4, (small, large)
