@@ -111,7 +111,7 @@ def main() -> int:
             scenarios = recording_scenarios()
             manifest = {
                 "scenarios": "recordings",
-                "upstream": "tests/fixtures/openai-recordings served by tests/upstream.py",
+                "upstream": "tests/fixtures/openai-recordings served by harness/upstream.py",
                 "sources": {s.name: s.source for s in scenarios},
             }
             return collect(args.name, scenarios, server.base_url, "", manifest, server.fake)
