@@ -176,7 +176,7 @@ def test_fixture_shape(path: Path) -> None:
 # script) plays the router or a single-model server and dies the way it is told to
 # (FAKE_ROUTER, FAKE_ALONE). The model file is a stand-in, so nothing is downloaded.
 
-FAKE_SERVER = r'''#!{python}
+FAKE_SERVER = r"""#!{python}
 import http.server, json, os, resource, signal, sys, threading, time
 
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -247,9 +247,9 @@ elif mode == "segv":
 # "no-port": never listens
 while True:
     time.sleep(1)
-'''
+"""
 
-FAKE_CMAKE = r'''#!{python}
+FAKE_CMAKE = r"""#!{python}
 import json, os, shutil, sys
 
 args = sys.argv[1:]
@@ -261,9 +261,9 @@ else:
     with open(os.environ["FAKE_CMAKE_ARGS"], "w") as f:
         json.dump(args, f)
     os.makedirs(args[args.index("-B") + 1], exist_ok=True)
-'''
+"""
 
-FAKE_PYTHON = r'''#!{python}
+FAKE_PYTHON = r"""#!{python}
 import io, os, sys, tarfile
 
 args = sys.argv[1:]
@@ -279,7 +279,7 @@ elif args[:3] == ["-m", "pip", "download"]:
         tar.addfile(info, io.BytesIO(data))
 else:
     os.execv(sys.executable, [sys.executable, *args])
-'''
+"""
 
 
 def free_port() -> int:
@@ -378,8 +378,15 @@ def built(fake_env):
 def test_start_fails_fast_when_a_model_instance_dies(built) -> None:
     cache, env = built
     t0 = time.monotonic()
-    r = run("start", cache=cache, port=free_port(), FAKE_ROUTER="instance-dies", FAKE_ALONE="sigill",
-            UPSTREAM_WAIT="120", **env)
+    r = run(
+        "start",
+        cache=cache,
+        port=free_port(),
+        FAKE_ROUTER="instance-dies",
+        FAKE_ALONE="sigill",
+        UPSTREAM_WAIT="120",
+        **env,
+    )
     elapsed = time.monotonic() - t0
     assert r.returncode == 1
     assert elapsed < 15, f"took {elapsed:.1f} s"
@@ -420,9 +427,11 @@ def test_start_fails_when_the_port_never_opens(built) -> None:
 def test_make_upstream_shows_the_failure(built) -> None:
     cache, env = built
     e = {k: v for k, v in os.environ.items() if not k.startswith("UPSTREAM_")}
-    e.update(env, UPSTREAM_CACHE=str(cache), UPSTREAM_PORT=str(free_port()),
-             FAKE_ROUTER="instance-dies", FAKE_ALONE="sigill")
-    r = subprocess.run(["make", "-s", "-C", str(ROOT), "upstream"], env=e, capture_output=True, text=True,
-                       timeout=30)
+    e.update(
+        env, UPSTREAM_CACHE=str(cache), UPSTREAM_PORT=str(free_port()), FAKE_ROUTER="instance-dies", FAKE_ALONE="sigill"
+    )
+    r = subprocess.run(["make", "-s", "-C", str(ROOT), "upstream"], env=e, capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
-    assert "model instance gemma3 exited with status 1; alone on the model, llama-server was killed by SIGILL" in r.stderr
+    assert (
+        "model instance gemma3 exited with status 1; alone on the model, llama-server was killed by SIGILL" in r.stderr
+    )

@@ -9,20 +9,21 @@ upstream errors as `{"error": "..."}` with the upstream's status.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from mitmproxy import http
 
 from addon.endpoints.base import OllamaEndpoint, parse_named
 from addon.exchange import Answer, Exchange, Forward, Reply, json_answer, text_answer
-from addon.translate.request import TranslationError, chat_request, generate_request
+from addon.translate.request import Translation, TranslationError, chat_request, generate_request
 from addon.translate.response import Shape, gather, rfc3339_now, upstream_error, whole_answer
 from addon.translate.stream import SSEToNDJSON
 from addon.wire.ollama import JSON, NDJSON, ChatRequest, GenerateRequest, dumps_body, dumps_line
 from addon.wire.openai import ChatCompletion, usage_of
 
 if TYPE_CHECKING:
-    from addon.settings import Settings
+    from addon.settings import Settings, Target
 
 
 class Root(OllamaEndpoint):
@@ -101,6 +102,23 @@ class _Generation(OllamaEndpoint):
         return Answer(200, dumps_body(answer), JSON)
 
 
+def _forward(
+    endpoint: _Generation,
+    exchange: Exchange,
+    settings: Settings,
+    translate: Callable[[Target], Translation],
+    stream: bool,
+) -> Reply:
+    """What chat and generate send upstream, once their request is read: the translation to the model's target."""
+    target = settings.target(exchange.model or "")
+    try:
+        translation = translate(target)
+    except TranslationError as e:
+        return endpoint.error(400, str(e))
+    exchange.warn(translation.warnings)
+    return Forward(translation.route, translation.wire_body(), stream, target)
+
+
 class Chat(_Generation):
     """`POST /api/chat` → `POST {base}/chat/completions`."""
 
@@ -112,13 +130,13 @@ class Chat(_Generation):
             return parsed
         if not parsed.messages:
             return load_reply(parsed, "chat")
-        target = settings.target(parsed.model)
-        try:
-            translation = chat_request(parsed, target.model, settings.passthrough_options, target.think_style)
-        except TranslationError as e:
-            return self.error(400, str(e))
-        exchange.warn(translation.warnings)
-        return Forward(translation.route, translation.wire_body(), parsed.stream, target)
+        return _forward(
+            self,
+            exchange,
+            settings,
+            lambda target: chat_request(parsed, target.model, settings.passthrough_options, target.think_style),
+            parsed.stream,
+        )
 
 
 class Generate(_Generation):
@@ -133,10 +151,10 @@ class Generate(_Generation):
         if not parsed.prompt and parsed.suffix is None and not parsed.images:
             return load_reply(parsed, "generate")
         exchange.detail = parsed.raw  # a raw prompt's answer has no `context`
-        target = settings.target(parsed.model)
-        try:
-            translation = generate_request(parsed, target.model, settings.passthrough_options, target.think_style)
-        except TranslationError as e:
-            return self.error(400, str(e))
-        exchange.warn(translation.warnings)
-        return Forward(translation.route, translation.wire_body(), parsed.stream, target)
+        return _forward(
+            self,
+            exchange,
+            settings,
+            lambda target: generate_request(parsed, target.model, settings.passthrough_options, target.think_style),
+            parsed.stream,
+        )

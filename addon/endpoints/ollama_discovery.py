@@ -139,18 +139,33 @@ class Ps(OllamaEndpoint):
         return json_answer(200, {"models": models})
 
 
+async def _named_model(
+    endpoint: OllamaEndpoint, exchange: Exchange, request: http.Request, settings: Settings, missing: str, guessed: str
+) -> tuple[ModelRequest, ModelInfo] | Answer:
+    """The request and the model it names, or the answer for a bad request or an unknown model.
+
+    `missing` is added to the 404's message; `guessed` is logged when the upstream's list is
+    unavailable and the answer rests on defaults inferred from the name.
+    """
+    parsed = parse_named(exchange, request, ModelRequest, endpoint, (400, "model is required"))
+    if isinstance(parsed, Answer):
+        return parsed
+    model, unverified = await settings.models.find(parsed.model)
+    if model is None:
+        return endpoint.error(404, not_found_text(parsed.model) + missing)
+    if unverified:
+        logger.warning("%s %s: %s: %s", exchange.route, parsed.model, guessed, unverified)
+    return parsed, model
+
+
 class Show(OllamaEndpoint):
     """`POST /api/show`: what clients read of a model (architecture, context length, capabilities)."""
 
     async def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
-        parsed = parse_named(exchange, request, ModelRequest, self, (400, "model is required"))
-        if isinstance(parsed, Answer):
-            return parsed
-        model, unverified = await settings.models.find(parsed.model)
-        if model is None:
-            return self.error(404, not_found_text(parsed.model))
-        if unverified:
-            logger.warning("/api/show %s: answered with inferred defaults: %s", parsed.model, unverified)
+        found = await _named_model(self, exchange, request, settings, "", "answered with inferred defaults")
+        if isinstance(found, Answer):
+            return found
+        parsed, model = found
         copilot = request.headers.get("user-agent", "").startswith(COPILOT_AGENT)
         return json_answer(200, show_answer(model, parsed.model, settings.models, copilot))
 
@@ -159,18 +174,11 @@ class Pull(OllamaEndpoint):
     """`POST /api/pull`: a model the upstream serves is "already pulled": answered like a finished pull."""
 
     async def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
-        parsed = parse_named(exchange, request, ModelRequest, self, (400, "model is required"))
-        if isinstance(parsed, Answer):
-            return parsed
-        model, unverified = await settings.models.find(parsed.model)
-        if model is None:
-            return self.error(
-                404,
-                f"{not_found_text(parsed.model)}: it is not in the model catalog nor served by the upstream, "
-                "and this proxy cannot download models",
-            )
-        if unverified:
-            logger.warning("/api/pull %s: answered success without checking: %s", parsed.model, unverified)
+        missing = ": it is not in the model catalog nor served by the upstream, and this proxy cannot download models"
+        found = await _named_model(self, exchange, request, settings, missing, "answered success without checking")
+        if isinstance(found, Answer):
+            return found
+        parsed, _ = found
         if not parsed.stream:
             return json_answer(200, {"status": "success"})
         steps = [

@@ -26,7 +26,7 @@ from addon.translate.response import (
 )
 from addon.wire.ollama import NDJSON, OllamaToolCall, dumps_line
 from addon.wire.openai import ChatCompletion, ToolCallDelta, Usage, usage_of
-from addon.wire.sse import SSEDecoder, SSETooLarge
+from addon.wire.sse import Event, SSEDecoder, SSETooLarge
 
 
 class _ToolCallDraft:
@@ -75,16 +75,11 @@ class SSEToNDJSON:
         """The lines completed by this piece of the upstream body (possibly none)."""
         if self.ended:
             return b""
-        out: list[bytes] = []
         try:
             events = self._events.feed(piece)
         except SSETooLarge as e:
             return self.fail(f"the upstream sent an invalid stream: {e}")
-        for data, _ in events:
-            self._dispatch(data, out)
-            if self.ended:
-                break
-        return b"".join(out)
+        return b"".join(self._each(events))
 
     def finish(self) -> bytes:
         """The tail of the stream, once the upstream body has ended."""
@@ -94,10 +89,7 @@ class SSEToNDJSON:
                 events = self._events.finish()
             except SSETooLarge as e:
                 return self.fail(f"the upstream sent an invalid stream: {e}")
-            for data, _ in events:
-                self._dispatch(data, out)
-                if self.ended:
-                    break
+            out = self._each(events)
         if not self.ended:
             if self.finish_reason is not None:
                 self._finish(out)
@@ -113,6 +105,14 @@ class SSEToNDJSON:
         return dumps_line({"error": message})
 
     # -- events -------------------------------------------------------------------------------
+
+    def _each(self, events: list[Event]) -> list[bytes]:
+        out: list[bytes] = []
+        for data, _ in events:
+            self._dispatch(data, out)
+            if self.ended:
+                break
+        return out
 
     def _dispatch(self, data: bytes, out: list[bytes]) -> None:
         if data == b"[DONE]":
