@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import ollama
@@ -18,13 +19,27 @@ workers = script_module(ROOT / "scripts" / "workers.py")
 pytestmark = pytest.mark.e2e
 
 
+def free_block(size: int) -> int:
+    """A port such that it and the next `size - 1` can all be bound now (none is a client's source port)."""
+    while True:
+        port = free_port()
+        sockets = [socket.socket() for _ in range(size)]
+        try:
+            for offset, sock in enumerate(sockets):
+                sock.bind(("127.0.0.1", port + offset))
+            return port
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
 def test_two_workers_behind_haproxy(upstream: UpstreamServer, tmp_path: Path) -> None:
     if shutil.which("haproxy") is None:
         message = "haproxy is needed: apt-get install haproxy (.ci/run does)"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
-    port = free_port()
-    while free_port() in (port + 1, port + 2):  # the workers take the next two ports
-        port = free_port()
+    port = free_block(3)  # HAProxy's port, and the two workers' next to it
     processes = workers.start(
         2, "127.0.0.1", port, ["--set", f"openai_base_url={upstream.base_url}"], tmp_path, log_files=True
     )
