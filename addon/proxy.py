@@ -45,6 +45,7 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from addon import access, annotate, contentviews, discovery, embeddings, errorpage, openai_routes, redact, routes, timeouts
+from addon import pool
 from addon.options import OPTIONS, Settings
 
 logger = logging.getLogger("ollama_proxy")
@@ -167,3 +168,6 @@ _hider = redact.KeyHider()
 _watch = timeouts.UpstreamWatch()
 addons = [_gate, redact.AnswerScrubber(_hider), timeouts.ErrorFirst(_watch), *addons,
           access.ClientKeyForwarder(_gate), _hider, _watch]
+# The upstream connection pool (addon/pool.py): first, so that the real upstream URL is back on a
+# flow before any other hook sees its answer; it adds its connector at the end of mitmproxy's chain.
+addons.insert(0, pool.UpstreamPool())
