@@ -1,0 +1,301 @@
+"""The upstream connection pool (addon/pool.py): HAProxy beside mitmproxy reuses TLS upstream connections.
+
+Against a TLS upstream on loopback with a CA made here: requests on new client connections share
+warm upstream connections; certificates are verified (a wrong CA fails closed with a clear 502),
+ssl_insecure is honoured; no key reaches the sidecar's configuration or log; the flows keep the
+real upstream URL; HAProxy stops with the proxy.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import ipaddress
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import ROOT, TEST_KEY, Mitmdump
+from upstream import UpstreamServer
+
+from addon import pool
+
+HAPROXY = pool.find_haproxy()
+
+
+def needs_haproxy() -> None:
+    if HAPROXY is None:
+        message = "haproxy is needed: apt-get install haproxy (.ci/run does)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+
+
+def make_ca(name: str):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A CA, a server certificate for 127.0.0.1 it signed, and another CA that signed nothing."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = tmp_path_factory.mktemp("pool-tls")
+    ca, ca_key = make_ca("pool test CA")
+    other, _ = make_ca("another CA")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = SimpleNamespace(ca=folder / "ca.pem", other_ca=folder / "other-ca.pem", cert=folder / "cert.pem", key=folder / "key.pem")
+    paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths.other_ca.write_bytes(other.public_bytes(serialization.Encoding.PEM))
+    paths.cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return paths
+
+
+@pytest.fixture
+def tls_upstream(certs: SimpleNamespace) -> Iterator[UpstreamServer]:
+    with UpstreamServer(tls=(str(certs.cert), str(certs.key))) as server:
+        yield server
+
+
+def chat(url: str, text: str, stream: bool = False) -> tuple[int, bytes]:
+    """One /api/chat request on a new client connection."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=20)
+    try:
+        body = {"model": "m", "messages": [{"role": "user", "content": text}], "stream": stream}
+        connection.request("POST", "/api/chat", body=json.dumps(body), headers={"content-type": "application/json"})
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Through a real mitmdump and HAProxy
+
+
+@pytest.mark.e2e
+def test_new_client_connections_share_warm_upstream_connections(spawn, tls_upstream: UpstreamServer, certs, tmp_path: Path) -> None:
+    needs_haproxy()
+    flows = tmp_path / "flows.mitm"
+    dump: Mitmdump = spawn("reverse", f"openai_base_url={tls_upstream.base_url}", f"openai_api_key={TEST_KEY}",
+                           "upstream_pool=https", f"ssl_verify_upstream_trusted_ca={certs.ca}", "flow_detail=4",
+                           f"save_stream_file={flows}")
+    before = tls_upstream.accepted
+    answers = [chat(dump.url, f"n{n}", stream=n % 2 == 1) for n in range(20)]
+    assert all(status == 200 for status, _ in answers), answers
+    assert json.loads(answers[0][1])["message"]["content"] == "echo: n0"
+    assert b"echo:" in answers[1][1] and answers[1][1].count(b"\n") > 2  # streamed as NDJSON
+    upstream_connections = tls_upstream.accepted - before
+    assert upstream_connections <= 3, f"20 client connections opened {upstream_connections} upstream connections"
+    # The upstream saw the real Host and the key; the flows show the real upstream URL, not the pool.
+    assert tls_upstream.fake.requests[-1].headers["host"] == f"127.0.0.1:{tls_upstream.port}"
+    assert tls_upstream.fake.requests[-1].headers["authorization"] == f"Bearer {TEST_KEY}"
+    haproxy = [pid for pid in children(dump.process.pid) if "haproxy" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(haproxy) == 1
+    log = dump.log()
+    assert "upstream pool: https://127.0.0.1:" in log and "TLS verified: yes" in log
+    dump.stop()
+    assert not alive(haproxy[0]), "HAProxy stops with the proxy"
+    assert TEST_KEY not in dump.log()
+
+    from mitmproxy import io
+
+    with flows.open("rb") as f:
+        saved = [flow for flow in io.FlowReader(f).stream()]
+    assert len(saved) == 20
+    for flow in saved:
+        assert flow.request.url == f"{tls_upstream.base_url}/chat/completions"
+        assert flow.metadata[pool.POOL_META]["origin"] == f"https://127.0.0.1:{tls_upstream.port}"
+        assert flow.metadata[pool.POOL_META]["via"].startswith("127.0.0.1:")
+
+
+@pytest.mark.e2e
+def test_a_wrong_ca_fails_closed_with_a_clear_502(spawn, tls_upstream: UpstreamServer, certs) -> None:
+    needs_haproxy()
+    dump = spawn("reverse", f"openai_base_url={tls_upstream.base_url}", f"openai_api_key={TEST_KEY}",
+                 "upstream_pool=https", f"ssl_verify_upstream_trusted_ca={certs.other_ca}")
+    for stream in (False, True):
+        status, body = chat(dump.url, "secret question", stream)
+        assert status == 502
+        message = json.loads(body)["error"]
+        assert message.startswith(f"cannot reach the upstream https://127.0.0.1:{tls_upstream.port} through the connection pool: ")
+        assert "SSL handshake failure" in message
+    assert tls_upstream.fake.requests == [], "no request reached an upstream whose certificate is not trusted"
+    assert "SSL handshake failure" in dump.log() and TEST_KEY not in dump.log()
+
+
+@pytest.mark.e2e
+def test_ssl_insecure_is_honoured(spawn, tls_upstream: UpstreamServer) -> None:
+    needs_haproxy()
+    dump = spawn("reverse", f"openai_base_url={tls_upstream.base_url}", "upstream_pool=https", "ssl_insecure=true")
+    status, body = chat(dump.url, "insecure")  # the test CA is not trusted, and not checked
+    assert status == 200 and json.loads(body)["message"]["content"] == "echo: insecure"
+    assert "TLS verified: no (ssl_insecure)" in dump.log()
+
+
+@pytest.mark.e2e
+def test_no_key_in_the_sidecar_log(spawn, tls_upstream: UpstreamServer, certs) -> None:
+    """Failed requests are the only ones HAProxy logs: an upstream 500 and 401 show no key."""
+    needs_haproxy()
+    dump = spawn("reverse", f"openai_base_url={tls_upstream.base_url}", f"openai_api_key={TEST_KEY}",
+                 "upstream_pool=https", f"ssl_verify_upstream_trusted_ca={certs.ca}", "flow_detail=4")
+    for fault in ("500", "401"):
+        connection = http.client.HTTPConnection("127.0.0.1", dump.port, timeout=20)
+        connection.request("POST", "/api/chat", body=json.dumps({"model": f"fault:{fault}", "stream": False, "messages": [{"role": "user", "content": "hi"}]}))
+        assert connection.getresponse().status == int(fault)
+        connection.close()
+    time.sleep(0.3)  # the sidecar's log lines reach the proxy's log asynchronously
+    log = dump.log()
+    assert "upstream pool: pool0 500" in log
+    assert TEST_KEY not in log and "Bearer" not in log.split("upstream pool: pool0 500")[1].splitlines()[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The sidecar's configuration
+
+
+def options(**changes) -> SimpleNamespace:
+    values = dict(
+        upstream_pool="https", upstream_pool_max_idle=32, upstream_pool_idle=30, openai_base_url="https://api.example.com/v1",
+        openai_api_key=TEST_KEY, ssl_insecure=False, ssl_verify_upstream_trusted_ca=None, ssl_verify_upstream_trusted_confdir=None,
+        client_certs=None, tls_version_server_min="TLS1_2", tls_version_server_max="UNBOUNDED", ciphers_server=None,
+    )
+    values.update(changes)
+    return SimpleNamespace(**values)
+
+
+def config(tmp_path: Path, origins: list[pool.Origin] | None = None, **changes) -> str:
+    opts = options(**changes)
+    origins = origins if origins is not None else pool.pooled_origins(opts)
+    listeners = list(zip(origins, range(41000, 41000 + len(origins))))
+    return pool.haproxy_config(listeners, pool.TLSSettings.from_options(opts, tmp_path), opts.upstream_pool_max_idle, opts.upstream_pool_idle)
+
+
+def test_config_verifies_the_upstream_by_default_and_binds_loopback_only(tmp_path: Path) -> None:
+    import certifi
+
+    text = config(tmp_path)
+    server = next(line for line in text.splitlines() if line.strip().startswith("server "))
+    assert "api.example.com:443 " in server and " ssl verify required " in server
+    assert f'ca-file "{certifi.where()}"' in server  # mitmproxy's own default trust store
+    assert 'verifyhost "api.example.com"' in server and "sni str(api.example.com)" in server
+    assert "ssl-min-ver TLSv1.2" in server and "pool-max-conn 32" in server and "pool-purge-delay 30s" in server
+    assert "resolvers system" in server  # DNS changes of the upstream are followed
+    binds = [line.split()[1] for line in text.splitlines() if line.strip().startswith("bind ")]
+    assert binds == ["127.0.0.1:41000"]
+    assert "http-reuse always" in text and "ssl-server-verify required" in text
+
+
+def test_config_follows_mitmproxys_tls_options(tmp_path: Path, certs) -> None:
+    insecure = config(tmp_path, ssl_insecure=True)
+    assert "verify none" in insecure and "verify required" not in insecure
+    trusted = config(tmp_path, ssl_verify_upstream_trusted_ca=str(certs.ca))
+    assert f'ca-file "{certs.ca}"' in trusted
+    confdir = tmp_path / "cas"
+    confdir.mkdir()
+    shutil.copy(certs.ca, confdir / "a.pem")
+    shutil.copy(certs.other_ca, confdir / "b.pem")
+    bundled = config(tmp_path, ssl_verify_upstream_trusted_confdir=str(confdir))
+    assert f'ca-file "{tmp_path / "trusted-ca.pem"}"' in bundled
+    assert (tmp_path / "trusted-ca.pem").read_bytes().count(b"BEGIN CERTIFICATE") == 2
+    client = tmp_path / "client.pem"
+    client.write_text("cert and key")
+    assert f'crt "{client}"' in config(tmp_path, client_certs=str(client))
+    per_host = tmp_path / "client-certs"
+    per_host.mkdir()
+    (per_host / "api.example.com.pem").write_text("cert and key")
+    assert f'crt "{per_host / "api.example.com.pem"}"' in config(tmp_path, client_certs=str(per_host))
+    assert "ssl-max-ver TLSv1.3" in config(tmp_path, tls_version_server_max="TLS1_3")
+    assert 'ciphers "ECDHE-RSA-AES128-GCM-SHA256"' in config(tmp_path, ciphers_server="ECDHE-RSA-AES128-GCM-SHA256")
+
+
+def test_config_for_several_upstreams(tmp_path: Path) -> None:
+    """One loopback listener per upstream origin (issue 15: several upstreams)."""
+    origins = [pool.Origin("https", "api.openai.com", 443), pool.Origin("https", "openrouter.ai", 443),
+               pool.Origin("http", "10.0.0.5", 8000)]
+    text = config(tmp_path, origins)
+    assert [line.split()[1] for line in text.splitlines() if line.strip().startswith("bind ")] == \
+        ["127.0.0.1:41000", "127.0.0.1:41001", "127.0.0.1:41002"]
+    servers = [line for line in text.splitlines() if line.strip().startswith("server ")]
+    assert "openrouter.ai:443 " in servers[1] and " ssl " in servers[1] and "sni str(openrouter.ai)" in servers[1]
+    assert " ssl" not in servers[2] and "resolvers" not in servers[2]  # a plain-HTTP upstream by address
+
+
+def test_which_upstreams_are_pooled() -> None:
+    assert pool.pooled_origins(options()) == [pool.Origin("https", "api.example.com", 443)]
+    assert pool.pooled_origins(options(openai_base_url="http://127.0.0.1:8000/v1")) == []
+    assert pool.pooled_origins(options(openai_base_url="http://10.1.2.3:8000/v1", upstream_pool="all")) == \
+        [pool.Origin("http", "10.1.2.3", 8000)]
+    assert pool.pooled_origins(options(upstream_pool="off")) == []
+
+
+def test_no_key_in_the_config(tmp_path: Path, certs) -> None:
+    for changes in ({}, {"ssl_insecure": True}, {"ssl_verify_upstream_trusted_ca": str(certs.ca)}):
+        text = config(tmp_path, **changes)
+        assert TEST_KEY not in text and "bearer" not in text.lower()
+    assert "%[req.hdr" not in text and "capture request" not in text and "%hr" not in text  # the log shows no header
+
+
+def test_options_are_documented() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name, *_ in pool.POOL_OPTIONS:
+        assert f"| `{name}` |" in readme, f"option {name} is missing from the README's options table"
+
+
+def test_a_missing_haproxy_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mitmproxy import exceptions
+    from mitmproxy.test import taddons
+
+    monkeypatch.setattr(pool, "find_haproxy", lambda: None)
+    addon = pool.UpstreamPool()
+    with taddons.context(addon) as tctx:
+        tctx.options.add_option("openai_base_url", str, "https://api.example.com/v1", "")
+        with pytest.raises(exceptions.OptionsError, match="apt-get install haproxy"):
+            tctx.configure(addon, upstream_pool="https")
+        tctx.configure(addon, upstream_pool="off")  # without the pool it runs
+        with pytest.raises(exceptions.OptionsError, match="off, https or all"):
+            tctx.configure(addon, upstream_pool="yes")
