@@ -52,6 +52,10 @@ frontend ollama
 backend workers
     balance leastconn
     option httpchk GET /api/version
+    # Requests of new client connections go over warm connections to the workers: a worker then
+    # pays no new-connection cost in mitmproxy (~2-4 ms of CPU each) for clients that do not keep
+    # their connection alive (bench/RESULTS-pool.md).
+    http-reuse always
 {servers}
 """
 
