@@ -15,7 +15,7 @@ WORKERS ?= 1
 # which keeps its TLS connections warm across client connections. POOL=0: straight from mitmproxy.
 POOL ?= 1
 
-.PHONY: setup run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-workers bench-profile clean
+.PHONY: setup run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-workers bench-pool bench-profile clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -132,6 +132,12 @@ bench-workers: setup
 
 bench-profile: setup
 	$(PY) bench/profile.py
+
+# A TLS upstream 40 ms away: new client connections against keep-alive ones, with and without the
+# upstream pool, WORKERS=1/2, the engines alone and the peers: bench/RESULTS-pool.md (needs haproxy;
+# nginx-light and golang-go add rows).
+bench-pool: setup
+	$(PY) bench/pool.py
 
 # Record every scenario through the proxy against a real upstream into flows/$(RECORD_NAME)/.
 RECORD_NAME ?= upstream

@@ -208,6 +208,9 @@ defaults
     timeout server 24h
     timeout http-keep-alive 300s
     timeout queue 30s
+    # A closed client connection (the client went away, or the addon's upstream_timeout closed it)
+    # closes the upstream connection too: the upstream stops generating, and billing.
+    option abortonclose
     http-reuse always
     # A warm connection that the upstream closed as it was reused fails with no answer at all: that
     # request is sent once more, on a new connection. A failed connect or TLS handshake is not retried.

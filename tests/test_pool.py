@@ -194,6 +194,56 @@ def test_no_key_in_the_sidecar_log(spawn, tls_upstream: UpstreamServer, certs) -
     assert TEST_KEY not in log and "Bearer" not in log.split("upstream pool: pool0 500")[1].splitlines()[0]
 
 
+@pytest.mark.e2e
+def test_regular_proxy_mode_and_a_pooled_plain_http_upstream(spawn, upstream: UpstreamServer) -> None:
+    """HTTP_PROXY mode works through the pool too; upstream_pool=all pools a plain-HTTP upstream."""
+    import httpx
+    import ollama
+
+    needs_haproxy()
+    dump = spawn("regular", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", "upstream_pool=all")
+    before = upstream.accepted
+    for n in range(5):
+        proxied = ollama.Client(host="http://ollama.internal:11434", proxy=dump.url, timeout=10)
+        assert proxied.chat(model="m", messages=[{"role": "user", "content": f"via {n}"}]).message.content == f"echo: via {n}"
+        proxied._client.close()
+    assert upstream.accepted - before == 1
+    assert upstream.fake.requests[-1].path == "/v1/chat/completions"
+    # Traffic for another host passes through untouched, not through the pool.
+    other = httpx.post(upstream.base_url + "/models", proxy=dump.url)
+    assert other.status_code == 200 and upstream.accepted - before == 2
+
+
+@pytest.mark.e2e
+def test_through_the_pool_a_client_gone_or_a_silent_upstream_still_stops_the_upstream(spawn, upstream: UpstreamServer) -> None:
+    """The pool passes connection closes on: the upstream stops generating (and billing)."""
+    import httpx
+    import ollama
+
+    needs_haproxy()
+    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", "upstream_pool=all", "upstream_timeout=1")
+    upstream.fake.pause_after = 2
+    try:
+        with httpx.stream("POST", dump.url + "/api/chat", json={"model": "m", "messages": [{"role": "user", "content": "a b c"}]}) as response:
+            assert json.loads(next(response.iter_lines()))["message"]["content"] == "echo:"
+        wait_until(lambda: upstream.fake.aborted == 1, "the client's close reached the upstream")
+        upstream.fake.queue(200, {"never": "sent"}, hang=15)
+        with pytest.raises(ollama.ResponseError) as caught:
+            ollama.Client(host=dump.url, timeout=20).chat(model="m", messages=[{"role": "user", "content": "x"}])
+        assert caught.value.status_code == 504
+        wait_until(lambda: upstream.fake.aborted == 2, "upstream_timeout closed the upstream connection")
+    finally:
+        upstream.fake.pause_after = None
+    assert upstream.fake.completed == 0
+
+
+def wait_until(condition, what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
 # ---------------------------------------------------------------------------------------------
 # The sidecar's configuration
 
