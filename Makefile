@@ -11,8 +11,9 @@ WEB_PORT ?= 8081
 ARGS ?=
 # make run WORKERS=N: N proxy processes behind HAProxy (scripts/workers.py), for more than one core
 WORKERS ?= 1
-# POOL=1 (default): an https upstream is reached through the HAProxy connection pool (addon/pool.py),
-# which keeps its TLS connections warm across client connections. POOL=0: straight from mitmproxy.
+# POOL=1 (default): with an https upstream, make run puts HAProxy in front of the proxy (scripts/workers.py,
+# as for WORKERS=N) and the proxy reaches the upstream through its HAProxy pool (addon/pool.py): client
+# and upstream connections stay warm. POOL=0: one mitmdump, straight to the upstream.
 POOL ?= 1
 
 .PHONY: setup run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-workers bench-pool bench-profile clean
@@ -71,7 +72,7 @@ choose_pool = base="$${OPENAI_BASE_URL:-https://api.openai.com/v1}"; pool=off; p
 	  if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then \
 	    echo "error: the upstream connection pool needs HAProxy: apt-get install haproxy (or make $@ POOL=0 to go without)" >&2; exit 1; \
 	  fi; \
-	  pool=https; pool_note=" (upstream connections kept warm by an HAProxy pool; POOL=0 turns it off)"; \
+	  pool=https; pool_note=" through HAProxy, which keeps client and upstream connections warm (POOL=0: without)"; \
 	fi;; esac
 
 # A drop-in Ollama endpoint on $(HOST):$(PORT). Upstream from OPENAI_BASE_URL / OPENAI_API_KEY, else the local model.
@@ -79,7 +80,7 @@ run: setup
 	@$(use_local_upstream); \
 	$(choose_pool); \
 	echo "Ollama API on http://$(HOST):$(PORT) → $$base$$pool_note"; \
-	if [ "$(WORKERS)" -gt 1 ]; then \
+	if [ "$(WORKERS)" -gt 1 ] || [ "$$pool" != off ]; then \
 	  exec $(PY) scripts/workers.py --workers $(WORKERS) --host $(HOST) --port $(PORT) -- --set upstream_pool=$$pool $(ARGS); \
 	fi; \
 	exec $(VENV)/bin/mitmdump -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
@@ -91,6 +92,7 @@ web: setup
 	@$(use_local_upstream); \
 	$(choose_pool); \
 	pw="$${WEB_PASSWORD:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(12))')}"; \
+	[ "$$pool" = off ] || pool_note=" (its connections kept warm by an HAProxy pool; POOL=0: without)"; \
 	echo "mitmweb: http://127.0.0.1:$(WEB_PORT)/?token=$$pw  (password: $$pw); upstream $$base$$pool_note"; \
 	exec $(VENV)/bin/mitmweb -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
 	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 --set upstream_pool=$$pool \

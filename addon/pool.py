@@ -316,11 +316,15 @@ class Sidecar:
         self.haproxy = haproxy
         self.process: subprocess.Popen | None = None
         self._partial = b""
-        self.config = haproxy_config(
-            self.listeners, TLSSettings.from_options(options, self.folder),
-            options.upstream_pool_max_idle, options.upstream_pool_idle,
-        )
-        self.config_path.write_text(self.config)
+        try:
+            self.config = haproxy_config(
+                self.listeners, TLSSettings.from_options(options, self.folder),
+                options.upstream_pool_max_idle, options.upstream_pool_idle,
+            )
+            self.config_path.write_text(self.config)
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
 
     def check(self) -> None:
         """HAProxy's own check of the configuration (a missing CA or client certificate file, ...)."""
@@ -439,9 +443,8 @@ class UpstreamPool:
         wanted = (tuple(origins), *(getattr(ctx.options, name) for name in sorted(POOL_OPTION_NAMES | TLS_OPTION_NAMES)))
         if wanted == self.wanted:
             return
-        old = self.sidecar
-        self.sidecar, self.routes, self.wanted = None, {}, None
-        if origins:
+        sidecar = None
+        if origins:  # the new one first: if it cannot start, the running one stays (the option change is refused)
             haproxy = find_haproxy()
             assert haproxy is not None  # configure checked
             sidecar = Sidecar(origins, ctx.options, haproxy)
@@ -451,19 +454,21 @@ class UpstreamPool:
             except BaseException:
                 sidecar.stop()
                 raise
-            self.sidecar, self.routes = sidecar, dict(sidecar.routes)
             self._watch(sidecar)
             for origin, (host, port) in sidecar.routes.items():
-                logger.info("upstream pool: %s is served through HAProxy on %s:%d (TLS verified: %s, up to %d idle "
-                            "connections kept, idle close after %d s)", origin, host, port,
-                            "no (ssl_insecure)" if ctx.options.ssl_insecure or origin.scheme != "https" else "yes",
+                tls = "none (plain HTTP)" if origin.scheme != "https" else "not verified (ssl_insecure)" if ctx.options.ssl_insecure else "verified"
+                logger.info("upstream pool: %s is served through HAProxy on %s:%d (TLS %s, up to %d idle connections "
+                            "kept, idle close after %d s)", origin, host, port, tls,
                             ctx.options.upstream_pool_max_idle, ctx.options.upstream_pool_idle)
-        self.wanted = wanted
+        old = self.sidecar
+        self.sidecar, self.routes, self.wanted = sidecar, dict(sidecar.routes) if sidecar else {}, wanted
         if old is not None:
             self._unwatch(old)
             old.stop(graceful=True)  # requests under way finish on the old one
             self.draining.append(old)
-        self.draining = [s for s in self.draining if s.process is not None and s.process.poll() is None]
+        for done in [s for s in self.draining if s.process is None or s.process.poll() is not None]:
+            done.stop()  # releases its pipe
+            self.draining.remove(done)
 
     def _watch(self, sidecar: Sidecar) -> None:
         import asyncio

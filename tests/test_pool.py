@@ -137,7 +137,7 @@ def test_new_client_connections_share_warm_upstream_connections(spawn, tls_upstr
     haproxy = [pid for pid in children(dump.process.pid) if "haproxy" in Path(f"/proc/{pid}/cmdline").read_text()]
     assert len(haproxy) == 1
     log = dump.log()
-    assert "upstream pool: https://127.0.0.1:" in log and "TLS verified: yes" in log
+    assert "upstream pool: https://127.0.0.1:" in log and "(TLS verified," in log
     dump.stop()
     assert not alive(haproxy[0]), "HAProxy stops with the proxy"
     assert TEST_KEY not in dump.log()
@@ -174,7 +174,7 @@ def test_ssl_insecure_is_honoured(spawn, tls_upstream: UpstreamServer) -> None:
     dump = spawn("reverse", f"openai_base_url={tls_upstream.base_url}", "upstream_pool=https", "ssl_insecure=true")
     status, body = chat(dump.url, "insecure")  # the test CA is not trusted, and not checked
     assert status == 200 and json.loads(body)["message"]["content"] == "echo: insecure"
-    assert "TLS verified: no (ssl_insecure)" in dump.log()
+    assert "(TLS not verified (ssl_insecure)," in dump.log()
 
 
 @pytest.mark.e2e
@@ -349,3 +349,67 @@ def test_a_missing_haproxy_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> Non
         tctx.configure(addon, upstream_pool="off")  # without the pool it runs
         with pytest.raises(exceptions.OptionsError, match="off, https or all"):
             tctx.configure(addon, upstream_pool="yes")
+
+
+def test_an_option_change_restarts_the_sidecar_and_a_bad_one_keeps_it(certs) -> None:
+    """Changed TLS options take effect at once (mitmweb's options editor); a bad one is refused."""
+    from mitmproxy import exceptions
+    from mitmproxy.addons import tlsconfig
+    from mitmproxy.test import taddons
+
+    needs_haproxy()
+    addon = pool.UpstreamPool()
+    with taddons.context(addon, tlsconfig.TlsConfig()) as tctx:
+        tctx.options.add_option("openai_base_url", str, "https://127.0.0.1:9/v1", "")
+        tctx.configure(addon, upstream_pool="https")
+        addon.running()
+        try:
+            first = addon.sidecar
+            assert first is not None and first.process.poll() is None
+            assert 'ca-file "' + str(certs.ca) not in first.config
+            tctx.configure(addon, ssl_verify_upstream_trusted_ca=str(certs.ca))
+            second = addon.sidecar
+            assert second is not first and f'ca-file "{certs.ca}"' in second.config
+            assert list(addon.routes.values()) == list(second.routes.values())
+            with pytest.raises(exceptions.OptionsError, match="does not exist"):
+                tctx.configure(addon, ssl_verify_upstream_trusted_ca="/nonexistent/ca.pem")
+            assert addon.sidecar is second and second.process.poll() is None
+            tctx.configure(addon, upstream_pool="off")
+            assert addon.sidecar is None and addon.routes == {}
+        finally:
+            addon.done()
+        for sidecar in (first, second):
+            assert sidecar.process.wait(10) is not None
+            assert not sidecar.folder.exists()
+
+
+@pytest.mark.e2e
+def test_make_run_with_the_pool_keeps_client_and_upstream_connections_warm(tls_upstream: UpstreamServer, certs, tmp_path: Path) -> None:
+    """What `make run` starts for an https upstream: HAProxy in front of one worker (scripts/workers.py)
+    and the worker's pool: 12 requests on 12 client connections reach the worker and the upstream
+    over a few warm connections."""
+    import sys
+
+    from conftest import free_port
+
+    needs_haproxy()
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import workers
+
+    port = free_port()
+    while free_port() == port + 1:
+        port = free_port()
+    processes = workers.start(1, "127.0.0.1", port, [
+        "--set", f"openai_base_url={tls_upstream.base_url}", "--set", f"openai_api_key={TEST_KEY}",
+        "--set", "upstream_pool=https", "--set", f"ssl_verify_upstream_trusted_ca={certs.ca}"], tmp_path, log_files=True)
+    try:
+        before = tls_upstream.accepted
+        answers = [chat(f"http://127.0.0.1:{port}", f"w{n}", stream=n == 5) for n in range(12)]
+    finally:
+        workers.stop(processes)
+    assert all(status == 200 for status, _ in answers), answers
+    assert tls_upstream.accepted - before <= 2
+    log = (tmp_path / "worker-1.log").read_text()
+    # The start-up probe, then HAProxy's connections: a streamed answer ends its connection (Connection: close).
+    assert log.count("client connect") <= 4, log  # without HAProxy in front: 13
+    assert TEST_KEY not in log
