@@ -193,8 +193,8 @@ def make_setups(relay_port: int, ca: Path, folder: Path) -> list[Setup]:
     setups.append(Setup("mitmdump", "plain mitmdump (reverse proxy, no addon)", "openai", port=p, cmd=[
         MITMDUMP, "--mode", f"reverse:https://{HOST}:{relay_port}", "--listen-host", HOST, "--listen-port", str(p),
         "--set", "flow_detail=0", *trust]))
-    for key, label, value in (("addon", "the addon, no pool (upstream_pool=off)", "off"),
-                              ("addon-pool", "**the addon + pool** (upstream_pool=https, as make run)", "https")):
+    for key, label, value in (("addon", "the addon, no pool (upstream_pool=off; make run POOL=0)", "off"),
+                              ("addon-pool", "the addon + pool (upstream_pool=https), no HAProxy in front", "https")):
         p = free_port()
         setups.append(Setup(key, label, "ollama", port=p, cmd=[
             MITMDUMP, "-s", str(ROOT / "addon" / "proxy.py"), "--mode", f"reverse:http://{HOST}:{p}",
@@ -202,7 +202,9 @@ def make_setups(relay_port: int, ca: Path, folder: Path) -> list[Setup]:
             "--set", f"openai_api_key={API_KEY}", "--set", f"upstream_pool={value}", *trust]))
     haproxy = addon_pool.find_haproxy()
     for n in (1, 2):
-        s = Setup(f"workers{n}", f"make run WORKERS={n}: HAProxy in front of {n} addon{'s' if n > 1 else ''} + pool", "ollama",
+        label = ("**make run** (https upstream): HAProxy in front of the addon + pool" if n == 1
+                 else f"make run WORKERS={n}: HAProxy in front of {n} addons + pools")
+        s = Setup(f"workers{n}", label, "ollama",
                   workers=n, cmd=["--set", f"openai_base_url={base}", "--set", f"openai_api_key={API_KEY}",
                                   "--set", "upstream_pool=https", *trust],
                   note="scripts/workers.py: HAProxy (http-reuse always) → N × (the addon + its pool sidecar)")
@@ -400,6 +402,21 @@ def report(setups: list[Setup], started: float, relay_note: str) -> str:
             f"{fmt(med(r['c20-new'], 'rps'), 0)} | {fmt(med(r['c20-keep'], 'p50'))} | {fmt(med(r['c20-keep'], 'rps'), 0)} | "
             f"{fmt(med(r['c20-new'], 'upstream_per_100'), 0)} | {fmt(med(r['c20-new'], 'cpu_ms'), 2)} | {errors} |")
     notes = "\n".join(f"- {s.label}: {s.note}" for s in setups if s.note and not s.skip)
+    by_key = {s.key: s for s in setups if not s.skip and s.results}
+    goals = []
+    for key in ("workers1", "addon-pool"):
+        if key in by_key:
+            r = by_key[key].results
+            ratio = med(r["c1-new"], "p50") / med(r["c1-keep"], "p50")
+            goals.append(f"- {by_key[key].label}: a request on a new client connection costs {ratio:.2f}× a "
+                         f"kept-alive one (goal ≤ 1.10×: {'met' if ratio <= 1.10 else 'not met'}).")
+    if "gopeer" in by_key:
+        go = med(by_key["gopeer"].results["c20-new"], "p50")
+        for key in ("workers1", "addon-pool", "workers2"):
+            if key in by_key:
+                mine = med(by_key[key].results["c20-new"], "p50")
+                goals.append(f"- c=20, new connections, p50: {by_key[key].label} {mine:.1f} ms against the "
+                             f"K0IN-like Go peer's {go:.1f} ms ({'faster' if mine < go else 'slower'}).")
     return f"""# Pooled upstream connections: a TLS upstream {RTT_MS:g} ms away
 
 Written by `bench/pool.py` (`make bench-pool`) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
@@ -419,6 +436,10 @@ processes (the proxy and its HAProxy sidecar) per request at c=20 *new*.
 {chr(10).join(rows)}
 
 {notes}
+
+Against issue 16's goals, in this run:
+
+{chr(10).join(goals)}
 
 The real K0IN/openai-ollama-proxy (Go) could not be built here from its source; issue 16 reports,
 measured elsewhere with the same 40 ms delay line: **{K0IN_REPORTED['c1_new_p50']} ms p50** at c=1 on new
