@@ -429,7 +429,8 @@ for the others. *new* = a new client connection for every request (curl, scripts
 whose idle connection expired); *keep* = one kept-alive client connection per worker. c=1: {C1_REQUESTS}
 requests per round; c=20: 20 workers × {C20_PER_WORKER}. *Upstream conns* = connections (TCP + TLS
 handshakes) the upstream accepted per 100 requests at c=20 *new*. *CPU* = CPU time of the setup's
-processes (the proxy and its HAProxy sidecar) per request at c=20 *new*.
+processes (the proxy and its HAProxy sidecar) per request at c=20 *new*, from /proc's 10 ms ticks (±0.07 ms
+at 160 requests).
 
 | setup | c=1 new p50 ms | c=1 keep p50 ms | new ÷ keep | c=20 new p50 ms | c=20 new req/s | c=20 keep p50 ms | c=20 keep req/s | upstream conns /100 req | CPU ms/req | errors |
 |---|---|---|---|---|---|---|---|---|---|---|
@@ -442,7 +443,7 @@ Against issue 16's goals, in this run:
 {chr(10).join(goals)}
 
 The real K0IN/openai-ollama-proxy (Go) could not be built here from its source; issue 16 reports,
-measured elsewhere with the same 40 ms delay line: **{K0IN_REPORTED['c1_new_p50']} ms p50** at c=1 on new
+measured elsewhere behind a 40 ms delay line between network namespaces: **{K0IN_REPORTED['c1_new_p50']} ms p50** at c=1 on new
 connections, and on loopback {K0IN_REPORTED['c1_keepalive_cpu_ms']} ms at c=1 and {K0IN_REPORTED['c20_rps_cpu_bound']:,}
 req/s at c=20 (CPU-bound) — reported, not measured in this run. The K0IN-like Go peer above stands in for it.
 """
