@@ -129,8 +129,15 @@ def test_new_client_connections_share_warm_upstream_connections(spawn, tls_upstr
     assert all(status == 200 for status, _ in answers), answers
     assert json.loads(answers[0][1])["message"]["content"] == "echo: n0"
     assert b"echo:" in answers[1][1] and answers[1][1].count(b"\n") > 2  # streamed as NDJSON
+    # Every route that goes upstream takes the pool: /v1 and embeddings too.
+    import httpx
+
+    v1 = httpx.post(dump.url + "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "v1"}]})
+    assert v1.status_code == 200 and v1.json()["choices"][0]["message"]["content"] == "echo: v1"
+    embed = httpx.post(dump.url + "/api/embed", json={"model": "m", "input": ["abc"]})
+    assert embed.status_code == 200 and embed.json()["embeddings"]
     upstream_connections = tls_upstream.accepted - before
-    assert upstream_connections <= 3, f"20 client connections opened {upstream_connections} upstream connections"
+    assert upstream_connections <= 3, f"22 client connections opened {upstream_connections} upstream connections"
     # The upstream saw the real Host and the key; the flows show the real upstream URL, not the pool.
     assert tls_upstream.fake.requests[-1].headers["host"] == f"127.0.0.1:{tls_upstream.port}"
     assert tls_upstream.fake.requests[-1].headers["authorization"] == f"Bearer {TEST_KEY}"
@@ -146,9 +153,9 @@ def test_new_client_connections_share_warm_upstream_connections(spawn, tls_upstr
 
     with flows.open("rb") as f:
         saved = [flow for flow in io.FlowReader(f).stream()]
-    assert len(saved) == 20
+    assert len(saved) == 22
     for flow in saved:
-        assert flow.request.url == f"{tls_upstream.base_url}/chat/completions"
+        assert flow.request.url in (f"{tls_upstream.base_url}/chat/completions", f"{tls_upstream.base_url}/embeddings")
         assert flow.metadata[pool.POOL_META]["origin"] == f"https://127.0.0.1:{tls_upstream.port}"
         assert flow.metadata[pool.POOL_META]["via"].startswith("127.0.0.1:")
 
