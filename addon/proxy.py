@@ -48,7 +48,11 @@ from mitmproxy.addonmanager import Loader  # noqa: E402
 from mitmproxy.flow import Flow  # noqa: E402
 from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
 
-from addon import endpoints, views  # noqa: E402
+from addon import (  # noqa: E402
+    endpoints,
+    pool,
+    views,
+)
 from addon.exchange import (  # noqa: E402
     Answer,
     Exchange,
@@ -227,4 +231,7 @@ class OllamaProxy:
                 secrets.forget(flow, exchange)
 
 
-addons = [OllamaProxy()]
+addons: list[object] = [OllamaProxy()]
+# The upstream connection pool (addon/pool.py) comes first, so that the real upstream URL is back on a
+# flow before any other hook sees its answer; it adds its connector at the end of mitmproxy's chain.
+addons = [pool.UpstreamPool(), *addons]

@@ -30,6 +30,7 @@ import asyncio
 import json
 import re
 import signal
+import ssl
 import sys
 import time
 
@@ -338,8 +339,16 @@ class UpstreamProtocol(asyncio.Protocol):
 class FakeOpenAI:
     """`async with FakeOpenAI(port=0) as up: up.port` — or start()/stop()."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, events: int = 20, delay_ms: float = 0.0):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        events: int = 20,
+        delay_ms: float = 0.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.host, self.port = host, port
+        self.ssl_context = ssl_context  # an ssl.SSLContext: HTTPS (bench/pool.py)
         self.default_events = events
         self.default_delay_s = delay_ms / 1000.0
         self.stats = Stats()
@@ -351,7 +360,7 @@ class FakeOpenAI:
     async def start(self) -> FakeOpenAI:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: UpstreamProtocol(self), self.host, self.port, backlog=4096, reuse_address=True
+            lambda: UpstreamProtocol(self), self.host, self.port, backlog=4096, reuse_address=True, ssl=self.ssl_context
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -375,8 +384,14 @@ class FakeOpenAI:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    up = await FakeOpenAI(args.host, args.port, args.events, args.delay_ms).start()
-    print(f"fake OpenAI upstream listening on http://{up.host}:{up.port}/v1", flush=True)
+    context = None
+    if args.tls_cert:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    up = await FakeOpenAI(args.host, args.port, args.events, args.delay_ms, context).start()
+    print(f"fake OpenAI upstream listening on {'https' if context else 'http'}://{up.host}:{up.port}/v1", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -399,6 +414,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--events", type=int, default=20, help="default content events per stream")
     p.add_argument("--delay-ms", type=float, default=0.0, help="default delay before each event")
     p.add_argument("--max-seconds", type=float, default=3600.0, help="exit by itself after this long (0: never)")
+    p.add_argument("--tls-cert", help="speak HTTPS with this certificate (PEM) ...")
+    p.add_argument("--tls-key", help="... and this key (PEM)")
     args = p.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         p.error("benchmarks stay on loopback: --host must be 127.0.0.1, localhost or ::1")

@@ -22,7 +22,8 @@ chunks (`reset=True`: with a TCP reset instead of a close), `truncate=True` send
 bytes than Content-Length says. While the server waits (hang, pause) it watches its connection:
 when the proxy closes it, the wait ends and `aborted` counts it, which proves that the proxy
 stopped the upstream request. Models named `fault:<name>` answer one of `FAULTS` (for
-concurrent tests, where a queue would be shared). `UpstreamServer(tls=(cert, key))` speaks HTTPS.
+concurrent tests, where a queue would be shared). `UpstreamServer(tls=(cert, key))` speaks HTTPS;
+`accepted` counts the connections it accepted.
 """
 
 from __future__ import annotations
@@ -415,6 +416,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the default 5 drops connects under load (then they take a 1 s SYN retry)
     fake: FakeOpenAI
+    accepted = 0  # connections accepted (with TLS: handshakes begun), e.g. to prove connection reuse
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection = super().get_request()
+        self.accepted += 1
+        return connection
 
 
 class UpstreamServer:
@@ -441,6 +448,11 @@ class UpstreamServer:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far."""
+        return self._server.accepted
 
 
 def _sse(*events: dict[str, Any] | str) -> list[bytes]:
