@@ -464,14 +464,12 @@ def test_make_run_with_the_pool_keeps_client_and_upstream_connections_warm(
     and the worker's pool: 12 requests on 12 client connections reach the worker and the upstream
     over a few warm connections."""
     from harness import script_module
-    from harness.mitmdump import free_port
+    from harness.mitmdump import free_block
 
     needs_haproxy()
     workers = script_module(ROOT / "scripts" / "workers.py")
 
-    port = free_port()
-    while free_port() == port + 1:
-        port = free_port()
+    port = free_block(2)  # HAProxy's port, and the worker's next to it
     processes = workers.start(
         1,
         "127.0.0.1",
