@@ -16,19 +16,21 @@ What a saved flow keeps of it is `Exchange.record()`, written to `flow.metadata[
 Replies: an endpoint answers a request with an `Answer` (local: status, body, content type)
 or a `Forward` (what to send upstream). `respond`, `send_upstream` and `replace_answer` apply
 them to the flow; `Relay` is the `flow.response.stream` callable of every converted or relayed
-stream; `finish` writes the flow's comment, marker and one log line.
+stream; `finish` writes the flow's comment, marker and one log line (for a flow that went well,
+only at `flow_detail` ≥ 1).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mitmproxy import http
-from mitmproxy.net.http import status_codes
+from mitmproxy.net.http import status_codes, url
 
 from addon.guard import secrets
 from addon.translate.response import Clock
@@ -206,23 +208,47 @@ def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, set
     request = flow.request
     if settings.body_view_limit and request.raw_content:
         flow.metadata[CLIENT_BODY] = request.raw_content[: settings.body_view_limit]
-    headers = http.Headers(
-        host="",
-        content_type="application/json",
-        accept="text/event-stream" if forward.stream else "application/json",
-        accept_encoding="identity",
-    )
+    body = dumps_body(forward.body)
+    where = _upstream_url(server.url(forward.route))
+    # What `request.url = ...`, `request.headers = Headers(...)` and `request.content = ...` make, built
+    # from bytes once per URL: mitmproxy's setters parse the URL and look headers up on every request.
+    fields = [
+        (b"host", where.hostport),
+        (b"content-type", b"application/json"),
+        (b"accept", b"text/event-stream" if forward.stream else b"application/json"),
+        (b"accept-encoding", b"identity"),
+    ]
     if user_agent := request.headers.get("user-agent"):
-        headers["user-agent"] = user_agent
+        fields.append((b"user-agent", user_agent.encode("utf-8", "surrogateescape")))
     if server.authorization:
-        headers["authorization"] = server.authorization
-    request.headers = headers
+        fields.append((b"authorization", server.authorization.encode("utf-8", "surrogateescape")))
+    fields.append((b"content-length", b"%d" % len(body)))
+    request.headers = http.Headers(tuple(fields))
     request.method = "POST"
-    request.url = server.url(forward.route)
-    request.content = dumps_body(forward.body)
+    data = request.data
+    data.scheme, data.host, data.port, data.path = where.scheme, where.host, where.port, where.path
+    if data.authority:  # absolute-form (regular proxy mode) or HTTP/2: as the host setter does
+        request.authority = where.hostport.decode()
+    request.raw_content = body
 
 
-_KEPT_HEADERS = ("retry-after", "retry-after-ms", "date")
+class _UpstreamURL(NamedTuple):
+    scheme: bytes
+    host: str
+    port: int
+    path: bytes
+    hostport: bytes  # the Host header: the host, and the port unless it is the scheme's default
+
+
+@functools.lru_cache(maxsize=256)
+def _upstream_url(full_url: str) -> _UpstreamURL:
+    """An upstream URL as mitmproxy's `Request.url` setter parses it, once per URL."""
+    scheme, host, port, path = url.parse(full_url)
+    name = host.decode("idna")
+    return _UpstreamURL(scheme, name, port, path, url.hostport(scheme.decode(), name, port).encode())
+
+
+_KEPT_HEADERS = (b"retry-after", b"retry-after-ms", b"date")
 
 
 def replace_answer(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> None:
@@ -235,11 +261,19 @@ def replace_answer(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> N
     if answer.keep_headers:
         response.content = answer.body
         return
-    kept = {k: v for k in _KEPT_HEADERS if (v := response.headers.get(k))}
+    found: dict[bytes, list[bytes]] = {}
+    for name, value in response.headers.fields:  # one pass, not a lookup per kept header
+        if (key := name.lower()) in _KEPT_HEADERS:
+            found.setdefault(key, []).append(value)
+    fields = [(b"content-type", answer.content_type.encode())]
+    for key in _KEPT_HEADERS:
+        if key in found and (value := b", ".join(found[key])):  # as Headers.get joins repeated ones
+            fields.append((key, value))
+    fields.append((b"content-length", b"%d" % len(answer.body)))
     response.status_code = answer.status
     response.reason = status_codes.RESPONSES.get(answer.status, "")
-    response.headers = http.Headers(content_type=answer.content_type, **kept)
-    response.content = answer.body
+    response.headers = http.Headers(tuple(fields))
+    response.raw_content = answer.body  # what `response.content = ...` sets without a content-encoding
 
 
 def keep_upstream_head(flow: http.HTTPFlow, exchange: Exchange, settings: Settings) -> None:
@@ -350,8 +384,13 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
     return " · ".join(parts)
 
 
-def finish(flow: http.HTTPFlow, exchange: Exchange) -> None:
-    """Annotate a finished (or failed) flow, log its one line, and keep its record."""
+def finish(flow: http.HTTPFlow, exchange: Exchange, settings: Settings) -> None:
+    """Annotate a finished (or failed) flow, log its one line, and keep its record.
+
+    A failure is always logged (a warning); a flow that went well only with `settings.log_flows`
+    (not at mitmdump's `flow_detail=0`): a log record costs more than the rest of this function,
+    since mitmproxy hands every record to every addon (the deprecated `add_log` event) and prints it.
+    """
     exchange.publish(flow)
     line = summary(flow, exchange)
     flow.comment = line
@@ -359,5 +398,5 @@ def finish(flow: http.HTTPFlow, exchange: Exchange) -> None:
     if exchange.error or flow.error is not None or (response is not None and response.status_code >= 400):
         flow.marked = FAILED_MARKER
         logger.warning(line)
-    else:
+    elif settings.log_flows:
         logger.info(line)

@@ -19,7 +19,8 @@ closed after `upstream_pool_idle` seconds), starts with the proxy and stops with
 the proxy is killed: the kernel sends HAProxy SIGTERM when its parent dies).
 
 The hook point: the flows keep the real upstream URL (what mitmweb and saved flows show).
-`PoolConnector`, the very last addon of mitmproxy's chain, moves a request bound for a pooled
+`PoolConnector`, the very last addon of mitmproxy's chain (there only while the pool serves an
+origin: with `upstream_pool=off` it costs the flows nothing), moves a request bound for a pooled
 origin to the pool's listener just before mitmproxy opens the connection (after every view has
 seen it), by setting `scheme`/`host`/`port` on the request data without touching its Host
 header; `PoolRestore`, the first addon of the script, puts the real URL back when the answer's
@@ -452,11 +453,6 @@ class UpstreamPool:
 
     def running(self) -> None:
         self.is_running = True
-        existing = ctx.master.addons.get(PoolConnector.name)
-        if existing is None:
-            ctx.master.addons.add(PoolConnector(self))
-        else:  # the script was reloaded: the connector stays at the end of the chain, serving this pool
-            existing.pool = self
         try:
             self.apply()
         except (RuntimeError, exceptions.OptionsError) as e:
@@ -504,6 +500,7 @@ class UpstreamPool:
                 )
         old = self.sidecar
         self.sidecar, self.routes, self.wanted = sidecar, dict(sidecar.routes) if sidecar else {}, wanted
+        self._place_connector()
         if old is not None:
             self._unwatch(old)
             old.stop(graceful=True)  # requests under way finish on the old one
@@ -545,6 +542,19 @@ class UpstreamPool:
                     sidecar.process.returncode,
                 )
                 self.sidecar, self.routes, self.wanted = None, {}, None
+                self._place_connector()
+
+    def _place_connector(self) -> None:
+        """The connector is in mitmproxy's chain only while the pool serves an origin: an addon with
+        nothing to do would still cost every hook of every flow its dispatch."""
+        addons = ctx.master.addons
+        existing = addons.get(PoolConnector.name)
+        if self.routes and existing is None:
+            addons.add(PoolConnector(self))  # at the end of the chain, after every view
+        elif self.routes:  # the script was reloaded: the connector stays at the end of the chain, serving this pool
+            existing.pool = self
+        elif existing is not None:
+            addons.remove(existing)
 
     def done(self) -> None:
         for sidecar in (self.sidecar, *self.draining):

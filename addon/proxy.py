@@ -210,7 +210,8 @@ class OllamaProxy:
                     replace_answer(flow, exchange, answer)
             self.watch.forget(flow, exchange)
         secrets.done_with(flow, exchange)
-        finish(flow, exchange)
+        assert self.settings is not None
+        finish(flow, exchange, self.settings)
 
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.pop(flow.id, None)
@@ -221,7 +222,8 @@ class OllamaProxy:
         if exchange.error is None:
             exchange.error = flow.error.msg if flow.error else "failed"
         secrets.done_with(flow, exchange)
-        finish(flow, exchange)
+        assert self.settings is not None
+        finish(flow, exchange, self.settings)
 
     def update(self, flows: Sequence[Flow]) -> None:
         """Before a view shows a flow again (mitmweb marks, edits, ...): no key is in it."""

@@ -126,8 +126,8 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
     ),
 ]
 OPTION_NAMES = frozenset(name for name, *_ in OPTIONS)
-# mitmproxy's own options that Settings reads: they decide body_view_limit "auto".
-WATCHED_OPTIONS = frozenset({"save_stream_file"})
+# mitmproxy's own options that Settings reads: they decide body_view_limit "auto" and log_flows.
+WATCHED_OPTIONS = frozenset({"save_stream_file", "flow_detail"})
 # The options the model directory is built from: only their change rebuilds it (and drops its cache).
 DIRECTORY_OPTIONS = frozenset(
     {"openai_base_url", "openai_api_key", "models_ttl", "model_catalog", "list_upstream_models"}
@@ -220,6 +220,13 @@ def body_view_limit(options: Any) -> int:
     return VIEWED_BODY_LIMIT if watched or saved else 0
 
 
+def log_flows(options: Any) -> bool:
+    """Whether each finished flow logs its one line at info level: as mitmdump prints its own line per
+    flow, not at `flow_detail=0` (failures are logged as warnings either way). mitmweb and the console
+    have no flow_detail: they log it."""
+    return "flow_detail" not in options or options.flow_detail >= 1
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the per-request path needs, computed once when options change."""
@@ -234,6 +241,7 @@ class Settings:
     client_key: str  # ollama_api_key: "" lets every client in
     forward_client_key: bool
     upstream_timeout: float  # seconds; 0: no limit
+    log_flows: bool = True  # the info line of each flow that went well (`log_flows`)
 
     @classmethod
     def build(cls, options: Any, previous: Settings | None = None, updated: Set[str] = frozenset()) -> Settings:
@@ -261,6 +269,7 @@ class Settings:
             client_key=options.ollama_api_key.strip(),
             forward_client_key=options.forward_client_key,
             upstream_timeout=max(float(options.upstream_timeout), 0.0),
+            log_flows=log_flows(options),
         )
 
     def target(self, model: str) -> Target:

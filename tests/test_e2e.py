@@ -330,15 +330,20 @@ def test_key_is_not_kept_in_saved_flows(spawn, upstream: UpstreamServer, tmp_pat
     assert json.loads(flows[1].response.content.splitlines()[-1])["done"] is True
 
 
+def logged_requests(dump) -> list[str]:
+    return [line for line in dump.log().splitlines() if "/api/" in line and "→" in line]
+
+
 def test_one_log_line_per_request_without_prompt_or_key(spawn, upstream: UpstreamServer) -> None:
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}")
+    # flow_detail=1 (mitmdump's default): every request logs its line, as mitmdump prints its own per flow.
+    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", "flow_detail=1")
     client = ollama.Client(host=dump.url)
     client.chat(model="logged", messages=[{"role": "user", "content": "secret prompt text"}])
     list(client.generate(model="logged", prompt="another secret", stream=True))
     with pytest.raises(ollama.ResponseError):
         client.chat(model="missing-model", messages=[{"role": "user", "content": "x"}])
     dump.stop()
-    lines = [line for line in dump.log().splitlines() if "/api/" in line and "→" in line]
+    lines = logged_requests(dump)
     assert len(lines) == 3
     assert "POST /api/chat logged → /v1/chat/completions logged · 200 · 7+4 tokens" in lines[0]
     assert "POST /api/generate logged → /v1/chat/completions logged · 200 · 7+3 tokens" in lines[1]
@@ -347,8 +352,24 @@ def test_one_log_line_per_request_without_prompt_or_key(spawn, upstream: Upstrea
     assert "secret" not in log and TEST_KEY not in log
 
 
+def test_at_flow_detail_0_only_failures_are_logged(spawn, upstream: UpstreamServer) -> None:
+    # flow_detail=0 (make run, the harness's default): quiet as mitmdump's own output, but a failure still says why.
+    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", "flow_detail=0")
+    client = ollama.Client(host=dump.url)
+    client.chat(model="logged", messages=[{"role": "user", "content": "secret prompt text"}])
+    list(client.generate(model="logged", prompt="another secret", stream=True))
+    with pytest.raises(ollama.ResponseError):
+        client.chat(model="missing-model", messages=[{"role": "user", "content": "x"}])
+    dump.stop()
+    lines = logged_requests(dump)
+    assert len(lines) == 1
+    assert "404" in lines[0] and "model 'missing-model' not found" in lines[0]
+    log = dump.log()
+    assert "secret" not in log and TEST_KEY not in log
+
+
 def test_log_lines_can_be_turned_down(spawn, upstream: UpstreamServer) -> None:
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", "termlog_verbosity=warn")
+    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", "termlog_verbosity=warn", "flow_detail=1")
     ollama.Client(host=dump.url).chat(model="quiet", messages=[{"role": "user", "content": "x"}])
     dump.stop()
     assert "quiet" not in dump.log()

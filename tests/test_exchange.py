@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
+import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
-from addon.exchange import Answer, Exchange, json_answer, replace_answer, respond
+from addon.exchange import Answer, Exchange, Forward, json_answer, replace_answer, respond, send_upstream
+from addon.settings import Server, Target
+from addon.wire.ollama import dumps_body
 from addon.wire.openai import Usage
 
 
@@ -65,3 +69,38 @@ def test_replacing_an_answer_keeps_what_a_client_acts_on() -> None:
     assert (
         relayed.response is not None and relayed.response.headers["x-kept"] == "1" and relayed.response.content == b"{}"
     )
+
+
+@pytest.mark.parametrize(
+    "base", ["http://127.0.0.1:8000/v1", "https://API.example.com/v1/", "http://[::1]:80/v1", "https://h:8443"]
+)
+@pytest.mark.parametrize("absolute_form", [False, True])
+def test_the_upstream_request_is_what_mitmproxys_setters_make(base: str, absolute_form: bool) -> None:
+    """send_upstream builds the request from bytes, once per URL: the same request as mitmproxy's own setters."""
+    server = Server.parse(base, authorization="Bearer sk-unit")
+    forward = Forward(
+        "chat/completions",
+        {"model": "m", "messages": [{"role": "user", "content": "é"}]},
+        True,
+        Target(server, "m", "none"),
+    )
+
+    def client_flow():
+        headers = http.Headers(host="127.0.0.1:11434", user_agent="ollama-python/0.6", accept="*/*")
+        authority = b"127.0.0.1:11434" if absolute_form else b""
+        return tflow.tflow(req=tutils.treq(headers=headers, path=b"/api/chat", authority=authority))
+
+    expected = client_flow().request
+    expected.headers = http.Headers(
+        host="", content_type="application/json", accept="text/event-stream", accept_encoding="identity"
+    )
+    expected.headers["user-agent"] = "ollama-python/0.6"
+    expected.headers["authorization"] = "Bearer sk-unit"
+    expected.method = "POST"
+    expected.url = server.url("chat/completions")
+    expected.content = dumps_body(forward.body)
+    for _ in range(2):  # the second time from the cached URL
+        flow = client_flow()
+        send_upstream(flow, Exchange("POST", "/api/chat", 0), forward, SimpleNamespace(body_view_limit=0))  # type: ignore[arg-type]
+        assert flow.request.get_state() == expected.get_state()
+        assert bytes(flow.request.headers) == bytes(expected.headers)

@@ -456,6 +456,31 @@ def test_an_option_change_restarts_the_sidecar_and_a_bad_one_keeps_it(certs) -> 
             assert not sidecar.folder.exists()
 
 
+def test_the_connector_is_in_the_chain_only_while_the_pool_serves() -> None:
+    """With the pool off, no addon of it takes part in a flow's hooks (each would cost every hook its dispatch)."""
+    from mitmproxy.addons import tlsconfig
+    from mitmproxy.test import taddons
+
+    def connectors(tctx) -> list[int]:
+        return [i for i, a in enumerate(tctx.master.addons.chain) if isinstance(a, pool.PoolConnector)]
+
+    addon = pool.UpstreamPool()
+    with taddons.context(addon, tlsconfig.TlsConfig()) as tctx:
+        tctx.options.add_option("openai_base_url", str, "https://127.0.0.1:9/v1", "")
+        tctx.configure(addon, upstream_pool="off")
+        addon.running()
+        try:
+            assert connectors(tctx) == []
+            if pool.find_haproxy() is None:
+                return
+            tctx.configure(addon, upstream_pool="https")
+            assert connectors(tctx) == [len(tctx.master.addons.chain) - 1]  # the last addon of the chain
+            tctx.configure(addon, upstream_pool="off")
+            assert connectors(tctx) == []
+        finally:
+            addon.done()
+
+
 @pytest.mark.e2e
 def test_make_run_with_the_pool_keeps_client_and_upstream_connections_warm(
     tls_upstream: UpstreamServer, certs, tmp_path: Path

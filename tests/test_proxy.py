@@ -203,6 +203,25 @@ def test_failed_flows_are_marked(addon) -> None:
     assert upstream_down.request.headers["authorization"] == "Bearer [redacted]"
 
 
+def test_the_log_line_of_a_flow_that_went_well_follows_flow_detail(caplog: pytest.LogCaptureFixture) -> None:
+    from mitmproxy.addons.dumper import Dumper
+
+    caplog.set_level("INFO", "ollama_proxy")
+    proxy = OllamaProxy()
+    with taddons.context(Dumper(), proxy) as tctx:
+        for detail, logged in ((0, False), (1, True)):
+            tctx.configure(proxy, openai_base_url="http://up/v1", flow_detail=detail)
+            caplog.clear()
+            ok = ollama_flow("/api/version", method="GET")
+            proxy.request(ok)
+            proxy.response(ok)
+            failed = ollama_flow("/api/chat", b"{broken")
+            proxy.request(failed)
+            proxy.response(failed)
+            lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "ollama_proxy"]
+            assert lines == [("INFO", ok.comment)] * logged + [("WARNING", failed.comment)]
+
+
 def test_body_view_limit_caps_what_is_kept() -> None:
     proxy = OllamaProxy()
     with taddons.context(proxy) as tctx:

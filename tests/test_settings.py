@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from mitmproxy import exceptions
 
-from addon.settings import VIEWED_BODY_LIMIT, HostMatcher, Server, Settings, body_view_limit, parse_version
+from addon.settings import VIEWED_BODY_LIMIT, HostMatcher, Server, Settings, body_view_limit, log_flows, parse_version
 
 
 def test_upstream_urls() -> None:
@@ -50,6 +50,17 @@ def test_body_view_limit_auto_keeps_bodies_only_where_someone_looks() -> None:
     assert body_view_limit(Options(body_view_limit=-1, web_port=8081)) == VIEWED_BODY_LIMIT  # mitmweb
     assert body_view_limit(Options(body_view_limit=-1, console_layout="single")) == VIEWED_BODY_LIMIT  # mitmproxy
     assert body_view_limit(Options(body_view_limit=5, web_port=8081)) == 5
+
+
+def test_flows_that_went_well_are_logged_as_mitmdump_prints_its_own() -> None:
+    class Options(SimpleNamespace):
+        def __contains__(self, name: str) -> bool:
+            return hasattr(self, name)
+
+    assert log_flows(Options(flow_detail=1))  # mitmdump's default
+    assert log_flows(Options(flow_detail=3))
+    assert not log_flows(Options(flow_detail=0))  # make run: quiet, failures only
+    assert log_flows(Options())  # mitmweb, the console: no flow_detail
 
 
 def test_a_change_rebuilds_only_what_it_feeds() -> None:
