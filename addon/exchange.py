@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from mitmproxy import http
 from mitmproxy.net.http import status_codes, url
 
-from addon.guard import secrets
+from addon.guard import secrets, timeouts
 from addon.translate.response import Clock
 from addon.wire.ollama import dumps_body
 from addon.wire.openai import Usage
@@ -344,9 +344,9 @@ def start_stream(flow: http.HTTPFlow, exchange: Exchange, converter: StreamConve
     if converter.content_type is not None:
         response.headers.pop("content-encoding", None)
         response.headers["content-type"] = converter.content_type
-    if converter.final_error_on_break:
-        # If the upstream breaks off, mitmproxy closes this connection right after the final
-        # error line; saying so up front keeps clients from sending their next request on it.
+    if converter.final_error_on_break and not timeouts.ENDS_CONNECTION_WITH_ANSWER:
+        # If the upstream breaks off, mitmproxy closes this connection right after the final error
+        # line; where that line cannot carry the end of the connection with it, say so up front.
         response.headers["connection"] = "close"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import ollama
 import openai
 import pytest
 
+from addon.guard import timeouts
 from harness import TEST_KEY
 from harness.mitmdump import Mitmdump
 from harness.upstream import UpstreamServer
@@ -267,6 +269,60 @@ def test_broken_streams_end_with_an_error_line(
     still_serves(client)
 
 
+def raw_stream(sock: socket.socket, path: str, model: str) -> tuple[bytes, bytes]:
+    """One streamed chat over a raw socket, read to the end of its chunked body: (head, chunked body)."""
+    body = json.dumps({"model": model, "messages": HELLO, "stream": True}).encode()
+    sock.sendall(
+        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (path.encode(), len(body), body)
+    )
+    data = b""
+    while b"\r\n\r\n" not in data or not data.endswith(b"\n\r\n0\r\n\r\n"):
+        piece = sock.recv(65536)
+        assert piece, f"the connection closed before the end of the answer: {data[-300:]!r}"
+        data += piece
+    head, _, chunked = data.partition(b"\r\n\r\n")
+    return head.lower(), chunked
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions"])
+def test_streams_that_end_well_keep_their_connection(proxy: Mitmdump, path: str) -> None:
+    """No Connection: close up front: a client sends its next stream on the same connection."""
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as sock:
+        for _ in range(3):
+            head, chunked = raw_stream(sock, path, "m")
+            assert head.startswith(b"http/1.1 200") and b"connection: close" not in head
+            assert b"echo:" in chunked and (b'"done":true' in chunked or b"data: [DONE]" in chunked)
+
+
+@pytest.mark.parametrize(
+    ("path", "fault"), [("/api/chat", "close"), ("/api/chat", "reset"), ("/v1/chat/completions", "reset")]
+)
+def test_a_broken_stream_ends_its_answer_and_then_its_connection(proxy: Mitmdump, path: str, fault: str) -> None:
+    """After a break mitmproxy closes the client connection: the complete answer (its last line says
+    why), then the end of the connection, and the next stream of that client on a new one."""
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as sock:
+        head, chunked = raw_stream(sock, path, f"fault:{fault}")
+        assert head.startswith(b"http/1.1 200") and b"the upstream connection broke off" in chunked
+        if timeouts.ENDS_CONNECTION_WITH_ANSWER:  # the end of the connection came with the end of the answer
+            assert select.select([sock], [], [], 0)[0], "the connection was still open after the answer"
+        assert sock.recv(1) == b""  # closed by the proxy, no byte after the end of the answer
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as sock:
+        head, chunked = raw_stream(sock, path, "m")
+        assert head.startswith(b"http/1.1 200") and b"echo:" in chunked
+
+
+def test_a_pooled_client_never_loses_its_next_request_after_a_broken_stream(proxy: Mitmdump) -> None:
+    """httpx reuses a kept-alive connection unless it sees it closed: it must see that at once."""
+    with httpx.Client(base_url=proxy.url, timeout=20) as client:
+        for n in range(30):
+            fault = ("reset", "close")[n % 2]
+            with client.stream("POST", "/api/chat", json={"model": f"fault:{fault}", "messages": HELLO}) as response:
+                assert b"the upstream connection broke off" in response.read()
+            answer = client.post("/api/chat", json={"model": "m", "messages": HELLO, "stream": False})
+            assert answer.status_code == 200 and answer.json()["message"]["content"] == "echo: hello"
+
+
 def test_non_streamed_answer_cut_short(client: ollama.Client) -> None:
     error = expect_error(client, "fault:truncated-json", False)
     assert error.status_code == 502 and "broke off before the answer was complete" in error.error
@@ -424,7 +480,6 @@ def test_v1_stream_that_stalls_is_cut_and_the_client_sees_it(timeout_proxy: Mitm
     body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "a b c"}]}
     with httpx.stream("POST", timeout_proxy.url + "/v1/chat/completions", json=body, timeout=20) as response:
         raw = b"".join(response.iter_bytes())  # a properly ended body whose last event says why it is cut
-    assert response.headers["connection"] == "close"
     assert b"echo:" in raw and b"[DONE]" not in raw
     error = last_sse_event(raw)["error"]
     assert "upstream_timeout" in error["message"] and "incomplete" in error["message"]

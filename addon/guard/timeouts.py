@@ -18,9 +18,13 @@ calls it at each step) fills both gaps:
   says the answer is incomplete and why.
 - A flow that has sent nothing to the client yet gets mitmproxy's error answer, which
   `addon.errorpage` writes as JSON; for a timeout it is `504` with a message naming the option.
-- Because mitmproxy closes the client connection after such an error, those streams are sent
-  with `Connection: close` (`exchange.start_stream`): no client sends its next request on a
-  connection about to close.
+- Because mitmproxy closes the client connection after such an error, the end of that answer
+  reaches the client together with the end of the connection (`write_last`: the last chunk and
+  the FIN in one TCP segment, before mitmproxy's own close a few loop turns later): no client sends
+  its next request on a connection about to close. Streams that end well keep their connection:
+  no `Connection: close` up front, which cost every stream a new client connection and a new
+  upstream connection (TTFT doubled on loopback; a TCP + TLS handshake per stream without the
+  pool). Where TCP_CORK is missing (not Linux), streams still say `Connection: close`.
 - Streams of the /v1 pass-through routes are watched for silence too, and a break or a stall
   ends them the same way, with a final `data: {"error": {...}}` event (the openai SDK raises it
   as an APIError) instead of a body cut off before `data: [DONE]`.
@@ -33,7 +37,9 @@ for the pinned mitmproxy version.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +84,35 @@ def close_server_connection(flow: http.HTTPFlow, reason: str) -> bool:
 def final_chunk(line: bytes) -> bytes:
     """The last chunk of a chunked HTTP/1.1 body holding `line`, and the end of the body."""
     return (b"%x\r\n%s\r\n" % (len(line), line) if line else b"") + b"0\r\n\r\n"
+
+
+# Linux: data held back (TCP_CORK) goes out in one segment with the FIN that follows it.
+_CORK: int | None = getattr(socket, "TCP_CORK", None)
+# Whether the end of a broken-off answer reaches the client together with the end of its connection
+# (`write_last`); where it cannot, streams are sent with `Connection: close` (`exchange.start_stream`).
+ENDS_CONNECTION_WITH_ANSWER = _CORK is not None
+
+
+def write_last(writer: asyncio.StreamWriter, data: bytes) -> None:
+    """Write the last bytes of a client connection that mitmproxy is about to close, and end it with them.
+
+    mitmproxy closes the connection a few loop turns after the `error` hook; a client that has read
+    the end of the answer before then may already have sent its next request on it (and lost it).
+    Corked, the data and the FIN leave in one TCP segment: the client sees the end of the answer and
+    the end of the connection at once, and opens a new one for its next request.
+    """
+    sock = writer.get_extra_info("socket")
+    corked = False
+    if _CORK is not None and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1)
+            corked = True
+    writer.write(data)
+    if writer.can_write_eof():
+        writer.write_eof()
+    if corked:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _CORK, 0)
 
 
 def keep_client_connection(options: Any, timeout: float) -> None:
@@ -180,6 +215,6 @@ class UpstreamWatch:
         writer = client_writer(flow)
         if writer is None or writer.is_closing() or flow.client_conn.alpn not in (None, b"", b"http/1.1"):
             return
-        writer.write(final_chunk(line))
+        write_last(writer, final_chunk(line))
         if relay.keep:  # what the flow views show of the answer
             relay.sent += line
