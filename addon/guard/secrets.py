@@ -98,6 +98,10 @@ class LogScrubber(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not _secrets:
             return True
+        if record.exc_text:  # set by the first handler that formatted the record's traceback
+            record.exc_text = scrub(record.exc_text)
+        if getattr(record, _SCRUBBED, False):  # every handler runs this filter: the message once is enough
+            return True
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed record is not ours to fix
@@ -105,9 +109,11 @@ class LogScrubber(logging.Filter):
         clean = scrub(message)
         if clean != message:
             record.msg, record.args = clean, None
-        if record.exc_text:
-            record.exc_text = scrub(record.exc_text)
+        setattr(record, _SCRUBBED, True)
         return True
+
+
+_SCRUBBED = "_ollama_scrubbed"  # a record attribute: its message is clean
 
 
 _scrubber = LogScrubber()
