@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mitmproxy import http
-from mitmproxy.net.http import status_codes, url
+from mitmproxy.net.http import http1, status_codes, url
 
 from addon.guard import secrets, timeouts
 from addon.translate.response import Clock
@@ -209,6 +209,7 @@ def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, set
     if settings.body_view_limit and request.raw_content:
         flow.metadata[CLIENT_BODY] = request.raw_content[: settings.body_view_limit]
     body = dumps_body(forward.body)
+    connection = _connection_wish(request)  # before the client's headers are gone
     where = _upstream_url(server.url(forward.route))
     # What `request.url = ...`, `request.headers = Headers(...)` and `request.content = ...` make, built
     # from bytes once per URL: mitmproxy's setters parse the URL and look headers up on every request.
@@ -222,6 +223,8 @@ def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, set
         fields.append((b"user-agent", user_agent.encode("utf-8", "surrogateescape")))
     if server.authorization:
         fields.append((b"authorization", server.authorization.encode("utf-8", "surrogateescape")))
+    if connection is not None:
+        fields.append((b"connection", connection))
     fields.append((b"content-length", b"%d" % len(body)))
     request.headers = http.Headers(tuple(fields))
     request.method = "POST"
@@ -230,6 +233,22 @@ def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, set
     if data.authority:  # absolute-form (regular proxy mode) or HTTP/2: as the host setter does
         request.authority = where.hostport.decode()
     request.raw_content = body
+
+
+def _connection_wish(request: http.Request) -> bytes | None:
+    """The client's `Connection: close` (or an HTTP/1.0 client's keep-alive), kept in the rewritten request.
+
+    mitmproxy decides from the request whether to close the client connection after the answer:
+    without this, a client that asked for `close` would find its connection left open. Sent
+    upstream too, where it costs nothing: mitmproxy's upstream connection ends with the client's.
+    """
+    version = request.http_version
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        return None
+    close = http1.connection_close(version, request.headers)
+    if close == (version == "HTTP/1.0"):  # what the version means without a Connection header
+        return None
+    return b"close" if close else b"keep-alive"
 
 
 class _UpstreamURL(NamedTuple):

@@ -104,3 +104,31 @@ def test_the_upstream_request_is_what_mitmproxys_setters_make(base: str, absolut
         send_upstream(flow, Exchange("POST", "/api/chat", 0), forward, SimpleNamespace(body_view_limit=0))  # type: ignore[arg-type]
         assert flow.request.get_state() == expected.get_state()
         assert bytes(flow.request.headers) == bytes(expected.headers)
+
+
+@pytest.mark.parametrize(
+    ("version", "connection", "sent"),
+    [
+        ("HTTP/1.1", None, None),
+        ("HTTP/1.1", "close", "close"),
+        ("HTTP/1.1", "keep-alive", None),
+        ("HTTP/1.0", None, None),
+        ("HTTP/1.0", "keep-alive", "keep-alive"),
+    ],
+)
+def test_the_clients_connection_wish_survives_the_rewrite(
+    version: str, connection: str | None, sent: str | None
+) -> None:
+    """mitmproxy reads Connection from the rewritten request to decide whether to close the client connection."""
+    from mitmproxy.net.http.http1 import connection_close
+
+    headers = http.Headers(host="127.0.0.1:11434")
+    if connection:
+        headers["connection"] = connection
+    flow = tflow.tflow(req=tutils.treq(headers=headers, path=b"/api/chat", http_version=version.encode()))
+    wanted = connection_close(version, flow.request.headers)
+    server = Server.parse("http://127.0.0.1:8000/v1")
+    forward = Forward("chat/completions", {"model": "m"}, False, Target(server, "m", "none"))
+    send_upstream(flow, Exchange("POST", "/api/chat", 0), forward, SimpleNamespace(body_view_limit=0))  # type: ignore[arg-type]
+    assert flow.request.headers.get("connection") == sent
+    assert connection_close(flow.request.http_version, flow.request.headers) == wanted
