@@ -57,10 +57,11 @@ from urllib.parse import urlsplit
 
 from mitmproxy.exceptions import OptionsError
 
+from addon.catalog import THINK_STYLES, ModelInfo, full_name, infer  # catalog.py imports this module only inside Catalog.parse
+
 logger = logging.getLogger("ollama_proxy")
 
 DEFAULT = "default"  # the name of the server of openai_base_url / openai_api_key
-THINK_STYLES = ("reasoning_effort", "chat_template_kwargs", "none")  # = addon.catalog.THINK_STYLES
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -291,7 +292,7 @@ def passive_failure(status: int | None = None, error: str | None = None) -> tupl
     """
     if error:
         lowered = error.lower()
-        if "client disconnected" in lowered:
+        if "client disconnected" in lowered or "killed" in lowered:  # the client left, or someone killed the flow
             return None
         for needle, reason in (
             ("refused", "connection refused"),
@@ -304,6 +305,7 @@ def passive_failure(status: int | None = None, error: str | None = None) -> tupl
             ("tls", "TLS handshake failed"),
             ("did not accept the connection", "timed out connecting"),
             ("sent nothing for", "timed out (upstream_timeout)"),
+            ("upstream_timeout", "timed out (upstream_timeout)"),
             ("timed out", "timed out"),
             ("timeout", "timed out"),
             ("server closed connection", "closed the connection without answering"),
@@ -599,7 +601,7 @@ def listed_by(lists: Mapping[str, ServerList]) -> dict[str, frozenset[str]]:
 class MergedListing:
     """Every model the clients can see: the catalog's, then each server's (in configuration order)."""
 
-    models: list[Any]  # ModelInfo: catalog entries first, then the servers' models, no name twice
+    models: list[ModelInfo]  # catalog entries first, then the servers' models, no name twice
     served_by: dict[str, tuple[str, ...]]  # full name → the servers listing it (a catalog pin: its server)
     errors: dict[str, str]  # server → why its latest fetch failed (its last good list may still be shown)
     unlisted: tuple[str, ...]  # servers whose list has never been fetched: their models are missing
@@ -612,15 +614,13 @@ class MergedListing:
         return "; ".join(f"server {name}: {self.errors.get(name) or 'its model list is not known yet'}" for name in self.unlisted)
 
 
-def merge_listings(catalog: Iterable[Any], lists: Sequence[tuple[str, ServerList]], *, show_servers: bool = True) -> MergedListing:
+def merge_listings(catalog: Iterable[ModelInfo], lists: Sequence[tuple[str, ServerList]], *, show_servers: bool = True) -> MergedListing:
     """Merge the catalog's models (`ModelInfo`, first, in file order) with each server's last good list.
 
     `lists` is in configuration order; a model several servers list appears once (described by the
     first server's entry). Each server's models come newest first, as with one upstream.
     `show_servers` False (list_upstream_models off): only the catalog is listed.
     """
-    from addon.catalog import full_name, infer  # the catalog module moves in the layout refactor
-
     models = list(catalog)
     names = {m.name for m in models}
     served_by: dict[str, list[str]] = {}
@@ -641,9 +641,8 @@ def merge_listings(catalog: Iterable[Any], lists: Sequence[tuple[str, ServerList
                     models.append(model)
     final: dict[str, tuple[str, ...]] = {}
     for model in models:
-        pinned = getattr(model, "server", None)
-        if pinned:
-            final[model.name] = (pinned,)
+        if model.server:
+            final[model.name] = (model.server,)
         else:
             final[model.name] = tuple(served_by.get(model.name) or served_by.get(model.upstream) or ())
     errors = {name: lst.error for name, lst in lists if lst.error}

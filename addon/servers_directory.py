@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from addon.catalog import LATEST, Catalog, ModelInfo, full_name, infer
@@ -193,9 +194,17 @@ class ServersDirectory:
         pin = entry.server if entry is not None else None
         rule, routed = self.table.pick(model_id, pin, self._listed_by, asked=name)
         if isinstance(routed, RouteRefusal):
-            return routed
+            return self._with_next_probe(routed)
         think = entry.think_style if entry is not None and entry.think_style else routed.think_style
         return Resolution(name, model_id, routed, rule, entry, think)
+
+    def _with_next_probe(self, refusal: RouteRefusal) -> RouteRefusal:
+        """Retry-After: until the sooner next probe of the refused servers (they may be back by then)."""
+        probes = [self._next_probe[n] for n in refusal.servers if n in self._next_probe]
+        if not probes:
+            return refusal
+        wait = max(1, math.ceil(min(probes) - self.clock()))
+        return replace(refusal, retry_after=min(wait, refusal.retry_after or wait))
 
     def status(self) -> str:
         return self.health.status_line(self.table.names)
@@ -247,13 +256,23 @@ class ServersDirectory:
         if failure is not None:
             self.report_failure(server, failure[0], soft=failure[1])
         elif status is not None:
-            self.health.mark_ok(server)
+            self.report_ok(server)
 
     def report_failure(self, server: str, reason: str, *, soft: bool = False) -> None:
         if self.health.mark_failed(server, reason, soft=soft):
             self._failed_probes[server] = 0
             self._next_probe[server] = self.clock() + self.probe_delays[0]
             self._ensure_prober()
+            self._changed()
+
+    def report_ok(self, server: str) -> None:
+        if self.health.mark_ok(server):
+            self._changed()
+
+    def _changed(self) -> None:
+        """After a server went down or came back: the health of them all, in one log line."""
+        if self.log is not None and len(self.table) > 1:
+            self.log.info(self.status())
 
     # -- fetching ------------------------------------------------------------------------------------
 
@@ -336,7 +355,7 @@ class ServersDirectory:
             raise
         except ListUnavailable as e:
             now = self.clock()
-            self.health.mark_ok(name)
+            self.report_ok(name)
             self._failed_probes.pop(name, None)
             self._set_list(name, next_list(self._lists[name], e, now))
             self._fresh_until[name] = now + min(self.failed_retry, self.ttl)
@@ -344,13 +363,14 @@ class ServersDirectory:
         except Exception as e:  # unreachable, timed out, 5xx, or a fetcher bug: the server is down
             reason = f"no answer to GET /models within {self.fetch_timeout:g} s" if isinstance(e, TimeoutError) and not str(e) else (str(e) or type(e).__name__)
             self._set_list(name, next_list(self._lists[name], RuntimeError(reason), self.clock()))
-            self.health.mark_failed(name, reason)
+            if self.health.mark_failed(name, reason):
+                self._changed()
             count = self._failed_probes[name] = self._failed_probes.get(name, -1) + 1
             self._next_probe[name] = self.clock() + self.probe_delays[min(count, len(self.probe_delays) - 1)]
             self._ensure_prober()
         else:
             now = self.clock()
-            self.health.mark_ok(name)
+            self.report_ok(name)
             self._failed_probes.pop(name, None)
             self._set_list(name, next_list(self._lists[name], entries, now))
             self._fresh_until[name] = now + self.ttl

@@ -237,6 +237,9 @@ def test_outstanding_requests() -> None:
         (None, "Server closed connection.", ("closed the connection without answering", False)),
         (None, "the upstream connection broke off (peer closed connection)", ("the connection broke off mid-answer", False)),
         (None, "Client disconnected.", None),
+        (None, "Connection killed.", None),
+        (None, "upstream_timeout", ("timed out (upstream_timeout)", False)),
+        (None, "HTTP protocol error in server reply", ("HTTP protocol error in server reply", False)),
         (500, None, ("answered 500", True)),
         (503, None, ("answered 503", True)),
         (501, None, None),
@@ -465,6 +468,7 @@ async def test_a_down_server_keeps_its_last_list_and_its_twin_takes_over(caplog:
     assert models.resolve_now("shared").server.name == "beta"
     refusal = models.resolve_now("alpha-only")
     assert isinstance(refusal, RouteRefusal) and "the only server for it, alpha, is down" in refusal.message
+    assert refusal.retry_after == 1, "Retry-After: the next probe"
     # Probes: 1 s, then 2 s, 5 s, 10 s apart, until it answers.
     assert "alpha" not in models.due()
     clock.advance(1)
@@ -478,9 +482,13 @@ async def test_a_down_server_keeps_its_last_list_and_its_twin_takes_over(caplog:
     await asyncio.gather(*models.tick())
     assert not models.health.is_down("alpha") and models.resolve_now("alpha-only").server.name == "alpha"
     downs = [r.getMessage() for r in caplog.records if "alpha" in r.getMessage()]
-    assert downs == ["server alpha is down: cannot connect to http://alpha.test:8000/v1 (connection refused); requests go to its "
-                     "twins, if any, until it answers again", "server alpha is up again (down for 3 s: cannot connect to "
-                     "http://alpha.test:8000/v1 (connection refused))"], "logged once per change of state"
+    assert downs == [
+        "server alpha is down: cannot connect to http://alpha.test:8000/v1 (connection refused); requests go to its twins, if any, "
+        "until it answers again",
+        "servers: default up · alpha down for 0 s (cannot connect to http://alpha.test:8000/v1 (connection refused)) · beta up · gamma up",
+        "server alpha is up again (down for 3 s: cannot connect to http://alpha.test:8000/v1 (connection refused))",
+        "servers: default up · alpha up · beta up · gamma up",
+    ], "logged once per change of state, with the health of every server"
 
 
 async def test_passive_reports_mark_and_schedule_a_probe() -> None:
