@@ -413,3 +413,95 @@ async def test_http_fetcher_against_three_upstreams() -> None:
                 assert not health.is_down("gamma") and "answered 401" in models.lists()["gamma"].error
             finally:
                 await models.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# One server alone (no [servers.NAME] tables): the directory behaves as before several servers
+
+
+ONE_CATALOG = {
+    "models": {
+        "llama3.2:latest": {"upstream": "gpt-4o-mini", "context_length": 128000},
+        "coder": {"upstream": "qwen2.5-coder-32b", "think_style": "none", "family": "qwen2"},
+        "qwen3:8b": {},
+    }
+}
+
+
+def one_server(upstream: UpstreamServer, ttl: float = 300, list_upstream: bool = True) -> ServersDirectory:
+    servers = ServerTable([Server.default(upstream.base_url, "k")], Health(log=None))
+    return ServersDirectory(servers, Catalog.parse(ONE_CATALOG), ttl=ttl, list_upstream=list_upstream)
+
+
+async def test_one_server_is_fetched_once_for_concurrent_lookups() -> None:
+    with UpstreamServer() as upstream:
+        upstream.fake.models = [
+            {"id": "gpt-4o-mini", "created": 2},
+            {"id": "qwen3:latest", "created": 1},
+            {"bad": "entry"},
+        ]
+        models = one_server(upstream)
+        try:
+            assert not models.several and not models.warming
+            models.start()
+            assert upstream.fake.requests == [], "one server: fetched when a lookup first needs it, as before"
+            assert models.upstream_id("gpt-4o-mini:latest") == "gpt-4o-mini", "before any list: only :latest is dropped"
+            results = await asyncio.gather(*(models.listing() for _ in range(10)))
+            assert len(upstream.fake.requests) == 1 and upstream.fake.requests[0].headers["authorization"] == "Bearer k"
+            names = [m.name for m in results[0].models]
+            assert names == ["llama3.2:latest", "coder:latest", "qwen3:8b", "gpt-4o-mini:latest", "qwen3:latest"]
+            assert results[0].error is None
+            assert models.upstream_id("llama3.2") == "gpt-4o-mini"
+            assert models.upstream_id("qwen3") == "qwen3:latest", (
+                "an upstream id with a tag is matched by its full name"
+            )
+            assert models.upstream_id("unknown:latest") == "unknown" and models.upstream_id("x:7b") == "x:7b"
+            assert (await models.find("gpt-4o-mini"))[0].upstream == "gpt-4o-mini"
+            assert await models.find("nothing") == (None, None)
+            assert models.resolve_now("coder").think_style == "none"
+            assert models.resolve_now("gpt-4o-mini").think_style == "reasoning_effort"
+        finally:
+            await models.close()
+
+
+async def test_one_server_failure_keeps_the_last_list_or_the_catalog_and_is_never_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "ollama_proxy")
+    with UpstreamServer() as upstream:
+        models = one_server(upstream, ttl=0)
+        try:
+            upstream.fake.queue(503, "overloaded")
+            listing = await models.listing()
+            assert [m.name for m in listing.models] == ["llama3.2:latest", "coder:latest", "qwen3:8b"]
+            assert listing.error and "503" in listing.error
+            assert "cannot list the upstream's models: GET " in caplog.text
+            assert not models.health.is_down("default") and isinstance(models.resolve_now("x"), Resolution)
+            found, error = await models.find("not-listed")
+            assert found is not None and found.upstream == "not-listed" and error, "unknown list: defaults, flagged"
+            await models.settle()
+            upstream.fake.models = [{"id": "gpt-4o-mini"}]
+            await models.listing()  # ttl 0: refreshed in the background, the last answer serves meanwhile
+            await models.settle()
+            assert (await models.listing()).error is None
+            await models.settle()
+            upstream.fake.queue(200, "not json", {"content-type": "text/plain"})
+            await models.listing()
+            await models.settle()
+            listing = await models.listing()
+            assert listing.error is None and "gpt-4o-mini:latest" in [m.name for m in listing.models], (
+                "the last good list is kept"
+            )
+            models.report("default", error="[Errno 111] Connect call failed ('127.0.0.1', 1)")
+            assert not models.health.is_down("default"), "one server: no health to keep"
+        finally:
+            await models.settle()
+            await models.close()
+
+
+async def test_one_server_without_upstream_listing_fetches_nothing_for_the_listing() -> None:
+    with UpstreamServer() as upstream:
+        models = one_server(upstream, list_upstream=False)
+        assert [m.name for m in (await models.listing()).models] == ["llama3.2:latest", "coder:latest", "qwen3:8b"]
+        assert upstream.fake.requests == []
+        await models.close()

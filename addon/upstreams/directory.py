@@ -155,7 +155,11 @@ class ServersDirectory:
         self.fetch: Fetch = fetch or HttpFetcher(fetch_timeout)
         self.clock = clock or table.health.clock
         self.fetch_timeout = fetch_timeout
-        self.first_wait = first_wait
+        # One server alone (no [servers.NAME] tables) works as before the several-server routing:
+        # its list is fetched only when a lookup needs it, and waited for up to fetch_timeout;
+        # nothing marks it down or probes it (see `ServerTable.pick`: it is never refused).
+        self.several = len(table) > 1
+        self.first_wait = first_wait if self.several else max(first_wait, fetch_timeout)
         self.failed_retry = failed_retry
         self.probe_delays = probe_delays or (FAILED_RETRY,)
         self.probe_interval = probe_interval
@@ -172,6 +176,15 @@ class ServersDirectory:
         self._listed_by: dict[str, frozenset[str]] = {}
         self._ids: dict[str, str] = {}  # upstream id or its name:tag form → the id (first server wins)
         self._prober: asyncio.Task[None] | None = None
+        self._tick_at = float("-inf")  # clock time before which `route` starts no fetch
+        self._warmed = not self.several  # every server's first fetch has ended: nothing to wait for
+
+    def retable(self, table: ServerTable) -> None:
+        """The same servers with other inherited options (think_style, upstream_timeout, ...): the
+        lists stay. Called when an option changed that does not feed the lists."""
+        if table.names != self.table.names or table.health is not self.health:
+            raise ValueError("retable takes the same servers and the same health")
+        self.table = table
 
     # -- what is known (synchronous) ----------------------------------------------------------------
 
@@ -214,6 +227,32 @@ class ServersDirectory:
     def status(self) -> str:
         return self.health.status_line(self.table.names)
 
+    def route(self, name: str) -> Resolution | RouteRefusal:
+        """`resolve_now` for the request path: with several servers, it also starts (at most once a
+        second, in the background) the refreshes and probes that are due, so that the lists the
+        routing reads stay current without anyone asking for /api/tags."""
+        if self.several:
+            now = self.clock()
+            if now >= self._tick_at:
+                self._tick_at = now + 1.0
+                self.tick()
+        return self.resolve_now(name)
+
+    @property
+    def warming(self) -> bool:
+        """Whether a server's very first list is under way (several servers only): the request path
+        then waits for it (at most `first_wait`) before routing, as `resolve` does."""
+        if self._warmed:
+            return False
+        if all(lst.entries is not None or lst.error is not None for lst in self._lists.values()):
+            self._warmed = True
+            return False
+        return any(not task.done() for task in self._tasks.values())
+
+    async def wait_first(self) -> None:
+        """Wait (at most `first_wait`) for servers whose first list is under way."""
+        await self._first_lists()
+
     # -- lookups (asynchronous: may wait for first lists, never for known ones) ---------------------
 
     async def resolve(self, name: str) -> Resolution | RouteRefusal:
@@ -227,8 +266,9 @@ class ServersDirectory:
 
     async def listing(self) -> MergedListing:
         """Catalog first, then each server's last good list; never waits for a known list."""
-        self.tick()
-        await self._first_lists()
+        if self.several or self.list_upstream:  # one server whose models are not listed: nothing to fetch
+            self.tick()
+            await self._first_lists()
         return merge_listings(
             self.catalog.models.values(),
             [(n, self._lists[n]) for n in self.table.names],
@@ -259,7 +299,10 @@ class ServersDirectory:
     # -- passive health (from the request path) ------------------------------------------------------
 
     def report(self, server: str, *, status: int | None = None, error: str | None = None) -> None:
-        """What a request to `server` ended with: an answer's `status`, or mitmproxy's `error`."""
+        """What a request to `server` ended with: an answer's `status`, or mitmproxy's `error`.
+        One server alone has no health to keep (nothing to fail over to): ignored."""
+        if not self.several:
+            return
         failure = passive_failure(status, error)
         if failure is not None:
             self.report_failure(server, failure[0], soft=failure[1])
@@ -314,8 +357,10 @@ class ServersDirectory:
         return started
 
     def start(self) -> None:
-        """Begin every server's first fetch (call from the `running` hook)."""
-        self.tick()
+        """Begin every server's first fetch (call from the `running` hook). One server alone is
+        fetched when a lookup first needs it, as before."""
+        if self.several:
+            self.tick()
 
     async def settle(self) -> None:
         """Wait for every fetch under way (tests)."""
@@ -368,13 +413,18 @@ class ServersDirectory:
             self._set_list(name, next_list(self._lists[name], e, now))
             self._fresh_until[name] = now + min(self.failed_retry, self.ttl)
             self._note(name, str(e))
-        except Exception as e:  # unreachable, timed out, 5xx, or a fetcher bug: the server is down
+        except Exception as e:  # noqa: BLE001 - unreachable, timed out, 5xx, or a fetcher bug: the server is down
             reason = (
                 f"no answer to GET /models within {self.fetch_timeout:g} s"
                 if isinstance(e, TimeoutError) and not str(e)
                 else (str(e) or type(e).__name__)
             )
-            self._set_list(name, next_list(self._lists[name], RuntimeError(reason), self.clock()))
+            now = self.clock()
+            self._set_list(name, next_list(self._lists[name], RuntimeError(reason), now))
+            if not self.several:  # one server: tried again on a lookup after failed_retry, as before
+                self._fresh_until[name] = now + min(self.failed_retry, self.ttl)
+                self._note(name, reason)
+                return
             if self.health.mark_failed(name, reason):
                 self._changed()
             count = self._failed_probes[name] = self._failed_probes.get(name, -1) + 1
@@ -409,10 +459,18 @@ class ServersDirectory:
         self._noted[name] = error
         if self.log is None:
             return
+        kept = self._lists[name].entries
+        if not self.several:  # one server: the messages of a proxy with one upstream
+            if error is None:
+                self.log.info("the upstream's model list is available again")
+            else:
+                self.log.warning(
+                    "cannot list the upstream's models: %s%s", error, " (keeping the last list)" if kept else ""
+                )
+            return
         if error is None:
             self.log.info("server %s: its model list is available again", name)
         else:
-            kept = self._lists[name].entries
             tail = f" (keeping its last list of {len(kept)} models)" if kept else ""
             self.log.warning("server %s: cannot list its models: %s%s", name, error, tail)
 

@@ -27,7 +27,9 @@ Routing, first match wins (`ServerTable.route`):
 4. the default server.
 Among the candidates of the first rule that has any, the healthy one with the fewest outstanding
 requests wins (ties: configuration order, `default` first). With no healthy candidate the answer
-is a `RouteRefusal` (503) that names the servers and why they are down.
+is a `RouteRefusal` (503) that names the servers and why they are down. A table of one server
+(no `[servers.NAME]` tables: today's configurations) never refuses: there is nothing to fail
+over to, and every request is tried as before.
 
 Health (`Health`), per server:
 
@@ -50,7 +52,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -146,8 +148,9 @@ class Server:
     key_source: str = ""  # where the key came from, for messages: "openai_api_key", "$VLLM_KEY", ""
 
     @classmethod
-    def default(cls, base_url: str, api_key: str, defaults: Defaults = Defaults()) -> Server:
+    def default(cls, base_url: str, api_key: str, defaults: Defaults | None = None) -> Server:
         """The server of `openai_base_url` / `openai_api_key` and the global options."""
+        defaults = defaults or Defaults()
         return cls(
             name=DEFAULT,
             base_url=BaseURL.parse(base_url, "openai_base_url"),
@@ -160,9 +163,11 @@ class Server:
         )
 
     @classmethod
-    def from_spec(cls, spec: ServerSpec, defaults: Defaults = Defaults()) -> Server:
+    def from_spec(cls, spec: ServerSpec, defaults: Defaults | None = None) -> Server:
         def pick(value: Any, default: Any) -> Any:
             return default if value is None else value
+
+        defaults = defaults or Defaults()
 
         return cls(
             name=spec.name,
@@ -466,6 +471,15 @@ class RouteRefusal:
     retry_after: int | None = None  # seconds, for a Retry-After header
 
 
+class Unroutable(Exception):
+    """Raised by `Settings.target` for a model no healthy server can take: the proxy answers the
+    refusal at once, in the endpoint's error shape, with `Retry-After` (nothing goes upstream)."""
+
+    def __init__(self, refusal: RouteRefusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
 RULES = ("catalog", "listed", "pattern", "default")
 
 
@@ -486,7 +500,7 @@ class ServerTable:
         cls,
         default: Server,
         specs: Mapping[str, ServerSpec] | Iterable[ServerSpec],
-        defaults: Defaults = Defaults(),
+        defaults: Defaults | None = None,
         health: Health | None = None,
     ) -> ServerTable:
         items = specs.values() if isinstance(specs, Mapping) else specs
@@ -506,7 +520,7 @@ class ServerTable:
     def get(self, name: str | None) -> Server | None:
         return self._by_name.get(name) if name is not None else None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Server]:
         return iter(self.servers)
 
     def __len__(self) -> int:
@@ -564,7 +578,9 @@ class ServerTable:
         health = self.health
         if len(servers) == 1:  # the common case, without building lists
             only = servers[0]
-            return rule, only if health.is_healthy(only.name) else self._refusal(asked or model_id, rule, servers)
+            if len(self.servers) == 1 or health.is_healthy(only.name):  # one server alone is never refused
+                return rule, only
+            return rule, self._refusal(asked or model_id, rule, servers)
         best: Server | None = None
         best_load = 0
         for server in servers:
@@ -666,7 +682,7 @@ def merge_listings(
             if model_id != full_name(model_id):
                 served_by.setdefault(model_id, []).append(name)
     if show_servers:
-        for name, lst in lists:
+        for _, lst in lists:
             if not lst.entries:
                 continue
             own = [infer(i, dict(e)) for i, e in lst.entries.items()]
