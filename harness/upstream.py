@@ -17,7 +17,7 @@ events, or set `pause_after` to hold every stream after that many chunks until `
 which proves without any clock that the proxy relays before the upstream has finished.
 Every request is kept in `requests`, and each finished stream counts in `completed`.
 
-Several upstreams (addon/servers.py): `FakeOpenAI(key=...)` accepts only `Authorization: Bearer
+Several upstreams (addon/upstreams/): `FakeOpenAI(key=...)` accepts only `Authorization: Bearer
 <key>` (anything else gets OpenAI's 401, after being logged in `requests`, whose headers keep the
 Authorization sent: `authorizations()` lists them); `UpstreamServer.kill()` stops it the way a
 crashed server stops (listening socket and open connections closed: the next connect is refused)
