@@ -586,16 +586,23 @@ def env_name(spec: UpstreamSpec) -> str:
 
 
 def servers_catalog(
-    servers: dict[str, UpstreamServer], specs: Sequence[UpstreamSpec] = TRIO, extra: str = ""
+    servers: dict[str, UpstreamServer],
+    specs: Sequence[UpstreamSpec] = TRIO,
+    extra: str = "",
+    settings: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, str]]:
     """The catalog TOML text with a [servers.NAME] table per upstream (keys by environment
-    variable), and the environment the proxy needs for it. `extra`: more TOML ([models."x"] ...)."""
+    variable), and the environment the proxy needs for it. `extra`: more TOML ([models."x"] ...);
+    `settings`: more lines of a server's table, by name (e.g. {"gamma": "upstream_timeout = 1"})."""
     tables = []
     for spec in specs:
         patterns = ", ".join(json.dumps(p) for p in spec.patterns)
+        more = (settings or {}).get(spec.name)
         tables.append(
             f"[servers.{spec.name}]\nbase_url = {json.dumps(servers[spec.name].base_url)}\n"
-            f"api_key_env = {json.dumps(env_name(spec))}\n" + (f"models = [{patterns}]\n" if spec.patterns else "")
+            f"api_key_env = {json.dumps(env_name(spec))}\n"
+            + (f"models = [{patterns}]\n" if spec.patterns else "")
+            + (f"{more}\n" if more else "")
         )
     environment = {env_name(spec): spec.key for spec in specs}
     return "\n".join(tables) + ("\n" + extra if extra else ""), environment

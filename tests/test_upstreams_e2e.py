@@ -25,7 +25,7 @@ import pytest
 
 from harness import TEST_KEY
 from harness.mitmdump import Mitmdump
-from harness.upstream import TRIO, FakeOpenAI, UpstreamServer, servers_catalog, several
+from harness.upstream import TRIO, FakeOpenAI, UpstreamServer, recording, servers_catalog, several
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +60,11 @@ class Fleet:
 
 @contextmanager
 def fleet(
-    tmp_path: Path, extra: str = PINS, *settings: str, gate_gamma: threading.Event | None = None
+    tmp_path: Path,
+    extra: str = PINS,
+    *settings: str,
+    gate_gamma: threading.Event | None = None,
+    tables: dict[str, str] | None = None,
 ) -> Iterator[Fleet]:
     with ExitStack() as stack:
         trio = stack.enter_context(several())
@@ -70,7 +74,7 @@ def fleet(
         default.fake.models = [
             {"id": m, "object": "model", "created": 1690000000} for m in ("gpt-4o-mini", "default-only")
         ]
-        text, environment = servers_catalog(trio, extra=extra)
+        text, environment = servers_catalog(trio, extra=extra, settings=tables)
         catalog = tmp_path / "models.toml"
         catalog.write_text(text)
         proxy = Mitmdump(
@@ -271,6 +275,24 @@ def test_all_of_a_models_servers_down_is_a_clear_503_at_once(tmp_path: Path) -> 
         assert "; beta (" in message and message.endswith("the proxy retries them in the background")
         assert running.chat("gamma-only").status_code == 200 and running.chat("default-only").status_code == 200
         assert httpx.head(running.proxy.url + "/", timeout=20, trust_env=False).status_code == 200
+
+
+def test_upstream_timeout_per_server(tmp_path: Path) -> None:
+    with fleet(tmp_path, PINS, tables={"gamma": "upstream_timeout = 1"}) as running:
+        running.servers["gamma"].fake.queue(200, "{}", {"content-type": "application/json"}, hang=30)
+        began = time.monotonic()
+        timed_out = running.chat("gamma-only")
+        assert timed_out.status_code == 504 and time.monotonic() - began < 4
+        assert timed_out.json()["error"] == "the upstream sent nothing for 1 s (upstream_timeout)"
+        deadline = time.monotonic() + 5
+        while running.servers["gamma"].fake.aborted != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running.servers["gamma"].fake.aborted == 1, "the upstream request was stopped"
+        running.servers["beta"].fake.queue(200, recording("chat/plain-text")["response"]["body"], hang=2)
+        began = time.monotonic()
+        slow = running.chat("beta-only")
+        assert time.monotonic() - began >= 2 and slow.status_code == 200, "beta keeps the option's 300 s"
+        assert "server gamma is down: timed out" in running.proxy.log()
 
 
 def test_a_hanging_server_does_not_slow_discovery(tmp_path: Path) -> None:
