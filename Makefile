@@ -13,7 +13,7 @@ ARGS ?=
 WORKERS ?= 1
 
 
-.PHONY: setup lint format run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-workers bench-profile clean
+.PHONY: setup lint format run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-workers bench-upstreams bench-profile clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -130,6 +130,10 @@ bench-workers: setup
 
 bench-profile: setup
 	$(PY) bench/profile.py
+
+# The proxy's CPU per request when it routes over three upstream servers against one: bench/RESULTS-upstreams.md.
+bench-upstreams: setup
+	$(PY) bench/upstreams.py
 
 # Record every scenario through the proxy against a real upstream into flows/$(RECORD_NAME)/.
 RECORD_NAME ?= upstream
