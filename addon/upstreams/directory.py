@@ -15,6 +15,14 @@ cached per server, and doubling as the health probe.
   by fetching its list again after `probe_delays` (1, 2, 5, then every 10 s), by one background
   task alive while any server is down; its first good answer brings it back up.
 
+- The request path calls `route` (several servers: it also starts due refreshes and probes, at
+  most once a second) and, right after the start, `wait_first` while `warming`; it reports each
+  answer's status and each failure (`report`), which `Health` turns into up and down.
+- One server alone (no `[servers.NAME]` tables) is handled as before several servers existed: its
+  list is fetched only when a lookup needs it (waited for up to `fetch_timeout`), a failed fetch is
+  retried after `failed_retry` at the next lookup, nothing marks it down, and the log speaks of
+  "the upstream's models".
+
 Time: `clock` (default `time.monotonic`) decides freshness and the probe schedule; tests inject a
 fake one and drive the schedule with `tick()` / `settle()`. Only the bounded waits (`fetch_timeout`,
 `first_wait`) use the event loop's real time.
