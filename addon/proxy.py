@@ -50,7 +50,11 @@ from mitmproxy.addonmanager import Loader  # noqa: E402
 from mitmproxy.flow import Flow  # noqa: E402
 from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
 
-from addon import endpoints, views  # noqa: E402
+from addon import (  # noqa: E402
+    endpoints,
+    pool,
+    views,
+)
 from addon.endpoints.base import Endpoint  # noqa: E402
 from addon.exchange import (  # noqa: E402
     Answer,
@@ -83,7 +87,8 @@ def refusal_answer(endpoint: Endpoint, refusal: RouteRefusal) -> Answer:
 class OllamaProxy:
     """The addon: Ollama requests in, answered locally or rewritten for the OpenAI upstream."""
 
-    def __init__(self) -> None:
+    def __init__(self, upstream_pool: pool.UpstreamPool | None = None) -> None:
+        self.pool = upstream_pool  # told every upstream server's base URL (its https origins are pooled)
         self.settings: Settings | None = None
         self.exchanges: dict[str, Exchange] = {}  # by flow id, from the request's headers to its end
         self.watch = timeouts.UpstreamWatch()
@@ -106,7 +111,10 @@ class OllamaProxy:
         options = ctx.options
         if self.settings is None or updated & (OPTION_NAMES | WATCHED_OPTIONS):
             previous = self.settings
-            self.settings = settings = Settings.build(options, previous, updated, self.health)
+            settings = Settings.build(options, previous, updated, self.health)
+            if self.pool is not None:  # may refuse the change (a new https server and no HAProxy)
+                self.pool.servers([str(server.base_url) for server in settings.servers])
+            self.settings = settings
             self.register_keys(settings)
             if previous is not None and previous.models is not settings.models:
                 self.replace_directory(previous.models, settings.models)
@@ -309,4 +317,8 @@ class OllamaProxy:
                 secrets.forget(flow, exchange)
 
 
-addons = [OllamaProxy()]
+# The upstream connection pool (addon/pool.py) comes first, so that the real upstream URL is back on a
+# flow before any other hook sees its answer; it adds its connector at the end of mitmproxy's chain.
+# The proxy tells it every upstream server's base URL.
+_pool = pool.UpstreamPool()
+addons: list[object] = [_pool, OllamaProxy(_pool)]

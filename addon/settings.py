@@ -29,7 +29,7 @@ from typing import Any
 from mitmproxy import exceptions
 
 from addon.catalog.catalog import THINK_STYLES, Catalog
-from addon.upstreams.directory import ServersDirectory
+from addon.upstreams.directory import FETCH_TIMEOUT, HttpFetcher, ServersDirectory, Trust
 from addon.upstreams.servers import Defaults, Health, RouteRefusal, Server, ServerTable, Unroutable
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -135,11 +135,14 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
     ),
 ]
 OPTION_NAMES = frozenset(name for name, *_ in OPTIONS)
-# mitmproxy's own options that Settings reads: they decide body_view_limit "auto".
-WATCHED_OPTIONS = frozenset({"save_stream_file"})
+# mitmproxy's own options that Settings reads: they decide body_view_limit "auto", and which
+# certificates the model lists' fetcher trusts (the same as mitmproxy's requests).
+TLS_OPTIONS = frozenset({"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"})
+WATCHED_OPTIONS = frozenset({"save_stream_file"}) | TLS_OPTIONS
 # The options the model directory (the servers' cached lists) is built from: only their change rebuilds it.
-DIRECTORY_OPTIONS = frozenset(
-    {"openai_base_url", "openai_api_key", "models_ttl", "model_catalog", "list_upstream_models"}
+DIRECTORY_OPTIONS = (
+    frozenset({"openai_base_url", "openai_api_key", "models_ttl", "model_catalog", "list_upstream_models"})
+    | TLS_OPTIONS
 )
 # The options every server inherits unless its [servers.NAME] table sets them.
 SERVER_OPTIONS = frozenset({"think_style", "passthrough_options", "upstream_timeout", "forward_client_key"})
@@ -254,6 +257,7 @@ class Settings:
                 catalog,
                 ttl=options.models_ttl,
                 list_upstream=options.list_upstream_models,
+                fetch=HttpFetcher(FETCH_TIMEOUT, Trust.from_options(options)),
             )
         return cls(
             servers=servers,

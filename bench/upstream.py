@@ -30,6 +30,7 @@ import asyncio
 import json
 import re
 import signal
+import ssl
 import sys
 import time
 
@@ -341,9 +342,11 @@ class FakeOpenAI:
         port: int = 0,
         events: int = 20,
         delay_ms: float = 0.0,
+        ssl_context: ssl.SSLContext | None = None,
         models: tuple[str, ...] = ("bench", "bench-n200-d20", "gpt-4o-mini"),
     ):
         self.host, self.port = host, port
+        self.ssl_context = ssl_context  # an ssl.SSLContext: HTTPS (bench/pool.py)
         self.models = models  # what GET /models lists
         self.default_events = events
         self.default_delay_s = delay_ms / 1000.0
@@ -356,7 +359,7 @@ class FakeOpenAI:
     async def start(self) -> FakeOpenAI:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: UpstreamProtocol(self), self.host, self.port, backlog=4096, reuse_address=True
+            lambda: UpstreamProtocol(self), self.host, self.port, backlog=4096, reuse_address=True, ssl=self.ssl_context
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -380,11 +383,17 @@ class FakeOpenAI:
 
 
 async def _main(args: argparse.Namespace) -> None:
+    context = None
+    if args.tls_cert:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
     models = (
         tuple(m for m in args.models.split(",") if m) if args.models else ("bench", "bench-n200-d20", "gpt-4o-mini")
     )
-    up = await FakeOpenAI(args.host, args.port, args.events, args.delay_ms, models).start()
-    print(f"fake OpenAI upstream listening on http://{up.host}:{up.port}/v1", flush=True)
+    up = await FakeOpenAI(args.host, args.port, args.events, args.delay_ms, context, models).start()
+    print(f"fake OpenAI upstream listening on {'https' if context else 'http'}://{up.host}:{up.port}/v1", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -408,6 +417,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--delay-ms", type=float, default=0.0, help="default delay before each event")
     p.add_argument("--max-seconds", type=float, default=3600.0, help="exit by itself after this long (0: never)")
     p.add_argument("--models", default="", help="comma-separated ids GET /models lists (default: bench, ...)")
+    p.add_argument("--tls-cert", help="speak HTTPS with this certificate (PEM) ...")
+    p.add_argument("--tls-key", help="... and this key (PEM)")
     args = p.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         p.error("benchmarks stay on loopback: --host must be 127.0.0.1, localhost or ::1")

@@ -30,7 +30,8 @@ chunks (`reset=True`: with a TCP reset instead of a close), `truncate=True` send
 bytes than Content-Length says. While the server waits (hang, pause) it watches its connection:
 when the proxy closes it, the wait ends and `aborted` counts it, which proves that the proxy
 stopped the upstream request. Models named `fault:<name>` answer one of `FAULTS` (for
-concurrent tests, where a queue would be shared). `UpstreamServer(tls=(cert, key))` speaks HTTPS.
+concurrent tests, where a queue would be shared). `UpstreamServer(tls=(cert, key))` speaks HTTPS;
+`accepted` counts the connections it accepted.
 """
 
 from __future__ import annotations
@@ -442,6 +443,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the default 5 drops connects under load (then they take a 1 s SYN retry)
     fake: FakeOpenAI
+    accepted = 0  # connections accepted (with TLS: handshakes begun), e.g. to prove connection reuse
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection = super().get_request()
+        self.accepted += 1
+        return connection
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -504,6 +511,11 @@ class UpstreamServer:
         self._thread = threading.Thread(target=self._server.serve_forever, args=(POLL,), daemon=True)
         self._thread.start()
         self._running = True
+
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far."""
+        return self._server.accepted
 
 
 def _sse(*events: dict[str, Any] | str) -> list[bytes]:
