@@ -315,6 +315,16 @@ async def test_resolution_of_client_names() -> None:
     assert models.upstream_id("gpt-4o-mini:latest") == "gpt-4o-mini"
 
 
+async def test_info_without_fetching() -> None:
+    catalog = Catalog.parse({"models": {"coder": {"upstream": "shared", "context_length": 4096}}})
+    fetch = FakeFetch(default=[], alpha=[], beta=[], gamma=[])
+    models = directory(fetch, Clock(), catalog)
+    assert models.info("coder").context_length == 4096 and fetch.calls == []
+    models._set_list("beta", ServerList({"qwen3:latest": {"context_length": 32768}}, None, 1.0))
+    assert models.info("qwen3").context_length == 32768, "the entry of the server that lists it"
+    assert models.info("unknown").upstream == "unknown"
+
+
 async def test_find_over_every_list() -> None:
     fetch = FakeFetch(default=["gpt-4o-mini"], alpha=["shared"], beta=ConnectionError("refused"), gamma=[])
     models = directory(fetch, Clock())

@@ -251,6 +251,18 @@ class ServersDirectory:
             return known
         return name[: -len(LATEST)] if name.endswith(LATEST) else name
 
+    def info(self, name: str) -> ModelInfo:
+        """What is known of a model now, without fetching: its catalog entry, else the defaults
+        inferred from its upstream id (and from the first server's list entry for it, if any)."""
+        if (entry := self.catalog.get(name)) is not None:
+            return entry
+        model_id = self.upstream_id(name)
+        for server in self.table.names:
+            entries = self._lists[server].entries
+            if entries is not None and model_id in entries:
+                return infer(model_id, dict(entries[model_id]))
+        return infer(model_id)
+
     def resolve_now(self, name: str) -> Resolution | RouteRefusal:
         """Route a client's model name with what is known now (never waits, never fetches)."""
         entry = self.catalog.get(name)
