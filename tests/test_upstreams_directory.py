@@ -24,6 +24,7 @@ from addon.upstreams.servers import (
     Health,
     RouteRefusal,
     Server,
+    ServerList,
     ServerTable,
 )
 from harness.upstream import TRIO, UpstreamServer, servers_catalog, several
