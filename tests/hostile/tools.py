@@ -169,6 +169,7 @@ def request_bytes(method: str, path: str, body: bytes | dict | None = None, head
 class Answer:
     def __init__(self, head: bytes, body: bytes) -> None:
         self.head = head
+        self.raw = b""  # every byte read for this answer: interim answers, framing and trailers included
         lines = head.decode("latin-1").split("\r\n")
         self.status_line = lines[0]
         self.status = int(lines[0].split()[1])
@@ -186,6 +187,7 @@ def read_answer(sock: socket.socket, timeout: float, buffered: bytes = b"", unti
     """One HTTP/1 answer from the socket (Content-Length, chunked, or until the close); and what follows it."""
     deadline = time.monotonic() + timeout
     data = buffered
+    raw = [buffered]
 
     def more() -> bool:
         nonlocal data
@@ -200,7 +202,12 @@ def read_answer(sock: socket.socket, timeout: float, buffered: bytes = b"", unti
         except ConnectionResetError:
             piece = b""
         data += piece
+        raw.append(piece)
         return bool(piece)
+
+    def done(answer: Answer, rest: bytes) -> tuple[Answer, bytes]:
+        answer.raw = b"".join(raw)
+        return answer, rest
 
     while b"\r\n\r\n" not in data:
         if not more():
@@ -208,13 +215,15 @@ def read_answer(sock: socket.socket, timeout: float, buffered: bytes = b"", unti
     head, _, rest = data.partition(b"\r\n\r\n")
     answer_head = Answer(head, b"")
     if 100 <= answer_head.status < 200:
-        return read_answer(sock, max(deadline - time.monotonic(), 0.1), rest, until_close)
+        answer, after = read_answer(sock, max(deadline - time.monotonic(), 0.1), rest, until_close)
+        answer.raw = head + b"\r\n\r\n" + answer.raw
+        return answer, after
     length = answer_head.header("content-length")
     if until_close:
         data = rest
         while more():
             pass
-        return Answer(head, data), b""
+        return done(Answer(head, data), b"")
     if answer_head.header("transfer-encoding") == "chunked":
         body = b""
         data = rest
@@ -229,7 +238,7 @@ def read_answer(sock: socket.socket, timeout: float, buffered: bytes = b"", unti
                     if not more():
                         break
                 data = data[2:] if data.startswith(b"\r\n") else data.partition(b"\r\n\r\n")[2]
-                return Answer(head, body), data
+                return done(Answer(head, body), data)
             while len(data) < size + 2:
                 if not more():
                     raise ConnectionError("closed inside a chunk")
@@ -240,7 +249,7 @@ def read_answer(sock: socket.socket, timeout: float, buffered: bytes = b"", unti
     while len(data) < size:
         if not more():
             raise ConnectionError("closed inside the body")
-    return Answer(head, data[:size]), data[size:]
+    return done(Answer(head, data[:size]), data[size:])
 
 
 def exchange(port: int, raw: bytes, timeout: float = 10) -> Answer:
