@@ -82,7 +82,8 @@ class Seen:
     method: str
     path: str
     headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON, or the raw bytes
+    body: Any  # parsed JSON (None without a body)
+    raw: bytes = b""  # the body as sent
 
 
 @dataclass
@@ -219,7 +220,7 @@ class _Handler(socketserver.BaseRequestHandler):
             body = {}
         if not isinstance(body, dict):
             body = {}
-        self.server.evil.record(Seen(method, path, headers, body if raw else None))
+        self.server.evil.record(Seen(method, path, headers, body if raw else None, raw))
         req = _Request(method, path, headers, body)
         if method == "GET" and path.endswith("/models"):
             self.send(200, {"content-type": "application/json"}, b'{"object":"list","data":[]}')
