@@ -188,17 +188,17 @@ def read_answer(sock: socket.socket, timeout: float, buffered: bytes = b"", unti
     """One HTTP/1 answer from the socket (Content-Length, chunked, or until the close); and what follows it.
     Every byte read is also appended to `sink` (kept when the answer never completes)."""
     deadline = time.monotonic() + timeout
-    data = buffered
+    data = bytearray(buffered)
     raw = [buffered]
 
     def more() -> bool:
         nonlocal data
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError(f"no complete answer within {timeout} s; got {data[:300]!r}")
+            raise TimeoutError(f"no complete answer within {timeout} s; got {bytes(data[:300])!r}")
         readable, _, _ = select.select([sock], [], [], remaining)
         if not readable:
-            raise TimeoutError(f"no complete answer within {timeout} s; got {data[:300]!r}")
+            raise TimeoutError(f"no complete answer within {timeout} s; got {bytes(data[:300])!r}")
         try:
             piece = sock.recv(1 << 20)
         except ConnectionResetError:
@@ -215,8 +215,8 @@ def read_answer(sock: socket.socket, timeout: float, buffered: bytes = b"", unti
 
     while b"\r\n\r\n" not in data:
         if not more():
-            raise ConnectionError(f"closed before a complete head: {data[:300]!r}")
-    head, _, rest = data.partition(b"\r\n\r\n")
+            raise ConnectionError(f"closed before a complete head: {bytes(data[:300])!r}")
+    head, _, rest = bytes(data).partition(b"\r\n\r\n")
     answer_head = Answer(head, b"")
     if 100 <= answer_head.status < 200:
         answer, after = read_answer(sock, max(deadline - time.monotonic(), 0.1), rest, until_close, sink)
@@ -224,36 +224,37 @@ def read_answer(sock: socket.socket, timeout: float, buffered: bytes = b"", unti
         return answer, after
     length = answer_head.header("content-length")
     if until_close:
-        data = rest
+        data = bytearray(rest)
         while more():
             pass
-        return done(Answer(head, data), b"")
+        return done(Answer(head, bytes(data)), b"")
     if answer_head.header("transfer-encoding") == "chunked":
-        body = b""
-        data = rest
+        body = bytearray()
+        data = bytearray(rest)
         while True:
             while b"\r\n" not in data:
                 if not more():
                     raise ConnectionError("closed inside a chunked body")
-            size_line, _, data = data.partition(b"\r\n")
-            size = int(size_line.split(b";")[0], 16)
+            line_end = data.find(b"\r\n")
+            size = int(bytes(data[:line_end]).split(b";")[0], 16)
+            del data[: line_end + 2]
             if size == 0:
                 while not (data.startswith(b"\r\n") or b"\r\n\r\n" in data):
                     if not more():
                         break
-                data = data[2:] if data.startswith(b"\r\n") else data.partition(b"\r\n\r\n")[2]
-                return done(Answer(head, body), data)
+                rest = bytes(data[2:]) if data.startswith(b"\r\n") else bytes(data).partition(b"\r\n\r\n")[2]
+                return done(Answer(head, bytes(body)), rest)
             while len(data) < size + 2:
                 if not more():
                     raise ConnectionError("closed inside a chunk")
             body += data[:size]
-            data = data[size + 2 :]
+            del data[: size + 2]
     size = int(length or 0)
-    data = rest
+    data = bytearray(rest)
     while len(data) < size:
         if not more():
             raise ConnectionError("closed inside the body")
-    return done(Answer(head, data[:size]), data[size:])
+    return done(Answer(head, bytes(data[:size])), bytes(data[size:]))
 
 
 def exchange(port: int, raw: bytes, timeout: float = 10) -> Answer:
@@ -276,3 +277,145 @@ def closes_after(sock: socket.socket, seconds: float) -> bool:
             if not piece:
                 return True
     return False
+
+
+class Fetched:
+    """What `fetch` got: status, headers, the body's length, its first and last `keep` bytes."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.length = 0
+        self.first = bytearray()
+        self.last = bytearray()
+        self.complete = False  # the whole answer arrived (Content-Length reached or the last chunk)
+        self.closed = False  # the proxy closed the connection
+        self.aborted = False
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name.lower()), None)
+
+    def __repr__(self) -> str:
+        return (f"<Fetched {self.status} {self.length} bytes complete={self.complete} closed={self.closed} "
+                f"aborted={self.aborted} first={bytes(self.first[:200])!r} last={bytes(self.last[-300:])!r}>")
+
+
+def fetch(port: int, raw: bytes, keep: int = 1 << 20, seconds: float = 120, abort=None, pause_after: int = 0,
+          pause: float = 0.0) -> Fetched:
+    """Send `raw` and read the answer in linear time whatever its size (Content-Length or chunked),
+    keeping only its first and last `keep` bytes. `abort` (a threading.Event) stops reading early;
+    `pause` seconds without reading once `pause_after` body bytes came (a client that stops reading)."""
+    got = Fetched()
+    deadline = time.monotonic() + seconds
+    buffer = bytearray()
+    paused = False
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as sock:
+        sock.sendall(raw)
+
+        def more() -> bool:
+            while True:
+                if abort is not None and abort.is_set():
+                    got.aborted = True
+                    return False
+                if time.monotonic() > deadline:
+                    return False
+                readable, _, _ = select.select([sock], [], [], 0.2)
+                if readable:
+                    try:
+                        piece = sock.recv(1 << 20)
+                    except (ConnectionResetError, OSError):
+                        piece = b""
+                    if not piece:
+                        got.closed = True
+                        return False
+                    buffer.extend(piece)
+                    return True
+
+        def body(data: bytes | bytearray) -> None:
+            nonlocal paused
+            if len(got.first) < keep:
+                got.first.extend(data[: keep - len(got.first)])
+            got.last.extend(data)
+            if len(got.last) > 2 * keep:
+                del got.last[: len(got.last) - keep]
+            got.length += len(data)
+            if pause and not paused and got.length >= pause_after:
+                paused = True
+                time.sleep(pause)
+
+        while b"\r\n\r\n" not in buffer:
+            if not more():
+                return got
+        end = buffer.find(b"\r\n\r\n")
+        lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+        del buffer[: end + 4]
+        got.status = int(lines[0].split()[1])
+        got.headers = [(k.strip().lower(), v.strip()) for k, _, v in (l.partition(":") for l in lines[1:] if l)]
+        if got.header("transfer-encoding") == "chunked":
+            while True:
+                while b"\r\n" not in buffer:
+                    if not more():
+                        return got
+                line_end = buffer.find(b"\r\n")
+                size = int(bytes(buffer[:line_end]).split(b";")[0], 16)
+                del buffer[: line_end + 2]
+                if size == 0:
+                    got.complete = True
+                    return got
+                while len(buffer) < size + 2:
+                    if not more():
+                        body(buffer)
+                        return got
+                body(buffer[:size])
+                del buffer[: size + 2]
+        length = got.header("content-length")
+        if length is None:
+            body(buffer)
+            buffer.clear()
+            while more():
+                body(buffer)
+                buffer.clear()
+            got.complete = got.closed
+            return got
+        remaining = int(length)
+        while True:
+            take = buffer[:remaining]
+            body(take)
+            remaining -= len(take)
+            buffer.clear()
+            if remaining <= 0:
+                got.complete = True
+                return got
+            if not more():
+                return got
+
+
+def with_cpu_budget(pid: int, budget: float, action, wall: float = 180):
+    """Run `action(abort)` in a thread while watching the CPU time of process `pid`; when it spends
+    more than `budget` CPU seconds, set `abort`. (the action's result, CPU seconds spent)"""
+    import threading
+
+    abort = threading.Event()
+    result: list = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(action(abort))
+        except BaseException as e:  # noqa: BLE001 - reported to the test below
+            errors.append(e)
+
+    start = cpu_seconds(pid)
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + wall
+    while thread.is_alive() and time.monotonic() < deadline:
+        if cpu_seconds(pid) - start > budget:
+            abort.set()
+            break
+        thread.join(0.1)
+    abort.set()
+    thread.join(30)
+    if errors:
+        raise errors[0]
+    return (result[0] if result else None), cpu_seconds(pid) - start
