@@ -228,8 +228,9 @@ class _Handler(socketserver.BaseRequestHandler):
         match = _ACT.match(str(body.get("model", "")))
         act = match.group(1) if match else "ok"
         handler = getattr(self, "act_" + act.replace("-", "_").replace(".", "_").replace("=", "_"), None)
-        if handler is None:
-            self.send(404, {"content-type": "application/json"}, json.dumps({"error": {"message": f"no act {act!r}"}}).encode())
+        if handler is None:  # (the message repeats the model name as upstreams do: test_protocol.py forges log lines with it)
+            message = f"The model `{body.get('model')}` does not exist (no act {act!r})"
+            self.send(404, {"content-type": "application/json"}, json.dumps({"error": {"message": message}}).encode())
             return True
         return handler(req) is not False
 
