@@ -131,9 +131,9 @@ class SSEToNDJSON:
         try:
             event = loads(data)
         except ValueError as e:
-            out.append(
-                self.fail(f"{invalid_json(data, e)} in a stream event: {data[:200].decode('utf-8', 'replace')!r}")
-            )
+            why = invalid_json(data, e).removeprefix("the upstream sent ")
+            text = data[:200].decode("utf-8", "replace")
+            out.append(self.fail(f"the upstream sent an invalid stream event: {why}: {text!r}"))
             return
         if not isinstance(event, dict):
             out.append(self.fail("the upstream sent an invalid stream event"))

@@ -42,18 +42,6 @@ ALLOWED_RESPONSE_HEADERS = {
     "x-ratelimit-reset-tokens", "access-control-allow-origin", "vary", "www-authenticate",
 }
 
-LEAKS_TO_CLIENT = {
-    "echo-headers": "upstream response headers are passed through on /v1 and on Ollama streams (no allow-list)",
-    "echo-body": "/v1 streams relay the upstream's events unscrubbed",
-    "echo-error-event": "a /v1 SSE error event passes the key through",
-    "echo-reason": "the upstream's reason phrase is passed through on /v1 and on Ollama streams",
-    "echo-status-line": "mitmproxy's error message quotes the malformed status line and the JSON error page repeats it",
-    "echo-bad-header": "mitmproxy's error message quotes the malformed header line",
-    "echo-cut-headers": "mitmproxy's 'unexpected server response' error quotes the cut-off headers; the JSON error page repeats it",
-    "echo-early-hints": "the upstream's 103 interim answer is relayed on /v1 as the final answer (headers and all)",
-    "echo-redirect": "a /v1 redirect's Location is passed through",
-}
-
 
 def body_for(path: str, model: str, stream: bool) -> dict:
     if path.endswith("embeddings") or path.endswith("embed"):
@@ -96,8 +84,7 @@ def hidden_everywhere(evil: EvilUpstream) -> None:
 # What the client gets
 
 
-@pytest.mark.parametrize("act", [pytest.param(a, marks=pytest.mark.xfail(strict=True, reason=f"issue 13 §4: {LEAKS_TO_CLIENT[a]}"))
-                                 if a in LEAKS_TO_CLIENT else a for a in ECHO_ACTS])
+@pytest.mark.parametrize("act", ECHO_ACTS)
 def test_echoed_key_reaches_no_client(shared, evil: EvilUpstream, act: str) -> None:
     found = []
     for (path, stream), raw in on_every_route(shared.port, act).items():
@@ -106,12 +93,7 @@ def test_echoed_key_reaches_no_client(shared, evil: EvilUpstream, act: str) -> N
     assert not found, "the client got the key:\n" + "\n".join(found)
 
 
-HEADERS_PASS = "issue 13 §4: upstream response headers reach the client without an allow-list"
-
-
-@pytest.mark.parametrize(("path", "stream"), [
-    pytest.param(p, s, marks=pytest.mark.xfail(strict=True, reason=HEADERS_PASS)) if (s or p.startswith("/v1")) else (p, s)
-    for p, s in ROUTES])
+@pytest.mark.parametrize(("path", "stream"), ROUTES)
 def test_response_headers_are_allow_listed(shared, evil: EvilUpstream, path: str, stream: bool) -> None:
     with socket.create_connection(("127.0.0.1", shared.port), timeout=15) as sock:
         sock.sendall(request_bytes("POST", path, body_for(path, "evil:echo-headers", stream)))
@@ -125,17 +107,6 @@ def test_response_headers_are_allow_listed(shared, evil: EvilUpstream, path: str
 
 # ---------------------------------------------------------------------------------------------
 # What mitmdump prints and saves
-
-
-UNEXPECTED_DATA = ("mitmproxy logs 'Unexpected data from server: <raw upstream bytes>' and the log scrubber hides only the "
-                   "plain key, not its URL-encoded or base64 forms")
-OUTPUT_LEAKS = {
-    0: UNEXPECTED_DATA,
-    1: UNEXPECTED_DATA + "; the response line shows the upstream's reason phrase",
-    2: "the dumper prints the echoed upstream response headers",
-    3: "the dumper prints the echoed upstream response headers and bodies",
-    4: "the dumper prints the echoed upstream response headers and bodies",
-}
 
 
 @pytest.fixture(scope="module")
@@ -160,14 +131,12 @@ def echo_runs(evil: EvilUpstream, sentinel, tmp_path_factory: pytest.TempPathFac
             "sent": {r.headers.get("authorization") for r in evil.answered()}}
 
 
-@pytest.mark.parametrize("flow_detail", [pytest.param(level, marks=pytest.mark.xfail(strict=True, reason=f"issue 13 §4: {why}"))
-                                         for level, why in OUTPUT_LEAKS.items()])
+@pytest.mark.parametrize("flow_detail", range(5))
 def test_no_key_in_mitmdump_output(echo_runs: dict, flow_detail: int) -> None:
     assert echo_runs["sent"] == {f"Bearer {UPSTREAM_KEY}"}
     assert_no_leak(f"mitmdump's output at flow_detail={flow_detail}", echo_runs["logs"][flow_detail], UPSTREAM_KEY)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 §4: echoed headers (flow metadata, passed-through headers) and streamed bodies are saved with -w")
 def test_no_key_in_saved_flows(echo_runs: dict) -> None:
     assert echo_runs["sent"] == {f"Bearer {UPSTREAM_KEY}"}
     assert len(echo_runs["saved"]) > 10_000
@@ -216,7 +185,6 @@ class H2Client:
             self.sock.sendall(self.conn.data_to_send())
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 §4: an HTTP/2 client's request in flight has the key in its headers, and -w writes it at exit")
 def test_no_key_in_an_http2_flow_saved_in_flight(start, evil: EvilUpstream, tmp_path: Path) -> None:
     """An HTTP/2 client (TLS, ALPN h2) whose request still waits upstream when mitmdump stops."""
     saved = tmp_path / "inflight.flow"
@@ -246,7 +214,6 @@ def _ignore(action) -> None:
 # mitmweb
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 §4: mitmweb's flow API shows echoed response headers, kept upstream headers and bodies, and the Ollama content views of echoed events")
 def test_no_key_in_mitmweb(evil: EvilUpstream, sentinel, tmp_path: Path) -> None:
     web_port = free_port()
     web = Quiet(tmp_path, f"reverse:http://127.0.0.1:{sentinel.port}", f"openai_base_url={evil.base_url}",

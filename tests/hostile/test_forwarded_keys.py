@@ -20,9 +20,6 @@ from hostile.tools import HELLO
 
 pytestmark = pytest.mark.e2e
 
-GLOBAL_SCRUB = "issue 13 §3: a forwarded client key joins a global list of secrets scrubbed from every flow's answer"
-
-
 def answers(url: str, key: str) -> dict[str, object]:
     """What one client gets on each route, reduced to what must not change."""
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=20)
@@ -41,7 +38,6 @@ def answers(url: str, key: str) -> dict[str, object]:
     return got
 
 
-@pytest.mark.xfail(strict=True, reason=GLOBAL_SCRUB)
 @pytest.mark.parametrize("word", ["choices", "content", "assistant"])
 def test_a_common_word_as_key_changes_no_other_answer(start, evil: EvilUpstream, word: str) -> None:
     dump = start("forward_client_key=true", key=None)
