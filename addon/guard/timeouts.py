@@ -81,6 +81,20 @@ def close_server_connection(flow: http.HTTPFlow, reason: str) -> bool:
     return closed
 
 
+def abort_server_connection(flow: http.HTTPFlow, reason: str) -> bool:
+    """Drop the flow's open upstream connection at the socket: mitmproxy then reads its end, as if the
+    upstream had closed it, and fails the flow. (Cancelling the connection's task, as `close_server_connection`
+    does, can hit it while it waits to hand mitmproxy's layer the data it read: the layer would never hear
+    of the close, and the client would wait.) Falls back to `close_server_connection` before the connect."""
+    handler = connection_handler(flow)
+    io = handler.transports.get(flow.server_conn) if handler is not None else None
+    transport = getattr(getattr(io, "writer", None), "transport", None)
+    if transport is None:
+        return close_server_connection(flow, reason)
+    transport.abort()
+    return True
+
+
 def final_chunk(line: bytes) -> bytes:
     """The last chunk of a chunked HTTP/1.1 body holding `line`, and the end of the body."""
     return (b"%x\r\n%s\r\n" % (len(line), line) if line else b"") + b"0\r\n\r\n"
@@ -122,7 +136,7 @@ class UpstreamWatch:
         `message` (the error page with `status`, or the stream's final error), not mitmproxy's error."""
         exchange.failure = (status, message)
         self.forget(flow, exchange)
-        close_server_connection(flow, message)
+        abort_server_connection(flow, message)
 
     def end_failed(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         """A flow that went upstream failed: say why, in its stream or in the error page."""
@@ -209,7 +223,7 @@ class UpstreamWatch:
             exchange.model,
             self.timeout,
         )
-        if not close_server_connection(flow, "upstream_timeout"):
+        if not abort_server_connection(flow, "upstream_timeout"):
             exchange.expired = False
 
     def _end_stream(self, flow: http.HTTPFlow, exchange: Exchange, message: str) -> None:
