@@ -24,7 +24,7 @@ answer. The proxy passes on only what a client needs, and refuses what it cannot
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import brotli  # type: ignore[import-untyped]
 from mitmproxy import http
@@ -58,6 +58,10 @@ _KEPT_UNTIL_DECODED = "content-encoding"
 
 class Refused(ValueError):
     """An upstream answer the proxy does not pass on; the message says why (for a 502)."""
+
+
+class TooLarge(Exception):
+    """A decompressed body reached its cap."""
 
 
 def size(limit: int) -> str:
@@ -111,52 +115,83 @@ def decoded_body(response: http.Response, limit: int) -> bytes:
         raise Refused(f"the upstream's answer has a content encoding the proxy cannot decode ({encoding[:40]!r})")
     try:
         body = decode(raw, limit + 1)
+    except TooLarge:
+        raise Refused(
+            f"the upstream's answer is larger than upstream_body_limit ({size(limit)}) once decompressed"
+        ) from None
     except (zlib.error, brotli.error, zstd.ZstdError, ValueError, EOFError) as e:
         raise Refused(f"the upstream's {encoding} answer cannot be decoded ({e})") from None
-    if len(body) > limit:
-        raise Refused(f"the upstream's answer is larger than upstream_body_limit ({size(limit)}) once decompressed")
     response.headers.pop("content-encoding", None)
     response.raw_content = body
     return body
 
 
 # ---------------------------------------------------------------------------------------------
-# Bounded decompressors: at most `most` bytes of output, whatever the input expands to.
+# Bounded decompressors: at most `most` bytes of output, whatever the input expands to, made in steps
+# of STEP bytes (one call with max_length = most would hold its output twice: blocks, then their join).
+
+STEP = 1 << 20
 
 
-def _zlib(data: bytes, most: int, wbits: int) -> bytes:
+def _gathered(pieces: Iterator[bytes], most: int) -> bytes:
+    """The pieces joined; `TooLarge` at `most` bytes: no more than that is ever held (nor joined, which
+    would hold it twice)."""
+    out: list[bytes] = []
+    total = 0
+    for piece in pieces:
+        out.append(piece)
+        total += len(piece)
+        if total >= most:
+            del out[:]
+            raise TooLarge
+    return b"".join(out)
+
+
+def _zlib(data: bytes, wbits: int) -> Iterator[bytes]:
     decompressor = zlib.decompressobj(wbits)
-    out = decompressor.decompress(data, most)
-    if len(out) < most and not decompressor.unconsumed_tail:
-        out += decompressor.flush()
-    return out
+    while data:
+        piece = decompressor.decompress(data, STEP)
+        data = decompressor.unconsumed_tail
+        if not piece and data:
+            raise ValueError("compressed data makes no progress")
+        yield piece
+    yield decompressor.flush()
 
 
 def _gzip(data: bytes, most: int) -> bytes:
-    return _zlib(data, most, 47)  # gzip or zlib framing, detected
+    return _gathered(_zlib(data, 47), most)  # gzip or zlib framing, detected
 
 
 def _deflate(data: bytes, most: int) -> bytes:
     try:
-        return _zlib(data, most, 15)  # zlib framing (what "deflate" means)
+        return _gathered(_zlib(data, 15), most)  # zlib framing (what "deflate" means)
     except zlib.error:
-        return _zlib(data, most, -15)  # raw deflate (what some servers send)
+        return _gathered(_zlib(data, -15), most)  # raw deflate (what some servers send)
+
+
+def _brotli_pieces(data: bytes) -> Iterator[bytes]:
+    decompressor = brotli.Decompressor()
+    yield decompressor.process(data, output_buffer_limit=STEP)  # (the limit is a soft one: about STEP)
+    while not decompressor.is_finished():
+        piece = decompressor.process(b"", output_buffer_limit=STEP)
+        if not piece:
+            break  # (a truncated stream: what was decoded is all there is)
+        yield piece
 
 
 def _brotli(data: bytes, most: int) -> bytes:
-    decompressor = brotli.Decompressor()
-    out: bytes = decompressor.process(data, output_buffer_limit=most)
-    while len(out) < most and not decompressor.is_finished() and not decompressor.can_accept_more_data():
-        out += decompressor.process(b"", output_buffer_limit=most - len(out))
-    return out
+    return _gathered(_brotli_pieces(data), most)
+
+
+def _zstd_pieces(data: bytes) -> Iterator[bytes]:
+    decompressor = zstd.ZstdDecompressor()
+    yield decompressor.decompress(data, max_length=STEP)
+    while not decompressor.eof and not decompressor.needs_input:
+        yield decompressor.decompress(b"", max_length=STEP)
 
 
 def _zstd(data: bytes, most: int) -> bytes:
-    decompressor = zstd.ZstdDecompressor()
-    out: bytes = decompressor.decompress(data, max_length=most)
-    while len(out) < most and not decompressor.eof and not decompressor.needs_input:
-        out += decompressor.decompress(b"", max_length=most - len(out))
-    return out
+    return _gathered(_zstd_pieces(data), most)
 
 
 _DECODERS: dict[str, Callable[[bytes, int], bytes]] = {
