@@ -148,7 +148,7 @@ class Exchange:
         self.failure: tuple[int, str] | None = None
         self.flow: http.HTTPFlow | None = None  # while the proxy holds the exchange (redacted at exit)
         self.sent_at = 0.0  # time.monotonic() when the request went upstream; 0: it did not
-        self.expired = False  # upstream_timeout closed the upstream connection
+        self.expired = ""  # upstream_timeout closed the upstream connection: "connect", "handshake" or "open"
         self.relay: Relay | None = None
 
     @property
@@ -377,7 +377,9 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
     if exchange.upstream_route is not None:
         asked += f" → {request.path.split('?', 1)[0]} {exchange.upstream_model}"
     parts = [asked]
-    if flow.response is not None:
+    if exchange.failure is not None and flow.error is not None and exchange.relay is None:
+        parts.append(str(exchange.failure[0]))  # the proxy's error page, not the upstream's status
+    elif flow.response is not None:
         parts.append(str(flow.response.status_code))
     if usage := exchange.usage:
         parts.append(f"{usage.prompt_tokens}+{usage.completion_tokens} tokens")

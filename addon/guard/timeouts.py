@@ -61,13 +61,14 @@ def connection_handler(flow: http.HTTPFlow) -> Any:
     return getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
 
 
-def close_server_connection(flow: http.HTTPFlow, reason: str) -> bool:
-    """Close the flow's upstream connection (or abort its connect or TLS handshake) as mitmproxy's close command does."""
+def close_server_connection(flow: http.HTTPFlow, reason: str) -> str:
+    """Close the flow's upstream connection (or abort its connect or TLS handshake) as mitmproxy's close
+    command does; what it was doing ("connect", "handshake", "open"), or "" if there was none."""
     handler = connection_handler(flow)
     if handler is None:
-        return False
+        return ""
     target = (flow.request.host, flow.request.port)
-    closed = False
+    closed = ""
     for connection, io in list(handler.transports.items()):
         if connection is flow.client_conn or io.handler is None or io.handler.done():
             continue
@@ -77,11 +78,11 @@ def close_server_connection(flow: http.HTTPFlow, reason: str) -> bool:
         connecting = opening and tuple(connection.address or ())[:2] == target
         if connection is flow.server_conn or connecting:
             io.handler.cancel(reason)
-            closed = True
+            closed = "open" if not opening else "connect" if connection.timestamp_tcp_setup is None else "handshake"
     return closed
 
 
-def abort_server_connection(flow: http.HTTPFlow, reason: str) -> bool:
+def abort_server_connection(flow: http.HTTPFlow, reason: str) -> str:
     """Drop the flow's open upstream connection at the socket: mitmproxy then reads its end, as if the
     upstream had closed it, and fails the flow. (Cancelling the connection's task, as `close_server_connection`
     does, can hit it while it waits to hand mitmproxy's layer the data it read: the layer would never hear
@@ -92,7 +93,7 @@ def abort_server_connection(flow: http.HTTPFlow, reason: str) -> bool:
     if transport is None:
         return close_server_connection(flow, reason)
     transport.abort()
-    return True
+    return "open"
 
 
 def final_chunk(line: bytes) -> bytes:
@@ -157,12 +158,10 @@ class UpstreamWatch:
             errorpage.override(502, message)
             exchange.error = message
             return
-        server = flow.server_conn
-        if timed_out and (server.timestamp_tcp_setup is None or not server.address):
-            message = (
-                f"the upstream did not complete the connection (TCP or TLS handshake) within {self.timeout:g} s "
-                "(upstream_timeout)"
-            )
+        if timed_out == "handshake":
+            message = f"the upstream did not complete the TLS handshake within {self.timeout:g} s (upstream_timeout)"
+        elif timed_out == "connect" or (timed_out and flow.server_conn.timestamp_tcp_setup is None):
+            message = f"the upstream did not accept the connection within {self.timeout:g} s (upstream_timeout)"
         elif timed_out:
             message = f"the upstream sent nothing for {self.timeout:g} s (upstream_timeout)"
         else:
@@ -216,15 +215,14 @@ class UpstreamWatch:
     def _expire(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         if not exchange.sent_at:
             return
-        exchange.expired = True
+        exchange.expired = "open"
         logger.warning(
             "%s %s: no answer from the upstream for %g s (upstream_timeout); closing the upstream connection",
             exchange.route,
             exchange.model,
             self.timeout,
         )
-        if not abort_server_connection(flow, "upstream_timeout"):
-            exchange.expired = False
+        exchange.expired = abort_server_connection(flow, "upstream_timeout")
 
     def _end_stream(self, flow: http.HTTPFlow, exchange: Exchange, message: str) -> None:
         relay = exchange.relay

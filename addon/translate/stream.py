@@ -132,8 +132,7 @@ class SSEToNDJSON:
             event = loads(data)
         except ValueError as e:
             why = invalid_json(data, e).removeprefix("the upstream sent ")
-            text = data[:200].decode("utf-8", "replace")
-            out.append(self.fail(f"the upstream sent an invalid stream event: {why}: {text!r}"))
+            out.append(self.fail(f"the upstream sent an invalid stream event: {why}"))
             return
         if not isinstance(event, dict):
             out.append(self.fail("the upstream sent an invalid stream event"))

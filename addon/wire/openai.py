@@ -235,12 +235,13 @@ def checked_usage(value: Any) -> Usage | None:
 
 
 def invalid_json(data: bytes | str, error: ValueError) -> str:
-    """Why an upstream's JSON that `loads` refused is invalid, for its error message: an invalid usage
-    count is named as such (Ollama's answers carry usage as Go ints)."""
+    """Why an upstream's JSON that `loads` refused is invalid, for its error message: not JSON at all, an
+    invalid usage count (Ollama's answers carry usage as Go ints), or numbers no client can read."""
     try:
         lenient = json.loads(data)
     except (ValueError, RecursionError):
-        return f"the upstream sent invalid JSON ({error})"
+        text = (data if isinstance(data, str) else data[:200].decode("utf-8", "replace"))[:200]
+        return f"the upstream sent an answer that is not JSON ({error}): {text!r}"
     if isinstance(lenient, dict):
         try:
             checked_usage(lenient.get("usage"))
