@@ -82,27 +82,35 @@ class SSERelay:
     def feed(self, data: bytes) -> bytes:
         if self.ended:
             return b""
-        window = self.tail + data
         if not self.done:
+            window = self.tail + data
             self.done = b"[DONE]\n" in window or b"[DONE]\r" in window
-        self.tail = window[-8:]
-        end_of_event = max(window.rfind(sep) + len(sep) if sep in window else -1 for sep in _EVENT_ENDS)
-        if end_of_event < 0:
-            self.event_size += len(data)
+        if data.endswith(b"\n\n") and not self.pending:
+            # The common piece: whole events; the last one's size is what follows the blank line before it.
+            start = data.rfind(b"\n\n", 0, -2)
+            event_size = self.event_size + len(data) if start < 0 else len(data) - start - 2
+            self.event_size = 0
+            lines, rest = data, b""
         else:
-            self.event_size = len(window) - end_of_event
-        if self.event_size > self.max_event:
+            window = self.tail + data
+            end_of_event = max(window.rfind(sep) + len(sep) if sep in window else -1 for sep in _EVENT_ENDS)
+            self.event_size = event_size = (
+                self.event_size + len(data) if end_of_event < 0 else len(window) - end_of_event
+            )
+            end = data.rfind(b"\n") + 1
+            lines = (bytes(self.pending) + data[:end] if self.pending else data[:end]) if end else b""
+            rest = data[end:]
+        self.tail = data[-8:] if len(data) >= 8 else (self.tail + data)[-8:]
+        if event_size > self.max_event:
             self.aborted = True
             return self.fail(
                 f"the upstream sent an invalid stream: an event of the stream is longer than "
                 f"sse_event_limit ({self.max_event} bytes)"
             )
-        end = data.rfind(b"\n")
-        if end < 0:
+        if not lines:
             self.pending += data
             return b""
-        lines = bytes(self.pending) + data[: end + 1] if self.pending else data[: end + 1]
-        self.pending[:] = data[end + 1 :]
+        self.pending[:] = rest
         if (b"NaN" in lines or b"Infinity" in lines) and (bad := self._not_json(lines)):
             self.aborted = True
             return self.fail(f"the upstream sent an invalid stream event (not JSON: {bad})")

@@ -13,8 +13,6 @@ untranslated or invalid leaves the proxy.
 
 from __future__ import annotations
 
-import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -21,7 +20,17 @@ import pytest
 
 from hostile.evil import MB, EvilUpstream, Tarpit
 from hostile.test_echoed_secrets import body_for
-from hostile.tools import HELLO, Fetched, cpu_seconds, fetch, peak_rss_mb, request_bytes, reset_peak, strict_json, with_cpu_budget
+from hostile.tools import (
+    HELLO,
+    Fetched,
+    cpu_seconds,
+    fetch,
+    peak_rss_mb,
+    request_bytes,
+    reset_peak,
+    strict_json,
+    with_cpu_budget,
+)
 
 pytestmark = pytest.mark.e2e
 
