@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from addon.guard import secrets
 from addon.translate.response import Clock
 from addon.wire.ollama import dumps_body
 from addon.wire.openai import Usage
+from addon.wire.sse import MAX_EVENT
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint, StreamConverter
@@ -102,6 +103,8 @@ class Exchange:
         "endpoint",
         "error",
         "expired",
+        "failure",
+        "flow",
         "forwarded_key",
         "method",
         "model",
@@ -112,6 +115,7 @@ class Exchange:
         "sent_key",
         "server",
         "server_named",
+        "sse_event_limit",
         "start_ns",
         "stream",
         "timeout",
@@ -144,9 +148,14 @@ class Exchange:
         self.client_authorization: str | None = None  # the client's header, taken out of the flow
         self.forwarded_key: str | None = None  # the client's bearer, to go upstream (forward_client_key)
         self.wire_authorization: str | None = None  # the upstream header, held for the wire only
-        self.sent_key = ""  # the key sent upstream, hidden from its echoes
+        self.sent_key = ""  # the key sent upstream: hidden in what the proxy writes about this flow
+        self.sse_event_limit = MAX_EVENT  # bytes of one SSE event or line (sse_event_limit)
+        # Set when the proxy itself ends the upstream's part (upstream_body_limit, sse_event_limit,
+        # an answer it refuses): the status and message the client gets instead of mitmproxy's error.
+        self.failure: tuple[int, str] | None = None
+        self.flow: http.HTTPFlow | None = None  # while the proxy holds the exchange (redacted at exit)
         self.sent_at = 0.0  # time.monotonic() when the request went upstream; 0: it did not
-        self.expired = False  # upstream_timeout closed the upstream connection
+        self.expired = ""  # upstream_timeout closed the upstream connection: "connect", "handshake" or "open"
         self.timeout = 0.0  # the server's upstream_timeout, seconds (0: no limit)
         self.relay: Relay | None = None
 
@@ -180,10 +189,14 @@ class Exchange:
         if self.usage is not None:
             out["usage"] = self.usage.record()
         if self.error is not None:
-            out["error"] = self.error
+            out["error"] = self.hidden(self.error)
         if self.warning is not None:
-            out["warning"] = self.warning
+            out["warning"] = self.hidden(self.warning)
         return out
+
+    def hidden(self, text: str) -> str:
+        """Text the proxy writes about this flow, without any key: configured ones, and the one it sent upstream."""
+        return secrets.scrub(text, (self.sent_key,))
 
     def publish(self, flow: http.HTTPFlow) -> None:
         flow.metadata[META] = self.record()
@@ -216,9 +229,15 @@ def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, set
     exchange.timeout = float(server.upstream_timeout)
     exchange.upstream_route = forward.route
     exchange.upstream_model = forward.target.model
+    exchange.sse_event_limit = settings.sse_event_limit
     request = flow.request
     if settings.body_view_limit and request.raw_content:
         flow.metadata[CLIENT_BODY] = request.raw_content[: settings.body_view_limit]
+    if request.is_http2 or request.is_http3:
+        # An HTTP/1.1 request from here on: mitmproxy would send a converted copy (which drops the
+        # wire-only headers of `guard.secrets.WireHeaders`); the upstream is offered only HTTP/1.1.
+        request.http_version = "HTTP/1.1"
+        request.authority = ""
     headers = http.Headers(
         host="",
         content_type="application/json",
@@ -256,16 +275,25 @@ def replace_answer(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> N
 
 
 def keep_upstream_head(flow: http.HTTPFlow, exchange: Exchange, settings: Settings) -> None:
-    """Note the upstream's own status and headers before the answer is converted (for saved flows)."""
+    """Note the upstream's own status and (allow-listed) headers before the answer is converted (for saved flows)."""
     response = flow.response
     if settings.body_view_limit and response is not None:
         exchange.upstream_status = response.status_code
-        flow.metadata[UPSTREAM_HEADERS] = [[k, v] for k, v in response.headers.items(multi=True)]
+        flow.metadata[UPSTREAM_HEADERS] = [[k, exchange.hidden(v)] for k, v in response.headers.items(multi=True)]
 
 
-def keep_upstream_body(flow: http.HTTPFlow, body: bytes, settings: Settings) -> None:
+def keep_upstream_body(flow: http.HTTPFlow, exchange: Exchange, body: bytes, settings: Settings) -> None:
+    """Keep the upstream's raw answer for the flow views, without any key in any form."""
     if settings.body_view_limit:
-        flow.metadata[UPSTREAM_BODY] = body[: settings.body_view_limit]
+        flow.metadata[UPSTREAM_BODY] = hidden_bytes(exchange, body[: settings.body_view_limit])
+
+
+def hidden_bytes(exchange: Exchange, data: bytes) -> bytes:
+    """`Exchange.hidden` for bytes (kept bodies)."""
+    data = secrets.scrub_bytes(data)
+    if secrets.own_secret(exchange.sent_key):
+        data = exchange.hidden(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,20 +306,22 @@ class Relay:
     mitmproxy drops a chunk silently when the callable raises, and an empty item mid-stream
     would end a chunked response: so a converter bug becomes the converter's final error
     line or event, and nothing empty is returned. It notes when the upstream last sent
-    something (for upstream_timeout), hides configured keys in the final pieces (only an error
-    line can carry one the upstream echoed), and keeps up to `keep` bytes of the upstream
-    stream and of the answer for the flow views.
+    something (for upstream_timeout), hides configured keys (in any form) in every piece it
+    sends (an upstream may echo them in any event), calls `on_abort` once when the converter
+    gave up on the upstream's stream (`sse_event_limit`: the rest is not worth reading), and keeps
+    up to `keep` bytes of the upstream stream and of the answer for the flow views.
     """
 
-    __slots__ = ("called", "converter", "keep", "last_data", "sent", "upstream")
+    __slots__ = ("called", "converter", "keep", "last_data", "on_abort", "sent", "upstream")
 
-    def __init__(self, converter: StreamConverter, keep: int) -> None:
+    def __init__(self, converter: StreamConverter, keep: int, on_abort: Callable[[], None] | None = None) -> None:
         self.converter = converter
         self.called = False
         self.keep = keep
         self.upstream = bytearray()
         self.sent = bytearray()
         self.last_data = time.monotonic()
+        self.on_abort = on_abort
 
     def __call__(self, data: bytes) -> list[bytes]:
         self.last_data = time.monotonic()
@@ -302,8 +332,11 @@ class Relay:
         except Exception as e:  # a converter bug must not cost the client its answer
             logger.exception("stream conversion failed")
             out = converter.fail(f"proxy error while converting the stream: {e}") or b""
-        if out and converter.ended and secrets.shows_secret(out):
-            out = secrets.scrub(out.decode("utf-8", "replace")).encode()
+        if out and secrets.shows_secret(out):
+            out = secrets.scrub_bytes(out)
+        if converter.aborted and self.on_abort is not None:
+            on_abort, self.on_abort = self.on_abort, None
+            on_abort()
         if self.keep:
             if len(self.upstream) < self.keep:
                 self.upstream += data[: self.keep - len(self.upstream)]
@@ -312,16 +345,21 @@ class Relay:
         return [out] if out else []
 
 
-def start_stream(flow: http.HTTPFlow, exchange: Exchange, converter: StreamConverter, settings: Settings) -> None:
+def start_stream(
+    flow: http.HTTPFlow,
+    exchange: Exchange,
+    converter: StreamConverter,
+    settings: Settings,
+    on_abort: Callable[[], None] | None = None,
+) -> None:
     """Convert (or relay) the upstream's stream as it arrives, with the headers the client's format needs."""
     response = flow.response
     assert response is not None
-    exchange.relay = Relay(converter, settings.body_view_limit)
+    exchange.relay = Relay(converter, settings.body_view_limit, on_abort)
     response.stream = exchange.relay
     response.headers.pop("content-length", None)  # converted pieces and a closing error change the length
     response.headers["transfer-encoding"] = "chunked"
     if converter.content_type is not None:
-        response.headers.pop("content-encoding", None)
         response.headers["content-type"] = converter.content_type
     if converter.final_error_on_break:
         # If the upstream breaks off, mitmproxy closes this connection right after the final
@@ -335,7 +373,7 @@ def finish_stream(flow: http.HTTPFlow, exchange: Exchange, relay: Relay) -> None
     exchange.warn(converter.warnings)
     exchange.usage = converter.usage
     if relay.keep:
-        flow.metadata[UPSTREAM_BODY] = bytes(relay.upstream)
+        flow.metadata[UPSTREAM_BODY] = hidden_bytes(exchange, bytes(relay.upstream))
         response = flow.response
         if response is not None and response.raw_content is None:  # mitmproxy keeps no streamed body unless asked
             response.content = bytes(relay.sent)
@@ -354,7 +392,9 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
         server = f"{exchange.server} " if exchange.server_named else ""
         asked += f" → {server}{request.path.split('?', 1)[0]} {exchange.upstream_model}"
     parts = [asked]
-    if flow.response is not None:
+    if exchange.failure is not None and flow.error is not None and exchange.relay is None:
+        parts.append(str(exchange.failure[0]))  # the proxy's error page, not the upstream's status
+    elif flow.response is not None:
         parts.append(str(flow.response.status_code))
     if usage := exchange.usage:
         parts.append(f"{usage.prompt_tokens}+{usage.completion_tokens} tokens")
@@ -368,7 +408,7 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
 def finish(flow: http.HTTPFlow, exchange: Exchange) -> None:
     """Annotate a finished (or failed) flow, log its one line, and keep its record."""
     exchange.publish(flow)
-    line = summary(flow, exchange)
+    line = exchange.hidden(summary(flow, exchange))
     flow.comment = line
     response = flow.response
     if exchange.error or flow.error is not None or (response is not None and response.status_code >= 400):

@@ -43,12 +43,14 @@ if __package__ != "addon":
 
 import asyncio  # noqa: E402
 import dataclasses  # noqa: E402
+import logging  # noqa: E402
 from collections.abc import Awaitable, Sequence  # noqa: E402
 
 from mitmproxy import ctx, http  # noqa: E402
 from mitmproxy.addonmanager import Loader  # noqa: E402
 from mitmproxy.flow import Flow  # noqa: E402
 from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData  # noqa: E402
 
 from addon import (  # noqa: E402
     endpoints,
@@ -70,7 +72,7 @@ from addon.exchange import (  # noqa: E402
     send_upstream,
     start_stream,
 )
-from addon.guard import access, errorpage, secrets, timeouts  # noqa: E402
+from addon.guard import access, errorpage, secrets, timeouts, upstream  # noqa: E402
 from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings  # noqa: E402
 from addon.upstreams.directory import ServersDirectory  # noqa: E402
 from addon.upstreams.servers import Health, RouteRefusal, Unroutable  # noqa: E402
@@ -82,6 +84,9 @@ def refusal_answer(endpoint: Endpoint, refusal: RouteRefusal) -> Answer:
     if refusal.retry_after:
         answer = dataclasses.replace(answer, headers=(*answer.headers, ("Retry-After", str(refusal.retry_after))))
     return answer
+
+
+logger = logging.getLogger("ollama_proxy")
 
 
 class OllamaProxy:
@@ -160,6 +165,11 @@ class OllamaProxy:
             await access.rebind(ctx.master)
 
     async def done(self) -> None:
+        # Flows still in flight are written by mitmproxy's save addon after this hook (it comes later
+        # in the chain): none of them keeps a key.
+        for exchange in self.exchanges.values():
+            if exchange.flow is not None:
+                secrets.forget(exchange.flow, exchange)
         errorpage.uninstall()
         self.watch.done()
         self.is_running = False
@@ -177,6 +187,7 @@ class OllamaProxy:
     def open(self, flow: http.HTTPFlow) -> Exchange:
         request = flow.request
         exchange = Exchange(request.method, request.path.split("?", 1)[0], request.timestamp_start)
+        exchange.flow = flow
         self.exchanges[flow.id] = exchange
         return exchange
 
@@ -195,26 +206,31 @@ class OllamaProxy:
         if flow.response is not None:  # answered by another addon
             del self.exchanges[flow.id]
             return None
-        settings = self.settings
-        assert settings is not None
-        route = endpoints.find(exchange.route)
-        endpoint = exchange.endpoint = route.endpoint if route is not None else endpoints.FALLBACK
-        reply: Reply | Awaitable[Reply]
-        if refused := access.refusal(exchange, settings, endpoint):
-            reply = refused
-        elif route is None:
-            reply = Answer(404, b"404 page not found", "text/plain")
-        elif flow.request.method not in route.methods:
-            reply = Answer(405, b"405 method not allowed", "text/plain")
-        elif settings.models.warming:  # several servers, right after start: their first lists first
-            return self.handle_later(flow, exchange, endpoint, settings)
-        else:
-            try:
-                reply = endpoint.handle(exchange, flow.request, settings)
-            except Unroutable as e:
-                reply = refusal_answer(endpoint, e.refusal)
-        if isinstance(reply, Answer | Forward):
-            self.apply(flow, exchange, reply)
+        # Fail closed: an exception here would make mitmproxy forward the untranslated request.
+        try:
+            settings = self.settings
+            assert settings is not None
+            route = endpoints.find(exchange.route)
+            endpoint = exchange.endpoint = route.endpoint if route is not None else endpoints.FALLBACK
+            reply: Reply | Awaitable[Reply]
+            if refused := access.refusal(exchange, settings, endpoint):
+                reply = refused
+            elif route is None:
+                reply = Answer(404, b"404 page not found", "text/plain")
+            elif flow.request.method not in route.methods:
+                reply = Answer(405, b"405 method not allowed", "text/plain")
+            elif settings.models.warming:  # several servers, right after start: their first lists first
+                return self.handle_later(flow, exchange, endpoint, settings)
+            else:
+                try:
+                    reply = endpoint.handle(exchange, flow.request, settings)
+                except Unroutable as e:
+                    reply = refusal_answer(endpoint, e.refusal)
+            if isinstance(reply, Answer | Forward):
+                self.apply(flow, exchange, reply)
+                return None
+        except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
+            self.internal_error(flow, exchange, e)
             return None
         return self.apply_later(flow, exchange, endpoint, reply)  # mitmproxy awaits it
 
@@ -222,21 +238,31 @@ class OllamaProxy:
         self, flow: http.HTTPFlow, exchange: Exchange, endpoint: Endpoint, reply: Awaitable[Reply]
     ) -> None:
         try:
-            done = await reply
-        except Unroutable as e:
-            done = refusal_answer(endpoint, e.refusal)
-        self.apply(flow, exchange, done)
+            try:
+                done = await reply
+            except Unroutable as e:
+                done = refusal_answer(endpoint, e.refusal)
+            self.apply(flow, exchange, done)
+        except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
+            self.internal_error(flow, exchange, e)
 
     async def handle_later(
         self, flow: http.HTTPFlow, exchange: Exchange, endpoint: Endpoint, settings: Settings
     ) -> None:
         await settings.models.wait_first()
         try:
-            reply = endpoint.handle(exchange, flow.request, settings)
-        except Unroutable as e:
-            reply = refusal_answer(endpoint, e.refusal)
+            try:
+                reply = endpoint.handle(exchange, flow.request, settings)
+            except Unroutable as e:
+                reply = refusal_answer(endpoint, e.refusal)
+        except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
+            self.internal_error(flow, exchange, e)
+            return
         if isinstance(reply, Answer | Forward):
-            self.apply(flow, exchange, reply)
+            try:
+                self.apply(flow, exchange, reply)
+            except Exception as e:  # noqa: BLE001
+                self.internal_error(flow, exchange, e)
         else:
             await self.apply_later(flow, exchange, endpoint, reply)
 
@@ -257,6 +283,32 @@ class OllamaProxy:
             self.health.begin(server.name, flow.id)
         exchange.publish(flow)
 
+    def internal_error(self, flow: http.HTTPFlow, exchange: Exchange, error: Exception) -> None:
+        """A bug (or an input no check foresaw) while handling a request: a 500 in the route's shape.
+        Nothing goes upstream, and nothing untranslated to mitmproxy's reverse target."""
+        message = f"internal proxy error: {type(error).__name__}"
+        logger.warning("%s %s: %s: %s", exchange.route, exchange.model, message, exchange.hidden(str(error))[:300])
+        logger.debug("internal proxy error", exc_info=True)
+        self.watch.forget(flow, exchange)
+        exchange.upstream_route = None  # nothing went upstream
+        exchange.relay = None
+        try:
+            secrets.forget(flow, exchange)  # an upstream key the rewrite may have put into the flow
+            respond(flow, exchange, (exchange.endpoint or endpoints.FALLBACK).error(500, message))
+            exchange.publish(flow)
+        except Exception:
+            logger.debug("cannot answer the internal error", exc_info=True)
+            flow.kill()
+
+    def server_connect(self, data: ServerConnectionHookData) -> None:
+        """The upstream is spoken to in HTTP/1.1 only: the key goes on the wire through `WireHeaders`,
+        which HTTP/2 frames would bypass (tls_start_server offers the server the client's ALPNs otherwise)."""
+        settings = self.settings
+        if settings is not None and data.server.address is not None:
+            address = tuple(data.server.address)[:2]
+            if any(address == (s.base_url.host, s.base_url.port) for s in settings.servers.servers):
+                data.server.alpn_offers = (b"http/1.1",)
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.get(flow.id)
         response = flow.response
@@ -264,13 +316,31 @@ class OllamaProxy:
             return
         settings = self.settings
         assert settings is not None
-        secrets.forget(flow, exchange)
-        if exchange.server is not None:
-            settings.models.report(exchange.server, status=response.status_code)  # passive health
-        keep_upstream_head(flow, exchange, settings)
-        if response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", ""):
-            if converter := exchange.endpoint.stream(exchange):
-                start_stream(flow, exchange, converter, settings)
+        try:
+            secrets.forget(flow, exchange)
+            upstream.clean_head(response)  # before any view, the dumper or a saved flow sees it
+            if exchange.server is not None:
+                settings.models.report(exchange.server, status=response.status_code)  # passive health
+            keep_upstream_head(flow, exchange, settings)
+            sse = response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", "")
+            converter = exchange.endpoint.stream(exchange) if sse and not upstream.compressed(response) else None
+            if refused := upstream.refusal(response, converter is not None, settings.upstream_body_limit):
+                message, unread = refused
+                if unread:
+                    self.watch.cut(flow, exchange, 502, message)
+                else:
+                    exchange.failure = (502, message)
+                return
+            if converter is not None:
+                start_stream(flow, exchange, converter, settings, lambda: self.stream_aborted(flow, exchange))
+        except Exception as e:
+            logger.warning("%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e)
+            logger.debug("internal proxy error", exc_info=True)
+            exchange.failure = (500, f"internal proxy error: {type(e).__name__}")
+
+    def stream_aborted(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        """The converter gave up on the upstream's stream (sse_event_limit): stop reading it."""
+        self.watch.cut(flow, exchange, 502, "the upstream sent an SSE event larger than sse_event_limit")
 
     def response(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.pop(flow.id, None)
@@ -279,34 +349,66 @@ class OllamaProxy:
         if exchange.forwarded and flow.response is not None and exchange.endpoint is not None:
             settings = self.settings
             assert settings is not None
-            secrets.scrub_answer(flow, exchange)
-            if exchange.relay is not None and exchange.relay.called:
-                finish_stream(flow, exchange, exchange.relay)
-            else:
-                body = flow.response.get_content(strict=False) or b""
-                keep_upstream_body(flow, body, settings)
-                if answer := exchange.endpoint.convert(exchange, flow.response, body):
-                    replace_answer(flow, exchange, answer)
+            try:
+                self.answer(flow, exchange, exchange.endpoint, settings)
+            except Exception as e:
+                logger.warning(
+                    "%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e
+                )
+                logger.debug("internal proxy error", exc_info=True)
+                if exchange.relay is None:
+                    replace_answer(
+                        flow, exchange, exchange.endpoint.error(500, f"internal proxy error: {type(e).__name__}")
+                    )
             self.watch.forget(flow, exchange)
             self.health.end(flow.id)
         secrets.done_with(flow, exchange)
+        exchange.flow = None
         finish(flow, exchange)
+
+    def answer(self, flow: http.HTTPFlow, exchange: Exchange, endpoint: Endpoint, settings: Settings) -> None:
+        """The client's answer to the upstream's whole answer (or the end of a stream)."""
+        response = flow.response
+        assert response is not None
+        if exchange.relay is not None and exchange.relay.called:
+            finish_stream(flow, exchange, exchange.relay)
+            return
+        if exchange.failure is not None:
+            replace_answer(flow, exchange, endpoint.error(*exchange.failure))
+            return
+        try:
+            body = upstream.decoded_body(response, settings.upstream_body_limit)
+        except upstream.Refused as e:
+            replace_answer(flow, exchange, endpoint.error(502, str(e)))
+            return
+        secrets.scrub_answer(flow, exchange)
+        body = response.raw_content or b""
+        keep_upstream_body(flow, exchange, body, settings)
+        if answer := endpoint.convert(exchange, response, body):
+            replace_answer(flow, exchange, answer)
 
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.pop(flow.id, None)
         if exchange is None or exchange.endpoint is None:  # (the client left before its request was read)
             return
-        if exchange.forwarded:
-            self.watch.end_failed(flow, exchange)
-        if exchange.error is None:
-            exchange.error = flow.error.msg if flow.error else "failed"
-        if exchange.forwarded:
-            self.health.end(flow.id)
-            settings = self.settings
-            if settings is not None and exchange.server is not None:
-                # the timeout's or the break's message, else mitmproxy's ("Client disconnected." says nothing)
-                settings.models.report(exchange.server, error=exchange.error)
+        try:
+            if flow.error is not None:  # mitmproxy's text may quote the upstream's bytes (saved flows, mitmweb)
+                flow.error.msg = errorpage.describe(flow.error.msg)
+            if exchange.forwarded:
+                self.watch.end_failed(flow, exchange)
+            if exchange.error is None:
+                exchange.error = flow.error.msg if flow.error else "failed"
+            if exchange.forwarded:
+                self.health.end(flow.id)
+                settings = self.settings
+                if settings is not None and exchange.server is not None:
+                    # the timeout's or the break's message, else mitmproxy's ("Client disconnected." says nothing)
+                    settings.models.report(exchange.server, error=exchange.error)
+        except Exception as e:
+            logger.warning("%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e)
+            logger.debug("internal proxy error", exc_info=True)
         secrets.done_with(flow, exchange)
+        exchange.flow = None
         finish(flow, exchange)
 
     def update(self, flows: Sequence[Flow]) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import exceptions
+from mitmproxy.utils import human
 
 from addon.catalog.catalog import THINK_STYLES, Catalog
 from addon.upstreams.directory import FETCH_TIMEOUT, HttpFetcher, ServersDirectory, Trust
@@ -133,6 +134,20 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         "stream) before the request fails with a clear error and the upstream connection is closed. 0: no limit. "
         "A server's table may set it for that server.",
     ),
+    (
+        "sse_event_limit",
+        str,
+        "16m",
+        "Largest SSE event (all its data: lines) or line of an upstream stream (size, as body_size_limit: "
+        "16m, 512k); a longer one ends the stream with an error and the upstream connection is closed.",
+    ),
+    (
+        "upstream_body_limit",
+        str,
+        "256m",
+        "Largest non-streamed upstream answer, after decompression (size, as body_size_limit); a larger "
+        "Content-Length is refused at its headers, a larger (or decompressing) body is cut: 502 with a message.",
+    ),
 ]
 OPTION_NAMES = frozenset(name for name, *_ in OPTIONS)
 # mitmproxy's own options that Settings reads: they decide body_view_limit "auto", and which
@@ -192,6 +207,17 @@ def parse_think_style(style: str) -> str:
     return style
 
 
+def parse_limit(name: str, value: str) -> int:
+    """A size option in mitmproxy's syntax (`16m`, `512k`, `1g`, bytes): at least 1 KB."""
+    try:
+        size = human.parse_size(value)
+    except ValueError as e:
+        raise exceptions.OptionsError(f"{name} must be a size such as 16m or 512k, got {value!r}") from e
+    if size is None or size < 1024:
+        raise exceptions.OptionsError(f"{name} must be at least 1k, got {value!r}")
+    return size
+
+
 def upstream_key(options: Any) -> str:
     """openai_api_key, else $OPENAI_API_KEY (kept out of the option's value, which mitmweb displays)."""
     return str(options.openai_api_key).strip() or os.environ.get("OPENAI_API_KEY", "").strip()
@@ -226,6 +252,8 @@ class Settings:
     body_view_limit: int
     models: ServersDirectory  # the catalog and every server's cached model list; routing
     client_key: str  # ollama_api_key: "" lets every client in
+    sse_event_limit: int  # bytes of one SSE event or line of an upstream stream
+    upstream_body_limit: int  # bytes of one non-streamed upstream answer, decoded
 
     @property
     def server(self) -> Server:
@@ -266,6 +294,8 @@ class Settings:
             body_view_limit=body_view_limit(options),
             models=models,
             client_key=options.ollama_api_key.strip(),
+            sse_event_limit=parse_limit("sse_event_limit", options.sse_event_limit),
+            upstream_body_limit=parse_limit("upstream_body_limit", options.upstream_body_limit),
         )
 
     def target(self, model: str) -> Target:

@@ -74,6 +74,8 @@ def test_a_change_rebuilds_only_what_it_feeds() -> None:
         ollama_api_key="",
         forward_client_key=False,
         upstream_timeout=300,
+        sse_event_limit="16m",
+        upstream_body_limit="256m",
     )
     first = Settings.build(options)
     options.upstream_timeout = 5

@@ -25,7 +25,6 @@ Families share their error shape and defaults through a base class (`OllamaEndpo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -34,6 +33,7 @@ from pydantic import ValidationError
 
 from addon.exchange import Answer, Exchange, Reply, json_answer
 from addon.wire.ollama import OllamaModel, describe
+from addon.wire.openai import loads
 
 if TYPE_CHECKING:
     from addon.settings import Settings
@@ -44,6 +44,7 @@ class StreamConverter(Protocol):
     """Upstream SSE → the client's stream format, for one flow."""
 
     ended: bool  # a final piece (done or error) has been produced
+    aborted: bool  # the upstream's stream broke a limit (sse_event_limit): the proxy stops reading it
     warnings: list[str]
 
     @property
@@ -121,11 +122,6 @@ class OpenAIEndpoint(OllamaEndpoint):
 Model = TypeVar("Model", bound=OllamaModel)
 
 
-def _no_constant(name: str) -> None:
-    """NaN and Infinity are not JSON (Ollama's decoder refuses them): never send them upstream."""
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def json_object(request: http.Request, endpoint: Endpoint) -> dict[str, Any] | Answer:
     """The request body as a JSON object, or a 400 in the endpoint's shape saying why it is not one."""
     try:
@@ -135,7 +131,7 @@ def json_object(request: http.Request, endpoint: Endpoint) -> dict[str, Any] | A
     if not raw:
         return endpoint.error(400, "missing request body")
     try:
-        data = json.loads(raw, parse_constant=_no_constant)
+        data = loads(raw)  # strict: NaN, Infinity and numbers that overflow (1e400) are refused, as Go's decoder does
     except (ValueError, RecursionError) as e:
         return endpoint.error(400, f"invalid JSON in request body: {e}")
     if not isinstance(data, dict):

@@ -24,8 +24,17 @@ from addon.translate.response import (
     thinking_of,
 )
 from addon.wire.ollama import NDJSON, OllamaToolCall, dumps_line
-from addon.wire.openai import ChatCompletion, ToolCallDelta, Usage, loads, usage_of
-from addon.wire.sse import Event, SSEDecoder, SSETooLarge
+from addon.wire.openai import (
+    ChatCompletion,
+    InvalidUsage,
+    ToolCallDelta,
+    Usage,
+    checked_usage,
+    invalid_json,
+    loads,
+    usage_of,
+)
+from addon.wire.sse import MAX_EVENT, Event, SSEDecoder, SSETooLarge
 
 
 class _ToolCallDraft:
@@ -51,7 +60,7 @@ class SSEToNDJSON:
     content_type: str | None = NDJSON
     final_error_on_break = True
 
-    def __init__(self, shape: Shape, model: str, clock: Clock, raw: bool = False) -> None:
+    def __init__(self, shape: Shape, model: str, clock: Clock, raw: bool = False, max_event: int = MAX_EVENT) -> None:
         self.shape: Shape = shape
         self.context = shape == "generate" and not raw
         self.model = model
@@ -61,7 +70,8 @@ class SSEToNDJSON:
         self.raw_usage: dict[str, Any] | None = None
         self.timings: dict[str, Any] | None = None
         self.ended = False  # a final line (done or error) was emitted
-        self._events = SSEDecoder()
+        self.aborted = False  # the upstream's stream broke a limit: the rest of it is not read
+        self._events = SSEDecoder(max_event)
         self._tool_calls: dict[int, _ToolCallDraft] = {}
 
     @property
@@ -77,6 +87,7 @@ class SSEToNDJSON:
         try:
             events = self._events.feed(piece)
         except SSETooLarge as e:
+            self.aborted = True
             return self.fail(f"the upstream sent an invalid stream: {e}")
         return b"".join(self._each(events))
 
@@ -119,10 +130,9 @@ class SSEToNDJSON:
             return
         try:
             event = loads(data)
-        except ValueError:
-            out.append(
-                self.fail(f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}")
-            )
+        except ValueError as e:
+            why = invalid_json(data, e).removeprefix("the upstream sent ")
+            out.append(self.fail(f"the upstream sent an invalid stream event: {why}"))
             return
         if not isinstance(event, dict):
             out.append(self.fail("the upstream sent an invalid stream event"))
@@ -133,13 +143,16 @@ class SSEToNDJSON:
         else:
             try:
                 self._event(cast("ChatCompletion", event), out)
+            except InvalidUsage as e:
+                out.append(self.fail(str(e)))
             except (AttributeError, TypeError, KeyError, IndexError, ValueError):  # a JSON object of another shape
                 out.append(
                     self.fail(f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}")
                 )
 
     def _event(self, event: ChatCompletion, out: list[bytes]) -> None:
-        if (usage := event.get("usage")) and isinstance(usage, dict):
+        if (usage := event.get("usage")) is not None:
+            checked_usage(usage)  # Ollama's counts are Go ints: anything else is the upstream's fault
             self.raw_usage = usage
         if (timings := event.get("timings")) and isinstance(timings, dict):
             self.timings = cast("dict[str, Any]", timings)
@@ -228,12 +241,15 @@ class ChunkConverter:
 
     final_error_on_break = True
 
-    def __init__(self, sink: EventSink, content_type: str | None = "text/event-stream; charset=utf-8") -> None:
+    def __init__(
+        self, sink: EventSink, content_type: str | None = "text/event-stream; charset=utf-8", max_event: int = MAX_EVENT
+    ) -> None:
         self.sink = sink
         self.content_type = content_type
         self.warnings: list[str] = []
         self.raw_usage: Any = None
-        self._events = SSEDecoder()
+        self.aborted = False  # the upstream's stream broke a limit: the rest of it is not read
+        self._events = SSEDecoder(max_event)
 
     @property
     def ended(self) -> bool:
@@ -249,6 +265,7 @@ class ChunkConverter:
         try:
             events = self._events.feed(data)
         except SSETooLarge as e:
+            self.aborted = True
             return self.fail(f"the upstream sent an invalid stream: {e}")
         return b"".join(piece for event in events for piece in self._event(event.data))
 
