@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import MITMDUMP, free_port, wait_for_port
+from harness.mitmdump import MITMDUMP, free_port, wait_for_port
 from hostile.evil import EvilUpstream
 from hostile.tools import HELLO, UPSTREAM_KEY, Quiet, assert_no_leak, leaks, read_answer, request_bytes
 

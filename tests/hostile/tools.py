@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
-from conftest import Mitmdump
+from harness.mitmdump import Mitmdump
 
 # The upstream key: with characters that URL-encoding and base64 alignment change, so that an
 # encoded copy is not simply the plain one.
