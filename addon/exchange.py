@@ -31,6 +31,7 @@ from mitmproxy import http
 from mitmproxy.net.http import status_codes
 
 from addon.guard import secrets
+from addon.guard.output import escape
 from addon.translate.response import Clock
 from addon.wire.ollama import dumps_body
 from addon.wire.openai import Usage
@@ -96,7 +97,10 @@ class Exchange:
 
     __slots__ = (
         "client_authorization",
+        "close",
+        "cors",
         "detail",
+        "early",
         "endpoint",
         "error",
         "expired",
@@ -140,6 +144,9 @@ class Exchange:
         self.sent_key = ""  # the key sent upstream, hidden from its echoes
         self.sent_at = 0.0  # time.monotonic() when the request went upstream; 0: it did not
         self.expired = False  # upstream_timeout closed the upstream connection
+        self.cors: tuple[tuple[str, str], ...] = ()  # the CORS headers of its answer (an allowed Origin)
+        self.close = False  # the client asked to close the connection after the answer
+        self.early = False  # answered from its headers (addon.guard.early)
         self.relay: Relay | None = None
 
     @property
@@ -186,14 +193,34 @@ class Exchange:
 
 def respond(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> None:
     """Answer the client locally."""
-    flow.response = http.Response.make(answer.status, answer.body, {"Content-Type": answer.content_type})
+    response = flow.response = http.Response.make(answer.status, answer.body)
+    if answer.content_type:
+        response.headers["content-type"] = answer.content_type
     for name, value in answer.headers:
-        flow.response.headers[name] = value
+        response.headers[name] = value
     if flow.request.method == "HEAD":  # GET's headers without the body: a body would corrupt a kept-alive connection
-        flow.response.content = b""
-        flow.response.headers["content-length"] = str(len(answer.body))
+        response.content = b""
+        response.headers["content-length"] = str(len(answer.body))
+    elif answer.status in (204, 304):  # no body, and no Content-Length either (RFC 9110)
+        response.headers.pop("content-length", None)
+    finish_head(response, exchange)
     if answer.error is not None:
         exchange.error = answer.error
+
+
+def finish_head(response: http.Response, exchange: Exchange) -> None:
+    """What every answer of the proxy carries: the CORS headers `guard.browser.origin_check` chose
+    for an allowed Origin, and `Connection: close` when the client asked for it (the rewritten
+    request no longer says so, and mitmproxy closes only when the request or the answer does)."""
+    for name, value in exchange.cors:
+        if name == "Vary":
+            present = {v.strip().lower() for v in ",".join(response.headers.get_all("vary")).split(",")}
+            if value.lower() not in present:
+                response.headers.add(name, value)
+        else:
+            response.headers[name] = value
+    if exchange.close:
+        response.headers["connection"] = "close"
 
 
 def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, settings: Settings) -> None:
@@ -306,7 +333,12 @@ def start_stream(flow: http.HTTPFlow, exchange: Exchange, converter: StreamConve
     exchange.relay = Relay(converter, settings.body_view_limit)
     response.stream = exchange.relay
     response.headers.pop("content-length", None)  # converted pieces and a closing error change the length
-    response.headers["transfer-encoding"] = "chunked"
+    if flow.request.http_version == "HTTP/1.0":
+        # An HTTP/1.0 client cannot read chunked encoding: the answer ends with the connection.
+        response.headers.pop("transfer-encoding", None)
+        response.headers["connection"] = "close"
+    else:
+        response.headers["transfer-encoding"] = "chunked"
     if converter.content_type is not None:
         response.headers.pop("content-encoding", None)
         response.headers["content-type"] = converter.content_type
@@ -347,7 +379,7 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
     parts.append(f"{(end - request.timestamp_start) * 1000:.0f} ms")
     if exchange.error:
         parts.append(f"error: {exchange.error}")
-    return " · ".join(parts)
+    return escape(" · ".join(parts))  # client text (the model, an error naming it) cannot forge lines
 
 
 def finish(flow: http.HTTPFlow, exchange: Exchange) -> None:

@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Sequence  # noqa: E402
 from mitmproxy import ctx, http  # noqa: E402
 from mitmproxy.addonmanager import Loader  # noqa: E402
 from mitmproxy.flow import Flow  # noqa: E402
+from mitmproxy.net.http import http1  # noqa: E402
 from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
 
 from addon import endpoints, views  # noqa: E402
@@ -55,6 +56,7 @@ from addon.exchange import (  # noqa: E402
     Forward,
     Reply,
     finish,
+    finish_head,
     finish_stream,
     keep_upstream_body,
     keep_upstream_head,
@@ -63,7 +65,7 @@ from addon.exchange import (  # noqa: E402
     send_upstream,
     start_stream,
 )
-from addon.guard import access, errorpage, secrets, timeouts  # noqa: E402
+from addon.guard import access, browser, early, errorpage, output, request_size, secrets, timeouts  # noqa: E402
 from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, upstream_key  # noqa: E402
 
 
@@ -76,6 +78,7 @@ class OllamaProxy:
         self.watch = timeouts.UpstreamWatch()
         self.injector_installed = False
         self.rebind = False
+        self.body_size_limit: str | None = None  # the value the addon gave mitmproxy's body_size_limit
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -93,12 +96,18 @@ class OllamaProxy:
             secrets.register("ollama_api_key", self.settings.client_key)
             self.watch.timeout = self.settings.upstream_timeout
         secrets.install_log_scrubber()
+        output.install()
         timeouts.keep_client_connection(options, self.watch.timeout)
         self.rebind |= access.listen_on_loopback(options)
+        self.body_size_limit = request_size.ceiling(options, self.settings.request_body_limit, self.body_size_limit)
         # Requests are rewritten or answered before any upstream connection is needed; "eager"
         # would first connect to the reverse target and fail the client when it is absent.
         if "connection_strategy" in options and options.connection_strategy != "lazy":
             options.connection_strategy = "lazy"
+        # In reverse mode mitmproxy would replace the client's Host by the reverse target's before
+        # requestheaders: the Host check needs the client's (send_upstream sets the upstream's).
+        if "keep_host_header" in options and not options.keep_host_header:
+            options.keep_host_header = True
 
     async def running(self) -> None:
         secrets.install_log_scrubber()
@@ -123,31 +132,54 @@ class OllamaProxy:
     def open(self, flow: http.HTTPFlow) -> Exchange:
         request = flow.request
         exchange = Exchange(request.method, request.path.split("?", 1)[0], request.timestamp_start)
+        route = endpoints.find(exchange.route)
+        exchange.endpoint = route.endpoint if route is not None else endpoints.FALLBACK
+        exchange.close = http1.connection_close(request.http_version, request.headers)
         self.exchanges[flow.id] = exchange
         return exchange
+
+    def admit(self, flow: http.HTTPFlow, exchange: Exchange) -> Answer | None:
+        """Everything decided from the request's head, in Ollama's order: a refusal, a preflight, or None."""
+        settings = self.settings
+        assert settings is not None and exchange.endpoint is not None
+        endpoint = exchange.endpoint
+        access.take_client_key(flow, exchange)  # before any view shows the flow
+        return (
+            browser.origin_check(flow, exchange, settings, endpoint)  # 403, or a preflight's 204
+            or browser.host_check(flow, settings, endpoint)  # 403 (DNS rebinding)
+            or access.refusal(exchange, settings, endpoint)  # 401
+            or request_size.declared_too_large(flow.request, settings.request_body_limit, endpoint)  # 413
+        )
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if not self.is_ollama(flow):
             return
         exchange = self.open(flow)
-        access.take_client_key(flow, exchange)
+        if answer := self.admit(flow, exchange):
+            respond(flow, exchange, answer)
+            early.answer_now(flow, exchange)  # before the body is read
+            exchange.publish(flow)
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         exchange = self.exchanges.get(flow.id)
         if exchange is None:
             if not self.is_ollama(flow):
                 return None
-            exchange = self.open(flow)
-        if flow.response is not None:  # answered by another addon
-            del self.exchanges[flow.id]
+            exchange = self.open(flow)  # (no requestheaders hook: a replayed flow)
+            if answer := self.admit(flow, exchange):
+                respond(flow, exchange, answer)
+                exchange.early = True
+        if flow.response is not None:
+            if not exchange.early:  # answered by another addon
+                del self.exchanges[flow.id]
             return None
         settings = self.settings
         assert settings is not None
         route = endpoints.find(exchange.route)
-        endpoint = exchange.endpoint = route.endpoint if route is not None else endpoints.FALLBACK
+        endpoint = exchange.endpoint or endpoints.FALLBACK
         reply: Reply | Awaitable[Reply]
-        if refused := access.refusal(exchange, settings, endpoint):
-            reply = refused
+        if too_large := request_size.too_large(flow.request, settings.request_body_limit, endpoint):
+            reply = too_large  # a chunked body (a declared length was checked at its headers)
         elif route is None:
             reply = Answer(404, b"404 page not found", "text/plain")
         elif flow.request.method not in route.methods:
@@ -188,6 +220,7 @@ class OllamaProxy:
         if response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", ""):
             if converter := exchange.endpoint.stream(exchange):
                 start_stream(flow, exchange, converter, settings)
+        finish_head(response, exchange)
 
     def response(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.pop(flow.id, None)
@@ -204,13 +237,19 @@ class OllamaProxy:
                 keep_upstream_body(flow, body, settings)
                 if answer := exchange.endpoint.convert(exchange, flow.response, body):
                     replace_answer(flow, exchange, answer)
+                    finish_head(flow.response, exchange)
             self.watch.forget(flow, exchange)
         secrets.done_with(flow, exchange)
         finish(flow, exchange)
 
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.pop(flow.id, None)
-        if exchange is None or exchange.endpoint is None:  # (the client left before its request was read)
+        if exchange is None:
+            return
+        if exchange.early:  # answered from its headers, then killed: its answer is what it got
+            finish(flow, exchange)
+            return
+        if flow.request.timestamp_end is None:  # the client left before its request was read
             return
         if exchange.forwarded:
             self.watch.end_failed(flow, exchange)

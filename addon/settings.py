@@ -25,6 +25,8 @@ from mitmproxy import exceptions
 
 from addon.catalog.catalog import THINK_STYLES, Catalog
 from addon.catalog.directory import ModelDirectory
+from addon.guard.browser import Hosts, Origins
+from addon.guard.request_size import parse_limit
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OLLAMA_VERSION = "0.12.6"
@@ -124,10 +126,34 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         "Seconds the upstream may stay silent (before its answer starts, or between two pieces of a "
         "stream) before the request fails with a clear error and the upstream connection is closed. 0: no limit.",
     ),
+    (
+        "allowed_origins",
+        str,
+        "",
+        "Comma-separated origins of web pages allowed to use the proxy from a browser, added to Ollama's "
+        "defaults (localhost, 127.0.0.1, 0.0.0.0 with any port; app://, file://, tauri://, vscode-webview://, "
+        "vscode-file://). One * per origin (https://*.example.com); * alone allows every origin. "
+        "Other origins get 403.",
+    ),
+    (
+        "allowed_hosts",
+        str,
+        "",
+        "Comma-separated host names (shell wildcards) a proxy listening on loopback answers besides "
+        "local names and addresses (DNS-rebinding protection); * turns the check off.",
+    ),
+    (
+        "request_body_limit",
+        str,
+        "64m",
+        "Largest request body a client may send (mitmproxy size syntax: 64m, 512k, 1g; 0: no limit). "
+        "Larger ones get 413 before their body is read.",
+    ),
 ]
 OPTION_NAMES = frozenset(name for name, *_ in OPTIONS)
-# mitmproxy's own options that Settings reads: they decide body_view_limit "auto".
-WATCHED_OPTIONS = frozenset({"save_stream_file"})
+# mitmproxy's own options that Settings reads: save_stream_file decides body_view_limit "auto",
+# listen_host whether the Host check applies (addon.guard.browser).
+WATCHED_OPTIONS = frozenset({"save_stream_file", "listen_host"})
 # The options the model directory is built from: only their change rebuilds it (and drops its cache).
 DIRECTORY_OPTIONS = frozenset(
     {"openai_base_url", "openai_api_key", "models_ttl", "model_catalog", "list_upstream_models"}
@@ -234,6 +260,10 @@ class Settings:
     client_key: str  # ollama_api_key: "" lets every client in
     forward_client_key: bool
     upstream_timeout: float  # seconds; 0: no limit
+    origins: Origins  # allowed_origins with Ollama's defaults
+    hosts: Hosts  # allowed_hosts
+    request_body_limit: int  # bytes; 0: no limit
+    listen_host: str  # mitmproxy's listen_host ("": every interface), for modes that name none
 
     @classmethod
     def build(cls, options: Any, previous: Settings | None = None, updated: Set[str] = frozenset()) -> Settings:
@@ -261,6 +291,10 @@ class Settings:
             client_key=options.ollama_api_key.strip(),
             forward_client_key=options.forward_client_key,
             upstream_timeout=max(float(options.upstream_timeout), 0.0),
+            origins=Origins.parse(options.allowed_origins),
+            hosts=Hosts.parse(options.allowed_hosts),
+            request_body_limit=parse_limit(options.request_body_limit),
+            listen_host=str(options.listen_host) if "listen_host" in options else "",
         )
 
     def target(self, model: str) -> Target:

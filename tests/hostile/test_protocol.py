@@ -20,15 +20,14 @@ from hostile.tools import UPSTREAM_KEY, Quiet, closes_after, read_answer, reques
 
 pytestmark = pytest.mark.e2e
 
-CLOSE_LOST = "issue 13 §7: Connection: close is lost with the rewritten request: the connection stays open after the answer"
 
 ROUTES = [
     pytest.param("GET", "/api/version", False, id="GET /api/version"),
-    pytest.param("POST", "/api/chat", False, id="POST /api/chat", marks=pytest.mark.xfail(strict=True, reason=CLOSE_LOST)),
+    pytest.param("POST", "/api/chat", False, id="POST /api/chat"),
     pytest.param("POST", "/api/chat", True, id="POST /api/chat stream"),
-    pytest.param("POST", "/api/generate", False, id="POST /api/generate", marks=pytest.mark.xfail(strict=True, reason=CLOSE_LOST)),
-    pytest.param("POST", "/api/embed", False, id="POST /api/embed", marks=pytest.mark.xfail(strict=True, reason=CLOSE_LOST)),
-    pytest.param("POST", "/v1/chat/completions", False, id="POST /v1/chat/completions", marks=pytest.mark.xfail(strict=True, reason=CLOSE_LOST)),
+    pytest.param("POST", "/api/generate", False, id="POST /api/generate"),
+    pytest.param("POST", "/api/embed", False, id="POST /api/embed"),
+    pytest.param("POST", "/v1/chat/completions", False, id="POST /v1/chat/completions"),
     pytest.param("POST", "/v1/chat/completions", True, id="POST /v1/chat/completions stream"),
     pytest.param("GET", "/api/tags", False, id="GET /api/tags"),
 ]
@@ -49,13 +48,10 @@ def test_connection_close_is_honoured(shared, evil: EvilUpstream, method: str, p
         assert rest == b"" and closes_after(sock, 1.5), "the proxy kept the connection open after the answer"
 
 
-CHUNKED_1_0 = "issue 13 §7: streams are sent chunked to an HTTP/1.0 client, which cannot read chunked encoding"
-ROUTES_1_0 = [pytest.param(*p.values, id=p.id, marks=pytest.mark.xfail(strict=True, reason=CHUNKED_1_0) if p.values[2] else ())
-              for p in ROUTES]
-
-
-@pytest.mark.parametrize(("method", "path", "stream"), ROUTES_1_0)
-def test_http_1_0_without_keep_alive_is_closed(shared, evil: EvilUpstream, method: str, path: str, stream: bool) -> None:
+@pytest.mark.parametrize(("method", "path", "stream"), ROUTES)
+def test_http_1_0_without_keep_alive_is_closed(
+    shared, evil: EvilUpstream, method: str, path: str, stream: bool
+) -> None:
     """An HTTP/1.0 client delimits the answer by the close (and cannot read a chunked body)."""
     with send(shared.port, method, path, stream, {}, version="HTTP/1.0") as sock:
         answer, _ = read_answer(sock, 5, until_close=True)
@@ -64,13 +60,16 @@ def test_http_1_0_without_keep_alive_is_closed(shared, evil: EvilUpstream, metho
         assert answer.body, answer
 
 
-@pytest.mark.xfail(strict=True, reason=CLOSE_LOST)
 def test_keep_alive_still_works_without_close(shared, evil: EvilUpstream) -> None:
     """Guard for the fix: without `Connection: close` one connection serves several requests — and
     with it on the last one, the proxy closes after that answer."""
     with socket.create_connection(("127.0.0.1", shared.port), timeout=10) as sock:
         for last in (False, False, True):
-            sock.sendall(request_bytes("POST", "/api/chat", body_for("/api/chat", "m", False), {"Connection": "close"} if last else {}))
+            sock.sendall(
+                request_bytes(
+                    "POST", "/api/chat", body_for("/api/chat", "m", False), {"Connection": "close"} if last else {}
+                )
+            )
             answer, rest = read_answer(sock, 10)
             assert answer.status == 200 and rest == b""
         assert closes_after(sock, 1.5)
@@ -86,9 +85,18 @@ CASES = [
     ("/api/generate", {"model": FORGED, "prompt": "hi", "stream": False}),
     ("/api/embed", {"model": FORGED, "input": "hi"}),
     ("/v1/chat/completions", {"model": FORGED, "messages": [{"role": "user", "content": "hi"}]}),
-    ("/api/chat", {"model": "m", "messages": [{"role": FORGED, "content": "hi"}], "stream": False}),  # a 400 that names the role
-    ("/api/chat", {"model": "evil:" + FORGED.replace("m\r", "no-such-act\r", 1), "messages": [{"role": "user", "content": "hi"}],
-                   "stream": False}),  # the upstream's 404 repeats the model name
+    (
+        "/api/chat",
+        {"model": "m", "messages": [{"role": FORGED, "content": "hi"}], "stream": False},
+    ),  # a 400 that names the role
+    (
+        "/api/chat",
+        {
+            "model": "evil:" + FORGED.replace("m\r", "no-such-act\r", 1),
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": False,
+        },
+    ),  # the upstream's 404 repeats the model name
     ("/api/show", {"model": FORGED}),
 ]
 
@@ -96,14 +104,24 @@ CASES = [
 @pytest.fixture(scope="module")
 def forged_runs(evil: EvilUpstream, sentinel, tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
     folder = tmp_path_factory.mktemp("forged")
-    dumps = {level: Quiet(folder, f"reverse:http://127.0.0.1:{sentinel.port}", f"openai_base_url={evil.base_url}",
-                          f"openai_api_key={UPSTREAM_KEY}", f"flow_detail={level}") for level in (0, 1, 3)}
+    dumps = {
+        level: Quiet(
+            folder,
+            f"reverse:http://127.0.0.1:{sentinel.port}",
+            f"openai_base_url={evil.base_url}",
+            f"openai_api_key={UPSTREAM_KEY}",
+            f"flow_detail={level}",
+        )
+        for level in (0, 1, 3)
+    }
     try:
+
         def run(dump: Quiet) -> None:
             for path, body in CASES:
                 with socket.create_connection(("127.0.0.1", dump.port), timeout=10) as sock:
                     sock.sendall(request_bytes("POST", path, body))
                     read_answer(sock, 10)
+
         with ThreadPoolExecutor(len(dumps)) as pool:
             list(pool.map(run, dumps.values()))
     finally:
@@ -112,15 +130,13 @@ def forged_runs(evil: EvilUpstream, sentinel, tmp_path_factory: pytest.TempPathF
     return {level: dump.log() for level, dump in dumps.items()}
 
 
-@pytest.mark.parametrize("flow_detail", [
-    pytest.param(0, marks=pytest.mark.xfail(strict=True, reason="issue 13 §7: the one-line log and error messages print the model name raw")),
-    pytest.param(1, marks=pytest.mark.xfail(strict=True, reason="issue 13 §7: the one-line log, the flow comment and error messages print the model name raw")),
-    pytest.param(3, marks=pytest.mark.xfail(strict=True, reason="issue 13 §7: the one-line log, the flow comment and error messages print the model name raw")),
-])
+@pytest.mark.parametrize("flow_detail", [0, 1, 3])
 def test_client_text_cannot_forge_output_lines(forged_runs: dict[int, str], flow_detail: int) -> None:
     log = forged_runs[flow_detail]
     assert "m\\r\\n" in log or "FORGED" in log, "the model name was logged at all (else this test proves nothing)"
     for control in ("\x1b", "\x07", "\r"):
-        assert control not in log, f"{control!r} reached mitmdump's output: …{log[max(log.find(control) - 200, 0): log.find(control) + 80]!r}…"
+        assert control not in log, (
+            f"{control!r} reached mitmdump's output: …{log[max(log.find(control) - 200, 0) : log.find(control) + 80]!r}…"
+        )
     forged = [line for line in log.split("\n") if line.lstrip().startswith(("[12:00:00.000]", "FORGED"))]
     assert not forged, f"forged lines: {forged[:5]}"

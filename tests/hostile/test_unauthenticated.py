@@ -24,10 +24,6 @@ from hostile.tools import CLIENT_KEY, HELLO, Answer, error_message, peak_rss_mb,
 
 pytestmark = pytest.mark.e2e
 
-EARLY_401 = "issue 13 §2: the key is checked only after the whole body was read (no 401 at requestheaders)"
-EARLY_413 = "issue 13 §2: no default request_body_limit: a 100 MB body is read whole, no 413 before it"
-LIMIT_OPTION = "issue 13 §2: the request_body_limit option does not exist"
-
 
 def head(path: str, length: int | None, headers: dict[str, str] | None = None) -> bytes:
     lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
@@ -36,8 +32,15 @@ def head(path: str, length: int | None, headers: dict[str, str] | None = None) -
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def send_until_answered(port: int, request_head: bytes, total: int, piece: int = MB, seconds: float = 60,
-                        wait_after: float = 5, pause: float = 0.0) -> tuple[Answer | None, int]:
+def send_until_answered(
+    port: int,
+    request_head: bytes,
+    total: int,
+    piece: int = MB,
+    seconds: float = 60,
+    wait_after: float = 5,
+    pause: float = 0.0,
+) -> tuple[Answer | None, int]:
     """Send the head, then up to `total` body bytes in `piece`s, stopping as soon as an answer
     arrives; then wait up to `wait_after` s for one. (the answer or None, body bytes sent)."""
     sent = 0
@@ -69,19 +72,19 @@ def locked(start):
     return start(f"ollama_api_key={CLIENT_KEY}")
 
 
-@pytest.mark.xfail(strict=True, reason=EARLY_401)
 @pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions"])
 def test_no_key_is_refused_before_the_body_is_read(locked, evil: EvilUpstream, path: str) -> None:
     """The client declares 200 MB and sends 256 KB: the 401 must come without the rest."""
     for authorization in (None, "Bearer wrong-key"):
         headers = {"Authorization": authorization} if authorization else {}
-        answer, sent = send_until_answered(locked.port, head(path, 200 * MB, headers), 256 * 1024, piece=64 * 1024, wait_after=3)
+        answer, sent = send_until_answered(
+            locked.port, head(path, 200 * MB, headers), 256 * 1024, piece=64 * 1024, wait_after=3
+        )
         assert answer is not None and answer.status == 401, f"no 401 after {sent} of 200 MB: {answer}"
         assert error_message(answer.body).startswith("unauthorized")
     assert evil.answered() == []
 
 
-@pytest.mark.xfail(strict=True, reason=EARLY_413)
 @pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions"])
 def test_a_body_over_the_default_limit_is_refused_before_it_is_read(shared, evil: EvilUpstream, path: str) -> None:
     answer, sent = send_until_answered(shared.port, head(path, 100 * MB), 256 * 1024, piece=64 * 1024, wait_after=3)
@@ -91,7 +94,6 @@ def test_a_body_over_the_default_limit_is_refused_before_it_is_read(shared, evil
     assert evil.answered() == []
 
 
-@pytest.mark.xfail(strict=True, reason=LIMIT_OPTION)
 def test_request_body_limit_option(start, evil: EvilUpstream) -> None:
     dump = start("request_body_limit=1m")
     small = {"model": "m", "stream": False, "messages": [{"role": "user", "content": "x" * 500_000}]}
@@ -106,14 +108,17 @@ def test_request_body_limit_option(start, evil: EvilUpstream) -> None:
     assert len(evil.answered()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=EARLY_401)
 def test_trickling_clients_without_a_key_are_refused_at_once(locked, evil: EvilUpstream) -> None:
     """Two clients trickle a body a byte at a time: they get their 401 after the headers, not after
     the body, and a client with the key is served meanwhile."""
     results: list[tuple[Answer | None, int]] = []
 
     def trickle() -> None:
-        results.append(send_until_answered(locked.port, head("/api/chat", 10 * MB), 2000, piece=1, seconds=8, wait_after=2, pause=0.001))
+        results.append(
+            send_until_answered(
+                locked.port, head("/api/chat", 10 * MB), 2000, piece=1, seconds=8, wait_after=2, pause=0.001
+            )
+        )
 
     threads = [threading.Thread(target=trickle) for _ in range(2)]
     for thread in threads:
@@ -133,7 +138,6 @@ def test_trickling_clients_without_a_key_are_refused_at_once(locked, evil: EvilU
 
 
 @pytest.mark.hostile_heavy
-@pytest.mark.xfail(strict=True, reason=EARLY_401 + "; 5 × 200 MB without a key cost > 1 GB")
 def test_unauthenticated_floods_keep_memory_bounded(locked) -> None:
     """Five clients send 200 MB bodies without the key at once: all get 401, the proxy's peak
     memory grows by less than 64 MB (today: the bodies are read whole, > 1 GB)."""
@@ -142,9 +146,14 @@ def test_unauthenticated_floods_keep_memory_bounded(locked) -> None:
     reset_peak(pid)
     before = peak_rss_mb(pid)
     results: list[tuple[Answer | None, int]] = []
-    threads = [threading.Thread(target=lambda: results.append(send_until_answered(locked.port, head("/api/chat", 200 * MB), 200 * MB,
-                                                                                  seconds=60, wait_after=30)))
-               for _ in range(5)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(
+                send_until_answered(locked.port, head("/api/chat", 200 * MB), 200 * MB, seconds=60, wait_after=30)
+            )
+        )
+        for _ in range(5)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
