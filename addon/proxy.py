@@ -65,7 +65,7 @@ from addon.exchange import (  # noqa: E402
     send_upstream,
     start_stream,
 )
-from addon.guard import access, browser, early, errorpage, output, request_size, secrets, timeouts  # noqa: E402
+from addon.guard import access, browser, client_buffer, early, errorpage, output, request_size, secrets, timeouts  # noqa: E402
 from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, upstream_key  # noqa: E402
 
 
@@ -100,6 +100,7 @@ class OllamaProxy:
         timeouts.keep_client_connection(options, self.watch.timeout)
         self.rebind |= access.listen_on_loopback(options)
         self.body_size_limit = request_size.ceiling(options, self.settings.request_body_limit, self.body_size_limit)
+        client_buffer.install(self.settings.request_body_limit)
         # Requests are rewritten or answered before any upstream connection is needed; "eager"
         # would first connect to the reverse target and fail the client when it is absent.
         if "connection_strategy" in options and options.connection_strategy != "lazy":
@@ -119,6 +120,7 @@ class OllamaProxy:
 
     def done(self) -> None:
         errorpage.uninstall()
+        client_buffer.uninstall()
         self.watch.done()
 
     # -- flows --------------------------------------------------------------------------------

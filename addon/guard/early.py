@@ -36,7 +36,8 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from mitmproxy import http
+from mitmproxy import ctx, http
+from mitmproxy.connection import Connection
 from mitmproxy.net.http import http1
 
 from addon.guard.timeouts import client_writer
@@ -69,41 +70,58 @@ def answer_now(flow: http.HTTPFlow, exchange: Exchange) -> None:
     request = flow.request
     if not has_body(request):
         return  # mitmproxy sends it after the empty body
-    raw = _raw_socket(flow)
-    if raw is None:
-        return  # mitmproxy reads the body, then sends it
-    sock, writer = raw
+    if request.http_version not in ("HTTP/1.0", "HTTP/1.1") or flow.client_conn.tls:
+        return  # no raw HTTP/1 bytes on this connection: mitmproxy reads the body, then sends it
     response.headers["connection"] = "close"
-    data = http1.assemble_response(response)
-    if request.method == "HEAD":
-        data = http1.assemble_response_head(response)
-    task = asyncio.get_running_loop().create_task(linger(sock, data, writer), name="early answer")
-    _lingering.add(task)
-    task.add_done_callback(_lingering.discard)
-    flow.kill()
+    data = http1.assemble_response_head(response) if request.method == "HEAD" else http1.assemble_response(response)
+    if answer_and_close(client_writer(flow), data):
+        flow.kill()
 
 
-def _raw_socket(flow: http.HTTPFlow) -> tuple[socket.socket, asyncio.StreamWriter] | None:
-    """A duplicate of the client connection's socket (and mitmproxy's writer of it), when raw HTTP/1
-    bytes may be written to it."""
-    if flow.request.http_version not in ("HTTP/1.0", "HTTP/1.1") or flow.client_conn.tls:
-        return None
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # outside mitmproxy's event loop (unit tests)
-        return None
-    writer = client_writer(flow)
+def writer_of(connection: Connection) -> asyncio.StreamWriter | None:
+    """mitmproxy's writer of a live connection of the current client (Proxyserver.connections)."""
+    with contextlib.suppress(AttributeError, KeyError):
+        for handler in ctx.master.addons.get("proxyserver").connections.values():
+            if connection in handler.transports:
+                writer = handler.transports[connection].writer
+                return writer if isinstance(writer, asyncio.StreamWriter) else None
+    return None
+
+
+def answer_and_close(writer: object, data: bytes) -> bool:
+    """Write `data` to the client and close the connection with a lingering close (`linger`); False
+    when that is not possible here (no event loop, no plain asyncio socket)."""
     if not isinstance(writer, asyncio.StreamWriter) or writer.is_closing():
-        return None
+        return False
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # outside mitmproxy's event loop (unit tests)
+        return False
     original = writer.get_extra_info("socket")
     if original is None:
-        return None
+        return False
     try:
         duplicate = socket.socket(fileno=os.dup(original.fileno()))
     except OSError:
-        return None
+        return False
     duplicate.setblocking(False)
-    return duplicate, writer
+    task = loop.create_task(linger(duplicate, data, writer), name="answer and close")
+    _lingering.add(task)
+    task.add_done_callback(_lingering.discard)
+    return True
+
+
+def close_soon(writer: object) -> None:
+    """Make sure mitmproxy's side of a connection it decided to close is closed.
+
+    mitmproxy closes a connection by cancelling its reader task, whose clean-up closes the socket;
+    when the cancellation reaches that task while it waits for the connection's event lock (a
+    client sending while a hook runs), the clean-up is skipped and the socket stays open for good
+    (mitmproxy 12.3.1). Closing the writer again is harmless: it flushes what is buffered, then closes.
+    """
+    if isinstance(writer, asyncio.StreamWriter):
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_soon(writer.close)
 
 
 async def linger(sock: socket.socket, data: bytes, writer: asyncio.StreamWriter) -> None:
@@ -129,3 +147,4 @@ async def linger(sock: socket.socket, data: bytes, writer: asyncio.StreamWriter)
     finally:
         with contextlib.suppress(OSError):
             sock.close()
+        writer.close()  # mitmproxy's own descriptor, in case its clean-up was skipped (`close_soon`)

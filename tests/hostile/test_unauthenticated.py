@@ -172,3 +172,62 @@ def test_a_large_multimodal_request_is_served(shared, evil: EvilUpstream) -> Non
     assert response.status_code == 200, response.text[:300]
     sent = evil.answered()[-1].body["messages"][-1]["content"]
     assert sum(len(part.get("image_url", {}).get("url", "")) for part in sent) > 40 * MB
+
+
+# ---------------------------------------------------------------------------------------------
+# What mitmproxy would buffer before it can parse anything (any client, with or without a key)
+
+
+def test_request_headers_that_never_end_get_431(shared) -> None:
+    """Go's http.Server (Ollama) allows 1 MB of headers; mitmproxy alone would buffer them forever."""
+    start = b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Junk: "
+    answer, sent = send_until_answered(shared.port, start, 64 * MB, wait_after=3)
+    assert answer is not None and answer.status == 431, f"no 431 after {sent} bytes: {answer}"
+    assert "too large" in error_message(answer.body)
+    assert sent < 64 * MB
+
+
+def test_a_chunk_size_line_that_never_ends_is_cut_off(shared, evil: EvilUpstream) -> None:
+    head_only = b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    _, sent = send_until_answered(shared.port, head_only, 64 * MB, seconds=10, wait_after=1)
+    assert sent < 64 * MB, "the proxy read 64 MB of one chunk-size line"
+    assert evil.answered() == []
+    assert httpx.get(shared.url + "/api/version").status_code == 200
+
+
+def test_bytes_piling_up_behind_a_request_are_bounded(start, evil: EvilUpstream) -> None:
+    """A request whose answer is slow, then more bytes than any next request may have: the connection is closed."""
+    dump = start("request_body_limit=1m")
+    body = json.dumps({"model": "evil:hang", "messages": HELLO, "stream": False}).encode()
+    request = head("/api/chat", len(body)) + body
+    _, sent = send_until_answered(dump.port, request, 64 * MB, seconds=20, wait_after=1)
+    evil.release.set()
+    assert sent < 64 * MB, "the proxy buffered 64 MB sent behind a request"
+
+
+def test_refused_connections_are_closed(locked) -> None:
+    """Every connection the proxy refuses is closed on its side too (no descriptor, no unread
+    buffer left behind): clients refused while they were still sending, and a malformed chunked body."""
+    pid = locked.process.pid
+    httpx.get(locked.url + "/api/version", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+    before = len(os.listdir(f"/proc/{pid}/fd"))
+    statuses: list[int | None] = []
+
+    def refused(chunked: bool) -> None:
+        answer, _ = send_until_answered(
+            locked.port, head("/api/chat", None if chunked else 200 * MB), 8 * MB, seconds=10
+        )
+        statuses.append(answer.status if answer else None)
+
+    threads = [threading.Thread(target=refused, args=(i % 2 == 0,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    malformed = head("/api/chat", None, {"Authorization": f"Bearer {CLIENT_KEY}"}) + b"zz\r\n"
+    send_until_answered(locked.port, malformed, 8 * MB, seconds=5, wait_after=1)
+    assert statuses == [401] * 12
+    deadline = time.monotonic() + 5
+    while len(os.listdir(f"/proc/{pid}/fd")) > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(os.listdir(f"/proc/{pid}/fd")) <= before, os.listdir(f"/proc/{pid}/fd")
