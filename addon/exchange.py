@@ -193,19 +193,25 @@ class Exchange:
 
 def respond(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> None:
     """Answer the client locally."""
-    response = flow.response = http.Response.make(answer.status, answer.body)
+    flow.response = local_response(flow.request.method, exchange, answer)
+    if answer.error is not None:
+        exchange.error = answer.error
+
+
+def local_response(method: str, exchange: Exchange, answer: Answer) -> http.Response:
+    """The HTTP answer of a local `Answer` to a request with this method."""
+    response = http.Response.make(answer.status, answer.body)
     if answer.content_type:
         response.headers["content-type"] = answer.content_type
     for name, value in answer.headers:
         response.headers[name] = value
-    if flow.request.method == "HEAD":  # GET's headers without the body: a body would corrupt a kept-alive connection
+    if method == "HEAD":  # GET's headers without the body: a body would corrupt a kept-alive connection
         response.content = b""
         response.headers["content-length"] = str(len(answer.body))
     elif answer.status in (204, 304):  # no body, and no Content-Length either (RFC 9110)
         response.headers.pop("content-length", None)
     finish_head(response, exchange)
-    if answer.error is not None:
-        exchange.error = answer.error
+    return response
 
 
 def finish_head(response: http.Response, exchange: Exchange) -> None:

@@ -60,6 +60,7 @@ from addon.exchange import (  # noqa: E402
     finish_stream,
     keep_upstream_body,
     keep_upstream_head,
+    local_response,
     replace_answer,
     respond,
     send_upstream,
@@ -161,6 +162,19 @@ class OllamaProxy:
             respond(flow, exchange, answer)
             early.answer_now(flow, exchange)  # before the body is read
             exchange.publish(flow)
+        elif request_size.chunked(flow.request):
+            self.limit_chunked_body(flow, exchange)
+
+    def limit_chunked_body(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        """A body without a declared length gets its 413 the moment it crosses request_body_limit."""
+        assert self.settings is not None and exchange.endpoint is not None
+        if not (limit := self.settings.request_body_limit):
+            return
+        answer = request_size.chunked_refusal(exchange.endpoint, limit)
+        response = local_response(flow.request.method, exchange, answer)
+        response.headers["connection"] = "close"
+        data = http1.assemble_response(response)
+        client_buffer.limit_body(flow.request, client_buffer.BodyLimit(limit, data, answer.error or ""))
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         exchange = self.exchanges.get(flow.id)
@@ -249,6 +263,12 @@ class OllamaProxy:
         if exchange is None:
             return
         if exchange.early:  # answered from its headers, then killed: its answer is what it got
+            finish(flow, exchange)
+            return
+        if flow.error is not None and flow.error.msg.startswith(request_size.TOO_LARGE) and self.settings:
+            # a chunked body crossed request_body_limit: client_buffer sent this 413 and closed
+            endpoint = exchange.endpoint or endpoints.FALLBACK
+            respond(flow, exchange, request_size.chunked_refusal(endpoint, self.settings.request_body_limit))
             finish(flow, exchange)
             return
         if flow.request.timestamp_end is None:  # the client left before its request was read

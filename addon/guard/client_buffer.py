@@ -14,6 +14,8 @@ unparsed:
   allows): `431 {"error": "request header fields too large ..."}` and the connection is closed;
 - the framing of a chunked body (a size line, trailers) over `MAX_FRAMING` (64 KB): the request
   fails as mitmproxy fails a malformed chunked body (the connection is closed);
+- a chunked request body of a flow the addon serves (`limit_body`, from `OllamaProxy.requestheaders`)
+  over `request_body_limit`: its 413 at once, and the connection is closed;
 - bytes that wait behind a request (pipelining) over `MAX_PIPELINED` (`request_body_limit`, or
   without one the body size ceiling, plus a head): the connection is closed.
 
@@ -26,13 +28,16 @@ connection open, unread, for good.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any
 
+from mitmproxy import http
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
-from mitmproxy.proxy.layers.http._events import ErrorCode, RequestProtocolError
+from mitmproxy.proxy.layers.http._events import ErrorCode, RequestData, RequestProtocolError
 from mitmproxy.utils import human
 
 from addon.guard import early
@@ -47,8 +52,33 @@ MAX_PIPELINED = (64 << 20) + MAX_HEAD  # set from request_body_limit by `install
 _installed = False
 
 
+@dataclass(slots=True)
+class BodyLimit:
+    """`request_body_limit` for one request whose body has no declared length (chunked)."""
+
+    limit: int
+    answer: bytes  # the whole 413 answer, in the family's shape
+    message: str
+    seen: int = 0
+
+
+_body_limits: weakref.WeakKeyDictionary[http.Request, BodyLimit] = weakref.WeakKeyDictionary()
+
+
+def limit_body(request: http.Request, limit: BodyLimit) -> None:
+    """Refuse this request with `limit.answer` as soon as its body crosses `limit.limit` bytes."""
+    _body_limits[request] = limit
+
+
 def _bounded_handle_event(self: Any, event: events.Event) -> Generator[commands.Command, Any, None]:
     for command in _http1.Http1Connection._handle_event(self, event):
+        if isinstance(command, ReceiveHttp) and isinstance(command.event, RequestData):
+            limit = _body_limits.get(self.request) if self.request is not None else None
+            if limit is not None:
+                limit.seen += len(command.event.data)
+                if limit.seen > limit.limit:
+                    yield from _refuse_body(self, limit)
+                    return
         yield command
         if type(command) is commands.CloseConnection and command.connection is self.conn:
             early.close_soon(early.writer_of(self.conn))
@@ -61,7 +91,7 @@ def _bounded_handle_event(self: Any, event: events.Event) -> Generator[commands.
         message = f"request header fields too large: over {human.pretty_size(MAX_HEAD)}"
         answer = _http1.make_error_response(431, message)
         self.buf = type(self.buf)()
-        if not early.answer_and_close(early.writer_of(self.conn), answer):
+        if not early.answer_and_close(early.writer_of(self.conn), answer, self.conn):
             yield commands.SendData(self.conn, answer)
         yield commands.CloseConnection(self.conn)
         self.state = self.done
@@ -69,6 +99,16 @@ def _bounded_handle_event(self: Any, event: events.Event) -> Generator[commands.
         yield from _fail(self, f"malformed chunked request body: a framing line over {human.pretty_size(MAX_FRAMING)}")
     elif self.state == self.wait and left > MAX_PIPELINED:
         yield from _fail(self, f"over {human.pretty_size(MAX_PIPELINED)} sent before the answer")
+
+
+def _refuse_body(self: Any, limit: BodyLimit) -> Generator[commands.Command, Any, None]:
+    """A body crossing request_body_limit: the 413, the connection closed, the request failed."""
+    self.buf = type(self.buf)()
+    if not early.answer_and_close(early.writer_of(self.conn), limit.answer, self.conn):
+        yield commands.SendData(self.conn, limit.answer)
+    yield commands.CloseConnection(self.conn)
+    yield ReceiveHttp(RequestProtocolError(self.stream_id, limit.message, code=ErrorCode.REQUEST_TOO_LARGE))
+    self.state = self.done
 
 
 def _fail(self: Any, message: str) -> Generator[commands.Command, Any, None]:

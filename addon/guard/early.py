@@ -74,7 +74,7 @@ def answer_now(flow: http.HTTPFlow, exchange: Exchange) -> None:
         return  # no raw HTTP/1 bytes on this connection: mitmproxy reads the body, then sends it
     response.headers["connection"] = "close"
     data = http1.assemble_response_head(response) if request.method == "HEAD" else http1.assemble_response(response)
-    if answer_and_close(client_writer(flow), data):
+    if answer_and_close(client_writer(flow), data, flow.client_conn):
         flow.kill()
 
 
@@ -88,10 +88,10 @@ def writer_of(connection: Connection) -> asyncio.StreamWriter | None:
     return None
 
 
-def answer_and_close(writer: object, data: bytes) -> bool:
+def answer_and_close(writer: object, data: bytes, connection: Connection) -> bool:
     """Write `data` to the client and close the connection with a lingering close (`linger`); False
-    when that is not possible here (no event loop, no plain asyncio socket)."""
-    if not isinstance(writer, asyncio.StreamWriter) or writer.is_closing():
+    when that is not possible here (TLS, no event loop, no plain asyncio socket)."""
+    if connection.tls or not isinstance(writer, asyncio.StreamWriter) or writer.is_closing():
         return False
     try:
         loop = asyncio.get_running_loop()

@@ -6,11 +6,12 @@ and OpenAI takes at most about 50 MB of image payload per request; three 10 MB p
 
 - `declared_too_large` (requestheaders): a `Content-Length` over the limit gets 413 before any of
   the body is read (`addon.guard.early` sends it).
-- `too_large` (request): a chunked body has no length to check in advance; mitmproxy reads it,
-  and it gets 413 once it is there. What mitmproxy may buffer meanwhile is bounded by its own
-  `body_size_limit`: `ceiling` sets it, in reverse mode and when the user left it unset, to the
-  larger of `request_body_limit` and what one upstream answer may be (mitmproxy applies the same
-  option to responses), so that no request or answer is read into memory without bound.
+- a chunked body has no length to check in advance: `addon.guard.client_buffer` counts it as
+  mitmproxy reads it and answers 413 the moment it crosses the limit (`OllamaProxy.requestheaders`
+  registers it); `too_large` (request) is the same check on a body that was read whole (HTTP/2).
+- `ceiling`: what mitmproxy may buffer of any body is bounded by its own `body_size_limit`; in
+  reverse mode, when the user left it unset, it is set to the larger of `request_body_limit` and
+  what one upstream answer may be (mitmproxy applies the same option to responses).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 # The largest upstream answer mitmproxy may buffer when the addon sets body_size_limit: an OpenAI
 # embeddings batch (2,048 inputs × 3,072 floats) is about 126 MB of JSON.
 UPSTREAM_CEILING = 256 << 20
+TOO_LARGE = "request body too large"
 
 
 def parse_limit(value: str, option: str = "request_body_limit") -> int:
@@ -58,15 +60,27 @@ def declared_too_large(request: http.Request, limit: int, endpoint: Endpoint) ->
 
 
 def too_large(request: http.Request, limit: int, endpoint: Endpoint) -> Answer | None:
-    """413 for a body (chunked, so not checked at its headers) over the limit."""
+    """413 for a body (chunked, so not checked at its headers) over the limit, once it is read."""
     raw = request.raw_content
     if limit and raw is not None and len(raw) > limit:
-        return refusal(endpoint, limit, f"more than {describe(limit)} sent")
+        return chunked_refusal(endpoint, limit)
     return None
 
 
+def chunked_refusal(endpoint: Endpoint, limit: int) -> Answer:
+    return refusal(endpoint, limit, f"more than {describe(limit)} sent")
+
+
 def refusal(endpoint: Endpoint, limit: int, what: str) -> Answer:
-    return endpoint.error(413, f"request body too large: {what}, the limit is {describe(limit)} (request_body_limit)")
+    return endpoint.error(413, f"{TOO_LARGE}: {what}, the limit is {describe(limit)} (request_body_limit)")
+
+
+def chunked(request: http.Request) -> bool:
+    """Whether the body's length is not declared (chunked)."""
+    try:
+        return http1.expected_http_body_size(request) is None
+    except ValueError:
+        return False
 
 
 def ceiling(options: Any, request_limit: int, ours: str | None) -> str | None:

@@ -231,3 +231,31 @@ def test_refused_connections_are_closed(locked) -> None:
     while len(os.listdir(f"/proc/{pid}/fd")) > before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(os.listdir(f"/proc/{pid}/fd")) <= before, os.listdir(f"/proc/{pid}/fd")
+
+
+def test_a_chunked_body_is_refused_once_it_crosses_the_limit(start, evil: EvilUpstream) -> None:
+    """No declared length: the 413 comes when the limit is crossed, not after the whole body."""
+    dump = start("request_body_limit=1m")
+    chunk = b"%x\r\n" % MB + b" " * MB + b"\r\n"
+    with socket.create_connection(("127.0.0.1", dump.port), timeout=20) as sock:
+        sock.sendall(head("/v1/chat/completions", None))
+        sent = 0
+        deadline = time.monotonic() + 20
+        while sent < 64 * MB and time.monotonic() < deadline:
+            readable, writable, _ = select.select([sock], [sock], [], 1)
+            if readable:
+                break
+            if writable:
+                try:
+                    sock.sendall(chunk)
+                except OSError:
+                    break
+                sent += len(chunk)
+        answer, _ = read_answer(sock, 5)
+    assert answer.status == 413 and "request_body_limit" in error_message(answer.body), answer
+    assert sent < 16 * MB, f"{sent} bytes sent before the 413"
+    assert evil.answered() == []
+    deadline = time.monotonic() + 3
+    while "POST /v1/chat/completions · 413" not in dump.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "POST /v1/chat/completions · 413" in dump.log()  # its log line
