@@ -105,6 +105,7 @@ class Exchange:
         "error",
         "expired",
         "forwarded_key",
+        "http10",
         "method",
         "model",
         "relay",
@@ -146,6 +147,7 @@ class Exchange:
         self.expired = False  # upstream_timeout closed the upstream connection
         self.cors: tuple[tuple[str, str], ...] = ()  # the CORS headers of its answer (an allowed Origin)
         self.close = False  # the client asked to close the connection after the answer
+        self.http10 = False  # an HTTP/1.0 client: no chunked encoding
         self.early = False  # answered from its headers (addon.guard.early)
         self.relay: Relay | None = None
 
@@ -216,8 +218,9 @@ def local_response(method: str, exchange: Exchange, answer: Answer) -> http.Resp
 
 def finish_head(response: http.Response, exchange: Exchange) -> None:
     """What every answer of the proxy carries: the CORS headers `guard.browser.origin_check` chose
-    for an allowed Origin, and `Connection: close` when the client asked for it (the rewritten
-    request no longer says so, and mitmproxy closes only when the request or the answer does)."""
+    for an allowed Origin, `Connection: close` when the client asked for it (the rewritten request
+    no longer says so, and mitmproxy closes only when the request or the answer does), and for an
+    HTTP/1.0 client no chunked encoding."""
     for name, value in exchange.cors:
         if name == "Vary":
             present = {v.strip().lower() for v in ",".join(response.headers.get_all("vary")).split(",")}
@@ -227,6 +230,11 @@ def finish_head(response: http.Response, exchange: Exchange) -> None:
             response.headers[name] = value
     if exchange.close:
         response.headers["connection"] = "close"
+    if exchange.http10 and not response.stream and response.raw_content is not None:
+        # A whole answer relayed with the upstream's chunked encoding: HTTP/1.0 cannot read it.
+        if "chunked" in response.headers.get("transfer-encoding", "").lower():
+            del response.headers["transfer-encoding"]
+            response.headers["content-length"] = str(len(response.raw_content))
 
 
 def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, settings: Settings) -> None:

@@ -138,6 +138,7 @@ class OllamaProxy:
         route = endpoints.find(exchange.route)
         exchange.endpoint = route.endpoint if route is not None else endpoints.FALLBACK
         exchange.close = http1.connection_close(request.http_version, request.headers)
+        exchange.http10 = request.http_version == "HTTP/1.0"
         self.exchanges[flow.id] = exchange
         return exchange
 
@@ -253,7 +254,7 @@ class OllamaProxy:
                 keep_upstream_body(flow, body, settings)
                 if answer := exchange.endpoint.convert(exchange, flow.response, body):
                     replace_answer(flow, exchange, answer)
-                    finish_head(flow.response, exchange)
+                finish_head(flow.response, exchange)
             self.watch.forget(flow, exchange)
         secrets.done_with(flow, exchange)
         finish(flow, exchange)

@@ -33,3 +33,16 @@ def test_the_filter_escapes_the_addons_records() -> None:
     )
     assert OutputEscaper().filter(record)
     assert record.getMessage() == "/api/chat m\\nX: w"
+
+
+def test_an_http10_client_gets_no_chunked_whole_answer() -> None:
+    from mitmproxy import http as mhttp
+
+    from addon.exchange import finish_head
+
+    exchange = Exchange("POST", "/v1/chat/completions", 0.0)
+    exchange.http10 = exchange.close = True
+    response = mhttp.Response.make(200, b'{"ok": true}', {"transfer-encoding": "chunked"})
+    finish_head(response, exchange)
+    assert "transfer-encoding" not in response.headers and response.headers["content-length"] == "12"
+    assert response.headers["connection"] == "close"

@@ -207,7 +207,7 @@ def origin_check(flow: http.HTTPFlow, exchange: Exchange, settings: Settings, en
         return None  # same origin: not a CORS request
     origins = settings.origins
     if not origins.allows(origin):
-        return endpoint.error(403, f"forbidden: origin '{escape(origin)}' is not allowed (allowed_origins)")
+        return endpoint.error(403, f"forbidden: origin '{shown(origin)}' is not allowed (allowed_origins)")
     allow_origin = "*" if origins.allow_all else origin
     if request.method == "OPTIONS":
         headers = [
@@ -232,4 +232,9 @@ def host_check(flow: http.HTTPFlow, settings: Settings, endpoint: Endpoint) -> A
     host = host_name(_host_header(flow))
     if settings.hosts.allows(host):
         return None
-    return endpoint.error(403, f"forbidden: host '{escape(host)}' is not allowed (allowed_hosts)")
+    return endpoint.error(403, f"forbidden: host '{shown(host)}' is not allowed (allowed_hosts)")
+
+
+def shown(text: str, limit: int = 200) -> str:
+    """Client text in a message: escaped, and cut (a header may be a megabyte long)."""
+    return escape(text if len(text) <= limit else text[:limit] + "…")
