@@ -33,6 +33,7 @@ from mitmproxy import http
 from mitmproxy.net.http import status_codes
 
 from addon.guard import secrets
+from addon.guard.output import escape
 from addon.translate.response import Clock
 from addon.wire.ollama import dumps_body
 from addon.wire.openai import Usage
@@ -99,13 +100,17 @@ class Exchange:
 
     __slots__ = (
         "client_authorization",
+        "close",
+        "cors",
         "detail",
+        "early",
         "endpoint",
         "error",
         "expired",
         "failure",
         "flow",
         "forwarded_key",
+        "http10",
         "method",
         "model",
         "relay",
@@ -157,6 +162,10 @@ class Exchange:
         self.sent_at = 0.0  # time.monotonic() when the request went upstream; 0: it did not
         self.expired = ""  # upstream_timeout closed the upstream connection: "connect", "handshake" or "open"
         self.timeout = 0.0  # the server's upstream_timeout, seconds (0: no limit)
+        self.cors: tuple[tuple[str, str], ...] = ()  # the CORS headers of its answer (an allowed Origin)
+        self.close = False  # the client asked to close the connection after the answer
+        self.http10 = False  # an HTTP/1.0 client: no chunked encoding
+        self.early = False  # answered from its headers (addon.guard.early)
         self.relay: Relay | None = None
 
     @property
@@ -208,14 +217,46 @@ class Exchange:
 
 def respond(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> None:
     """Answer the client locally."""
-    flow.response = http.Response.make(answer.status, answer.body, {"Content-Type": answer.content_type})
-    for name, value in answer.headers:
-        flow.response.headers[name] = value
-    if flow.request.method == "HEAD":  # GET's headers without the body: a body would corrupt a kept-alive connection
-        flow.response.content = b""
-        flow.response.headers["content-length"] = str(len(answer.body))
+    flow.response = local_response(flow.request.method, exchange, answer)
     if answer.error is not None:
         exchange.error = answer.error
+
+
+def local_response(method: str, exchange: Exchange, answer: Answer) -> http.Response:
+    """The HTTP answer of a local `Answer` to a request with this method."""
+    response = http.Response.make(answer.status, answer.body)
+    if answer.content_type:
+        response.headers["content-type"] = answer.content_type
+    for name, value in answer.headers:
+        response.headers[name] = value
+    if method == "HEAD":  # GET's headers without the body: a body would corrupt a kept-alive connection
+        response.content = b""
+        response.headers["content-length"] = str(len(answer.body))
+    elif answer.status in (204, 304):  # no body, and no Content-Length either (RFC 9110)
+        response.headers.pop("content-length", None)
+    finish_head(response, exchange)
+    return response
+
+
+def finish_head(response: http.Response, exchange: Exchange) -> None:
+    """What every answer of the proxy carries: the CORS headers `guard.browser.origin_check` chose
+    for an allowed Origin, `Connection: close` when the client asked for it (the rewritten request
+    no longer says so, and mitmproxy closes only when the request or the answer does), and for an
+    HTTP/1.0 client no chunked encoding."""
+    for name, value in exchange.cors:
+        if name == "Vary":
+            present = {v.strip().lower() for v in ",".join(response.headers.get_all("vary")).split(",")}
+            if value.lower() not in present:
+                response.headers.add(name, value)
+        else:
+            response.headers[name] = value
+    if exchange.close:
+        response.headers["connection"] = "close"
+    if exchange.http10 and not response.stream and response.raw_content is not None:
+        # A whole answer relayed with the upstream's chunked encoding: HTTP/1.0 cannot read it.
+        if "chunked" in response.headers.get("transfer-encoding", "").lower():
+            del response.headers["transfer-encoding"]
+            response.headers["content-length"] = str(len(response.raw_content))
 
 
 def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, settings: Settings) -> None:
@@ -358,7 +399,12 @@ def start_stream(
     exchange.relay = Relay(converter, settings.body_view_limit, on_abort)
     response.stream = exchange.relay
     response.headers.pop("content-length", None)  # converted pieces and a closing error change the length
-    response.headers["transfer-encoding"] = "chunked"
+    if flow.request.http_version == "HTTP/1.0":
+        # An HTTP/1.0 client cannot read chunked encoding: the answer ends with the connection.
+        response.headers.pop("transfer-encoding", None)
+        response.headers["connection"] = "close"
+    else:
+        response.headers["transfer-encoding"] = "chunked"
     if converter.content_type is not None:
         response.headers["content-type"] = converter.content_type
     if converter.final_error_on_break:
@@ -402,7 +448,7 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
     parts.append(f"{(end - request.timestamp_start) * 1000:.0f} ms")
     if exchange.error:
         parts.append(f"error: {exchange.error}")
-    return " · ".join(parts)
+    return escape(" · ".join(parts))  # client text (the model, an error naming it) cannot forge lines
 
 
 def finish(flow: http.HTTPFlow, exchange: Exchange) -> None:

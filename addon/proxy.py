@@ -49,6 +49,7 @@ from collections.abc import Awaitable, Sequence  # noqa: E402
 from mitmproxy import ctx, http  # noqa: E402
 from mitmproxy.addonmanager import Loader  # noqa: E402
 from mitmproxy.flow import Flow  # noqa: E402
+from mitmproxy.net.http import http1  # noqa: E402
 from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData  # noqa: E402
 
@@ -64,15 +65,28 @@ from addon.exchange import (  # noqa: E402
     Forward,
     Reply,
     finish,
+    finish_head,
     finish_stream,
     keep_upstream_body,
     keep_upstream_head,
+    local_response,
     replace_answer,
     respond,
     send_upstream,
     start_stream,
 )
-from addon.guard import access, errorpage, secrets, timeouts, upstream  # noqa: E402
+from addon.guard import (  # noqa: E402
+    access,
+    browser,
+    client_buffer,
+    early,
+    errorpage,
+    output,
+    request_size,
+    secrets,
+    timeouts,
+    upstream,
+)
 from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings  # noqa: E402
 from addon.upstreams.directory import ServersDirectory  # noqa: E402
 from addon.upstreams.servers import Health, RouteRefusal, Unroutable  # noqa: E402
@@ -103,6 +117,7 @@ class OllamaProxy:
         self.rebind = False
         self.is_running = False
         self.closing: set[asyncio.Task[None]] = set()  # old directories being closed
+        self.body_size_limit: str | None = None  # the value the addon gave mitmproxy's body_size_limit
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -124,12 +139,19 @@ class OllamaProxy:
             if previous is not None and previous.models is not settings.models:
                 self.replace_directory(previous.models, settings.models)
         secrets.install_log_scrubber()
+        output.install()
         timeouts.keep_client_connection(options, max(s.upstream_timeout for s in self.settings.servers))
         self.rebind |= access.listen_on_loopback(options)
+        self.body_size_limit = request_size.ceiling(options, self.settings.request_body_limit, self.body_size_limit)
+        client_buffer.install(self.settings.request_body_limit)
         # Requests are rewritten or answered before any upstream connection is needed; "eager"
         # would first connect to the reverse target and fail the client when it is absent.
         if "connection_strategy" in options and options.connection_strategy != "lazy":
             options.connection_strategy = "lazy"
+        # In reverse mode mitmproxy would replace the client's Host by the reverse target's before
+        # requestheaders: the Host check needs the client's (send_upstream sets the upstream's).
+        if "keep_host_header" in options and not options.keep_host_header:
+            options.keep_host_header = True
 
     def register_keys(self, settings: Settings) -> None:
         """Every server's key (and the client key) is a secret: hidden in logs, answers, views, saved flows."""
@@ -171,6 +193,7 @@ class OllamaProxy:
             if exchange.flow is not None:
                 secrets.forget(exchange.flow, exchange)
         errorpage.uninstall()
+        client_buffer.uninstall()
         self.watch.done()
         self.is_running = False
         if self.settings is not None:
@@ -188,33 +211,70 @@ class OllamaProxy:
         request = flow.request
         exchange = Exchange(request.method, request.path.split("?", 1)[0], request.timestamp_start)
         exchange.flow = flow
+        route = endpoints.find(exchange.route)
+        exchange.endpoint = route.endpoint if route is not None else endpoints.FALLBACK
+        exchange.close = http1.connection_close(request.http_version, request.headers)
+        exchange.http10 = request.http_version == "HTTP/1.0"
         self.exchanges[flow.id] = exchange
         return exchange
+
+    def admit(self, flow: http.HTTPFlow, exchange: Exchange) -> Answer | None:
+        """Everything decided from the request's head, in Ollama's order: a refusal, a preflight, or None."""
+        settings = self.settings
+        assert settings is not None and exchange.endpoint is not None
+        endpoint = exchange.endpoint
+        access.take_client_key(flow, exchange)  # before any view shows the flow
+        return (
+            browser.origin_check(flow, exchange, settings, endpoint)  # 403, or a preflight's 204
+            or browser.host_check(flow, settings, endpoint)  # 403 (DNS rebinding)
+            or access.refusal(exchange, settings, endpoint)  # 401
+            or request_size.declared_too_large(flow.request, settings.request_body_limit, endpoint)  # 413
+        )
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if not self.is_ollama(flow):
             return
         exchange = self.open(flow)
-        access.take_client_key(flow, exchange)
+        if answer := self.admit(flow, exchange):
+            respond(flow, exchange, answer)
+            early.answer_now(flow, exchange)  # before the body is read
+            exchange.publish(flow)
+        elif request_size.chunked(flow.request):
+            self.limit_chunked_body(flow, exchange)
+
+    def limit_chunked_body(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        """A body without a declared length gets its 413 the moment it crosses request_body_limit."""
+        assert self.settings is not None and exchange.endpoint is not None
+        if not (limit := self.settings.request_body_limit):
+            return
+        answer = request_size.chunked_refusal(exchange.endpoint, limit)
+        response = local_response(flow.request.method, exchange, answer)
+        response.headers["connection"] = "close"
+        data = http1.assemble_response(response)
+        client_buffer.limit_body(flow.request, client_buffer.BodyLimit(limit, data, answer.error or ""))
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         exchange = self.exchanges.get(flow.id)
         if exchange is None:
             if not self.is_ollama(flow):
                 return None
-            exchange = self.open(flow)
-        if flow.response is not None:  # answered by another addon
-            del self.exchanges[flow.id]
+            exchange = self.open(flow)  # (no requestheaders hook: a replayed flow)
+            if answer := self.admit(flow, exchange):
+                respond(flow, exchange, answer)
+                exchange.early = True
+        if flow.response is not None:
+            if not exchange.early:  # answered by another addon
+                del self.exchanges[flow.id]
             return None
         # Fail closed: an exception here would make mitmproxy forward the untranslated request.
         try:
             settings = self.settings
             assert settings is not None
             route = endpoints.find(exchange.route)
-            endpoint = exchange.endpoint = route.endpoint if route is not None else endpoints.FALLBACK
+            endpoint = exchange.endpoint or endpoints.FALLBACK
             reply: Reply | Awaitable[Reply]
-            if refused := access.refusal(exchange, settings, endpoint):
-                reply = refused
+            if too_large := request_size.too_large(flow.request, settings.request_body_limit, endpoint):
+                reply = too_large  # a chunked body (a declared length was checked at its headers)
             elif route is None:
                 reply = Answer(404, b"404 page not found", "text/plain")
             elif flow.request.method not in route.methods:
@@ -333,6 +393,7 @@ class OllamaProxy:
                 return
             if converter is not None:
                 start_stream(flow, exchange, converter, settings, lambda: self.stream_aborted(flow, exchange))
+            finish_head(response, exchange)
         except Exception as e:
             logger.warning("%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e)
             logger.debug("internal proxy error", exc_info=True)
@@ -375,21 +436,34 @@ class OllamaProxy:
             return
         if exchange.failure is not None:
             replace_answer(flow, exchange, endpoint.error(*exchange.failure))
-            return
-        try:
-            body = upstream.decoded_body(response, settings.upstream_body_limit)
-        except upstream.Refused as e:
-            replace_answer(flow, exchange, endpoint.error(502, str(e)))
-            return
-        secrets.scrub_answer(flow, exchange)
-        body = response.raw_content or b""
-        keep_upstream_body(flow, exchange, body, settings)
-        if answer := endpoint.convert(exchange, response, body):
-            replace_answer(flow, exchange, answer)
+        else:
+            try:
+                upstream.decoded_body(response, settings.upstream_body_limit)
+            except upstream.Refused as e:
+                replace_answer(flow, exchange, endpoint.error(502, str(e)))
+            else:
+                secrets.scrub_answer(flow, exchange)
+                body = response.raw_content or b""
+                keep_upstream_body(flow, exchange, body, settings)
+                if answer := endpoint.convert(exchange, response, body):
+                    replace_answer(flow, exchange, answer)
+        if flow.response is not None:
+            finish_head(flow.response, exchange)
 
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.pop(flow.id, None)
-        if exchange is None or exchange.endpoint is None:  # (the client left before its request was read)
+        if exchange is None:
+            return
+        if exchange.early:  # answered from its headers, then killed: its answer is what it got
+            finish(flow, exchange)
+            return
+        if flow.error is not None and flow.error.msg.startswith(request_size.TOO_LARGE) and self.settings:
+            # a chunked body crossed request_body_limit: client_buffer sent this 413 and closed
+            endpoint = exchange.endpoint or endpoints.FALLBACK
+            respond(flow, exchange, request_size.chunked_refusal(endpoint, self.settings.request_body_limit))
+            finish(flow, exchange)
+            return
+        if flow.request.timestamp_end is None:  # the client left before its request was read
             return
         try:
             if flow.error is not None:  # mitmproxy's text may quote the upstream's bytes (saved flows, mitmweb)

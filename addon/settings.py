@@ -30,6 +30,8 @@ from mitmproxy import exceptions
 from mitmproxy.utils import human
 
 from addon.catalog.catalog import THINK_STYLES, Catalog
+from addon.guard.browser import Hosts, Origins
+from addon.guard.request_size import parse_limit as parse_request_limit
 from addon.upstreams.directory import FETCH_TIMEOUT, HttpFetcher, ServersDirectory, Trust
 from addon.upstreams.servers import Defaults, Health, RouteRefusal, Server, ServerTable, Unroutable
 
@@ -148,12 +150,36 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         "Largest non-streamed upstream answer, after decompression (size, as body_size_limit); a larger "
         "Content-Length is refused at its headers, a larger (or decompressing) body is cut: 502 with a message.",
     ),
+    (
+        "allowed_origins",
+        str,
+        "",
+        "Comma-separated origins of web pages allowed to use the proxy from a browser, added to Ollama's "
+        "defaults (localhost, 127.0.0.1, 0.0.0.0 with any port; app://, file://, tauri://, vscode-webview://, "
+        "vscode-file://). One * per origin (https://*.example.com); * alone allows every origin. "
+        "Other origins get 403.",
+    ),
+    (
+        "allowed_hosts",
+        str,
+        "",
+        "Comma-separated host names (shell wildcards) a proxy listening on loopback answers besides "
+        "local names and addresses (DNS-rebinding protection); * turns the check off.",
+    ),
+    (
+        "request_body_limit",
+        str,
+        "64m",
+        "Largest request body a client may send (mitmproxy size syntax: 64m, 512k, 1g; 0: no limit). "
+        "Larger ones get 413 before their body is read.",
+    ),
 ]
 OPTION_NAMES = frozenset(name for name, *_ in OPTIONS)
-# mitmproxy's own options that Settings reads: they decide body_view_limit "auto", and which
-# certificates the model lists' fetcher trusts (the same as mitmproxy's requests).
+# mitmproxy's own options that Settings reads: they decide body_view_limit "auto" (save_stream_file),
+# whether the Host check applies (listen_host, addon.guard.browser), and which certificates the
+# model lists' fetcher trusts (the same as mitmproxy's requests).
 TLS_OPTIONS = frozenset({"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"})
-WATCHED_OPTIONS = frozenset({"save_stream_file"}) | TLS_OPTIONS
+WATCHED_OPTIONS = frozenset({"save_stream_file", "listen_host"}) | TLS_OPTIONS
 # The options the model directory (the servers' cached lists) is built from: only their change rebuilds it.
 DIRECTORY_OPTIONS = (
     frozenset({"openai_base_url", "openai_api_key", "models_ttl", "model_catalog", "list_upstream_models"})
@@ -254,6 +280,10 @@ class Settings:
     client_key: str  # ollama_api_key: "" lets every client in
     sse_event_limit: int  # bytes of one SSE event or line of an upstream stream
     upstream_body_limit: int  # bytes of one non-streamed upstream answer, decoded
+    origins: Origins  # allowed_origins with Ollama's defaults
+    hosts: Hosts  # allowed_hosts
+    request_body_limit: int  # bytes; 0: no limit
+    listen_host: str  # mitmproxy's listen_host ("": every interface), for modes that name none
 
     @property
     def server(self) -> Server:
@@ -296,6 +326,10 @@ class Settings:
             client_key=options.ollama_api_key.strip(),
             sse_event_limit=parse_limit("sse_event_limit", options.sse_event_limit),
             upstream_body_limit=parse_limit("upstream_body_limit", options.upstream_body_limit),
+            origins=Origins.parse(options.allowed_origins),
+            hosts=Hosts.parse(options.allowed_hosts),
+            request_body_limit=parse_request_limit(options.request_body_limit),
+            listen_host=str(options.listen_host) if "listen_host" in options else "",
         )
 
     def target(self, model: str) -> Target:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from mitmproxy import exceptions
 
-from addon.settings import VIEWED_BODY_LIMIT, HostMatcher, Settings, body_view_limit, parse_version
+from addon.settings import OPTIONS, VIEWED_BODY_LIMIT, HostMatcher, Settings, body_view_limit, parse_version
 from addon.upstreams.servers import Server
 
 
@@ -60,22 +60,9 @@ def test_a_change_rebuilds_only_what_it_feeds() -> None:
         def __contains__(self, name: str) -> bool:
             return hasattr(self, name)
 
+    defaults = {name: default for name, _, default, _ in OPTIONS}  # every option the addon declares
     options = Options(
-        openai_base_url="http://up/v1",
-        openai_api_key="sk-unit",
-        ollama_hosts="*:11434",
-        ollama_version="0.12.6",
-        passthrough_options=False,
-        body_view_limit=0,
-        model_catalog="",
-        models_ttl=300,
-        list_upstream_models=True,
-        think_style="reasoning_effort",
-        ollama_api_key="",
-        forward_client_key=False,
-        upstream_timeout=300,
-        sse_event_limit="16m",
-        upstream_body_limit="256m",
+        **{**defaults, "openai_base_url": "http://up/v1", "openai_api_key": "sk-unit", "body_view_limit": 0}
     )
     first = Settings.build(options)
     options.upstream_timeout = 5

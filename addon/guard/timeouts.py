@@ -236,6 +236,8 @@ class UpstreamWatch:
         writer = client_writer(flow)
         if writer is None or writer.is_closing() or flow.client_conn.alpn not in (None, b"", b"http/1.1"):
             return
-        writer.write(final_chunk(line))
+        response = flow.response
+        chunked = response is not None and "chunked" in response.headers.get("transfer-encoding", "").lower()
+        writer.write(final_chunk(line) if chunked else line)  # an HTTP/1.0 client's answer ends with the close
         if relay.keep:  # what the flow views show of the answer
             relay.sent += line

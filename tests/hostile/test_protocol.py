@@ -20,29 +20,14 @@ from hostile.tools import UPSTREAM_KEY, Quiet, closes_after, read_answer, reques
 
 pytestmark = pytest.mark.e2e
 
-CLOSE_LOST = (
-    "issue 13 §7: Connection: close is lost with the rewritten request: the connection stays open after the answer"
-)
 
 ROUTES = [
     pytest.param("GET", "/api/version", False, id="GET /api/version"),
-    pytest.param(
-        "POST", "/api/chat", False, id="POST /api/chat", marks=pytest.mark.xfail(strict=True, reason=CLOSE_LOST)
-    ),
+    pytest.param("POST", "/api/chat", False, id="POST /api/chat"),
     pytest.param("POST", "/api/chat", True, id="POST /api/chat stream"),
-    pytest.param(
-        "POST", "/api/generate", False, id="POST /api/generate", marks=pytest.mark.xfail(strict=True, reason=CLOSE_LOST)
-    ),
-    pytest.param(
-        "POST", "/api/embed", False, id="POST /api/embed", marks=pytest.mark.xfail(strict=True, reason=CLOSE_LOST)
-    ),
-    pytest.param(
-        "POST",
-        "/v1/chat/completions",
-        False,
-        id="POST /v1/chat/completions",
-        marks=pytest.mark.xfail(strict=True, reason=CLOSE_LOST),
-    ),
+    pytest.param("POST", "/api/generate", False, id="POST /api/generate"),
+    pytest.param("POST", "/api/embed", False, id="POST /api/embed"),
+    pytest.param("POST", "/v1/chat/completions", False, id="POST /v1/chat/completions"),
     pytest.param("POST", "/v1/chat/completions", True, id="POST /v1/chat/completions stream"),
     pytest.param("GET", "/api/tags", False, id="GET /api/tags"),
 ]
@@ -63,14 +48,7 @@ def test_connection_close_is_honoured(shared, evil: EvilUpstream, method: str, p
         assert rest == b"" and closes_after(sock, 1.5), "the proxy kept the connection open after the answer"
 
 
-CHUNKED_1_0 = "issue 13 §7: streams are sent chunked to an HTTP/1.0 client, which cannot read chunked encoding"
-ROUTES_1_0 = [
-    pytest.param(*p.values, id=p.id, marks=pytest.mark.xfail(strict=True, reason=CHUNKED_1_0) if p.values[2] else ())
-    for p in ROUTES
-]
-
-
-@pytest.mark.parametrize(("method", "path", "stream"), ROUTES_1_0)
+@pytest.mark.parametrize(("method", "path", "stream"), ROUTES)
 def test_http_1_0_without_keep_alive_is_closed(
     shared, evil: EvilUpstream, method: str, path: str, stream: bool
 ) -> None:
@@ -82,7 +60,6 @@ def test_http_1_0_without_keep_alive_is_closed(
         assert answer.body, answer
 
 
-@pytest.mark.xfail(strict=True, reason=CLOSE_LOST)
 def test_keep_alive_still_works_without_close(shared, evil: EvilUpstream) -> None:
     """Guard for the fix: without `Connection: close` one connection serves several requests — and
     with it on the last one, the proxy closes after that answer."""
@@ -153,31 +130,7 @@ def forged_runs(evil: EvilUpstream, sentinel, tmp_path_factory: pytest.TempPathF
     return {level: dump.log() for level, dump in dumps.items()}
 
 
-@pytest.mark.parametrize(
-    "flow_detail",
-    [
-        pytest.param(
-            0,
-            marks=pytest.mark.xfail(
-                strict=True, reason="issue 13 §7: the one-line log and error messages print the model name raw"
-            ),
-        ),
-        pytest.param(
-            1,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 13 §7: the one-line log, the flow comment and error messages print the model name raw",
-            ),
-        ),
-        pytest.param(
-            3,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 13 §7: the one-line log, the flow comment and error messages print the model name raw",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("flow_detail", [0, 1, 3])
 def test_client_text_cannot_forge_output_lines(forged_runs: dict[int, str], flow_detail: int) -> None:
     log = forged_runs[flow_detail]
     assert "m\\r\\n" in log or "FORGED" in log, "the model name was logged at all (else this test proves nothing)"
