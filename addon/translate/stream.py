@@ -5,7 +5,7 @@ one SSE decoder (`addon.wire.sse`):
 - `SSEToNDJSON`: Ollama NDJSON for the chat and generate endpoints, its lines from the one chunk
   builder (`translate.response.chunk`);
 - `ChunkConverter`: any other API's events, made by an `EventSink` from each decoded chunk (the
-  Anthropic Messages and OpenAI Responses streams of `addon.agents`).
+  Anthropic Messages and OpenAI Responses streams of `translate.anthropic` and `translate.responses`).
 """
 
 from __future__ import annotations
@@ -203,8 +203,8 @@ class SSEToNDJSON:
 
 class EventSink(Protocol):
     """A translator of decoded OpenAI stream chunks into another API's stream events (one bytes
-    object per event; never an empty one): `addon.agents.anthropic.MessagesStream`,
-    `addon.agents.responses.ResponsesStream`."""
+    object per event; never an empty one): `addon.translate.anthropic.MessagesStream`,
+    `addon.translate.responses.ResponsesStream`."""
 
     ended: bool
 

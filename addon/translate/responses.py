@@ -11,7 +11,7 @@ Pure translations, free of mitmproxy and of the rest of the addon, stateless as 
   Responses SSE events out (`event: <type>\\ndata: <json>\\n\\n`), one bytes object per event;
 - `error_body(...)` and `upstream_error(...)`: errors in OpenAI's shape, statuses kept.
 
-Choices where Ollama is silent or falls short (each is tested in tests/test_agents_responses.py):
+Choices where Ollama is silent or falls short (each is tested in tests/test_translate_responses.py):
 
 - `previous_response_id`, `conversation`, `store: true`, `background: true`, `item_reference`
   items and stored `prompt`s are refused with a 400 naming the field: nothing is stored here.

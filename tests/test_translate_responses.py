@@ -1,4 +1,4 @@
-"""The Responses API family (addon/agents/responses.py): requests, answers, streams and errors.
+"""The Responses API family (addon/translate/responses.py): requests, answers, streams and errors.
 
 Answers and events are checked against the official `openai` SDK: its pydantic types, and its own
 `client.responses.create()` / `client.responses.stream()` run over the converted bytes through an
@@ -25,8 +25,8 @@ from openai.types.chat import completion_create_params
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from addon.agents import responses as R
-from addon.agents.responses import (
+from addon.translate import responses as R
+from addon.translate.responses import (
     ResponsesError,
     ResponsesStream,
     error_body,
