@@ -68,12 +68,15 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """What to send upstream for a client's request: `POST {server}/{route}` with this JSON body."""
+    """What to send upstream for a client's request: `POST {server}/{route}` with this JSON body
+    (or with `content`, bytes of another type such as a multipart form, sent as they are)."""
 
     route: str  # e.g. "chat/completions"
     body: Mapping[str, Any]
     stream: bool
     target: Target
+    content: bytes | None = None  # a body that is no JSON object: sent as it is, with `content_type`
+    content_type: str = "application/json"
 
 
 Reply = Answer | Forward
@@ -208,7 +211,7 @@ def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, set
         flow.metadata[CLIENT_BODY] = request.raw_content[: settings.body_view_limit]
     headers = http.Headers(
         host="",
-        content_type="application/json",
+        content_type=forward.content_type,
         accept="text/event-stream" if forward.stream else "application/json",
         accept_encoding="identity",
     )
@@ -219,7 +222,7 @@ def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, set
     request.headers = headers
     request.method = "POST"
     request.url = server.url(forward.route)
-    request.content = dumps_body(forward.body)
+    request.content = dumps_body(forward.body) if forward.content is None else forward.content
 
 
 _KEPT_HEADERS = ("retry-after", "retry-after-ms", "date")

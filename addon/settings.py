@@ -27,7 +27,10 @@ from addon.catalog.catalog import THINK_STYLES, Catalog
 from addon.catalog.directory import ModelDirectory
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_OLLAMA_VERSION = "0.12.6"
+# The first Ollama release that serves every route the proxy serves (/v1/audio/transcriptions came
+# in 0.20.0, /v1/messages in 0.14.0, /v1/responses in 0.13.3): clients gate features on it
+# (Codex CLI refuses < 0.13.4), and a newer number would promise routes the proxy lacks.
+DEFAULT_OLLAMA_VERSION = "0.20.0"
 MIN_OLLAMA_VERSION = (0, 6, 4)  # VS Code Copilot refuses older versions
 VIEWED_BODY_LIMIT = 1_000_000
 
@@ -118,6 +121,21 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         "(a client without one is forwarded without a key).",
     ),
     (
+        "system_turns",
+        str,
+        "user",
+        "How POST /v1/messages sends the system turns an agent puts inside the conversation (Claude Code "
+        "sends one after the first user message): user (as user messages, which every chat template takes) "
+        "or system (kept as system messages, for upstreams that take them anywhere, as OpenAI does).",
+    ),
+    (
+        "responses_passthrough",
+        bool,
+        False,
+        "Forward POST /v1/responses to the upstream's own /responses (only the model name resolved), for "
+        "upstreams that serve the Responses API (OpenAI). Otherwise it is translated to chat/completions.",
+    ),
+    (
         "upstream_timeout",
         int,
         300,
@@ -206,6 +224,15 @@ def parse_think_style(style: str) -> str:
     return style
 
 
+SYSTEM_TURNS = ("user", "system")
+
+
+def parse_system_turns(value: str) -> str:
+    if value not in SYSTEM_TURNS:
+        raise exceptions.OptionsError(f"system_turns must be one of {', '.join(SYSTEM_TURNS)}, got {value!r}")
+    return value
+
+
 def upstream_key(options: Any) -> str:
     """openai_api_key, else $OPENAI_API_KEY (kept out of the option's value, which mitmweb displays)."""
     return str(options.openai_api_key).strip() or os.environ.get("OPENAI_API_KEY", "").strip()
@@ -234,6 +261,8 @@ class Settings:
     client_key: str  # ollama_api_key: "" lets every client in
     forward_client_key: bool
     upstream_timeout: float  # seconds; 0: no limit
+    system_turns: str  # "user" or "system": /v1/messages' system turns after the start
+    responses_passthrough: bool  # /v1/responses forwarded to the upstream's own /responses
 
     @classmethod
     def build(cls, options: Any, previous: Settings | None = None, updated: Set[str] = frozenset()) -> Settings:
@@ -261,6 +290,8 @@ class Settings:
             client_key=options.ollama_api_key.strip(),
             forward_client_key=options.forward_client_key,
             upstream_timeout=max(float(options.upstream_timeout), 0.0),
+            system_turns=parse_system_turns(options.system_turns),
+            responses_passthrough=options.responses_passthrough,
         )
 
     def target(self, model: str) -> Target:

@@ -7,7 +7,17 @@ from types import SimpleNamespace
 import pytest
 from mitmproxy import exceptions
 
-from addon.settings import VIEWED_BODY_LIMIT, HostMatcher, Server, Settings, body_view_limit, parse_version
+from addon.settings import (
+    DEFAULT_OLLAMA_VERSION,
+    MIN_OLLAMA_VERSION,
+    VIEWED_BODY_LIMIT,
+    HostMatcher,
+    Server,
+    Settings,
+    body_view_limit,
+    parse_system_turns,
+    parse_version,
+)
 
 
 def test_upstream_urls() -> None:
@@ -37,6 +47,19 @@ def test_versions() -> None:
     for bad in ("0.6.3", "v1.0.0", "1.0", "latest"):
         with pytest.raises(exceptions.OptionsError):
             parse_version(bad)
+
+
+def test_the_default_version_serves_what_the_agents_need() -> None:
+    """Codex CLI refuses an Ollama older than 0.13.4; /v1/messages came in 0.14.0, and
+    /v1/audio/transcriptions, the newest route the proxy serves, in 0.20.0."""
+    version = tuple(int(p) for p in parse_version(DEFAULT_OLLAMA_VERSION).split("."))
+    assert version >= (0, 20, 0) and version >= MIN_OLLAMA_VERSION
+
+
+def test_system_turns() -> None:
+    assert parse_system_turns("user") == "user" and parse_system_turns("system") == "system"
+    with pytest.raises(exceptions.OptionsError, match="system_turns"):
+        parse_system_turns("assistant")
 
 
 def test_body_view_limit_auto_keeps_bodies_only_where_someone_looks() -> None:
@@ -73,6 +96,8 @@ def test_a_change_rebuilds_only_what_it_feeds() -> None:
         ollama_api_key="",
         forward_client_key=False,
         upstream_timeout=300,
+        system_turns="user",
+        responses_passthrough=False,
     )
     first = Settings.build(options)
     options.upstream_timeout = 5

@@ -63,6 +63,14 @@ class ModelDirectory:
                 return known
         return name[: -len(LATEST)] if name.endswith(LATEST) else name
 
+    def info(self, name: str) -> ModelInfo:
+        """What is known of a model now, without fetching: its catalog entry, else the defaults
+        inferred from its upstream id (and from its entry in the cached upstream list, if any)."""
+        if (entry := self.catalog.get(name)) is not None:
+            return entry
+        upstream = self.upstream_id(name)
+        return infer(upstream, self._entries.get(upstream) if self._entries is not None else None)
+
     def think_style(self, name: str, default: str) -> str:
         entry = self.catalog.get(name)
         return entry.think_style if entry is not None and entry.think_style else default

@@ -32,19 +32,25 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from mitmproxy import http
 from pydantic import ValidationError
 
+from addon.catalog.catalog import token_limit_field
 from addon.exchange import Answer, Exchange, Reply, json_answer
+from addon.translate.request import think_fields
 from addon.wire.ollama import OllamaModel, describe
 
 if TYPE_CHECKING:
     from addon.settings import Settings
+    from addon.wire.ollama import Think
     from addon.wire.openai import Usage
 
 
 class StreamConverter(Protocol):
     """Upstream SSE → the client's stream format, for one flow."""
 
-    ended: bool  # a final piece (done or error) has been produced
     warnings: list[str]
+
+    @property
+    def ended(self) -> bool:
+        """Whether a final piece (done or error) has been produced."""
 
     @property
     def content_type(self) -> str | None:
@@ -166,3 +172,30 @@ def parse_named[Model: OllamaModel](
         return endpoint.error(*missing)
     exchange.model = name
     return parsed
+
+
+# ---------------------------------------------------------------------------------------------
+# The agents' requests (/v1/messages, /v1/responses): what the model can take
+
+
+def agent_think(
+    exchange: Exchange, settings: Settings, think: Think, soft: bool, warnings: list[str]
+) -> tuple[str | None, dict[str, Any]]:
+    """(reasoning_effort, extra fields) for an agent's thinking wish, sent only where the model can think if `soft`."""
+    if think is None:
+        return None, {}
+    model = exchange.model or ""
+    if soft and think is not False and "thinking" not in settings.models.info(model).capabilities:
+        warnings.append(
+            f"the request asks for thinking ({think}), which was not sent: {model} has no thinking capability "
+            "(give it one in the model catalog to send it)"
+        )
+        return None, {}
+    return think_fields(think, settings.target(model).think_style)
+
+
+def limit_tokens(body: dict[str, Any], upstream_model: str) -> None:
+    """Send the answer's length limit in the field the upstream model takes (`max_completion_tokens` for o-series, GPT-5)."""
+    field = token_limit_field(upstream_model)
+    if field != "max_tokens" and "max_tokens" in body:
+        body[field] = body.pop("max_tokens")

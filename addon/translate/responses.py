@@ -38,6 +38,9 @@ Choices where Ollama is silent or falls short (each is tested in tests/test_tran
   with a warning; every other built-in tool is refused with a 400 naming its type.
 - Images returned by a `function_call_output` go in a user message after the tool results:
   chat-completions tool messages carry text only.
+- A stream that fails after it started ends with `error` and `response.failed`; the `error`
+  event carries its message and code also as an `error` object, on which the openai SDKs raise
+  `APIError` (as they do for the chat-completions error events of `/v1/chat/completions`).
 """
 
 from __future__ import annotations
@@ -1098,7 +1101,10 @@ class ResponsesStream:
             _usage(self._usage, strict=False),
             error={"code": code if code in _RESPONSE_ERROR_CODES else "server_error", "message": message},
         )
-        out.append(self._event("error", code=code, message=message, param=None))
+        # `code`, `message`, `param`: the documented error event. `error`, the same again as an
+        # object: what the openai SDKs raise on (APIError) instead of handing on a cut answer.
+        error = {"type": error_type(500), "code": code, "message": message, "param": None}
+        out.append(self._event("error", code=code, message=message, param=None, error=error))
         out.append(self._event("response.failed", response=self.response))
         return out
 

@@ -224,7 +224,8 @@ class ChunkConverter:
 
     `[DONE]` finishes the sink, an upstream error event or data that is no JSON object fails it,
     and so does an event over the decoder's cap; the token counts of the last `usage` seen are
-    the exchange's.
+    the exchange's. A body that ends with neither `[DONE]` nor a finish reason was cut short:
+    the sink fails, whatever it would make of the end (a Responses stream would complete).
     """
 
     final_error_on_break = True
@@ -234,6 +235,7 @@ class ChunkConverter:
         self.content_type = content_type
         self.warnings: list[str] = []
         self.raw_usage: Any = None
+        self.finished = False  # a chunk with a finish reason was seen
         self._events = SSEDecoder()
 
     @property
@@ -261,7 +263,10 @@ class ChunkConverter:
             except SSETooLarge as e:
                 return self.fail(f"the upstream sent an invalid stream: {e}")
             out += [piece for event in events for piece in self._event(event.data)]
-        out += self.sink.finish()
+        if self.finished:
+            out += self.sink.finish()
+        else:
+            out += self.sink.fail("the upstream stream ended before the answer was complete")
         return b"".join(out)
 
     def fail(self, message: str) -> bytes:
@@ -285,4 +290,7 @@ class ChunkConverter:
             return self.sink.fail(f"upstream error: {error.get('message') if isinstance(error, dict) else error}")
         if isinstance(chunk.get("usage"), dict):
             self.raw_usage = chunk["usage"]
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict) and choices[0].get("finish_reason"):
+            self.finished = True
         return self.sink.feed_event(chunk)
