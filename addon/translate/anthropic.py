@@ -371,15 +371,34 @@ def _messages(messages: Any, warnings: list[str], referenced: set[str]) -> list[
 
 
 def _fold_system_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One system message first (the leading system turns joined), later system turns as user turns."""
+    """One system message first (the leading system turns joined), later system turns as user turns,
+    and adjacent user turns joined into one (as Anthropic combines consecutive turns of a role):
+    the chat templates that refuse a late system message often want strictly alternating turns too."""
     leading = 0
     while leading < len(messages) and messages[leading]["role"] == "system":
         leading += 1
     out: list[dict[str, Any]] = []
     if leading:
         out.append({"role": "system", "content": "\n".join(m["content"] for m in messages[:leading])})
-    out += [{"role": "user", "content": m["content"]} if m["role"] == "system" else m for m in messages[leading:]]
+    for message in messages[leading:]:
+        if message["role"] == "system":
+            message = {"role": "user", "content": message["content"]}
+        if message["role"] == "user" and out and out[-1]["role"] == "user":
+            out[-1] = {"role": "user", "content": _joined(out[-1]["content"], message["content"])}
+        else:
+            out.append(message)
     return out
+
+
+def _joined(first: str | list[dict[str, Any]], second: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Two user turns' contents as one: texts separated by a blank line; parts one after the other."""
+    if isinstance(first, str) and isinstance(second, str):
+        return f"{first}\n\n{second}"
+
+    def parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+    return parts(first) + parts(second)
 
 
 def _user_blocks(blocks: list[Any], where: str, warnings: list[str], referenced: set[str]) -> list[dict[str, Any]]:
