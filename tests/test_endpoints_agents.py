@@ -133,7 +133,7 @@ def test_messages_as_claude_code_sends_them(addon) -> None:
     sent = json.loads(flow.request.content)
     assert sent["model"] == "gpt-4o-mini" and sent["max_tokens"] == 16384 and sent["stream"] is True
     assert "reasoning_effort" not in sent and "chat_template_kwargs" not in sent
-    assert {k for k in flow.request.headers} == {
+    assert set(flow.request.headers) == {
         "host",
         "content-type",
         "content-length",
