@@ -319,11 +319,26 @@ def start_stream(flow: http.HTTPFlow, exchange: Exchange, converter: StreamConve
         response.headers["connection"] = "close"
 
 
+def complete_stream(exchange: Exchange) -> Relay | None:
+    """The relay of a stream the client has had whole (its final piece sent, no error), else None.
+
+    Agents hang up as soon as they read a stream's last event (Codex after `response.completed`),
+    which can be before mitmproxy has read the end of the upstream's body: the flow then fails
+    with "Client disconnected." although the client got its whole answer.
+    """
+    relay = exchange.relay
+    if relay is None or not relay.called or not relay.converter.ended or relay.converter.error is not None:
+        return None
+    return relay
+
+
 def finish_stream(flow: http.HTTPFlow, exchange: Exchange, relay: Relay) -> None:
-    """A relayed stream has ended: its usage and warnings, and what the flow views show of it."""
+    """A relayed stream has ended: its usage, warnings and final error, and what the flow views show of it."""
     converter = relay.converter
     exchange.warn(converter.warnings)
     exchange.usage = converter.usage
+    if converter.error is not None and exchange.error is None:
+        exchange.error = converter.error
     if relay.keep:
         flow.metadata[UPSTREAM_BODY] = bytes(relay.upstream)
         response = flow.response
@@ -353,13 +368,17 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
     return " · ".join(parts)
 
 
-def finish(flow: http.HTTPFlow, exchange: Exchange) -> None:
-    """Annotate a finished (or failed) flow, log its one line, and keep its record."""
+def finish(flow: http.HTTPFlow, exchange: Exchange, answered: bool = False) -> None:
+    """Annotate a finished (or failed) flow, log its one line, and keep its record.
+
+    `answered`: the client had its whole answer, whatever mitmproxy's `flow.error` says after it.
+    """
     exchange.publish(flow)
     line = summary(flow, exchange)
     flow.comment = line
     response = flow.response
-    if exchange.error or flow.error is not None or (response is not None and response.status_code >= 400):
+    broken = flow.error is not None and not answered
+    if exchange.error or broken or (response is not None and response.status_code >= 400):
         flow.marked = FAILED_MARKER
         logger.warning(line)
     else:

@@ -54,6 +54,7 @@ from addon.exchange import (  # noqa: E402
     Exchange,
     Forward,
     Reply,
+    complete_stream,
     finish,
     finish_stream,
     keep_upstream_body,
@@ -212,6 +213,13 @@ class OllamaProxy:
         exchange = self.exchanges.pop(flow.id, None)
         if exchange is None or exchange.endpoint is None:  # (the client left before its request was read)
             return
+        if exchange.forwarded and flow.error is not None and flow.error.msg == "Client disconnected.":
+            if relay := complete_stream(exchange):  # it hung up after the last event: a whole answer
+                finish_stream(flow, exchange, relay)
+                self.watch.forget(flow, exchange)
+                secrets.done_with(flow, exchange)
+                finish(flow, exchange, answered=True)
+                return
         if exchange.forwarded:
             self.watch.end_failed(flow, exchange)
         if exchange.error is None:

@@ -390,3 +390,40 @@ def test_transcriptions_are_forwarded_with_the_model_resolved(addon) -> None:
     bad = flow_for("/v1/audio/transcriptions", {"model": "whisper"})
     addon.request(bad)
     assert bad.response.status_code == 400 and "multipart" in json.loads(bad.response.content)["error"]["message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# How a stream ends in the record
+
+
+def test_a_client_that_hangs_up_after_the_last_event_had_its_whole_answer(addon) -> None:
+    """Codex closes the connection on `response.completed`, before mitmproxy may have read the end of the
+    upstream's body: the flow's error is "Client disconnected.", the answer was whole all the same."""
+    from mitmproxy import flow as mitmflow
+
+    sse = recording("chat-stream/plain-text-include-usage")["response"]["body"].encode()
+    for body, whole in ((sse, True), (sse[: len(sse) // 2], False)):
+        flow = flow_for("/v1/responses", {"model": "m", "input": "hi", "stream": True})
+        addon.request(flow)
+        flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream"), content=None)
+        addon.responseheaders(flow)
+        flow.response.stream(body)
+        flow.error = mitmflow.Error("Client disconnected.")
+        addon.error(flow)
+        assert ("error" in flow.metadata["ollama"]) is not whole and bool(flow.marked) is not whole, flow.comment
+        if whole:
+            assert "tokens" in flow.comment and "error" not in flow.comment
+
+
+def test_a_stream_that_ends_in_an_error_event_is_recorded_as_failed(addon) -> None:
+    flow = flow_for(
+        "/v1/messages", {"model": "m", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    )
+    addon.request(flow)
+    streamed(
+        addon,
+        flow,
+        b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\ndata: {"error":{"message":"overloaded"}}\n\n',
+    )
+    assert flow.metadata["ollama"]["error"] == "upstream error: overloaded" and flow.marked
+    assert flow.comment.endswith("error: upstream error: overloaded")

@@ -50,7 +50,11 @@ class StreamConverter(Protocol):
 
     @property
     def ended(self) -> bool:
-        """Whether a final piece (done or error) has been produced."""
+        """Whether a final piece (done or error) has been produced (or, relayed, the end marker seen)."""
+
+    @property
+    def error(self) -> str | None:
+        """The message of the final error piece, once produced (None: none, or the stream ended well)."""
 
     @property
     def content_type(self) -> str | None:

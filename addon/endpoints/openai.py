@@ -60,14 +60,15 @@ class SSERelay:
     content_type: str | None = None  # the upstream's SSE, relayed
     final_error_on_break = True
 
-    __slots__ = ("done", "ended", "model", "pending", "tail", "warnings")
+    __slots__ = ("done", "ended", "error", "model", "pending", "tail", "warnings")
 
     def __init__(self, model: str | None) -> None:
         self.model = model  # None: pass the events through as they are
         self.pending = bytearray()  # the start of a line not yet complete
         self.tail = b""
-        self.done = False  # `data: [DONE]` was seen
-        self.ended = False  # a final error event was produced
+        self.done = False  # the end marker (`data: [DONE]`) was seen
+        self.ended = False  # the end marker was seen, or a final error event was produced
+        self.error: str | None = None  # the message of that error event
         self.warnings: list[str] = []
 
     @property
@@ -92,7 +93,8 @@ class SSERelay:
     def _watch(self, data: bytes) -> None:
         """Note the end marker (`data: [DONE]`), which may come cut over two pieces."""
         window = self.tail + data
-        self.done = b"[DONE]\n" in window or b"[DONE]\r" in window
+        if b"[DONE]\n" in window or b"[DONE]\r" in window:
+            self.done = self.ended = True
         self.tail = window[-8:]
 
     def finish(self) -> bytes:
@@ -103,6 +105,7 @@ class SSERelay:
             self._watch(rest + b"\n")
         if not self.done and not self.ended:
             self.ended = True
+            self.error = INCOMPLETE
             out += (b"\n\n" if rest else b"") + self.error_event(INCOMPLETE)
         return out
 
@@ -111,6 +114,7 @@ class SSERelay:
         if self.done or self.ended:
             return b""
         self.ended = True
+        self.error = message
         self.pending.clear()  # a partial line of the cut-off stream: never complete, never sent
         return b"\n\n" + self.error_event(message)
 

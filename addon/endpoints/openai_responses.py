@@ -52,7 +52,8 @@ class ResponsesRelay(SSERelay):
 
     def _watch(self, data: bytes) -> None:
         window = self.tail + data
-        self.done = any(marker in window for marker in _TERMINAL)
+        if any(marker in window for marker in _TERMINAL):
+            self.done = self.ended = True
         self.tail = window[-24:]
 
     def _line(self, line: bytes) -> bytes:

@@ -958,6 +958,7 @@ class MessagesStream:
         self.input_tokens = input_tokens
         self.started = False
         self.ended = False
+        self.error: str | None = None  # the message of the final error event, once made
         self._blocks = 0  # content blocks started so far
         self._open: str | None = None  # "thinking", "text" or "tool" while a block is open
         self._open_tool: _ToolCall | None = None
@@ -1034,6 +1035,7 @@ class MessagesStream:
         if self.ended:
             return []
         self.ended = True
+        self.error = message
         return [sse("error", {"type": "error", "error": {"type": error_type(status), "message": message}})]
 
     # -- conversion

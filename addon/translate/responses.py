@@ -1007,6 +1007,7 @@ class ResponsesStream:
         self.response_id = response_id or new_id("resp")
         self.created_at = created_at if created_at is not None else int(time.time())
         self.ended = False
+        self.error: str | None = None  # the message of the final error event, once made
         self.response: dict[str, Any] | None = None  # the final Response once finished or failed
         self._sequence = 0
         self._started = False
@@ -1091,6 +1092,7 @@ class ResponsesStream:
         out = self.start()
         self.ended = True
         message = message if isinstance(message, str) and message else "the upstream stream failed"
+        self.error = message
         for index in self._open:
             item = self._items[index]
             if item["type"] != "reasoning":

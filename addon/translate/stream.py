@@ -62,6 +62,7 @@ class SSEToNDJSON:
         self.raw_usage: dict[str, Any] | None = None
         self.timings: dict[str, Any] | None = None
         self.ended = False  # a final line (done or error) was emitted
+        self.error: str | None = None  # the message of the final error line, once emitted
         self._events = SSEDecoder()
         self._tool_calls: dict[int, _ToolCallDraft] = {}
 
@@ -102,6 +103,7 @@ class SSEToNDJSON:
         if self.ended:
             return b""
         self.ended = True
+        self.error = message
         return dumps_line({"error": message})
 
     # -- events -------------------------------------------------------------------------------
@@ -207,6 +209,7 @@ class EventSink(Protocol):
     `addon.translate.responses.ResponsesStream`."""
 
     ended: bool
+    error: str | None  # the message of the final error event, once made
 
     def feed_event(self, chunk: dict[str, Any]) -> list[bytes]:
         """The events one decoded `chat.completion.chunk` yields."""
@@ -241,6 +244,10 @@ class ChunkConverter:
     @property
     def ended(self) -> bool:
         return self.sink.ended
+
+    @property
+    def error(self) -> str | None:
+        return self.sink.error
 
     @property
     def usage(self) -> Usage | None:
