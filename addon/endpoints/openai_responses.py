@@ -122,7 +122,7 @@ class Responses(OpenAIEndpoint):
         """An upstream error, a whole answer, or a stream that arrived in one piece (server replay)."""
         model = exchange.model or ""
         if response.status_code >= 400:
-            status, error = responses.upstream_error(response.status_code, body, response.reason)
+            status, error = responses.upstream_error(response.status_code, body, response.reason, model)
             return json_answer(status, error, error["error"]["message"])
         if exchange.relay is not None or "text/event-stream" in response.headers.get("content-type", ""):
             converter = self.stream(exchange)

@@ -130,7 +130,8 @@ def upstream_error(status: int, body: Any, client_model: str | None = None) -> t
     message, code = _error_text(body)
     if status in (400, 404) and (code == "model_not_found" or _MODEL_MISSING.search(message)):
         name = f"'{client_model}' " if client_model else ""
-        return 404, error_body(404, f"model {name}not found" + (f": {message}" if message else ""))
+        said = bool(client_model) and f"model '{client_model}' not found" in message  # llama.cpp's words already
+        return 404, error_body(404, message if said else f"model {name}not found" + (f": {message}" if message else ""))
     if not 400 <= status < 600:
         status = 502
     if not message:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -120,15 +121,34 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
     return {"error": {"message": message, "type": error_type(status), "param": param, "code": code}}
 
 
+_MODEL_MISSING = re.compile(r"model.*(not found|does not exist|not exist|unknown)|unknown model|no such model", re.I)
+
+
 def upstream_error(
-    status: int, body: bytes | str | dict[str, Any] | None, reason: str = ""
+    status: int, body: bytes | str | dict[str, Any] | None, reason: str = "", client_model: str | None = None
 ) -> tuple[int, dict[str, Any]]:
     """An upstream's error answer → (the same status, an OpenAI error body).
 
     OpenAI-shaped errors keep their message, type, param and code; anything else (text, HTML,
     `{"detail": …}`, `{"message": …}`) becomes a message. A 2xx status here means the upstream
-    answered 200 with an error in the body: that is a bad gateway (502).
+    answered 200 with an error in the body: that is a bad gateway (502). With `client_model`, an
+    unknown model (OpenAI's 404 `model_not_found`, llama.cpp's 400 "model … not found") is a 404
+    `model_not_found` naming the client's model, as Ollama answers it.
     """
+    status, out = _upstream_error(status, body, reason)
+    error = out["error"]
+    if (
+        client_model is not None
+        and status in (400, 404)
+        and (error.get("code") == "model_not_found" or _MODEL_MISSING.search(error["message"]))
+    ):
+        said = f"model '{client_model}' not found" in error["message"]  # llama.cpp's words already
+        message = error["message"] if said else f"model '{client_model}' not found: {error['message']}"
+        return 404, error_body(404, message, None, "model_not_found")
+    return status, out
+
+
+def _upstream_error(status: int, body: bytes | str | dict[str, Any] | None, reason: str) -> tuple[int, dict[str, Any]]:
     status = status if 400 <= status <= 599 else 502
     parsed: Any = body
     if isinstance(body, (bytes, str)):
