@@ -266,3 +266,37 @@ def test_gate_in_the_addon_chain() -> None:
                 assert flow.response.status_code == 401 and "error" in json.loads(flow.response.content)
             proxy.response(flow)
         assert proxy.exchanges == {}
+
+
+def test_a_refusal_speaks_the_family_of_its_route() -> None:
+    """The key check answers in the error shape of the route's API family (endpoint.error)."""
+    from mitmproxy import http as mhttp
+    from mitmproxy.proxy.mode_specs import ProxyMode
+    from mitmproxy.test import taddons, tflow, tutils
+
+    from addon.proxy import OllamaProxy
+
+    proxy = OllamaProxy()
+    with taddons.context(proxy) as tctx:
+        tctx.configure(proxy, openai_base_url="http://127.0.0.1:9/v1", ollama_api_key=CLIENT_KEY)
+        answers = {}
+        for path in ("/api/chat", "/v1/chat/completions", "/no/such/route"):
+            flow = tflow.tflow(
+                req=tutils.treq(
+                    method=b"POST",
+                    path=path.encode(),
+                    host="127.0.0.1",
+                    port=11434,
+                    headers=mhttp.Headers(content_type="application/json"),
+                    content=b"{}",
+                )
+            )
+            flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
+            proxy.requestheaders(flow)
+            proxy.request(flow)
+            assert flow.response is not None and flow.response.status_code == 401
+            assert flow.response.headers["www-authenticate"] == 'Bearer realm="ollama"'
+            answers[path] = json.loads(flow.response.content)
+    assert answers["/api/chat"]["error"].startswith("unauthorized: this proxy requires an API key")
+    assert answers["/v1/chat/completions"]["error"]["message"].startswith("unauthorized: this proxy requires")
+    assert answers["/no/such/route"]["error"].startswith("unauthorized"), "no route: the Ollama shape"

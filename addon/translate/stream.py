@@ -10,7 +10,6 @@ one SSE decoder (`addon.wire.sse`):
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol, cast
 
 from addon.translate.response import (
@@ -25,7 +24,7 @@ from addon.translate.response import (
     thinking_of,
 )
 from addon.wire.ollama import NDJSON, OllamaToolCall, dumps_line
-from addon.wire.openai import ChatCompletion, ToolCallDelta, Usage, usage_of
+from addon.wire.openai import ChatCompletion, ToolCallDelta, Usage, loads, usage_of
 from addon.wire.sse import Event, SSEDecoder, SSETooLarge
 
 
@@ -121,7 +120,7 @@ class SSEToNDJSON:
             self._finish(out)
             return
         try:
-            event = json.loads(data)
+            event = loads(data)
         except ValueError:
             out.append(
                 self.fail(f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}")
@@ -285,7 +284,7 @@ class ChunkConverter:
         if data == b"[DONE]":
             return self.sink.finish()
         try:
-            chunk = json.loads(data)
+            chunk = loads(data)
         except ValueError:
             return self.sink.fail(
                 f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}"

@@ -17,6 +17,7 @@ package is not needed (it is in the `dev` and `test` extras).
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Required, TypedDict
 
 if TYPE_CHECKING:
@@ -150,6 +151,17 @@ class EmbeddingList(TypedDict, total=False):
     data: list[EmbeddingItem]
     model: str
     usage: dict[str, Any]
+
+
+_decode_json = json.JSONDecoder().decode
+
+
+def loads(data: bytes) -> Any:
+    """One JSON value from UTF-8 bytes, as SSE data is: `json.loads` without its encoding sniffing.
+
+    Raises ValueError (UnicodeDecodeError and JSONDecodeError are ValueErrors), as `json.loads` does.
+    """
+    return _decode_json(data.decode("utf-8", "surrogatepass"))
 
 
 # ---------------------------------------------------------------------------------------------
