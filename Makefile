@@ -11,9 +11,13 @@ WEB_PORT ?= 8081
 ARGS ?=
 # make run WORKERS=N: N proxy processes behind HAProxy (scripts/workers.py), for more than one core
 WORKERS ?= 1
+# POOL=1 (default): with an https upstream, make run puts HAProxy in front of the proxy (scripts/workers.py,
+# as for WORKERS=N) and the proxy reaches the upstream through its HAProxy pool (addon/pool.py): client
+# and upstream connections stay warm. POOL=0: one mitmdump, straight to the upstream.
+POOL ?= 1
 
 
-.PHONY: setup lint format run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-workers bench-profile clean
+.PHONY: setup lint format run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-workers bench-upstreams bench-pool bench-profile clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -84,24 +88,36 @@ use_local_upstream = if [ -z "$$OPENAI_BASE_URL$$OPENAI_API_KEY" ]; then \
 	  OPENAI_BASE_URL=$$(scripts/local-upstream.sh start) || exit 1; export OPENAI_BASE_URL; \
 	fi
 
+# The pool where it pays: an https upstream (POOL=0 turns it off). Sets $pool and $pool_note.
+choose_pool = base="$${OPENAI_BASE_URL:-https://api.openai.com/v1}"; pool=off; pool_note=""; \
+	case "$$base" in [Hh][Tt][Tt][Pp][Ss]://*) if [ "$(POOL)" != 0 ]; then \
+	  if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then \
+	    echo "error: the upstream connection pool needs HAProxy: apt-get install haproxy (or make $@ POOL=0 to go without)" >&2; exit 1; \
+	  fi; \
+	  pool=https; pool_note=" through HAProxy, which keeps client and upstream connections warm (POOL=0: without)"; \
+	fi;; esac
+
 # A drop-in Ollama endpoint on $(HOST):$(PORT). Upstream from OPENAI_BASE_URL / OPENAI_API_KEY, else the local model.
 run: setup
 	@$(use_local_upstream); \
-	echo "Ollama API on http://$(HOST):$(PORT) → $${OPENAI_BASE_URL:-https://api.openai.com/v1}"; \
-	if [ "$(WORKERS)" -gt 1 ]; then \
-	  exec $(PY) scripts/workers.py --workers $(WORKERS) --host $(HOST) --port $(PORT) -- $(ARGS); \
+	$(choose_pool); \
+	echo "Ollama API on http://$(HOST):$(PORT) → $$base$$pool_note"; \
+	if [ "$(WORKERS)" -gt 1 ] || [ "$$pool" != off ]; then \
+	  exec $(PY) scripts/workers.py --workers $(WORKERS) --host $(HOST) --port $(PORT) -- --set upstream_pool=$$pool $(ARGS); \
 	fi; \
 	exec $(VENV)/bin/mitmdump -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
-	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 $(ARGS)
+	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 --set upstream_pool=$$pool $(ARGS)
 
 # mitmweb with the addon: the proxy on $(PORT), the web UI on 127.0.0.1:$(WEB_PORT) behind a password
 # (WEB_PASSWORD, or a random one printed at start).
 web: setup
 	@$(use_local_upstream); \
+	$(choose_pool); \
 	pw="$${WEB_PASSWORD:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(12))')}"; \
-	echo "mitmweb: http://127.0.0.1:$(WEB_PORT)/?token=$$pw  (password: $$pw)"; \
+	[ "$$pool" = off ] || pool_note=" (its connections kept warm by an HAProxy pool; POOL=0: without)"; \
+	echo "mitmweb: http://127.0.0.1:$(WEB_PORT)/?token=$$pw  (password: $$pw); upstream $$base$$pool_note"; \
 	exec $(VENV)/bin/mitmweb -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
-	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 \
+	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 --set upstream_pool=$$pool \
 	  --web-host 127.0.0.1 --web-port $(WEB_PORT) --set web_open_browser=false \
 	  --set web_password="$$pw" $(ARGS)
 
@@ -141,6 +157,16 @@ bench-workers: setup
 
 bench-profile: setup
 	$(PY) bench/profile.py
+
+# The proxy's CPU per request when it routes over three upstream servers against one: bench/RESULTS-upstreams.md.
+bench-upstreams: setup
+	$(PY) bench/upstreams.py
+
+# A TLS upstream 40 ms away: new client connections against keep-alive ones, with and without the
+# upstream pool, WORKERS=1/2, the engines alone and the peers: bench/RESULTS-pool.md (needs haproxy;
+# nginx-light and golang-go add rows).
+bench-pool: setup
+	$(PY) bench/pool.py
 
 # Record every scenario through the proxy against a real upstream into flows/$(RECORD_NAME)/.
 RECORD_NAME ?= upstream

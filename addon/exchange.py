@@ -9,8 +9,10 @@ What a saved flow keeps of it is `Exchange.record()`, written to `flow.metadata[
 (serialisable: saved flows, the content views and the collector read it), next to
 `ollama_request` (the client's body), `upstream_response` (the upstream's raw answer) and
 `upstream_headers`, each kept up to `body_view_limit` bytes. The keys of the record:
-`method`, `route` (the client's), `model` (as the client named it), `stream`, `server`,
-`upstream_route` and `upstream_model` (only when the flow went upstream), `upstream_status`,
+`method`, `route` (the client's), `model` (as the client named it), `stream`, `server` (the
+name of the upstream server it went to), `route_rule` (the routing rule that chose it: catalog,
+listed, pattern, default), `upstream_route` and `upstream_model` (only when the flow went
+upstream), `upstream_status`,
 `usage` (`prompt_tokens`, `completion_tokens`), `error`, `warning`.
 
 Replies: an endpoint answers a request with an `Answer` (local: status, body, content type)
@@ -108,11 +110,14 @@ class Exchange:
         "model",
         "relay",
         "route",
+        "route_rule",
         "sent_at",
         "sent_key",
         "server",
+        "server_named",
         "start_ns",
         "stream",
+        "timeout",
         "upstream_model",
         "upstream_route",
         "upstream_status",
@@ -128,7 +133,9 @@ class Exchange:
         self.endpoint: Endpoint | None = None
         self.model: str | None = None  # as the client named it
         self.stream = False
-        self.server: str | None = None
+        self.server: str | None = None  # the upstream server's name (addon.upstreams)
+        self.route_rule: str | None = None  # the routing rule that chose it
+        self.server_named = False  # the log line names the server (several are configured)
         self.upstream_route: str | None = None  # None: answered locally
         self.upstream_model: str | None = None
         self.upstream_status: int | None = None
@@ -143,6 +150,7 @@ class Exchange:
         self.sent_key = ""  # the key sent upstream, hidden from its echoes
         self.sent_at = 0.0  # time.monotonic() when the request went upstream; 0: it did not
         self.expired = False  # upstream_timeout closed the upstream connection
+        self.timeout = 0.0  # the server's upstream_timeout, seconds (0: no limit)
         self.relay: Relay | None = None
 
     @property
@@ -166,6 +174,7 @@ class Exchange:
             out.update(
                 stream=self.stream,
                 server=self.server,
+                route_rule=self.route_rule,
                 upstream_route=self.upstream_route,
                 upstream_model=self.upstream_model,
             )
@@ -201,9 +210,13 @@ def respond(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> None:
 
 def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, settings: Settings) -> None:
     """Rewrite the flow in place into the request that mitmproxy then sends upstream."""
-    server = forward.target.server
+    target = forward.target
+    server = target.server
     exchange.stream = forward.stream
     exchange.server = server.name
+    exchange.route_rule = target.rule
+    exchange.server_named = len(settings.servers) > 1
+    exchange.timeout = float(server.upstream_timeout)
     exchange.upstream_route = forward.route
     exchange.upstream_model = forward.target.model
     request = flow.request
@@ -351,11 +364,13 @@ def finish_stream(flow: http.HTTPFlow, exchange: Exchange, relay: Relay) -> None
 
 
 def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
-    """`POST /api/chat llama3.2 → /v1/chat/completions gpt-4o-mini · 200 · 25+14 tokens · 812 ms`."""
+    """`POST /api/chat llama3.2 → /v1/chat/completions gpt-4o-mini · 200 · 25+14 tokens · 812 ms`;
+    with several servers, the server's name after the arrow (`→ vllm /v1/chat/completions ...`)."""
     request = flow.request
     asked = f"{exchange.method} {exchange.route} {exchange.model or ''}".rstrip()
     if exchange.upstream_route is not None:
-        asked += f" → {request.path.split('?', 1)[0]} {exchange.upstream_model}"
+        server = f"{exchange.server} " if exchange.server_named else ""
+        asked += f" → {server}{request.path.split('?', 1)[0]} {exchange.upstream_model}"
     parts = [asked]
     if flow.response is not None:
         parts.append(str(flow.response.status_code))

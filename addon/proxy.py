@@ -41,6 +41,8 @@ def _load_own_package() -> None:
 if __package__ != "addon":
     _load_own_package()
 
+import asyncio  # noqa: E402
+import dataclasses  # noqa: E402
 from collections.abc import Awaitable, Sequence  # noqa: E402
 
 from mitmproxy import ctx, http  # noqa: E402
@@ -48,7 +50,12 @@ from mitmproxy.addonmanager import Loader  # noqa: E402
 from mitmproxy.flow import Flow  # noqa: E402
 from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
 
-from addon import endpoints, views  # noqa: E402
+from addon import (  # noqa: E402
+    endpoints,
+    pool,
+    views,
+)
+from addon.endpoints.base import Endpoint  # noqa: E402
 from addon.exchange import (  # noqa: E402
     Answer,
     Exchange,
@@ -65,18 +72,33 @@ from addon.exchange import (  # noqa: E402
     start_stream,
 )
 from addon.guard import access, errorpage, secrets, timeouts  # noqa: E402
-from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, upstream_key  # noqa: E402
+from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings  # noqa: E402
+from addon.upstreams.directory import ServersDirectory  # noqa: E402
+from addon.upstreams.servers import Health, RouteRefusal, Unroutable  # noqa: E402
+
+
+def refusal_answer(endpoint: Endpoint, refusal: RouteRefusal) -> Answer:
+    """No healthy server for the model: the endpoint's error, at once, with Retry-After."""
+    answer = endpoint.error(refusal.status, refusal.message)
+    if refusal.retry_after:
+        answer = dataclasses.replace(answer, headers=(*answer.headers, ("Retry-After", str(refusal.retry_after))))
+    return answer
 
 
 class OllamaProxy:
     """The addon: Ollama requests in, answered locally or rewritten for the OpenAI upstream."""
 
-    def __init__(self) -> None:
+    def __init__(self, upstream_pool: pool.UpstreamPool | None = None) -> None:
+        self.pool = upstream_pool  # told every upstream server's base URL (its https origins are pooled)
         self.settings: Settings | None = None
         self.exchanges: dict[str, Exchange] = {}  # by flow id, from the request's headers to its end
         self.watch = timeouts.UpstreamWatch()
+        self.health = Health()  # the servers' health, kept across every reconfiguration
+        self.key_names: set[str] = set()  # the names the servers' keys are registered under (secrets)
         self.injector_installed = False
         self.rebind = False
+        self.is_running = False
+        self.closing: set[asyncio.Task[None]] = set()  # old directories being closed
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -89,29 +111,61 @@ class OllamaProxy:
     def configure(self, updated: set[str]) -> None:
         options = ctx.options
         if self.settings is None or updated & (OPTION_NAMES | WATCHED_OPTIONS):
-            self.settings = Settings.build(options, self.settings, updated)
-            secrets.register("openai_api_key", upstream_key(options))
-            secrets.register("ollama_api_key", self.settings.client_key)
-            self.watch.timeout = self.settings.upstream_timeout
+            previous = self.settings
+            settings = Settings.build(options, previous, updated, self.health)
+            if self.pool is not None:  # may refuse the change (a new https server and no HAProxy)
+                self.pool.servers([str(server.base_url) for server in settings.servers])
+            self.settings = settings
+            self.register_keys(settings)
+            if previous is not None and previous.models is not settings.models:
+                self.replace_directory(previous.models, settings.models)
         secrets.install_log_scrubber()
-        timeouts.keep_client_connection(options, self.watch.timeout)
+        timeouts.keep_client_connection(options, max(s.upstream_timeout for s in self.settings.servers))
         self.rebind |= access.listen_on_loopback(options)
         # Requests are rewritten or answered before any upstream connection is needed; "eager"
         # would first connect to the reverse target and fail the client when it is absent.
         if "connection_strategy" in options and options.connection_strategy != "lazy":
             options.connection_strategy = "lazy"
 
+    def register_keys(self, settings: Settings) -> None:
+        """Every server's key (and the client key) is a secret: hidden in logs, answers, views, saved flows."""
+        keys = settings.servers.secrets()
+        for name in self.key_names - keys.keys():
+            secrets.register(name, "")
+        for name, key in keys.items():
+            secrets.register(name, key)
+        self.key_names = set(keys)
+        secrets.register("ollama_api_key", settings.client_key)
+
+    def replace_directory(self, old: ServersDirectory, new: ServersDirectory) -> None:
+        """The servers or their lists' sources changed: the old directory's fetches end, the new one's begin."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # configured outside the event loop (unit tests): nothing is running
+            return
+        closing = loop.create_task(old.close())
+        self.closing.add(closing)
+        closing.add_done_callback(self.closing.discard)
+        if self.is_running:
+            new.start()
+
     async def running(self) -> None:
         secrets.install_log_scrubber()
         secrets.install_injector(ctx.master, self.exchanges.get)
         self.injector_installed = True
+        self.is_running = True
+        if self.settings is not None:
+            self.settings.models.start()  # several servers: every first list, and the health probe
         if self.rebind:
             self.rebind = False
             await access.rebind(ctx.master)
 
-    def done(self) -> None:
+    async def done(self) -> None:
         errorpage.uninstall()
         self.watch.done()
+        self.is_running = False
+        if self.settings is not None:
+            await self.settings.models.close()
 
     # -- flows --------------------------------------------------------------------------------
 
@@ -153,15 +207,39 @@ class OllamaProxy:
             reply = Answer(404, b"404 page not found", "text/plain")
         elif flow.request.method not in route.methods:
             reply = Answer(405, b"405 method not allowed", "text/plain")
+        elif settings.models.warming:  # several servers, right after start: their first lists first
+            return self.handle_later(flow, exchange, endpoint, settings)
         else:
-            reply = endpoint.handle(exchange, flow.request, settings)
+            try:
+                reply = endpoint.handle(exchange, flow.request, settings)
+            except Unroutable as e:
+                reply = refusal_answer(endpoint, e.refusal)
         if isinstance(reply, Answer | Forward):
             self.apply(flow, exchange, reply)
             return None
-        return self.apply_later(flow, exchange, reply)  # mitmproxy awaits it
+        return self.apply_later(flow, exchange, endpoint, reply)  # mitmproxy awaits it
 
-    async def apply_later(self, flow: http.HTTPFlow, exchange: Exchange, reply: Awaitable[Reply]) -> None:
-        self.apply(flow, exchange, await reply)
+    async def apply_later(
+        self, flow: http.HTTPFlow, exchange: Exchange, endpoint: Endpoint, reply: Awaitable[Reply]
+    ) -> None:
+        try:
+            done = await reply
+        except Unroutable as e:
+            done = refusal_answer(endpoint, e.refusal)
+        self.apply(flow, exchange, done)
+
+    async def handle_later(
+        self, flow: http.HTTPFlow, exchange: Exchange, endpoint: Endpoint, settings: Settings
+    ) -> None:
+        await settings.models.wait_first()
+        try:
+            reply = endpoint.handle(exchange, flow.request, settings)
+        except Unroutable as e:
+            reply = refusal_answer(endpoint, e.refusal)
+        if isinstance(reply, Answer | Forward):
+            self.apply(flow, exchange, reply)
+        else:
+            await self.apply_later(flow, exchange, endpoint, reply)
 
     def apply(self, flow: http.HTTPFlow, exchange: Exchange, reply: Reply) -> None:
         settings = self.settings
@@ -169,12 +247,15 @@ class OllamaProxy:
         if isinstance(reply, Answer):
             respond(flow, exchange, reply)
         else:
+            server = reply.target.server
             send_upstream(flow, exchange, reply, settings)
-            if settings.forward_client_key:
+            if server.forward_client_key:
                 access.forward_client_key(flow, exchange)
+            exchange.forwarded_key = None  # a client key goes only to a server that forwards client keys
             if self.injector_installed:
                 secrets.hide(flow, exchange)
             self.watch.start(flow, exchange)
+            self.health.begin(server.name, flow.id)
         exchange.publish(flow)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -185,6 +266,8 @@ class OllamaProxy:
         settings = self.settings
         assert settings is not None
         secrets.forget(flow, exchange)
+        if exchange.server is not None:
+            settings.models.report(exchange.server, status=response.status_code)  # passive health
         keep_upstream_head(flow, exchange, settings)
         if response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", ""):
             if converter := exchange.endpoint.stream(exchange):
@@ -206,6 +289,7 @@ class OllamaProxy:
                 if answer := exchange.endpoint.convert(exchange, flow.response, body):
                     replace_answer(flow, exchange, answer)
             self.watch.forget(flow, exchange)
+            self.health.end(flow.id)
         secrets.done_with(flow, exchange)
         finish(flow, exchange)
 
@@ -217,6 +301,7 @@ class OllamaProxy:
             if relay := complete_stream(exchange):  # it hung up after the last event: a whole answer
                 finish_stream(flow, exchange, relay)
                 self.watch.forget(flow, exchange)
+                self.health.end(flow.id)
                 secrets.done_with(flow, exchange)
                 finish(flow, exchange, answered=True)
                 return
@@ -224,6 +309,12 @@ class OllamaProxy:
             self.watch.end_failed(flow, exchange)
         if exchange.error is None:
             exchange.error = flow.error.msg if flow.error else "failed"
+        if exchange.forwarded:
+            self.health.end(flow.id)
+            settings = self.settings
+            if settings is not None and exchange.server is not None:
+                # the timeout's or the break's message, else mitmproxy's ("Client disconnected." says nothing)
+                settings.models.report(exchange.server, error=exchange.error)
         secrets.done_with(flow, exchange)
         finish(flow, exchange)
 
@@ -235,4 +326,8 @@ class OllamaProxy:
                 secrets.forget(flow, exchange)
 
 
-addons = [OllamaProxy()]
+# The upstream connection pool (addon/pool.py) comes first, so that the real upstream URL is back on a
+# flow before any other hook sees its answer; it adds its connector at the end of mitmproxy's chain.
+# The proxy tells it every upstream server's base URL.
+_pool = pool.UpstreamPool()
+addons: list[object] = [_pool, OllamaProxy(_pool)]

@@ -44,13 +44,14 @@ class Response:
 
 
 class Conn:
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, ssl=None):
         self.host, self.port = host, port
+        self.ssl = ssl  # an ssl.SSLContext for HTTPS
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def connect(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20, ssl=self.ssl)
 
     def close(self) -> None:
         if self.writer is not None:

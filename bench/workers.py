@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -35,12 +36,21 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def free_port(span: int = 1) -> int:
-    while True:
+    """A free port whose next `span` ports are free too (the workers take them)."""
+    for _ in range(100):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port + span < 65000:
+        if port + span >= 65000:
+            continue
+        try:
+            for other in range(port + 1, port + span + 1):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", other))
             return port
+        except OSError:
+            continue
+    raise RuntimeError("no free range of ports")
 
 
 def wrk(url: str) -> dict:
@@ -118,6 +128,7 @@ def main() -> int:
             workers.stop(processes)
         os.killpg(upstream.pid, signal.SIGTERM)
         upstream.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
     base = statistics.median(r["rps"] for r in results["one mitmdump, no balancer"])
     rows = []
     for name, runs in results.items():
@@ -138,8 +149,10 @@ no pinning: wrk and the upstream share the cores with the workers.
 |---|---|---|---|---|
 {chr(10).join(rows)}
 
-HAProxy 2.6 (`mode http`, `balance leastconn`, health check `GET /api/version`) in front of N
-`mitmdump -s addon/proxy.py` processes on 127.0.0.1, as `make run WORKERS=N` starts them.
+HAProxy 2.6 (`mode http`, `balance leastconn`, `http-reuse always`, health check `GET /api/version`
+with 2 workers) in front of N `mitmdump -s addon/proxy.py` processes on 127.0.0.1, as `make run WORKERS=N`
+starts them. wrk keeps its 50 connections alive: the warm connections HAProxy keeps to the workers
+matter for clients that do not (bench/RESULTS-pool.md).
 """
     (ROOT / "bench" / "RESULTS-workers.md").write_text(report)
     print(report)

@@ -23,6 +23,22 @@ def free_port() -> int:
         return port
 
 
+def free_block(size: int) -> int:
+    """A port such that it and the next `size - 1` can all be bound now (none is a client's source port)."""
+    while True:
+        port = free_port()
+        sockets = [socket.socket() for _ in range(size)]
+        try:
+            for offset, sock in enumerate(sockets):
+                sock.bind(("127.0.0.1", port + offset))
+            return port
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -3,7 +3,9 @@
 mitmproxy handles every request of a process on one core. This starts N `mitmdump -s
 addon/proxy.py` workers on 127.0.0.1 (ports PORT+1 … PORT+N) and HAProxy on HOST:PORT in front of
 them, balancing each request to the worker with the fewest open ones (streams included), and
-stops them all together. Any extra arguments go to every worker.
+stops them all together. Any extra arguments go to every worker. With N = 1 it is what `make run`
+starts with the upstream pool: HAProxy keeps its connections to the worker warm, so clients that
+open a new connection for every request cost mitmproxy no new connection.
 
     python scripts/workers.py --workers 2 --host 127.0.0.1 --port 11434 [-- --set upstream_timeout=60]
     make run WORKERS=2
@@ -52,6 +54,13 @@ frontend ollama
 backend workers
     balance leastconn
     option httpchk GET /api/version
+    # Requests of new client connections go over warm connections to the workers: a worker then
+    # pays no new-connection cost in mitmproxy (~2 ms of CPU each) for clients that do not keep
+    # their connection alive (bench/RESULTS-pool.md). A warm connection that a worker closed just
+    # as it was reused fails before any answer: that request is sent once more, on a new one.
+    http-reuse always
+    retries 1
+    retry-on conn-failure empty-response
 {servers}
 """
 
@@ -120,7 +129,10 @@ def _start(
                 stderr=subprocess.STDOUT if log_files else None,
             )
         )
-        servers.append(f"    server worker{number} 127.0.0.1:{worker_port} check inter 2s")
+        # One worker has nothing to balance to: no health check (and no log line every 2 s).
+        servers.append(
+            f"    server worker{number} 127.0.0.1:{worker_port}" + (" check inter 2s" if workers > 1 else "")
+        )
     for number in range(workers):
         wait_for(port + number + 1, processes)
     config = folder / "haproxy.cfg"
@@ -158,9 +170,10 @@ def main() -> int:
         except RuntimeError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        ports = f"{args.port + 1}" if args.workers == 1 else f"{args.port + 1}-{args.port + args.workers}"
         print(
-            f"Ollama API on http://{args.host}:{args.port}: HAProxy in front of {args.workers} workers "
-            f"on 127.0.0.1:{args.port + 1}-{args.port + args.workers}",
+            f"Ollama API on http://{args.host}:{args.port}: HAProxy in front of {args.workers} "
+            f"worker{'s' if args.workers > 1 else ''} on 127.0.0.1:{ports}",
             flush=True,
         )
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))

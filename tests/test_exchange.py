@@ -21,6 +21,7 @@ def test_the_record_saved_flows_keep() -> None:
         "u",
     )
     exchange.stream, exchange.upstream_status, exchange.usage, exchange.error = True, 200, Usage(3, 4), "x"
+    exchange.route_rule = "listed"
     record = exchange.record()
     assert record == {
         "method": "POST",
@@ -28,6 +29,7 @@ def test_the_record_saved_flows_keep() -> None:
         "model": "m",
         "stream": True,
         "server": "default",
+        "route_rule": "listed",
         "upstream_route": "chat/completions",
         "upstream_model": "u",
         "upstream_status": 200,

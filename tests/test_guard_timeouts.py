@@ -70,10 +70,10 @@ def test_watch_outside_an_event_loop_does_not_fail() -> None:
     from mitmproxy.test import tflow
 
     watch = timeouts.UpstreamWatch()
-    watch.timeout = 5
     flow = tflow.tflow()
     flow.response = None
     exchange = Exchange("POST", "/api/chat", 0.0)
+    exchange.timeout = 5  # the server's upstream_timeout
     watch.start(flow, exchange)
     assert exchange.sent_at
     watch.forget(flow, exchange)

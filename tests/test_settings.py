@@ -12,24 +12,24 @@ from addon.settings import (
     MIN_OLLAMA_VERSION,
     VIEWED_BODY_LIMIT,
     HostMatcher,
-    Server,
     Settings,
     body_view_limit,
     parse_system_turns,
     parse_version,
 )
+from addon.upstreams.servers import Server
 
 
 def test_upstream_urls() -> None:
     assert (
-        Server.parse("https://api.openai.com/v1").url("chat/completions")
+        Server.default("https://api.openai.com/v1", "").url("chat/completions")
         == "https://api.openai.com:443/v1/chat/completions"
     )
-    assert Server.parse("http://127.0.0.1:8000/v1/").url("completions") == "http://127.0.0.1:8000/v1/completions"
-    assert Server.parse("http://[::1]:9/openai").url("x") == "http://[::1]:9/openai/x"
+    assert Server.default("http://127.0.0.1:8000/v1/", "").url("completions") == "http://127.0.0.1:8000/v1/completions"
+    assert Server.default("http://[::1]:9/openai", "").url("x") == "http://[::1]:9/openai/x"
     for bad in ("api.openai.com", "ftp://x/v1", "http://:80/v1", "http://h:notaport/v1"):
-        with pytest.raises(exceptions.OptionsError):
-            Server.parse(bad)
+        with pytest.raises(exceptions.OptionsError, match="openai_base_url"):
+            Server.default(bad, "")
 
 
 def test_host_patterns() -> None:
@@ -102,10 +102,12 @@ def test_a_change_rebuilds_only_what_it_feeds() -> None:
     first = Settings.build(options)
     options.upstream_timeout = 5
     second = Settings.build(options, first, {"upstream_timeout"})
-    assert second.models is first.models and second.upstream_timeout == 5
+    assert second.models is first.models and second.server.upstream_timeout == 5
+    assert second.models.table is second.servers and second.servers.health is first.servers.health
     options.models_ttl = 10
     third = Settings.build(options, second, {"models_ttl"})
     assert third.models is not first.models and third.models.ttl == 10
+    assert third.servers.health is first.servers.health, "health survives every rebuild"
     assert (
         third.target("gpt-4o:latest").model == "gpt-4o"
         and third.target("x").server.url("chat/completions") == "http://up:80/v1/chat/completions"

@@ -4,35 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import ollama
 import pytest
 
 from harness import ROOT, script_module
-from harness.mitmdump import free_port
+from harness.mitmdump import free_block
 from harness.upstream import UpstreamServer
 
 workers = script_module(ROOT / "scripts" / "workers.py")
 
 pytestmark = pytest.mark.e2e
-
-
-def free_block(size: int) -> int:
-    """A port such that it and the next `size - 1` can all be bound now (none is a client's source port)."""
-    while True:
-        port = free_port()
-        sockets = [socket.socket() for _ in range(size)]
-        try:
-            for offset, sock in enumerate(sockets):
-                sock.bind(("127.0.0.1", port + offset))
-            return port
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
 
 
 def test_two_workers_behind_haproxy(upstream: UpstreamServer, tmp_path: Path) -> None:

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import exceptions
+
+if TYPE_CHECKING:
+    from addon.upstreams.servers import ServerSpec
 
 CAPABILITIES = ("completion", "tools", "vision", "thinking", "embedding", "insert")
 THINK_STYLES = ("reasoning_effort", "chat_template_kwargs", "none")
@@ -62,6 +66,7 @@ class ModelInfo:
     created: int | None = None  # unix seconds, from the upstream list
     in_catalog: bool = False
     max_output_tokens: int | None = None  # the most tokens one answer may have (None: not known)
+    server: str | None = None  # the catalog entry's `server` (addon.upstreams.servers); None: routed by the rules
 
 
 _EMBEDDING = re.compile(r"embed|^bge-|^e5-|^gte-|minilm", re.I)
@@ -194,6 +199,7 @@ _ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
     "description": str,
     "think_style": str,
     "max_output_tokens": int,
+    "server": str,
 }
 
 
@@ -202,12 +208,13 @@ class Catalog:
     """The models of the `model_catalog` file, by full client name."""
 
     models: dict[str, ModelInfo] = field(default_factory=dict)
+    servers: dict[str, ServerSpec] = field(default_factory=dict)  # the [servers.NAME] tables (addon.upstreams.servers)
 
     def get(self, name: str) -> ModelInfo | None:
         return self.models.get(full_name(name))
 
     @classmethod
-    def load(cls, path: str) -> Catalog:
+    def load(cls, path: str, environ: Mapping[str, str] | None = None) -> Catalog:
         """Read and check the TOML file; every problem is an OptionsError naming the file and key."""
         if not path.strip():
             return cls()
@@ -218,14 +225,16 @@ class Catalog:
             raise exceptions.OptionsError(f"model_catalog: cannot read {path!r}: {e.strerror or e}") from None
         except tomllib.TOMLDecodeError as e:
             raise exceptions.OptionsError(f"model_catalog: {path!r} is not valid TOML: {e}") from None
-        return cls.parse(data, path)
+        return cls.parse(data, path, environ)
 
     @classmethod
-    def parse(cls, data: dict[str, Any], where: str = "model_catalog") -> Catalog:
-        unknown = set(data) - {"models"}
+    def parse(
+        cls, data: dict[str, Any], where: str = "model_catalog", environ: Mapping[str, str] | None = None
+    ) -> Catalog:
+        unknown = set(data) - {"models", "servers"}
         if unknown:
             raise exceptions.OptionsError(
-                f'{where}: unknown top-level keys {sorted(unknown)} (expected [models."name"] tables)'
+                f'{where}: unknown top-level keys {sorted(unknown)} (expected [models."name"] and [servers.NAME] tables)'
             )
         tables = data.get("models", {})
         if not isinstance(tables, dict):
@@ -233,7 +242,12 @@ class Catalog:
         models: dict[str, ModelInfo] = {}
         for name, table in tables.items():
             models[full_name(name)] = _entry(name, table, f'{where}: [models."{name}"]')
-        return cls(models)
+        # Several upstreams (addon.upstreams.servers): imported here, the servers module needs this one's names.
+        from addon.upstreams.servers import check_model_servers, parse_servers
+
+        servers = parse_servers(data.get("servers", {}), where, environ)
+        check_model_servers({name: table.get("server") for name, table in tables.items()}, servers, where)
+        return cls(models, servers)
 
 
 def _entry(name: str, table: Any, where: str) -> ModelInfo:
@@ -278,4 +292,5 @@ def _entry(name: str, table: Any, where: str) -> ModelInfo:
         think_style=think_style,
         in_catalog=True,
         max_output_tokens=limit,
+        server=table.get("server"),
     )

@@ -53,15 +53,16 @@ class Messages(AnthropicEndpoint):
         if isinstance(body, Answer):
             return body
         model = body.get("model")
-        if isinstance(model, str) and model:
-            exchange.model = model
-        target = settings.target(model if isinstance(model, str) else "")
-        info = settings.models.info(exchange.model or "")
+        if not isinstance(model, str) or not model:
+            return self.error(400, "model: Field required")
+        exchange.model = model
+        target = settings.target(model)
+        info = settings.models.info(model)
         try:
             translated = anthropic.messages_request(
                 body,
                 target.model,
-                passthrough=settings.passthrough_options,
+                passthrough=target.server.passthrough_options,
                 max_output_tokens=info.max_output_tokens,
                 system_turns=settings.system_turns,
             )
@@ -69,7 +70,7 @@ class Messages(AnthropicEndpoint):
             return json_answer(e.status, e.body(), e.message)
         upstream = translated.body
         effort, extra = agent_think(
-            exchange, settings, cast("Think", translated.think), translated.think_soft, translated.warnings
+            info, target, cast("Think", translated.think), translated.think_soft, translated.warnings
         )
         if effort is not None:
             upstream["reasoning_effort"] = effort

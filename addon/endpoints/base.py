@@ -38,7 +38,8 @@ from addon.translate.request import think_fields
 from addon.wire.ollama import OllamaModel, describe
 
 if TYPE_CHECKING:
-    from addon.settings import Settings
+    from addon.catalog.catalog import ModelInfo
+    from addon.settings import Settings, Target
     from addon.wire.ollama import Think
     from addon.wire.openai import Usage
 
@@ -183,19 +184,19 @@ def parse_named[Model: OllamaModel](
 
 
 def agent_think(
-    exchange: Exchange, settings: Settings, think: Think, soft: bool, warnings: list[str]
+    model: ModelInfo, target: Target, think: Think, soft: bool, warnings: list[str]
 ) -> tuple[str | None, dict[str, Any]]:
-    """(reasoning_effort, extra fields) for an agent's thinking wish, sent only where the model can think if `soft`."""
+    """(reasoning_effort, extra fields) for an agent's thinking wish, in the target's think style;
+    a `soft` wish (one the agent sends with every request) only for a model with the `thinking` capability."""
     if think is None:
         return None, {}
-    model = exchange.model or ""
-    if soft and think is not False and "thinking" not in settings.models.info(model).capabilities:
+    if soft and think is not False and "thinking" not in model.capabilities:
         warnings.append(
-            f"the request asks for thinking ({think}), which was not sent: {model} has no thinking capability "
+            f"the request asks for thinking ({think}), which was not sent: {model.name} has no thinking capability "
             "(give it one in the model catalog to send it)"
         )
         return None, {}
-    return think_fields(think, settings.target(model).think_style)
+    return think_fields(think, target.think_style)
 
 
 def limit_tokens(body: dict[str, Any], upstream_model: str) -> None:

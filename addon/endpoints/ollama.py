@@ -134,7 +134,7 @@ class Chat(_Generation):
             self,
             exchange,
             settings,
-            lambda target: chat_request(parsed, target.model, settings.passthrough_options, target.think_style),
+            lambda target: chat_request(parsed, target.model, target.server.passthrough_options, target.think_style),
             parsed.stream,
         )
 
@@ -155,6 +155,8 @@ class Generate(_Generation):
             self,
             exchange,
             settings,
-            lambda target: generate_request(parsed, target.model, settings.passthrough_options, target.think_style),
+            lambda target: generate_request(
+                parsed, target.model, target.server.passthrough_options, target.think_style
+            ),
             parsed.stream,
         )

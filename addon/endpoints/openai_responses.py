@@ -98,12 +98,13 @@ class Responses(OpenAIEndpoint):
             chat, think, warnings = responses.responses_request(body, target.model, max_tokens_field=field)
         except responses.ResponsesError as e:
             return json_answer(e.status, e.body(), e.message)
-        limit = settings.models.info(model).max_output_tokens
+        info = settings.models.info(model)
+        limit = info.max_output_tokens
         if limit is not None and isinstance(chat.get(field), int) and chat[field] > limit:
             warnings.append(f"max_output_tokens {chat[field]} was lowered to the model's limit of {limit}")
             chat[field] = limit
         # Codex asks for a reasoning effort in every request: only a model that can think gets it.
-        effort, extra = agent_think(exchange, settings, cast("Think", think), True, warnings)
+        effort, extra = agent_think(info, target, cast("Think", think), True, warnings)
         if effort is not None:
             chat["reasoning_effort"] = effort
         chat.update(extra)

@@ -7,9 +7,11 @@ The steps, in the order `addon.proxy` calls them:
 - `refusal` (request): with `ollama_api_key` set, a request without the right
   `Authorization: Bearer <key>` (what the Ollama SDKs send when OLLAMA_API_KEY is set) or
   `x-api-key: <key>` (what the Anthropic SDK and Claude Code send) gets a 401 in its family's
-  shape; with `forward_client_key` the client's key is kept for the next step.
-- `forward_client_key` (request, once the flow is rewritten to go upstream): the client's own
-  key in place of the configured one (none at all for a client without one).
+  shape; when some server forwards client keys (`forward_client_key`, the option or a
+  `[servers.NAME]` table's), the client's key is kept for the next step.
+- `forward_client_key` (request, once the flow is rewritten to go upstream, and only when its
+  server forwards client keys): the client's own key in place of the server's (none at all for
+  a client without one). Any other server gets its own key, never the client's.
 - `listen_on_loopback` / `rebind`: mitmproxy's default listen host "" means every interface.
 """
 
@@ -80,7 +82,7 @@ def refusal(exchange: Exchange, settings: Settings, endpoint: Endpoint) -> Answe
             else "unauthorized: invalid API key"
         )
         return dataclasses.replace(endpoint.error(401, message), headers=(("WWW-Authenticate", REALM),))
-    if settings.forward_client_key and token:
+    if settings.servers.any_forwards_client_key and token:  # held for a server that forwards client keys
         exchange.forwarded_key = f"Bearer {token}"
     return None
 

@@ -7,8 +7,9 @@ connection: the client sees a truncated chunked body. `UpstreamWatch` (not an ad
 calls it at each step) fills both gaps:
 
 - It watches every request sent upstream (one sweeper task for all of them, waking every
-  quarter of the timeout, at most every second). When the upstream has sent nothing for
-  `upstream_timeout` seconds (no response headers yet, or no body bytes since the last ones), it
+  quarter of the shortest timeout, at most every second). Each request has its server's
+  `upstream_timeout` (`exchange.timeout`: the option, or its `[servers.NAME]` table's value).
+  When the upstream has sent nothing for that many seconds (no response headers yet, or no body bytes since the last ones), it
   closes the upstream connection the way mitmproxy's own connection handler does (cancelling
   that connection's task): mitmproxy then fails the flow and calls the `error` hook.
 - In `error` (mitmproxy waits for it before answering the client), a flow whose stream has
@@ -90,14 +91,13 @@ class UpstreamWatch:
     """upstream_timeout for every request sent upstream, and the end of streams that break off."""
 
     def __init__(self) -> None:
-        self.timeout = 0.0
         self.watched: dict[str, tuple[http.HTTPFlow, Exchange]] = {}  # flows the sweeper checks for silence
         self.sweeper: asyncio.Task[None] | None = None  # one task for all flows, alive while any is watched
 
     def start(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         """The request goes upstream now."""
         exchange.sent_at = time.monotonic()
-        if not self.timeout:
+        if not exchange.timeout:
             return
         self.watched[flow.id] = (flow, exchange)
         if self.sweeper is None or self.sweeper.done():
@@ -118,9 +118,9 @@ class UpstreamWatch:
         if flow.error is None or flow.error.msg == "Client disconnected.":
             return  # nobody is left to tell; mitmproxy has already closed the upstream connection
         if timed_out and flow.server_conn.timestamp_tcp_setup is None:
-            message = f"the upstream did not accept the connection within {self.timeout:g} s (upstream_timeout)"
+            message = f"the upstream did not accept the connection within {exchange.timeout:g} s (upstream_timeout)"
         elif timed_out:
-            message = f"the upstream sent nothing for {self.timeout:g} s (upstream_timeout)"
+            message = f"the upstream sent nothing for {exchange.timeout:g} s (upstream_timeout)"
         else:
             message = f"the upstream connection broke off ({flow.error.msg})"
         if exchange.relay is not None:  # the client has the headers and maybe some lines
@@ -148,11 +148,11 @@ class UpstreamWatch:
         return last
 
     async def _sweep(self) -> None:
-        """Every quarter of the timeout (at most a second), close the upstream of each silent flow."""
-        while self.watched and self.timeout:
-            await asyncio.sleep(min(1.0, self.timeout / 4))
+        """Every quarter of the shortest timeout (at most a second), close the upstream of each silent flow."""
+        while self.watched:
+            await asyncio.sleep(min(1.0, min(e.timeout for _, e in self.watched.values()) / 4))
             now = time.monotonic()
-            silent = [(f, e) for f, e in self.watched.values() if self.last_activity(f, e) + self.timeout <= now]
+            silent = [(f, e) for f, e in self.watched.values() if self.last_activity(f, e) + e.timeout <= now]
             for flow, exchange in silent:
                 self.watched.pop(flow.id, None)
                 self._expire(flow, exchange)
@@ -165,7 +165,7 @@ class UpstreamWatch:
             "%s %s: no answer from the upstream for %g s (upstream_timeout); closing the upstream connection",
             exchange.route,
             exchange.model,
-            self.timeout,
+            exchange.timeout,
         )
         if not close_server_connection(flow, "upstream_timeout"):
             exchange.expired = False
