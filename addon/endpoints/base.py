@@ -20,7 +20,9 @@ for the final piece), never returns an empty piece mid-stream, and ends a stream
 cut short with a final error line or event of its family.
 
 Families share their error shape and defaults through a base class (`OllamaEndpoint`,
-`OpenAIEndpoint`); an endpoint overrides only what it does.
+`OpenAIEndpoint`); an endpoint overrides only what it does. The agents' endpoints (/v1/messages,
+/v1/responses) share `agent_think` and `limit_tokens`: what the model can take of the thinking
+wish and the answer length the agents send with every request.
 """
 
 from __future__ import annotations
