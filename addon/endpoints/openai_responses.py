@@ -135,6 +135,8 @@ class Responses(OpenAIEndpoint):
         try:
             parsed = json.loads(body)
         except ValueError:
+            if not isinstance(exchange.detail, dict):
+                return None  # forwarded as it is: an answer that is not JSON passes unchanged
             text = body[:200].decode("utf-8", "replace")
             return self.error(502, f"the upstream sent an answer that is not JSON: {text!r}")
         if not isinstance(exchange.detail, dict):  # forwarded as it is: only the model name changes
