@@ -72,12 +72,15 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """What to send upstream for a client's request: `POST {server}/{route}` with this JSON body."""
+    """What to send upstream for a client's request: `POST {server}/{route}` with this JSON body
+    (or with `content`, bytes of another type such as a multipart form, sent as they are)."""
 
     route: str  # e.g. "chat/completions"
     body: Mapping[str, Any]
     stream: bool
     target: Target
+    content: bytes | None = None  # a body that is no JSON object: sent as it is, with `content_type`
+    content_type: str = "application/json"
 
 
 Reply = Answer | Forward
@@ -281,7 +284,7 @@ def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, set
         request.authority = ""
     headers = http.Headers(
         host="",
-        content_type="application/json",
+        content_type=forward.content_type,
         accept="text/event-stream" if forward.stream else "application/json",
         accept_encoding="identity",
     )
@@ -292,7 +295,7 @@ def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, set
     request.headers = headers
     request.method = "POST"
     request.url = server.url(forward.route)
-    request.content = dumps_body(forward.body)
+    request.content = dumps_body(forward.body) if forward.content is None else forward.content
 
 
 _KEPT_HEADERS = ("retry-after", "retry-after-ms", "date")
@@ -413,11 +416,26 @@ def start_stream(
         response.headers["connection"] = "close"
 
 
+def complete_stream(exchange: Exchange) -> Relay | None:
+    """The relay of a stream the client has had whole (its final piece sent, no error), else None.
+
+    Agents hang up as soon as they read a stream's last event (Codex after `response.completed`),
+    which can be before mitmproxy has read the end of the upstream's body: the flow then fails
+    with "Client disconnected." although the client got its whole answer.
+    """
+    relay = exchange.relay
+    if relay is None or not relay.called or not relay.converter.ended or relay.converter.error is not None:
+        return None
+    return relay
+
+
 def finish_stream(flow: http.HTTPFlow, exchange: Exchange, relay: Relay) -> None:
-    """A relayed stream has ended: its usage and warnings, and what the flow views show of it."""
+    """A relayed stream has ended: its usage, warnings and final error, and what the flow views show of it."""
     converter = relay.converter
     exchange.warn(converter.warnings)
     exchange.usage = converter.usage
+    if converter.error is not None and exchange.error is None:
+        exchange.error = converter.error
     if relay.keep:
         flow.metadata[UPSTREAM_BODY] = hidden_bytes(exchange, bytes(relay.upstream))
         response = flow.response
@@ -451,13 +469,17 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
     return escape(" · ".join(parts))  # client text (the model, an error naming it) cannot forge lines
 
 
-def finish(flow: http.HTTPFlow, exchange: Exchange) -> None:
-    """Annotate a finished (or failed) flow, log its one line, and keep its record."""
+def finish(flow: http.HTTPFlow, exchange: Exchange, answered: bool = False) -> None:
+    """Annotate a finished (or failed) flow, log its one line, and keep its record.
+
+    `answered`: the client had its whole answer, whatever mitmproxy's `flow.error` says after it.
+    """
     exchange.publish(flow)
     line = exchange.hidden(summary(flow, exchange))
     flow.comment = line
     response = flow.response
-    if exchange.error or flow.error is not None or (response is not None and response.status_code >= 400):
+    broken = flow.error is not None and not answered
+    if exchange.error or broken or (response is not None and response.status_code >= 400):
         flow.marked = FAILED_MARKER
         logger.warning(line)
     else:

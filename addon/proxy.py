@@ -64,6 +64,7 @@ from addon.exchange import (  # noqa: E402
     Exchange,
     Forward,
     Reply,
+    complete_stream,
     finish,
     finish_head,
     finish_stream,
@@ -465,6 +466,15 @@ class OllamaProxy:
             return
         if flow.request.timestamp_end is None:  # the client left before its request was read
             return
+        if exchange.forwarded and flow.error is not None and flow.error.msg == "Client disconnected.":
+            if relay := complete_stream(exchange):  # it hung up after the last event: a whole answer
+                finish_stream(flow, exchange, relay)
+                self.watch.forget(flow, exchange)
+                self.health.end(flow.id)
+                secrets.done_with(flow, exchange)
+                exchange.flow = None
+                finish(flow, exchange, answered=True)
+                return
         try:
             if flow.error is not None:  # mitmproxy's text may quote the upstream's bytes (saved flows, mitmweb)
                 flow.error.msg = errorpage.describe(flow.error.msg)

@@ -36,7 +36,10 @@ from addon.upstreams.directory import FETCH_TIMEOUT, HttpFetcher, ServersDirecto
 from addon.upstreams.servers import Defaults, Health, RouteRefusal, Server, ServerTable, Unroutable
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_OLLAMA_VERSION = "0.12.6"
+# The first Ollama release that serves every route the proxy serves (/v1/audio/transcriptions came
+# in 0.20.0, /v1/messages in 0.14.0, /v1/responses in 0.13.3): clients gate features on it
+# (Codex CLI refuses < 0.13.4), and a newer number would promise routes the proxy lacks.
+DEFAULT_OLLAMA_VERSION = "0.20.0"
 MIN_OLLAMA_VERSION = (0, 6, 4)  # VS Code Copilot refuses older versions
 VIEWED_BODY_LIMIT = 1_000_000
 
@@ -127,6 +130,21 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         False,
         "Send the client's own 'Authorization: Bearer <key>' upstream instead of openai_api_key "
         "(a client without one is forwarded without a key). A server's table may set it for that server.",
+    ),
+    (
+        "system_turns",
+        str,
+        "user",
+        "How POST /v1/messages sends the system turns an agent puts inside the conversation (Claude Code "
+        "sends one after the first user message): user (as user messages, which every chat template takes) "
+        "or system (kept as system messages, for upstreams that take them anywhere, as OpenAI does).",
+    ),
+    (
+        "responses_passthrough",
+        bool,
+        False,
+        "Forward POST /v1/responses to the upstream's own /responses (only the model name resolved), for "
+        "upstreams that serve the Responses API (OpenAI). Otherwise it is translated to chat/completions.",
     ),
     (
         "upstream_timeout",
@@ -244,6 +262,15 @@ def parse_limit(name: str, value: str) -> int:
     return size
 
 
+SYSTEM_TURNS = ("user", "system")
+
+
+def parse_system_turns(value: str) -> str:
+    if value not in SYSTEM_TURNS:
+        raise exceptions.OptionsError(f"system_turns must be one of {', '.join(SYSTEM_TURNS)}, got {value!r}")
+    return value
+
+
 def upstream_key(options: Any) -> str:
     """openai_api_key, else $OPENAI_API_KEY (kept out of the option's value, which mitmweb displays)."""
     return str(options.openai_api_key).strip() or os.environ.get("OPENAI_API_KEY", "").strip()
@@ -284,6 +311,8 @@ class Settings:
     hosts: Hosts  # allowed_hosts
     request_body_limit: int  # bytes; 0: no limit
     listen_host: str  # mitmproxy's listen_host ("": every interface), for modes that name none
+    system_turns: str = "user"  # "user" or "system": /v1/messages' system turns after the start
+    responses_passthrough: bool = False  # /v1/responses forwarded to the upstream's own /responses
 
     @property
     def server(self) -> Server:
@@ -330,6 +359,8 @@ class Settings:
             hosts=Hosts.parse(options.allowed_hosts),
             request_body_limit=parse_request_limit(options.request_body_limit),
             listen_host=str(options.listen_host) if "listen_host" in options else "",
+            system_turns=parse_system_turns(options.system_turns),
+            responses_passthrough=options.responses_passthrough,
         )
 
     def target(self, model: str) -> Target:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mitmproxy import exceptions
 
-from addon.catalog.catalog import Catalog, basename, family_of, full_name, has_tag, infer
+from addon.catalog.catalog import Catalog, basename, family_of, full_name, has_tag, infer, token_limit_field
 
 CATALOG = {
     "models": {
@@ -61,6 +61,7 @@ def test_catalog_entries_and_defaults() -> None:
         ({"models": {"x": {"context_length": "big"}}}, "context_length must be an integer"),
         ({"models": {"x": {"context_length": 0}}}, "context_length must be positive"),
         ({"models": {"x": {"think_style": "loud"}}}, "think_style must be one of"),
+        ({"models": {"x": {"max_output_tokens": -1}}}, "max_output_tokens must be positive"),
         ({"models": {"x": "gpt-4o"}}, "must be a table"),
     ],
 )
@@ -107,3 +108,20 @@ def test_context_length_from_the_listing() -> None:
     assert infer("m", {"meta": {"n_ctx_train": 131072}}).context_length == 131072  # llama.cpp
     assert infer("m", {"context_window": True}).context_length == 8192
     assert infer("m", {"created": 1700000000}).created == 1700000000
+
+
+def test_output_limits_and_their_field() -> None:
+    """What an agent's max_tokens is lowered to, and the field OpenAI's reasoning models take instead of max_tokens."""
+    limits = {m: infer(m).max_output_tokens for m in ("gpt-4o-mini", "gpt-4.1", "gpt-5-nano", "o4-mini", "qwen3:8b")}
+    assert limits == {"gpt-4o-mini": 16384, "gpt-4.1": 32768, "gpt-5-nano": 128000, "o4-mini": 100000, "qwen3:8b": None}
+    assert infer("m", {"max_completion_tokens": 4096}).max_output_tokens == 4096  # OpenRouter's top_provider field
+    entry = Catalog.parse({"models": {"a": {"upstream": "gpt-4o", "max_output_tokens": 1000}, "b": {}}})
+    assert entry.get("a").max_output_tokens == 1000 and entry.get("b").max_output_tokens is None
+    assert [token_limit_field(m) for m in ("o3", "o4-mini", "openai/gpt-5", "gpt-4o", "gpt-oss-20b", "o1x")] == [
+        "max_completion_tokens",
+        "max_completion_tokens",
+        "max_completion_tokens",
+        "max_tokens",
+        "max_tokens",
+        "max_tokens",
+    ]

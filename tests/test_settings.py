@@ -7,7 +7,17 @@ from types import SimpleNamespace
 import pytest
 from mitmproxy import exceptions
 
-from addon.settings import OPTIONS, VIEWED_BODY_LIMIT, HostMatcher, Settings, body_view_limit, parse_version
+from addon.settings import (
+    DEFAULT_OLLAMA_VERSION,
+    MIN_OLLAMA_VERSION,
+    OPTIONS,
+    VIEWED_BODY_LIMIT,
+    HostMatcher,
+    Settings,
+    body_view_limit,
+    parse_system_turns,
+    parse_version,
+)
 from addon.upstreams.servers import Server
 
 
@@ -38,6 +48,19 @@ def test_versions() -> None:
     for bad in ("0.6.3", "v1.0.0", "1.0", "latest"):
         with pytest.raises(exceptions.OptionsError):
             parse_version(bad)
+
+
+def test_the_default_version_serves_what_the_agents_need() -> None:
+    """Codex CLI refuses an Ollama older than 0.13.4; /v1/messages came in 0.14.0, and
+    /v1/audio/transcriptions, the newest route the proxy serves, in 0.20.0."""
+    version = tuple(int(p) for p in parse_version(DEFAULT_OLLAMA_VERSION).split("."))
+    assert version >= (0, 20, 0) and version >= MIN_OLLAMA_VERSION
+
+
+def test_system_turns() -> None:
+    assert parse_system_turns("user") == "user" and parse_system_turns("system") == "system"
+    with pytest.raises(exceptions.OptionsError, match="system_turns"):
+        parse_system_turns("assistant")
 
 
 def test_body_view_limit_auto_keeps_bodies_only_where_someone_looks() -> None:

@@ -5,7 +5,7 @@ one SSE decoder (`addon.wire.sse`):
 - `SSEToNDJSON`: Ollama NDJSON for the chat and generate endpoints, its lines from the one chunk
   builder (`translate.response.chunk`);
 - `ChunkConverter`: any other API's events, made by an `EventSink` from each decoded chunk (the
-  Anthropic Messages and OpenAI Responses streams of `addon.agents`).
+  Anthropic Messages and OpenAI Responses streams of `translate.anthropic` and `translate.responses`).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class SSEToNDJSON:
         self.timings: dict[str, Any] | None = None
         self.ended = False  # a final line (done or error) was emitted
         self.aborted = False  # the upstream's stream broke a limit: the rest of it is not read
+        self.error: str | None = None  # the message of the final error line, once emitted
         self._events = SSEDecoder(max_event)
         self._tool_calls: dict[int, _ToolCallDraft] = {}
 
@@ -112,6 +113,7 @@ class SSEToNDJSON:
         if self.ended:
             return b""
         self.ended = True
+        self.error = message
         return dumps_line({"error": message})
 
     # -- events -------------------------------------------------------------------------------
@@ -215,10 +217,11 @@ class SSEToNDJSON:
 
 class EventSink(Protocol):
     """A translator of decoded OpenAI stream chunks into another API's stream events (one bytes
-    object per event; never an empty one): `addon.agents.anthropic.MessagesStream`,
-    `addon.agents.responses.ResponsesStream`."""
+    object per event; never an empty one): `addon.translate.anthropic.MessagesStream`,
+    `addon.translate.responses.ResponsesStream`."""
 
     ended: bool
+    error: str | None  # the message of the final error event, once made
 
     def feed_event(self, chunk: dict[str, Any]) -> list[bytes]:
         """The events one decoded `chat.completion.chunk` yields."""
@@ -236,7 +239,8 @@ class ChunkConverter:
 
     `[DONE]` finishes the sink, an upstream error event or data that is no JSON object fails it,
     and so does an event over the decoder's cap; the token counts of the last `usage` seen are
-    the exchange's.
+    the exchange's. A body that ends with neither `[DONE]` nor a finish reason was cut short:
+    the sink fails, whatever it would make of the end (a Responses stream would complete).
     """
 
     final_error_on_break = True
@@ -249,11 +253,16 @@ class ChunkConverter:
         self.warnings: list[str] = []
         self.raw_usage: Any = None
         self.aborted = False  # the upstream's stream broke a limit: the rest of it is not read
+        self.finished = False  # a chunk with a finish reason was seen
         self._events = SSEDecoder(max_event)
 
     @property
     def ended(self) -> bool:
         return self.sink.ended
+
+    @property
+    def error(self) -> str | None:
+        return self.sink.error
 
     @property
     def usage(self) -> Usage | None:
@@ -277,7 +286,10 @@ class ChunkConverter:
             except SSETooLarge as e:
                 return self.fail(f"the upstream sent an invalid stream: {e}")
             out += [piece for event in events for piece in self._event(event.data)]
-        out += self.sink.finish()
+        if self.finished:
+            out += self.sink.finish()
+        else:
+            out += self.sink.fail("the upstream stream ended before the answer was complete")
         return b"".join(out)
 
     def fail(self, message: str) -> bytes:
@@ -301,4 +313,7 @@ class ChunkConverter:
             return self.sink.fail(f"upstream error: {error.get('message') if isinstance(error, dict) else error}")
         if isinstance(chunk.get("usage"), dict):
             self.raw_usage = chunk["usage"]
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict) and choices[0].get("finish_reason"):
+            self.finished = True
         return self.sink.feed_event(chunk)

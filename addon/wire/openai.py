@@ -205,10 +205,13 @@ _INF = float("inf")
 
 
 def usage_of(value: Any) -> Usage | None:
-    """The counts of an answer's `usage` object (None when there is none), leniently: what the proxy
-    logs of a /v1 answer it passes on unchanged (a count that is no number counts 0)."""
+    """The counts of an answer's `usage` object (None when there is none), leniently (a count that is
+    no number counts 0): chat completions' `prompt_tokens`/`completion_tokens`, or the Responses and
+    Anthropic APIs' `input_tokens`/`output_tokens`. What the proxy logs of an answer it passes on."""
     if not isinstance(value, dict):
         return None
+    if "prompt_tokens" not in value and "input_tokens" in value:
+        return Usage(token_count(value.get("input_tokens")), token_count(value.get("output_tokens")))
     return Usage(token_count(value.get("prompt_tokens")), token_count(value.get("completion_tokens")))
 
 

@@ -33,9 +33,23 @@ capabilities = ["completion", "tools", "vision"]
 [models."nomic-embed-text:latest"]
 upstream = "text-embedding-3-small"
 capabilities = ["embedding"]
+
+# Claude Code asks for Anthropic's names (its main model, and haiku for small background work)
+[models."claude-sonnet-5-5"]
+upstream = "gpt-4o-mini"
+context_length = 128000
+
+[models."claude-haiku-5-5"]
+upstream = "gpt-4o-mini"
+
+# Codex CLI's default model with --oss
+[models."gpt-oss:20b"]
+upstream = "gpt-4o-mini"
 """
 CHAT_MODEL = "llama3.2"
 EMBED_MODEL = "nomic-embed-text"
+CLAUDE_MODEL = "claude-sonnet-5-5"
+CODEX_MODEL = "gpt-oss:20b"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
