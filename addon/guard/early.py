@@ -68,6 +68,10 @@ def answer_now(flow: http.HTTPFlow, exchange: Exchange) -> None:
     assert response is not None
     exchange.early = True
     request = flow.request
+    try:
+        http1.expected_http_body_size(request)
+    except ValueError:
+        return  # invalid framing: mitmproxy's HTTP/1 layer answers 400 itself and closes (no second answer)
     if not has_body(request):
         return  # mitmproxy sends it after the empty body
     if request.http_version not in ("HTTP/1.0", "HTTP/1.1") or flow.client_conn.tls:
