@@ -157,7 +157,7 @@ def test_the_default_server_keeps_todays_messages() -> None:
             r"\[servers.vllm\]: unknown key 'base_ulr' \(known: base_url, ",
         ),
         (
-            {"vllm": {"base_url": "http://a/v1", "api_key": "sk-123"}},
+            {"vllm": {"base_url": "http://a/v1", "api_key": "a-key-written-in-the-file"}},
             r"\[servers.vllm\]: api_key is refused: a key never goes in the file",
         ),
         (
