@@ -226,8 +226,12 @@ def origin_check(flow: http.HTTPFlow, exchange: Exchange, settings: Settings, en
 
 
 def host_check(flow: http.HTTPFlow, settings: Settings, endpoint: Endpoint) -> Answer | None:
-    """allowedHostsMiddleware: on a loopback listener, 403 for a Host that is not a local name (DNS rebinding)."""
-    if not listens_on_loopback(flow, settings):
+    """allowedHostsMiddleware: on a loopback listener, 403 for a Host that is not a local name (DNS rebinding).
+
+    Only where the Host names the proxy itself (reverse mode, the drop-in Ollama endpoint). In the
+    other modes it names the destination an app asked its HTTP proxy for, which `ollama_hosts`
+    decides; a page in a browser that uses the proxy is refused there by `origin_check`."""
+    if not isinstance(flow.client_conn.proxy_mode, ReverseMode) or not listens_on_loopback(flow, settings):
         return None
     host = host_name(_host_header(flow))
     if settings.hosts.allows(host):
