@@ -6,8 +6,8 @@ killed (SIGTERM, then SIGKILL) in a `finally`. All loops are bounded in count an
 Environment knobs
   BENCH_QUICK=1       < 1 minute: shorter runs, fewer streams (results go to bench/out/)
   BENCH_PEERS=0       skip installing and measuring the PyPI peers
-  BENCH_ONLY=a,b      only these setups (keys: direct, mitmdump, addon, addon-v1, addon-base, addon-v1-base, oai2ollama,
-                      ollama-openai-proxy)
+  BENCH_ONLY=a,b      only these setups (keys: direct, mitmdump, mitmdump-empty, addon, addon-v1, addon-base,
+                      addon-v1-base, oai2ollama, ollama-openai-proxy)
   BENCH_NO_WRK=1      use the Python load generator even if wrk is installed
   BENCH_ADDON=path    measure another copy of the addon (e.g. a patched checkout's addon/proxy.py)
   BENCH_BASE=path     also measure this copy of the addon, in rows of its own (keys addon-base,
@@ -454,6 +454,23 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
         )
     )
 
+    p, p2 = free_port(), free_port()
+    at = len(proxy_prefix) + 1  # after the mitmdump executable
+    empty = [*plain[:at], "-s", str(BENCH / "empty_addon.py"), *plain[at:]]
+    targets.append(
+        Target(
+            "mitmdump-empty",
+            "(2b) mitmdump -s an empty addon",
+            "openai",
+            port=p,
+            cmd=[*empty, "--listen-port", str(p)],
+            stream_port=p2,
+            stream_cmd=[*empty, "--listen-port", str(p2), "--set", "stream_large_bodies=1"],
+            note="as row 2, with a script whose one addon has no hook (bench/empty_addon.py): mitmproxy's "
+            "floor for any addon, the price of a loaded script before it does anything",
+        )
+    )
+
     addon = Path(os.environ.get("BENCH_ADDON") or ROOT / "addon" / "proxy.py").resolve()
     targets += addon_targets(mitmdump, proxy_prefix, base, addon, "", "")
     if base_addon := os.environ.get("BENCH_BASE"):
@@ -679,7 +696,7 @@ async def run_all(targets: list[Target], entries: list[dict], use_wrk: bool, loa
                 r["proxy_cpu_s"] = session_cpu_s(lv.sid) - cpu0  # type: ignore[operator]
             return r
 
-        for c in (1, 50):
+        for c in (1, 20, 50):
             for r in range(R):
                 print(
                     f"[bench] non-stream c={c}, round {r + 1}/{R}: " + ", ".join(lv.t.key for lv in lives), flush=True
@@ -691,6 +708,7 @@ async def run_all(targets: list[Target], entries: list[dict], use_wrk: bool, loa
                         lv.res["rss_c50_kb"] = max(lv.res.get("rss_c50_kb") or 0, rs.peak)
         for lv in lives:
             lv.res["c1"] = merge_load_rounds(lv.rounds["c1"])
+            lv.res["c20"] = merge_load_rounds(lv.rounds["c20"])
             lv.res["c50"] = merge_load_rounds(lv.rounds["c50"])
 
         # -- phase B: streaming (setups with a separate streaming process switch now) -----
@@ -1041,25 +1059,33 @@ def render(results: dict) -> str:
     L.append(
         f'One request/response per round trip on a keep-alive connection, `"stream": false`. '
         f"Each figure is the median of {cfg['rounds']} interleaved round(s) of {cfg['wrk_seconds']:g} s "
-        "(c=50 req/s: min–max in brackets). *added* = this row's p50 minus the floor's p50; "
-        "×floor and ×mitmdump are plain ratios."
+        "(req/s: min–max in brackets). *added* = this row's p50 minus the floor's p50, *over mitmdump* "
+        "minus row 2's; ×floor and ×mitmdump are plain ratios. *CPU ms/req*: the proxy's CPU time per "
+        "request over the c=1, c=20 and c=50 rounds (steadier than wall-clock figures on a shared machine)."
     )
     L.append("")
     L.append(
-        "| setup | route | c=1 p50 ms | c=1 p99 ms | added p50 ms | p50 ×floor | p50 ×mitmdump "
-        "| c=50 req/s | req/s ×floor | req/s ×mitmdump | proxy CPU ms/req | CPU ×mitmdump | errors |"
+        "| setup | route | c=1 p50 ms | c=1 p99 ms | added p50 ms | over mitmdump ms | p50 ×mitmdump "
+        "| c=20 req/s | ×mitmdump | c=50 req/s | req/s ×floor | ×mitmdump "
+        "| proxy CPU ms/req c=1 · c=20 · c=50 | CPU ×mitmdump | errors |"
     )
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for t in rows:
         r = t["res"]
-        p50, p99, rps = g(r, "c1", "p50_ms"), g(r, "c1", "p99_ms"), g(r, "c50", "rps")
-        errs = (g(r, "c1", "errors") or 0) + (g(r, "c50", "errors") or 0)
+        p50, p99, rps20, rps = g(r, "c1", "p50_ms"), g(r, "c1", "p99_ms"), g(r, "c20", "rps"), g(r, "c50", "rps")
+        errs = sum(g(r, c, "errors") or 0 for c in ("c1", "c20", "c50"))
+        cpu = " · ".join(f(g(r, c, "cpu_ms_per_req")) for c in ("c1", "c20", "c50"))
+        cpu_ratio = " · ".join(
+            ratio(g(r, c, "cpu_ms_per_req"), g(mitm, c, "cpu_ms_per_req")) for c in ("c1", "c20", "c50")
+        )
         L.append(
             f"| {t['label']} | `{t['path']}` | {f(p50)} | {f(p99)} | "
             f"{added(p50, g(floor, 'c1', 'p50_ms')) if t['key'] != 'direct' else '—'} | "
-            f"{ratio(p50, g(floor, 'c1', 'p50_ms'))} | {ratio(p50, g(mitm, 'c1', 'p50_ms'))} | "
+            f"{added(p50, g(mitm, 'c1', 'p50_ms')) if t['key'] not in ('direct', 'mitmdump') else '—'} | "
+            f"{ratio(p50, g(mitm, 'c1', 'p50_ms'))} | "
+            f"{f(rps20)}{rng(g(r, 'c20', 'rps_range'))} | {ratio(rps20, g(mitm, 'c20', 'rps'))} | "
             f"{f(rps)}{rng(g(r, 'c50', 'rps_range'))} | {ratio(rps, g(floor, 'c50', 'rps'))} | {ratio(rps, g(mitm, 'c50', 'rps'))} | "
-            f"{f(g(r, 'c50', 'cpu_ms_per_req'))} | {ratio(g(r, 'c50', 'cpu_ms_per_req'), g(mitm, 'c50', 'cpu_ms_per_req'))} | {errs} |"
+            f"{cpu} | {cpu_ratio} | {errs} |"
         )
     L.append("")
 
@@ -1158,7 +1184,7 @@ def render(results: dict) -> str:
     error_lines: list[str] = []
     for t in rows:
         r = t["res"]
-        for phase in ("c1", "c50", "relay", "ttft", "tput"):
+        for phase in ("c1", "c20", "c50", "relay", "ttft", "tput"):
             ek = g(r, phase, "error_kinds")
             if ek:
                 error_lines.append(f"- {t['key']} {phase}: {ek}")
