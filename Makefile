@@ -17,7 +17,7 @@ WORKERS ?= 1
 POOL ?= 1
 
 
-.PHONY: setup lint format run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-workers bench-pool bench-profile clean
+.PHONY: setup lint format run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-workers bench-upstreams bench-pool bench-profile clean
 
 # A Python >= 3.12 found on this machine: $PYTHON, python3.13, python3.12, python3, then pyenv's.
 find_python = for c in "$$PYTHON" python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -rV); do \
@@ -51,8 +51,9 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 # The client compatibility suite (tests/clients/): the Ollama clients people use, each from its
-# registry at the versions pinned in tests/clients/requirements.txt and tests/clients/node/package-lock.json,
-# in an environment of its own (.venv-clients, and tests/clients/node/node_modules for ollama-js and the Vercel AI SDK).
+# registry at the versions pinned in tests/clients/requirements.txt and tests/clients/{node,claude,codex}/package-lock.json,
+# in an environment of its own (.venv-clients, and tests/clients/node/node_modules for ollama-js and the Vercel AI SDK,
+# tests/clients/claude and tests/clients/codex for Claude Code and Codex CLI).
 CLIENTS_VENV ?= .venv-clients
 NODE_DIR := tests/clients/node
 
@@ -69,7 +70,16 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
 	@touch $@
 
-clients-setup: $(CLIENTS_VENV)/.installed $(NODE_DIR)/node_modules/.installed
+# The agents, pinned in their own package.json + lock: Claude Code and Codex CLI (native binaries from npm).
+AGENT_DIRS := tests/clients/claude tests/clients/codex
+AGENT_STAMPS := $(AGENT_DIRS:%=%/node_modules/.installed)
+
+tests/clients/%/node_modules/.installed: tests/clients/%/package.json tests/clients/%/package-lock.json
+	@command -v npm >/dev/null || { echo "error: the agent tests (Claude Code, Codex CLI) need npm to install them" >&2; exit 1; }
+	npm ci --prefix tests/clients/$* --no-audit --no-fund --loglevel=error
+	@touch $@
+
+clients-setup: $(CLIENTS_VENV)/.installed $(NODE_DIR)/node_modules/.installed $(AGENT_STAMPS)
 
 # Without OPENAI_BASE_URL and OPENAI_API_KEY, serve the local model instead (built on first use).
 use_local_upstream = if [ -z "$$OPENAI_BASE_URL$$OPENAI_API_KEY" ]; then \
@@ -118,13 +128,14 @@ screenshot: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Real clients (ollama-js, Vercel AI SDK, LangChain, LlamaIndex, openai, curl) through a real mitmdump.
+# Real clients (ollama-js, Vercel AI SDK, LangChain, LlamaIndex, openai, pydantic-ai, curl, Claude Code,
+# Codex CLI) through a real mitmdump.
 test-clients: clients-setup
 	$(CLIENTS_VENV)/bin/python -m pytest tests/clients $(PYTEST_ARGS)
 
 # The live tier: the local model server (built or reused, started, and stopped after if it was not
-# running) behind a real mitmdump, driven by the ollama SDK.
-test-live: setup
+# running) behind a real mitmdump, driven by the ollama SDK, Claude Code and Codex CLI.
+test-live: setup $(AGENT_STAMPS)
 	@was_running=; scripts/local-upstream.sh status >/dev/null 2>&1 && was_running=1; \
 	base=$$(scripts/local-upstream.sh start) || exit 1; \
 	LIVE_BASE_URL=$$base $(PY) -m pytest tests/live $(PYTEST_ARGS); rc=$$?; \
@@ -146,6 +157,10 @@ bench-workers: setup
 
 bench-profile: setup
 	$(PY) bench/profile.py
+
+# The proxy's CPU per request when it routes over three upstream servers against one: bench/RESULTS-upstreams.md.
+bench-upstreams: setup
+	$(PY) bench/upstreams.py
 
 # A TLS upstream 40 ms away: new client connections against keep-alive ones, with and without the
 # upstream pool, WORKERS=1/2, the engines alone and the peers: bench/RESULTS-pool.md (needs haproxy;
@@ -173,4 +188,4 @@ upstream-stop:
 	scripts/local-upstream.sh stop
 
 clean:
-	rm -rf $(VENV) $(CLIENTS_VENV) $(NODE_DIR)/node_modules .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CLIENTS_VENV) $(NODE_DIR)/node_modules $(AGENT_DIRS:%=%/node_modules) .pytest_cache .hypothesis

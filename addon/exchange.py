@@ -9,15 +9,17 @@ What a saved flow keeps of it is `Exchange.record()`, written to `flow.metadata[
 (serialisable: saved flows, the content views and the collector read it), next to
 `ollama_request` (the client's body), `upstream_response` (the upstream's raw answer) and
 `upstream_headers`, each kept up to `body_view_limit` bytes. The keys of the record:
-`method`, `route` (the client's), `model` (as the client named it), `stream`, `server`,
-`upstream_route` and `upstream_model` (only when the flow went upstream), `upstream_status`,
+`method`, `route` (the client's), `model` (as the client named it), `stream`, `server` (the
+name of the upstream server it went to), `route_rule` (the routing rule that chose it: catalog,
+listed, pattern, default), `upstream_route` and `upstream_model` (only when the flow went
+upstream), `upstream_status`,
 `usage` (`prompt_tokens`, `completion_tokens`), `error`, `warning`.
 
 Replies: an endpoint answers a request with an `Answer` (local: status, body, content type)
 or a `Forward` (what to send upstream). `respond`, `send_upstream` and `replace_answer` apply
 them to the flow; `Relay` is the `flow.response.stream` callable of every converted or relayed
 stream; `finish` writes the flow's comment, marker and one log line (for a flow that went well,
-only at `flow_detail` ≥ 1).
+only at `flow_detail` ≥ 1: `flow_log`).
 """
 
 from __future__ import annotations
@@ -25,23 +27,29 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mitmproxy import http
-from mitmproxy.net.http import http1, status_codes, url
+from mitmproxy.net.http import status_codes, url
 
 from addon.guard import secrets, timeouts
+from addon.guard.output import escape
 from addon.translate.response import Clock
 from addon.wire.ollama import dumps_body
 from addon.wire.openai import Usage
+from addon.wire.sse import MAX_EVENT
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint, StreamConverter
     from addon.settings import Settings, Target
 
 logger = logging.getLogger("ollama_proxy")
+# The line of a flow that went well: at info level only at flow_detail >= 1 (`settings.log_flows`: the
+# proxy's configure sets this logger's level): a log record costs more than the rest of `finish`, since mitmproxy hands
+# every record to every addon (the deprecated `add_log` event) before printing it.
+flow_log = logging.getLogger("ollama_proxy.flows")
 
 # flow.metadata keys, serialisable so that saved flows keep them
 META = "ollama"  # Exchange.record(): what the client asked for and how it went
@@ -70,12 +78,15 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """What to send upstream for a client's request: `POST {server}/{route}` with this JSON body."""
+    """What to send upstream for a client's request: `POST {server}/{route}` with this JSON body
+    (or with `content`, bytes of another type such as a multipart form, sent as they are)."""
 
     route: str  # e.g. "chat/completions"
     body: Mapping[str, Any]
     stream: bool
     target: Target
+    content: bytes | None = None  # a body that is no JSON object: sent as it is, with `content_type`
+    content_type: str = "application/json"
 
 
 Reply = Answer | Forward
@@ -98,20 +109,30 @@ class Exchange:
 
     __slots__ = (
         "client_authorization",
+        "close",
+        "cors",
         "detail",
+        "early",
         "endpoint",
         "error",
         "expired",
+        "failure",
+        "flow",
         "forwarded_key",
+        "http10",
         "method",
         "model",
         "relay",
         "route",
+        "route_rule",
         "sent_at",
         "sent_key",
         "server",
+        "server_named",
+        "sse_event_limit",
         "start_ns",
         "stream",
+        "timeout",
         "upstream_model",
         "upstream_route",
         "upstream_status",
@@ -127,7 +148,9 @@ class Exchange:
         self.endpoint: Endpoint | None = None
         self.model: str | None = None  # as the client named it
         self.stream = False
-        self.server: str | None = None
+        self.server: str | None = None  # the upstream server's name (addon.upstreams)
+        self.route_rule: str | None = None  # the routing rule that chose it
+        self.server_named = False  # the log line names the server (several are configured)
         self.upstream_route: str | None = None  # None: answered locally
         self.upstream_model: str | None = None
         self.upstream_status: int | None = None
@@ -139,9 +162,19 @@ class Exchange:
         self.client_authorization: str | None = None  # the client's header, taken out of the flow
         self.forwarded_key: str | None = None  # the client's bearer, to go upstream (forward_client_key)
         self.wire_authorization: str | None = None  # the upstream header, held for the wire only
-        self.sent_key = ""  # the key sent upstream, hidden from its echoes
+        self.sent_key = ""  # the key sent upstream: hidden in what the proxy writes about this flow
+        self.sse_event_limit = MAX_EVENT  # bytes of one SSE event or line (sse_event_limit)
+        # Set when the proxy itself ends the upstream's part (upstream_body_limit, sse_event_limit,
+        # an answer it refuses): the status and message the client gets instead of mitmproxy's error.
+        self.failure: tuple[int, str] | None = None
+        self.flow: http.HTTPFlow | None = None  # while the proxy holds the exchange (redacted at exit)
         self.sent_at = 0.0  # time.monotonic() when the request went upstream; 0: it did not
-        self.expired = False  # upstream_timeout closed the upstream connection
+        self.expired = ""  # upstream_timeout closed the upstream connection: "connect", "handshake" or "open"
+        self.timeout = 0.0  # the server's upstream_timeout, seconds (0: no limit)
+        self.cors: tuple[tuple[str, str], ...] = ()  # the CORS headers of its answer (an allowed Origin)
+        self.close = False  # the client asked to close the connection after the answer
+        self.http10 = False  # an HTTP/1.0 client: no chunked encoding
+        self.early = False  # answered from its headers (addon.guard.early)
         self.relay: Relay | None = None
 
     @property
@@ -165,6 +198,7 @@ class Exchange:
             out.update(
                 stream=self.stream,
                 server=self.server,
+                route_rule=self.route_rule,
                 upstream_route=self.upstream_route,
                 upstream_model=self.upstream_model,
             )
@@ -173,10 +207,14 @@ class Exchange:
         if self.usage is not None:
             out["usage"] = self.usage.record()
         if self.error is not None:
-            out["error"] = self.error
+            out["error"] = self.hidden(self.error)
         if self.warning is not None:
-            out["warning"] = self.warning
+            out["warning"] = self.hidden(self.warning)
         return out
+
+    def hidden(self, text: str) -> str:
+        """Text the proxy writes about this flow, without any key: configured ones, and the one it sent upstream."""
+        return secrets.scrub(text, (self.sent_key,))
 
     def publish(self, flow: http.HTTPFlow) -> None:
         flow.metadata[META] = self.record()
@@ -188,34 +226,75 @@ class Exchange:
 
 def respond(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> None:
     """Answer the client locally."""
-    flow.response = http.Response.make(answer.status, answer.body, {"Content-Type": answer.content_type})
-    for name, value in answer.headers:
-        flow.response.headers[name] = value
-    if flow.request.method == "HEAD":  # GET's headers without the body: a body would corrupt a kept-alive connection
-        flow.response.content = b""
-        flow.response.headers["content-length"] = str(len(answer.body))
+    flow.response = local_response(flow.request.method, exchange, answer)
     if answer.error is not None:
         exchange.error = answer.error
 
 
+def local_response(method: str, exchange: Exchange, answer: Answer) -> http.Response:
+    """The HTTP answer of a local `Answer` to a request with this method."""
+    response = http.Response.make(answer.status, answer.body)
+    if answer.content_type:
+        response.headers["content-type"] = answer.content_type
+    for name, value in answer.headers:
+        response.headers[name] = value
+    if method == "HEAD":  # GET's headers without the body: a body would corrupt a kept-alive connection
+        response.content = b""
+        response.headers["content-length"] = str(len(answer.body))
+    elif answer.status in (204, 304):  # no body, and no Content-Length either (RFC 9110)
+        response.headers.pop("content-length", None)
+    finish_head(response, exchange)
+    return response
+
+
+def finish_head(response: http.Response, exchange: Exchange) -> None:
+    """What every answer of the proxy carries: the CORS headers `guard.browser.origin_check` chose
+    for an allowed Origin, `Connection: close` when the client asked for it (the rewritten request
+    no longer says so, and mitmproxy closes only when the request or the answer does), and for an
+    HTTP/1.0 client no chunked encoding."""
+    for name, value in exchange.cors:
+        if name == "Vary":
+            present = {v.strip().lower() for v in ",".join(response.headers.get_all("vary")).split(",")}
+            if value.lower() not in present:
+                response.headers.add(name, value)
+        else:
+            response.headers[name] = value
+    if exchange.close:
+        response.headers["connection"] = "close"
+    if exchange.http10 and not response.stream and response.raw_content is not None:
+        # A whole answer relayed with the upstream's chunked encoding: HTTP/1.0 cannot read it.
+        if "chunked" in response.headers.get("transfer-encoding", "").lower():
+            del response.headers["transfer-encoding"]
+            response.headers["content-length"] = str(len(response.raw_content))
+
+
 def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, settings: Settings) -> None:
     """Rewrite the flow in place into the request that mitmproxy then sends upstream."""
-    server = forward.target.server
+    target = forward.target
+    server = target.server
     exchange.stream = forward.stream
     exchange.server = server.name
+    exchange.route_rule = target.rule
+    exchange.server_named = len(settings.servers) > 1
+    exchange.timeout = float(server.upstream_timeout)
     exchange.upstream_route = forward.route
     exchange.upstream_model = forward.target.model
+    exchange.sse_event_limit = settings.sse_event_limit
     request = flow.request
     if settings.body_view_limit and request.raw_content:
         flow.metadata[CLIENT_BODY] = request.raw_content[: settings.body_view_limit]
-    body = dumps_body(forward.body)
-    connection = _connection_wish(request)  # before the client's headers are gone
+    if request.is_http2 or request.is_http3:
+        # An HTTP/1.1 request from here on: mitmproxy would send a converted copy (which drops the
+        # wire-only headers of `guard.secrets.WireHeaders`); the upstream is offered only HTTP/1.1.
+        request.http_version = "HTTP/1.1"
+        request.authority = ""
+    body = dumps_body(forward.body) if forward.content is None else forward.content
     where = _upstream_url(server.url(forward.route))
     # What `request.url = ...`, `request.headers = Headers(...)` and `request.content = ...` make, built
     # from bytes once per URL: mitmproxy's setters parse the URL and look headers up on every request.
     fields = [
         (b"host", where.hostport),
-        (b"content-type", b"application/json"),
+        (b"content-type", forward.content_type.encode("utf-8", "surrogateescape")),
         (b"accept", b"text/event-stream" if forward.stream else b"application/json"),
         (b"accept-encoding", b"identity"),
     ]
@@ -223,32 +302,14 @@ def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, set
         fields.append((b"user-agent", user_agent.encode("utf-8", "surrogateescape")))
     if server.authorization:
         fields.append((b"authorization", server.authorization.encode("utf-8", "surrogateescape")))
-    if connection is not None:
-        fields.append((b"connection", connection))
     fields.append((b"content-length", b"%d" % len(body)))
     request.headers = http.Headers(tuple(fields))
     request.method = "POST"
     data = request.data
     data.scheme, data.host, data.port, data.path = where.scheme, where.host, where.port, where.path
-    if data.authority:  # absolute-form (regular proxy mode) or HTTP/2: as the host setter does
+    if data.authority:  # absolute-form (regular proxy mode): as the host setter does
         request.authority = where.hostport.decode()
     request.raw_content = body
-
-
-def _connection_wish(request: http.Request) -> bytes | None:
-    """The client's `Connection: close` (or an HTTP/1.0 client's keep-alive), kept in the rewritten request.
-
-    mitmproxy decides from the request whether to close the client connection after the answer:
-    without this, a client that asked for `close` would find its connection left open. Sent
-    upstream too, where it costs nothing: mitmproxy's upstream connection ends with the client's.
-    """
-    version = request.http_version
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        return None
-    close = http1.connection_close(version, request.headers)
-    if close == (version == "HTTP/1.0"):  # what the version means without a Connection header
-        return None
-    return b"close" if close else b"keep-alive"
 
 
 class _UpstreamURL(NamedTuple):
@@ -296,16 +357,25 @@ def replace_answer(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> N
 
 
 def keep_upstream_head(flow: http.HTTPFlow, exchange: Exchange, settings: Settings) -> None:
-    """Note the upstream's own status and headers before the answer is converted (for saved flows)."""
+    """Note the upstream's own status and (allow-listed) headers before the answer is converted (for saved flows)."""
     response = flow.response
     if settings.body_view_limit and response is not None:
         exchange.upstream_status = response.status_code
-        flow.metadata[UPSTREAM_HEADERS] = [[k, v] for k, v in response.headers.items(multi=True)]
+        flow.metadata[UPSTREAM_HEADERS] = [[k, exchange.hidden(v)] for k, v in response.headers.items(multi=True)]
 
 
-def keep_upstream_body(flow: http.HTTPFlow, body: bytes, settings: Settings) -> None:
+def keep_upstream_body(flow: http.HTTPFlow, exchange: Exchange, body: bytes, settings: Settings) -> None:
+    """Keep the upstream's raw answer for the flow views, without any key in any form."""
     if settings.body_view_limit:
-        flow.metadata[UPSTREAM_BODY] = body[: settings.body_view_limit]
+        flow.metadata[UPSTREAM_BODY] = hidden_bytes(exchange, body[: settings.body_view_limit])
+
+
+def hidden_bytes(exchange: Exchange, data: bytes) -> bytes:
+    """`Exchange.hidden` for bytes (kept bodies)."""
+    data = secrets.scrub_bytes(data)
+    if secrets.own_secret(exchange.sent_key):
+        data = exchange.hidden(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,20 +388,22 @@ class Relay:
     mitmproxy drops a chunk silently when the callable raises, and an empty item mid-stream
     would end a chunked response: so a converter bug becomes the converter's final error
     line or event, and nothing empty is returned. It notes when the upstream last sent
-    something (for upstream_timeout), hides configured keys in the final pieces (only an error
-    line can carry one the upstream echoed), and keeps up to `keep` bytes of the upstream
-    stream and of the answer for the flow views.
+    something (for upstream_timeout), hides configured keys (in any form) in every piece it
+    sends (an upstream may echo them in any event), calls `on_abort` once when the converter
+    gave up on the upstream's stream (`sse_event_limit`: the rest is not worth reading), and keeps
+    up to `keep` bytes of the upstream stream and of the answer for the flow views.
     """
 
-    __slots__ = ("called", "converter", "keep", "last_data", "sent", "upstream")
+    __slots__ = ("called", "converter", "keep", "last_data", "on_abort", "sent", "upstream")
 
-    def __init__(self, converter: StreamConverter, keep: int) -> None:
+    def __init__(self, converter: StreamConverter, keep: int, on_abort: Callable[[], None] | None = None) -> None:
         self.converter = converter
         self.called = False
         self.keep = keep
         self.upstream = bytearray()
         self.sent = bytearray()
         self.last_data = time.monotonic()
+        self.on_abort = on_abort
 
     def __call__(self, data: bytes) -> list[bytes]:
         self.last_data = time.monotonic()
@@ -342,8 +414,11 @@ class Relay:
         except Exception as e:  # a converter bug must not cost the client its answer
             logger.exception("stream conversion failed")
             out = converter.fail(f"proxy error while converting the stream: {e}") or b""
-        if out and converter.ended and secrets.shows_secret(out):
-            out = secrets.scrub(out.decode("utf-8", "replace")).encode()
+        if out and secrets.shows_secret(out):
+            out = secrets.scrub_bytes(out)
+        if converter.aborted and self.on_abort is not None:
+            on_abort, self.on_abort = self.on_abort, None
+            on_abort()
         if self.keep:
             if len(self.upstream) < self.keep:
                 self.upstream += data[: self.keep - len(self.upstream)]
@@ -352,16 +427,26 @@ class Relay:
         return [out] if out else []
 
 
-def start_stream(flow: http.HTTPFlow, exchange: Exchange, converter: StreamConverter, settings: Settings) -> None:
+def start_stream(
+    flow: http.HTTPFlow,
+    exchange: Exchange,
+    converter: StreamConverter,
+    settings: Settings,
+    on_abort: Callable[[], None] | None = None,
+) -> None:
     """Convert (or relay) the upstream's stream as it arrives, with the headers the client's format needs."""
     response = flow.response
     assert response is not None
-    exchange.relay = Relay(converter, settings.body_view_limit)
+    exchange.relay = Relay(converter, settings.body_view_limit, on_abort)
     response.stream = exchange.relay
     response.headers.pop("content-length", None)  # converted pieces and a closing error change the length
-    response.headers["transfer-encoding"] = "chunked"
+    if flow.request.http_version == "HTTP/1.0":
+        # An HTTP/1.0 client cannot read chunked encoding: the answer ends with the connection.
+        response.headers.pop("transfer-encoding", None)
+        response.headers["connection"] = "close"
+    else:
+        response.headers["transfer-encoding"] = "chunked"
     if converter.content_type is not None:
-        response.headers.pop("content-encoding", None)
         response.headers["content-type"] = converter.content_type
     if converter.final_error_on_break and not timeouts.ENDS_CONNECTION_WITH_ANSWER:
         # If the upstream breaks off, mitmproxy closes this connection right after the final error
@@ -369,13 +454,28 @@ def start_stream(flow: http.HTTPFlow, exchange: Exchange, converter: StreamConve
         response.headers["connection"] = "close"
 
 
+def complete_stream(exchange: Exchange) -> Relay | None:
+    """The relay of a stream the client has had whole (its final piece sent, no error), else None.
+
+    Agents hang up as soon as they read a stream's last event (Codex after `response.completed`),
+    which can be before mitmproxy has read the end of the upstream's body: the flow then fails
+    with "Client disconnected." although the client got its whole answer.
+    """
+    relay = exchange.relay
+    if relay is None or not relay.called or not relay.converter.ended or relay.converter.error is not None:
+        return None
+    return relay
+
+
 def finish_stream(flow: http.HTTPFlow, exchange: Exchange, relay: Relay) -> None:
-    """A relayed stream has ended: its usage and warnings, and what the flow views show of it."""
+    """A relayed stream has ended: its usage, warnings and final error, and what the flow views show of it."""
     converter = relay.converter
     exchange.warn(converter.warnings)
     exchange.usage = converter.usage
+    if converter.error is not None and exchange.error is None:
+        exchange.error = converter.error
     if relay.keep:
-        flow.metadata[UPSTREAM_BODY] = bytes(relay.upstream)
+        flow.metadata[UPSTREAM_BODY] = hidden_bytes(exchange, bytes(relay.upstream))
         response = flow.response
         if response is not None and response.raw_content is None:  # mitmproxy keeps no streamed body unless asked
             response.content = bytes(relay.sent)
@@ -386,13 +486,17 @@ def finish_stream(flow: http.HTTPFlow, exchange: Exchange, relay: Relay) -> None
 
 
 def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
-    """`POST /api/chat llama3.2 → /v1/chat/completions gpt-4o-mini · 200 · 25+14 tokens · 812 ms`."""
+    """`POST /api/chat llama3.2 → /v1/chat/completions gpt-4o-mini · 200 · 25+14 tokens · 812 ms`;
+    with several servers, the server's name after the arrow (`→ vllm /v1/chat/completions ...`)."""
     request = flow.request
     asked = f"{exchange.method} {exchange.route} {exchange.model or ''}".rstrip()
     if exchange.upstream_route is not None:
-        asked += f" → {request.path.split('?', 1)[0]} {exchange.upstream_model}"
+        server = f"{exchange.server} " if exchange.server_named else ""
+        asked += f" → {server}{request.path.split('?', 1)[0]} {exchange.upstream_model}"
     parts = [asked]
-    if flow.response is not None:
+    if exchange.failure is not None and flow.error is not None and exchange.relay is None:
+        parts.append(str(exchange.failure[0]))  # the proxy's error page, not the upstream's status
+    elif flow.response is not None:
         parts.append(str(flow.response.status_code))
     if usage := exchange.usage:
         parts.append(f"{usage.prompt_tokens}+{usage.completion_tokens} tokens")
@@ -400,22 +504,21 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
     parts.append(f"{(end - request.timestamp_start) * 1000:.0f} ms")
     if exchange.error:
         parts.append(f"error: {exchange.error}")
-    return " · ".join(parts)
+    return escape(" · ".join(parts))  # client text (the model, an error naming it) cannot forge lines
 
 
-def finish(flow: http.HTTPFlow, exchange: Exchange, settings: Settings) -> None:
+def finish(flow: http.HTTPFlow, exchange: Exchange, answered: bool = False) -> None:
     """Annotate a finished (or failed) flow, log its one line, and keep its record.
 
-    A failure is always logged (a warning); a flow that went well only with `settings.log_flows`
-    (not at mitmdump's `flow_detail=0`): a log record costs more than the rest of this function,
-    since mitmproxy hands every record to every addon (the deprecated `add_log` event) and prints it.
+    `answered`: the client had its whole answer, whatever mitmproxy's `flow.error` says after it.
     """
     exchange.publish(flow)
-    line = summary(flow, exchange)
+    line = exchange.hidden(summary(flow, exchange))
     flow.comment = line
     response = flow.response
-    if exchange.error or flow.error is not None or (response is not None and response.status_code >= 400):
+    broken = flow.error is not None and not answered
+    if exchange.error or broken or (response is not None and response.status_code >= 400):
         flow.marked = FAILED_MARKER
         logger.warning(line)
-    elif settings.log_flows:
-        logger.info(line)
+    else:
+        flow_log.info(line)  # (nothing at flow_detail=0: `flow_log`)

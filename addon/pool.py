@@ -25,8 +25,8 @@ origin to the pool's listener just before mitmproxy opens the connection (after 
 seen it), by setting `scheme`/`host`/`port` on the request data without touching its Host
 header; `PoolRestore`, the first addon of the script, puts the real URL back when the answer's
 headers (or an error) arrive, before anything else sees the flow. Nothing else in the addon knows
-about the pool. `pooled_origins(options)` decides which origins are pooled: today the one
-`openai_base_url`; with several upstreams, each of them gets a listener of its own.
+about the pool but the proxy, which tells it every upstream server's base URL (`servers`):
+`pooled_origins` decides which origins are pooled, and each gets a listener of its own.
 """
 
 from __future__ import annotations
@@ -120,13 +120,15 @@ def origin_of(url: str) -> Origin | None:
     return Origin(parts.scheme, parts.hostname, port)
 
 
-def pooled_origins(options: Any) -> list[Origin]:
-    """The upstream origins that go through the pool. One upstream today (openai_base_url); the
-    place to list every configured upstream once there are several."""
+def pooled_origins(options: Any, urls: Sequence[str] | None = None) -> list[Origin]:
+    """The upstream origins that go through the pool: every configured upstream server's (`urls`,
+    their base URLs, which the proxy gives: the default server's and each `[servers.NAME]`'s),
+    else `openai_base_url`'s."""
     mode = options.upstream_pool
     if mode == "off":
         return []
-    urls = [options.openai_base_url]
+    if urls is None:
+        urls = [options.openai_base_url]
     origins = {o for o in map(origin_of, urls) if o is not None and (mode == "all" or o.scheme == "https")}
     return sorted(origins)
 
@@ -427,6 +429,28 @@ class UpstreamPool:
         self.routes: dict[Origin, tuple[str, int]] = {}
         self.wanted: tuple[object, ...] | None = None
         self.is_running = False
+        self.urls: tuple[str, ...] | None = None  # every upstream server's base URL (set by the proxy)
+
+    def servers(self, urls: Sequence[str]) -> None:
+        """The upstream servers' base URLs (several upstreams, addon/upstreams/): each https origin
+        is pooled. Called by the proxy whenever it (re)builds its servers; a sidecar that cannot
+        serve them refuses the option change that made them."""
+        urls = tuple(urls)
+        if urls == self.urls:
+            return
+        previous, self.urls = self.urls, urls
+        if pooled_origins(ctx.options, urls) and find_haproxy() is None:
+            self.urls = previous
+            raise exceptions.OptionsError(
+                "upstream_pool needs HAProxy, which is not installed: apt-get install haproxy "
+                "(or run without the pool: make run POOL=0, or --set upstream_pool=off)"
+            )
+        if self.is_running:
+            try:
+                self.apply()
+            except RuntimeError as e:
+                self.urls = previous
+                raise exceptions.OptionsError(f"upstream pool: {e}") from None
 
     # -- options and the sidecar's life ----------------------------------------------------
 
@@ -442,7 +466,7 @@ class UpstreamPool:
             raise exceptions.OptionsError(f"upstream_pool must be off, https or all, got {ctx.options.upstream_pool!r}")
         if ctx.options.upstream_pool_max_idle < 1 or ctx.options.upstream_pool_idle < 1:
             raise exceptions.OptionsError("upstream_pool_max_idle and upstream_pool_idle must be at least 1")
-        origins = pooled_origins(ctx.options)
+        origins = pooled_origins(ctx.options, self.urls)
         if origins and find_haproxy() is None:
             raise exceptions.OptionsError(
                 "upstream_pool needs HAProxy, which is not installed: apt-get install haproxy "
@@ -461,7 +485,7 @@ class UpstreamPool:
 
     def apply(self) -> None:
         """Start, restart or stop the sidecar so that it serves what the options say."""
-        origins = pooled_origins(ctx.options)
+        origins = pooled_origins(ctx.options, self.urls)
         wanted = (
             tuple(origins),
             *(getattr(ctx.options, name) for name in sorted(POOL_OPTION_NAMES | TLS_OPTION_NAMES)),

@@ -41,45 +41,85 @@ def _load_own_package() -> None:
 if __package__ != "addon":
     _load_own_package()
 
+import asyncio  # noqa: E402
+import dataclasses  # noqa: E402
+import logging  # noqa: E402
 from collections.abc import Awaitable, Sequence  # noqa: E402
 
 from mitmproxy import ctx, http  # noqa: E402
 from mitmproxy.addonmanager import Loader  # noqa: E402
 from mitmproxy.flow import Flow  # noqa: E402
+from mitmproxy.net.http import http1  # noqa: E402
 from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData  # noqa: E402
 
 from addon import (  # noqa: E402
     endpoints,
     pool,
     views,
 )
+from addon.endpoints.base import Endpoint  # noqa: E402
 from addon.exchange import (  # noqa: E402
     Answer,
     Exchange,
     Forward,
     Reply,
+    complete_stream,
     finish,
+    finish_head,
     finish_stream,
+    flow_log,
     keep_upstream_body,
     keep_upstream_head,
+    local_response,
     replace_answer,
     respond,
     send_upstream,
     start_stream,
 )
-from addon.guard import access, errorpage, secrets, timeouts  # noqa: E402
-from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, upstream_key  # noqa: E402
+from addon.guard import (  # noqa: E402
+    access,
+    browser,
+    client_buffer,
+    early,
+    errorpage,
+    output,
+    request_size,
+    secrets,
+    timeouts,
+    upstream,
+)
+from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, log_flows  # noqa: E402
+from addon.upstreams.directory import ServersDirectory  # noqa: E402
+from addon.upstreams.servers import Health, RouteRefusal, Unroutable  # noqa: E402
+
+
+def refusal_answer(endpoint: Endpoint, refusal: RouteRefusal) -> Answer:
+    """No healthy server for the model: the endpoint's error, at once, with Retry-After."""
+    answer = endpoint.error(refusal.status, refusal.message)
+    if refusal.retry_after:
+        answer = dataclasses.replace(answer, headers=(*answer.headers, ("Retry-After", str(refusal.retry_after))))
+    return answer
+
+
+logger = logging.getLogger("ollama_proxy")
 
 
 class OllamaProxy:
     """The addon: Ollama requests in, answered locally or rewritten for the OpenAI upstream."""
 
-    def __init__(self) -> None:
+    def __init__(self, upstream_pool: pool.UpstreamPool | None = None) -> None:
+        self.pool = upstream_pool  # told every upstream server's base URL (its https origins are pooled)
         self.settings: Settings | None = None
         self.exchanges: dict[str, Exchange] = {}  # by flow id, from the request's headers to its end
         self.watch = timeouts.UpstreamWatch()
+        self.health = Health()  # the servers' health, kept across every reconfiguration
+        self.key_names: set[str] = set()  # the names the servers' keys are registered under (secrets)
         self.injector_installed = False
         self.rebind = False
+        self.is_running = False
+        self.closing: set[asyncio.Task[None]] = set()  # old directories being closed
+        self.body_size_limit: str | None = None  # the value the addon gave mitmproxy's body_size_limit
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -92,29 +132,75 @@ class OllamaProxy:
     def configure(self, updated: set[str]) -> None:
         options = ctx.options
         if self.settings is None or updated & (OPTION_NAMES | WATCHED_OPTIONS):
-            self.settings = Settings.build(options, self.settings, updated)
-            secrets.register("openai_api_key", upstream_key(options))
-            secrets.register("ollama_api_key", self.settings.client_key)
-            self.watch.timeout = self.settings.upstream_timeout
+            previous = self.settings
+            settings = Settings.build(options, previous, updated, self.health)
+            if self.pool is not None:  # may refuse the change (a new https server and no HAProxy)
+                self.pool.servers([str(server.base_url) for server in settings.servers])
+            self.settings = settings
+            self.register_keys(settings)
+            if previous is not None and previous.models is not settings.models:
+                self.replace_directory(previous.models, settings.models)
         secrets.install_log_scrubber()
-        timeouts.keep_client_connection(options, self.watch.timeout)
+        output.install()
+        flow_log.setLevel(logging.INFO if log_flows(options) else logging.WARNING)  # the line of each flow
+        timeouts.keep_client_connection(options, max(s.upstream_timeout for s in self.settings.servers))
         self.rebind |= access.listen_on_loopback(options)
+        self.body_size_limit = request_size.ceiling(options, self.settings.request_body_limit, self.body_size_limit)
+        client_buffer.install(self.settings.request_body_limit)
         # Requests are rewritten or answered before any upstream connection is needed; "eager"
         # would first connect to the reverse target and fail the client when it is absent.
         if "connection_strategy" in options and options.connection_strategy != "lazy":
             options.connection_strategy = "lazy"
+        # In reverse mode mitmproxy would replace the client's Host by the reverse target's before
+        # requestheaders: the Host check needs the client's (send_upstream sets the upstream's).
+        if "keep_host_header" in options and not options.keep_host_header:
+            options.keep_host_header = True
+
+    def register_keys(self, settings: Settings) -> None:
+        """Every server's key (and the client key) is a secret: hidden in logs, answers, views, saved flows."""
+        keys = settings.servers.secrets()
+        for name in self.key_names - keys.keys():
+            secrets.register(name, "")
+        for name, key in keys.items():
+            secrets.register(name, key)
+        self.key_names = set(keys)
+        secrets.register("ollama_api_key", settings.client_key)
+
+    def replace_directory(self, old: ServersDirectory, new: ServersDirectory) -> None:
+        """The servers or their lists' sources changed: the old directory's fetches end, the new one's begin."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # configured outside the event loop (unit tests): nothing is running
+            return
+        closing = loop.create_task(old.close())
+        self.closing.add(closing)
+        closing.add_done_callback(self.closing.discard)
+        if self.is_running:
+            new.start()
 
     async def running(self) -> None:
         secrets.install_log_scrubber()
         secrets.install_injector(ctx.master, self.exchanges.get)
         self.injector_installed = True
+        self.is_running = True
+        if self.settings is not None:
+            self.settings.models.start()  # several servers: every first list, and the health probe
         if self.rebind:
             self.rebind = False
             await access.rebind(ctx.master)
 
-    def done(self) -> None:
+    async def done(self) -> None:
+        # Flows still in flight are written by mitmproxy's save addon after this hook (it comes later
+        # in the chain): none of them keeps a key.
+        for exchange in self.exchanges.values():
+            if exchange.flow is not None:
+                secrets.forget(exchange.flow, exchange)
         errorpage.uninstall()
+        client_buffer.uninstall()
         self.watch.done()
+        self.is_running = False
+        if self.settings is not None:
+            await self.settings.models.close()
 
     # -- flows --------------------------------------------------------------------------------
 
@@ -127,44 +213,121 @@ class OllamaProxy:
     def open(self, flow: http.HTTPFlow) -> Exchange:
         request = flow.request
         exchange = Exchange(request.method, request.path.split("?", 1)[0], request.timestamp_start)
+        exchange.flow = flow
+        route = endpoints.find(exchange.route)
+        exchange.endpoint = route.endpoint if route is not None else endpoints.FALLBACK
+        exchange.close = http1.connection_close(request.http_version, request.headers)
+        exchange.http10 = request.http_version == "HTTP/1.0"
         self.exchanges[flow.id] = exchange
         return exchange
+
+    def admit(self, flow: http.HTTPFlow, exchange: Exchange) -> Answer | None:
+        """Everything decided from the request's head, in Ollama's order: a refusal, a preflight, or None."""
+        settings = self.settings
+        assert settings is not None and exchange.endpoint is not None
+        endpoint = exchange.endpoint
+        access.take_client_key(flow, exchange)  # before any view shows the flow
+        return (
+            browser.origin_check(flow, exchange, settings, endpoint)  # 403, or a preflight's 204
+            or browser.host_check(flow, settings, endpoint)  # 403 (DNS rebinding)
+            or access.refusal(exchange, settings, endpoint)  # 401
+            or request_size.declared_too_large(flow.request, settings.request_body_limit, endpoint)  # 413
+        )
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if not self.is_ollama(flow):
             return
         exchange = self.open(flow)
-        access.take_client_key(flow, exchange)
+        if answer := self.admit(flow, exchange):
+            respond(flow, exchange, answer)
+            early.answer_now(flow, exchange)  # before the body is read
+            exchange.publish(flow)
+        elif request_size.chunked(flow.request):
+            self.limit_chunked_body(flow, exchange)
+
+    def limit_chunked_body(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        """A body without a declared length gets its 413 the moment it crosses request_body_limit."""
+        assert self.settings is not None and exchange.endpoint is not None
+        if not (limit := self.settings.request_body_limit):
+            return
+        answer = request_size.chunked_refusal(exchange.endpoint, limit)
+        response = local_response(flow.request.method, exchange, answer)
+        response.headers["connection"] = "close"
+        data = http1.assemble_response(response)
+        client_buffer.limit_body(flow.request, client_buffer.BodyLimit(limit, data, answer.error or ""))
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         exchange = self.exchanges.get(flow.id)
         if exchange is None:
             if not self.is_ollama(flow):
                 return None
-            exchange = self.open(flow)
-        if flow.response is not None:  # answered by another addon
-            del self.exchanges[flow.id]
+            exchange = self.open(flow)  # (no requestheaders hook: a replayed flow)
+            if answer := self.admit(flow, exchange):
+                respond(flow, exchange, answer)
+                exchange.early = True
+        if flow.response is not None:
+            if not exchange.early:  # answered by another addon
+                del self.exchanges[flow.id]
             return None
-        settings = self.settings
-        assert settings is not None
-        route = endpoints.find(exchange.route)
-        endpoint = exchange.endpoint = route.endpoint if route is not None else endpoints.FALLBACK
-        reply: Reply | Awaitable[Reply]
-        if refused := access.refusal(exchange, settings, endpoint):
-            reply = refused
-        elif route is None:
-            reply = Answer(404, b"404 page not found", "text/plain")
-        elif flow.request.method not in route.methods:
-            reply = Answer(405, b"405 method not allowed", "text/plain")
-        else:
-            reply = endpoint.handle(exchange, flow.request, settings)
-        if isinstance(reply, Answer | Forward):
-            self.apply(flow, exchange, reply)
+        # Fail closed: an exception here would make mitmproxy forward the untranslated request.
+        try:
+            settings = self.settings
+            assert settings is not None
+            route = endpoints.find(exchange.route)
+            endpoint = exchange.endpoint or endpoints.FALLBACK
+            reply: Reply | Awaitable[Reply]
+            if too_large := request_size.too_large(flow.request, settings.request_body_limit, endpoint):
+                reply = too_large  # a chunked body (a declared length was checked at its headers)
+            elif route is None:
+                reply = Answer(404, b"404 page not found", "text/plain")
+            elif flow.request.method not in route.methods:
+                reply = Answer(405, b"405 method not allowed", "text/plain")
+            elif settings.models.warming:  # several servers, right after start: their first lists first
+                return self.handle_later(flow, exchange, endpoint, settings)
+            else:
+                try:
+                    reply = endpoint.handle(exchange, flow.request, settings)
+                except Unroutable as e:
+                    reply = refusal_answer(endpoint, e.refusal)
+            if isinstance(reply, Answer | Forward):
+                self.apply(flow, exchange, reply)
+                return None
+        except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
+            self.internal_error(flow, exchange, e)
             return None
-        return self.apply_later(flow, exchange, reply)  # mitmproxy awaits it
+        return self.apply_later(flow, exchange, endpoint, reply)  # mitmproxy awaits it
 
-    async def apply_later(self, flow: http.HTTPFlow, exchange: Exchange, reply: Awaitable[Reply]) -> None:
-        self.apply(flow, exchange, await reply)
+    async def apply_later(
+        self, flow: http.HTTPFlow, exchange: Exchange, endpoint: Endpoint, reply: Awaitable[Reply]
+    ) -> None:
+        try:
+            try:
+                done = await reply
+            except Unroutable as e:
+                done = refusal_answer(endpoint, e.refusal)
+            self.apply(flow, exchange, done)
+        except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
+            self.internal_error(flow, exchange, e)
+
+    async def handle_later(
+        self, flow: http.HTTPFlow, exchange: Exchange, endpoint: Endpoint, settings: Settings
+    ) -> None:
+        await settings.models.wait_first()
+        try:
+            try:
+                reply = endpoint.handle(exchange, flow.request, settings)
+            except Unroutable as e:
+                reply = refusal_answer(endpoint, e.refusal)
+        except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
+            self.internal_error(flow, exchange, e)
+            return
+        if isinstance(reply, Answer | Forward):
+            try:
+                self.apply(flow, exchange, reply)
+            except Exception as e:  # noqa: BLE001
+                self.internal_error(flow, exchange, e)
+        else:
+            await self.apply_later(flow, exchange, endpoint, reply)
 
     def apply(self, flow: http.HTTPFlow, exchange: Exchange, reply: Reply) -> None:
         settings = self.settings
@@ -172,13 +335,42 @@ class OllamaProxy:
         if isinstance(reply, Answer):
             respond(flow, exchange, reply)
         else:
+            server = reply.target.server
             send_upstream(flow, exchange, reply, settings)
-            if settings.forward_client_key:
+            if server.forward_client_key:
                 access.forward_client_key(flow, exchange)
+            exchange.forwarded_key = None  # a client key goes only to a server that forwards client keys
             if self.injector_installed:
                 secrets.hide(flow, exchange)
             self.watch.start(flow, exchange)
+            self.health.begin(server.name, flow.id)
         exchange.publish(flow)
+
+    def internal_error(self, flow: http.HTTPFlow, exchange: Exchange, error: Exception) -> None:
+        """A bug (or an input no check foresaw) while handling a request: a 500 in the route's shape.
+        Nothing goes upstream, and nothing untranslated to mitmproxy's reverse target."""
+        message = f"internal proxy error: {type(error).__name__}"
+        logger.warning("%s %s: %s: %s", exchange.route, exchange.model, message, exchange.hidden(str(error))[:300])
+        logger.debug("internal proxy error", exc_info=True)
+        self.watch.forget(flow, exchange)
+        exchange.upstream_route = None  # nothing went upstream
+        exchange.relay = None
+        try:
+            secrets.forget(flow, exchange)  # an upstream key the rewrite may have put into the flow
+            respond(flow, exchange, (exchange.endpoint or endpoints.FALLBACK).error(500, message))
+            exchange.publish(flow)
+        except Exception:
+            logger.debug("cannot answer the internal error", exc_info=True)
+            flow.kill()
+
+    def server_connect(self, data: ServerConnectionHookData) -> None:
+        """The upstream is spoken to in HTTP/1.1 only: the key goes on the wire through `WireHeaders`,
+        which HTTP/2 frames would bypass (tls_start_server offers the server the client's ALPNs otherwise)."""
+        settings = self.settings
+        if settings is not None and data.server.address is not None:
+            address = tuple(data.server.address)[:2]
+            if any(address == (s.base_url.host, s.base_url.port) for s in settings.servers.servers):
+                data.server.alpn_offers = (b"http/1.1",)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.get(flow.id)
@@ -187,11 +379,32 @@ class OllamaProxy:
             return
         settings = self.settings
         assert settings is not None
-        secrets.forget(flow, exchange)
-        keep_upstream_head(flow, exchange, settings)
-        if response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", ""):
-            if converter := exchange.endpoint.stream(exchange):
-                start_stream(flow, exchange, converter, settings)
+        try:
+            secrets.forget(flow, exchange)
+            upstream.clean_head(response)  # before any view, the dumper or a saved flow sees it
+            if exchange.server is not None:
+                settings.models.report(exchange.server, status=response.status_code)  # passive health
+            keep_upstream_head(flow, exchange, settings)
+            sse = response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", "")
+            converter = exchange.endpoint.stream(exchange) if sse and not upstream.compressed(response) else None
+            if refused := upstream.refusal(response, converter is not None, settings.upstream_body_limit):
+                message, unread = refused
+                if unread:
+                    self.watch.cut(flow, exchange, 502, message)
+                else:
+                    exchange.failure = (502, message)
+                return
+            if converter is not None:
+                start_stream(flow, exchange, converter, settings, lambda: self.stream_aborted(flow, exchange))
+            finish_head(response, exchange)
+        except Exception as e:
+            logger.warning("%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e)
+            logger.debug("internal proxy error", exc_info=True)
+            exchange.failure = (500, f"internal proxy error: {type(e).__name__}")
+
+    def stream_aborted(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        """The converter gave up on the upstream's stream (sse_event_limit): stop reading it."""
+        self.watch.cut(flow, exchange, 502, "the upstream sent an SSE event larger than sse_event_limit")
 
     def response(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.pop(flow.id, None)
@@ -200,30 +413,89 @@ class OllamaProxy:
         if exchange.forwarded and flow.response is not None and exchange.endpoint is not None:
             settings = self.settings
             assert settings is not None
-            secrets.scrub_answer(flow, exchange)
-            if exchange.relay is not None and exchange.relay.called:
-                finish_stream(flow, exchange, exchange.relay)
-            else:
-                body = flow.response.get_content(strict=False) or b""
-                keep_upstream_body(flow, body, settings)
-                if answer := exchange.endpoint.convert(exchange, flow.response, body):
-                    replace_answer(flow, exchange, answer)
+            try:
+                self.answer(flow, exchange, exchange.endpoint, settings)
+            except Exception as e:
+                logger.warning(
+                    "%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e
+                )
+                logger.debug("internal proxy error", exc_info=True)
+                if exchange.relay is None:
+                    replace_answer(
+                        flow, exchange, exchange.endpoint.error(500, f"internal proxy error: {type(e).__name__}")
+                    )
             self.watch.forget(flow, exchange)
+            self.health.end(flow.id)
         secrets.done_with(flow, exchange)
-        assert self.settings is not None
-        finish(flow, exchange, self.settings)
+        exchange.flow = None
+        finish(flow, exchange)
+
+    def answer(self, flow: http.HTTPFlow, exchange: Exchange, endpoint: Endpoint, settings: Settings) -> None:
+        """The client's answer to the upstream's whole answer (or the end of a stream)."""
+        response = flow.response
+        assert response is not None
+        if exchange.relay is not None and exchange.relay.called:
+            finish_stream(flow, exchange, exchange.relay)
+            return
+        if exchange.failure is not None:
+            replace_answer(flow, exchange, endpoint.error(*exchange.failure))
+        else:
+            try:
+                upstream.decoded_body(response, settings.upstream_body_limit)
+            except upstream.Refused as e:
+                replace_answer(flow, exchange, endpoint.error(502, str(e)))
+            else:
+                secrets.scrub_answer(flow, exchange)
+                body = response.raw_content or b""
+                keep_upstream_body(flow, exchange, body, settings)
+                if answer := endpoint.convert(exchange, response, body):
+                    replace_answer(flow, exchange, answer)
+        if flow.response is not None:
+            finish_head(flow.response, exchange)
 
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.pop(flow.id, None)
-        if exchange is None or exchange.endpoint is None:  # (the client left before its request was read)
+        if exchange is None:
             return
-        if exchange.forwarded:
-            self.watch.end_failed(flow, exchange)
-        if exchange.error is None:
-            exchange.error = flow.error.msg if flow.error else "failed"
+        if exchange.early:  # answered from its headers, then killed: its answer is what it got
+            finish(flow, exchange)
+            return
+        if flow.error is not None and flow.error.msg.startswith(request_size.TOO_LARGE) and self.settings:
+            # a chunked body crossed request_body_limit: client_buffer sent this 413 and closed
+            endpoint = exchange.endpoint or endpoints.FALLBACK
+            respond(flow, exchange, request_size.chunked_refusal(endpoint, self.settings.request_body_limit))
+            finish(flow, exchange)
+            return
+        if flow.request.timestamp_end is None:  # the client left before its request was read
+            return
+        if exchange.forwarded and flow.error is not None and flow.error.msg == "Client disconnected.":
+            if relay := complete_stream(exchange):  # it hung up after the last event: a whole answer
+                finish_stream(flow, exchange, relay)
+                self.watch.forget(flow, exchange)
+                self.health.end(flow.id)
+                secrets.done_with(flow, exchange)
+                exchange.flow = None
+                finish(flow, exchange, answered=True)
+                return
+        try:
+            if flow.error is not None:  # mitmproxy's text may quote the upstream's bytes (saved flows, mitmweb)
+                flow.error.msg = errorpage.describe(flow.error.msg)
+            if exchange.forwarded:
+                self.watch.end_failed(flow, exchange)
+            if exchange.error is None:
+                exchange.error = flow.error.msg if flow.error else "failed"
+            if exchange.forwarded:
+                self.health.end(flow.id)
+                settings = self.settings
+                if settings is not None and exchange.server is not None:
+                    # the timeout's or the break's message, else mitmproxy's ("Client disconnected." says nothing)
+                    settings.models.report(exchange.server, error=exchange.error)
+        except Exception as e:
+            logger.warning("%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e)
+            logger.debug("internal proxy error", exc_info=True)
         secrets.done_with(flow, exchange)
-        assert self.settings is not None
-        finish(flow, exchange, self.settings)
+        exchange.flow = None
+        finish(flow, exchange)
 
     def update(self, flows: Sequence[Flow]) -> None:
         """Before a view shows a flow again (mitmweb marks, edits, ...): no key is in it."""
@@ -233,7 +505,8 @@ class OllamaProxy:
                 secrets.forget(flow, exchange)
 
 
-addons: list[object] = [OllamaProxy()]
 # The upstream connection pool (addon/pool.py) comes first, so that the real upstream URL is back on a
 # flow before any other hook sees its answer; it adds its connector at the end of mitmproxy's chain.
-addons = [pool.UpstreamPool(), *addons]
+# The proxy tells it every upstream server's base URL.
+_pool = pool.UpstreamPool()
+addons: list[object] = [_pool, OllamaProxy(_pool)]

@@ -6,9 +6,15 @@ with a precise `OptionsError` for every bad value, and rebuilds only what the ch
 feed: the model directory (and its cached upstream model list) survives a change of, say,
 `upstream_timeout`.
 
-Where a model goes is decided in one place, `Settings.target(model)`: today one upstream
-server (`default`, from `openai_base_url` / `openai_api_key`), the model id from the catalog or
-the upstream's list, and the `think_style` the catalog or the option gives it.
+Where a model goes is decided in one place, `Settings.target(model)`: the server (the one of
+`openai_base_url` / `openai_api_key`, named `default`, or one of the catalog's `[servers.NAME]`
+tables, by the routing rules of `addon.upstreams.servers`), the model id from the catalog or the
+server's list, and the `think_style` the catalog or the server gives it. The server carries its
+own key, `passthrough_options`, `upstream_timeout` and `forward_client_key` (the options' values
+unless its table sets them). A model no healthy server can take raises `Unroutable`.
+
+The servers' health (`Health`) is kept across every rebuild; their model lists (the directory)
+across a rebuild that does not change what they are fetched from.
 """
 
 from __future__ import annotations
@@ -19,15 +25,21 @@ import re
 from collections.abc import Set
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from mitmproxy import exceptions
+from mitmproxy.utils import human
 
 from addon.catalog.catalog import THINK_STYLES, Catalog
-from addon.catalog.directory import ModelDirectory
+from addon.guard.browser import Hosts, Origins
+from addon.guard.request_size import parse_limit as parse_request_limit
+from addon.upstreams.directory import FETCH_TIMEOUT, HttpFetcher, ServersDirectory, Trust
+from addon.upstreams.servers import Defaults, Health, RouteRefusal, Server, ServerTable, Unroutable
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_OLLAMA_VERSION = "0.12.6"
+# The first Ollama release that serves every route the proxy serves (/v1/audio/transcriptions came
+# in 0.20.0, /v1/messages in 0.14.0, /v1/responses in 0.13.3): clients gate features on it
+# (Codex CLI refuses < 0.13.4), and a newer number would promise routes the proxy lacks.
+DEFAULT_OLLAMA_VERSION = "0.20.0"
 MIN_OLLAMA_VERSION = (0, 6, 4)  # VS Code Copilot refuses older versions
 VIEWED_BODY_LIMIT = 1_000_000
 
@@ -81,19 +93,21 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         str,
         "",
         'Path of a TOML model catalog: aliases and descriptions of models ([models."name:tag"] tables '
-        "with upstream, context_length, capabilities, ...; see README). Read once when set.",
+        "with upstream, context_length, capabilities, server, ...) and more upstream servers "
+        "([servers.NAME] tables: base_url, api_key_env, ...; see README). Read once when set.",
     ),
     (
         "models_ttl",
         int,
         300,
-        "Seconds the upstream's GET /models list is cached for /api/tags, /api/show, /api/ps, pull and /v1/models.",
+        "Seconds each upstream server's GET /models list is cached for /api/tags, /api/show, /api/ps, pull, "
+        "/v1/models and routing.",
     ),
     (
         "list_upstream_models",
         bool,
         True,
-        "List the upstream's models in /api/tags, /api/ps and /v1/models next to the catalog's. "
+        "List the upstream servers' models in /api/tags, /api/ps and /v1/models next to the catalog's. "
         "When false only catalog models are listed (others can still be used by name).",
     ),
     (
@@ -101,7 +115,7 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         str,
         "reasoning_effort",
         "How Ollama's think is sent upstream: reasoning_effort (OpenAI), chat_template_kwargs "
-        "(llama.cpp, vLLM: enable_thinking), or none. A catalog model's think_style overrides it.",
+        "(llama.cpp, vLLM: enable_thinking), or none. A server's or a catalog model's think_style overrides it.",
     ),
     (
         "ollama_api_key",
@@ -115,62 +129,93 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         bool,
         False,
         "Send the client's own 'Authorization: Bearer <key>' upstream instead of openai_api_key "
-        "(a client without one is forwarded without a key).",
+        "(a client without one is forwarded without a key). A server's table may set it for that server.",
+    ),
+    (
+        "system_turns",
+        str,
+        "user",
+        "How POST /v1/messages sends the system turns an agent puts inside the conversation (Claude Code "
+        "sends one after the first user message): user (as user messages, which every chat template takes) "
+        "or system (kept as system messages, for upstreams that take them anywhere, as OpenAI does).",
+    ),
+    (
+        "responses_passthrough",
+        bool,
+        False,
+        "Forward POST /v1/responses to the upstream's own /responses (only the model name resolved), for "
+        "upstreams that serve the Responses API (OpenAI). Otherwise it is translated to chat/completions.",
     ),
     (
         "upstream_timeout",
         int,
         300,
         "Seconds the upstream may stay silent (before its answer starts, or between two pieces of a "
-        "stream) before the request fails with a clear error and the upstream connection is closed. 0: no limit.",
+        "stream) before the request fails with a clear error and the upstream connection is closed. 0: no limit. "
+        "A server's table may set it for that server.",
+    ),
+    (
+        "sse_event_limit",
+        str,
+        "16m",
+        "Largest SSE event (all its data: lines) or line of an upstream stream (size, as body_size_limit: "
+        "16m, 512k); a longer one ends the stream with an error and the upstream connection is closed.",
+    ),
+    (
+        "upstream_body_limit",
+        str,
+        "256m",
+        "Largest non-streamed upstream answer, after decompression (size, as body_size_limit); a larger "
+        "Content-Length is refused at its headers, a larger (or decompressing) body is cut: 502 with a message.",
+    ),
+    (
+        "allowed_origins",
+        str,
+        "",
+        "Comma-separated origins of web pages allowed to use the proxy from a browser, added to Ollama's "
+        "defaults (localhost, 127.0.0.1, 0.0.0.0 with any port; app://, file://, tauri://, vscode-webview://, "
+        "vscode-file://). One * per origin (https://*.example.com); * alone allows every origin. "
+        "Other origins get 403.",
+    ),
+    (
+        "allowed_hosts",
+        str,
+        "",
+        "Comma-separated host names (shell wildcards) a proxy listening on loopback answers besides "
+        "local names and addresses (DNS-rebinding protection); * turns the check off.",
+    ),
+    (
+        "request_body_limit",
+        str,
+        "64m",
+        "Largest request body a client may send (mitmproxy size syntax: 64m, 512k, 1g; 0: no limit). "
+        "Larger ones get 413 before their body is read.",
     ),
 ]
 OPTION_NAMES = frozenset(name for name, *_ in OPTIONS)
-# mitmproxy's own options that Settings reads: they decide body_view_limit "auto" and log_flows.
-WATCHED_OPTIONS = frozenset({"save_stream_file", "flow_detail"})
-# The options the model directory is built from: only their change rebuilds it (and drops its cache).
-DIRECTORY_OPTIONS = frozenset(
-    {"openai_base_url", "openai_api_key", "models_ttl", "model_catalog", "list_upstream_models"}
+# mitmproxy's own options that Settings reads: they decide body_view_limit "auto" (save_stream_file),
+# whether the Host check applies (listen_host, addon.guard.browser), and which certificates the
+# model lists' fetcher trusts (the same as mitmproxy's requests).
+TLS_OPTIONS = frozenset({"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"})
+WATCHED_OPTIONS = frozenset({"save_stream_file", "listen_host"}) | TLS_OPTIONS
+# The options the model directory (the servers' cached lists) is built from: only their change rebuilds it.
+DIRECTORY_OPTIONS = (
+    frozenset({"openai_base_url", "openai_api_key", "models_ttl", "model_catalog", "list_upstream_models"})
+    | TLS_OPTIONS
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Server:
-    """An OpenAI-compatible upstream server: its base URL, split once, and the key it is sent."""
-
-    name: str
-    scheme: str
-    host: str
-    port: int
-    prefix: str  # path without trailing slash, e.g. "/v1"
-    authorization: str | None = None  # "Bearer <key>", or None: no key
-
-    @classmethod
-    def parse(cls, url: str, name: str = "default", authorization: str | None = None) -> Server:
-        parts = urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise exceptions.OptionsError(
-                f"openai_base_url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {url!r}"
-            )
-        try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError as e:
-            raise exceptions.OptionsError(f"openai_base_url has an invalid port: {url!r}") from e
-        return cls(name, parts.scheme, parts.hostname, port, parts.path.rstrip("/"), authorization)
-
-    def url(self, route: str) -> str:
-        """The full upstream URL of an OpenAI route such as 'chat/completions'."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{self.prefix}/{route}"
+# The options every server inherits unless its [servers.NAME] table sets them.
+SERVER_OPTIONS = frozenset({"think_style", "passthrough_options", "upstream_timeout", "forward_client_key"})
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where one model's requests go: the server, the model id it knows, and how it takes `think`."""
+    """Where one model's requests go: the server (with its key and settings), the model id it
+    knows, how it takes `think`, and the routing rule that chose it (catalog, listed, pattern, default)."""
 
     server: Server
     model: str
     think_style: str
+    rule: str = "default"
 
 
 class HostMatcher:
@@ -206,6 +251,26 @@ def parse_think_style(style: str) -> str:
     return style
 
 
+def parse_limit(name: str, value: str) -> int:
+    """A size option in mitmproxy's syntax (`16m`, `512k`, `1g`, bytes): at least 1 KB."""
+    try:
+        size = human.parse_size(value)
+    except ValueError as e:
+        raise exceptions.OptionsError(f"{name} must be a size such as 16m or 512k, got {value!r}") from e
+    if size is None or size < 1024:
+        raise exceptions.OptionsError(f"{name} must be at least 1k, got {value!r}")
+    return size
+
+
+SYSTEM_TURNS = ("user", "system")
+
+
+def parse_system_turns(value: str) -> str:
+    if value not in SYSTEM_TURNS:
+        raise exceptions.OptionsError(f"system_turns must be one of {', '.join(SYSTEM_TURNS)}, got {value!r}")
+    return value
+
+
 def upstream_key(options: Any) -> str:
     """openai_api_key, else $OPENAI_API_KEY (kept out of the option's value, which mitmweb displays)."""
     return str(options.openai_api_key).strip() or os.environ.get("OPENAI_API_KEY", "").strip()
@@ -221,57 +286,94 @@ def body_view_limit(options: Any) -> int:
 
 
 def log_flows(options: Any) -> bool:
-    """Whether each finished flow logs its one line at info level: as mitmdump prints its own line per
-    flow, not at `flow_detail=0` (failures are logged as warnings either way). mitmweb and the console
+    """Whether each flow that went well logs its one line at info level: as mitmdump prints its own line
+    per flow, not at `flow_detail=0` (failures are logged as warnings either way). mitmweb and the console
     have no flow_detail: they log it."""
     return "flow_detail" not in options or options.flow_detail >= 1
+
+
+def server_defaults(options: Any) -> Defaults:
+    """The options a server inherits unless its table sets them (the default server's values)."""
+    return Defaults(
+        think_style=parse_think_style(options.think_style),
+        passthrough_options=bool(options.passthrough_options),
+        upstream_timeout=max(int(options.upstream_timeout), 0),
+        forward_client_key=bool(options.forward_client_key),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the per-request path needs, computed once when options change."""
 
-    server: Server  # the default (today: the only) upstream server
+    servers: ServerTable  # the default server first, then the catalog's [servers.NAME]; their health
     is_ollama_host: HostMatcher
     ollama_version: str
-    passthrough_options: bool
     body_view_limit: int
-    think_style: str
-    models: ModelDirectory  # the catalog and the cached upstream model list
+    models: ServersDirectory  # the catalog and every server's cached model list; routing
     client_key: str  # ollama_api_key: "" lets every client in
-    forward_client_key: bool
-    upstream_timeout: float  # seconds; 0: no limit
-    log_flows: bool = True  # the info line of each flow that went well (`log_flows`)
+    sse_event_limit: int  # bytes of one SSE event or line of an upstream stream
+    upstream_body_limit: int  # bytes of one non-streamed upstream answer, decoded
+    origins: Origins  # allowed_origins with Ollama's defaults
+    hosts: Hosts  # allowed_hosts
+    request_body_limit: int  # bytes; 0: no limit
+    listen_host: str  # mitmproxy's listen_host ("": every interface), for modes that name none
+    system_turns: str = "user"  # "user" or "system": /v1/messages' system turns after the start
+    responses_passthrough: bool = False  # /v1/responses forwarded to the upstream's own /responses
+
+    @property
+    def server(self) -> Server:
+        """The default server (`openai_base_url`, `openai_api_key` and the global options)."""
+        return self.servers.default
 
     @classmethod
-    def build(cls, options: Any, previous: Settings | None = None, updated: Set[str] = frozenset()) -> Settings:
-        """Settings from option values; with `previous`, the model directory is kept unless `updated` feeds it."""
-        key = upstream_key(options)
-        server = Server.parse(options.openai_base_url, authorization=f"Bearer {key}" if key else None)
-        if previous is not None and not (updated & DIRECTORY_OPTIONS):
+    def build(
+        cls,
+        options: Any,
+        previous: Settings | None = None,
+        updated: Set[str] = frozenset(),
+        health: Health | None = None,
+    ) -> Settings:
+        """Settings from option values. With `previous`, its health is kept, and its model directory
+        too unless `updated` feeds it; `health` (else a new one) serves the first build."""
+        defaults = server_defaults(options)
+        default = Server.default(options.openai_base_url, upstream_key(options), defaults)
+        keep = previous is not None and not (updated & DIRECTORY_OPTIONS)
+        catalog = previous.models.catalog if previous is not None and keep else Catalog.load(options.model_catalog)
+        health = previous.servers.health if previous is not None else health or Health()
+        servers = ServerTable.build(default, catalog.servers, defaults, health)
+        if previous is not None and keep:
             models = previous.models
+            models.retable(servers)
         else:
-            models = ModelDirectory(
-                server.url("models"),
-                server.authorization,
-                options.models_ttl,
-                Catalog.load(options.model_catalog),
-                options.list_upstream_models,
+            models = ServersDirectory(
+                servers,
+                catalog,
+                ttl=options.models_ttl,
+                list_upstream=options.list_upstream_models,
+                fetch=HttpFetcher(FETCH_TIMEOUT, Trust.from_options(options)),
             )
         return cls(
-            server=server,
+            servers=servers,
             is_ollama_host=HostMatcher(options.ollama_hosts),
             ollama_version=parse_version(options.ollama_version),
-            passthrough_options=options.passthrough_options,
             body_view_limit=body_view_limit(options),
-            think_style=parse_think_style(options.think_style),
             models=models,
             client_key=options.ollama_api_key.strip(),
-            forward_client_key=options.forward_client_key,
-            upstream_timeout=max(float(options.upstream_timeout), 0.0),
-            log_flows=log_flows(options),
+            sse_event_limit=parse_limit("sse_event_limit", options.sse_event_limit),
+            upstream_body_limit=parse_limit("upstream_body_limit", options.upstream_body_limit),
+            origins=Origins.parse(options.allowed_origins),
+            hosts=Hosts.parse(options.allowed_hosts),
+            request_body_limit=parse_request_limit(options.request_body_limit),
+            listen_host=str(options.listen_host) if "listen_host" in options else "",
+            system_turns=parse_system_turns(options.system_turns),
+            responses_passthrough=options.responses_passthrough,
         )
 
     def target(self, model: str) -> Target:
-        """Where a client's model name goes: the server, the upstream model id, and its think style."""
-        return Target(self.server, self.models.upstream_id(model), self.models.think_style(model, self.think_style))
+        """Where a client's model name goes: the server, the upstream model id, its think style and
+        the rule that chose the server. Raises `Unroutable` when every server for it is down."""
+        routed = self.models.route(model)
+        if isinstance(routed, RouteRefusal):
+            raise Unroutable(routed)
+        return Target(routed.server, routed.model_id, routed.think_style, routed.rule)

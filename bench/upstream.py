@@ -10,7 +10,7 @@ Routes
                                  per HTTP chunk, shaped like chat-stream/plain-text-include-usage.json:
                                  a role chunk, N content chunks, a finish_reason chunk, a usage
                                  chunk (choices: []) and `data: [DONE]`.
-  GET  /v1/models             a small model list
+  GET  /v1/models             a small model list (--models: these ids instead)
 
 Stream shape is chosen per request through the *model name*, because every proxy under test
 passes the model through unchanged while most drop unknown headers or body fields:
@@ -296,10 +296,7 @@ class UpstreamProtocol(asyncio.Protocol):
                 self._reply(200, completion_body(req_id, model, created), close)
             return
         if path.endswith(b"/models") and method == b"GET":
-            data = [
-                {"id": m, "object": "model", "created": 1686935002, "owned_by": "bench"}
-                for m in ("bench", "bench-n200-d20", "gpt-4o-mini")
-            ]
+            data = [{"id": m, "object": "model", "created": 1686935002, "owned_by": "bench"} for m in srv.models]
             self._reply(200, json.dumps({"object": "list", "data": data}).encode(), close)
             return
         self._reply(404, b'{"error":{"message":"Unknown route","type":"invalid_request_error"}}', close)
@@ -346,9 +343,11 @@ class FakeOpenAI:
         events: int = 20,
         delay_ms: float = 0.0,
         ssl_context: ssl.SSLContext | None = None,
+        models: tuple[str, ...] = ("bench", "bench-n200-d20", "gpt-4o-mini"),
     ):
         self.host, self.port = host, port
         self.ssl_context = ssl_context  # an ssl.SSLContext: HTTPS (bench/pool.py)
+        self.models = models  # what GET /models lists
         self.default_events = events
         self.default_delay_s = delay_ms / 1000.0
         self.stats = Stats()
@@ -390,7 +389,10 @@ async def _main(args: argparse.Namespace) -> None:
 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls_cert, args.tls_key)
-    up = await FakeOpenAI(args.host, args.port, args.events, args.delay_ms, context).start()
+    models = (
+        tuple(m for m in args.models.split(",") if m) if args.models else ("bench", "bench-n200-d20", "gpt-4o-mini")
+    )
+    up = await FakeOpenAI(args.host, args.port, args.events, args.delay_ms, context, models).start()
     print(f"fake OpenAI upstream listening on {'https' if context else 'http'}://{up.host}:{up.port}/v1", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -414,6 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--events", type=int, default=20, help="default content events per stream")
     p.add_argument("--delay-ms", type=float, default=0.0, help="default delay before each event")
     p.add_argument("--max-seconds", type=float, default=3600.0, help="exit by itself after this long (0: never)")
+    p.add_argument("--models", default="", help="comma-separated ids GET /models lists (default: bench, ...)")
     p.add_argument("--tls-cert", help="speak HTTPS with this certificate (PEM) ...")
     p.add_argument("--tls-key", help="... and this key (PEM)")
     args = p.parse_args(argv)

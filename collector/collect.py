@@ -5,6 +5,8 @@
 
 Each exchange becomes `flows/<name>/<scenario>.flow` (see collector/recorder.py); no key is ever
 written. One progress line per scenario, a summary at the end; exit status 1 if any failed.
+`--only a,b` records just those scenarios into the existing folder, keeping its other flows
+(the manifest notes when each was added).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import ollama
 
 from collector.recorder import SCENARIO_HEADER
@@ -35,6 +38,7 @@ def collect(
     api_key: str,
     manifest: dict[str, Any],
     fake: FakeOpenAI | None = None,
+    merge: bool = False,
 ) -> int:
     target = ROOT / "flows" / name
     staging = Path(tempfile.mkdtemp(prefix="collect-"))
@@ -65,10 +69,13 @@ def collect(
                     },
                 )
             client = ollama.Client(host=dump.url, headers={SCENARIO_HEADER: scenario.name}, timeout=120)
+            http = httpx.Client(base_url=dump.url, headers={SCENARIO_HEADER: scenario.name}, timeout=120)
             started = time.monotonic()
-            result = run(client, scenario)
+            with http:
+                result = run(client, scenario, http)
             saved = (staging / "flows" / f"{scenario.name}.flow").exists()
-            outcome = "error " + str(result.get("status")) if isinstance(result, dict) and "error" in result else "ok"
+            failed_call = isinstance(result, dict) and "error" in result and isinstance(result.get("status"), int)
+            outcome = f"error {result['status']}" if failed_call else "ok"
             print(
                 f"[{number:2}/{len(scenarios)}] {scenario.name:48} {outcome:10} {time.monotonic() - started:6.2f}s"
                 f"{'' if saved else '  NOT SAVED'}",
@@ -78,8 +85,17 @@ def collect(
                 failed.append(scenario.name)
     finally:
         dump.stop()
-    if (staging / "flows").exists():
-        manifest["recorded_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if (staging / "flows").exists() and merge:
+        kept = json.loads((target / MANIFEST).read_text())
+        if "sources" in manifest:
+            kept.setdefault("sources", {}).update(manifest["sources"])
+        for flow in (staging / "flows").glob("*.flow"):
+            shutil.copy2(flow, target / flow.name)
+            kept.setdefault("added", {})[flow.stem] = now
+        (target / MANIFEST).write_text(json.dumps(kept, indent=2) + "\n")
+    elif (staging / "flows").exists():
+        manifest["recorded_at"] = now
         (staging / "flows" / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(staging / "flows", target)
@@ -105,16 +121,29 @@ def main() -> int:
     parser.add_argument(
         "--server", default="", help="what the upstream is (e.g. llama-server b6000, Gemma 3 270M), for the manifest"
     )
+    parser.add_argument(
+        "--only", default="", help="comma-separated scenario names: record just these into the existing folder"
+    )
     args = parser.parse_args()
+    only = {name for name in args.only.split(",") if name}
+
+    def chosen(scenarios: list[Scenario]) -> list[Scenario]:
+        unknown = only - {s.name for s in scenarios}
+        if unknown:
+            parser.error(f"no such scenarios: {', '.join(sorted(unknown))}")
+        if only and not (ROOT / "flows" / args.name / MANIFEST).exists():
+            parser.error(f"--only adds to an existing folder: flows/{args.name} has no {MANIFEST}")
+        return [s for s in scenarios if not only or s.name in only]
+
     if args.name == "openai-recordings":
         with UpstreamServer() as server:
-            scenarios = recording_scenarios()
+            scenarios = chosen(recording_scenarios())
             manifest = {
                 "scenarios": "recordings",
                 "upstream": "tests/fixtures/openai-recordings served by harness/upstream.py",
                 "sources": {s.name: s.source for s in scenarios},
             }
-            return collect(args.name, scenarios, server.base_url, "", manifest, server.fake)
+            return collect(args.name, scenarios, server.base_url, "", manifest, server.fake, merge=bool(only))
     if not args.base_url:
         parser.error("--base-url or OPENAI_BASE_URL is required")
     manifest = {
@@ -124,7 +153,8 @@ def main() -> int:
         "upstream": args.base_url,
         "server": args.server,
     }
-    return collect(args.name, live_scenarios(args.model, args.embed_model), args.base_url, args.api_key, manifest)
+    scenarios = chosen(live_scenarios(args.model, args.embed_model))
+    return collect(args.name, scenarios, args.base_url, args.api_key, manifest, merge=bool(only))
 
 
 if __name__ == "__main__":

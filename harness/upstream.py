@@ -17,6 +17,14 @@ events, or set `pause_after` to hold every stream after that many chunks until `
 which proves without any clock that the proxy relays before the upstream has finished.
 Every request is kept in `requests`, and each finished stream counts in `completed`.
 
+Several upstreams (addon/upstreams/): `FakeOpenAI(key=...)` accepts only `Authorization: Bearer
+<key>` (anything else gets OpenAI's 401, after being logged in `requests`, whose headers keep the
+Authorization sent: `authorizations()` lists them); `UpstreamServer.kill()` stops it the way a
+crashed server stops (listening socket and open connections closed: the next connect is refused)
+and `revive()` listens again on the same port; `several()` runs `TRIO`, three upstreams with their
+own keys and model lists, one model (`shared-model`) served by two of them, and
+`servers_catalog()` writes the `[servers.NAME]` tables that point a proxy at them.
+
 Faults: `queue(..., hang=s)` waits before answering, `close_after=n` ends the connection after n
 chunks (`reset=True`: with a TCP reset instead of a close), `truncate=True` sends fewer body
 bytes than Content-Length says. While the server waits (hang, pause) it watches its connection:
@@ -37,7 +45,8 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -90,6 +99,12 @@ class FakeOpenAI:
     models: list[dict[str, Any]] | None = None  # None: the recorded OpenAI list
     models_gate: threading.Event | None = None  # when set, GET /models waits for it before answering
     _replies: deque[Reply] = field(default_factory=deque)
+    key: str | None = None  # when set, the only key accepted (Authorization: Bearer <key>); kept by reset()
+    name: str = ""  # a label for messages (several upstreams)
+
+    def authorizations(self) -> list[str | None]:
+        """The Authorization header of every request received (None: none was sent), in order."""
+        return [r.headers.get("authorization") for r in self.requests]
 
     def reset(self) -> None:
         self.models = None
@@ -133,6 +148,8 @@ class FakeOpenAI:
         self._replies.append(Reply(content, tool_calls or [], break_off, thinking))
 
     def answer(self, received: Received) -> Canned:
+        if self.key is not None and received.headers.get("authorization") != f"Bearer {self.key}":
+            return FAULTS["401"]()
         if self._queue:
             return self._queue.popleft()
         if self._replies and received.method == "POST" and received.path.endswith("/chat/completions"):
@@ -336,6 +353,16 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.open.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.open.discard(self.connection)
+
     def _handle(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -423,31 +450,67 @@ class _Server(ThreadingHTTPServer):
         self.accepted += 1
         return connection
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.open: set[socket.socket] = set()  # connections being served, for kill()
+
+
+POLL = 0.05  # seconds between the server loop's checks for shutdown (stopping one takes up to this long)
+
 
 class UpstreamServer:
     """Runs a FakeOpenAI on 127.0.0.1 in a background thread."""
 
     def __init__(self, fake: FakeOpenAI | None = None, tls: tuple[str, str] | None = None) -> None:
         self.fake = fake or FakeOpenAI()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self.fake
-        if tls is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*tls)
-            self._server.socket = context.wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False
-            )
+        self._tls = tls
+        self._server = self._listen(0)
         self.port = self._server.server_address[1]
         self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(POLL,), daemon=True)
+        self._running = False
+
+    def _listen(self, port: int) -> _Server:
+        server = _Server(("127.0.0.1", port), _Handler)
+        server.fake = self.fake
+        if self._tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self._tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+        return server
 
     def __enter__(self) -> UpstreamServer:
         self._thread.start()
+        self._running = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
+        if self._running:
+            self._server.shutdown()
+            self._running = False
         self._server.server_close()
+
+    def kill(self) -> None:
+        """Stop like a crashed server: no more listening (connects are refused), open connections reset."""
+        if self._running:
+            self._server.shutdown()
+            self._running = False
+        self._server.server_close()
+        for connection in list(self._server.open):
+            try:
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def revive(self) -> None:
+        """Listen again on the same port, with the same fake (its request log goes on)."""
+        if self._running:
+            return
+        self._server = self._listen(self.port)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(POLL,), daemon=True)
+        self._thread.start()
+        self._running = True
 
     @property
     def accepted(self) -> int:
@@ -492,3 +555,66 @@ FAULTS: dict[str, Callable[[], Canned]] = {
     "hang": lambda: Canned(200, _JSON, [b"{}"], hang=30),
     "slow": lambda: Canned(200, _SSE, _sse(_ROLE, *[_WORD] * 40, _STOP, "[DONE]"), delay=0.05),
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Several upstreams
+
+
+@dataclass(frozen=True)
+class UpstreamSpec:
+    name: str
+    key: str
+    models: tuple[str, ...]
+    patterns: tuple[str, ...] = ()  # the [servers.NAME] models patterns servers_catalog() writes
+
+
+# Three upstreams with their own keys and model lists; `shared-model` is served by alpha and beta.
+TRIO: tuple[UpstreamSpec, ...] = (
+    UpstreamSpec(
+        "alpha", "sk-alpha-0123456789abcdef", ("shared-model", "alpha-only", "meta-llama/Llama-3.2-3B-Instruct")
+    ),
+    UpstreamSpec("beta", "sk-beta-0123456789abcdef", ("shared-model", "beta-only")),
+    UpstreamSpec("gamma", "sk-gamma-0123456789abcdef", ("gamma-only",), patterns=("gamma/*",)),
+)
+
+
+@contextmanager
+def several(specs: Sequence[UpstreamSpec] = TRIO) -> Iterator[dict[str, UpstreamServer]]:
+    """Run one keyed FakeOpenAI per spec on loopback; name → server, in order."""
+    with ExitStack() as stack:
+        servers: dict[str, UpstreamServer] = {}
+        for spec in specs:
+            fake = FakeOpenAI(key=spec.key, name=spec.name)
+            fake.models = [
+                {"id": m, "object": "model", "created": 1700000000, "owned_by": spec.name} for m in spec.models
+            ]
+            servers[spec.name] = stack.enter_context(UpstreamServer(fake))
+        yield servers
+
+
+def env_name(spec: UpstreamSpec) -> str:
+    return f"TEST_{spec.name.upper()}_KEY"
+
+
+def servers_catalog(
+    servers: dict[str, UpstreamServer],
+    specs: Sequence[UpstreamSpec] = TRIO,
+    extra: str = "",
+    settings: dict[str, str] | None = None,
+) -> tuple[str, dict[str, str]]:
+    """The catalog TOML text with a [servers.NAME] table per upstream (keys by environment
+    variable), and the environment the proxy needs for it. `extra`: more TOML ([models."x"] ...);
+    `settings`: more lines of a server's table, by name (e.g. {"gamma": "upstream_timeout = 1"})."""
+    tables = []
+    for spec in specs:
+        patterns = ", ".join(json.dumps(p) for p in spec.patterns)
+        more = (settings or {}).get(spec.name)
+        tables.append(
+            f"[servers.{spec.name}]\nbase_url = {json.dumps(servers[spec.name].base_url)}\n"
+            f"api_key_env = {json.dumps(env_name(spec))}\n"
+            + (f"models = [{patterns}]\n" if spec.patterns else "")
+            + (f"{more}\n" if more else "")
+        )
+    environment = {env_name(spec): spec.key for spec in specs}
+    return "\n".join(tables) + ("\n" + extra if extra else ""), environment

@@ -69,3 +69,17 @@ async def test_stream_helper_counts_events():
             5,
         )
         assert r["errors"] == 0 and r["events"] == 150
+
+
+async def test_models_listed_and_the_routing_microbenchmark():
+    async with FakeOpenAI(port=0, models=("bench-b", "bench-shared")) as up:
+        c = bench_client.Conn("127.0.0.1", up.port)
+        try:
+            resp = await c.request("GET", "/v1/models")
+            assert [m["id"] for m in json.loads(resp.body)["data"]] == ["bench-b", "bench-shared"]
+        finally:
+            c.close()
+    from bench.upstreams import routing_cost
+
+    cost = routing_cost()
+    assert set(cost) == {"one server", "three servers"} and all(0 < us < 1000 for us in cost.values())

@@ -1,15 +1,11 @@
-"""Model names, the TOML catalog, inferred defaults, and the cached upstream model list."""
+"""Model names, the TOML catalog and inferred defaults (the cached model lists: tests/test_upstreams_directory.py)."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 from mitmproxy import exceptions
 
-from addon.catalog.catalog import Catalog, basename, family_of, full_name, has_tag, infer
-from addon.catalog.directory import ModelDirectory
-from harness.upstream import UpstreamServer
+from addon.catalog.catalog import Catalog, basename, family_of, full_name, has_tag, infer, token_limit_field
 
 CATALOG = {
     "models": {
@@ -65,6 +61,7 @@ def test_catalog_entries_and_defaults() -> None:
         ({"models": {"x": {"context_length": "big"}}}, "context_length must be an integer"),
         ({"models": {"x": {"context_length": 0}}}, "context_length must be positive"),
         ({"models": {"x": {"think_style": "loud"}}}, "think_style must be one of"),
+        ({"models": {"x": {"max_output_tokens": -1}}}, "max_output_tokens must be positive"),
         ({"models": {"x": "gpt-4o"}}, "must be a table"),
     ],
 )
@@ -113,57 +110,18 @@ def test_context_length_from_the_listing() -> None:
     assert infer("m", {"created": 1700000000}).created == 1700000000
 
 
-def directory(
-    server: UpstreamServer, ttl: float = 300, catalog: dict | None = None, list_upstream: bool = True
-) -> ModelDirectory:
-    return ModelDirectory(server.base_url + "/models", "Bearer k", ttl, Catalog.parse(catalog or {}), list_upstream)
-
-
-async def test_directory_fetches_once_for_concurrent_lookups() -> None:
-    with UpstreamServer() as server:
-        server.fake.models = [
-            {"id": "gpt-4o-mini", "created": 2},
-            {"id": "qwen3:latest", "created": 1},
-            {"bad": "entry"},
-        ]
-        models = directory(server, catalog=CATALOG)
-        assert models.upstream_id("gpt-4o-mini:latest") == "gpt-4o-mini", "before any list: only :latest is dropped"
-        results = await asyncio.gather(*(models.listing() for _ in range(10)))
-        assert len(server.fake.requests) == 1 and server.fake.requests[0].headers["authorization"] == "Bearer k"
-        names = [m.name for m in results[0].models]
-        assert names == ["llama3.2:latest", "coder:latest", "qwen3:8b", "gpt-4o-mini:latest", "qwen3:latest"]
-        assert results[0].error is None
-        assert models.upstream_id("llama3.2") == "gpt-4o-mini"
-        assert models.upstream_id("qwen3") == "qwen3:latest", "an upstream id with a tag is matched by its full name"
-        assert models.upstream_id("qwen3:latest") == "qwen3:latest"
-        assert models.upstream_id("unknown:latest") == "unknown" and models.upstream_id("x:7b") == "x:7b"
-        assert (await models.find("gpt-4o-mini"))[0].upstream == "gpt-4o-mini"
-        assert await models.find("nothing") == (None, None)
-        assert models.think_style("coder", "reasoning_effort") == "none"
-        assert models.think_style("gpt-4o-mini", "reasoning_effort") == "reasoning_effort"
-
-
-async def test_directory_failure_keeps_the_last_list_or_the_catalog() -> None:
-    with UpstreamServer() as server:
-        models = directory(server, ttl=0, catalog=CATALOG)
-        server.fake.queue(503, "overloaded")
-        server.fake.queue(503, "overloaded")  # models_ttl 0: each lookup fetches again
-        listing = await models.listing()
-        assert [m.name for m in listing.models] == ["llama3.2:latest", "coder:latest", "qwen3:8b"]
-        assert listing.error and "503" in listing.error
-        found, error = await models.find("not-listed")
-        assert found is not None and found.upstream == "not-listed" and error, "unknown list: defaults, flagged"
-        server.fake.models = [{"id": "gpt-4o-mini"}]
-        assert (await models.listing()).error is None
-        server.fake.queue(200, "not json", {"content-type": "text/plain"})
-        listing = await models.listing()
-        assert listing.error is None and "gpt-4o-mini:latest" in [m.name for m in listing.models], (
-            "the last good list is kept"
-        )
-
-
-async def test_directory_without_upstream_listing_fetches_nothing() -> None:
-    with UpstreamServer() as server:
-        models = directory(server, catalog=CATALOG, list_upstream=False)
-        assert [m.name for m in (await models.listing()).models] == ["llama3.2:latest", "coder:latest", "qwen3:8b"]
-        assert server.fake.requests == []
+def test_output_limits_and_their_field() -> None:
+    """What an agent's max_tokens is lowered to, and the field OpenAI's reasoning models take instead of max_tokens."""
+    limits = {m: infer(m).max_output_tokens for m in ("gpt-4o-mini", "gpt-4.1", "gpt-5-nano", "o4-mini", "qwen3:8b")}
+    assert limits == {"gpt-4o-mini": 16384, "gpt-4.1": 32768, "gpt-5-nano": 128000, "o4-mini": 100000, "qwen3:8b": None}
+    assert infer("m", {"max_completion_tokens": 4096}).max_output_tokens == 4096  # OpenRouter's top_provider field
+    entry = Catalog.parse({"models": {"a": {"upstream": "gpt-4o", "max_output_tokens": 1000}, "b": {}}})
+    assert entry.get("a").max_output_tokens == 1000 and entry.get("b").max_output_tokens is None
+    assert [token_limit_field(m) for m in ("o3", "o4-mini", "openai/gpt-5", "gpt-4o", "gpt-oss-20b", "o1x")] == [
+        "max_completion_tokens",
+        "max_completion_tokens",
+        "max_completion_tokens",
+        "max_tokens",
+        "max_tokens",
+        "max_tokens",
+    ]

@@ -74,3 +74,28 @@ def test_vercel_ai_sdk_versions_are_in_the_table() -> None:
     row = table_row("Vercel AI SDK")
     assert f"| {locked('ai')} / {locked('ollama-ai-provider-v2')} |" in row
     assert f"zod {locked('zod')}" in row
+
+
+def agent_pin(folder: str, name: str) -> str:
+    """The one dependency of an agent's package.json, pinned exactly and locked at that version."""
+    package = json.loads((CLIENTS / folder / "package.json").read_text())
+    assert package["dependencies"] == {name: package["dependencies"][name]}, f"{folder}/package.json: only {name}"
+    version = package["dependencies"][name]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{name} {version} is not an exact version"
+    lock = json.loads((CLIENTS / folder / "package-lock.json").read_text())
+    assert lock["packages"][""]["dependencies"][name] == version
+    assert lock["packages"][f"node_modules/{name}"]["version"] == version, f"{folder}/package-lock.json"
+    return version
+
+
+def test_claude_code_is_pinned_and_in_the_table() -> None:
+    version = agent_pin("claude", "@anthropic-ai/claude-code")
+    assert f"| {version} |" in table_row("Claude Code (npm `@anthropic-ai/claude-code`")
+    assert f"Claude Code {version}" in README, "the Claude Code section names the version tested"
+
+
+def test_codex_is_pinned_and_in_the_table() -> None:
+    version = agent_pin("codex", "@openai/codex")
+    assert f"| {version} |" in table_row("Codex CLI (npm `@openai/codex`")
+    assert f"Codex CLI {version}" in README, "the Codex CLI section names the version tested"
+    assert version in (CLIENTS / "codex" / "README.md").read_text()

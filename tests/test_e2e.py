@@ -373,18 +373,3 @@ def test_log_lines_can_be_turned_down(spawn, upstream: UpstreamServer) -> None:
     ollama.Client(host=dump.url).chat(model="quiet", messages=[{"role": "user", "content": "x"}])
     dump.stop()
     assert "quiet" not in dump.log()
-
-
-@pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions"])
-def test_a_client_that_asks_for_close_gets_its_connection_closed(spawn, upstream: UpstreamServer, path: str) -> None:
-    dump = spawn("reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}")
-    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": False}).encode()
-    with socket.create_connection(("127.0.0.1", dump.port), timeout=20) as sock:
-        sock.sendall(
-            b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body)
-        )
-        data = b""
-        while piece := sock.recv(65536):  # until the proxy closes the connection
-            data += piece
-    assert data.startswith(b"HTTP/1.1 200") and b"echo: x" in data

@@ -10,7 +10,8 @@ from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
 from addon.exchange import Answer, Exchange, Forward, json_answer, replace_answer, respond, send_upstream
-from addon.settings import Server, Target
+from addon.settings import Target
+from addon.upstreams.servers import Server
 from addon.wire.ollama import dumps_body
 from addon.wire.openai import Usage
 
@@ -25,6 +26,7 @@ def test_the_record_saved_flows_keep() -> None:
         "u",
     )
     exchange.stream, exchange.upstream_status, exchange.usage, exchange.error = True, 200, Usage(3, 4), "x"
+    exchange.route_rule = "listed"
     record = exchange.record()
     assert record == {
         "method": "POST",
@@ -32,6 +34,7 @@ def test_the_record_saved_flows_keep() -> None:
         "model": "m",
         "stream": True,
         "server": "default",
+        "route_rule": "listed",
         "upstream_route": "chat/completions",
         "upstream_model": "u",
         "upstream_status": 200,
@@ -77,7 +80,7 @@ def test_replacing_an_answer_keeps_what_a_client_acts_on() -> None:
 @pytest.mark.parametrize("absolute_form", [False, True])
 def test_the_upstream_request_is_what_mitmproxys_setters_make(base: str, absolute_form: bool) -> None:
     """send_upstream builds the request from bytes, once per URL: the same request as mitmproxy's own setters."""
-    server = Server.parse(base, authorization="Bearer sk-unit")
+    server = Server.default(base, "sk-unit")
     forward = Forward(
         "chat/completions",
         {"model": "m", "messages": [{"role": "user", "content": "é"}]},
@@ -101,34 +104,11 @@ def test_the_upstream_request_is_what_mitmproxys_setters_make(base: str, absolut
     expected.content = dumps_body(forward.body)
     for _ in range(2):  # the second time from the cached URL
         flow = client_flow()
-        send_upstream(flow, Exchange("POST", "/api/chat", 0), forward, SimpleNamespace(body_view_limit=0))  # type: ignore[arg-type]
+        send_upstream(
+            flow,
+            Exchange("POST", "/api/chat", 0),
+            forward,
+            SimpleNamespace(body_view_limit=0, servers=(), sse_event_limit=0),
+        )  # type: ignore[arg-type]
         assert flow.request.get_state() == expected.get_state()
         assert bytes(flow.request.headers) == bytes(expected.headers)
-
-
-@pytest.mark.parametrize(
-    ("version", "connection", "sent"),
-    [
-        ("HTTP/1.1", None, None),
-        ("HTTP/1.1", "close", "close"),
-        ("HTTP/1.1", "keep-alive", None),
-        ("HTTP/1.0", None, None),
-        ("HTTP/1.0", "keep-alive", "keep-alive"),
-    ],
-)
-def test_the_clients_connection_wish_survives_the_rewrite(
-    version: str, connection: str | None, sent: str | None
-) -> None:
-    """mitmproxy reads Connection from the rewritten request to decide whether to close the client connection."""
-    from mitmproxy.net.http.http1 import connection_close
-
-    headers = http.Headers(host="127.0.0.1:11434")
-    if connection:
-        headers["connection"] = connection
-    flow = tflow.tflow(req=tutils.treq(headers=headers, path=b"/api/chat", http_version=version.encode()))
-    wanted = connection_close(version, flow.request.headers)
-    server = Server.parse("http://127.0.0.1:8000/v1")
-    forward = Forward("chat/completions", {"model": "m"}, False, Target(server, "m", "none"))
-    send_upstream(flow, Exchange("POST", "/api/chat", 0), forward, SimpleNamespace(body_view_limit=0))  # type: ignore[arg-type]
-    assert flow.request.headers.get("connection") == sent
-    assert connection_close(flow.request.http_version, flow.request.headers) == wanted

@@ -335,3 +335,67 @@ def test_the_request_head_is_written_from_bytes_of_the_headers() -> None:
     request = tutils.treq(headers=wire)
     assert f"Bearer {UPSTREAM_KEY}".encode() in http1.assemble_request_head(request)
     secret_free(json.dumps(request.get_state(), default=repr), UPSTREAM_KEY)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 13: every encoding, per-flow keys, HTTP/1.1 upstream
+
+
+def test_every_form_of_a_configured_key_is_scrubbed() -> None:
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    key = "sk-hostile/Up+stream=7f3a9c1e5b2d4a6f"
+    redact.register("test", key)
+    try:
+        header = f"Bearer {key}".encode()
+        for shown in (
+            key,
+            key.replace("/", "\\/"),
+            quote(key, safe=""),
+            quote(key, safe="").replace("%2F", "%2f").replace("%2B", "%2b").replace("%3D", "%3d"),
+            quote_plus(key),
+            key.encode().hex(),
+            *(base64.b64encode(pad + header).decode() for pad in (b"", b"a", b"ab")),
+            *(base64.urlsafe_b64encode(pad + header).decode() for pad in (b"", b"a", b"ab")),
+        ):
+            text = f"echo: {shown} ."
+            assert redact.shows_secret(text.encode()), shown
+            clean = redact.scrub(text)
+            assert "[redacted]" in clean and key not in clean and shown not in clean, (shown, clean)
+            assert redact.scrub_bytes(text.encode()) == clean.encode()
+        assert redact.scrub("nothing to see") == "nothing to see"
+        assert not redact.shows_secret(b'{"choices": [{"message": {"content": "fine"}}]}')
+    finally:
+        redact.register("test", "")
+    assert not redact.shows_secret(key.encode())
+
+
+def test_a_forwarded_key_is_its_own_flows_secret_only() -> None:
+    """A client key that is a common word hides nothing in other flows, nor in any answer (no global list)."""
+    assert redact.scrub('{"choices": []}') == '{"choices": []}'
+    assert redact.scrub('{"choices": []} key choices', ("choices",)) == '{"[redacted]": []} key [redacted]'
+    assert not redact.shows_secret(b'{"choices": []}')
+    assert redact.scrub("abc", ("abc",)) == "abc"  # too short to be scanned for
+
+
+def test_the_log_scrubber_replaces_mitmproxy_quoting_upstream_bytes() -> None:
+    record = logging.LogRecord("x", logging.INFO, "f", 1, "Unexpected data from server: %r", (b"x-echo: 7f3a",), None)
+    assert redact.LogScrubber().filter(record)
+    assert "7f3a" not in record.getMessage() and "not shown" in record.getMessage()
+
+
+def test_http2_requests_go_upstream_as_http1_with_wire_only_headers() -> None:
+    """mitmproxy converts an HTTP/2 request for an HTTP/1 server through a copy (which would lose
+    WireHeaders), and tlsconfig offers an upstream the client's ALPNs unless an addon set them."""
+    import inspect
+
+    from mitmproxy.addons import tlsconfig
+    from mitmproxy.proxy.layers.http import _http1
+
+    send = inspect.getsource(_http1.Http1Client.send)
+    assert "request.is_http2 or request.is_http3" in send and "request.copy()" in send
+    assert "if not server.alpn_offers:" in inspect.getsource(tlsconfig.TlsConfig.tls_start_server)
+    request = tutils.treq(http_version=b"HTTP/2.0")
+    request.headers = redact.WireHeaders(http.Headers(authorization="Bearer [redacted]").fields, "Bearer k")
+    assert not isinstance(request.copy().headers, redact.WireHeaders)  # why send_upstream makes it HTTP/1.1

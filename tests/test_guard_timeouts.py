@@ -70,11 +70,26 @@ def test_watch_outside_an_event_loop_does_not_fail() -> None:
     from mitmproxy.test import tflow
 
     watch = timeouts.UpstreamWatch()
-    watch.timeout = 5
     flow = tflow.tflow()
     flow.response = None
     exchange = Exchange("POST", "/api/chat", 0.0)
+    exchange.timeout = 5  # the server's upstream_timeout
     watch.start(flow, exchange)
     assert exchange.sent_at
     watch.forget(flow, exchange)
     assert watch.watched == {} and not exchange.sent_at
+
+
+def test_what_the_watch_reads_of_a_connection() -> None:
+    """Issue 13: a non-streamed body still arriving is activity (the handler's inactivity watchdog notes
+    every event), a client's full write buffer is backpressure, an aborted upstream socket is read as its
+    close, and a connection in its TLS handshake is told apart by its timestamps."""
+    assert "self.timeout_watchdog.register_activity()" in inspect.getsource(server.ConnectionHandler.server_event)
+    assert "self.last_activity = time.time()" in inspect.getsource(server.TimeoutWatchdog.register_activity)
+    assert "await transport.writer.drain()" in inspect.getsource(server.ConnectionHandler.drain_writers)
+    handle = inspect.getsource(server.ConnectionHandler.handle_connection)
+    assert "if not data:" in handle and "events.ConnectionClosed(connection)" in handle
+    from mitmproxy import connection
+
+    fields = {f.name for f in dataclasses.fields(connection.Server)} | set(dir(connection.Server))
+    assert {"timestamp_tcp_setup", "timestamp_tls_setup", "tls", "alpn_offers"} <= fields

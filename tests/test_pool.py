@@ -523,3 +523,86 @@ def test_make_run_with_the_pool_keeps_client_and_upstream_connections_warm(
     # The start-up probe, then HAProxy's connections: a streamed answer ends its connection (Connection: close).
     assert log.count("client connect") <= 4, log  # without HAProxy in front: 13
     assert TEST_KEY not in log
+
+
+# ---------------------------------------------------------------------------------------------
+# Several upstreams (addon/upstreams/): every server's https origin is pooled
+
+
+def test_every_servers_https_origin_is_pooled() -> None:
+    urls = [
+        "https://api.openai.com/v1",
+        "https://openrouter.ai/api/v1",
+        "http://gpu1:8000/v1",
+        "https://api.openai.com/x",
+    ]
+    assert pool.pooled_origins(options(), urls) == [
+        pool.Origin("https", "api.openai.com", 443),
+        pool.Origin("https", "openrouter.ai", 443),
+    ]
+    assert pool.Origin("http", "gpu1", 8000) in pool.pooled_origins(options(upstream_pool="all"), urls)
+
+
+def test_the_proxy_tells_the_pool_its_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mitmproxy import exceptions
+    from mitmproxy.test import taddons
+
+    from addon.proxy import OllamaProxy
+
+    monkeypatch.setattr(pool, "find_haproxy", lambda: None)
+    catalog = tmp_path / "models.toml"
+    catalog.write_text('[servers.router]\nbase_url = "https://router.example/api/v1"\n')
+    upstream_pool = pool.UpstreamPool()
+    proxy = OllamaProxy(upstream_pool)
+    with taddons.context(upstream_pool, proxy) as tctx:
+        tctx.configure(proxy, openai_base_url="http://127.0.0.1:8000/v1", upstream_pool="https")
+        assert upstream_pool.urls == ("http://127.0.0.1:8000/v1",)
+        with pytest.raises(exceptions.OptionsError, match="apt-get install haproxy"):
+            tctx.configure(proxy, model_catalog=str(catalog))  # an https server and no HAProxy: refused
+        assert upstream_pool.urls == ("http://127.0.0.1:8000/v1",) and len(proxy.settings.servers) == 1
+        tctx.configure(upstream_pool, upstream_pool="off")
+        tctx.configure(proxy, model_catalog=str(catalog))
+        assert upstream_pool.urls == ("http://127.0.0.1:8000/v1", "https://router.example:443/api/v1")
+
+
+@pytest.mark.e2e
+def test_several_tls_upstreams_each_through_the_pool(spawn, certs, tmp_path: Path) -> None:
+    needs_haproxy()
+    other_key = "sk-second-0123456789abcdef"
+    with (
+        UpstreamServer(tls=(str(certs.cert), str(certs.key))) as first,
+        UpstreamServer(tls=(str(certs.cert), str(certs.key))) as second,
+    ):
+        second.fake.models = [{"id": "second-model", "object": "model", "created": 1}]
+        catalog = tmp_path / "models.toml"
+        catalog.write_text(
+            f'[servers.second]\nbase_url = "{second.base_url}"\napi_key_env = "SECOND_KEY"\n'
+            '[models."pinned"]\nserver = "second"\nupstream = "second-model"\n'
+        )
+        dump: Mitmdump = spawn(
+            "reverse",
+            f"openai_base_url={first.base_url}",
+            f"openai_api_key={TEST_KEY}",
+            f"model_catalog={catalog}",
+            "upstream_pool=https",
+            f"ssl_verify_upstream_trusted_ca={certs.ca}",
+            environment={"SECOND_KEY": other_key},
+        )
+        before = (first.accepted, second.accepted)
+        for n in range(6):
+            body = {"model": "pinned" if n % 2 else "m", "messages": [{"role": "user", "content": f"n{n}"}]}
+            connection = http.client.HTTPConnection("127.0.0.1", dump.port, timeout=20)
+            connection.request("POST", "/api/chat", body=json.dumps({**body, "stream": False}))
+            answer = connection.getresponse()
+            assert answer.status == 200 and json.loads(answer.read())["message"]["content"] == f"echo: n{n}"
+            connection.close()
+        assert [r.body["model"] for r in second.fake.requests if r.method == "POST"] == ["second-model"] * 3
+        assert {r.headers["authorization"] for r in second.fake.requests if r.method == "POST"} == {
+            f"Bearer {other_key}"
+        }
+        assert {r.headers["authorization"] for r in first.fake.requests if r.method == "POST"} == {f"Bearer {TEST_KEY}"}
+        assert first.accepted - before[0] <= 2 and second.accepted - before[1] <= 2, "warm connections, per server"
+        log = dump.log()
+        for server in (first, second):
+            assert f"upstream pool: https://127.0.0.1:{server.port} is served through HAProxy" in log
+        assert other_key not in log and TEST_KEY not in log

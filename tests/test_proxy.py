@@ -218,7 +218,7 @@ def test_the_log_line_of_a_flow_that_went_well_follows_flow_detail(caplog: pytes
             failed = ollama_flow("/api/chat", b"{broken")
             proxy.request(failed)
             proxy.response(failed)
-            lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "ollama_proxy"]
+            lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("ollama_proxy")]
             assert lines == [("INFO", ok.comment)] * logged + [("WARNING", failed.comment)]
 
 
@@ -236,3 +236,155 @@ def test_body_view_limit_caps_what_is_kept() -> None:
         proxy.response(flow)
         assert len(flow.metadata["upstream_response"]) == 10 and len(flow.response.content) == 10
         assert len(flow.metadata["ollama_request"]) == 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Several upstreams (addon/upstreams/): the request path through the hooks
+
+SERVERS_TOML = """
+[servers.vllm]
+base_url = "http://gpu1:8000/v1"
+api_key_env = "UNIT_VLLM_KEY"
+think_style = "chat_template_kwargs"
+passthrough_options = true
+upstream_timeout = 900
+models = ["meta-llama/*"]
+
+[servers.router]
+base_url = "https://router.example/api/v1"
+forward_client_key = true
+
+[models."llama3.2"]
+server = "vllm"
+upstream = "meta-llama/Llama-3.2-3B-Instruct"
+"""
+CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "think": True, "options": {"top_k": 5}}
+
+
+@pytest.fixture
+def several(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNIT_VLLM_KEY", "sk-vllm-unit-0123")
+    catalog = tmp_path / "models.toml"
+    catalog.write_text(SERVERS_TOML)
+    proxy = OllamaProxy()
+    with taddons.context(proxy) as tctx:
+        tctx.configure(
+            proxy,
+            openai_base_url="https://api.example.com/v1",
+            openai_api_key="sk-unit",
+            model_catalog=str(catalog),
+            body_view_limit=1_000_000,
+        )
+        yield proxy, tctx, catalog
+
+
+def test_a_request_goes_to_its_server_with_its_key_and_settings(several) -> None:
+    proxy, _, _ = several
+    flow = ollama_flow("/api/chat", CHAT)
+    proxy.request(flow)
+    assert flow.request.url == "http://gpu1:8000/v1/chat/completions"
+    assert flow.request.headers["authorization"] == "Bearer sk-vllm-unit-0123", "the server's own key"
+    body = json.loads(flow.request.content)
+    assert body["model"] == "meta-llama/Llama-3.2-3B-Instruct"
+    assert body["chat_template_kwargs"] == {"enable_thinking": True}, "the server's think_style"
+    assert body["top_k"] == 5, "the server's passthrough_options"
+    record = flow.metadata["ollama"]
+    assert (record["server"], record["route_rule"], record["upstream_model"]) == (
+        "vllm",
+        "catalog",
+        "meta-llama/Llama-3.2-3B-Instruct",
+    )
+    exchange = proxy.exchanges[flow.id]
+    assert exchange.timeout == 900 and proxy.health.outstanding("vllm") == 1
+    flow.response = tutils.tresp(headers=http.Headers(content_type="application/json"), content=b"{}")
+    proxy.responseheaders(flow)
+    proxy.response(flow)
+    assert proxy.health.outstanding("vllm") == 0
+    assert flow.comment.startswith(
+        "POST /api/chat llama3.2 → vllm /v1/chat/completions meta-llama/Llama-3.2-3B-Instruct"
+    )
+    other = ollama_flow("/api/chat", {**CHAT, "model": "gpt-4o-mini"})
+    proxy.request(other)
+    assert other.request.url == "https://api.example.com/v1/chat/completions"
+    assert other.request.headers["authorization"] == "Bearer sk-unit"
+    assert "top_k" not in json.loads(other.request.content) and proxy.exchanges[other.id].timeout == 300
+    assert other.metadata["ollama"]["route_rule"] == "default"
+    pattern = ollama_flow("/v1/chat/completions", {"model": "meta-llama/Other", "messages": []})
+    proxy.request(pattern)
+    assert pattern.request.host == "gpu1" and pattern.metadata["ollama"]["route_rule"] == "pattern"
+
+
+def test_a_client_key_goes_only_to_a_server_that_forwards_client_keys(several, tmp_path) -> None:
+    proxy, tctx, catalog = several
+    catalog.write_text(SERVERS_TOML + '\n[models."routed"]\nserver = "router"\n')
+    tctx.configure(proxy, model_catalog="")
+    tctx.configure(proxy, model_catalog=str(catalog))
+    for model, expected in (("routed", "Bearer sk-client-0123"), ("llama3.2", "Bearer sk-vllm-unit-0123")):
+        flow = ollama_flow("/api/chat", {**CHAT, "model": model})
+        flow.request.headers["authorization"] = "Bearer sk-client-0123"
+        proxy.requestheaders(flow)
+        proxy.request(flow)
+        assert flow.request.headers["authorization"] == expected, model
+    keyless = ollama_flow("/api/chat", {**CHAT, "model": "routed"})
+    proxy.requestheaders(keyless)
+    proxy.request(keyless)
+    assert "authorization" not in keyless.request.headers, "the router has no key of its own to fall back on"
+
+
+def test_a_model_whose_servers_are_down_is_refused_at_once(several) -> None:
+    proxy, _, _ = several
+    proxy.health.mark_failed("vllm", "connection refused")
+    flow = ollama_flow("/api/chat", CHAT)
+    proxy.request(flow)
+    assert flow.response.status_code == 503 and flow.request.host == "127.0.0.1", "nothing went upstream"
+    message = json.loads(flow.response.content)["error"]
+    assert message.startswith("model 'llama3.2': its catalog entry's server, vllm, is down (connection refused")
+    assert 1 <= int(flow.response.headers["retry-after"]) <= 30
+    proxy.response(flow)
+    assert flow.marked and "is down" in flow.comment
+    v1 = ollama_flow("/v1/chat/completions", {"model": "meta-llama/x", "messages": []})
+    proxy.request(v1)
+    assert v1.response.status_code == 503 and json.loads(v1.response.content)["error"]["type"]
+    embed = ollama_flow("/api/embed", {"model": "llama3.2", "input": "x"})
+    proxy.request(embed)
+    assert embed.response.status_code == 503 and "retry-after" in embed.response.headers
+    fine = ollama_flow("/api/chat", {**CHAT, "model": "gpt-4o-mini"})
+    proxy.request(fine)
+    assert fine.response is None, "the other servers' models are unaffected"
+
+
+def test_passive_health_from_the_hooks(several) -> None:
+    proxy, _, _ = several
+    for _ in range(3):
+        flow = ollama_flow("/api/chat", CHAT)
+        proxy.request(flow)
+        flow.response = tutils.tresp(status_code=502, headers=http.Headers(content_type="text/plain"), content=b"x")
+        proxy.responseheaders(flow)
+        proxy.response(flow)
+    assert proxy.health.is_down("vllm") and proxy.health.state("vllm").reason == "answered 502 (3 times in a row)"
+    proxy.health.mark_ok("vllm")
+    flow = ollama_flow("/api/chat", CHAT)
+    proxy.request(flow)
+    flow.error = Error("Connect call failed")
+    proxy.error(flow)
+    assert proxy.health.is_down("vllm") and proxy.health.outstanding("vllm") == 0
+    proxy.health.mark_ok("vllm")
+    gone = ollama_flow("/api/chat", CHAT)
+    proxy.request(gone)
+    gone.error = Error("Client disconnected.")
+    proxy.error(gone)
+    assert not proxy.health.is_down("vllm"), "a client that left says nothing about the server"
+
+
+def test_every_servers_key_is_a_secret_until_its_server_is_gone(several) -> None:
+    from addon.guard import secrets
+
+    proxy, tctx, _ = several
+    assert {"sk-unit", "sk-vllm-unit-0123"} <= set(secrets.secrets())
+    assert secrets.scrub("x sk-vllm-unit-0123 y") == "x [redacted] y"
+    health = proxy.health
+    tctx.configure(proxy, model_catalog="")
+    assert "sk-vllm-unit-0123" not in secrets.secrets() and "sk-unit" in secrets.secrets()
+    assert proxy.health is health and proxy.settings.servers.health is health, "health survives a reconfiguration"
+    tctx.configure(proxy, upstream_timeout=7)
+    assert proxy.settings.server.upstream_timeout == 7

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import ollama
 import pytest
 from mitmproxy import io
@@ -37,11 +38,11 @@ def test_recorded_flows_hold_both_sides_and_no_key(upstream: UpstreamServer, tmp
     try:
         scenarios = {s.name: s for s in live_scenarios("m", "e")}
         results = {}
-        for name in ("chat", "chat-stream", "chat-unknown-model", "generate-raw"):
-            client = ollama.Client(
-                host=dump.url, headers={SCENARIO_HEADER: name, "Authorization": "Bearer client-secret"}
-            )
-            results[name] = run(client, scenarios[name])
+        for name in ("chat", "chat-stream", "chat-unknown-model", "generate-raw", "messages-stream", "responses"):
+            headers = {SCENARIO_HEADER: name, "Authorization": "Bearer client-secret"}
+            client = ollama.Client(host=dump.url, headers=headers)
+            with httpx.Client(base_url=dump.url, headers=headers, timeout=20) as http:
+                results[name] = run(client, scenarios[name], http)
     finally:
         dump.stop()
     assert sorted(p.name for p in out.iterdir()) == [
@@ -49,6 +50,8 @@ def test_recorded_flows_hold_both_sides_and_no_key(upstream: UpstreamServer, tmp
         "chat-unknown-model.flow",
         "chat.flow",
         "generate-raw.flow",
+        "messages-stream.flow",
+        "responses.flow",
     ]
     for path in out.iterdir():
         data = path.read_bytes()
@@ -68,6 +71,11 @@ def test_recorded_flows_hold_both_sides_and_no_key(upstream: UpstreamServer, tmp
     assert missing.response.status_code == 404 and missing.metadata["ollama_status"] == 404
     (raw,) = read(out / "generate-raw.flow")
     assert raw.request.path == "/v1/completions"
+    (messages,) = read(out / "messages-stream.flow")
+    assert messages.request.path == "/v1/chat/completions" and messages.metadata["ollama"]["route"] == "/v1/messages"
+    assert messages.metadata["ollama_response"].startswith(b"event: message_start")
+    assert [name for name, _ in results["messages-stream"]][-1] == "message_stop"
+    assert results["responses"]["output"][0]["content"][0]["text"] == "echo: Name three fruits."
 
 
 def test_a_key_anywhere_in_the_flow_stops_the_write() -> None:

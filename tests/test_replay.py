@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import ollama
 import pytest
 from mitmproxy import io
@@ -82,6 +83,7 @@ def test_replayed_answers_equal_the_recorded_ones(replay) -> None:
     flows = recorded(folder)
     assert len(flows) == len(list(folder.glob("*.flow")))
     client = ollama.Client(host=dump.url, timeout=20)
+    http = httpx.Client(base_url=dump.url, timeout=20)
     checked = 0
     for flow in flows:
         scenario = scenarios[flow.metadata["scenario"]]
@@ -89,19 +91,19 @@ def test_replayed_answers_equal_the_recorded_ones(replay) -> None:
         if isinstance(want, dict) and want.get("status") in (401, 403) and isinstance(want.get("error"), str):
             want = {**want, "error": redact.scrub_keylike(want["error"])}  # the proxy hides (masked) keys
         want = with_context(scenario, flow.metadata["ollama_status"], want)
-        assert run(client, scenario) == want, scenario.name
+        assert run(client, scenario, http) == want, scenario.name
         checked += 1
     assert checked == len(flows)
 
 
 def test_replayed_streams_are_ndjson(replay) -> None:
     folder, dump = replay
-    import httpx
-
     streamed = [
         f
         for f in recorded(folder)
-        if json.loads(f.metadata["ollama_request"]).get("stream") and f.metadata["ollama_status"] == 200
+        if json.loads(f.metadata["ollama_request"]).get("stream")
+        and f.metadata["ollama_status"] == 200
+        and f.metadata["ollama"]["route"].startswith("/api/")
     ]
     assert streamed
     for flow in streamed:
@@ -112,6 +114,29 @@ def test_replayed_streams_are_ndjson(replay) -> None:
         assert lines[-1] == b"" and all(lines[:-1])
         objects = [json.loads(line) for line in lines[:-1]]
         assert objects[-1].get("done") is True or "error" in objects[-1]
+
+
+def test_replayed_agent_streams_are_their_apis_events(replay) -> None:
+    """/v1/messages and /v1/responses streams come out as Anthropic and Responses SSE, ending as they should."""
+    folder, dump = replay
+    streamed = [
+        f
+        for f in recorded(folder)
+        if json.loads(f.metadata["ollama_request"]).get("stream")
+        and f.metadata["ollama_status"] == 200
+        and f.metadata["ollama"]["route"] in ("/v1/messages", "/v1/responses")
+    ]
+    assert streamed
+    for flow in streamed:
+        route = flow.metadata["ollama"]["route"]
+        response = httpx.post(dump.url + route, content=flow.metadata["ollama_request"], timeout=20)
+        assert response.headers["content-type"].startswith("text/event-stream")
+        names = [line[7:] for line in response.text.splitlines() if line.startswith("event: ")]
+        last = {
+            "/v1/messages": ("message_stop", "error"),
+            "/v1/responses": ("response.completed", "response.incomplete"),
+        }
+        assert names[-1] in last[route], (flow.metadata["scenario"], names[-3:])
 
 
 def test_no_key_in_any_saved_flow() -> None:

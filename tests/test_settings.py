@@ -7,19 +7,31 @@ from types import SimpleNamespace
 import pytest
 from mitmproxy import exceptions
 
-from addon.settings import VIEWED_BODY_LIMIT, HostMatcher, Server, Settings, body_view_limit, log_flows, parse_version
+from addon.settings import (
+    DEFAULT_OLLAMA_VERSION,
+    MIN_OLLAMA_VERSION,
+    OPTIONS,
+    VIEWED_BODY_LIMIT,
+    HostMatcher,
+    Settings,
+    body_view_limit,
+    log_flows,
+    parse_system_turns,
+    parse_version,
+)
+from addon.upstreams.servers import Server
 
 
 def test_upstream_urls() -> None:
     assert (
-        Server.parse("https://api.openai.com/v1").url("chat/completions")
+        Server.default("https://api.openai.com/v1", "").url("chat/completions")
         == "https://api.openai.com:443/v1/chat/completions"
     )
-    assert Server.parse("http://127.0.0.1:8000/v1/").url("completions") == "http://127.0.0.1:8000/v1/completions"
-    assert Server.parse("http://[::1]:9/openai").url("x") == "http://[::1]:9/openai/x"
+    assert Server.default("http://127.0.0.1:8000/v1/", "").url("completions") == "http://127.0.0.1:8000/v1/completions"
+    assert Server.default("http://[::1]:9/openai", "").url("x") == "http://[::1]:9/openai/x"
     for bad in ("api.openai.com", "ftp://x/v1", "http://:80/v1", "http://h:notaport/v1"):
-        with pytest.raises(exceptions.OptionsError):
-            Server.parse(bad)
+        with pytest.raises(exceptions.OptionsError, match="openai_base_url"):
+            Server.default(bad, "")
 
 
 def test_host_patterns() -> None:
@@ -37,6 +49,19 @@ def test_versions() -> None:
     for bad in ("0.6.3", "v1.0.0", "1.0", "latest"):
         with pytest.raises(exceptions.OptionsError):
             parse_version(bad)
+
+
+def test_the_default_version_serves_what_the_agents_need() -> None:
+    """Codex CLI refuses an Ollama older than 0.13.4; /v1/messages came in 0.14.0, and
+    /v1/audio/transcriptions, the newest route the proxy serves, in 0.20.0."""
+    version = tuple(int(p) for p in parse_version(DEFAULT_OLLAMA_VERSION).split("."))
+    assert version >= (0, 20, 0) and version >= MIN_OLLAMA_VERSION
+
+
+def test_system_turns() -> None:
+    assert parse_system_turns("user") == "user" and parse_system_turns("system") == "system"
+    with pytest.raises(exceptions.OptionsError, match="system_turns"):
+        parse_system_turns("assistant")
 
 
 def test_body_view_limit_auto_keeps_bodies_only_where_someone_looks() -> None:
@@ -70,28 +95,19 @@ def test_a_change_rebuilds_only_what_it_feeds() -> None:
         def __contains__(self, name: str) -> bool:
             return hasattr(self, name)
 
+    defaults = {name: default for name, _, default, _ in OPTIONS}  # every option the addon declares
     options = Options(
-        openai_base_url="http://up/v1",
-        openai_api_key="sk-unit",
-        ollama_hosts="*:11434",
-        ollama_version="0.12.6",
-        passthrough_options=False,
-        body_view_limit=0,
-        model_catalog="",
-        models_ttl=300,
-        list_upstream_models=True,
-        think_style="reasoning_effort",
-        ollama_api_key="",
-        forward_client_key=False,
-        upstream_timeout=300,
+        **{**defaults, "openai_base_url": "http://up/v1", "openai_api_key": "sk-unit", "body_view_limit": 0}
     )
     first = Settings.build(options)
     options.upstream_timeout = 5
     second = Settings.build(options, first, {"upstream_timeout"})
-    assert second.models is first.models and second.upstream_timeout == 5
+    assert second.models is first.models and second.server.upstream_timeout == 5
+    assert second.models.table is second.servers and second.servers.health is first.servers.health
     options.models_ttl = 10
     third = Settings.build(options, second, {"models_ttl"})
     assert third.models is not first.models and third.models.ttl == 10
+    assert third.servers.health is first.servers.health, "health survives every rebuild"
     assert (
         third.target("gpt-4o:latest").model == "gpt-4o"
         and third.target("x").server.url("chat/completions") == "http://up:80/v1/chat/completions"

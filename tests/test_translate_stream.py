@@ -294,7 +294,7 @@ def test_streamed_logprobs_ride_on_their_chunks() -> None:
 
 
 def test_chunk_converter_feeds_an_event_sink_as_the_upstream_streams() -> None:
-    from addon.agents.anthropic import MessagesStream
+    from addon.translate.anthropic import MessagesStream
     from addon.translate.stream import ChunkConverter
 
     body = recording("chat-stream/tool-call-fragments")["response"]["body"].encode()

@@ -343,6 +343,8 @@ def test_never_raises_on_arbitrary_bytes(data):
         assert isinstance(view.render_priority(data, md), (int, float))
     cv.render_summary(cv.summarize_ndjson(data))
     cv.render_summary(cv.summarize_sse(data))
+    cv.render_summary(cv.summarize_anthropic(data))
+    cv.render_summary(cv.summarize_responses(data))
 
 
 _json_values = st.recursive(
@@ -382,6 +384,117 @@ def test_never_raises_on_odd_json_shapes(chunks):
     sse = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
     assert isinstance(cv.render_summary(cv.summarize_ndjson(ndjson)), str)
     assert isinstance(cv.render_summary(cv.summarize_sse(sse)), str)
+    typed = b"".join(
+        b"data: " + json.dumps({"type": t, **c}).encode() + b"\n\n" for t, c in zip(_TYPES, chunks, strict=False)
+    )
+    assert isinstance(cv.render_summary(cv.summarize_anthropic(typed)), str)
+    assert isinstance(cv.render_summary(cv.summarize_responses(typed)), str)
+
+
+_TYPES = [
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "response.output_item.added",
+    "response.function_call_arguments.delta",
+    "response.completed",
+]
+
+
+# --------------------------------------------------------------------------
+# The agents' streams: Anthropic Messages and OpenAI Responses, made by the proxy's converters
+# --------------------------------------------------------------------------
+
+
+def agent_stream(sink, upstream: bytes) -> bytes:
+    from addon.translate.stream import ChunkConverter
+
+    converter = ChunkConverter(sink)
+    return converter.feed(upstream) + converter.finish()
+
+
+def test_anthropic_stream_with_thinking_and_tool_calls():
+    from addon.translate.anthropic import MessagesStream
+
+    body = agent_stream(MessagesStream("claude-sonnet-5-5", 12), fixture("openai-reasoning-content-handmade.sse"))
+    s = cv.summarize_anthropic(body)
+    assert (s.format, s.model, s.finished) == ("anthropic-messages", "claude-sonnet-5-5", True)
+    c = s.choices[0]
+    assert (c.role, c.thinking, c.content, c.finish_reason) == ("assistant", "Two plus two is four.", "4", "end_turn")
+    assert s.stats["input_tokens"] > 0 and s.info["id"].startswith("msg_")
+    tools = cv.summarize_anthropic(agent_stream(MessagesStream("m"), fixture("openai-tool-calls-parallel.sse")))
+    calls = tools.choices[0].tool_calls
+    assert [(t.name, t.parsed_arguments()) for t in calls] == [
+        ("secret_retrieval_tool", {"password": "mellon"}),
+        ("secret_retrieval_tool", {"password": "radiance"}),
+    ]
+    assert calls[0].id == "call_M26z19sncd7b4LBgzKRRbaUE" and tools.choices[0].finish_reason == "tool_use"
+    text = cv.render_summary(tools)
+    assert "# Anthropic Messages stream (/v1/messages):" in text and "message_stop" in text
+    assert "stop_reason: tool_use" in text and "password: " in text and "usage:" in text
+
+
+def test_anthropic_stream_cut_short():
+    from addon.translate.anthropic import MessagesStream
+
+    cut = fixture("openai-plain-text-no-usage.sse").split(b"data: [DONE]")[0].rsplit(b"data:", 2)[0]
+    s = cv.summarize_anthropic(agent_stream(MessagesStream("m"), cut))
+    assert not s.finished and s.errors == ["the upstream stream ended before the answer was complete type=api_error"]
+    assert "no message_stop (last event: error)" in cv.render_summary(s)
+
+
+def test_responses_stream_with_reasoning_and_function_calls():
+    from addon.translate.responses import ResponsesStream
+
+    s = cv.summarize_responses(
+        agent_stream(ResponsesStream("gpt-oss", {}), fixture("openai-reasoning-content-handmade.sse"))
+    )
+    assert (s.format, s.model, s.finished, s.ending) == ("openai-responses", "gpt-oss", True, "response.completed")
+    c = s.choices[0]
+    assert (c.role, c.thinking, c.content, c.finish_reason) == ("assistant", "Two plus two is four.", "4", "completed")
+    request = {"tools": [{"type": "function", "name": "secret_retrieval_tool", "parameters": {}}]}
+    tools = cv.summarize_responses(
+        agent_stream(ResponsesStream("m", request), fixture("openai-tool-calls-parallel.sse"))
+    )
+    calls = tools.choices[0].tool_calls
+    assert [(t.id, t.parsed_arguments()) for t in calls] == [
+        ("call_M26z19sncd7b4LBgzKRRbaUE", {"password": "mellon"}),
+        ("call_KPXe5NX7IcKkaBUhc6dto2QV", {"password": "radiance"}),
+    ]
+    assert tools.stats["total_tokens"] > 0 and "status: completed" in cv.render_summary(tools)
+
+
+def test_responses_stream_failed():
+    from addon.translate.responses import ResponsesStream
+
+    s = cv.summarize_responses(
+        agent_stream(ResponsesStream("m", {}), b'data: {"error": {"message": "overloaded"}}\n\n')
+    )
+    assert (
+        s.finished
+        and s.choices[0].finish_reason == "failed"
+        and s.errors == ["upstream error: overloaded code=server_error"]
+    )
+
+
+def test_agent_views_are_picked_and_show_the_upstream_stream(registered):
+    from addon.translate.anthropic import MessagesStream
+    from addon.translate.responses import ResponsesStream
+
+    upstream = fixture("openai-tool-call-fragments.sse")
+    for sink, view in ((MessagesStream("m"), "Anthropic SSE"), (ResponsesStream("m", {}), "OpenAI Responses SSE")):
+        f = response_flow(agent_stream(sink, upstream), "text/event-stream; charset=utf-8")
+        f.metadata[cv.UPSTREAM_SSE_METADATA_KEY] = upstream
+        with taddons.context():
+            result = contentviews.prettify_message(f.response, f)
+        assert result.view_name == view and "- name: weather" in result.text
+        assert "# ---- upstream SSE" in result.text and "OpenAI chat completion stream" in result.text
+    error = b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"x"}}\n\n'
+    assert cv.anthropic_sse_view.render_priority(error, Metadata(content_type="text/event-stream")) == 2.5
+    assert cv.responses_sse_view.render_priority(error, Metadata(content_type="text/event-stream")) == -1
+    chat = fixture("openai-tool-call-fragments.sse")
+    for view in (cv.anthropic_sse_view, cv.responses_sse_view):
+        assert view.render_priority(chat, Metadata(content_type="text/event-stream")) == -1
 
 
 # --------------------------------------------------------------------------
@@ -394,7 +507,7 @@ def test_names_are_url_safe():
 
     for view in cv.VIEWS:
         assert re.fullmatch(r"[A-Za-z0-9_\- ]+", view.name), view.name
-    assert [v.name for v in cv.VIEWS] == ["Ollama NDJSON", "OpenAI SSE"]
+    assert [v.name for v in cv.VIEWS] == ["Ollama NDJSON", "OpenAI SSE", "Anthropic SSE", "OpenAI Responses SSE"]
 
 
 def test_register_is_idempotent_and_replaces_by_name():
@@ -417,7 +530,7 @@ def test_register_is_idempotent_and_replaces_by_name():
     cv.register(reg)
     assert reg["ollama ndjson"] is cv.ollama_ndjson_view
     assert reg["openai sse"] is cv.openai_sse_view, "a view of the same name is replaced, as mitmproxy does"
-    assert len(changes) == 3  # the second register() was a no-op
+    assert len(changes) == 1 + len(cv.VIEWS)  # the second register() was a no-op
 
 
 @pytest.mark.parametrize(

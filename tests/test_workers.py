@@ -23,9 +23,9 @@ def test_two_workers_behind_haproxy(upstream: UpstreamServer, tmp_path: Path) ->
         message = "haproxy is needed: apt-get install haproxy (.ci/run does)"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     port = free_block(3)  # HAProxy's port, and the two workers' next to it
-    processes = workers.start(
-        2, "127.0.0.1", port, ["--set", f"openai_base_url={upstream.base_url}"], tmp_path, log_files=True
-    )
+    # flow_detail=1 (after the workers' own 0): every request logs its line, counted below per worker
+    arguments = ["--set", f"openai_base_url={upstream.base_url}", "--set", "flow_detail=1"]
+    processes = workers.start(2, "127.0.0.1", port, arguments, tmp_path, log_files=True)
     try:
         client = ollama.Client(host=f"http://127.0.0.1:{port}", timeout=20)
         answers = [

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import exceptions
+
+if TYPE_CHECKING:
+    from addon.upstreams.servers import ServerSpec
 
 CAPABILITIES = ("completion", "tools", "vision", "thinking", "embedding", "insert")
 THINK_STYLES = ("reasoning_effort", "chat_template_kwargs", "none")
@@ -61,6 +65,8 @@ class ModelInfo:
     think_style: str | None = None  # None: the think_style option
     created: int | None = None  # unix seconds, from the upstream list
     in_catalog: bool = False
+    max_output_tokens: int | None = None  # the most tokens one answer may have (None: not known)
+    server: str | None = None  # the catalog entry's `server` (addon.upstreams.servers); None: routed by the rules
 
 
 _EMBEDDING = re.compile(r"embed|^bge-|^e5-|^gte-|minilm", re.I)
@@ -93,6 +99,22 @@ _CONTEXT_LENGTHS: tuple[tuple[re.Pattern[str], int], ...] = tuple(
         (r"text-embedding|embed", 8191),
     )
 )
+# The output limits of OpenAI's models (searched in the lower-case basename, first match wins):
+# an agent's `max_tokens` above it is lowered, as OpenAI refuses the request otherwise.
+_OUTPUT_LIMITS: tuple[tuple[re.Pattern[str], int], ...] = tuple(
+    (re.compile(pattern), limit)
+    for pattern, limit in (
+        (r"^gpt-4o|^chatgpt-4o", 16384),
+        (r"^gpt-4\.1", 32768),
+        (r"^gpt-5", 128000),
+        (r"^o1-mini", 65536),
+        (r"^o[134]", 100000),
+        (r"^gpt-4-turbo|^gpt-3\.5", 4096),
+        (r"^gpt-4\b", 8192),
+    )
+)
+# OpenAI's reasoning models take `max_completion_tokens` and refuse `max_tokens`.
+_COMPLETION_TOKENS_MODELS = re.compile(r"^o[134]\b|^o[134]-|^gpt-5", re.I)
 _EMBEDDING_LENGTHS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 
 
@@ -100,6 +122,11 @@ def family_of(upstream: str) -> str:
     """The model family / architecture: the leading letters of the basename (`gpt`, `llama`, `qwen`)."""
     match = re.match(r"[a-z]+", basename(upstream).lower())
     return match.group(0) if match else "unknown"
+
+
+def token_limit_field(upstream: str) -> str:
+    """The chat-completions field that limits an answer's length for this upstream model."""
+    return "max_completion_tokens" if _COMPLETION_TOKENS_MODELS.search(basename(upstream)) else "max_tokens"
 
 
 def _context_from_listing(entry: dict[str, Any]) -> int | None:
@@ -143,6 +170,9 @@ def infer(upstream: str, entry: dict[str, Any] | None = None) -> ModelInfo:
         (length for pattern, length in _CONTEXT_LENGTHS if pattern.search(base)), DEFAULT_CONTEXT_LENGTH
     )
     created = entry.get("created")
+    limit = entry.get("max_output_tokens", entry.get("max_completion_tokens"))
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+        limit = next((n for pattern, n in _OUTPUT_LIMITS if pattern.search(base)), None)
     return ModelInfo(
         name=full_name(upstream),
         upstream=upstream,
@@ -151,6 +181,7 @@ def infer(upstream: str, entry: dict[str, Any] | None = None) -> ModelInfo:
         family=family_of(upstream),
         embedding_length=_EMBEDDING_LENGTHS.get(base),
         created=created if isinstance(created, int) and not isinstance(created, bool) else None,
+        max_output_tokens=limit,
     )
 
 
@@ -167,6 +198,8 @@ _ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
     "embedding_length": int,
     "description": str,
     "think_style": str,
+    "max_output_tokens": int,
+    "server": str,
 }
 
 
@@ -175,12 +208,13 @@ class Catalog:
     """The models of the `model_catalog` file, by full client name."""
 
     models: dict[str, ModelInfo] = field(default_factory=dict)
+    servers: dict[str, ServerSpec] = field(default_factory=dict)  # the [servers.NAME] tables (addon.upstreams.servers)
 
     def get(self, name: str) -> ModelInfo | None:
         return self.models.get(full_name(name))
 
     @classmethod
-    def load(cls, path: str) -> Catalog:
+    def load(cls, path: str, environ: Mapping[str, str] | None = None) -> Catalog:
         """Read and check the TOML file; every problem is an OptionsError naming the file and key."""
         if not path.strip():
             return cls()
@@ -191,14 +225,16 @@ class Catalog:
             raise exceptions.OptionsError(f"model_catalog: cannot read {path!r}: {e.strerror or e}") from None
         except tomllib.TOMLDecodeError as e:
             raise exceptions.OptionsError(f"model_catalog: {path!r} is not valid TOML: {e}") from None
-        return cls.parse(data, path)
+        return cls.parse(data, path, environ)
 
     @classmethod
-    def parse(cls, data: dict[str, Any], where: str = "model_catalog") -> Catalog:
-        unknown = set(data) - {"models"}
+    def parse(
+        cls, data: dict[str, Any], where: str = "model_catalog", environ: Mapping[str, str] | None = None
+    ) -> Catalog:
+        unknown = set(data) - {"models", "servers"}
         if unknown:
             raise exceptions.OptionsError(
-                f'{where}: unknown top-level keys {sorted(unknown)} (expected [models."name"] tables)'
+                f'{where}: unknown top-level keys {sorted(unknown)} (expected [models."name"] and [servers.NAME] tables)'
             )
         tables = data.get("models", {})
         if not isinstance(tables, dict):
@@ -206,7 +242,12 @@ class Catalog:
         models: dict[str, ModelInfo] = {}
         for name, table in tables.items():
             models[full_name(name)] = _entry(name, table, f'{where}: [models."{name}"]')
-        return cls(models)
+        # Several upstreams (addon.upstreams.servers): imported here, the servers module needs this one's names.
+        from addon.upstreams.servers import check_model_servers, parse_servers
+
+        servers = parse_servers(data.get("servers", {}), where, environ)
+        check_model_servers({name: table.get("server") for name, table in tables.items()}, servers, where)
+        return cls(models, servers)
 
 
 def _entry(name: str, table: Any, where: str) -> ModelInfo:
@@ -235,6 +276,9 @@ def _entry(name: str, table: Any, where: str) -> ModelInfo:
     context = table.get("context_length", inferred.context_length)
     if context <= 0:
         raise exceptions.OptionsError(f"{where}: context_length must be positive")
+    limit = table.get("max_output_tokens", inferred.max_output_tokens)
+    if limit is not None and limit <= 0:
+        raise exceptions.OptionsError(f"{where}: max_output_tokens must be positive")
     return ModelInfo(
         name=full_name(name),
         upstream=upstream,
@@ -247,4 +291,6 @@ def _entry(name: str, table: Any, where: str) -> ModelInfo:
         description=table.get("description", ""),
         think_style=think_style,
         in_catalog=True,
+        max_output_tokens=limit,
+        server=table.get("server"),
     )

@@ -1,6 +1,7 @@
 """The route table: which endpoint serves which path and methods.
 
-One module per API family (`ollama*`: the Ollama API, `openai`: its OpenAI-compatible routes),
+One module per API family (`ollama*`: the Ollama API, `openai`: its OpenAI-compatible routes,
+`openai_responses`: the Responses API, `anthropic`: the Anthropic Messages API),
 each endpoint an object following `addon.endpoints.base.Endpoint`. Adding an endpoint is one
 class and one row here (docs/architecture.md walks through it).
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from addon.endpoints import ollama, ollama_discovery, ollama_embed, openai
+from addon.endpoints import anthropic, ollama, ollama_discovery, ollama_embed, openai, openai_responses
 from addon.endpoints.base import Endpoint, OllamaEndpoint
 
 
@@ -42,6 +43,10 @@ ROUTES: dict[str, Route] = {
     "/v1/chat/completions": _route("POST", openai.Forwarded("chat/completions")),
     "/v1/completions": _route("POST", openai.Forwarded("completions")),
     "/v1/embeddings": _route("POST", openai.Forwarded("embeddings")),
+    "/v1/audio/transcriptions": _route("POST", openai.Transcriptions()),
+    "/v1/responses": _route("POST", openai_responses.Responses()),
+    "/v1/messages": _route("POST", anthropic.Messages()),
+    "/v1/messages/count_tokens": _route("POST", anthropic.CountTokens()),
     "/v1/models": _route("GET HEAD", openai.Models()),
 }
 # Paths with a variable last part, by prefix.

@@ -20,31 +20,45 @@ for the final piece), never returns an empty piece mid-stream, and ends a stream
 cut short with a final error line or event of its family.
 
 Families share their error shape and defaults through a base class (`OllamaEndpoint`,
-`OpenAIEndpoint`); an endpoint overrides only what it does.
+`OpenAIEndpoint`); an endpoint overrides only what it does. The agents' endpoints (/v1/messages,
+/v1/responses) share `agent_think` and `limit_tokens`: what the model can take of the thinking
+wish and the answer length the agents send with every request.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mitmproxy import http
 from pydantic import ValidationError
 
+from addon.catalog.catalog import token_limit_field
 from addon.exchange import Answer, Exchange, Reply, json_answer
+from addon.translate.request import think_fields
 from addon.wire.ollama import OllamaModel, describe
+from addon.wire.openai import loads
 
 if TYPE_CHECKING:
-    from addon.settings import Settings
+    from addon.catalog.catalog import ModelInfo
+    from addon.settings import Settings, Target
+    from addon.wire.ollama import Think
     from addon.wire.openai import Usage
 
 
 class StreamConverter(Protocol):
     """Upstream SSE → the client's stream format, for one flow."""
 
-    ended: bool  # a final piece (done or error) has been produced
+    aborted: bool  # the upstream's stream broke a limit (sse_event_limit): the proxy stops reading it
     warnings: list[str]
+
+    @property
+    def ended(self) -> bool:
+        """Whether a final piece (done or error) has been produced (or, relayed, the end marker seen)."""
+
+    @property
+    def error(self) -> str | None:
+        """The message of the final error piece, once produced (None: none, or the stream ended well)."""
 
     @property
     def content_type(self) -> str | None:
@@ -121,11 +135,6 @@ class OpenAIEndpoint(OllamaEndpoint):
 Model = TypeVar("Model", bound=OllamaModel)
 
 
-def _no_constant(name: str) -> None:
-    """NaN and Infinity are not JSON (Ollama's decoder refuses them): never send them upstream."""
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def json_object(request: http.Request, endpoint: Endpoint) -> dict[str, Any] | Answer:
     """The request body as a JSON object, or a 400 in the endpoint's shape saying why it is not one."""
     try:
@@ -135,7 +144,7 @@ def json_object(request: http.Request, endpoint: Endpoint) -> dict[str, Any] | A
     if not raw:
         return endpoint.error(400, "missing request body")
     try:
-        data = json.loads(raw, parse_constant=_no_constant)
+        data = loads(raw)  # strict: NaN, Infinity and numbers that overflow (1e400) are refused, as Go's decoder does
     except (ValueError, RecursionError) as e:
         return endpoint.error(400, f"invalid JSON in request body: {e}")
     if not isinstance(data, dict):
@@ -166,3 +175,30 @@ def parse_named[Model: OllamaModel](
         return endpoint.error(*missing)
     exchange.model = name
     return parsed
+
+
+# ---------------------------------------------------------------------------------------------
+# The agents' requests (/v1/messages, /v1/responses): what the model can take
+
+
+def agent_think(
+    model: ModelInfo, target: Target, think: Think, soft: bool, warnings: list[str]
+) -> tuple[str | None, dict[str, Any]]:
+    """(reasoning_effort, extra fields) for an agent's thinking wish, in the target's think style;
+    a `soft` wish (one the agent sends with every request) only for a model with the `thinking` capability."""
+    if think is None:
+        return None, {}
+    if soft and think is not False and "thinking" not in model.capabilities:
+        warnings.append(
+            f"the request asks for thinking ({think}), which was not sent: {model.name} has no thinking capability "
+            "(give it one in the model catalog to send it)"
+        )
+        return None, {}
+    return think_fields(think, target.think_style)
+
+
+def limit_tokens(body: dict[str, Any], upstream_model: str) -> None:
+    """Send the answer's length limit in the field the upstream model takes (`max_completion_tokens` for o-series, GPT-5)."""
+    field = token_limit_field(upstream_model)
+    if field != "max_tokens" and "max_tokens" in body:
+        body[field] = body.pop("max_tokens")

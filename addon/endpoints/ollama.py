@@ -20,7 +20,7 @@ from addon.translate.request import Translation, TranslationError, chat_request,
 from addon.translate.response import Shape, gather, rfc3339_now, upstream_error, whole_answer
 from addon.translate.stream import SSEToNDJSON
 from addon.wire.ollama import JSON, NDJSON, ChatRequest, GenerateRequest, dumps_body, dumps_line
-from addon.wire.openai import ChatCompletion, usage_of
+from addon.wire.openai import ChatCompletion, InvalidUsage, answerless, checked_usage, invalid_json, loads
 
 if TYPE_CHECKING:
     from addon.settings import Settings, Target
@@ -62,7 +62,9 @@ class _Generation(OllamaEndpoint):
     def stream(self, exchange: Exchange) -> SSEToNDJSON | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: gathered in `convert`
-        return SSEToNDJSON(self.shape, exchange.model or "", exchange.clock(), raw=exchange.detail is True)
+        return SSEToNDJSON(
+            self.shape, exchange.model or "", exchange.clock(), exchange.detail is True, exchange.sse_event_limit
+        )
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:
         """An error, a JSON body, or a stream that arrived in one piece (server replay)."""
@@ -73,7 +75,9 @@ class _Generation(OllamaEndpoint):
             return self.error(status, message)
         # With a relay in place the headers already say NDJSON; the body is still the upstream's SSE.
         if exchange.relay is not None or "text/event-stream" in response.headers.get("content-type", ""):
-            converter = SSEToNDJSON(self.shape, model, exchange.clock(), raw=exchange.detail is True)
+            converter = SSEToNDJSON(
+                self.shape, model, exchange.clock(), exchange.detail is True, exchange.sse_event_limit
+            )
             lines = converter.feed(body) + converter.finish()
             exchange.warn(converter.warnings)
             exchange.usage = converter.usage
@@ -83,20 +87,26 @@ class _Generation(OllamaEndpoint):
             failed = "error" in json.loads(gathered)  # a broken stream: an error status, not a 200
             return Answer(502 if failed else 200, gathered, JSON)
         try:
-            parsed = json.loads(body)
-            if not isinstance(parsed, dict):
-                raise ValueError("not a JSON object")
-        except ValueError:
+            parsed = loads(body)
+        except ValueError as e:
+            return self.error(502, invalid_json(body, e))
+        if not isinstance(parsed, dict):
             text = body[:200].decode("utf-8", "replace")
-            return self.error(502, f"the upstream sent an answer that is not JSON (status {status}): {text!r}")
+            return self.error(502, f"the upstream sent an answer that is not a JSON object (status {status}): {text!r}")
+        if (missing := answerless(parsed, "choices")) is not None:
+            return self.error(502, missing)
+        try:
+            usage = checked_usage(parsed.get("usage"))
+        except InvalidUsage as e:
+            return self.error(502, str(e))
         try:
             raw = exchange.detail is True
             answer, warnings = whole_answer(self.shape, cast("ChatCompletion", parsed), model, exchange.clock(), raw)
-        except (AttributeError, TypeError, KeyError, IndexError, ValueError):  # a JSON object of another shape
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError, ArithmeticError):  # another shape
             text = body[:200].decode("utf-8", "replace")
             return self.error(502, f"the upstream sent an answer of an unexpected shape: {text!r}")
         exchange.warn(warnings)
-        exchange.usage = usage_of(parsed.get("usage"))
+        exchange.usage = usage
         if exchange.stream:
             return Answer(200, dumps_line(answer), NDJSON)
         return Answer(200, dumps_body(answer), JSON)
@@ -134,7 +144,7 @@ class Chat(_Generation):
             self,
             exchange,
             settings,
-            lambda target: chat_request(parsed, target.model, settings.passthrough_options, target.think_style),
+            lambda target: chat_request(parsed, target.model, target.server.passthrough_options, target.think_style),
             parsed.stream,
         )
 
@@ -155,6 +165,8 @@ class Generate(_Generation):
             self,
             exchange,
             settings,
-            lambda target: generate_request(parsed, target.model, settings.passthrough_options, target.think_style),
+            lambda target: generate_request(
+                parsed, target.model, target.server.passthrough_options, target.think_style
+            ),
             parsed.stream,
         )

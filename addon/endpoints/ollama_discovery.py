@@ -1,7 +1,10 @@
 """The Ollama API's model routes: /api/tags, /api/show, /api/ps, /api/pull, and those the proxy refuses.
 
-These answer locally from the model directory (the catalog plus the upstream's cached model
-list); nothing is sent upstream. Handlers that may fetch the list are async.
+These answer locally from the model directory (the catalog plus every upstream server's cached
+model list, merged: `addon.upstreams.directory`); nothing is sent upstream. Handlers that may
+fetch a list are async; a server that is down or slow never delays or empties the others' models.
+With several servers, `/api/ps` lists only the models a request could go to now and adds the
+servers' health (`servers`: name, status, reason, requests running).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from addon.exchange import Answer, Exchange, Reply, json_answer
 from addon.wire.ollama import NDJSON, ModelRequest, dumps_line
 
 if TYPE_CHECKING:
-    from addon.catalog.directory import ModelDirectory
     from addon.settings import Settings
+    from addon.upstreams.directory import ServersDirectory
 
 logger = logging.getLogger("ollama_proxy")
 
@@ -60,7 +63,7 @@ def details(model: ModelInfo) -> dict[str, Any]:
     return out
 
 
-def tag_entry(model: ModelInfo, directory: ModelDirectory) -> dict[str, Any]:
+def tag_entry(model: ModelInfo, directory: ServersDirectory) -> dict[str, Any]:
     return {
         "name": model.name,
         "model": model.name,
@@ -72,7 +75,7 @@ def tag_entry(model: ModelInfo, directory: ModelDirectory) -> dict[str, Any]:
     }
 
 
-def show_answer(model: ModelInfo, asked: str, directory: ModelDirectory, copilot: bool) -> dict[str, Any]:
+def show_answer(model: ModelInfo, asked: str, directory: ServersDirectory, copilot: bool) -> dict[str, Any]:
     arch = model.family
     info: dict[str, Any] = {
         "general.architecture": arch,
@@ -117,7 +120,7 @@ def not_found_text(name: str) -> str:
 
 
 class Tags(OllamaEndpoint):
-    """`GET /api/tags`: the catalog's and the upstream's models."""
+    """`GET /api/tags`: the catalog's models, then every server's."""
 
     async def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
         listing = await settings.models.listing()
@@ -127,16 +130,37 @@ class Tags(OllamaEndpoint):
 
 
 class Ps(OllamaEndpoint):
-    """`GET /api/ps`: every listed model, as loaded."""
+    """`GET /api/ps`: every listed model a request could go to now, as loaded; with several
+    servers, their health too."""
 
     async def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
-        listing = await settings.models.listing()
+        directory = settings.models
+        listing = await directory.listing()
         expires = rfc3339(time.time() + KEEP_ALIVE_S)
         models = [
-            {**tag_entry(m, settings.models), "expires_at": expires, "size_vram": 0, "context_length": m.context_length}
-            for m in listing.models
+            {**tag_entry(m, directory), "expires_at": expires, "size_vram": 0, "context_length": m.context_length}
+            for m in directory.available(listing)
         ]
-        return json_answer(200, {"models": models})
+        answer: dict[str, Any] = {"models": models}
+        if directory.several:
+            answer["servers"] = server_health(settings)
+        return json_answer(200, answer)
+
+
+def server_health(settings: Settings) -> list[dict[str, Any]]:
+    """Each server's health, for /api/ps: up, down (with why and since when) or trial, and its load."""
+    health = settings.servers.health
+    now = health.clock()
+    out = []
+    for server in settings.servers:
+        state = health.state(server.name)
+        entry: dict[str, Any] = {"name": server.name, "status": state.status, "running": state.outstanding}
+        if state.reason is not None and state.status != "up":
+            entry["reason"] = state.reason
+            if state.down_since is not None:
+                entry["down_for_s"] = round(now - state.down_since)
+        out.append(entry)
+    return out
 
 
 async def _named_model(

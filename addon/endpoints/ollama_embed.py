@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import math
 import struct
 import time
@@ -15,7 +14,17 @@ from addon.endpoints.base import OllamaEndpoint, parse_named
 from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
 from addon.translate.response import Clock, upstream_error
 from addon.wire.ollama import EmbeddingsRequest, EmbedRequest
-from addon.wire.openai import EmbeddingList, EmbeddingRequest, Usage, token_count, usage_of
+from addon.wire.openai import (
+    EmbeddingList,
+    EmbeddingRequest,
+    InvalidUsage,
+    Usage,
+    answerless,
+    checked_usage,
+    invalid_json,
+    loads,
+    token_count,
+)
 
 if TYPE_CHECKING:
     from addon.settings import Settings
@@ -76,13 +85,20 @@ class _Embeddings(OllamaEndpoint):
                 message = not_found(model)
             return self.error(status, message)
         try:
-            parsed = json.loads(body)
-            if not isinstance(parsed, dict):
-                raise ValueError("not a JSON object")
+            parsed = loads(body)
+        except ValueError as e:
+            return self.error(502, invalid_json(body, e))
+        if not isinstance(parsed, dict):
+            return self.error(502, "the upstream sent an embeddings answer that is not a JSON object")
+        if (failed := answerless(parsed, "data")) is not None:
+            return self.error(502, failed)
+        try:
+            usage = checked_usage(parsed.get("usage"))
             answer = self.answer(exchange, cast("EmbeddingList", parsed))
-        except (ValueError, TypeError, AttributeError, struct.error) as e:
+        except InvalidUsage as e:
+            return self.error(502, str(e))
+        except (ValueError, TypeError, AttributeError, struct.error, ArithmeticError) as e:
             return self.error(502, f"the upstream sent an embeddings answer the proxy cannot read: {e}")
-        usage = usage_of(parsed.get("usage"))
         exchange.usage = Usage(usage.prompt_tokens if usage else 0, 0)
         return json_answer(200, answer)
 
@@ -120,7 +136,7 @@ def embed_answer(parsed: EmbeddingList, model: str, dimensions: int | None, cloc
         "embeddings": [normalized(v, dimensions) for v in vectors],
         "total_duration": max(time.time_ns() - clock.start_ns, 0),
         "load_duration": 0,
-        "prompt_eval_count": token_count(usage.get("prompt_tokens")) if isinstance(usage, dict) else 0,
+        "prompt_eval_count": token_count(usage.get("prompt_tokens")) if isinstance(usage, dict) else 0,  # (checked)
     }
 
 

@@ -1,9 +1,12 @@
-"""The OpenAI-compatible routes Ollama also serves: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models.
+"""The OpenAI-compatible routes Ollama also serves: /v1/chat/completions, /v1/completions, /v1/embeddings,
+/v1/audio/transcriptions, /v1/models.
 
 Requests go upstream as they are, except that the model name is resolved like on every other
 route (catalog alias, `name:latest` → upstream id); answers come back unchanged except that their
-`model` is the name the client sent, streams included (event by event). /v1/models is answered
+`model` is the name the client sent, streams included (event by event). A transcription's
+multipart form goes as it is, its `model` field resolved in place. /v1/models is answered
 locally from the model directory, with the names /api/tags lists. Errors are OpenAI's shape.
+(/v1/responses has a module of its own: `openai_responses`.)
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from addon.catalog.catalog import ModelInfo
 from addon.endpoints.base import OpenAIEndpoint, json_object
 from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
 from addon.translate.response import upstream_error
-from addon.wire.openai import Usage, usage_of
+from addon.wire import multipart
+from addon.wire.openai import Usage, answerless, invalid_json, loads, usage_of
 from addon.wire.sse import MAX_EVENT
 
 if TYPE_CHECKING:
@@ -28,6 +32,7 @@ PREFIX = "/v1/"
 
 # What a /v1 client gets when the upstream's stream ends without `[DONE]`: the openai SDK raises
 # APIError on an event with an `error` member, instead of taking the cut answer for a whole one.
+INCOMPLETE = "the upstream stream ended before the answer was complete"
 INCOMPLETE_EVENT = (
     b'data: {"error":{"message":"the upstream stream ended before the answer was complete",'
     b'"type":"upstream_error","param":null,"code":null}}\n\n'
@@ -40,6 +45,10 @@ def error_event(message: str) -> bytes:
     return b"data: " + json.dumps(error, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
+# Blank lines (the end of an event) with each line end SSE allows; a CRLF blank line contains "\n\r\n".
+_EVENT_ENDS = (b"\n\n", b"\n\r\n", b"\r\r")
+
+
 class SSERelay:
     """The stream converter of the /v1 routes: relays SSE as it comes, renaming each event's
     `model` when the client used another name than the upstream, and ends a stream the upstream
@@ -47,22 +56,42 @@ class SSERelay:
 
     It decodes no events: it passes lines on as they are (byte for byte, but for a renamed
     `model`), holding back the start of a line not yet complete, so that a final error event
-    never lands in the middle of one. Never returns an empty piece mid-stream (that would end a
-    chunked response) and never raises (mitmproxy would drop the piece): a line it cannot parse
-    passes unchanged.
+    never lands in the middle of one. It counts the bytes of the event being relayed (since the
+    last blank line): one longer than `max_event` (sse_event_limit) ends the stream with an error
+    event and `aborted` (the proxy stops reading the upstream). A data line with `NaN` or
+    `Infinity` (not JSON: no client could parse it) ends it too. Never returns an empty piece
+    mid-stream (that would end a chunked response) and never raises (mitmproxy would drop the
+    piece): a line it cannot parse passes unchanged.
     """
 
     content_type: str | None = None  # the upstream's SSE, relayed
     final_error_on_break = True
 
-    __slots__ = ("done", "ended", "model", "pending", "tail", "warnings")
+    __slots__ = (
+        "aborted",
+        "done",
+        "ended",
+        "error",
+        "event_size",
+        "marker_tail",
+        "max_event",
+        "model",
+        "pending",
+        "tail",
+        "warnings",
+    )
 
-    def __init__(self, model: str | None) -> None:
+    def __init__(self, model: str | None, max_event: int = MAX_EVENT) -> None:
         self.model = model  # None: pass the events through as they are
+        self.max_event = max_event
         self.pending = bytearray()  # the start of a line not yet complete
-        self.tail = b""
-        self.done = False  # `data: [DONE]` was seen
-        self.ended = False  # a final error event was produced
+        self.tail = b""  # the last bytes relayed (a [DONE] or a blank line cut between two pieces)
+        self.event_size = 0  # bytes since the last blank line
+        self.marker_tail = b""  # the last bytes looked at for the end marker (cut between two pieces)
+        self.done = False  # the end marker (`data: [DONE]`) was seen
+        self.ended = False  # the end marker was seen, or a final error event was produced
+        self.error: str | None = None  # the message of that error event
+        self.aborted = False
         self.warnings: list[str] = []
 
     @property
@@ -70,49 +99,100 @@ class SSERelay:
         return None
 
     def feed(self, data: bytes) -> bytes:
-        if not self.done:
-            window = self.tail + data
-            self.done = b"[DONE]\n" in window or b"[DONE]\r" in window
-            self.tail = window[-8:]
-        end = data.rfind(b"\n")
-        if end < 0:
-            self.pending += data
-            if len(self.pending) > MAX_EVENT:
-                return self.fail(f"the upstream sent an invalid stream: a line longer than {MAX_EVENT} bytes")
+        if self.error is not None:
             return b""
-        lines = bytes(self.pending) + data[: end + 1] if self.pending else data[: end + 1]
-        self.pending[:] = data[end + 1 :]
+        if not self.done:
+            self._watch(data)
+        if data.endswith(b"\n\n") and not self.pending:
+            # The common piece: whole events; the last one's size is what follows the blank line before it.
+            start = data.rfind(b"\n\n", 0, -2)
+            event_size = self.event_size + len(data) if start < 0 else len(data) - start - 2
+            self.event_size = 0
+            lines, rest = data, b""
+        else:
+            window = self.tail + data
+            end_of_event = max(window.rfind(sep) + len(sep) if sep in window else -1 for sep in _EVENT_ENDS)
+            self.event_size = event_size = (
+                self.event_size + len(data) if end_of_event < 0 else len(window) - end_of_event
+            )
+            end = data.rfind(b"\n") + 1
+            lines = (bytes(self.pending) + data[:end] if self.pending else data[:end]) if end else b""
+            rest = data[end:]
+        self.tail = data[-8:] if len(data) >= 8 else (self.tail + data)[-8:]
+        if event_size > self.max_event:
+            self.aborted = True
+            return self.fail(
+                f"the upstream sent an invalid stream: an event of the stream is longer than "
+                f"sse_event_limit ({self.max_event} bytes)"
+            )
+        if not lines:
+            self.pending += data
+            return b""
+        self.pending[:] = rest
+        if (b"NaN" in lines or b"Infinity" in lines) and (bad := self._not_json(lines)):
+            self.aborted = True
+            return self.fail(f"the upstream sent an invalid stream event (not JSON: {bad})")
         if self.model is None:
             return lines
         return b"\n".join([self._line(line) for line in lines[:-1].split(b"\n")]) + b"\n"
 
+    def _watch(self, data: bytes) -> None:
+        """Note the end marker (`data: [DONE]`), which may come cut over two pieces."""
+        window = self.marker_tail + data
+        if b"[DONE]\n" in window or b"[DONE]\r" in window:
+            self.done = self.ended = True
+        self.marker_tail = window[-8:]
+
     def finish(self) -> bytes:
+        if self.error is not None:
+            return b""
         rest = bytes(self.pending)
         self.pending.clear()
         out = self._line(rest) if rest else b""
-        if rest.strip() in (b"data: [DONE]", b"data:[DONE]"):
-            self.done = True
-        if not self.done and not self.ended:
+        if not self.done:
+            self._watch(rest + b"\n")
+        if not self.done:
             self.ended = True
-            out += (b"\n\n" if rest else b"") + INCOMPLETE_EVENT
+            self.error = INCOMPLETE
+            out += (b"\n\n" if rest else b"") + self.error_event(INCOMPLETE)
         return out
 
     def fail(self, message: str) -> bytes:
         """The bytes that end a stream the upstream broke off: a final error event saying why."""
-        if self.done or self.ended:
+        if self.done or self.error is not None:
             return b""
         self.ended = True
+        self.error = message
         self.pending.clear()  # a partial line of the cut-off stream: never complete, never sent
-        return b"\n\n" + error_event(message)
+        return b"\n\n" + self.error_event(message)
+
+    def error_event(self, message: str) -> bytes:
+        return error_event(message)
+
+    @staticmethod
+    def _not_json(lines: bytes) -> str | None:
+        """What makes one of these data lines invalid JSON (NaN, Infinity), or None."""
+        for line in lines.split(b"\n"):
+            if line.startswith(b"data:") and (b"NaN" in line or b"Infinity" in line):
+                try:
+                    loads(line[5:].strip())
+                except ValueError as e:
+                    return str(e)
+        return None
 
     def _line(self, line: bytes) -> bytes:
         if self.model is None or not line.startswith(b"data:") or b'"model"' not in line:
             return line
         try:
             event = json.loads(line[5:])
-            if not isinstance(event, dict) or "model" not in event:
+            if not isinstance(event, dict):
                 return line
-            event["model"] = self.model
+            if "model" in event:
+                event["model"] = self.model
+            elif isinstance(event.get("response"), dict) and "model" in event["response"]:  # the Responses API's
+                event["response"]["model"] = self.model
+            else:
+                return line
             renamed = b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
             return renamed + (b"\r" if line.endswith(b"\r") else b"")
         except (ValueError, RecursionError):  # not JSON (or not encodable): the line passes as it is
@@ -139,10 +219,12 @@ class Forwarded(OpenAIEndpoint):
 
     def stream(self, exchange: Exchange) -> SSERelay:
         """Relay a streamed answer in real time, renaming its model if the upstream's name differs."""
-        return SSERelay(None if exchange.model == exchange.upstream_model else exchange.model)
+        return SSERelay(None if exchange.model == exchange.upstream_model else exchange.model, exchange.sse_event_limit)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:
-        """A whole answer: the client's model name in a JSON body; errors pass unchanged (they are OpenAI's already)."""
+        """A whole answer: the client's model name in a JSON body; errors pass unchanged (they are OpenAI's
+        already). What no client could read is a 502: invalid JSON (NaN, Infinity, numbers that overflow),
+        a 200 that is no answer (`{}`, `{"error": ...}`)."""
         if exchange.relay is not None:
             return None
         if response.status_code >= 400:
@@ -151,17 +233,56 @@ class Forwarded(OpenAIEndpoint):
         if "json" not in response.headers.get("content-type", ""):
             return None
         try:
-            parsed = json.loads(body)
-        except ValueError:
-            return None
+            parsed = loads(body)
+        except ValueError as e:
+            return self.error(502, invalid_json(body, e))
         if not isinstance(parsed, dict):
             return None
+        if (failed := answerless(parsed, "data" if self.route == "embeddings" else "choices")) is not None:
+            return self.error(502, failed)
         exchange.usage = usage_of(parsed.get("usage"))
         if "model" not in parsed or exchange.model == exchange.upstream_model:
             return None
         parsed["model"] = exchange.model
         body = json.dumps(parsed, ensure_ascii=False, separators=(",", ":")).encode()
         return Answer(response.status_code, body, response.headers.get("content-type", ""), keep_headers=True)
+
+
+class Transcriptions(OpenAIEndpoint):
+    """`POST /v1/audio/transcriptions`: the multipart form forwarded as it is, its `model` field resolved.
+
+    A streamed transcription (`stream=true`, for the models that have it) reaches the client
+    whole, once the upstream has finished: it is short, and ends without `[DONE]`.
+    """
+
+    def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
+        content_type = request.headers.get("content-type", "")
+        boundary = multipart.boundary_of(content_type)
+        body = request.get_content(strict=False) or b""
+        if boundary is None or not body:
+            return self.error(400, "the request must be a multipart/form-data body with the audio file and a model")
+        model = multipart.field(body, boundary, "model")
+        if not model:
+            return self.error(400, "model is required")
+        exchange.model = model
+        target = settings.target(model)
+        if target.model != model:
+            body = multipart.replace_field(body, boundary, "model", target.model)
+        stream = (multipart.field(body, boundary, "stream") or "").strip().lower() == "true"
+        return Forward("audio/transcriptions", {}, stream, target, content=body, content_type=content_type)
+
+    def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:
+        """Passed on unchanged (there is no model name in a transcription); its usage and errors noted."""
+        if response.status_code >= 400:
+            exchange.error = upstream_error(response.status_code, body, response.reason, None)[1]
+        elif "json" in response.headers.get("content-type", ""):
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                return None
+            if isinstance(parsed, dict):
+                exchange.usage = usage_of(parsed.get("usage"))
+        return None
 
 
 def model_object(model: ModelInfo, loaded_at: float) -> dict[str, Any]:

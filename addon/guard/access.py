@@ -2,13 +2,16 @@
 option to forward each client's own key upstream instead of the configured one.
 
 The steps, in the order `addon.proxy` calls them:
-- `take_client_key` (requestheaders): the client's `Authorization` header leaves the flow before
-  any view (mitmweb adds flows here) sees it; the exchange holds it.
+- `take_client_key` (requestheaders): the client's `Authorization` and `x-api-key` headers leave
+  the flow before any view (mitmweb adds flows here) sees them; the exchange holds the key.
 - `refusal` (request): with `ollama_api_key` set, a request without the right
-  `Authorization: Bearer <key>` (what the Ollama SDKs send when OLLAMA_API_KEY is set) gets a
-  401 in its family's shape; with `forward_client_key` the client's bearer is kept for the next step.
-- `forward_client_key` (request, once the flow is rewritten to go upstream): the client's own
-  key in place of the configured one (none at all for a client without one).
+  `Authorization: Bearer <key>` (what the Ollama SDKs send when OLLAMA_API_KEY is set) or
+  `x-api-key: <key>` (what the Anthropic SDK and Claude Code send) gets a 401 in its family's
+  shape; when some server forwards client keys (`forward_client_key`, the option or a
+  `[servers.NAME]` table's), the client's key is kept for the next step.
+- `forward_client_key` (request, once the flow is rewritten to go upstream, and only when its
+  server forwards client keys): the client's own key in place of the server's (none at all for
+  a client without one). Any other server gets its own key, never the client's.
 - `listen_on_loopback` / `rebind`: mitmproxy's default listen host "" means every interface.
 """
 
@@ -50,11 +53,22 @@ def key_matches(presented: str | None, expected: str) -> bool:
 
 
 def take_client_key(flow: http.HTTPFlow, exchange: Exchange) -> None:
-    """Take the client's key out of the flow before any view sees it; the exchange holds it."""
-    header = flow.request.headers.get("authorization")
+    """Take the client's key out of the flow before any view sees it; the exchange holds it.
+
+    `Authorization: Bearer <key>` wins; else `x-api-key: <key>` (the Anthropic SDK's header) is
+    held as the bearer it stands for. Neither header ever goes upstream (`send_upstream` writes
+    the upstream request's headers afresh).
+    """
+    headers = flow.request.headers
+    header = headers.get("authorization")
+    api_key = headers.get("x-api-key")
     if header is not None:
         exchange.client_authorization = header
-        flow.request.headers["authorization"] = "Bearer [redacted]" if bearer_of(header) else "[redacted]"
+        headers["authorization"] = "Bearer [redacted]" if bearer_of(header) else "[redacted]"
+    if api_key is not None:
+        if header is None or bearer_of(header) is None:
+            exchange.client_authorization = f"Bearer {api_key.strip()}"
+        headers["x-api-key"] = "[redacted]"
 
 
 def refusal(exchange: Exchange, settings: Settings, endpoint: Endpoint) -> Answer | None:
@@ -63,12 +77,12 @@ def refusal(exchange: Exchange, settings: Settings, endpoint: Endpoint) -> Answe
     token = bearer_of(header) if header is not None else None
     if settings.client_key and not key_matches(token, settings.client_key):
         message = (
-            "unauthorized: this proxy requires an API key (Authorization: Bearer <key>, OLLAMA_API_KEY)"
+            "unauthorized: this proxy requires an API key (Authorization: Bearer <key>, OLLAMA_API_KEY; or x-api-key)"
             if not token
             else "unauthorized: invalid API key"
         )
         return dataclasses.replace(endpoint.error(401, message), headers=(("WWW-Authenticate", REALM),))
-    if settings.forward_client_key and token:
+    if settings.servers.any_forwards_client_key and token:  # held for a server that forwards client keys
         exchange.forwarded_key = f"Bearer {token}"
     return None
 

@@ -1,23 +1,42 @@
-"""Ollama-style JSON instead of mitmproxy's HTML error page when the upstream cannot be reached.
+"""Ollama-style JSON instead of mitmproxy's HTML error page, and mitmproxy's error texts without upstream bytes.
 
 mitmproxy answers a failed upstream connection (refused, unknown host, TLS failure, timeout)
 itself, with a `502 text/html` page that no addon hook can replace: setting `flow.response` in
 the `error` hook is ignored. The page is made by one private function of mitmproxy's HTTP/1
-layer; this module swaps it for one that writes `{"error": "..."}`. The function is private, so
-the mitmproxy version is pinned in pyproject.toml and tests/test_guard_errorpage.py guards the swap.
+layer; this module swaps it for one that writes `{"error": "..."}`.
+
+mitmproxy's texts for a malformed answer quote the upstream's bytes (`Bad HTTP response line:
+b'...'`, `Invalid header line: b'...'`, `unexpected server response: b'...'`): an upstream that
+echoes the key would have it shown in the error page, in `flow.error.msg` (saved flows, mitmweb)
+and in the log line. `describe` turns each into a fixed message, used for all three.
+
+mitmproxy 12.3.1 cannot read HTTP/1 trailers: its body reader raises `NotImplementedError`, the
+connection's layer crashes ("mitmproxy has crashed!") and the client waits for an answer that
+never comes. `install` also swaps the private `make_body_reader` for one whose chunked reader
+refuses trailers as a protocol error: the client gets a 502 at once (400 for a client's request).
+
+Both functions are private, so the mitmproxy version is pinned in pyproject.toml and
+tests/test_guard_errorpage.py guards the swaps.
 """
 
 from __future__ import annotations
 
 import contextvars
 import json
+import re
 from collections.abc import Callable
+from typing import Any
 
+import h11
+from h11._readers import ChunkedReader
 from mitmproxy import http, version
 from mitmproxy.net.http import http1
 from mitmproxy.proxy.layers.http import _http1
 
+from addon.guard import secrets
+
 _original: Callable[..., bytes] | None = None
+_original_reader: Callable[[int | None], Any] | None = None
 
 # Set by an `error` hook (addon.guard.timeouts) that knows better than mitmproxy what happened. mitmproxy
 # runs the hook and then writes the error answer in the same asyncio task, so a context variable
@@ -32,8 +51,35 @@ def override(status: int, message: str) -> None:
     _override.set((status, message))
 
 
+TRAILERS = "HTTP trailers are not supported"
+
+# mitmproxy's texts that quote the peer's bytes, and what is said instead.
+_QUOTING = (
+    ("bad http response line", "the upstream sent a malformed HTTP answer (bad status line)"),
+    ("invalid header line", "the upstream sent a malformed HTTP answer (bad header line)"),
+    ("unexpected server response", "the upstream closed the connection before its answer's headers were complete"),
+    ("cannot parse http response", "the upstream sent a malformed HTTP answer"),
+)
+_BYTES_REPR = re.compile(r"""b(['"]).*""", re.S)
+
+
+def describe(message: str) -> str:
+    """mitmproxy's error text without any byte it quotes from the peer (fixed messages for the known
+    ones; the quoted part cut off any other) and without any configured key."""
+    lowered = message.lower()
+    for needle, fixed in _QUOTING:
+        if needle in lowered:
+            return fixed
+    if TRAILERS.lower() in lowered:
+        return "the upstream sent HTTP trailers, which the proxy does not support"
+    return secrets.scrub(_BYTES_REPR.sub("(bytes not shown)", message))
+
+
 def friendly_message(status: int, message: str) -> str:
     """mitmproxy's terse error text, said so that an Ollama user understands it."""
+    if TRAILERS.lower() in message.lower() and status < 500:
+        return "the request carried HTTP trailers, which the proxy does not support"
+    message = describe(message)
     lowered = message.lower()
     if "connect call failed" in lowered or "connection refused" in lowered:
         return f"cannot reach the upstream: connection refused ({message})"
@@ -63,15 +109,39 @@ def json_error_response(status_code: int, message: str = "") -> bytes:
     return bytes(http1.assemble_response(response))
 
 
+class NoTrailersReader(ChunkedReader):
+    """h11's chunked body reader, refusing trailers as a protocol error (mitmproxy would crash on them)."""
+
+    def __call__(self, buf: Any) -> Any:
+        event = super().__call__(buf)
+        if isinstance(event, h11.EndOfMessage) and event.headers:
+            raise h11.RemoteProtocolError(TRAILERS)
+        return event
+
+
+def body_reader(expected_size: int | None) -> Any:
+    """`_http1.make_body_reader`, with trailers refused."""
+    if expected_size is None:
+        return NoTrailersReader()
+    assert _original_reader is not None
+    return _original_reader(expected_size)
+
+
 def install() -> None:
-    global _original
+    global _original, _original_reader
     if _original is None:
         _original = _http1.make_error_response
         _http1.make_error_response = json_error_response
+    if _original_reader is None:
+        _original_reader = _http1.make_body_reader
+        _http1.make_body_reader = body_reader
 
 
 def uninstall() -> None:
-    global _original
+    global _original, _original_reader
     if _original is not None:
         _http1.make_error_response = _original
         _original = None
+    if _original_reader is not None:
+        _http1.make_body_reader = _original_reader  # type: ignore[assignment]
+        _original_reader = None

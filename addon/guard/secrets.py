@@ -1,26 +1,36 @@
-"""Keeping keys secret: out of log lines, error answers, flow views and saved flows.
+"""Keeping keys secret: out of log lines, answers, flow views and saved flows, in every encoding.
 
-- `register(name, key)` records the configured keys (openai_api_key, ollama_api_key);
-  `scrub(text)` replaces each of them by `[redacted]`.
+- `register(name, key)` records the configured keys (openai_api_key, ollama_api_key): they are
+  secrets everywhere. Each is hidden in every form an echo can give it (`forms`: plain,
+  JSON-escaped, URL- and form-encoded, hex, base64 and base64url at the three alignments it can
+  have inside a longer text), found by one precompiled pattern: `scrub(text)` and
+  `scrub_bytes(data)` replace each by `[redacted]`, `shows_secret(data)` tells whether there is one.
+- A forwarded client key (`forward_client_key`) is a secret of *its* flow only: hidden in what the
+  proxy writes about that flow (its log line, comment, metadata, error messages: `extra=`),
+  never in answers (the client knows its own key) and never in other flows. There is no global
+  list of client keys: one client's key can never change another client's answer.
 - `LogScrubber` is a logging filter put on every handler of the root logger (mitmproxy's
-  terminal log, mitmweb's event log), so no log line, ours or mitmproxy's, shows a key.
+  terminal log, mitmweb's event log), so no log line, ours or mitmproxy's, shows a key; the one
+  line of mitmproxy's that quotes raw upstream bytes is replaced by a fixed text.
 - `hide` runs when a request has been rewritten to go upstream: it takes the `Authorization`
   header out of the flow (leaving `Bearer [redacted]`) and holds it on the exchange;
   `KeyInjector`, which the addon appends at the very end of mitmproxy's addon chain, gives it
   back just before mitmproxy sends the request — only to the bytes written on the wire
   (`WireHeaders`), so that mitmweb's view, saved flows and other addons never read it, not even
   while the request waits. `forget` takes it out of the flow again once it is sent.
-- `scrub_answer` runs first on an upstream answer: one that shows a key (an error that echoes
-  it, a 401/403 that shows part of it) is scrubbed before the proxy turns it into an error
-  message or a log line. A forwarded client key counts as a key while its request is under way.
+- `scrub_answer` runs first on an upstream answer: one that shows a configured key (an error that
+  echoes it, a 401/403 that shows part of it) is scrubbed before the proxy turns it into an
+  answer, an error message or a log line.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import quote, quote_plus
 
 from mitmproxy import http
 from mitmproxy.flow import Flow
@@ -29,53 +39,83 @@ if TYPE_CHECKING:
     from addon.exchange import Exchange
 
 REDACTED = "Bearer [redacted]"
+MIN_LENGTH = 4  # shorter "keys" are not scanned for (every text would match)
+MIN_ENCODED = 8  # keys at least this long are also hidden hex- and base64-encoded
 
 _keys: dict[str, str] = {}  # option name → configured key
-_in_flight: dict[str, str] = {}  # flow id → a forwarded client key, while its request is under way
-_secrets: tuple[str, ...] = ()  # the distinct keys of both, recomputed only when they change
-_secret_bytes: tuple[bytes, ...] = ()
+_secrets: tuple[str, ...] = ()  # every form of every configured key, longest first
+_pattern: re.Pattern[str] | None = None
+_pattern_bytes: re.Pattern[bytes] | None = None
+
+
+def forms(key: str) -> list[str]:
+    """The texts that show `key`: plain, JSON-escaped, URL-encoded (upper and lower case), form-encoded,
+    hex, and (for keys of MIN_ENCODED characters or more) base64 and base64url at each of the three
+    alignments the key can have inside a longer encoded text (the characters that depend on the key alone)."""
+    raw = key.encode("utf-8", "surrogateescape")
+    found = [key, key.replace("/", "\\/"), quote(key, safe=""), quote_plus(key)]
+    found.append(re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), found[2]))
+    if len(raw) >= MIN_ENCODED:
+        found += [raw.hex(), raw.hex().upper()]
+        for offset in range(3):
+            start, end = (offset * 8 + 5) // 6, ((offset + len(raw)) * 8) // 6
+            for encode in (base64.b64encode, base64.urlsafe_b64encode):
+                found.append(encode(b"\0" * offset + raw)[start:end].decode())
+    return sorted(dict.fromkeys(f for f in found if len(f) >= MIN_LENGTH), key=len, reverse=True)
+
+
+def _compile(texts: Iterable[str]) -> re.Pattern[str] | None:
+    texts = list(texts)
+    return re.compile("|".join(map(re.escape, texts))) if texts else None
 
 
 def _refresh() -> None:
-    global _secrets, _secret_bytes
-    _secrets = tuple(dict.fromkeys(k for k in (*_keys.values(), *_in_flight.values()) if k and len(k) >= 4))
-    _secret_bytes = tuple(k.encode() for k in _secrets)
+    global _secrets, _pattern, _pattern_bytes
+    _secrets = tuple(sorted({f for key in _keys.values() for f in forms(key)}, key=len, reverse=True))
+    _pattern = _compile(_secrets)
+    _pattern_bytes = (
+        re.compile(b"|".join(re.escape(s.encode("utf-8", "surrogateescape")) for s in _secrets)) if _secrets else None
+    )
 
 
 def register(name: str, key: str) -> None:
     """Remember a configured secret (empty: forget it)."""
-    if key and len(key) >= 4:
+    if key and len(key) >= MIN_LENGTH:
         _keys[name] = key
     else:
         _keys.pop(name, None)
     _refresh()
 
 
-def hold_in_flight(flow_id: str, key: str) -> None:
-    """A key that is not configured (a forwarded client key) counts as a secret while its request runs."""
-    if key and key not in _secrets:
-        _in_flight[flow_id] = key
-        _refresh()
-
-
-def release_in_flight(flow_id: str) -> None:
-    if _in_flight.pop(flow_id, None) is not None:
-        _refresh()
-
-
 def secrets() -> tuple[str, ...]:
+    """Every form of every configured key."""
     return _secrets
 
 
+def own_secret(key: str) -> bool:
+    """Whether `key` (a key sent upstream) is a flow's own secret: long enough to scan for, and not configured."""
+    return len(key) >= MIN_LENGTH and key not in _keys.values()
+
+
 def shows_secret(data: bytes) -> bool:
-    """Whether bytes contain a key (cheap when there are none)."""
-    return any(k in data for k in _secret_bytes)
+    """Whether bytes show a configured key in any form (one scan; nothing to do when there are none)."""
+    return _pattern_bytes is not None and _pattern_bytes.search(data) is not None
+
+
+def scrub_bytes(data: bytes) -> bytes:
+    """Bytes with every form of every configured key replaced by `[redacted]`."""
+    return _pattern_bytes.sub(b"[redacted]", data) if _pattern_bytes is not None else data
 
 
 def scrub(text: str, extra: tuple[str, ...] = ()) -> str:
-    for key in (*_secrets, *(k for k in extra if len(k) >= 4)):
-        if key in text:
-            text = text.replace(key, "[redacted]")
+    """Text with every form of every configured key, and of the `extra` keys of one flow, replaced."""
+    if _pattern is not None:
+        text = _pattern.sub("[redacted]", text)
+    for key in extra:
+        if own_secret(key):
+            own = _compile(forms(key))
+            assert own is not None
+            text = own.sub("[redacted]", text)
     return text
 
 
@@ -92,13 +132,16 @@ def scrub_keylike(text: str, extra: tuple[str, ...] = ()) -> str:
 # Log lines
 
 
+# mitmproxy's log lines that quote raw upstream bytes (a header echoing a key, in any encoding).
+_QUOTES_UPSTREAM = ("Unexpected data from server:",)
+QUOTE_REPLACED = "Unexpected data from server after its answer (not shown: it may echo secrets); connection closed."
+
+
 class LogScrubber(logging.Filter):
-    """Hides every key in every log record that passes a handler."""
+    """Hides every configured key, in every form, in every log record that passes a handler."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _secrets:
-            return True
-        if record.exc_text:  # set by the first handler that formatted the record's traceback
+        if record.exc_text and _pattern is not None:  # set by the first handler that formatted a traceback
             record.exc_text = scrub(record.exc_text)
         if getattr(record, _SCRUBBED, False):  # every handler runs this filter: the message once is enough
             return True
@@ -106,14 +149,19 @@ class LogScrubber(logging.Filter):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed record is not ours to fix
             return True
+        setattr(record, _SCRUBBED, True)
+        if message.startswith(_QUOTES_UPSTREAM):
+            record.msg, record.args = QUOTE_REPLACED, None
+            return True
+        if _pattern is None:
+            return True
         clean = scrub(message)
         if clean != message:
             record.msg, record.args = clean, None
-        setattr(record, _SCRUBBED, True)
         return True
 
 
-_SCRUBBED = "_ollama_scrubbed"  # a record attribute: its message is clean
+_SCRUBBED = "_ollama_scrubbed"  # a record attribute: its message has been through the filter
 
 
 _scrubber = LogScrubber()
@@ -140,8 +188,7 @@ def hide(flow: http.HTTPFlow, exchange: Exchange) -> None:
     value = flow.request.headers.get("authorization")
     if value is not None and value != REDACTED:
         exchange.wire_authorization = value
-        exchange.sent_key = key = value.partition(" ")[2].strip()
-        hold_in_flight(flow.id, key)
+        exchange.sent_key = value.partition(" ")[2].strip()
         flow.request.headers["authorization"] = REDACTED
 
 
@@ -156,22 +203,20 @@ def forget(flow: http.HTTPFlow, exchange: Exchange) -> None:
 
 def done_with(flow: http.HTTPFlow, exchange: Exchange) -> None:
     forget(flow, exchange)
-    exchange.sent_key = ""
-    release_in_flight(flow.id)
 
 
 def scrub_answer(flow: http.HTTPFlow, exchange: Exchange) -> None:
-    """Hide keys in the upstream's answer before the proxy turns it into messages and log lines."""
+    """Hide configured keys in the upstream's (decoded) answer before the proxy turns it into an answer,
+    messages and log lines. A forwarded client key is left in: the answer goes to that client."""
     response = flow.response
     if response is None or not response.raw_content:
         return
-    text = response.get_text(strict=False)
-    if text is None:
-        return
-    extra = (exchange.sent_key,)
-    cleaned = scrub_keylike(text, extra) if response.status_code in (401, 403) else scrub(text, extra)
-    if cleaned != text:
-        response.text = cleaned
+    if response.status_code in (401, 403):
+        text = response.get_text(strict=False)
+        if text is not None and (cleaned := scrub_keylike(text)) != text:
+            response.text = cleaned
+    elif shows_secret(response.raw_content):
+        response.raw_content = scrub_bytes(response.raw_content)
 
 
 class KeyInjector:
@@ -195,12 +240,9 @@ class KeyInjector:
             value, exchange.wire_authorization = exchange.wire_authorization, None
             if value is None or flow.response is not None or flow.error is not None:
                 continue
-            if b"h2" in (flow.client_conn.alpn_offers or ()):
-                # mitmproxy may speak HTTP/2 upstream when the client offered it, and HTTP/2 frames are
-                # built from the header fields: then the key must be in them (until the answer arrives).
-                flow.request.headers["authorization"] = value
-            else:
-                flow.request.data.headers = WireHeaders(flow.request.headers.fields, value)
+            # The upstream is always spoken to in HTTP/1.1 (`exchange.send_upstream` makes the request an
+            # HTTP/1.1 one, `OllamaProxy.server_connect` offers the upstream no h2): the head is bytes(headers).
+            flow.request.data.headers = WireHeaders(flow.request.headers.fields, value)
 
 
 def install_injector(master: object, exchange_of: Callable[[str], Exchange | None]) -> None:
@@ -219,7 +261,9 @@ class WireHeaders(http.Headers):
 
     mitmproxy writes an HTTP/1 request head as `bytes(request.headers)`
     (`net.http.http1.assemble._assemble_request_headers`; tests/test_guard_secrets.py guards it).
-    The upstream is always spoken to in HTTP/1.1 here: mitmproxy offers it no ALPN for plain-HTTP clients.
+    The upstream is always spoken to in HTTP/1.1 here: requests from HTTP/2 clients are made HTTP/1.1
+    requests before they go (mitmproxy would otherwise convert a copy, which loses this class), and the
+    upstream's TLS handshake offers only `http/1.1`.
     """
 
     def __init__(self, fields: tuple[tuple[bytes, bytes], ...], authorization: str) -> None:

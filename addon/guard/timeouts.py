@@ -7,8 +7,9 @@ connection: the client sees a truncated chunked body. `UpstreamWatch` (not an ad
 calls it at each step) fills both gaps:
 
 - It watches every request sent upstream (one sweeper task for all of them, waking every
-  quarter of the timeout, at most every second). When the upstream has sent nothing for
-  `upstream_timeout` seconds (no response headers yet, or no body bytes since the last ones), it
+  quarter of the shortest timeout, at most every second). Each request has its server's
+  `upstream_timeout` (`exchange.timeout`: the option, or its `[servers.NAME]` table's value).
+  When the upstream has sent nothing for that many seconds (no response headers yet, or no body bytes since the last ones), it
   closes the upstream connection the way mitmproxy's own connection handler does (cancelling
   that connection's task): mitmproxy then fails the flow and calls the `error` hook.
 - In `error` (mitmproxy waits for it before answering the client), a flow whose stream has
@@ -61,24 +62,45 @@ def client_writer(flow: http.HTTPFlow) -> asyncio.StreamWriter | None:
     return getattr(io, "writer", None)
 
 
-def close_server_connection(flow: http.HTTPFlow, reason: str) -> bool:
-    """Close the flow's upstream connection (or abort its connect) as mitmproxy's close command does."""
+def connection_handler(flow: http.HTTPFlow) -> Any:
+    """mitmproxy's handler of the flow's client connection (its transports, its inactivity watchdog), or None."""
     proxyserver = ctx.master.addons.get("proxyserver")
-    handler = getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
+    return getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
+
+
+def close_server_connection(flow: http.HTTPFlow, reason: str) -> str:
+    """Close the flow's upstream connection (or abort its connect or TLS handshake) as mitmproxy's close
+    command does; what it was doing ("connect", "handshake", "open"), or "" if there was none."""
+    handler = connection_handler(flow)
     if handler is None:
-        return False
+        return ""
     target = (flow.request.host, flow.request.port)
-    closed = False
+    closed = ""
     for connection, io in list(handler.transports.items()):
         if connection is flow.client_conn or io.handler is None or io.handler.done():
             continue
         # The flow's connection, or one still being opened for it: mitmproxy assigns
-        # flow.server_conn only once the connect has succeeded.
-        connecting = connection.timestamp_tcp_setup is None and tuple(connection.address or ())[:2] == target
+        # flow.server_conn only once the connect (and its TLS handshake) has succeeded.
+        opening = connection.timestamp_tcp_setup is None or (connection.tls and connection.timestamp_tls_setup is None)
+        connecting = opening and tuple(connection.address or ())[:2] == target
         if connection is flow.server_conn or connecting:
             io.handler.cancel(reason)
-            closed = True
+            closed = "open" if not opening else "connect" if connection.timestamp_tcp_setup is None else "handshake"
     return closed
+
+
+def abort_server_connection(flow: http.HTTPFlow, reason: str) -> str:
+    """Drop the flow's open upstream connection at the socket: mitmproxy then reads its end, as if the
+    upstream had closed it, and fails the flow. (Cancelling the connection's task, as `close_server_connection`
+    does, can hit it while it waits to hand mitmproxy's layer the data it read: the layer would never hear
+    of the close, and the client would wait.) Falls back to `close_server_connection` before the connect."""
+    handler = connection_handler(flow)
+    io = handler.transports.get(flow.server_conn) if handler is not None else None
+    transport = getattr(getattr(io, "writer", None), "transport", None)
+    if transport is None:
+        return close_server_connection(flow, reason)
+    transport.abort()
+    return "open"
 
 
 def final_chunk(line: bytes) -> bytes:
@@ -125,14 +147,13 @@ class UpstreamWatch:
     """upstream_timeout for every request sent upstream, and the end of streams that break off."""
 
     def __init__(self) -> None:
-        self.timeout = 0.0
         self.watched: dict[str, tuple[http.HTTPFlow, Exchange]] = {}  # flows the sweeper checks for silence
         self.sweeper: asyncio.Task[None] | None = None  # one task for all flows, alive while any is watched
 
     def start(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         """The request goes upstream now."""
         exchange.sent_at = time.monotonic()
-        if not self.timeout:
+        if not exchange.timeout:
             return
         self.watched[flow.id] = (flow, exchange)
         if self.sweeper is None or self.sweeper.done():
@@ -146,16 +167,40 @@ class UpstreamWatch:
         exchange.sent_at = 0.0
         self.watched.pop(flow.id, None)
 
+    def cut(self, flow: http.HTTPFlow, exchange: Exchange, status: int, message: str) -> None:
+        """The proxy ends the upstream's part itself (a limit, an answer it refuses): the client is told
+        `message` (the error page with `status`, or the stream's final error), not mitmproxy's error."""
+        exchange.failure = (status, message)
+        self.forget(flow, exchange)
+        abort_server_connection(flow, message)
+
     def end_failed(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         """A flow that went upstream failed: say why, in its stream or in the error page."""
         timed_out = exchange.expired
         self.forget(flow, exchange)
         if flow.error is None or flow.error.msg == "Client disconnected.":
             return  # nobody is left to tell; mitmproxy has already closed the upstream connection
-        if timed_out and flow.server_conn.timestamp_tcp_setup is None:
-            message = f"the upstream did not accept the connection within {self.timeout:g} s (upstream_timeout)"
+        if exchange.failure is not None:
+            status, message = exchange.failure
+            if exchange.relay is not None:
+                self._end_stream(flow, exchange, message)
+            else:
+                errorpage.override(status, message)
+            exchange.error = message
+            return
+        if "body_size_limit" in flow.error.msg:  # mitmproxy's own cap on a buffered answer (set in reverse mode)
+            message = f"the upstream's answer is larger than mitmproxy's body_size_limit ({flow.error.msg})"
+            errorpage.override(502, message)
+            exchange.error = message
+            return
+        if timed_out == "handshake":
+            message = (
+                f"the upstream did not complete the TLS handshake within {exchange.timeout:g} s (upstream_timeout)"
+            )
+        elif timed_out == "connect" or (timed_out and flow.server_conn.timestamp_tcp_setup is None):
+            message = f"the upstream did not accept the connection within {exchange.timeout:g} s (upstream_timeout)"
         elif timed_out:
-            message = f"the upstream sent nothing for {self.timeout:g} s (upstream_timeout)"
+            message = f"the upstream sent nothing for {exchange.timeout:g} s (upstream_timeout)"
         else:
             message = f"the upstream connection broke off ({flow.error.msg})"
         if exchange.relay is not None:  # the client has the headers and maybe some lines
@@ -173,21 +218,33 @@ class UpstreamWatch:
 
     @staticmethod
     def last_activity(flow: http.HTTPFlow, exchange: Exchange) -> float:
-        last = exchange.sent_at or time.monotonic()
+        """When the upstream last showed it is alive (time.monotonic()); a client that does not read
+        the stream (backpressure: mitmproxy stops reading the upstream) counts as activity."""
+        now = time.monotonic()
+        last = exchange.sent_at or now
         response = flow.response
-        if exchange.relay is not None:
-            last = max(last, exchange.relay.last_data)
+        relay = exchange.relay
+        if relay is not None:
+            writer = client_writer(flow)
+            transport = getattr(writer, "transport", None)
+            if transport is not None and transport.get_write_buffer_size() > 0:
+                relay.last_data = now  # the client's silence, not the upstream's
+            last = max(last, relay.last_data)
         elif response is not None and response.timestamp_start:
-            # headers arrived (a non-streamed body is still coming): count from then
-            last = max(last, time.monotonic() - (time.time() - response.timestamp_start))
+            # Headers arrived, a non-streamed body is still coming (mitmproxy buffers it without a hook):
+            # the connection's inactivity watchdog notes each piece that arrives.
+            seen = response.timestamp_start
+            if (handler := connection_handler(flow)) is not None:
+                seen = max(seen, getattr(getattr(handler, "timeout_watchdog", None), "last_activity", seen))
+            last = max(last, now - (time.time() - seen))
         return last
 
     async def _sweep(self) -> None:
-        """Every quarter of the timeout (at most a second), close the upstream of each silent flow."""
-        while self.watched and self.timeout:
-            await asyncio.sleep(min(1.0, self.timeout / 4))
+        """Every quarter of the shortest timeout (at most a second), close the upstream of each silent flow."""
+        while self.watched:
+            await asyncio.sleep(min(1.0, min(e.timeout for _, e in self.watched.values()) / 4))
             now = time.monotonic()
-            silent = [(f, e) for f, e in self.watched.values() if self.last_activity(f, e) + self.timeout <= now]
+            silent = [(f, e) for f, e in self.watched.values() if self.last_activity(f, e) + e.timeout <= now]
             for flow, exchange in silent:
                 self.watched.pop(flow.id, None)
                 self._expire(flow, exchange)
@@ -195,15 +252,14 @@ class UpstreamWatch:
     def _expire(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         if not exchange.sent_at:
             return
-        exchange.expired = True
+        exchange.expired = "open"
         logger.warning(
             "%s %s: no answer from the upstream for %g s (upstream_timeout); closing the upstream connection",
             exchange.route,
             exchange.model,
-            self.timeout,
+            exchange.timeout,
         )
-        if not close_server_connection(flow, "upstream_timeout"):
-            exchange.expired = False
+        exchange.expired = abort_server_connection(flow, "upstream_timeout")
 
     def _end_stream(self, flow: http.HTTPFlow, exchange: Exchange, message: str) -> None:
         relay = exchange.relay
@@ -215,6 +271,8 @@ class UpstreamWatch:
         writer = client_writer(flow)
         if writer is None or writer.is_closing() or flow.client_conn.alpn not in (None, b"", b"http/1.1"):
             return
-        write_last(writer, final_chunk(line))
+        response = flow.response
+        chunked = response is not None and "chunked" in response.headers.get("transfer-encoding", "").lower()
+        write_last(writer, final_chunk(line) if chunked else line)  # an HTTP/1.0 client's answer ends with the close
         if relay.keep:  # what the flow views show of the answer
             relay.sent += line

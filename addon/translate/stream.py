@@ -5,7 +5,7 @@ one SSE decoder (`addon.wire.sse`):
 - `SSEToNDJSON`: Ollama NDJSON for the chat and generate endpoints, its lines from the one chunk
   builder (`translate.response.chunk`);
 - `ChunkConverter`: any other API's events, made by an `EventSink` from each decoded chunk (the
-  Anthropic Messages and OpenAI Responses streams of `addon.agents`).
+  Anthropic Messages and OpenAI Responses streams of `translate.anthropic` and `translate.responses`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,17 @@ from addon.translate.response import (
     thinking_of,
 )
 from addon.wire.ollama import NDJSON, OllamaToolCall, dumps_line
-from addon.wire.openai import ChatCompletion, ToolCallDelta, Usage, loads, usage_of
-from addon.wire.sse import Event, SSEDecoder, SSETooLarge
+from addon.wire.openai import (
+    ChatCompletion,
+    InvalidUsage,
+    ToolCallDelta,
+    Usage,
+    checked_usage,
+    invalid_json,
+    loads,
+    usage_of,
+)
+from addon.wire.sse import MAX_EVENT, Event, SSEDecoder, SSETooLarge
 
 
 class _ToolCallDraft:
@@ -51,7 +60,7 @@ class SSEToNDJSON:
     content_type: str | None = NDJSON
     final_error_on_break = True
 
-    def __init__(self, shape: Shape, model: str, clock: Clock, raw: bool = False) -> None:
+    def __init__(self, shape: Shape, model: str, clock: Clock, raw: bool = False, max_event: int = MAX_EVENT) -> None:
         self.shape: Shape = shape
         self.context = shape == "generate" and not raw
         self.model = model
@@ -61,7 +70,9 @@ class SSEToNDJSON:
         self.raw_usage: dict[str, Any] | None = None
         self.timings: dict[str, Any] | None = None
         self.ended = False  # a final line (done or error) was emitted
-        self._events = SSEDecoder()
+        self.aborted = False  # the upstream's stream broke a limit: the rest of it is not read
+        self.error: str | None = None  # the message of the final error line, once emitted
+        self._events = SSEDecoder(max_event)
         self._tool_calls: dict[int, _ToolCallDraft] = {}
 
     @property
@@ -77,6 +88,7 @@ class SSEToNDJSON:
         try:
             events = self._events.feed(piece)
         except SSETooLarge as e:
+            self.aborted = True
             return self.fail(f"the upstream sent an invalid stream: {e}")
         return b"".join(self._each(events))
 
@@ -101,6 +113,7 @@ class SSEToNDJSON:
         if self.ended:
             return b""
         self.ended = True
+        self.error = message
         return dumps_line({"error": message})
 
     # -- events -------------------------------------------------------------------------------
@@ -119,10 +132,9 @@ class SSEToNDJSON:
             return
         try:
             event = loads(data)
-        except ValueError:
-            out.append(
-                self.fail(f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}")
-            )
+        except ValueError as e:
+            why = invalid_json(data, e).removeprefix("the upstream sent ")
+            out.append(self.fail(f"the upstream sent an invalid stream event: {why}"))
             return
         if not isinstance(event, dict):
             out.append(self.fail("the upstream sent an invalid stream event"))
@@ -133,13 +145,16 @@ class SSEToNDJSON:
         else:
             try:
                 self._event(cast("ChatCompletion", event), out)
+            except InvalidUsage as e:
+                out.append(self.fail(str(e)))
             except (AttributeError, TypeError, KeyError, IndexError, ValueError):  # a JSON object of another shape
                 out.append(
                     self.fail(f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}")
                 )
 
     def _event(self, event: ChatCompletion, out: list[bytes]) -> None:
-        if (usage := event.get("usage")) and isinstance(usage, dict):
+        if (usage := event.get("usage")) is not None:
+            checked_usage(usage)  # Ollama's counts are Go ints: anything else is the upstream's fault
             self.raw_usage = usage
         if (timings := event.get("timings")) and isinstance(timings, dict):
             self.timings = cast("dict[str, Any]", timings)
@@ -202,10 +217,11 @@ class SSEToNDJSON:
 
 class EventSink(Protocol):
     """A translator of decoded OpenAI stream chunks into another API's stream events (one bytes
-    object per event; never an empty one): `addon.agents.anthropic.MessagesStream`,
-    `addon.agents.responses.ResponsesStream`."""
+    object per event; never an empty one): `addon.translate.anthropic.MessagesStream`,
+    `addon.translate.responses.ResponsesStream`."""
 
     ended: bool
+    error: str | None  # the message of the final error event, once made
 
     def feed_event(self, chunk: dict[str, Any]) -> list[bytes]:
         """The events one decoded `chat.completion.chunk` yields."""
@@ -223,21 +239,30 @@ class ChunkConverter:
 
     `[DONE]` finishes the sink, an upstream error event or data that is no JSON object fails it,
     and so does an event over the decoder's cap; the token counts of the last `usage` seen are
-    the exchange's.
+    the exchange's. A body that ends with neither `[DONE]` nor a finish reason was cut short:
+    the sink fails, whatever it would make of the end (a Responses stream would complete).
     """
 
     final_error_on_break = True
 
-    def __init__(self, sink: EventSink, content_type: str | None = "text/event-stream; charset=utf-8") -> None:
+    def __init__(
+        self, sink: EventSink, content_type: str | None = "text/event-stream; charset=utf-8", max_event: int = MAX_EVENT
+    ) -> None:
         self.sink = sink
         self.content_type = content_type
         self.warnings: list[str] = []
         self.raw_usage: Any = None
-        self._events = SSEDecoder()
+        self.aborted = False  # the upstream's stream broke a limit: the rest of it is not read
+        self.finished = False  # a chunk with a finish reason was seen
+        self._events = SSEDecoder(max_event)
 
     @property
     def ended(self) -> bool:
         return self.sink.ended
+
+    @property
+    def error(self) -> str | None:
+        return self.sink.error
 
     @property
     def usage(self) -> Usage | None:
@@ -249,6 +274,7 @@ class ChunkConverter:
         try:
             events = self._events.feed(data)
         except SSETooLarge as e:
+            self.aborted = True
             return self.fail(f"the upstream sent an invalid stream: {e}")
         return b"".join(piece for event in events for piece in self._event(event.data))
 
@@ -260,7 +286,10 @@ class ChunkConverter:
             except SSETooLarge as e:
                 return self.fail(f"the upstream sent an invalid stream: {e}")
             out += [piece for event in events for piece in self._event(event.data)]
-        out += self.sink.finish()
+        if self.finished:
+            out += self.sink.finish()
+        else:
+            out += self.sink.fail("the upstream stream ended before the answer was complete")
         return b"".join(out)
 
     def fail(self, message: str) -> bytes:
@@ -284,4 +313,7 @@ class ChunkConverter:
             return self.sink.fail(f"upstream error: {error.get('message') if isinstance(error, dict) else error}")
         if isinstance(chunk.get("usage"), dict):
             self.raw_usage = chunk["usage"]
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict) and choices[0].get("finish_reason"):
+            self.finished = True
         return self.sink.feed_event(chunk)

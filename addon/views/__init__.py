@@ -3,7 +3,9 @@
 - `ollama_ndjson`: Ollama NDJSON streams (/api/chat, /api/generate), with the raw upstream SSE
   the flow keeps;
 - `openai_sse`: OpenAI chat-completion SSE streams;
-- `summary`: the stream summary both fill and the text both render.
+- `anthropic_sse`: Anthropic Messages streams (/v1/messages, Claude Code);
+- `responses_sse`: OpenAI Responses streams (/v1/responses, Codex CLI);
+- `summary`: the stream summary they all fill and the text they render.
 
 They show in mitmweb, the `mitmproxy` console and `mitmdump --set flow_detail=3`, picked
 automatically by content type, or by name. `register()` adds them (the proxy addon does it in
@@ -16,27 +18,40 @@ from __future__ import annotations
 from mitmproxy import contentviews
 from mitmproxy.contentviews._registry import ContentviewRegistry
 
-from addon.views.ollama_ndjson import UPSTREAM_SSE_METADATA_KEY, OllamaNDJSONView, ollama_ndjson_view, summarize_ndjson
-from addon.views.openai_sse import OpenAISSEView, openai_sse_view, summarize_sse
+from addon.views.anthropic_sse import AnthropicSSEView, anthropic_sse_view, summarize_anthropic
+from addon.views.ollama_ndjson import OllamaNDJSONView, ollama_ndjson_view, summarize_ndjson
+from addon.views.openai_sse import UPSTREAM_SSE_METADATA_KEY, OpenAISSEView, openai_sse_view, summarize_sse
+from addon.views.responses_sse import ResponsesSSEView, responses_sse_view, summarize_responses
 from addon.views.summary import Choice, StreamSummary, ToolCall, render_summary
 
 __all__ = [
     "UPSTREAM_SSE_METADATA_KEY",
     "VIEWS",
+    "AnthropicSSEView",
     "Choice",
     "OllamaNDJSONView",
     "OpenAISSEView",
+    "ResponsesSSEView",
     "StreamSummary",
     "ToolCall",
+    "anthropic_sse_view",
     "ollama_ndjson_view",
     "openai_sse_view",
     "register",
     "render_summary",
+    "responses_sse_view",
+    "summarize_anthropic",
     "summarize_ndjson",
+    "summarize_responses",
     "summarize_sse",
 ]
 
-VIEWS: tuple[contentviews.Contentview, ...] = (ollama_ndjson_view, openai_sse_view)
+VIEWS: tuple[contentviews.Contentview, ...] = (
+    ollama_ndjson_view,
+    openai_sse_view,
+    anthropic_sse_view,
+    responses_sse_view,
+)
 
 
 def register(registry: ContentviewRegistry | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from mitmproxy.contentviews import Metadata
 
-from addon.views.openai_sse import summarize_sse
+from addon.views.openai_sse import with_upstream_sse
 from addon.views.summary import (
     SNIFF_BYTES,
     ProxyView,
@@ -25,13 +25,8 @@ from addon.views.summary import (
     first_line,
     json_text,
     logger,
-    render_summary,
     text_of,
 )
-
-#: Key in ``flow.metadata`` under which the addon keeps the raw upstream SSE body (bytes or
-#: str): the view appends a summary of it, since mitmweb does not show ``flow.metadata`` otherwise.
-UPSTREAM_SSE_METADATA_KEY = "upstream_response"  # = addon.exchange.UPSTREAM_BODY
 
 _NDJSON_TYPES = frozenset(
     {
@@ -212,20 +207,7 @@ class OllamaNDJSONView(ProxyView):
         return summarize_ndjson(data)
 
     def prettify(self, data: bytes, metadata: Metadata) -> str:
-        text = super().prettify(data, metadata)
-        try:
-            flow = metadata.flow
-            upstream = getattr(flow, "metadata", {}).get(UPSTREAM_SSE_METADATA_KEY) if flow else None
-            if isinstance(upstream, (bytes, str)) and upstream:
-                body = upstream.encode("utf-8", "replace") if isinstance(upstream, str) else upstream
-                if not body.lstrip().startswith((b"data:", b":")):  # a whole JSON answer, not a stream
-                    return text
-                text += f"\n# ---- upstream SSE (flow.metadata[{UPSTREAM_SSE_METADATA_KEY!r}]) ----\n" + render_summary(
-                    summarize_sse(body)
-                )
-        except Exception:  # noqa: BLE001 - defensive: a view never raises
-            logger.debug("upstream SSE summary failed", exc_info=True)
-        return text
+        return with_upstream_sse(super().prettify(data, metadata), metadata)
 
     def render_priority(self, data: bytes, metadata: Metadata) -> float:
         try:

@@ -23,6 +23,7 @@ from addon.views.summary import (
     first_line,
     json_text,
     logger,
+    render_summary,
     text_of,
 )
 from addon.wire.sse import Event, SSEDecoder
@@ -205,6 +206,38 @@ def _sniff_sse(data: bytes) -> bool:
     if isinstance(obj_type, str) and (obj_type.startswith("chat.completion") or obj_type == "text_completion"):
         return True
     return isinstance(obj.get("choices"), list) or "error" in obj
+
+
+#: Key in ``flow.metadata`` under which the addon keeps the raw upstream body (bytes or str): the
+#: views of converted streams append a summary of it, since mitmweb does not show ``flow.metadata``.
+UPSTREAM_SSE_METADATA_KEY = "upstream_response"  # = addon.exchange.UPSTREAM_BODY
+
+
+def with_upstream_sse(text: str, metadata: Metadata) -> str:
+    """A converted stream's view followed by the summary of the upstream SSE it was made from, if the flow keeps it."""
+    try:
+        flow = metadata.flow
+        upstream = getattr(flow, "metadata", {}).get(UPSTREAM_SSE_METADATA_KEY) if flow else None
+        if isinstance(upstream, (bytes, str)) and upstream:
+            body = upstream.encode("utf-8", "replace") if isinstance(upstream, str) else upstream
+            if not body.lstrip().startswith((b"data:", b":")):  # a whole JSON answer, not a stream
+                return text
+            text += f"\n# ---- upstream SSE (flow.metadata[{UPSTREAM_SSE_METADATA_KEY!r}]) ----\n" + render_summary(
+                summarize_sse(body)
+            )
+    except Exception:  # noqa: BLE001 - defensive: a view never raises
+        logger.debug("upstream SSE summary failed", exc_info=True)
+    return text
+
+
+def sse_events(data: bytes | str) -> list[Event]:
+    """The events of a whole SSE body (lines that are not SSE fields come as events named ``?``)."""
+    return _sse_events(data)
+
+
+def raw_event(event: Event) -> str:
+    """An event as a person reads it in the stream."""
+    return _raw(event)
 
 
 class OpenAISSEView(ProxyView):

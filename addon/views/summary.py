@@ -1,6 +1,7 @@
 """What the content views show: a stream summarised (`StreamSummary`) and rendered as YAML-like text.
 
-The summarisers (`views.ollama_ndjson.summarize_ndjson`, `views.openai_sse.summarize_sse`) fill a
+The summarisers (`views.ollama_ndjson.summarize_ndjson`, `views.openai_sse.summarize_sse`,
+`views.anthropic_sse.summarize_anthropic`, `views.responses_sse.summarize_responses`) fill a
 `StreamSummary`; `render_summary` formats it. None of them raise on malformed input: lines that
 cannot be understood are kept and shown raw. `ProxyView` is the base of the views: it never lets
 an exception out of mitmproxy's `prettify` / `render_priority` calls.
@@ -32,6 +33,8 @@ Format = Literal[
     "openai-chat",
     "openai-completion",
     "openai",
+    "anthropic-messages",
+    "openai-responses",
     "unknown",
 ]
 
@@ -42,6 +45,8 @@ _FORMAT_TITLES: dict[str, str] = {
     "openai-chat": "OpenAI chat completion stream",
     "openai-completion": "OpenAI legacy completion stream",
     "openai": "OpenAI SSE stream",
+    "anthropic-messages": "Anthropic Messages stream (/v1/messages)",
+    "openai-responses": "OpenAI Responses stream (/v1/responses)",
     "unknown": "Unrecognised stream",
 }
 
@@ -132,6 +137,10 @@ class StreamSummary:
     raw_lines: list[str] = field(default_factory=list)
     """Lines (or SSE events) that could not be understood, shown as they are."""
     raw_lines_dropped: int = 0
+    ending: str | None = None
+    """How the stream ended, as the header says it (the agents' streams: their last event)."""
+    finish_label: str = "finish_reason"
+    """What `Choice.finish_reason` is called in this format (stop_reason, status, ...)."""
 
     @property
     def empty(self) -> bool:
@@ -260,6 +269,8 @@ def render_summary(summary: StreamSummary) -> str:
     ending = "complete" if summary.finished else "no end marker"
     if summary.format.startswith("ollama"):
         ending = "done" if summary.finished else "no done:true line (cut short?)"
+    elif summary.ending is not None:
+        ending = summary.ending
     elif summary.format.startswith("openai"):
         has_reason = any(c.finish_reason for c in summary.choices)
         if summary.finished:
@@ -311,7 +322,7 @@ def render_summary(summary: StreamSummary) -> str:
                     lines.append(f"{indent}    # arguments are not valid JSON (incomplete?)")
                 else:
                     lines.append(f"{indent}    arguments: {{}}")
-        label = "done_reason" if summary.format.startswith("ollama") else "finish_reason"
+        label = "done_reason" if summary.format.startswith("ollama") else summary.finish_label
         if choice.finish_reason is not None:
             lines.append(f"{indent}{label}: {_scalar(choice.finish_reason)}")
 

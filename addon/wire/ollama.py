@@ -29,6 +29,24 @@ class OllamaModel(BaseModel):
         return sorted(self.model_extra or ())
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+
+# Ollama's integer options (Go ints): a number with a fraction, or beyond int64, is refused as its decoder does.
+INTEGER_OPTIONS = (
+    "num_predict",
+    "top_k",
+    "seed",
+    "repeat_last_n",
+    "num_ctx",
+    "num_keep",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "num_thread",
+)
+
+
 class Options(OllamaModel):
     """The `options` object. Load-time and unknown keys are accepted and reported, as Ollama does."""
 
@@ -46,6 +64,24 @@ class Options(OllamaModel):
     repeat_last_n: Number | None = None
     num_ctx: Number | None = None
     num_keep: Number | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integers(cls, data: Any) -> Any:
+        """Integer options as integers in int64's range (a float without a fraction, 128.0, is taken as 128)."""
+        if not isinstance(data, dict):
+            return data
+        for name in INTEGER_OPTIONS:
+            value = data.get(name)
+            if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+                continue  # (strict validation reports a value of another type)
+            if isinstance(value, float):
+                if not value.is_integer() or not INT64_MIN <= value <= INT64_MAX:
+                    raise ValueError(f"invalid value for options.{name}: {value!r} is not an integer (int64)")
+                data = {**data, name: int(value)}
+            elif not INT64_MIN <= value <= INT64_MAX:
+                raise ValueError(f"invalid value for options.{name}: {value} is beyond int64")
+        return data
 
 
 class ToolCallFunction(OllamaModel):
@@ -124,7 +160,7 @@ class GenerateRequest(_Generation):
     suffix: str | None = None
     system: str | None = None
     template: str | None = None
-    context: list[int] | None = None
+    context: list[Int64] | None = None
     raw: bool = False
     images: list[str] | None = None
 
@@ -180,7 +216,7 @@ class EmbedRequest(OllamaModel):
     model: str = ""
     input: Any = None  # a string or a list of strings; checked by the endpoint with Ollama's message
     truncate: bool | None = None
-    dimensions: int | None = None
+    dimensions: Int64 | None = None
     options: Options | None = None
     keep_alive: Number | str | None = None
 

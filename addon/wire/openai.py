@@ -153,15 +153,30 @@ class EmbeddingList(TypedDict, total=False):
     usage: dict[str, Any]
 
 
-_decode_json = json.JSONDecoder().decode
+def _no_constant(name: str) -> Any:
+    """NaN, Infinity and -Infinity are not JSON: Python reads them, no strict client would."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
-def loads(data: bytes) -> Any:
-    """One JSON value from UTF-8 bytes, as SSE data is: `json.loads` without its encoding sniffing.
+def finite(text: str) -> float:
+    """A JSON number as a float, refused when it overflows a double (1e400 would be read as inf)."""
+    value = float(text)
+    if value - value != 0.0:  # inf - inf is nan
+        raise ValueError(f"the number {text[:40]} overflows a double")
+    return value
+
+
+_decode_json = json.JSONDecoder(parse_constant=_no_constant, parse_float=finite).decode
+
+
+def loads(data: bytes | str) -> Any:
+    """One JSON value from UTF-8 bytes, strictly: no NaN, no Infinity, no number that overflows a double
+    (a client's decoder, Go's or JavaScript's, would refuse them, or read them as something else).
+    Without `json.loads`' encoding sniffing: SSE data and the upstream's answers are UTF-8.
 
     Raises ValueError (UnicodeDecodeError and JSONDecodeError are ValueErrors), as `json.loads` does.
     """
-    return _decode_json(data.decode("utf-8", "surrogatepass"))
+    return _decode_json(data if isinstance(data, str) else data.decode("utf-8", "surrogatepass"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,7 +205,61 @@ _INF = float("inf")
 
 
 def usage_of(value: Any) -> Usage | None:
-    """The counts of an answer's `usage` object (None when there is none)."""
+    """The counts of an answer's `usage` object (None when there is none), leniently (a count that is
+    no number counts 0): chat completions' `prompt_tokens`/`completion_tokens`, or the Responses and
+    Anthropic APIs' `input_tokens`/`output_tokens`. What the proxy logs of an answer it passes on."""
     if not isinstance(value, dict):
         return None
+    if "prompt_tokens" not in value and "input_tokens" in value:
+        return Usage(token_count(value.get("input_tokens")), token_count(value.get("output_tokens")))
     return Usage(token_count(value.get("prompt_tokens")), token_count(value.get("completion_tokens")))
+
+
+class InvalidUsage(ValueError):
+    """A usage count that is no integer in [0, 2^63): the upstream's fault (a 502 on Ollama routes)."""
+
+
+INT64_MAX = 2**63 - 1
+_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def checked_usage(value: Any) -> Usage | None:
+    """The counts of an answer's `usage`, which Ollama's answers carry as Go ints: each must be absent,
+    null, or an integer in [0, 2^63). Raises `InvalidUsage` naming the first that is not."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidUsage(f"the upstream sent invalid usage: {json.dumps(value)[:100]}")
+    for name in _COUNTS:
+        count = value.get(name)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= INT64_MAX):
+            raise InvalidUsage(f"the upstream sent an invalid usage count: {name} = {str(count)[:60]}")
+    return Usage(value.get("prompt_tokens") or 0, value.get("completion_tokens") or 0)
+
+
+def invalid_json(data: bytes | str, error: ValueError) -> str:
+    """Why an upstream's JSON that `loads` refused is invalid, for its error message: not JSON at all, an
+    invalid usage count (Ollama's answers carry usage as Go ints), or numbers no client can read."""
+    try:
+        lenient = json.loads(data)
+    except (ValueError, RecursionError):
+        text = (data if isinstance(data, str) else data[:200].decode("utf-8", "replace"))[:200]
+        return f"the upstream sent an answer that is not JSON ({error}): {text!r}"
+    if isinstance(lenient, dict):
+        try:
+            checked_usage(lenient.get("usage"))
+        except InvalidUsage as e:
+            return str(e)
+    return f"the upstream sent invalid JSON numbers ({error})"
+
+
+def answerless(answer: dict[str, Any], member: str) -> str | None:
+    """Why a 200 answer is no answer (None: it is one): an `error` in it (a quota, a gateway's failure),
+    or no `member` list (`choices`, embeddings' `data`). The message carries the upstream's own words."""
+    if "error" in answer:
+        error = answer["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        return f"upstream error: {str(message or json.dumps(error))[:500]}"
+    if not isinstance(answer.get(member), list):
+        return f"the upstream answered 200 without an answer (no {member!r}): {json.dumps(answer)[:200]}"
+    return None

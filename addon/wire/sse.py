@@ -24,7 +24,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-MAX_EVENT = 16 * 1024 * 1024  # bytes of one line or one event; a chat chunk is a few hundred
+MAX_EVENT = (
+    16 * 1024 * 1024
+)  # bytes of one line or one event (the default of sse_event_limit); a chat chunk is a few hundred
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -76,13 +78,13 @@ class SSEDecoder:
                 self._pending.append(rest)
                 self._pending_size += len(rest)
                 if self._pending_size > self.max_size:
-                    raise SSETooLarge(f"a line of the stream is longer than {self.max_size} bytes")
+                    raise SSETooLarge(f"a line of the stream is longer than sse_event_limit ({self.max_size} bytes)")
             return []
         if self._pending:
             self._pending.append(lines[0])
             lines[0] = b"".join(self._pending)
             if len(lines[0]) > self.max_size:
-                raise SSETooLarge(f"a line of the stream is longer than {self.max_size} bytes")
+                raise SSETooLarge(f"a line of the stream is longer than sse_event_limit ({self.max_size} bytes)")
         self._pending = [rest] if rest else []
         self._pending_size = len(rest)
         return self._events(lines)
@@ -127,7 +129,7 @@ class SSEDecoder:
                 self._data.append(value)
                 self._size += len(value) + 1
                 if self._size > self.max_size:
-                    raise SSETooLarge(f"an event of the stream is longer than {self.max_size} bytes")
+                    raise SSETooLarge(f"an event of the stream is longer than sse_event_limit ({self.max_size} bytes)")
             elif line.startswith(b"event:"):
                 self._name = (line[7:] if line[6:7] == b" " else line[6:]).decode("utf-8", "replace")
             elif self.keep_unknown and not line.startswith(b":") and line.partition(b":")[0] not in (b"id", b"retry"):

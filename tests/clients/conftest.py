@@ -33,9 +33,23 @@ capabilities = ["completion", "tools", "vision"]
 [models."nomic-embed-text:latest"]
 upstream = "text-embedding-3-small"
 capabilities = ["embedding"]
+
+# Claude Code asks for Anthropic's names (its main model, and haiku for small background work)
+[models."claude-sonnet-5-5"]
+upstream = "gpt-4o-mini"
+context_length = 128000
+
+[models."claude-haiku-5-5"]
+upstream = "gpt-4o-mini"
+
+# Codex CLI's default model with --oss
+[models."gpt-oss:20b"]
+upstream = "gpt-4o-mini"
 """
 CHAT_MODEL = "llama3.2"
 EMBED_MODEL = "nomic-embed-text"
+CLAUDE_MODEL = "claude-sonnet-5-5"
+CODEX_MODEL = "gpt-oss:20b"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -47,12 +61,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def ollama_proxy(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
-    """The proxy as a user runs it: reverse mode, a key, and a model catalog naming the local models."""
+    """The proxy as a user runs it: reverse mode, a key, and a model catalog naming the local models;
+    flow_detail=1, so that every request logs its line (the tests read which routes a client used)."""
     tmp = tmp_path_factory.mktemp("clients")
     catalog = tmp / "models.toml"
     catalog.write_text(CATALOG)
     dump = Mitmdump(
-        tmp, "reverse", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", f"model_catalog={catalog}"
+        tmp,
+        "reverse",
+        f"openai_base_url={upstream.base_url}",
+        f"openai_api_key={TEST_KEY}",
+        f"model_catalog={catalog}",
+        "flow_detail=1",
     )
     yield dump
     dump.stop()

@@ -1,4 +1,4 @@
-"""The Responses API family (addon/agents/responses.py): requests, answers, streams and errors.
+"""The Responses API family (addon/translate/responses.py): requests, answers, streams and errors.
 
 Answers and events are checked against the official `openai` SDK: its pydantic types, and its own
 `client.responses.create()` / `client.responses.stream()` run over the converted bytes through an
@@ -25,8 +25,8 @@ from openai.types.chat import completion_create_params
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from addon.agents import responses as R
-from addon.agents.responses import (
+from addon.translate import responses as R
+from addon.translate.responses import (
     ResponsesError,
     ResponsesStream,
     error_body,
@@ -1391,3 +1391,16 @@ def test_codex_requests_translate(which: str) -> None:
         assert chat["messages"][-2]["tool_calls"][0]["id"] == chat["messages"][-1]["tool_call_id"] == "call_abc"
     if which == "namespace_call_second_request":
         assert chat["messages"][-2]["tool_calls"][0]["function"]["name"] == "multi_agent_v1__close_agent"
+
+
+def test_an_unknown_model_is_a_404_naming_the_clients_model() -> None:
+    llama = b'{"error":{"code":400,"message":"model \'gemma3:9b\' not found","type":"invalid_request_error"}}'
+    status, body = upstream_error(400, llama, "Bad Request", "gemma3:9b")
+    assert status == 404 and body["error"]["code"] == "model_not_found" and body["error"]["type"] == "not_found_error"
+    assert body["error"]["message"].startswith("model 'gemma3:9b' not found")
+    openai_404 = {
+        "error": {"message": "The model `x` does not exist", "type": "invalid_request_error", "code": "model_not_found"}
+    }
+    assert upstream_error(404, openai_404, "", "x")[0] == 404
+    assert upstream_error(400, llama, "")[0] == 400, "without the client's model name: as the upstream said"
+    assert upstream_error(400, b'{"error": {"message": "bad temperature"}}', "", "x")[0] == 400

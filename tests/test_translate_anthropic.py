@@ -1,4 +1,4 @@
-"""The Anthropic Messages translation (addon/agents/anthropic.py), checked with the official `anthropic` SDK.
+"""The Anthropic Messages translation (addon/translate/anthropic.py), checked with the official `anthropic` SDK.
 
 Answers and stream events are validated with the SDK's own types (`Message.model_validate`, the
 raw stream event union), and whole streams are run through the SDK's `MessageStream` over an
@@ -21,7 +21,7 @@ from anthropic.types.shared import ErrorResponse
 from openai.types.chat import completion_create_params
 from pydantic import TypeAdapter
 
-from addon.agents.anthropic import (
+from addon.translate.anthropic import (
     IMAGE_TOKENS,
     AnthropicError,
     MessagesStream,
@@ -323,8 +323,29 @@ def test_system_turns_as_user_turns_for_strict_templates() -> None:
     )
     assert messages_request(body, "m", system_turns="user").body["messages"] == [
         {"role": "system", "content": "one\ntwo"},
-        {"role": "user", "content": "a"},
-        {"role": "user", "content": "env"},
+        {"role": "user", "content": "a\n\nenv"},
+    ]
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
+    body = request(
+        messages=[
+            user(text("look"), image),
+            {"role": "system", "content": "env"},
+            {"role": "assistant", "content": "a cat"},
+            {"role": "system", "content": "env again"},
+            user(text("thanks")),
+        ]
+    )
+    assert messages_request(body, "m", system_turns="user").body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                {"type": "text", "text": "env"},
+            ],
+        },
+        {"role": "assistant", "content": "a cat"},
+        {"role": "user", "content": "env again\n\nthanks"},
     ]
     with pytest.raises(ValueError):
         messages_request(body, "m", system_turns="developer")

@@ -11,7 +11,7 @@ Pure translations, free of mitmproxy and of the rest of the addon, stateless as 
   Responses SSE events out (`event: <type>\\ndata: <json>\\n\\n`), one bytes object per event;
 - `error_body(...)` and `upstream_error(...)`: errors in OpenAI's shape, statuses kept.
 
-Choices where Ollama is silent or falls short (each is tested in tests/test_agents_responses.py):
+Choices where Ollama is silent or falls short (each is tested in tests/test_translate_responses.py):
 
 - `previous_response_id`, `conversation`, `store: true`, `background: true`, `item_reference`
   items and stored `prompt`s are refused with a 400 naming the field: nothing is stored here.
@@ -38,12 +38,16 @@ Choices where Ollama is silent or falls short (each is tested in tests/test_agen
   with a warning; every other built-in tool is refused with a 400 naming its type.
 - Images returned by a `function_call_output` go in a user message after the tool results:
   chat-completions tool messages carry text only.
+- A stream that fails after it started ends with `error` and `response.failed`; the `error`
+  event carries its message and code also as an `error` object, on which the openai SDKs raise
+  `APIError` (as they do for the chat-completions error events of `/v1/chat/completions`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -117,15 +121,34 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
     return {"error": {"message": message, "type": error_type(status), "param": param, "code": code}}
 
 
+_MODEL_MISSING = re.compile(r"model.*(not found|does not exist|not exist|unknown)|unknown model|no such model", re.I)
+
+
 def upstream_error(
-    status: int, body: bytes | str | dict[str, Any] | None, reason: str = ""
+    status: int, body: bytes | str | dict[str, Any] | None, reason: str = "", client_model: str | None = None
 ) -> tuple[int, dict[str, Any]]:
     """An upstream's error answer → (the same status, an OpenAI error body).
 
     OpenAI-shaped errors keep their message, type, param and code; anything else (text, HTML,
     `{"detail": …}`, `{"message": …}`) becomes a message. A 2xx status here means the upstream
-    answered 200 with an error in the body: that is a bad gateway (502).
+    answered 200 with an error in the body: that is a bad gateway (502). With `client_model`, an
+    unknown model (OpenAI's 404 `model_not_found`, llama.cpp's 400 "model … not found") is a 404
+    `model_not_found` naming the client's model, as Ollama answers it.
     """
+    status, out = _upstream_error(status, body, reason)
+    error = out["error"]
+    if (
+        client_model is not None
+        and status in (400, 404)
+        and (error.get("code") == "model_not_found" or _MODEL_MISSING.search(error["message"]))
+    ):
+        said = f"model '{client_model}' not found" in error["message"]  # llama.cpp's words already
+        message = error["message"] if said else f"model '{client_model}' not found: {error['message']}"
+        return 404, error_body(404, message, None, "model_not_found")
+    return status, out
+
+
+def _upstream_error(status: int, body: bytes | str | dict[str, Any] | None, reason: str) -> tuple[int, dict[str, Any]]:
     status = status if 400 <= status <= 599 else 502
     parsed: Any = body
     if isinstance(body, (bytes, str)):
@@ -1004,6 +1027,7 @@ class ResponsesStream:
         self.response_id = response_id or new_id("resp")
         self.created_at = created_at if created_at is not None else int(time.time())
         self.ended = False
+        self.error: str | None = None  # the message of the final error event, once made
         self.response: dict[str, Any] | None = None  # the final Response once finished or failed
         self._sequence = 0
         self._started = False
@@ -1088,6 +1112,7 @@ class ResponsesStream:
         out = self.start()
         self.ended = True
         message = message if isinstance(message, str) and message else "the upstream stream failed"
+        self.error = message
         for index in self._open:
             item = self._items[index]
             if item["type"] != "reasoning":
@@ -1098,7 +1123,10 @@ class ResponsesStream:
             _usage(self._usage, strict=False),
             error={"code": code if code in _RESPONSE_ERROR_CODES else "server_error", "message": message},
         )
-        out.append(self._event("error", code=code, message=message, param=None))
+        # `code`, `message`, `param`: the documented error event. `error`, the same again as an
+        # object: what the openai SDKs raise on (APIError) instead of handing on a cut answer.
+        error = {"type": error_type(500), "code": code, "message": message, "param": None}
+        out.append(self._event("error", code=code, message=message, param=None, error=error))
         out.append(self._event("response.failed", response=self.response))
         return out
 

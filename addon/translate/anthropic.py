@@ -130,7 +130,8 @@ def upstream_error(status: int, body: Any, client_model: str | None = None) -> t
     message, code = _error_text(body)
     if status in (400, 404) and (code == "model_not_found" or _MODEL_MISSING.search(message)):
         name = f"'{client_model}' " if client_model else ""
-        return 404, error_body(404, f"model {name}not found" + (f": {message}" if message else ""))
+        said = bool(client_model) and f"model '{client_model}' not found" in message  # llama.cpp's words already
+        return 404, error_body(404, message if said else f"model {name}not found" + (f": {message}" if message else ""))
     if not 400 <= status < 600:
         status = 502
     if not message:
@@ -371,15 +372,34 @@ def _messages(messages: Any, warnings: list[str], referenced: set[str]) -> list[
 
 
 def _fold_system_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One system message first (the leading system turns joined), later system turns as user turns."""
+    """One system message first (the leading system turns joined), later system turns as user turns,
+    and adjacent user turns joined into one (as Anthropic combines consecutive turns of a role):
+    the chat templates that refuse a late system message often want strictly alternating turns too."""
     leading = 0
     while leading < len(messages) and messages[leading]["role"] == "system":
         leading += 1
     out: list[dict[str, Any]] = []
     if leading:
         out.append({"role": "system", "content": "\n".join(m["content"] for m in messages[:leading])})
-    out += [{"role": "user", "content": m["content"]} if m["role"] == "system" else m for m in messages[leading:]]
+    for message in messages[leading:]:
+        if message["role"] == "system":
+            message = {"role": "user", "content": message["content"]}
+        if message["role"] == "user" and out and out[-1]["role"] == "user":
+            out[-1] = {"role": "user", "content": _joined(out[-1]["content"], message["content"])}
+        else:
+            out.append(message)
     return out
+
+
+def _joined(first: str | list[dict[str, Any]], second: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Two user turns' contents as one: texts separated by a blank line; parts one after the other."""
+    if isinstance(first, str) and isinstance(second, str):
+        return f"{first}\n\n{second}"
+
+    def parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+    return parts(first) + parts(second)
 
 
 def _user_blocks(blocks: list[Any], where: str, warnings: list[str], referenced: set[str]) -> list[dict[str, Any]]:
@@ -939,6 +959,7 @@ class MessagesStream:
         self.input_tokens = input_tokens
         self.started = False
         self.ended = False
+        self.error: str | None = None  # the message of the final error event, once made
         self._blocks = 0  # content blocks started so far
         self._open: str | None = None  # "thinking", "text" or "tool" while a block is open
         self._open_tool: _ToolCall | None = None
@@ -1015,6 +1036,7 @@ class MessagesStream:
         if self.ended:
             return []
         self.ended = True
+        self.error = message
         return [sse("error", {"type": "error", "error": {"type": error_type(status), "message": message}})]
 
     # -- conversion

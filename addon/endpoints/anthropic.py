@@ -1,0 +1,130 @@
+"""The Anthropic Messages API, as Ollama serves it for Claude Code: `/v1/messages` and `/v1/messages/count_tokens`.
+
+`POST /v1/messages` (any query, e.g. Claude Code's `?beta=true`) is translated to
+`{base}/chat/completions` by `translate.anthropic`; its answer comes back as an Anthropic
+Message, a stream event by event (`message_start` … `message_stop`, an `event: error` when the
+upstream fails after the stream started). `count_tokens` is answered locally with an estimate.
+Errors are Anthropic's `{"type": "error", "error": {"type", "message"}}` with the status kept.
+The `anthropic-version` and `anthropic-beta` headers are accepted and not sent on (the upstream
+request's headers are written afresh); the client's `x-api-key` is read by `guard.access`.
+
+What the model can do decides two fields Claude Code sends with every request:
+- `thinking: adaptive` with `output_config.effort` (a "soft" wish): sent in the model's think
+  style only to a model with the `thinking` capability (catalog, or inferred from its id), else
+  dropped with a warning, as OpenAI refuses `reasoning_effort` for a model that cannot reason;
+  an explicit `thinking: enabled` is always sent;
+- `max_tokens` (32000 and more): lowered to the model's `max_output_tokens` where that is known
+  (catalog, or OpenAI's published limits), and sent as `max_completion_tokens` to OpenAI's
+  reasoning models, which refuse `max_tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, cast
+
+from mitmproxy import http
+
+from addon.endpoints.base import OllamaEndpoint, agent_think, json_object, limit_tokens
+from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
+from addon.translate import anthropic
+from addon.translate.stream import ChunkConverter
+from addon.wire.openai import usage_of
+
+if TYPE_CHECKING:
+    from addon.settings import Settings
+    from addon.wire.ollama import Think
+
+SSE = "text/event-stream; charset=utf-8"
+
+
+class AnthropicEndpoint(OllamaEndpoint):
+    """The Anthropic API (`/v1/messages*`): errors are `{"type": "error", "error": {"type", "message"}}`."""
+
+    def error(self, status: int, message: str) -> Answer:
+        return json_answer(status, anthropic.error_body(status, message), message)
+
+
+class Messages(AnthropicEndpoint):
+    """`POST /v1/messages` → `POST {base}/chat/completions`."""
+
+    def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
+        body = json_object(request, self)
+        if isinstance(body, Answer):
+            return body
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return self.error(400, "model: Field required")
+        exchange.model = model
+        target = settings.target(model)
+        info = settings.models.info(model)
+        try:
+            translated = anthropic.messages_request(
+                body,
+                target.model,
+                passthrough=target.server.passthrough_options,
+                max_output_tokens=info.max_output_tokens,
+                system_turns=settings.system_turns,
+            )
+        except anthropic.AnthropicError as e:
+            return json_answer(e.status, e.body(), e.message)
+        upstream = translated.body
+        effort, extra = agent_think(
+            info, target, cast("Think", translated.think), translated.think_soft, translated.warnings
+        )
+        if effort is not None:
+            upstream["reasoning_effort"] = effort
+        upstream.update(extra)
+        limit_tokens(upstream, target.model)
+        exchange.detail = translated.input_tokens
+        exchange.warn(translated.warnings)
+        return Forward("chat/completions", upstream, translated.stream, target)
+
+    def stream(self, exchange: Exchange) -> ChunkConverter | None:
+        if not exchange.stream:
+            return None  # an upstream that streams although asked not to: refused in `convert`
+        detail = exchange.detail if isinstance(exchange.detail, int) else 0
+        return ChunkConverter(
+            anthropic.MessagesStream(exchange.model or "", detail), max_event=exchange.sse_event_limit
+        )
+
+    def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:
+        """An upstream error, a whole answer, or a stream that arrived in one piece (server replay)."""
+        model = exchange.model or ""
+        if response.status_code >= 400:
+            status, error = anthropic.upstream_error(response.status_code, body, model)
+            return json_answer(status, error, error["error"]["message"])
+        if exchange.relay is not None or "text/event-stream" in response.headers.get("content-type", ""):
+            converter = self.stream(exchange)
+            if converter is None:
+                return self.error(502, "the upstream streamed an answer that was asked for whole")
+            events = converter.feed(body) + converter.finish()
+            exchange.usage = converter.usage
+            return Answer(200, events, SSE)
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            text = body[:200].decode("utf-8", "replace")
+            return self.error(502, f"the upstream sent an answer that is not JSON: {text!r}")
+        try:
+            message, warnings = anthropic.messages_response(parsed, model)
+        except anthropic.AnthropicError as e:
+            return json_answer(e.status, e.body(), e.message)
+        exchange.warn(warnings)
+        exchange.usage = usage_of(parsed.get("usage"))
+        return json_answer(200, message)
+
+
+class CountTokens(AnthropicEndpoint):
+    """`POST /v1/messages/count_tokens`: an estimate, answered locally (`translate.anthropic.estimate_input_tokens`)."""
+
+    def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
+        body = json_object(request, self)
+        if isinstance(body, Answer):
+            return body
+        if isinstance(body.get("model"), str) and body["model"]:
+            exchange.model = body["model"]
+        try:
+            return json_answer(200, anthropic.count_tokens(body))
+        except anthropic.AnthropicError as e:
+            return json_answer(e.status, e.body(), e.message)

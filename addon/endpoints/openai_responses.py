@@ -1,0 +1,155 @@
+"""The OpenAI Responses API, as Ollama serves it for Codex CLI: `POST /v1/responses`, stateless.
+
+Translated to `{base}/chat/completions` by `translate.responses` (requests, whole answers, and
+streams event by event: `response.created` … `response.completed`); or, with
+`responses_passthrough`, forwarded to the upstream's own `{base}/responses` with only the model
+name resolved, for upstreams that serve this API (OpenAI), its answers relayed with the client's
+model name. Errors are OpenAI's shape, statuses kept.
+
+As on `/v1/messages`, a reasoning effort goes upstream only for a model with the `thinking`
+capability (Codex sends one with every request), and `max_output_tokens` is lowered to the
+model's known limit and sent in the field the model takes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, cast
+
+from mitmproxy import http
+
+from addon.catalog.catalog import token_limit_field
+from addon.endpoints.base import OpenAIEndpoint, agent_think, json_object
+from addon.endpoints.openai import SSERelay
+from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
+from addon.translate import responses
+from addon.translate.stream import ChunkConverter
+from addon.wire.openai import Usage, usage_of
+
+if TYPE_CHECKING:
+    from addon.settings import Settings
+    from addon.wire.ollama import Think
+
+SSE = "text/event-stream; charset=utf-8"
+_TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
+
+
+class ResponsesRelay(SSERelay):
+    """The stream of a forwarded `/v1/responses`: relayed line by line as `SSERelay` does, the
+    client's model name put into each event's `response`, done at `response.completed`,
+    `.incomplete` or `.failed` (this API sends no `[DONE]`); the usage of the last of them is
+    the exchange's. A stream cut before its end gets an `error` event in this API's shape."""
+
+    __slots__ = ("raw_usage",)
+
+    def __init__(self, model: str, max_event: int) -> None:
+        super().__init__(model, max_event)  # always a name: the lifecycle events are read for their usage
+        self.raw_usage: Any = None
+
+    @property
+    def usage(self) -> Usage | None:
+        return usage_of(self.raw_usage)
+
+    def _watch(self, data: bytes) -> None:
+        window = self.marker_tail + data
+        if any(marker in window for marker in _TERMINAL):
+            self.done = self.ended = True
+        self.marker_tail = window[-24:]
+
+    def _line(self, line: bytes) -> bytes:
+        if line.startswith(b"data:") and any(marker in line for marker in _TERMINAL):
+            try:
+                event = json.loads(line[5:])
+                response = event.get("response") if isinstance(event, dict) else None
+                if isinstance(response, dict):
+                    self.raw_usage = response.get("usage")
+            except (ValueError, RecursionError):
+                pass  # not JSON: relayed as it is
+        return super()._line(line)
+
+    def error_event(self, message: str) -> bytes:
+        error = {"type": "api_error", "code": "server_error", "message": message, "param": None}
+        data = {"type": "error", "code": "server_error", "message": message, "param": None, "error": error}
+        return b"event: error\ndata: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+class Responses(OpenAIEndpoint):
+    """`POST /v1/responses` → `POST {base}/chat/completions` (or `{base}/responses` with `responses_passthrough`)."""
+
+    def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
+        body = json_object(request, self)
+        if isinstance(body, Answer):
+            return body
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return json_answer(
+                400,
+                responses.error_body(
+                    400, "Missing required parameter: 'model'.", "model", "missing_required_parameter"
+                ),
+            )
+        exchange.model = model
+        target = settings.target(model)
+        if settings.responses_passthrough:
+            exchange.detail = None
+            return Forward("responses", {**body, "model": target.model}, body.get("stream") is True, target)
+        field = token_limit_field(target.model)
+        try:
+            chat, think, warnings = responses.responses_request(body, target.model, max_tokens_field=field)
+        except responses.ResponsesError as e:
+            return json_answer(e.status, e.body(), e.message)
+        info = settings.models.info(model)
+        limit = info.max_output_tokens
+        if limit is not None and isinstance(chat.get(field), int) and chat[field] > limit:
+            warnings.append(f"max_output_tokens {chat[field]} was lowered to the model's limit of {limit}")
+            chat[field] = limit
+        # Codex asks for a reasoning effort in every request: only a model that can think gets it.
+        effort, extra = agent_think(info, target, cast("Think", think), True, warnings)
+        if effort is not None:
+            chat["reasoning_effort"] = effort
+        chat.update(extra)
+        exchange.detail = body  # the request: its answer echoes some of its fields
+        exchange.warn(warnings)
+        return Forward("chat/completions", chat, chat.get("stream") is True, target)
+
+    def stream(self, exchange: Exchange) -> ChunkConverter | SSERelay | None:
+        if not exchange.stream:
+            return None  # an upstream that streams although asked not to: refused in `convert`
+        if not isinstance(exchange.detail, dict):  # forwarded as it is
+            return ResponsesRelay(exchange.model or "", exchange.sse_event_limit)
+        return ChunkConverter(
+            responses.ResponsesStream(exchange.model or "", exchange.detail), max_event=exchange.sse_event_limit
+        )
+
+    def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:
+        """An upstream error, a whole answer, or a stream that arrived in one piece (server replay)."""
+        model = exchange.model or ""
+        if response.status_code >= 400:
+            status, error = responses.upstream_error(response.status_code, body, response.reason, model)
+            return json_answer(status, error, error["error"]["message"])
+        if exchange.relay is not None or "text/event-stream" in response.headers.get("content-type", ""):
+            converter = self.stream(exchange)
+            if converter is None:
+                return self.error(502, "the upstream streamed an answer that was asked for whole")
+            events = converter.feed(body) + converter.finish()
+            exchange.usage = converter.usage
+            return Answer(200, events, SSE)
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            if not isinstance(exchange.detail, dict):
+                return None  # forwarded as it is: an answer that is not JSON passes unchanged
+            text = body[:200].decode("utf-8", "replace")
+            return self.error(502, f"the upstream sent an answer that is not JSON: {text!r}")
+        if not isinstance(exchange.detail, dict):  # forwarded as it is: only the model name changes
+            if not isinstance(parsed, dict):
+                return None
+            exchange.usage = usage_of(parsed.get("usage"))
+            parsed["model"] = model
+            return json_answer(200, parsed)
+        try:
+            answer = responses.responses_answer(parsed, model, exchange.detail)
+        except responses.ResponsesError as e:
+            return json_answer(e.status, e.body(), e.message)
+        exchange.usage = usage_of(parsed.get("usage"))
+        return json_answer(200, answer)

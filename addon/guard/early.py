@@ -1,0 +1,154 @@
+"""Answering a request from its headers, before its body is read (a 401, 403 or 413).
+
+mitmproxy cannot do this by itself: a response set in `requestheaders` is sent only after the
+whole request body has been read (into memory), so five clients declaring 200 MB without a key
+would cost a gigabyte before their 401. `answer_now` therefore, for an HTTP/1 request with a
+body on a plain-TCP client connection:
+
+1. sets `flow.response` to the answer (what mitmdump's output, mitmweb and saved flows show);
+2. writes the answer, with `Connection: close`, to the client's socket itself, through a
+   duplicate of its file descriptor (`linger`);
+3. kills the flow: mitmproxy then reads no more of the body, sends nothing (a killed flow gets no
+   error page) and closes its side of the connection, which closes its descriptor only;
+4. `linger` sends the answer, shuts down the write side (the client sees the end of the answer),
+   and reads and discards what the client still sends for at most `LINGER_SECONDS` or
+   `LINGER_BYTES` before closing: nginx's lingering close. Closing a socket with unread data at
+   once makes the kernel send a reset, which can destroy the answer before the client reads it.
+
+A request without a body gets its answer the ordinary way (mitmproxy sends `flow.response` right
+after the empty body, and the connection is kept alive). Where the proxy cannot write raw HTTP/1
+bytes to the client (HTTP/2, TLS from the client, an in-process mode), mitmproxy reads the body,
+bounded by `body_size_limit` (which the addon sets in reverse mode: `addon.guard.request_size`), and sends
+the answer after it.
+
+The mitmproxy internals used: `Proxyserver.connections` and `ConnectionHandler.transports` (the
+client's StreamWriter, as `addon.guard.timeouts.client_writer`), `flow.kill()` at
+`requestheaders` ending the stream without writing to the client, and mitmproxy closing the
+client connection then; guarded by tests/test_guard_early.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from mitmproxy import ctx, http
+from mitmproxy.connection import Connection
+from mitmproxy.net.http import http1
+
+from addon.guard.timeouts import client_writer
+
+if TYPE_CHECKING:
+    from addon.exchange import Exchange
+
+logger = logging.getLogger("ollama_proxy")
+
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1 << 20
+
+_lingering: set[asyncio.Task[None]] = set()  # strong references to the running lingers
+
+
+def has_body(request: http.Request) -> bool:
+    """Whether more than the head is coming (a Content-Length above 0, or a chunked body)."""
+    try:
+        size = http1.expected_http_body_size(request)
+    except ValueError:
+        return True
+    return size is None or size != 0
+
+
+def answer_now(flow: http.HTTPFlow, exchange: Exchange) -> None:
+    """Send `flow.response` (already set by `exchange.respond`) before the request body is read."""
+    response = flow.response
+    assert response is not None
+    exchange.early = True
+    request = flow.request
+    try:
+        http1.expected_http_body_size(request)
+    except ValueError:
+        return  # invalid framing: mitmproxy's HTTP/1 layer answers 400 itself and closes (no second answer)
+    if not has_body(request):
+        return  # mitmproxy sends it after the empty body
+    if request.http_version not in ("HTTP/1.0", "HTTP/1.1") or flow.client_conn.tls:
+        return  # no raw HTTP/1 bytes on this connection: mitmproxy reads the body, then sends it
+    response.headers["connection"] = "close"
+    data = http1.assemble_response_head(response) if request.method == "HEAD" else http1.assemble_response(response)
+    if answer_and_close(client_writer(flow), data, flow.client_conn):
+        flow.kill()
+
+
+def writer_of(connection: Connection) -> asyncio.StreamWriter | None:
+    """mitmproxy's writer of a live connection of the current client (Proxyserver.connections)."""
+    with contextlib.suppress(AttributeError, KeyError):
+        for handler in ctx.master.addons.get("proxyserver").connections.values():
+            if connection in handler.transports:
+                writer = handler.transports[connection].writer
+                return writer if isinstance(writer, asyncio.StreamWriter) else None
+    return None
+
+
+def answer_and_close(writer: object, data: bytes, connection: Connection) -> bool:
+    """Write `data` to the client and close the connection with a lingering close (`linger`); False
+    when that is not possible here (TLS, no event loop, no plain asyncio socket)."""
+    if connection.tls or not isinstance(writer, asyncio.StreamWriter) or writer.is_closing():
+        return False
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # outside mitmproxy's event loop (unit tests)
+        return False
+    original = writer.get_extra_info("socket")
+    if original is None:
+        return False
+    try:
+        duplicate = socket.socket(fileno=os.dup(original.fileno()))
+    except OSError:
+        return False
+    duplicate.setblocking(False)
+    task = loop.create_task(linger(duplicate, data, writer), name="answer and close")
+    _lingering.add(task)
+    task.add_done_callback(_lingering.discard)
+    return True
+
+
+def close_soon(writer: object) -> None:
+    """Make sure mitmproxy's side of a connection it decided to close is closed.
+
+    mitmproxy closes a connection by cancelling its reader task, whose clean-up closes the socket;
+    when the cancellation reaches that task while it waits for the connection's event lock (a
+    client sending while a hook runs), the clean-up is skipped and the socket stays open for good
+    (mitmproxy 12.3.1). Closing the writer again is harmless: it flushes what is buffered, then closes.
+    """
+    if isinstance(writer, asyncio.StreamWriter):
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_soon(writer.close)
+
+
+async def linger(sock: socket.socket, data: bytes, writer: asyncio.StreamWriter) -> None:
+    """Write the answer, end it, discard what the client still sends (bounded), then close."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LINGER_SECONDS
+    try:
+        # What mitmproxy still had to write on this connection (the end of the previous answer) goes first.
+        while writer.transport.get_write_buffer_size():
+            if loop.time() > deadline:
+                return
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(loop.sock_sendall(sock, data), LINGER_SECONDS)
+        sock.shutdown(socket.SHUT_WR)
+        discarded = 0
+        while discarded < LINGER_BYTES and (remaining := deadline - loop.time()) > 0:
+            piece = await asyncio.wait_for(loop.sock_recv(sock, 65536), remaining)
+            if not piece:
+                break
+            discarded += len(piece)
+    except (OSError, TimeoutError):
+        pass  # the client is gone or keeps sending: close
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+        writer.close()  # mitmproxy's own descriptor, in case its clean-up was skipped (`close_soon`)
