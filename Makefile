@@ -15,6 +15,9 @@ WORKERS ?= 1
 # as for WORKERS=N) and the proxy reaches the upstream through its HAProxy pool (addon/pool.py): client
 # and upstream connections stay warm. POOL=0: one mitmdump, straight to the upstream.
 POOL ?= 1
+# FLOW_DETAIL=1: every request logs its line (and mitmdump prints its own two per flow); 0: only
+# failures and warnings (README: "In the terminal"). mitmproxy refuses a second flow_detail in ARGS.
+FLOW_DETAIL ?= 0
 
 
 .PHONY: setup lint format run web screenshot test test-fast test-live test-clients clients-setup record record-recordings upstream upstream-stop bench bench-workers bench-upstreams bench-pool bench-profile clean
@@ -103,10 +106,11 @@ run: setup
 	$(choose_pool); \
 	echo "Ollama API on http://$(HOST):$(PORT) → $$base$$pool_note"; \
 	if [ "$(WORKERS)" -gt 1 ] || [ "$$pool" != off ]; then \
-	  exec $(PY) scripts/workers.py --workers $(WORKERS) --host $(HOST) --port $(PORT) -- --set upstream_pool=$$pool $(ARGS); \
+	  exec $(PY) scripts/workers.py --workers $(WORKERS) --host $(HOST) --port $(PORT) -- --set upstream_pool=$$pool \
+	    --set flow_detail=$(FLOW_DETAIL) $(ARGS); \
 	fi; \
 	exec $(VENV)/bin/mitmdump -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
-	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 --set upstream_pool=$$pool $(ARGS)
+	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=$(FLOW_DETAIL) --set upstream_pool=$$pool $(ARGS)
 
 # mitmweb with the addon: the proxy on $(PORT), the web UI on 127.0.0.1:$(WEB_PORT) behind a password
 # (WEB_PASSWORD, or a random one printed at start).

@@ -295,6 +295,10 @@ class UpstreamProtocol(asyncio.Protocol):
             else:
                 self._reply(200, completion_body(req_id, model, created), close)
             return
+        if path == b"/stats" and method == b"GET":  # what this upstream served (bench/upstreams.py checks routing)
+            stats = {"chat_completions": srv.counter, "streams": srv.stats.streams, "requests": srv.stats.requests}
+            self._reply(200, json.dumps(stats).encode(), close)
+            return
         if path.endswith(b"/models") and method == b"GET":
             data = [{"id": m, "object": "model", "created": 1686935002, "owned_by": "bench"} for m in srv.models]
             self._reply(200, json.dumps({"object": "list", "data": data}).encode(), close)

@@ -120,8 +120,8 @@ def _start(
                     "127.0.0.1",
                     "--listen-port",
                     str(worker_port),
-                    "--set",
-                    "flow_detail=0",
+                    # quiet per flow unless the arguments say otherwise (mitmdump takes one flow_detail)
+                    *(() if any(a.startswith("flow_detail=") for a in extra) else ("--set", "flow_detail=0")),
                     *extra,
                 ],
                 start_new_session=True,

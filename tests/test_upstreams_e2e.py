@@ -83,6 +83,7 @@ def fleet(
             f"openai_base_url={default.base_url}",
             f"openai_api_key={TEST_KEY}",
             f"model_catalog={catalog}",
+            "flow_detail=1",  # every request logs its line: the tests read which server each went to
             *settings,
             environment=environment,
         )

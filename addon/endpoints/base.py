@@ -66,7 +66,8 @@ class StreamConverter(Protocol):
 
     @property
     def final_error_on_break(self) -> bool:
-        """Whether a broken-off stream gets `fail()`'s piece (and so is sent with Connection: close)."""
+        """Whether a broken-off stream gets `fail()`'s piece (mitmproxy then closes the connection:
+        `timeouts.write_last` sends the FIN with that piece)."""
 
     @property
     def usage(self) -> Usage | None:

@@ -23,6 +23,7 @@ in the same order, at `requestheaders` (before the body is read; see `addon.guar
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import re
 import socket
@@ -148,18 +149,24 @@ class Hosts:
 
     def allows(self, host: str) -> bool:
         """allowedHost (server/routes.go), and the names the user configured."""
-        host = host.lower().rstrip(".")
-        if self.allow_all or host in ("", "localhost", self.hostname):
-            return True
-        try:
-            address = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            pass
-        else:
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                address = address.ipv4_mapped
-            return address.is_loopback or address.is_unspecified or any(address in net for net in _PRIVATE)
-        return host.endswith(_LOCAL_SUFFIXES) or (self.pattern is not None and self.pattern.match(host) is not None)
+        return _host_allowed(self, host)
+
+
+@functools.lru_cache(maxsize=512)
+def _host_allowed(hosts: Hosts, host: str) -> bool:
+    """`Hosts.allows`, decided once per Host value (clients send the same few; parsing an address is not free)."""
+    host = host.lower().rstrip(".")
+    if hosts.allow_all or host in ("", "localhost", hosts.hostname):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return address.is_loopback or address.is_unspecified or any(address in net for net in _PRIVATE)
+    return host.endswith(_LOCAL_SUFFIXES) or (hosts.pattern is not None and hosts.pattern.match(host) is not None)
 
 
 def host_name(authority: str) -> str:
@@ -182,7 +189,13 @@ def _host_header(flow: http.HTTPFlow) -> str:
 def listens_on_loopback(flow: http.HTTPFlow, settings: Settings) -> bool:
     """Whether the listener the client came through is bound to a loopback address (as Ollama's
     `s.addr`): `--listen-host 0.0.0.0` (or "", every interface) is not, nor a mode without a listener."""
-    host = flow.client_conn.proxy_mode.listen_host(settings.listen_host).strip("[]").lower()
+    return _loopback_listener(flow.client_conn.proxy_mode.listen_host(settings.listen_host))
+
+
+@functools.lru_cache(maxsize=64)
+def _loopback_listener(listen_host: str) -> bool:
+    """`listens_on_loopback`, decided once per listen address."""
+    host = listen_host.strip("[]").lower()
     if host == "localhost":
         return True
     try:
