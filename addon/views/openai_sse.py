@@ -9,6 +9,7 @@ bodies that look like OpenAI's. The events come from the proxy's one SSE decoder
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from mitmproxy.contentviews import Metadata
@@ -238,6 +239,30 @@ def sse_events(data: bytes | str) -> list[Event]:
 def raw_event(event: Event) -> str:
     """An event as a person reads it in the stream."""
     return _raw(event)
+
+
+def typed_events(
+    data: bytes | str, summary: StreamSummary, handle: Callable[[dict[str, Any]], None], api: str
+) -> str | None:
+    """Hand each event whose data is a JSON object with a string `type` (the Anthropic and Responses
+    APIs' events) to `handle`; anything else, and an event `handle` fails on, goes to the summary's
+    raw lines. Never raises. Returns the type of the last event handed over."""
+    last = None
+    for event in sse_events(data):
+        try:
+            obj = json.loads(event.data) if event.name != "?" else None
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+            summary.add_raw(raw_event(event))
+            continue
+        try:
+            last = obj["type"]
+            handle(obj)
+        except Exception as e:  # noqa: BLE001 - defensive: never let one odd event break the view
+            logger.debug("%s event not understood: %r", api, e)
+            summary.add_raw(raw_event(event))
+    return last
 
 
 class OpenAISSEView(ProxyView):

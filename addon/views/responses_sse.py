@@ -14,8 +14,8 @@ from typing import Any
 
 from mitmproxy.contentviews import Metadata
 
-from addon.views.openai_sse import raw_event, sse_events, with_upstream_sse
-from addon.views.summary import ProxyView, StreamSummary, ToolCall, as_int, error_text, first_line, logger, text_of
+from addon.views.openai_sse import typed_events, with_upstream_sse
+from addon.views.summary import ProxyView, StreamSummary, ToolCall, as_int, error_text, first_line, text_of
 
 _SSE_TYPES = frozenset({"text/event-stream"})
 _ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -25,25 +25,7 @@ def summarize_responses(data: bytes | str) -> StreamSummary:
     """Assemble an OpenAI Responses SSE stream. Never raises: events not understood end up in `raw_lines`."""
     summary = StreamSummary(format="openai-responses", finish_label="status")
     calls: dict[Any, ToolCall] = {}  # by output_index (and item id)
-    last = None
-    for event in sse_events(data):
-        if event.name == "?":
-            summary.add_raw(raw_event(event))
-            continue
-        try:
-            obj = json.loads(event.data)
-        except ValueError:
-            summary.add_raw(raw_event(event))
-            continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-            summary.add_raw(raw_event(event))
-            continue
-        try:
-            last = obj["type"]
-            _event(summary, obj, calls)
-        except Exception as e:  # noqa: BLE001 - defensive: never let one odd event break the view
-            logger.debug("responses event not understood: %r", e)
-            summary.add_raw(raw_event(event))
+    last = typed_events(data, summary, lambda obj: _event(summary, obj, calls), "responses")
     summary.finish()
     if not summary.events and not summary.raw_lines:
         summary.format = "unknown"
