@@ -77,6 +77,8 @@ def refusal(endpoint: Endpoint, limit: int, what: str) -> Answer:
 
 def chunked(request: http.Request) -> bool:
     """Whether the body's length is not declared (chunked)."""
+    if not request.headers.get("transfer-encoding"):  # the common case: one lookup, not mitmproxy's whole rule
+        return False
     try:
         return http1.expected_http_body_size(request) is None
     except ValueError:
