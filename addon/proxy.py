@@ -54,6 +54,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData  # noqa: E402
 
 from addon import (  # noqa: E402
+    dispatch,
     endpoints,
     pool,
     views,
@@ -140,6 +141,8 @@ class OllamaProxy:
             self.register_keys(settings)
             if previous is not None and previous.models is not settings.models:
                 self.replace_directory(previous.models, settings.models)
+        if "fast_hook_dispatch" in updated:
+            dispatch.install(options.fast_hook_dispatch)
         secrets.install_log_scrubber()
         output.install()
         flow_log.setLevel(logging.INFO if log_flows(options) else logging.WARNING)  # the line of each flow
@@ -197,6 +200,7 @@ class OllamaProxy:
                 secrets.forget(exchange.flow, exchange)
         errorpage.uninstall()
         client_buffer.uninstall()
+        dispatch.uninstall()
         self.watch.done()
         self.is_running = False
         if self.settings is not None:

@@ -191,6 +191,14 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         "Largest request body a client may send (mitmproxy size syntax: 64m, 512k, 1g; 0: no limit). "
         "Larger ones get 413 before their body is read.",
     ),
+    (
+        "fast_hook_dispatch",
+        bool,
+        True,
+        "Deliver each mitmproxy hook only to the addons that have it (mitmproxy visits every addon of its "
+        "chain for every hook): the same calls in the same order, about 0.45 ms less CPU per request. "
+        "false: mitmproxy's own dispatch.",
+    ),
 ]
 OPTION_NAMES = frozenset(name for name, *_ in OPTIONS)
 # mitmproxy's own options that Settings reads: they decide body_view_limit "auto" (save_stream_file),

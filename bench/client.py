@@ -376,7 +376,8 @@ async def held_streams(
     host: str,
     port: int,
     path: str,
-    body: bytes,
+    api: str,
+    model: str,
     fmt: str,
     n: int,
     delay_ms: float,
@@ -384,13 +385,19 @@ async def held_streams(
     ramp_s: float,
     timeout: float,
 ) -> dict:
-    """`count` concurrent streams, opened over `ramp_s` seconds, each `n` events `delay_ms`
-    apart (so all are open at once for a while). Errors = failed connects, non-200s,
-    truncated or incomplete streams."""
+    """`count` concurrent streams of `model`, opened over `ramp_s` seconds, each `n` events
+    `delay_ms` apart (so all are open at once for a while). Each stream has a phase of its own
+    on the upstream's fixed schedule (see upstream.py), spread evenly over the period: the
+    upstream writes as evenly when the streams are held whichever proxy opened them, and how
+    fast a proxy opens them cannot bunch their events for good. Errors = failed connects,
+    non-200s, truncated or incomplete streams."""
     t0 = time.monotonic()
     rng = random.Random(count)
+    phases = [delay_ms * i / max(count, 1) for i in range(count)]
+    rng.shuffle(phases)
 
     async def one(i: int) -> StreamResult:
+        body = chat_body(api, f"{model}-p{phases[i]:.3f}", True)
         await asyncio.sleep(ramp_s * i / max(count, 1) + rng.random() * 0.001)
         c = Conn(host, port)
         try:
@@ -415,6 +422,14 @@ async def held_streams(
     if firsts:
         t_all = max(firsts)
         steady = [(rd - w) / 1e6 for r in results for w, rd in r.events if w > t_all]
+    # how evenly the upstream wrote in that window: the events written in the same millisecond
+    # as the median event (equal across setups when the schedule does not depend on the proxy)
+    per_ms: dict[int, int] = {}
+    for r in results:
+        for w, _ in r.events:
+            if firsts and w > t_all:
+                per_ms[w // 1_000_000] = per_ms.get(w // 1_000_000, 0) + 1
+    burst = sorted(c for c in per_ms.values() for _ in range(c))
     return {
         "count": count,
         "ok": count - len(errs),
@@ -427,6 +442,7 @@ async def held_streams(
         "steady_events": len(steady),
         "steady_p50_ms": pct(steady, 50),
         "steady_p99_ms": pct(steady, 99),
+        "steady_burst_p50": pct([float(b) for b in burst], 50),
     }
 
 

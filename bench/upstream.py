@@ -15,6 +15,13 @@ Routes
 Stream shape is chosen per request through the *model name*, because every proxy under test
 passes the model through unchanged while most drop unknown headers or body fields:
   model "bench-n200-d20"  -> 200 content events, 20 ms before each one (decimals allowed: d0.5)
+  model "bench-n40-d250-p37.5"
+                          -> the same, on a fixed schedule: event k at the (k+1)-th instant after
+                             the request arrived where monotonic time mod 250 ms = 37.5 ms. Many
+                             streams with phases spread over the period then write evenly, however
+                             their requests bunched on the way in (a proxy saturated while it opens
+                             1000 streams passes their requests on in bursts, and a schedule tied to
+                             arrival would keep those bursts for the life of the streams).
 Without those parts the server defaults (--events, --delay-ms) apply.
 
 Each content event carries its write time, `time.monotonic_ns()` taken just before
@@ -37,6 +44,7 @@ import time
 MARK_RE = re.compile(rb"@(\d{6,})@")
 _MODEL_N = re.compile(r"-n(\d+)")
 _MODEL_D = re.compile(r"-d(\d+(?:\.\d+)?)")
+_MODEL_P = re.compile(r"-p(\d+(?:\.\d+)?)")
 
 ANSWER = (
     "Hello! I'm just a computer program, so I don't have feelings, "
@@ -75,6 +83,18 @@ def stream_params(model: str, default_n: int, default_delay_s: float) -> tuple[i
     if m := _MODEL_D.search(model):
         d = min(float(m.group(1)), 60_000.0) / 1000.0
     return n, d
+
+
+def stream_phase(model: str) -> float | None:
+    """The phase in seconds of a fixed event schedule ("-p<ms>" in the model name), or None."""
+    if m := _MODEL_P.search(model):
+        return min(float(m.group(1)), 60_000.0) / 1000.0
+    return None
+
+
+def first_slot(now: float, delay: float, phase: float) -> float:
+    """The first instant after `now` where time mod `delay` equals `phase`."""
+    return now - (now - phase) % delay + delay
 
 
 def completion_body(req_id: str, model: str, created: int) -> bytes:
@@ -285,10 +305,11 @@ class UpstreamProtocol(asyncio.Protocol):
             created = int(time.time())
             if req.get("stream"):
                 n, delay = stream_params(model, srv.default_events, srv.default_delay_s)
+                phase = stream_phase(model) if delay > 0 else None
                 self.busy = True
                 srv.stats.streams += 1
                 task = asyncio.get_running_loop().create_task(
-                    self._stream(SSEBuilder(req_id, model, created), n, delay, close)
+                    self._stream(SSEBuilder(req_id, model, created), n, delay, close, phase)
                 )
                 srv.tasks.add(task)
                 task.add_done_callback(srv.tasks.discard)
@@ -305,9 +326,11 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         self._reply(404, b'{"error":{"message":"Unknown route","type":"invalid_request_error"}}', close)
 
-    async def _stream(self, sse: SSEBuilder, n: int, delay: float, close: bool) -> None:
+    async def _stream(self, sse: SSEBuilder, n: int, delay: float, close: bool, phase: float | None = None) -> None:
         t = self.transport
         assert t is not None
+        loop = asyncio.get_running_loop()
+        slot = first_slot(loop.time(), delay, phase) if phase is not None else 0.0
         try:
             t.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
@@ -317,7 +340,10 @@ class UpstreamProtocol(asyncio.Protocol):
             t.write(sse.role)
             stats = self.server.stats
             for i in range(n):
-                if delay > 0:
+                if phase is not None:
+                    await asyncio.sleep(max(0.0, slot - loop.time()))
+                    slot += delay
+                elif delay > 0:
                     await asyncio.sleep(delay)
                 if self._can_write is not None and not self._can_write.is_set():
                     await self._can_write.wait()
