@@ -6,8 +6,8 @@ killed (SIGTERM, then SIGKILL) in a `finally`. All loops are bounded in count an
 Environment knobs
   BENCH_QUICK=1       < 1 minute: shorter runs, fewer streams (results go to bench/out/)
   BENCH_PEERS=0       skip installing and measuring the PyPI peers
-  BENCH_ONLY=a,b      only these setups (keys: direct, mitmdump, mitmdump-empty, addon, addon-v1, addon-base,
-                      addon-v1-base, oai2ollama, ollama-openai-proxy)
+  BENCH_ONLY=a,b      only these setups (keys: direct, mitmdump, mitmdump-empty, mitmdump-fast, addon, addon-v1,
+                      addon-mitmdispatch, addon-base, addon-v1-base, oai2ollama, ollama-openai-proxy)
   BENCH_NO_WRK=1      use the Python load generator even if wrk is installed
   BENCH_ADDON=path    measure another copy of the addon (e.g. a patched checkout's addon/proxy.py)
   BENCH_BASE=path     also measure this copy of the addon, in rows of its own (keys addon-base,
@@ -82,7 +82,7 @@ FULL = Cfg(
     tput_events=1000,
     tput_streams=20,
     held_levels=(100, 500, 1000),
-    held_events=12,
+    held_events=24,
     held_delay_ms=250,
     held_ramp_s=1.0,
     stream_timeout=60,
@@ -471,8 +471,30 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
         )
     )
 
+    p, p2 = free_port(), free_port()
+    fast = [*plain[:at], "-s", str(BENCH / "fast_dispatch_addon.py"), *plain[at:]]
+    targets.append(
+        Target(
+            "mitmdump-fast",
+            "(2c) mitmdump with the fast hook dispatch only",
+            "openai",
+            port=p,
+            cmd=[*fast, "--listen-port", str(p)],
+            stream_port=p2,
+            stream_cmd=[*fast, "--listen-port", str(p2), "--set", "stream_large_bodies=1"],
+            note="as row 2, with a script that installs only the addon's fast hook dispatch "
+            "(addon/dispatch.py, bench/fast_dispatch_addon.py): the floor the addon (which installs it "
+            "by default) is read against on equal terms",
+        )
+    )
+
     addon = Path(os.environ.get("BENCH_ADDON") or ROOT / "addon" / "proxy.py").resolve()
     targets += addon_targets(mitmdump, proxy_prefix, base, addon, "", "")
+    slow = addon_targets(mitmdump, proxy_prefix, base, addon, "-mitmdispatch", "")[0]
+    slow.label = "(3c) this project with fast_hook_dispatch=false"
+    slow.cmd += ["--set", "fast_hook_dispatch=false"]
+    slow.note = "row 3 with mitmproxy's own hook dispatch: the addon's own cost over row 2"
+    targets.append(slow)
     if base_addon := os.environ.get("BENCH_BASE"):
         targets += addon_targets(mitmdump, proxy_prefix, base, Path(base_addon).resolve(), "-base", " (BENCH_BASE)")
 
@@ -1139,24 +1161,28 @@ def render(results: dict) -> str:
     L.append("")
     L.append(
         f"N streams opened over {cfg['held_ramp_s']:g} s, each {cfg['held_events']} events "
-        f"{cfg['held_delay_ms']:g} ms apart (≈{cfg['held_events'] * cfg['held_delay_ms'] / 1000:g} s open). "
+        f"{cfg['held_delay_ms']:g} ms apart (≈{cfg['held_events'] * cfg['held_delay_ms'] / 1000:g} s open), "
+        "each on a fixed schedule of the upstream's with a phase of its own (bench/README.md: the upstream "
+        "writes as evenly whichever proxy opened the streams). "
         "*ok/err*: streams that got every event and the final done line / the rest. *open*: the most "
         "streams that were open at once. Relay delay over *all* events, and *steady*: only events written "
         "after every stream had received its first one (all connections set up), which separates holding "
-        "streams from opening them. RSS is the proxy process's (with children), sampled every "
-        "100 ms: idle after warm-up, and the peak during that level."
+        "streams from opening them; ×mitmdump is the steady p50 over row 2's. RSS is the proxy process's "
+        "(with children), sampled every 100 ms: idle after warm-up, and the peak during that level."
     )
     L.append("")
     levels = [str(n) for n in cfg["held_levels"]]
     head = (
         "| setup | idle RSS MB | "
         + " | ".join(
-            f"{n}: ok/err | {n}: open | {n}: relay p50/p99 ms, all · steady | {n}: peak RSS MB" for n in levels
+            f"{n}: ok/err | {n}: open | {n}: relay p50/p99 ms, all · steady (×mitmdump) | {n}: peak RSS MB"
+            for n in levels
         )
         + " |"
     )
     L.append(head)
     L.append("|---|---|" + "---|" * (4 * len(levels)))
+    mitm_held = next((t["res"].get("held", {}) for t in rows if t["key"] == "mitmdump"), {})
     for t in rows:
         r = t["res"]
         cells = [t["label"], mb(r.get("rss_idle_stream_kb") or r.get("rss_idle_kb"))]
@@ -1166,7 +1192,8 @@ def render(results: dict) -> str:
                 f"{h.get('ok', '—')}/{h.get('errors', '—')}",
                 str(h.get("peak_open", "—")),
                 f"{f(h.get('relay_p50_ms'))} / {f(h.get('relay_p99_ms'))} · "
-                f"{f(h.get('steady_p50_ms'))} / {f(h.get('steady_p99_ms'))}",
+                f"{f(h.get('steady_p50_ms'))} / {f(h.get('steady_p99_ms'))} "
+                f"({ratio(h.get('steady_p50_ms'), mitm_held.get(n, {}).get('steady_p50_ms'))})",
                 mb(h.get("rss_peak_kb")),
             ]
         L.append("| " + " | ".join(cells) + " |")
