@@ -43,6 +43,7 @@ if __package__ != "addon":
 
 import asyncio  # noqa: E402
 import dataclasses  # noqa: E402
+import functools  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Awaitable, Sequence  # noqa: E402
 
@@ -101,6 +102,13 @@ def refusal_answer(endpoint: Endpoint, refusal: RouteRefusal) -> Answer:
     if refusal.retry_after:
         answer = dataclasses.replace(answer, headers=(*answer.headers, ("Retry-After", str(refusal.retry_after))))
     return answer
+
+
+def error_answer(method: str, exchange: Exchange, endpoint: Endpoint, status: int, message: str) -> bytes:
+    """mitmproxy's error answer for a flow of the proxy's (`errorpage.shape`): the family's error, its headers."""
+    response = local_response(method, exchange, endpoint.error(status, message))
+    response.headers["connection"] = "close"  # mitmproxy closes the connection after its error answer
+    return bytes(http1.assemble_response(response))
 
 
 logger = logging.getLogger("ollama_proxy")
@@ -494,6 +502,9 @@ class OllamaProxy:
                 if settings is not None and exchange.server is not None:
                     # the timeout's or the break's message, else mitmproxy's ("Client disconnected." says nothing)
                     settings.models.report(exchange.server, error=exchange.error)
+            if exchange.endpoint is not None and (exchange.relay is None or not exchange.relay.called):
+                # mitmproxy writes its error answer next (if the client is still there): in the family's shape
+                errorpage.shape(functools.partial(error_answer, flow.request.method, exchange, exchange.endpoint))
         except Exception as e:
             logger.warning("%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e)
             logger.debug("internal proxy error", exc_info=True)

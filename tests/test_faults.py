@@ -12,6 +12,7 @@ import ipaddress
 import json
 import select
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 
@@ -121,6 +122,33 @@ def test_unreachable_upstream(spawn, tls_upstream: UpstreamServer, case: str, ne
     assert client.chat(model="m", messages=[]).done_reason == "load"
     assert expect_error(client, "m", stream).status_code == 502
     assert "Traceback" not in dump.log()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message_of"),
+    [
+        ("/api/chat", {"model": "m", "messages": HELLO, "stream": False}, lambda d: d["error"]),
+        ("/api/chat", {"model": "m", "messages": HELLO}, lambda d: d["error"]),
+        ("/v1/chat/completions", {"model": "m", "messages": HELLO}, lambda d: d["error"]["message"]),
+        ("/v1/chat/completions", {"model": "m", "messages": HELLO, "stream": True}, lambda d: d["error"]["message"]),
+        ("/v1/messages", {"model": "m", "max_tokens": 5, "messages": HELLO}, lambda d: d["error"]["message"]),
+        ("/v1/responses", {"model": "m", "input": "hello"}, lambda d: d["error"]["message"]),
+    ],
+)
+def test_mitmproxys_error_answers_take_the_routes_shape_and_cors(spawn, path: str, body: dict, message_of) -> None:
+    """The 502 mitmproxy writes when the upstream cannot be reached: in the route's error shape, readable
+    by an allowed web page (CORS), the connection closed after it."""
+    dump = spawn("reverse", f"openai_base_url=http://127.0.0.1:{closed_port()}/v1", f"openai_api_key={TEST_KEY}")
+    origin = "http://localhost:3000"
+    response = httpx.post(dump.url + path, json=body, headers={"Origin": origin}, timeout=20)
+    assert response.status_code == 502
+    assert message_of(response.json()).startswith("cannot reach the upstream: connection refused")
+    if path.startswith("/v1/messages"):
+        assert response.json()["type"] == "error"
+    assert response.headers["access-control-allow-origin"] == origin
+    assert response.headers["connection"] == "close"
+    assert response.headers["content-type"].startswith("application/json")
+    assert TEST_KEY not in response.text
 
 
 def test_tls_upstream_works_when_trusted(spawn, tls_upstream: UpstreamServer, self_signed: tuple[str, str]) -> None:
@@ -310,6 +338,30 @@ def test_a_broken_stream_ends_its_answer_and_then_its_connection(proxy: Mitmdump
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as sock:
         head, chunked = raw_stream(sock, path, "m")
         assert head.startswith(b"http/1.1 200") and b"echo:" in chunked
+
+
+@pytest.mark.parametrize(("path", "fault"), [("/api/chat", "reset"), ("/v1/chat/completions", "close")])
+def test_a_broken_stream_to_a_tls_client_ends_cleanly(proxy: Mitmdump, path: str, fault: str) -> None:
+    """A client that speaks TLS to the proxy (mitmproxy terminates it) gets the same end of the answer, as TLS
+    records of its own session: never bytes in clear inside it."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        body = json.dumps({"model": f"fault:{fault}", "messages": HELLO, "stream": True}).encode()
+        sock.sendall(
+            b"POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), len(body), body)
+        )
+        data = b""
+        while piece := sock.recv(65536):  # an SSLError here: bytes that were not TLS records
+            data += piece
+    head, _, chunked = data.partition(b"\r\n\r\n")
+    assert head.lower().startswith(b"http/1.1 200")
+    assert b"the upstream connection broke off" in chunked and chunked.endswith(b"\r\n0\r\n\r\n")
 
 
 def test_a_pooled_client_never_loses_its_next_request_after_a_broken_stream(proxy: Mitmdump) -> None:
@@ -511,5 +563,6 @@ def test_v1_request_the_upstream_never_answers(timeout_proxy: Mitmdump, upstream
     response = httpx.post(
         timeout_proxy.url + "/v1/chat/completions", json={"model": "m", "messages": HELLO}, timeout=20
     )
-    assert response.status_code == 504 and "upstream_timeout" in response.json()["error"]
+    assert response.status_code == 504 and "upstream_timeout" in response.json()["error"]["message"]
+    assert isinstance(response.json()["error"]["type"], str)  # OpenAI's error object, not Ollama's string
     wait_for(lambda: upstream.fake.aborted == 1, "the upstream connection was closed")

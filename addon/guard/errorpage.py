@@ -3,7 +3,10 @@
 mitmproxy answers a failed upstream connection (refused, unknown host, TLS failure, timeout)
 itself, with a `502 text/html` page that no addon hook can replace: setting `flow.response` in
 the `error` hook is ignored. The page is made by one private function of mitmproxy's HTTP/1
-layer; this module swaps it for one that writes `{"error": "..."}`.
+layer; this module swaps it for one that writes `{"error": "..."}`, or, for a flow of the proxy's,
+the error answer of that flow's API family (OpenAI's and Anthropic's error objects on their
+routes) with the headers all its answers carry (CORS for an allowed browser Origin): the proxy's
+`error` hook, which mitmproxy runs just before it writes the page, sets it (`shape`).
 
 mitmproxy's texts for a malformed answer quote the upstream's bytes (`Bad HTTP response line:
 b'...'`, `Invalid header line: b'...'`, `unexpected server response: b'...'`): an upstream that
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +38,8 @@ from mitmproxy.net.http import http1
 from mitmproxy.proxy.layers.http import _http1
 
 from addon.guard import secrets
+
+logger = logging.getLogger("ollama_proxy")
 
 _original: Callable[..., bytes] | None = None
 _original_reader: Callable[[int | None], Any] | None = None
@@ -49,6 +55,17 @@ _override: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextV
 def override(status: int, message: str) -> None:
     """Make the error answer mitmproxy is about to write for this flow say `message` with `status`."""
     _override.set((status, message))
+
+
+# Set by the proxy's `error` hook for a flow of its own: the whole error answer (status, message) → bytes,
+# in the flow's API family's shape with the headers its answers carry (CORS for an allowed Origin).
+ErrorAnswer = Callable[[int, str], bytes]
+_shape: contextvars.ContextVar[ErrorAnswer | None] = contextvars.ContextVar("ollama_error_shape", default=None)
+
+
+def shape(answer: ErrorAnswer) -> None:
+    """Make the error answer mitmproxy is about to write for this flow the one `answer` makes."""
+    _shape.set(answer)
 
 
 TRAILERS = "HTTP trailers are not supported"
@@ -101,6 +118,12 @@ def json_error_response(status_code: int, message: str = "") -> bytes:
     if (chosen := _override.get()) is not None:
         status_code, text = chosen
         _override.set(None)
+    if (answer := _shape.get()) is not None:
+        _shape.set(None)
+        try:
+            return answer(status_code, text)
+        except Exception:  # the plain JSON answer below, rather than none
+            logger.warning("cannot shape the error answer", exc_info=True)
     response = http.Response.make(
         status_code,
         json.dumps({"error": text}).encode(),

@@ -26,6 +26,8 @@ calls it at each step) fills both gaps:
   no `Connection: close` up front, which cost every stream a new client connection and a new
   upstream connection (TTFT doubled on loopback; a TCP + TLS handshake per stream without the
   pool). Where TCP_CORK is missing (not Linux), streams still say `Connection: close`.
+- A client that speaks TLS to the proxy (mitmproxy terminates it) gets those bytes as TLS records of
+  its own session, made by mitmproxy's TLS layer of that connection (`to_client`), never in clear.
 - Streams of the /v1 pass-through routes are watched for silence too, and a break or a stall
   ends them the same way, with a final `data: {"error": {...}}` event (the openai SDK raises it
   as an APIError) instead of a body cut off before `data: [DONE]`.
@@ -45,6 +47,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import ctx, http
+from mitmproxy.proxy import commands, layer
+from mitmproxy.proxy.layers import tls
 
 from addon.guard import errorpage, secrets
 
@@ -60,6 +64,37 @@ def client_writer(flow: http.HTTPFlow) -> asyncio.StreamWriter | None:
     handler = getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
     io = handler.transports.get(flow.client_conn) if handler is not None else None
     return getattr(io, "writer", None)
+
+
+def client_tls_layer(flow: http.HTTPFlow) -> tls.ClientTLSLayer | None:
+    """mitmproxy's TLS layer of the flow's client connection (where the proxy terminates the client's TLS), or None."""
+    handler = connection_handler(flow)
+    current: Any = getattr(handler, "layer", None)
+    for _ in range(16):  # the layer stack is a few levels deep
+        if isinstance(current, tls.ClientTLSLayer) and current.conn is flow.client_conn:
+            return current
+        if isinstance(current, layer.NextLayer):
+            current = current.layer
+        else:
+            current = getattr(current, "child_layer", None)
+        if current is None:
+            return None
+    return None
+
+
+def to_client(flow: http.HTTPFlow, data: bytes) -> bytes | None:
+    """The bytes to write on the client's socket for `data`: itself on a plain connection, its TLS
+    records (made by mitmproxy's own TLS session of that client) on a TLS one; None if they cannot be made."""
+    if not flow.client_conn.tls:
+        return data
+    tls_layer = client_tls_layer(flow)
+    if tls_layer is None or getattr(tls_layer, "tls", None) is None:
+        return None
+    try:
+        return b"".join(c.data for c in tls_layer.send_data(data) if isinstance(c, commands.SendData))
+    except Exception:  # a session that cannot take more: nothing is written
+        logger.debug("cannot encrypt the end of the stream", exc_info=True)
+        return None
 
 
 def connection_handler(flow: http.HTTPFlow) -> Any:
@@ -273,6 +308,9 @@ class UpstreamWatch:
             return
         response = flow.response
         chunked = response is not None and "chunked" in response.headers.get("transfer-encoding", "").lower()
-        write_last(writer, final_chunk(line) if chunked else line)  # an HTTP/1.0 client's answer ends with the close
+        data = to_client(flow, final_chunk(line) if chunked else line)  # an HTTP/1.0 client's answer ends with the close
+        if data is None:
+            return
+        write_last(writer, data)
         if relay.keep:  # what the flow views show of the answer
             relay.sent += line
