@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from addon import dispatch  # noqa: E402
+from addon import dispatch
 
 
 class FastDispatch:

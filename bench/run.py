@@ -427,7 +427,6 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
         Target("direct", "(1) floor: client → fake upstream", "openai", port=up_port, note="no proxy")
     ]
 
-    p, p2 = free_port(), free_port()
     plain = [
         *proxy_prefix,
         mitmdump,
@@ -438,55 +437,47 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
         "--set",
         "flow_detail=0",
     ]
-    targets.append(
-        Target(
+    at = len(proxy_prefix) + 1  # after the mitmdump executable
+    for key, label, script, note in (
+        (
             "mitmdump",
             "(2) plain mitmdump, no addon",
-            "openai",
-            port=p,
-            cmd=[*plain, "--listen-port", str(p)],
-            stream_port=p2,
-            stream_cmd=[*plain, "--listen-port", str(p2), "--set", "stream_large_bodies=1"],
-            note="reverse proxy to the upstream, OpenAI in and out. Non-streaming phases with the "
+            None,
+            "reverse proxy to the upstream, OpenAI in and out. Non-streaming phases with the "
             "defaults (bodies buffered, as the addon does for non-stream answers); streaming "
             "phases in a second process with stream_large_bodies=1, so SSE is relayed as it "
             "arrives (with the defaults mitmproxy buffers the whole stream)",
-        )
-    )
-
-    p, p2 = free_port(), free_port()
-    at = len(proxy_prefix) + 1  # after the mitmdump executable
-    empty = [*plain[:at], "-s", str(BENCH / "empty_addon.py"), *plain[at:]]
-    targets.append(
-        Target(
+        ),
+        (
             "mitmdump-empty",
             "(2b) mitmdump -s an empty addon",
-            "openai",
-            port=p,
-            cmd=[*empty, "--listen-port", str(p)],
-            stream_port=p2,
-            stream_cmd=[*empty, "--listen-port", str(p2), "--set", "stream_large_bodies=1"],
-            note="as row 2, with a script whose one addon has no hook (bench/empty_addon.py): mitmproxy's "
+            "empty_addon.py",
+            "as row 2, with a script whose one addon has no hook (bench/empty_addon.py): mitmproxy's "
             "floor for any addon, the price of a loaded script before it does anything",
-        )
-    )
-
-    p, p2 = free_port(), free_port()
-    fast = [*plain[:at], "-s", str(BENCH / "fast_dispatch_addon.py"), *plain[at:]]
-    targets.append(
-        Target(
+        ),
+        (
             "mitmdump-fast",
             "(2c) mitmdump with the fast hook dispatch only",
-            "openai",
-            port=p,
-            cmd=[*fast, "--listen-port", str(p)],
-            stream_port=p2,
-            stream_cmd=[*fast, "--listen-port", str(p2), "--set", "stream_large_bodies=1"],
-            note="as row 2, with a script that installs only the addon's fast hook dispatch "
+            "fast_dispatch_addon.py",
+            "as row 2, with a script that installs only the addon's fast hook dispatch "
             "(addon/dispatch.py, bench/fast_dispatch_addon.py): the floor the addon (which installs it "
             "by default) is read against on equal terms",
+        ),
+    ):
+        p, p2 = free_port(), free_port()
+        cmd = [*plain[:at], "-s", str(BENCH / script), *plain[at:]] if script else plain
+        targets.append(
+            Target(
+                key,
+                label,
+                "openai",
+                port=p,
+                cmd=[*cmd, "--listen-port", str(p)],
+                stream_port=p2,
+                stream_cmd=[*cmd, "--listen-port", str(p2), "--set", "stream_large_bodies=1"],
+                note=note,
+            )
         )
-    )
 
     addon = Path(os.environ.get("BENCH_ADDON") or ROOT / "addon" / "proxy.py").resolve()
     targets += addon_targets(mitmdump, proxy_prefix, base, addon, "", "")

@@ -308,7 +308,9 @@ class UpstreamWatch:
             return
         response = flow.response
         chunked = response is not None and "chunked" in response.headers.get("transfer-encoding", "").lower()
-        data = to_client(flow, final_chunk(line) if chunked else line)  # an HTTP/1.0 client's answer ends with the close
+        data = to_client(
+            flow, final_chunk(line) if chunked else line
+        )  # an HTTP/1.0 client's answer ends with the close
         if data is None:
             return
         write_last(writer, data)
