@@ -483,7 +483,7 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
     targets += addon_targets(mitmdump, proxy_prefix, base, addon, "", "")
     slow = addon_targets(mitmdump, proxy_prefix, base, addon, "-mitmdispatch", "")[0]
     slow.label = "(3c) this project with fast_hook_dispatch=false"
-    slow.cmd += ["--set", "fast_hook_dispatch=false"]
+    slow.cmd = [*(slow.cmd or []), "--set", "fast_hook_dispatch=false"]
     slow.note = "row 3 with mitmproxy's own hook dispatch: the addon's own cost over row 2"
     targets.append(slow)
     if base_addon := os.environ.get("BENCH_BASE"):
@@ -1173,7 +1173,7 @@ def render(results: dict) -> str:
     )
     L.append(head)
     L.append("|---|---|" + "---|" * (4 * len(levels)))
-    mitm_held = next((t["res"].get("held", {}) for t in rows if t["key"] == "mitmdump"), {})
+    mitm_held: dict[str, dict] = next((t["res"].get("held", {}) for t in rows if t["key"] == "mitmdump"), {})
     for t in rows:
         r = t["res"]
         cells = [t["label"], mb(r.get("rss_idle_stream_kb") or r.get("rss_idle_kb"))]
