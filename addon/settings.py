@@ -10,8 +10,8 @@ Where a model goes is decided in one place, `Settings.target(model)`: the server
 `openai_base_url` / `openai_api_key`, named `default`, or one of the catalog's `[servers.NAME]`
 tables, by the routing rules of `addon.upstreams.servers`), the model id from the catalog or the
 server's list, and the `think_style` the catalog or the server gives it. The server carries its
-own key, `passthrough_options`, `upstream_timeout` and `forward_client_key` (the options' values
-unless its table sets them). A model no healthy server can take raises `Unroutable`.
+own key, `passthrough_options`, `upstream_timeout`, `forward_client_key` and `responses_passthrough`
+(the options' values unless its table sets them). A model no healthy server can take raises `Unroutable`.
 
 The servers' health (`Health`) is kept across every rebuild; their model lists (the directory)
 across a rebuild that does not change what they are fetched from.
@@ -144,7 +144,8 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
         bool,
         False,
         "Forward POST /v1/responses to the upstream's own /responses (only the model name resolved), for "
-        "upstreams that serve the Responses API (OpenAI). Otherwise it is translated to chat/completions.",
+        "upstreams that serve the Responses API (OpenAI). Otherwise it is translated to chat/completions. "
+        "A server's table may set it for that server.",
     ),
     (
         "upstream_timeout",
@@ -212,7 +213,9 @@ DIRECTORY_OPTIONS = (
     | TLS_OPTIONS
 )
 # The options every server inherits unless its [servers.NAME] table sets them.
-SERVER_OPTIONS = frozenset({"think_style", "passthrough_options", "upstream_timeout", "forward_client_key"})
+SERVER_OPTIONS = frozenset(
+    {"think_style", "passthrough_options", "upstream_timeout", "forward_client_key", "responses_passthrough"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +310,7 @@ def server_defaults(options: Any) -> Defaults:
         passthrough_options=bool(options.passthrough_options),
         upstream_timeout=max(int(options.upstream_timeout), 0),
         forward_client_key=bool(options.forward_client_key),
+        responses_passthrough=bool(options.responses_passthrough),
     )
 
 
@@ -327,7 +331,6 @@ class Settings:
     request_body_limit: int  # bytes; 0: no limit
     listen_host: str  # mitmproxy's listen_host ("": every interface), for modes that name none
     system_turns: str = "user"  # "user" or "system": /v1/messages' system turns after the start
-    responses_passthrough: bool = False  # /v1/responses forwarded to the upstream's own /responses
 
     @property
     def server(self) -> Server:
@@ -375,7 +378,6 @@ class Settings:
             request_body_limit=parse_request_limit(options.request_body_limit),
             listen_host=str(options.listen_host) if "listen_host" in options else "",
             system_turns=parse_system_turns(options.system_turns),
-            responses_passthrough=options.responses_passthrough,
         )
 
     def target(self, model: str) -> Target:

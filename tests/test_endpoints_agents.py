@@ -347,6 +347,43 @@ def test_responses_passthrough(tmp_path) -> None:
     tctx.__exit__(None, None, None)
 
 
+def test_responses_passthrough_per_server(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A [servers.NAME] table sets responses_passthrough for its server only; the others keep the option's."""
+    monkeypatch.setenv("LOCAL_KEY", "sk-local-0123456789")
+    catalog = tmp_path / "servers.toml"
+    catalog.write_text(
+        CATALOG
+        + """
+[servers.openai]
+base_url = "https://openai.example.com/v1"
+responses_passthrough = true
+models = ["gpt-*"]
+
+[servers.local]
+base_url = "http://gpu.example.com:8000/v1"
+api_key_env = "LOCAL_KEY"
+models = ["Qwen/*"]
+"""
+    )
+    for option, expected in ((False, ("responses", "chat/completions")), (True, ("responses", "responses"))):
+        proxy = OllamaProxy()
+        with taddons.context(proxy) as tctx:
+            tctx.configure(
+                proxy,
+                openai_base_url="https://api.example.com/v1",
+                model_catalog=str(catalog),
+                list_upstream_models=False,
+                responses_passthrough=option,
+            )
+            routes = []
+            for model, host in (("claude-sonnet-5-5", "openai.example.com"), ("qwen3-coder", "gpu.example.com")):
+                flow = flow_for("/v1/responses", {"model": model, "input": "hi"})
+                proxy.request(flow)
+                assert flow.request.host == host
+                routes.append(flow.request.path.removeprefix("/v1/"))
+            assert tuple(routes) == expected, option
+
+
 @pytest.mark.parametrize("pieces", [1, 5, 100000])
 def test_responses_relay_ends_a_cut_stream_with_an_error_event(pieces: int) -> None:
     body = b'event: response.created\ndata: {"type":"response.created","response":{"model":"u"}}\n\n'

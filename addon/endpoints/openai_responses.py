@@ -90,7 +90,7 @@ class Responses(OpenAIEndpoint):
             )
         exchange.model = model
         target = settings.target(model)
-        if settings.responses_passthrough:
+        if target.server.responses_passthrough:
             exchange.detail = None
             return Forward("responses", {**body, "model": target.model}, body.get("stream") is True, target)
         field = token_limit_field(target.model)

@@ -13,6 +13,7 @@ Configuration, in the model catalog file:
     passthrough_options = true
     upstream_timeout = 600
     forward_client_key = false
+    responses_passthrough = false
     models = ["meta-llama/*", "Qwen/*"]
 
     [models."llama3.2"]
@@ -116,6 +117,7 @@ class Defaults(NamedTuple):
     passthrough_options: bool = False
     upstream_timeout: int = 300
     forward_client_key: bool = False
+    responses_passthrough: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,7 @@ class ServerSpec:
     passthrough_options: bool | None = None
     upstream_timeout: int | None = None
     forward_client_key: bool | None = None
+    responses_passthrough: bool | None = None
     models: tuple[str, ...] = ()
 
 
@@ -144,6 +147,7 @@ class Server:
     passthrough_options: bool
     upstream_timeout: int
     forward_client_key: bool
+    responses_passthrough: bool = False  # POST /v1/responses forwarded to this server's own /responses
     models: tuple[str, ...] = ()  # shell patterns of upstream ids served here
     key_source: str = ""  # where the key came from, for messages: "openai_api_key", "$VLLM_KEY", ""
 
@@ -159,6 +163,7 @@ class Server:
             passthrough_options=defaults.passthrough_options,
             upstream_timeout=defaults.upstream_timeout,
             forward_client_key=defaults.forward_client_key,
+            responses_passthrough=defaults.responses_passthrough,
             key_source="openai_api_key" if api_key else "",
         )
 
@@ -177,6 +182,7 @@ class Server:
             passthrough_options=pick(spec.passthrough_options, defaults.passthrough_options),
             upstream_timeout=pick(spec.upstream_timeout, defaults.upstream_timeout),
             forward_client_key=pick(spec.forward_client_key, defaults.forward_client_key),
+            responses_passthrough=pick(spec.responses_passthrough, defaults.responses_passthrough),
             models=spec.models,
             key_source=f"${spec.api_key_env}" if spec.api_key_env else "",
         )
@@ -202,6 +208,7 @@ _SERVER_KEYS: dict[str, tuple[type, str]] = {
     "passthrough_options": (bool, "true or false"),
     "upstream_timeout": (int, "an integer (seconds)"),
     "forward_client_key": (bool, "true or false"),
+    "responses_passthrough": (bool, "true or false"),
     "models": (list, "a list of shell patterns"),
 }
 
@@ -279,6 +286,7 @@ def _server(name: str, table: Any, where: str, environ: Mapping[str, str]) -> Se
         passthrough_options=table.get("passthrough_options"),
         upstream_timeout=timeout,
         forward_client_key=table.get("forward_client_key"),
+        responses_passthrough=table.get("responses_passthrough"),
         models=tuple(p.strip() for p in patterns),
     )
 
