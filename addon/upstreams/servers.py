@@ -147,9 +147,9 @@ class Server:
     passthrough_options: bool
     upstream_timeout: int
     forward_client_key: bool
-    responses_passthrough: bool = False  # POST /v1/responses forwarded to this server's own /responses
     models: tuple[str, ...] = ()  # shell patterns of upstream ids served here
     key_source: str = ""  # where the key came from, for messages: "openai_api_key", "$VLLM_KEY", ""
+    responses_passthrough: bool = False  # POST /v1/responses forwarded to this server's own /responses
 
     @classmethod
     def default(cls, base_url: str, api_key: str, defaults: Defaults | None = None) -> Server:
