@@ -502,8 +502,8 @@ class OllamaProxy:
                 if settings is not None and exchange.server is not None:
                     # the timeout's or the break's message, else mitmproxy's ("Client disconnected." says nothing)
                     settings.models.report(exchange.server, error=exchange.error)
-            if exchange.endpoint is not None and (exchange.relay is None or not exchange.relay.called):
-                # mitmproxy writes its error answer next (if the client is still there): in the family's shape
+            if exchange.endpoint is not None and exchange.relay is None:
+                # nothing was sent yet: mitmproxy writes its error answer next (if the client is still there)
                 errorpage.shape(functools.partial(error_answer, flow.request.method, exchange, exchange.endpoint))
         except Exception as e:
             logger.warning("%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e)
