@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, cast
 
 from mitmproxy import http
 
-from addon.endpoints.base import OllamaEndpoint, agent_think, json_object, limit_tokens
+from addon.endpoints.base import OllamaEndpoint, agent_think, json_object, limit_tokens, whole_stream
 from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
 from addon.translate import anthropic
 from addon.translate.stream import ChunkConverter
@@ -34,8 +34,6 @@ from addon.wire.openai import usage_of
 if TYPE_CHECKING:
     from addon.settings import Settings
     from addon.wire.ollama import Think
-
-SSE = "text/event-stream; charset=utf-8"
 
 
 class AnthropicEndpoint(OllamaEndpoint):
@@ -94,13 +92,8 @@ class Messages(AnthropicEndpoint):
         if response.status_code >= 400:
             status, error = anthropic.upstream_error(response.status_code, body, model)
             return json_answer(status, error, error["error"]["message"])
-        if exchange.relay is not None or "text/event-stream" in response.headers.get("content-type", ""):
-            converter = self.stream(exchange)
-            if converter is None:
-                return self.error(502, "the upstream streamed an answer that was asked for whole")
-            events = converter.feed(body) + converter.finish()
-            exchange.usage = converter.usage
-            return Answer(200, events, SSE)
+        if (streamed := whole_stream(self, exchange, response, body)) is not None:
+            return streamed
         try:
             parsed = json.loads(body)
         except ValueError:

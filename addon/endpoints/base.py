@@ -39,6 +39,8 @@ from addon.translate.request import think_fields
 from addon.wire.ollama import OllamaModel, describe
 from addon.wire.openai import loads
 
+SSE = "text/event-stream; charset=utf-8"
+
 if TYPE_CHECKING:
     from addon.catalog.catalog import ModelInfo
     from addon.settings import Settings, Target
@@ -203,3 +205,16 @@ def limit_tokens(body: dict[str, Any], upstream_model: str) -> None:
     field = token_limit_field(upstream_model)
     if field != "max_tokens" and "max_tokens" in body:
         body[field] = body.pop("max_tokens")
+
+
+def whole_stream(endpoint: Endpoint, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:
+    """The agents' answer to an upstream stream read whole (a server replay, or a stream that came in one
+    piece): its events converted at once. None: the answer is no stream."""
+    if exchange.relay is None and "text/event-stream" not in response.headers.get("content-type", ""):
+        return None
+    converter = endpoint.stream(exchange)
+    if converter is None:
+        return endpoint.error(502, "the upstream streamed an answer that was asked for whole")
+    events = converter.feed(body) + converter.finish()
+    exchange.usage = converter.usage
+    return Answer(200, events, SSE)

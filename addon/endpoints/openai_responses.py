@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 from mitmproxy import http
 
 from addon.catalog.catalog import token_limit_field
-from addon.endpoints.base import OpenAIEndpoint, agent_think, json_object
+from addon.endpoints.base import OpenAIEndpoint, agent_think, json_object, whole_stream
 from addon.endpoints.openai import SSERelay
 from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
 from addon.translate import responses
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from addon.settings import Settings
     from addon.wire.ollama import Think
 
-SSE = "text/event-stream; charset=utf-8"
 _TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
 
 
@@ -127,13 +126,8 @@ class Responses(OpenAIEndpoint):
         if response.status_code >= 400:
             status, error = responses.upstream_error(response.status_code, body, response.reason, model)
             return json_answer(status, error, error["error"]["message"])
-        if exchange.relay is not None or "text/event-stream" in response.headers.get("content-type", ""):
-            converter = self.stream(exchange)
-            if converter is None:
-                return self.error(502, "the upstream streamed an answer that was asked for whole")
-            events = converter.feed(body) + converter.finish()
-            exchange.usage = converter.usage
-            return Answer(200, events, SSE)
+        if (streamed := whole_stream(self, exchange, response, body)) is not None:
+            return streamed
         try:
             parsed = json.loads(body)
         except ValueError:
