@@ -11,12 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mitmproxy.contentviews import Metadata
+from addon.views.openai_sse import ConvertedSSEView, typed_events
+from addon.views.summary import StreamSummary, ToolCall, as_int, error_text, first_line, text_of
 
-from addon.views.openai_sse import typed_events, with_upstream_sse
-from addon.views.summary import ProxyView, StreamSummary, ToolCall, as_int, error_text, first_line, text_of
-
-_SSE_TYPES = frozenset({"text/event-stream"})
 _START_EVENTS = frozenset({"message_start", "ping", "content_block_start"})
 
 
@@ -104,7 +101,7 @@ def _sniff(data: bytes) -> bool:
     return kind in _START_EVENTS or (kind == "error" and isinstance(obj.get("error"), dict) and "type" in obj["error"])
 
 
-class AnthropicSSEView(ProxyView):
+class AnthropicSSEView(ConvertedSSEView):
     """Anthropic Messages SSE streams (`/v1/messages`)."""
 
     name = "Anthropic SSE"
@@ -112,16 +109,8 @@ class AnthropicSSEView(ProxyView):
     def _summarize(self, data: bytes) -> StreamSummary:
         return summarize_anthropic(data)
 
-    def prettify(self, data: bytes, metadata: Metadata) -> str:
-        return with_upstream_sse(super().prettify(data, metadata), metadata)
-
-    def render_priority(self, data: bytes, metadata: Metadata) -> float:
-        try:
-            if not data or metadata.content_type not in _SSE_TYPES:
-                return -1
-            return 2.5 if _sniff(data) else -1  # above the OpenAI SSE view (2), which claims any error event
-        except Exception:  # noqa: BLE001 - defensive: a view never raises
-            return -1
+    def sniff(self, data: bytes) -> bool:
+        return _sniff(data)
 
 
 anthropic_sse_view = AnthropicSSEView()

@@ -231,6 +231,26 @@ def with_upstream_sse(text: str, metadata: Metadata) -> str:
     return text
 
 
+class ConvertedSSEView(ProxyView):
+    """A view of a stream the proxy converted from the upstream's SSE (the agents' APIs): picked above the
+    OpenAI SSE view (2), which claims any error event, for bodies its `sniff` recognizes; the upstream's
+    SSE summarized after it."""
+
+    def sniff(self, data: bytes) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def prettify(self, data: bytes, metadata: Metadata) -> str:
+        return with_upstream_sse(super().prettify(data, metadata), metadata)
+
+    def render_priority(self, data: bytes, metadata: Metadata) -> float:
+        try:
+            if not data or metadata.content_type != "text/event-stream":
+                return -1
+            return 2.5 if self.sniff(data) else -1
+        except Exception:  # noqa: BLE001 - defensive: a view never raises
+            return -1
+
+
 def sse_events(data: bytes | str) -> list[Event]:
     """The events of a whole SSE body (lines that are not SSE fields come as events named ``?``)."""
     return _sse_events(data)

@@ -12,12 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mitmproxy.contentviews import Metadata
+from addon.views.openai_sse import ConvertedSSEView, typed_events
+from addon.views.summary import StreamSummary, ToolCall, as_int, error_text, first_line, text_of
 
-from addon.views.openai_sse import typed_events, with_upstream_sse
-from addon.views.summary import ProxyView, StreamSummary, ToolCall, as_int, error_text, first_line, text_of
-
-_SSE_TYPES = frozenset({"text/event-stream"})
 _ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
@@ -110,7 +107,7 @@ def _sniff(data: bytes) -> bool:
     return obj["type"].startswith("response.") or (obj["type"] == "error" and "sequence_number" in obj)
 
 
-class ResponsesSSEView(ProxyView):
+class ResponsesSSEView(ConvertedSSEView):
     """OpenAI Responses SSE streams (`/v1/responses`)."""
 
     name = "OpenAI Responses SSE"
@@ -118,16 +115,8 @@ class ResponsesSSEView(ProxyView):
     def _summarize(self, data: bytes) -> StreamSummary:
         return summarize_responses(data)
 
-    def prettify(self, data: bytes, metadata: Metadata) -> str:
-        return with_upstream_sse(super().prettify(data, metadata), metadata)
-
-    def render_priority(self, data: bytes, metadata: Metadata) -> float:
-        try:
-            if not data or metadata.content_type not in _SSE_TYPES:
-                return -1
-            return 2.5 if _sniff(data) else -1
-        except Exception:  # noqa: BLE001 - defensive: a view never raises
-            return -1
+    def sniff(self, data: bytes) -> bool:
+        return _sniff(data)
 
 
 responses_sse_view = ResponsesSSEView()
