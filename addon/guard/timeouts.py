@@ -308,9 +308,8 @@ class UpstreamWatch:
             return
         response = flow.response
         chunked = response is not None and "chunked" in response.headers.get("transfer-encoding", "").lower()
-        data = to_client(
-            flow, final_chunk(line) if chunked else line
-        )  # an HTTP/1.0 client's answer ends with the close
+        # (an HTTP/1.0 client's answer is not chunked: it ends with the close)
+        data = to_client(flow, final_chunk(line) if chunked else line)
         if data is None:
             return
         write_last(writer, data)
