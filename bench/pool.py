@@ -48,7 +48,19 @@ sys.path.insert(0, str(ROOT))
 from addon import pool as addon_pool  # noqa: E402
 from bench import client as cl  # noqa: E402
 from bench.delayline import connections as relayed  # noqa: E402
-from bench.run import HOST, OUT, PEERS_DIR, Proc, ensure_peer, free_port, machine_load, pip_version, wait_port  # noqa: E402
+from bench.run import (  # noqa: E402
+    HOST,
+    OUT,
+    PEERS_DIR,
+    Proc,
+    addon_command,
+    ensure_peer,
+    free_port,
+    machine_load,
+    pip_version,
+    uvicorn_peer_command,
+    wait_port,
+)
 from harness import script_module  # noqa: E402
 
 workers = script_module(ROOT / "scripts" / "workers.py")
@@ -259,21 +271,7 @@ def make_setups(relay_port: int, ca: Path, folder: Path) -> list[Setup]:
                 "ollama",
                 port=p,
                 cmd=[
-                    MITMDUMP,
-                    "-s",
-                    str(ROOT / "addon" / "proxy.py"),
-                    "--mode",
-                    f"reverse:http://{HOST}:{p}",
-                    "--listen-host",
-                    HOST,
-                    "--listen-port",
-                    str(p),
-                    "--set",
-                    "flow_detail=0",
-                    "--set",
-                    f"openai_base_url={base}",
-                    "--set",
-                    f"openai_api_key={API_KEY}",
+                    *addon_command(MITMDUMP, ROOT / "addon" / "proxy.py", p, base, API_KEY),
                     "--set",
                     f"upstream_pool={value}",
                     *trust,
@@ -377,18 +375,7 @@ def make_setups(relay_port: int, ca: Path, folder: Path) -> list[Setup]:
         if py is None:
             s.skip = why
         else:
-            s.cmd = [
-                str(py),
-                "-m",
-                "uvicorn",
-                "src.main:app",
-                "--host",
-                HOST,
-                "--port",
-                str(p),
-                "--log-level",
-                "warning",
-            ]
+            s.cmd = uvicorn_peer_command(py, p, "warning")
             s.env["PYTHONPATH"] = str(PEERS_DIR / "ollama-openai-proxy" / "shim")
             s.note = f"version {pip_version(py, 'ollama-openai-proxy')}; trusts the CA through SSL_CERT_FILE"
     setups.append(s)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bench import client as cl
-from bench.run import API_KEY, HOST, OUT, PEERS_DIR, Proc, free_port, pinning, wait_port
+from bench.run import HOST, OUT, PEERS_DIR, Proc, addon_command, free_port, pinning, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -191,24 +191,7 @@ async def main_async() -> int:
                         kind,
                         "ollama",
                         p,
-                        [
-                            *proxy_prefix,
-                            mitmdump,
-                            "-s",
-                            str(addon),
-                            "--mode",
-                            f"reverse:http://{HOST}:{p}",
-                            "--listen-host",
-                            HOST,
-                            "--listen-port",
-                            str(p),
-                            "--set",
-                            f"openai_base_url=http://{HOST}:{up_port}/v1",
-                            "--set",
-                            f"openai_api_key={API_KEY}",
-                            "--set",
-                            "flow_detail=0",
-                        ],
+                        [*proxy_prefix, *addon_command(mitmdump, addon, p, f"http://{HOST}:{up_port}/v1")],
                     )
                 )
         for title, kind, api, port, cmd in cases:

@@ -368,6 +368,33 @@ class Target:
         return "sse" if self.api == "openai" else "ndjson"
 
 
+def addon_command(mitmdump: str, addon: Path | str, port: int, base: str, key: str = API_KEY) -> list[str]:
+    """`mitmdump -s <addon>` as the bench runs it: reverse mode on HOST:port (its own reverse target,
+    as `make run`), the OpenAI upstream at `base` with `key`, flow_detail=0."""
+    return [
+        mitmdump,
+        "-s",
+        str(addon),
+        "--mode",
+        f"reverse:http://{HOST}:{port}",
+        "--listen-host",
+        HOST,
+        "--listen-port",
+        str(port),
+        "--set",
+        f"openai_base_url={base}",
+        "--set",
+        f"openai_api_key={key}",
+        "--set",
+        "flow_detail=0",
+    ]
+
+
+def uvicorn_peer_command(py: Path, port: int, log_level: str) -> list[str]:
+    """The ollama-openai-proxy peer as uvicorn serves it on HOST:port (its console script binds 0.0.0.0)."""
+    return [str(py), "-m", "uvicorn", "src.main:app", "--host", HOST, "--port", str(port), "--log-level", log_level]
+
+
 def addon_targets(mitmdump: str, proxy_prefix: list[str], base: str, addon: Path, key: str, label: str) -> list[Target]:
     """The addon's two rows (/api/chat and /v1/chat/completions) for one copy of it."""
     addon_args = shlex.split(os.environ.get("BENCH_ADDON_ARGS", ""))
@@ -388,25 +415,7 @@ def addon_targets(mitmdump: str, proxy_prefix: list[str], base: str, addon: Path
             title + label,
             api,
             port=p,
-            cmd=[
-                *proxy_prefix,
-                mitmdump,
-                "-s",
-                str(addon),
-                "--mode",
-                f"reverse:http://{HOST}:{p}",
-                "--listen-host",
-                HOST,
-                "--listen-port",
-                str(p),
-                "--set",
-                f"openai_base_url={base}",
-                "--set",
-                f"openai_api_key={API_KEY}",
-                "--set",
-                "flow_detail=0",
-                *addon_args,
-            ],
+            cmd=[*proxy_prefix, *addon_command(mitmdump, addon, p, base), *addon_args],
             note=note + (f"; the addon at {addon}" if key else ""),
         )
         sources = " ".join(p.read_text() for p in addon.parent.rglob("*.py")) if addon.exists() else ""
@@ -536,19 +545,7 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
             ]
             t.version = pip_version(py, "oai2ollama")
         else:
-            t.cmd = [
-                *proxy_prefix,
-                str(py),
-                "-m",
-                "uvicorn",
-                "src.main:app",
-                "--host",
-                HOST,
-                "--port",
-                str(p),
-                "--log-level",
-                "info",
-            ]
+            t.cmd = [*proxy_prefix, *uvicorn_peer_command(py, p, "info")]
             t.env["PYTHONPATH"] = str(PEERS_DIR / name / "shim")
             t.version = pip_version(py, "ollama-openai-proxy")
         targets.append(t)

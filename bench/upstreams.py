@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 
 from bench import client as cl
-from bench.run import HOST, Proc, free_port, pinning, session_cpu_s, wait_port
+from bench.run import HOST, Proc, addon_command, free_port, pinning, session_cpu_s, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
@@ -186,21 +186,13 @@ def main() -> int:
                 f"upstreams-proxy-{label.replace(' ', '-')}",
                 [
                     *proxy_prefix,
-                    mitmdump,
-                    "-s",
-                    str(ROOT / "addon" / "proxy.py"),
-                    "--mode",
-                    f"reverse:http://{HOST}:{port}",
-                    "--listen-host",
-                    HOST,
-                    "--listen-port",
-                    str(port),
-                    "--set",
-                    "flow_detail=0",
-                    "--set",
-                    f"openai_base_url=http://{HOST}:{ports['default']}/v1",
-                    "--set",
-                    f"openai_api_key={KEYS['default']}",
+                    *addon_command(
+                        mitmdump,
+                        ROOT / "addon" / "proxy.py",
+                        port,
+                        f"http://{HOST}:{ports['default']}/v1",
+                        KEYS["default"],
+                    ),
                     *extra,
                 ],
                 env=environment,
