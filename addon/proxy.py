@@ -354,6 +354,7 @@ class OllamaProxy:
             exchange.forwarded_key = None  # a client key goes only to a server that forwards client keys
             if self.injector_installed:
                 secrets.hide(flow, exchange)
+            timeouts.drop_closed_upstreams(flow)
             self.watch.start(flow, exchange)
             self.health.begin(server.name, flow.id)
         exchange.publish(flow)

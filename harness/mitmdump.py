@@ -11,9 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from addon.pool import find_haproxy
 from harness import ROOT
 
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
+
+
+# The live tier's proxies go through the upstream pool where HAProxy is installed (CI installs it):
+# llama.cpp's router sometimes drops a connection without answering, and the pool retries such an
+# empty answer once on a new connection (`retry-on empty-response`), as a deployment should have it.
+LOCAL_MODEL_POOL: tuple[str, ...] = ("upstream_pool=all",) if find_haproxy() else ()
 
 
 def free_port() -> int:

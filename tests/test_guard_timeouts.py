@@ -93,3 +93,51 @@ def test_what_the_watch_reads_of_a_connection() -> None:
 
     fields = {f.name for f in dataclasses.fields(connection.Server)} | set(dir(connection.Server))
     assert {"timestamp_tcp_setup", "timestamp_tls_setup", "tls", "alpn_offers"} <= fields
+
+
+async def test_an_upstream_connection_the_upstream_has_ended_is_not_reused(monkeypatch) -> None:
+    """`drop_closed_upstreams` marks half-closed (as mitmproxy does once it reads the end) exactly the
+    open upstream connections whose socket already holds the upstream's end; live and busy ones stay."""
+    import asyncio
+    import socket
+    from types import SimpleNamespace
+
+    from mitmproxy import connection
+
+    async def pair() -> tuple[asyncio.StreamWriter, socket.socket]:
+        ours, theirs = socket.socketpair()
+        _, writer = await asyncio.open_connection(sock=ours)
+        return writer, theirs
+
+    transports = {}
+    peers = {}
+    for name in ("ended", "reset", "live", "talking", "closing"):
+        writer, peer = await pair()
+        server_conn = connection.Server(address=("127.0.0.1", 1))
+        server_conn.state = (  # "closing": mitmproxy has already read the end
+            connection.ConnectionState.CAN_WRITE if name == "closing" else connection.ConnectionState.OPEN
+        )
+        transports[server_conn] = SimpleNamespace(writer=writer)
+        peers[name] = (server_conn, peer)
+    client = connection.Client(peername=("127.0.0.1", 2), sockname=("127.0.0.1", 3), timestamp_start=0)
+    transports[client] = SimpleNamespace(writer=None)
+    peers["ended"][1].shutdown(socket.SHUT_WR)
+    peers["reset"][1].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    peers["reset"][1].close()
+    peers["talking"][1].sendall(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+    monkeypatch.setattr(timeouts, "connection_handler", lambda flow: SimpleNamespace(transports=transports))
+
+    timeouts.drop_closed_upstreams(None)  # type: ignore[arg-type]
+
+    states = {name: conn.state for name, (conn, _) in peers.items()}
+    assert states == {
+        "ended": connection.ConnectionState.CAN_WRITE,
+        "reset": connection.ConnectionState.CAN_WRITE,
+        "live": connection.ConnectionState.OPEN,
+        "talking": connection.ConnectionState.OPEN,  # bytes, not the end: mitmproxy reads and judges them
+        "closing": connection.ConnectionState.CAN_WRITE,
+    }
+    for writer in (t.writer for t in transports.values() if t.writer is not None):
+        writer.close()
+    for _, peer in peers.values():
+        peer.close()

@@ -42,11 +42,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import select
 import socket
 import time
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import ctx, http
+from mitmproxy.connection import ConnectionState, Server
 from mitmproxy.proxy import commands, layer
 from mitmproxy.proxy.layers import tls
 
@@ -95,6 +98,42 @@ def to_client(flow: http.HTTPFlow, data: bytes) -> bytes | None:
     except Exception:  # a session that cannot take more: nothing is written
         logger.debug("cannot encrypt the end of the stream", exc_info=True)
         return None
+
+
+def drop_closed_upstreams(flow: http.HTTPFlow) -> None:
+    """Keep mitmproxy from sending this request on an upstream connection the upstream has already closed.
+
+    mitmproxy reuses the open upstream connection of a client connection for its next request. An
+    upstream may close a kept-alive connection right after an answer (llama.cpp's router does after
+    every answer, uvicorn and httplib after their keep-alive timeout): when the client's next
+    request comes before mitmproxy has read that end, it is written into the closed connection and
+    fails with 502 "the upstream closed the connection without answering". As httpcore and Go's
+    transport do before reusing a connection, a connection whose socket already holds the
+    upstream's end is marked half-closed here, so mitmproxy opens a new one (what it does itself
+    once it has read the end). One `select` per open upstream connection, which there is only
+    after an earlier request on the same client connection.
+    """
+    handler = connection_handler(flow)
+    if handler is None:
+        return
+    for connection, io in handler.transports.items():
+        if not isinstance(connection, Server) or connection.state is not ConnectionState.OPEN:
+            continue
+        sock = io.writer.get_extra_info("socket") if getattr(io, "writer", None) is not None else None
+        fd = sock.fileno() if sock is not None else -1
+        if fd >= 0 and select.select([fd], [], [], 0)[0] and peer_closed(fd):
+            connection.state &= ~ConnectionState.CAN_READ
+
+
+def peer_closed(fd: int) -> bool:
+    """Whether the peer has ended (or reset) this readable TCP connection: its next byte is the end."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as duplicate:
+            return duplicate.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:  # reset
+        return True
 
 
 def connection_handler(flow: http.HTTPFlow) -> Any:

@@ -28,7 +28,7 @@ import openai
 import pytest
 
 from harness.agents import claude, codex
-from harness.mitmdump import Mitmdump
+from harness.mitmdump import LOCAL_MODEL_POOL, Mitmdump
 
 pytestmark = [pytest.mark.live, pytest.mark.e2e]
 
@@ -42,7 +42,13 @@ def proxy(tmp_path_factory: pytest.TempPathFactory):
     if not BASE_URL:
         pytest.fail("LIVE_BASE_URL is not set: run the live tier with `make test-live`")
     # flow_detail=1: every request logs its line (the tests read the token counts from it)
-    dump = Mitmdump(tmp_path_factory.mktemp("live-agents"), "reverse", f"openai_base_url={BASE_URL}", "flow_detail=1")
+    dump = Mitmdump(
+        tmp_path_factory.mktemp("live-agents"),
+        "reverse",
+        f"openai_base_url={BASE_URL}",
+        "flow_detail=1",
+        *LOCAL_MODEL_POOL,
+    )
     yield dump
     dump.stop()
 
