@@ -88,17 +88,22 @@ clients-setup: $(CLIENTS_VENV)/.installed $(NODE_DIR)/node_modules/.installed $(
 use_local_upstream = if [ -z "$$OPENAI_BASE_URL$$OPENAI_API_KEY" ]; then \
 	  echo "No OPENAI_BASE_URL or OPENAI_API_KEY set: serving the local model (llama-server + Gemma 3 270M)."; \
 	  echo "Its first start builds it (about 5 minutes). It keeps running for the next start; make upstream-stop stops it."; \
-	  OPENAI_BASE_URL=$$(scripts/local-upstream.sh start) || exit 1; export OPENAI_BASE_URL; \
+	  OPENAI_BASE_URL=$$(scripts/local-upstream.sh start) || exit 1; export OPENAI_BASE_URL; local_model=1; \
 	fi
 
-# The pool where it pays: an https upstream (POOL=0 turns it off). Sets $pool and $pool_note.
+# The pool where it pays: an https upstream, and the local model where HAProxy is installed (llama.cpp's
+# router drops a connection now and then; the pool retries that request once). POOL=0 turns it off.
+# Sets $pool and $pool_note.
 choose_pool = base="$${OPENAI_BASE_URL:-https://api.openai.com/v1}"; pool=off; pool_note=""; \
 	case "$$base" in [Hh][Tt][Tt][Pp][Ss]://*) if [ "$(POOL)" != 0 ]; then \
 	  if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then \
 	    echo "error: the upstream connection pool needs HAProxy: apt-get install haproxy (or make $@ POOL=0 to go without)" >&2; exit 1; \
 	  fi; \
 	  pool=https; pool_note=" through HAProxy, which keeps client and upstream connections warm (POOL=0: without)"; \
-	fi;; esac
+	fi;; esac; \
+	if [ -n "$${local_model:-}" ] && [ "$(POOL)" != 0 ] && { command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; }; then \
+	  pool=all; pool_note=" through HAProxy, which retries a request the model server dropped without answering (POOL=0: without)"; \
+	fi
 
 # A drop-in Ollama endpoint on $(HOST):$(PORT). Upstream from OPENAI_BASE_URL / OPENAI_API_KEY, else the local model.
 run: setup
