@@ -92,6 +92,12 @@ class Forward:
 Reply = Answer | Forward
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The base of what an endpoint remembers of its flow between request and answer (`Exchange.plan`):
+    each endpoint that needs one defines its own kind (`endpoints.base.plan_of` reads it back)."""
+
+
 def json_answer(status: int, obj: Any, error: str | None = None) -> Answer:
     return Answer(status, dumps_body(obj), "application/json; charset=utf-8", error)
 
@@ -111,7 +117,6 @@ class Exchange:
         "client_authorization",
         "close",
         "cors",
-        "detail",
         "early",
         "endpoint",
         "error",
@@ -122,6 +127,7 @@ class Exchange:
         "http10",
         "method",
         "model",
+        "plan",
         "relay",
         "route",
         "route_rule",
@@ -154,7 +160,7 @@ class Exchange:
         self.upstream_route: str | None = None  # None: answered locally
         self.upstream_model: str | None = None
         self.upstream_status: int | None = None
-        self.detail: Any = None  # the endpoint's own per-flow data (e.g. embedding dimensions)
+        self.plan: Plan | None = None  # the endpoint's own per-flow record
         self.usage: Usage | None = None
         self.error: str | None = None
         self.warning: str | None = None

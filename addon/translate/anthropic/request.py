@@ -3,34 +3,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from addon.translate.anthropic.errors import invalid
 from addon.translate.anthropic.messages import chat_messages, fold_system_turns, system_messages
 from addon.translate.anthropic.tokens import estimate_input_tokens
+from addon.translate.upstream import Think, Translation
 from addon.translate.values import is_int, is_number
 
-Think = bool | str | None
-
-
-@dataclass(slots=True)
-class Translated:
-    """An OpenAI chat body for `{base}/chat/completions`, and what the caller needs besides.
-
-    `think` is the request's thinking wish in Ollama's terms, for the caller's think style:
-    True/False, a level ("low", "medium", "high", "max"), or None (nothing asked). `think_soft`
-    is True when it came only from `thinking: adaptive` or `output_config.effort`, which Claude
-    Code sends with every request: send it only to models that can think (as Ollama relaxes
-    thinking for Anthropic requests), or a non-reasoning upstream refuses the request.
-    """
-
-    body: dict[str, Any]
-    warnings: list[str] = field(default_factory=list)
-    think: Think = None
-    think_soft: bool = False
-    stream: bool = False
-    input_tokens: int = 0  # estimate_input_tokens(request), for message_start
+if TYPE_CHECKING:
+    from addon.wire.openai import ChatCompletionRequest
 
 
 _KNOWN_FIELDS: Final = frozenset(
@@ -53,7 +35,7 @@ _KNOWN_FIELDS: Final = frozenset(
         "context_management",
     }
 )
-_EFFORTS: Final = {"low": "low", "medium": "medium", "high": "high", "max": "max", "xhigh": "high"}
+_EFFORTS: Final[dict[str, Think]] = {"low": "low", "medium": "medium", "high": "high", "max": "max", "xhigh": "high"}
 
 
 def messages_request(
@@ -61,14 +43,13 @@ def messages_request(
     upstream_model: str,
     *,
     passthrough: bool = False,
-    max_output_tokens: int | None = None,
     system_turns: str = "system",
-) -> Translated:
+) -> Translation:
     """An Anthropic Messages request → the OpenAI chat request. Raises AnthropicError (400).
 
-    `passthrough`: send `top_k` as an extra body field (vLLM, llama.cpp take it), as the
-    passthrough_options setting says. `max_output_tokens`: the upstream model's output limit;
-    a larger `max_tokens` (Claude Code asks 32000 and more) is lowered to it, with a warning.
+    `think` and `max_tokens` are applied to what the model can take by the caller
+    (`endpoints.base.forward`). `passthrough`: send `top_k` as an extra body field (vLLM,
+    llama.cpp take it), as the passthrough_options setting says.
     `system_turns`: "system" keeps `system` turns inside `messages` as system messages where
     they are (OpenAI takes them anywhere); "user" sends those after the first user or assistant
     turn as user messages and adds earlier ones to the system prompt, for upstreams whose chat
@@ -93,9 +74,6 @@ def messages_request(
     messages = system_messages(body.get("system")) + chat_messages(body.get("messages"), warnings, referenced)
     out["messages"] = fold_system_turns(messages) if system_turns == "user" else messages
 
-    if max_output_tokens is not None and max_tokens > max_output_tokens:
-        warnings.append(f"max_tokens {max_tokens} was lowered to the model's limit of {max_output_tokens}")
-        max_tokens = max_output_tokens
     out["max_tokens"] = max_tokens
     for name in ("temperature", "top_p"):
         if (value := body.get(name)) is not None:
@@ -138,7 +116,8 @@ def messages_request(
     unknown = sorted(k for k in body if k not in _KNOWN_FIELDS)
     if unknown:
         warnings.append(f"fields with no OpenAI equivalent were ignored: {', '.join(unknown)}")
-    return Translated(out, warnings, think, soft, stream, estimate_input_tokens(body))
+    extra = {"top_k": out.pop("top_k")} if "top_k" in out else {}
+    return Translation("chat/completions", cast("ChatCompletionRequest", out), extra, warnings, think, soft, stream)
 
 
 def _tools(tools: Any, referenced: set[str], warnings: list[str]) -> list[dict[str, Any]]:

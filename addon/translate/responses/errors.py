@@ -6,6 +6,8 @@ import json
 import re
 from typing import Any
 
+from addon.wire.openai import error_type
+
 STATELESS = (
     "this server's Responses API is stateless (as Ollama's): it stores no responses or conversations; "
     "send the whole conversation in `input`"
@@ -24,23 +26,6 @@ class ResponsesError(Exception):
 
     def body(self) -> dict[str, Any]:
         return error_body(self.status, self.message, self.param, self.code)
-
-
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
-
-def error_type(status: int) -> str:
-    """OpenAI's `error.type` for a status (Ollama: 400 invalid_request_error, 404 not_found_error, else api_error)."""
-    return _ERROR_TYPES.get(status, "invalid_request_error" if 400 <= status < 500 else "api_error")
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
