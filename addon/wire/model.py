@@ -79,6 +79,8 @@ def first_problem(error: ValidationError) -> Problem:
     if first["type"] in ("literal_error", "union_tag_invalid", "enum", "greater_than_equal", "less_than_equal"):
         return Problem(place, "value", first["msg"])
     same = [_TYPE_WORDS[e["type"]] for e in errors if _place(e["loc"]) == place and e["type"] in _TYPE_WORDS]
+    if "a number" in same:  # an integer is a number
+        same = [w for w in same if w != "an integer"]
     wanted = " or ".join(dict.fromkeys(same)) if same else first["msg"]
     return Problem(place, "type", wanted)
 
