@@ -62,10 +62,7 @@ from addon import (  # noqa: E402
 )
 from addon.endpoints.base import Endpoint  # noqa: E402
 from addon.exchange import (  # noqa: E402
-    Answer,
     Exchange,
-    Forward,
-    Reply,
     complete_stream,
     finish,
     finish_head,
@@ -91,6 +88,7 @@ from addon.guard import (  # noqa: E402
     timeouts,
     upstream,
 )
+from addon.reply import Answer, Forward, Reply  # noqa: E402
 from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, log_flows  # noqa: E402
 from addon.upstreams.directory import ServersDirectory  # noqa: E402
 from addon.upstreams.servers import Health, RouteRefusal, Unroutable  # noqa: E402

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 
 from addon.endpoints.base import OllamaEndpoint, forward, json_object, named_body, plan_of, whole_stream
-from addon.exchange import Answer, Exchange, Plan, Reply, json_answer
+from addon.exchange import Exchange
+from addon.reply import Answer, Plan, Reply, json_answer
 from addon.translate import anthropic
 from addon.translate.stream import ChunkConverter
 from addon.wire.openai import usage_of

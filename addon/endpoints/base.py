@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from mitmproxy import http
 from pydantic import ValidationError
 
-from addon.catalog.catalog import token_limit_field
-from addon.exchange import Answer, Exchange, Forward, Plan, Reply, json_answer
+from addon.catalog.models import token_limit_field
+from addon.exchange import Exchange
+from addon.reply import Answer, Forward, Plan, Reply, json_answer
 from addon.translate.upstream import Translation, think_fields
 from addon.wire.ollama import OllamaModel, describe
 from addon.wire.openai import error_type, loads
@@ -48,7 +49,7 @@ from addon.wire.openai import error_type, loads
 SSE = "text/event-stream; charset=utf-8"
 
 if TYPE_CHECKING:
-    from addon.catalog.catalog import ModelInfo
+    from addon.catalog.models import ModelInfo
     from addon.settings import Settings, Target
     from addon.wire.model import JSON
     from addon.wire.openai import Usage

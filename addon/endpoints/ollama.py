@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, cast
 from mitmproxy import http
 
 from addon.endpoints.base import OllamaEndpoint, forward, parse_named, plan_of
-from addon.exchange import Answer, Exchange, Plan, Reply, json_answer, text_answer
+from addon.exchange import Exchange
+from addon.reply import Answer, Plan, Reply, json_answer, text_answer
 from addon.translate.request import TranslationError, chat_request, generate_request
 from addon.translate.response import Shape, gather, rfc3339_now, upstream_error, whole_answer
 from addon.translate.stream import SSEToNDJSON

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, cast
 from mitmproxy import http
 
 from addon.endpoints.base import OllamaEndpoint, parse_named, plan_of
-from addon.exchange import Answer, Exchange, Forward, Plan, Reply, json_answer
+from addon.exchange import Exchange
+from addon.reply import Answer, Forward, Plan, Reply, json_answer
 from addon.translate.response import Clock, upstream_error
 from addon.wire.ollama import EmbeddingsRequest, EmbedRequest
 from addon.wire.openai import (

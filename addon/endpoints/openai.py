@@ -18,9 +18,10 @@ from urllib.parse import unquote
 
 from mitmproxy import http
 
-from addon.catalog.catalog import ModelInfo
+from addon.catalog.models import ModelInfo
 from addon.endpoints.base import OpenAIEndpoint, limit_answer, named_body
-from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
+from addon.exchange import Exchange
+from addon.reply import Answer, Forward, Reply, json_answer
 from addon.translate.response import upstream_error
 from addon.wire import multipart
 from addon.wire.openai import Usage, answerless, invalid_json, loads, usage_of

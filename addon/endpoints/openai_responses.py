@@ -21,7 +21,8 @@ from mitmproxy import http
 
 from addon.endpoints.base import OpenAIEndpoint, forward, named_body, plan_of, whole_stream
 from addon.endpoints.openai import SSERelay
-from addon.exchange import Answer, Exchange, Forward, Plan, Reply, json_answer
+from addon.exchange import Exchange
+from addon.reply import Answer, Forward, Plan, Reply, json_answer
 from addon.translate import responses
 from addon.translate.stream import ChunkConverter
 from addon.wire.openai import Usage, usage_of

@@ -27,7 +27,8 @@ from mitmproxy.proxy import mode_specs
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint
-    from addon.exchange import Answer, Exchange
+    from addon.exchange import Exchange
+    from addon.reply import Answer
     from addon.settings import Settings
 
 logger = logging.getLogger("ollama_proxy")
