@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mitmproxy import http
-from mitmproxy.net.http import status_codes, url
 
+from addon import mitm_internals as fence
 from addon.guard import secrets, timeouts
 from addon.guard.output import escape
 from addon.translate.response import Clock
@@ -323,9 +323,9 @@ class _UpstreamURL(NamedTuple):
 @functools.lru_cache(maxsize=256)
 def _upstream_url(full_url: str) -> _UpstreamURL:
     """An upstream URL as mitmproxy's `Request.url` setter parses it, once per URL."""
-    scheme, host, port, path = url.parse(full_url)
+    scheme, host, port, path = fence.parse_url(full_url)
     name = host.decode("idna")
-    return _UpstreamURL(scheme, name, port, path, url.hostport(scheme.decode(), name, port).encode())
+    return _UpstreamURL(scheme, name, port, path, fence.hostport(scheme.decode(), name, port).encode())
 
 
 _KEPT_HEADERS = (b"retry-after", b"retry-after-ms", b"date")
@@ -351,7 +351,7 @@ def replace_answer(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> N
             fields.append((key, value))
     fields.append((b"content-length", b"%d" % len(answer.body)))
     response.status_code = answer.status
-    response.reason = status_codes.RESPONSES.get(answer.status, "")
+    response.reason = fence.REASONS.get(answer.status, "")
     response.headers = http.Headers(tuple(fields))
     response.raw_content = answer.body  # what `response.content = ...` sets without a content-encoding
 

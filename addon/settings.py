@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import exceptions
-from mitmproxy.utils import human
 
+from addon import mitm_internals as fence
 from addon.catalog.catalog import THINK_STYLES, Catalog
 from addon.guard.browser import Hosts, Origins
 from addon.guard.request_size import parse_limit as parse_request_limit
@@ -265,7 +265,7 @@ def parse_think_style(style: str) -> str:
 def parse_limit(name: str, value: str) -> int:
     """A size option in mitmproxy's syntax (`16m`, `512k`, `1g`, bytes): at least 1 KB."""
     try:
-        size = human.parse_size(value)
+        size = fence.parse_size(value)
     except ValueError as e:
         raise exceptions.OptionsError(f"{name} must be a size such as 16m or 512k, got {value!r}") from e
     if size is None or size < 1024:
