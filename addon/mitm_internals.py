@@ -301,7 +301,7 @@ async def rebind_listeners(master: Any) -> None:
 def _handler(flow: http.HTTPFlow) -> Any:
     from mitmproxy import ctx
 
-    return ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+    return getattr(ctx.master.addons.get("proxyserver"), "connections", {}).get(flow.client_conn.id)
 
 
 def client_writer(flow: http.HTTPFlow) -> asyncio.StreamWriter | None:

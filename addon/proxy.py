@@ -93,7 +93,8 @@ from addon.guard import (  # noqa: E402
 from addon.mitm_internals import FailureKind  # noqa: E402
 from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, log_flows  # noqa: E402
 from addon.upstreams.directory import ServersDirectory  # noqa: E402
-from addon.upstreams.servers import Health, RouteRefusal, Unroutable  # noqa: E402
+from addon.upstreams.health import Health, passive_verdict  # noqa: E402
+from addon.upstreams.servers import RouteRefusal, Unroutable  # noqa: E402
 
 
 def refusal_answer(endpoint: Endpoint, refusal: RouteRefusal) -> Answer:
@@ -414,7 +415,7 @@ class OllamaProxy:
             secrets.forget(flow, exchange)
             upstream.clean_head(response)  # before any view, the dumper or a saved flow sees it
             if exchange.server is not None:
-                settings.models.report(exchange.server, status=response.status_code)  # passive health
+                settings.models.report(exchange.server, passive_verdict(response.status_code))  # passive health
             keep_upstream_head(flow, exchange, settings)
             sse = response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", "")
             converter = exchange.endpoint.stream(exchange) if sse and not upstream.compressed(response) else None
@@ -519,9 +520,10 @@ class OllamaProxy:
             if exchange.forwarded:
                 self.health.end(flow.id)
                 settings = self.settings
-                if settings is not None and exchange.server is not None:
-                    # the timeout's or the break's message, else mitmproxy's ("Client disconnected." says nothing)
-                    settings.models.report(exchange.server, error=exchange.error)
+                if settings is not None and exchange.server is not None:  # what it says about the server
+                    cut = exchange.failure is not None  # the proxy ended it (a limit, a refused answer)
+                    verdict = passive_verdict(failure=kind, expired=exchange.expired, cut=cut)
+                    settings.models.report(exchange.server, verdict)
             if exchange.endpoint is not None and exchange.relay is None:
                 # nothing was sent yet: mitmproxy writes its error answer next (if the client is still there)
                 errorpage.shape(functools.partial(error_answer, flow.request.method, exchange, exchange.endpoint))

@@ -33,7 +33,8 @@ from addon.catalog.catalog import THINK_STYLES, Catalog
 from addon.guard.browser import Hosts, Origins
 from addon.guard.request_size import parse_limit as parse_request_limit
 from addon.upstreams.directory import FETCH_TIMEOUT, HttpFetcher, ServersDirectory, Trust
-from addon.upstreams.servers import Defaults, Health, RouteRefusal, Server, ServerTable, Unroutable
+from addon.upstreams.health import Health
+from addon.upstreams.servers import Defaults, RouteRefusal, Server, ServerTable, Unroutable
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # The first Ollama release that serves every route the proxy serves (/v1/audio/transcriptions came
