@@ -261,11 +261,24 @@ def finish_head(response: http.Response, exchange: Exchange) -> None:
             response.headers[name] = value
     if exchange.close:
         response.headers["connection"] = "close"
-    if exchange.http10 and not response.stream and response.raw_content is not None:
-        # A whole answer relayed with the upstream's chunked encoding: HTTP/1.0 cannot read it.
-        if "chunked" in response.headers.get("transfer-encoding", "").lower():
-            del response.headers["transfer-encoding"]
-            response.headers["content-length"] = str(len(response.raw_content))
+    if not response.stream and response.raw_content is not None:
+        frame_whole(response, exchange.http10)
+
+
+def frame_whole(response: http.Response, http10: bool) -> None:
+    """A whole answer's framing headers say what its body is now, whatever rewrote it (a decoded
+    Content-Encoding, a scrubbed key, a converted answer): chunked as the upstream framed it (mitmproxy
+    writes the chunks), else Content-Length its length; HTTP/1.0 cannot read chunks."""
+    headers = response.headers
+    body = response.raw_content or b""
+    if not http10 and "chunked" in headers.get("transfer-encoding", "").lower():
+        if "content-length" in headers:
+            del headers["content-length"]
+        return
+    if "transfer-encoding" in headers:
+        del headers["transfer-encoding"]
+    if response.status_code not in (204, 304) and headers.get("content-length") != str(len(body)):
+        headers["content-length"] = str(len(body))
 
 
 def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, settings: Settings) -> None:
