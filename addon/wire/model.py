@@ -43,8 +43,8 @@ class Problem:
     """The first problem of a request: where (the client's keys and indexes), what kind, and what was wanted."""
 
     place: tuple[str | int, ...]
-    kind: str  # "missing", "type", "value"
-    wanted: str  # "a string", "an integer or a number" … (type); the validator's message (value)
+    kind: str  # "missing", "type", "value" (a value the field does not take), "said" (a validator's own sentence)
+    wanted: str  # "a string", "a string or an array" … (type); pydantic's message (value); the sentence (said)
 
 
 TAG = "tagged:"  # the prefix of every tag of a tagged union (`Tag(TAG + "text")`): no client key starts so
@@ -71,7 +71,7 @@ def first_problem(error: ValidationError) -> Problem:
     errors = error.errors(include_url=False)
     for item in errors:  # a validator's own sentence says most
         if item["type"] == "value_error":
-            return Problem(_place(item["loc"]), "value", str(item["ctx"]["error"]))
+            return Problem(_place(item["loc"]), "said", str(item["ctx"]["error"]))
     first = max(errors, key=lambda e: len(_place(e["loc"])))  # the member of a union that got furthest
     place = _place(first["loc"])
     if first["type"] == "missing":

@@ -255,4 +255,4 @@ def describe(error: ValidationError) -> tuple[str, str, str]:
         return f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
     if problem.kind == "type":
         return f"Invalid type for '{param}': expected {problem.wanted}.", param, "invalid_type"
-    return f"Invalid value for '{param}': {problem.wanted}", param, "invalid_value"
+    return f"Invalid value for '{param}': {problem.wanted}", param, "invalid_value"  # (the validators word it so)
