@@ -15,7 +15,7 @@ models are what is checked at run time, and only as far as the proxy reads.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import Discriminator, Field, ValidationError
 
@@ -255,6 +255,19 @@ class MessagesRequest(WireModel):
     output_config: OutputConfig | None = None
     output_format: OutputFormat | None = None
     context_management: JSON = None
+
+
+class ErrorObject(TypedDict):
+    type: str
+    message: str
+
+
+class ErrorBody(TypedDict):
+    """`{"type": "error", "error": {"type", "message"}, "request_id"}`: an Anthropic error."""
+
+    type: Literal["error"]
+    error: ErrorObject
+    request_id: str
 
 
 def describe(error: ValidationError) -> str:

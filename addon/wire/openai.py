@@ -83,6 +83,19 @@ def error_type(status: int) -> str:
     return _ERROR_TYPES.get(status, "api_error")
 
 
+class ErrorObject(TypedDict):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(TypedDict):
+    """`{"error": {"message", "type", "param", "code"}}`: an error of the OpenAI family."""
+
+    error: ErrorObject
+
+
 # ---------------------------------------------------------------------------------------------
 # Answers
 

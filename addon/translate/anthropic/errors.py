@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any, Final
+from typing import Final
 
 from addon.translate.errors import model_not_found, read_upstream_error
+from addon.wire.anthropic import ErrorBody
 from addon.wire.model import JSON
 
 _ERROR_TYPES: Final[dict[int, str]] = {
@@ -31,7 +32,7 @@ def error_type(status: int) -> str:
     return "invalid_request_error" if 400 <= status < 500 else "api_error"
 
 
-def error_body(status: int, message: str, kind: str | None = None) -> dict[str, Any]:
+def error_body(status: int, message: str, kind: str | None = None) -> ErrorBody:
     """`{"type": "error", "error": {"type": …, "message": …}, "request_id": "req_…"}`."""
     return {
         "type": "error",
@@ -49,7 +50,7 @@ class AnthropicError(Exception):
         self.message = message
         self.kind = kind or error_type(status)
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> ErrorBody:
         return error_body(self.status, self.message, self.kind)
 
 
@@ -57,9 +58,7 @@ def invalid(message: str) -> AnthropicError:
     return AnthropicError(400, message)
 
 
-def upstream_error(
-    status: int, body: bytes | str | JSON, client_model: str | None = None
-) -> tuple[int, dict[str, Any]]:
+def upstream_error(status: int, body: bytes | str | JSON, client_model: str | None = None) -> tuple[int, ErrorBody]:
     """An upstream's error answer (`translate.errors` reads it) → (status, Anthropic error body).
 
     The status is kept (an unknown model, 404 or a 400 saying so, becomes 404 `not_found_error`);

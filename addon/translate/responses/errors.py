@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from addon.translate.errors import model_not_found, read_upstream_error
 from addon.wire.model import JSON
-from addon.wire.openai import error_type
+from addon.wire.openai import ErrorBody, error_type
 
 STATELESS = (
     "this server's Responses API is stateless (as Ollama's): it stores no responses or conversations; "
@@ -24,18 +22,18 @@ class ResponsesError(Exception):
         self.param = param
         self.code = code
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> ErrorBody:
         return error_body(self.status, self.message, self.param, self.code)
 
 
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> ErrorBody:
     """`{"error": {"message", "type", "param", "code"}}` as OpenAI answers errors."""
     return {"error": {"message": message, "type": error_type(status), "param": param, "code": code}}
 
 
 def upstream_error(
     status: int, body: bytes | str | JSON, reason: str = "", client_model: str | None = None
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, ErrorBody]:
     """An upstream's error answer (`translate.errors` reads it) → (the same status, an OpenAI error body).
 
     OpenAI-shaped errors keep their message, type, param and code; anything else (text, HTML,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from addon.translate.responses.errors import bad_request
+from addon.wire.model import JSON
 from addon.wire.responses import FunctionChoice, FunctionTool, NamespaceTool, Other, Tool
 
 if TYPE_CHECKING:
@@ -71,19 +72,19 @@ def _namespace_tools(tool: NamespaceTool, at: str, prefix: str) -> list[ChatComp
     return out
 
 
-def namespaced_names(request_body: Any) -> dict[str, tuple[str, str]]:
+def namespaced_names(request_body: JSON) -> dict[str, tuple[str, str]]:
     """Flat chat function name → (namespace, name) for every namespaced function of a request (the
     client's body as it came: its answer is made after the request was checked)."""
     out: dict[str, tuple[str, str]] = {}
 
-    def walk(tools: Any, path: list[str]) -> None:
+    def walk(tools: JSON, path: list[str]) -> None:
         for tool in tools if isinstance(tools, list) else ():
-            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            if not isinstance(tool, dict) or not isinstance(name := tool.get("name"), str):
                 continue
             if tool.get("type") == "namespace":
-                walk(tool.get("tools"), [*path, tool["name"]])
+                walk(tool.get("tools"), [*path, name])
             elif tool.get("type") == "function" and path:
-                out[NAMESPACE_SEPARATOR.join([*path, tool["name"]])] = (".".join(path), tool["name"])
+                out[NAMESPACE_SEPARATOR.join([*path, name])] = (".".join(path), name)
 
     walk(request_body.get("tools") if isinstance(request_body, dict) else None, [])
     return out
