@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from mitmproxy import http
 
 from addon import mitm_internals as fence
-from addon.guard import secrets, timeouts
+from addon.guard import secrets, timeouts, upstream
 from addon.guard.output import escape
 from addon.translate.response import Clock
 from addon.wire.ollama import dumps_body
@@ -407,10 +407,18 @@ class Relay:
     up to `keep` bytes of the upstream stream and of the answer for the flow views.
     """
 
-    __slots__ = ("called", "converter", "keep", "last_data", "on_abort", "sent", "upstream")
+    __slots__ = ("called", "converter", "decoder", "keep", "last_data", "on_abort", "refused", "sent", "upstream")
 
-    def __init__(self, converter: StreamConverter, keep: int, on_abort: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        converter: StreamConverter,
+        keep: int,
+        on_abort: Callable[[], None] | None = None,
+        decoder: upstream.StreamDecoder | None = None,
+    ) -> None:
         self.converter = converter
+        self.decoder = decoder  # a compressed stream's Content-Encoding, undone before the converter reads it
+        self.refused: str | None = None  # why the decoder gave up on the stream
         self.called = False
         self.keep = keep
         self.upstream = bytearray()
@@ -423,13 +431,16 @@ class Relay:
         self.called = True
         converter = self.converter
         try:
-            out = converter.feed(data) if data else converter.finish()
+            if self.decoder is not None:
+                out, data = self._decoded(data)
+            else:
+                out = converter.feed(data) if data else converter.finish()
         except Exception as e:  # a converter bug must not cost the client its answer
             logger.exception("stream conversion failed")
             out = converter.fail(f"proxy error while converting the stream: {e}") or b""
         if out and secrets.shows_secret(out):
             out = secrets.scrub_bytes(out)
-        if converter.aborted and self.on_abort is not None:
+        if (converter.aborted or self.refused) and self.on_abort is not None:
             on_abort, self.on_abort = self.on_abort, None
             on_abort()
         if self.keep:
@@ -439,6 +450,21 @@ class Relay:
                 self.sent += out[: self.keep - len(self.sent)]
         return [out] if out else []
 
+    def _decoded(self, data: bytes) -> tuple[bytes, bytes]:
+        """A compressed stream's piece through the decoder, then the converter: (what goes to the
+        client, the decoded piece); nothing more once the decoder has refused the stream."""
+        decoder, converter = self.decoder, self.converter
+        assert decoder is not None
+        if self.refused is not None:
+            return b"", b""
+        try:
+            plain = decoder.feed(data) if data else decoder.finish()
+        except upstream.Refused as e:
+            self.refused = str(e)
+            return converter.fail(self.refused) or b"", b""
+        out = converter.feed(plain) if plain else b""
+        return (out + converter.finish() if not data else out), plain
+
 
 def start_stream(
     flow: http.HTTPFlow,
@@ -446,11 +472,13 @@ def start_stream(
     converter: StreamConverter,
     settings: Settings,
     on_abort: Callable[[], None] | None = None,
+    decoder: upstream.StreamDecoder | None = None,
 ) -> None:
-    """Convert (or relay) the upstream's stream as it arrives, with the headers the client's format needs."""
+    """Convert (or relay) the upstream's stream as it arrives (decoded first, if it is compressed), with
+    the headers the client's format needs."""
     response = flow.response
     assert response is not None
-    exchange.relay = Relay(converter, settings.body_view_limit, on_abort)
+    exchange.relay = Relay(converter, settings.body_view_limit, on_abort, decoder)
     response.stream = exchange.relay
     response.headers.pop("content-length", None)  # converted pieces and a closing error change the length
     if flow.request.http_version == "HTTP/1.0":
