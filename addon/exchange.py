@@ -240,10 +240,11 @@ def local_response(method: str, exchange: Exchange, answer: Answer) -> http.Resp
         response.headers[name] = value
     if method == "HEAD":  # GET's headers without the body: a body would corrupt a kept-alive connection
         response.content = b""
-        response.headers["content-length"] = str(len(answer.body))
     elif answer.status in (204, 304):  # no body, and no Content-Length either (RFC 9110)
         response.headers.pop("content-length", None)
     finish_head(response, exchange)
+    if method == "HEAD":  # after the framing: the length of the body a GET would get
+        response.headers["content-length"] = str(len(answer.body))
     return response
 
 
