@@ -40,6 +40,7 @@ Acts that cost the proxy:
   flushed); `gzip-stream-bomb`: STREAM_BOMB bytes of small valid events compressed into about 0.3 MB;
   `gzip-trickle`: a gzip stream whose first event is flushed, the rest sent once `release` is set.
 - `hang`: nothing until `release` is set (or 30 s), watching whether the proxy hangs up.
+- `close-silently`: reads the request and closes the connection without a byte.
 
 Acts that send numbers or shapes an upstream must not:
 
@@ -458,6 +459,9 @@ class _Handler(socketserver.BaseRequestHandler):
         )
 
     # -- acts: what an answer may cost ------------------------------------------------------------
+
+    def act_close_silently(self, req: _Request) -> bool:
+        return False  # the request was read (and, for all the proxy knows, processed); not a byte back
 
     def act_gzip_bomb(self, req: _Request) -> None:
         self.send(200, {"content-type": "application/json", "content-encoding": "gzip"}, gzip_bomb())
