@@ -551,7 +551,7 @@ class OllamaProxy:
                 secrets.forget(flow, exchange)
 
 
-# The upstream connection pool (addon/pool.py) comes first, so that the real upstream URL is back on a
+# The upstream connection pool (addon/pool/) comes first, so that the real upstream URL is back on a
 # flow before any other hook sees its answer; it adds its connector at the end of mitmproxy's chain.
 # The proxy tells it every upstream server's base URL.
 _pool = pool.UpstreamPool()
