@@ -61,10 +61,7 @@ from addon import (  # noqa: E402
 from addon import mitm_internals as fence  # noqa: E402
 from addon.endpoints.base import Endpoint  # noqa: E402
 from addon.exchange import (  # noqa: E402
-    Answer,
     Exchange,
-    Forward,
-    Reply,
     complete_stream,
     finish,
     finish_head,
@@ -91,6 +88,7 @@ from addon.guard import (  # noqa: E402
     upstream,
 )
 from addon.mitm_internals import FailureKind  # noqa: E402
+from addon.reply import Answer, Forward, Reply  # noqa: E402
 from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, log_flows  # noqa: E402
 from addon.upstreams.directory import ServersDirectory  # noqa: E402
 from addon.upstreams.health import Health, passive_verdict  # noqa: E402

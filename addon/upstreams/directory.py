@@ -37,7 +37,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from addon.catalog.catalog import LATEST, Catalog, ModelInfo, full_name, infer
+from addon.catalog.catalog import Catalog
+from addon.catalog.models import LATEST, ModelInfo, full_name, infer
 from addon.upstreams.fetch import FETCH_TIMEOUT, Entries, HttpFetcher, ListUnavailable
 from addon.upstreams.health import Health, Passive
 from addon.upstreams.listings import MergedListing, ServerList, merge_listings, next_list

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from addon.catalog.catalog import ModelInfo, full_name, infer
+from addon.catalog.models import ModelInfo, full_name, infer
 
 
 @dataclass(frozen=True, slots=True)
