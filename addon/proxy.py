@@ -442,7 +442,7 @@ class OllamaProxy:
     def stream_aborted(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         """The converter (sse_event_limit) or the stream's decoder (a bomb, bad data) gave up on the
         upstream's stream: stop reading it."""
-        refused = exchange.relay.refused if exchange.relay is not None else None
+        refused = exchange.relay.decoder.refused if exchange.relay is not None and exchange.relay.decoder else None
         self.watch.cut(flow, exchange, 502, refused or "the upstream sent an SSE event larger than sse_event_limit")
 
     def response(self, flow: http.HTTPFlow) -> None:
