@@ -8,15 +8,15 @@ import time
 
 import pytest
 
+from addon.translate.ndjson import ollama_stream
 from addon.translate.response import Clock
-from addon.translate.stream import SSEToNDJSON
 from harness.upstream import RECORDINGS, recording
 
 STREAMS = sorted(p.stem for p in (RECORDINGS / "chat-stream").glob("*.json"))
 
 
 def convert(body: bytes, pieces: int | None = None, shape: str = "chat", raw: bool = False) -> list[dict]:
-    converter = SSEToNDJSON(shape, "llama3.2", Clock(time.time_ns()), raw)  # type: ignore[arg-type]
+    converter = ollama_stream(shape, "llama3.2", Clock(time.time_ns()), raw)  # type: ignore[arg-type]
     out: list[bytes] = []
     if pieces is None:
         out.append(converter.feed(body))
@@ -177,14 +177,14 @@ def test_unparsable_tool_arguments_fall_back_to_empty_object() -> None:
     body = event(
         {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{broken"}}]}, "tool_calls"
     )
-    converter = SSEToNDJSON("chat", "m", Clock(time.time_ns()))
+    converter = ollama_stream("chat", "m", Clock(time.time_ns()))
     lines = converter.feed(body + b"data: [DONE]\n\n")
     call = json.loads(lines.split(b"\n")[0])["message"]["tool_calls"][0]
     assert call["function"]["arguments"] == {} and converter.warnings
 
 
 def test_nothing_after_the_end() -> None:
-    converter = SSEToNDJSON("chat", "m", Clock(time.time_ns()))
+    converter = ollama_stream("chat", "m", Clock(time.time_ns()))
     assert converter.feed(event({"content": "a"}, "stop") + b"data: [DONE]\n\n")
     assert converter.feed(event({"content": "late"})) == b"" and converter.finish() == b""
 
@@ -243,9 +243,9 @@ def test_interleaved_parallel_fragments_and_late_ids() -> None:
         + event({}, "tool_calls")
     )  # no [DONE]: the finish reason is enough
     chunks = convert(body, 5)
-    assert chunks[0]["message"]["tool_calls"] == [
-        {"id": "call_a", "function": {"index": 0, "name": "a", "arguments": {"x": 1}}},
-        {"id": "call_b", "function": {"index": 1, "name": "b", "arguments": {"y": 2}}},
+    assert chunks[0]["message"]["tool_calls"] == [  # in the order they began, as every family gives them
+        {"id": "call_b", "function": {"index": 0, "name": "b", "arguments": {"y": 2}}},
+        {"id": "call_a", "function": {"index": 1, "name": "a", "arguments": {"x": 1}}},
     ]
     assert chunks[-1]["done"] and chunks[-1]["done_reason"] == "stop"
 
