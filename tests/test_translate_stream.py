@@ -293,19 +293,19 @@ def test_streamed_logprobs_ride_on_their_chunks() -> None:
 # Other APIs' streams: the one SSE decoder feeding an EventSink
 
 
-def test_chunk_converter_feeds_an_event_sink_as_the_upstream_streams() -> None:
+def test_the_driver_feeds_an_agents_renderer_as_the_upstream_streams() -> None:
     from addon.translate.anthropic import MessagesStream
-    from addon.translate.stream import ChunkConverter
+    from addon.translate.stream import ChunkStream
 
     body = recording("chat-stream/tool-call-fragments")["response"]["body"].encode()
     for pieces in (1, 7, len(body)):
-        converter = ChunkConverter(MessagesStream("claude-test"))
+        converter = ChunkStream(MessagesStream("claude-test"))
         out = b"".join(converter.feed(body[i : i + pieces]) for i in range(0, len(body), pieces)) + converter.finish()
         names = [line[7:] for line in out.decode().splitlines() if line.startswith("event: ")]
         assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"], pieces
         assert "content_block_start" in names and converter.ended and converter.feed(b"data: {}\n\n") == b""
-    cut = ChunkConverter(MessagesStream("claude-test"))
+    cut = ChunkStream(MessagesStream("claude-test"))
     out = cut.feed(event({"content": "partial"})) + cut.finish()
     assert "event: error" in out.decode().splitlines()[-3:] and cut.ended
-    broken = ChunkConverter(MessagesStream("claude-test"))
+    broken = ChunkStream(MessagesStream("claude-test"))
     assert b"event: error" in broken.feed(b"data: {not json\n\n") and broken.ended

@@ -28,7 +28,7 @@ from mitmproxy import http
 from addon.endpoints.base import OllamaEndpoint, agent_think, json_object, limit_tokens, whole_stream
 from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
 from addon.translate import anthropic
-from addon.translate.stream import ChunkConverter
+from addon.translate.stream import ChunkStream
 from addon.wire.openai import usage_of
 
 if TYPE_CHECKING:
@@ -78,13 +78,11 @@ class Messages(AnthropicEndpoint):
         exchange.warn(translated.warnings)
         return Forward("chat/completions", upstream, translated.stream, target)
 
-    def stream(self, exchange: Exchange) -> ChunkConverter | None:
+    def stream(self, exchange: Exchange) -> ChunkStream | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: refused in `convert`
         detail = exchange.detail if isinstance(exchange.detail, int) else 0
-        return ChunkConverter(
-            anthropic.MessagesStream(exchange.model or "", detail), max_event=exchange.sse_event_limit
-        )
+        return ChunkStream(anthropic.MessagesStream(exchange.model or "", detail), exchange.sse_event_limit)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:
         """An upstream error, a whole answer, or a stream that arrived in one piece (server replay)."""

@@ -23,7 +23,7 @@ from addon.endpoints.base import OpenAIEndpoint, agent_think, json_object, whole
 from addon.endpoints.openai import SSERelay
 from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
 from addon.translate import responses
-from addon.translate.stream import ChunkConverter
+from addon.translate.stream import ChunkStream
 from addon.wire.openai import Usage, usage_of
 
 if TYPE_CHECKING:
@@ -111,14 +111,12 @@ class Responses(OpenAIEndpoint):
         exchange.warn(warnings)
         return Forward("chat/completions", chat, chat.get("stream") is True, target)
 
-    def stream(self, exchange: Exchange) -> ChunkConverter | SSERelay | None:
+    def stream(self, exchange: Exchange) -> ChunkStream | SSERelay | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: refused in `convert`
         if not isinstance(exchange.detail, dict):  # forwarded as it is
             return ResponsesRelay(exchange.model or "", exchange.sse_event_limit)
-        return ChunkConverter(
-            responses.ResponsesStream(exchange.model or "", exchange.detail), max_event=exchange.sse_event_limit
-        )
+        return ChunkStream(responses.ResponsesStream(exchange.model or "", exchange.detail), exchange.sse_event_limit)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:
         """An upstream error, a whole answer, or a stream that arrived in one piece (server replay)."""

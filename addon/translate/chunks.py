@@ -14,9 +14,12 @@ one set of rules for what real servers send:
 - tool calls, gathered into calls by position (the order they first appear): a fragment names
   its call by `index`; a new `id` at a known index is a new call (servers that number every call
   0); without `index`, by `id`, else the last call — unless it carries a name and the last call's
-  arguments are already a whole JSON value; a name or id repeated on every fragment is kept
-  once; `arguments` as a JSON object (instead of JSON text) is that object's text; a call starts
-  (`ToolStart`) once it has a name and its first argument piece, or when it is done;
+  arguments are already a whole JSON object; a name or id repeated on every fragment is kept
+  once (a name in pieces before the arguments is joined); `arguments` as a JSON object (instead
+  of JSON text) is that object's text; a call starts (`ToolStart`) once it has a name and its
+  first argument piece, or when it is done; it is done (`ToolDone`) at the finish, or as soon as
+  another call or text begins after it while its arguments are a whole JSON object (pieces for
+  it after that are dropped); calls are numbered in the order they began;
 - numbers no JSON parser reads (`NaN`, `Infinity`, `-Infinity`) in tool-call arguments become
   `null`, as JavaScript's JSON.stringify writes them, piece by piece as they stream;
 - finish: `[DONE]` ends the answer; a body that ends without it ends it only if a finish reason
@@ -106,13 +109,14 @@ class _Arguments:
     """The argument text of one call: sanitized piece by piece (a token cut between two pieces is
     held until the next one), all pieces kept for `ToolDone`."""
 
-    __slots__ = ("held", "in_string", "object", "parts")
+    __slots__ = ("checked", "held", "in_string", "object", "parts")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
         self.in_string = False
         self.held = ""
         self.object: Any = None  # arguments sent as a JSON object (not text): that object
+        self.checked = (0, False)  # (pieces, whole): the last answer of `complete`
 
     def feed(self, piece: str) -> str:
         text = self.held + piece if self.held else piece
@@ -164,12 +168,14 @@ class _Arguments:
         return "".join(self.parts)
 
     def complete(self) -> bool:
-        """Whether the text so far is one whole JSON value."""
-        try:
-            loads(self.text() + self.held)
-        except (ValueError, RecursionError):
-            return False
-        return True
+        """Whether the text so far is one whole JSON object (parsed once per new piece)."""
+        if self.checked[0] != len(self.parts):
+            try:
+                whole = isinstance(loads(self.text() + self.held), dict)
+            except (ValueError, RecursionError):
+                whole = False
+            self.checked = (len(self.parts), whole)
+        return self.checked[1]
 
 
 def parse_arguments(text: str) -> tuple[dict[str, Any], str | None]:
@@ -223,10 +229,11 @@ def _text_of(value: Any) -> str:
 class Accumulator:
     """Chat-completion chunks → deltas, for one answer. `feed(chunk)` per chunk, `end()` once."""
 
-    __slots__ = ("_by_index", "_calls", "finish_reason", "matched_stop", "timings", "usage")
+    __slots__ = ("_by_index", "_calls", "_open", "finish_reason", "matched_stop", "timings", "usage")
 
     def __init__(self) -> None:
         self._calls: list[_Call] = []
+        self._open: list[_Call] = []  # calls not done yet
         self._by_index: dict[Any, _Call] = {}
         self.finish_reason: str | None = None  # the upstream's own word, once it came
         self.matched_stop: str | None = None
@@ -254,18 +261,25 @@ class Accumulator:
             return []
         if not isinstance(choices, list):
             raise StreamFault("the upstream sent choices that are not a list")
-        choice = next((c for c in choices if isinstance(c, dict) and c.get("index") in (0, None)), None)
-        if choice is None:
-            return []
+        if not isinstance(choice := choices[0], dict):
+            raise StreamFault("the upstream sent a choice that is not an object")
+        if choice.get("index") not in (0, None):  # n > 1 is never asked for: the first choice only
+            choice = next((c for c in choices if isinstance(c, dict) and c.get("index") in (0, None)), None)
+            if choice is None:
+                return []
         deltas: list[Delta] = []
         delta = choice.get("delta")
         if delta is None:
             delta = choice.get("message")  # a whole answer fed as a chunk, or a server that says `message`
         if isinstance(delta, dict):
+            if self._open and (delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")):
+                self._close_whole(deltas)
             if thinking := delta.get("reasoning_content") or delta.get("reasoning"):
                 if isinstance(thinking, str):
                     deltas.append(Thinking(thinking))
             if content := delta.get("content"):
+                if not isinstance(content, str | list):
+                    raise StreamFault("the upstream sent content that is not text")
                 if text := _text_of(content):
                     deltas.append(Text(text))
             if (refusal := delta.get("refusal")) and isinstance(refusal, str):
@@ -320,12 +334,18 @@ class Accumulator:
         call_id = call_id if isinstance(call_id, str) and call_id else None
         name = function.get("name")
         name = name if isinstance(name, str) and name else None
+        known = len(self._calls)
         call = self._call_of(fragment.get("index"), call_id, name)
+        if len(self._calls) > known and len(self._open) > 1:
+            self._close_whole(deltas)
         if call_id and call.call_id is None:
             call.call_id = call_id
         arguments = function.get("arguments")
-        if name and name != call.name and not call.arguments.parts and not call.started:
-            call.name += name  # a name sent in pieces (before its arguments)
+        if name and name != call.name and not call.started:
+            if not call.name:
+                call.name = name
+            elif not call.arguments.parts:
+                call.name += name  # a name sent in pieces (before its arguments)
         if arguments is None or arguments == "":
             return
         if not isinstance(arguments, str):
@@ -360,6 +380,7 @@ class Accumulator:
                     return last
         call = _Call(len(self._calls), index)
         self._calls.append(call)
+        self._open.append(call)
         if index is not None:
             self._by_index[index] = call
         return call
@@ -370,18 +391,27 @@ class Accumulator:
         if text := call.arguments.text():
             deltas.append(ToolArguments(call.position, text))
 
+    def _close_whole(self, deltas: list[Delta]) -> None:
+        """Something else began: the calls whose arguments are whole are done (their pieces are over)."""
+        for call in self._open:
+            if call.name and call.arguments.parts and call.arguments.complete():
+                self._close(call, deltas)
+        self._open = [call for call in self._open if not call.done]
+
     def _close_calls(self, deltas: list[Delta]) -> None:
-        for call in self._calls:
-            if call.done:
-                continue
-            if not call.started:
-                self._start(call, deltas)
-            if held := call.arguments.close():
-                deltas.append(ToolArguments(call.position, held))
-            call.done = True
-            text = call.arguments.text()
-            arguments, warning = parse_arguments(text)
-            deltas.append(ToolDone(call.position, call.call_id, call.name, text, arguments, warning))
+        for call in self._open:
+            self._close(call, deltas)
+        self._open = []
+
+    def _close(self, call: _Call, deltas: list[Delta]) -> None:
+        if not call.started:
+            self._start(call, deltas)
+        if held := call.arguments.close():
+            deltas.append(ToolArguments(call.position, held))
+        call.done = True
+        text = call.arguments.text()
+        arguments, warning = parse_arguments(text)
+        deltas.append(ToolDone(call.position, call.call_id, call.name, text, arguments, warning))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Ollama's stream (`/api/chat`, `/api/generate`): NDJSON lines rendered from the accumulator's deltas.
 
-One line per upstream chunk that carries text, thinking or logprobs; the tool calls whole in one
-line when they are done (Ollama clients read a call whole); then the final `done` line with
+One line per upstream chunk that carries text, thinking or logprobs; the tool calls whole, all in
+one line after the text (Ollama clients read a call whole); then the final `done` line with
 `done_reason` and the metrics. Every line is the one chunk builder's (`translate.response.chunk`);
 the line of a chunk that carries only text — nearly every line of a stream — is written from
 parts encoded once per stream, byte for byte what the builder would make of it.
@@ -38,7 +38,7 @@ class OllamaLines:
 
     content_type: str | None = NDJSON
 
-    __slots__ = ("_after", "_before", "clock", "context", "ended", "error", "model", "shape", "warnings")
+    __slots__ = ("_after", "_before", "_calls", "clock", "context", "ended", "error", "model", "shape", "warnings")
 
     def __init__(self, shape: Shape, model: str, clock: Clock, raw: bool = False) -> None:
         self.shape: Shape = shape
@@ -48,6 +48,7 @@ class OllamaLines:
         self.warnings: list[str] = []
         self.ended = False
         self.error: str | None = None
+        self._calls: list[OllamaToolCall] = []  # calls done, sent together before the final line
         self._before = '{"model":' + _encode_text(model) + ',"created_at":"'
         if shape == "chat":
             self._after = ('","message":{"role":"assistant","content":', '},"done":false}')
@@ -65,7 +66,6 @@ class OllamaLines:
         text: list[str] = []
         thinking: list[str] = []
         logprobs: list[Any] = []
-        calls: list[OllamaToolCall] = []
         for delta in deltas:
             match delta:
                 case Text() | Refusal():
@@ -77,17 +77,16 @@ class OllamaLines:
                 case ToolDone():
                     if delta.warning:
                         self.warnings.append(delta.warning)
-                    calls.append(ollama_tool_call(delta.position, delta.call_id, delta.name, delta.arguments))
+                    self._calls.append(ollama_tool_call(delta.position, delta.call_id, delta.name, delta.arguments))
                 case Finish():
-                    self._line(out, text, thinking, logprobs, calls)
-                    text, thinking, logprobs, calls = [], [], [], []
+                    self._line(out, text, thinking, logprobs, self._calls)
                     last = chunk(self.shape, self.model, "", None, None, self.context)
                     final(last, delta.reason, metrics(self.clock, delta.usage, delta.timings))
                     out.append(dumps_line(last))
                     self.ended = True
                 case _:  # a call starting or its arguments: Ollama sends calls whole
                     self.clock.mark_token()
-        self._line(out, text, thinking, logprobs, calls)
+        self._line(out, text, thinking, logprobs, [])
         return b"".join(out)
 
     def _line(
