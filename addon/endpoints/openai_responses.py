@@ -49,11 +49,9 @@ class ResponsesRelay(SSERelay):
     def usage(self) -> Usage | None:
         return usage_of(self.raw_usage)
 
-    def _watch(self, data: bytes) -> None:
-        window = self.marker_tail + data
-        if any(marker in window for marker in _TERMINAL):
+    def _watch(self, lines: bytes) -> None:
+        if any(marker in lines for marker in _TERMINAL):
             self.done = self.ended = True
-        self.marker_tail = window[-24:]
 
     def _line(self, line: bytes) -> bytes:
         if line.startswith(b"data:") and any(marker in line for marker in _TERMINAL):
