@@ -8,7 +8,7 @@ import secrets
 import time
 from typing import Any
 
-from addon.translate.chunks import StreamFault, whole
+from addon.translate.chunks import StreamFault, ToolDone, whole
 from addon.translate.responses.errors import bad_gateway
 from addon.translate.responses.tools import namespaced_names
 from addon.translate.values import dict_or, is_int, is_number
@@ -124,6 +124,12 @@ def status_of(finish_reason: Any) -> tuple[str, str | None]:
     return "completed", None
 
 
+def call_arguments(call: ToolDone) -> str:
+    """A call's `arguments`: its text as the upstream sent it (NaN and Infinity as null), or "{}" when that is no
+    JSON object (cut short, empty, invalid), as every family gives it (a warning says so)."""
+    return call.arguments_text if call.arguments_text and call.warning is None else "{}"
+
+
 def text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
@@ -199,7 +205,7 @@ def responses_answer(
     namespaces = namespaced_names(request_body)
     for call in read.calls:
         item = function_call_item(
-            new_id("fc"), call.call_id or new_id("call"), call.name, call.arguments_text, "completed", namespaces
+            new_id("fc"), call.call_id or new_id("call"), call.name, call_arguments(call), "completed", namespaces
         )
         output.append(item)
     _mark_last_incomplete(output, status)

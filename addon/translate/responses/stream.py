@@ -8,6 +8,7 @@ from typing import Any
 
 from addon.translate.chunks import Delta, Finish, Refusal, Text, Thinking, ToolArguments, ToolDone, ToolStart
 from addon.translate.responses.answer import (
+    call_arguments,
     function_call_item,
     message_item,
     new_id,
@@ -127,6 +128,8 @@ class ResponsesStream:
                 case ToolDone():
                     if delta.warning:
                         self.warnings.append(delta.warning)
+                    index, _ = self._calls[delta.position]
+                    self._items[index]["arguments"] = call_arguments(delta)
                 case Finish():
                     self._usage = delta.usage
                     out += self._finish(delta.reason)
