@@ -37,7 +37,7 @@ from mitmproxy import http
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
-from mitmproxy.proxy.layers.http._events import ErrorCode, RequestData, RequestProtocolError
+from mitmproxy.proxy.layers.http._events import ErrorCode, RequestData, RequestProtocolError, ResponseData
 from mitmproxy.utils import human
 
 from addon.guard import early
@@ -71,6 +71,12 @@ def limit_body(request: http.Request, limit: BodyLimit) -> None:
 
 
 def _bounded_handle_event(self: Any, event: events.Event) -> Generator[commands.Command, Any, None]:
+    if type(event) is ResponseData:  # a piece of the answer going out (only data to send): as mitmproxy has it
+        return _http1.Http1Connection._handle_event(self, event)
+    return _guarded_handle_event(self, event)
+
+
+def _guarded_handle_event(self: Any, event: events.Event) -> Generator[commands.Command, Any, None]:
     for command in _http1.Http1Connection._handle_event(self, event):
         if isinstance(command, ReceiveHttp) and isinstance(command.event, RequestData):
             limit = _body_limits.get(self.request) if self.request is not None else None

@@ -51,17 +51,22 @@ class OllamaLines:
         self._calls: list[OllamaToolCall] = []  # calls done, sent together before the final line
         self._before = '{"model":' + _encode_text(model) + ',"created_at":"'
         if shape == "chat":
-            self._after = ('","message":{"role":"assistant","content":', '},"done":false}')
+            self._after = ('","message":{"role":"assistant","content":', '},"done":false}\n')
         else:
-            self._after = ('","response":', ',"done":false,"context":[]}' if self.context else ',"done":false}')
+            self._after = ('","response":', ',"done":false,"context":[]}\n' if self.context else ',"done":false}\n')
 
     def render(self, deltas: list[Delta]) -> bytes:
         if self.ended:
             return b""
         if len(deltas) == 1 and type(delta := deltas[0]) is Text:
-            self.clock.mark_token()
+            if self.clock.first_token_ns is None:
+                self.clock.mark_token()
             middle, end = self._after
-            return utf8(self._before + rfc3339_now() + middle + _encode_text(delta.text) + end) + b"\n"
+            line = self._before + rfc3339_now() + middle + _encode_text(delta.text) + end
+            try:
+                return line.encode()
+            except UnicodeEncodeError:
+                return utf8(line)
         out: list[bytes] = []
         text: list[str] = []
         thinking: list[str] = []

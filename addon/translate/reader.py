@@ -20,11 +20,12 @@ from addon.translate.chunks import Accumulator, Delta, StreamFault, Text, Thinki
 from addon.wire.openai import invalid_json, loads
 
 # A JSON string's body, strictly (no control characters, only JSON's escapes), up to its closing quote.
+_STRING = rb'([^"\\\x00-\x1f]+(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)*|(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)+)"'
 _LITERAL = re.compile(rb'[^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)*"')
 # OpenAI's `obfuscation` member at the end of a chunk: random letters that change with every chunk.
 _OBFUSCATION = b',"obfuscation":"'
 _LETTERS = re.compile(rb'[A-Za-z0-9]*"\}')
-_REST = re.compile(rb'(?:,"obfuscation":"[A-Za-z0-9]*")?\}')  # what follows a template's tail (without its "}")
+_REST = rb'(?:,"obfuscation":"[A-Za-z0-9]*")?\}'  # what follows a template's tail (without its "}")
 _KINDS: dict[bytes, type[Text] | type[Thinking]] = {
     b'"content":': Text,
     b'"reasoning_content":': Thinking,
@@ -43,11 +44,11 @@ def _without_obfuscation(tail: bytes) -> bytes:
 
 class _Template(NamedTuple):
     """An event parsed before that carried only new text (or reasoning) in one string: the bytes before that
-    string and after it (without OpenAI's `obfuscation`). An event with the same bytes around another
-    valid string is the same JSON but for that string: its delta is known without parsing."""
+    string and after it (without OpenAI's `obfuscation`), as one pattern whose group is a valid string's
+    body. An event that matches it whole is the same JSON but for that string: its delta is known without
+    parsing."""
 
-    head: bytes
-    tail: bytes  # without its last "}"
+    pattern: re.Pattern[bytes]
     kind: type[Text] | type[Thinking]
 
 
@@ -60,13 +61,22 @@ class ChunkReader:
         self.chunks = Accumulator()
         self.templates: list[_Template] = []
 
-    def read(self, data: bytes) -> list[Delta]:
-        """The deltas of one event's data (not `[DONE]`). Raises `StreamFault`."""
-        for template in self.templates:
-            if data.startswith(template.head):
-                found = self._same_shape(data, template)
-                if found is not None:
-                    return [found]
+    def read(self, data: bytes, start: int = 0, end: int | None = None) -> list[Delta]:
+        """The deltas of one event's data, `data[start:end]` (not `[DONE]`). Raises `StreamFault`."""
+        if end is None:
+            end = len(data)
+        for pattern, kind in self.templates:
+            if (same := pattern.fullmatch(data, start, end)) is not None:
+                literal = same.group(1)
+                try:
+                    text = literal.decode("utf-8", "surrogatepass")
+                except UnicodeDecodeError:
+                    break
+                if b"\\" in literal:
+                    text = scanstring(text + '"', 0)[0]
+                return [tuple.__new__(kind, (text,))]  # the NamedTuple without its generated __new__: a hot path
+        if start or end != len(data):
+            data = data[start:end]
         try:
             chunk = loads(data)
         except RecursionError:
@@ -85,27 +95,6 @@ class ChunkReader:
         if len(deltas) == 1 and len(self.templates) < _TEMPLATES and type(deltas[0]) in (Text, Thinking):
             self._learn(data, chunk)
         return deltas
-
-    @staticmethod
-    def _same_shape(data: bytes, template: _Template) -> Text | Thinking | None:
-        start = len(template.head)
-        found = _LITERAL.match(data, start)
-        if found is None:
-            return None
-        end = found.end()
-        rest = end + len(template.tail)
-        if end == start + 1 or not data.startswith(template.tail, end):
-            return None  # an empty string (no delta), or other bytes after it
-        if not (len(data) == rest + 1 and data.endswith(b"}")) and _REST.fullmatch(data, rest) is None:
-            return None
-        literal = data[start : end - 1]
-        try:
-            text = literal.decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError:
-            return None
-        if b"\\" in literal:
-            text = scanstring(text + '"', 0)[0]
-        return tuple.__new__(template.kind, (text,))  # the NamedTuple without its generated __new__: a hot path
 
     def _learn(self, data: bytes, chunk: dict[str, Any]) -> None:
         """Remember this event's shape if it holds its one piece of text in one string at a place its bytes
@@ -138,6 +127,6 @@ class ChunkReader:
         tail = _without_obfuscation(tail)
         if not tail.endswith(b"}"):
             return
-        template = _Template(head, tail[:-1], _KINDS[field])
-        if template not in self.templates:
-            self.templates.append(template)
+        pattern = re.compile(re.escape(head) + _STRING + re.escape(tail[:-1]) + _REST, re.S)
+        if all(pattern.pattern != known.pattern.pattern for known in self.templates):
+            self.templates.append(_Template(pattern, _KINDS[field]))

@@ -68,6 +68,14 @@ class ChunkStream:
         """What this piece of the upstream body completes (possibly b"")."""
         if self.renderer.ended:
             return b""
+        if self._events.one_data_line(piece):  # the common piece: one chunk, read where it lies
+            if piece == b"data: [DONE]\n\n":
+                return self.renderer.render(self.reader.chunks.end())
+            try:
+                deltas = self.reader.read(piece, 6, len(piece) - 2)
+            except StreamFault as e:
+                return self.renderer.fail(str(e))
+            return self.renderer.render(deltas) if deltas else b""
         try:
             events = self._events.feed(piece)
         except SSETooLarge as e:

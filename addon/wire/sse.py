@@ -92,6 +92,22 @@ class SSEDecoder:
         self._pending_size = len(rest)
         return self._events(lines)
 
+    def one_data_line(self, data: bytes) -> bool:
+        """Whether this piece is exactly one event of one `data: ` line ended by LFs, with nothing of the body
+        before it pending: its data is `data[6:-2]`, and the caller may take it so instead of feeding it."""
+        return (
+            data.endswith(b"\n\n")
+            and data.startswith(b"data: ")
+            and data.count(b"\n") == 2
+            and not self._pending
+            and not self._data
+            and not self._cr
+            and self._started
+            and self._name == "message"
+            and len(data) - 8 <= self.max_size
+            and b"\r" not in data
+        )
+
     def finish(self) -> list[Event]:
         """The events left when the body has ended: a last line, and a last event without its blank line."""
         rest = b"".join(self._pending)
@@ -179,6 +195,17 @@ class SSEFramer:
         """The bytes of the lines this piece completes. Raises `SSETooLarge`."""
         if not data:
             return b""
+        if (
+            data.endswith(b"\n\n")
+            and not self._pending
+            and not self._cr
+            and len(data) <= self.max_size
+            and (not self._event or self._event + data.find(b"\n\n") <= self.max_size)
+            and b"\r" not in data
+        ):  # the common piece: whole events, LF-ended, none of them too long
+            self._event = 0
+            self._line_start = True
+            return data
         lines = data
         if self._cr and data[:1] == b"\n":
             lines = data[1:]
