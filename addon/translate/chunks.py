@@ -3,7 +3,7 @@
 Every family that answers from an OpenAI chat-completions upstream (Ollama `/api/chat` and
 `/api/generate`, Anthropic `/v1/messages`, OpenAI `/v1/responses`) renders from these deltas,
 streamed (`Accumulator.feed` per decoded chunk, `Accumulator.end` at the end) and whole
-(`whole_answer`: the message is fed as one chunk, so the same rules apply). This module holds the
+(`whole`: the message is fed as one chunk, so the same rules apply). This module holds the
 one set of rules for what real servers send:
 
 - choices: only `choices[0]` (the proxy never asks for n > 1; a choice with another `index` is
@@ -25,7 +25,10 @@ one set of rules for what real servers send:
 - finish: `[DONE]` ends the answer; a body that ends without it ends it only if a finish reason
   came (else it was cut short); the reason is one of stop, length, tool_calls, content_filter:
   `tool_calls` only when there are calls (calls with finish `stop` are `tool_calls`); usage from
-  any chunk, the last one wins (a final chunk with empty choices, the last choice chunk, or none).
+  any chunk, the last one wins (a final chunk with empty choices, the last choice chunk, or none);
+- what no rule reads ends the answer with an error (`StreamFault`), in every family alike: an
+  `error` member, an event that is no JSON object, `choices` or a delta or a call of another
+  shape, content that is no text, a usage count that is no integer in [0, 2^63).
 
 The driver reads events into it through `translate.reader.ChunkReader` (with a fast path for the
 common event) and hands the deltas to a family's renderer (`translate.stream.ChunkStream`).
@@ -244,7 +247,7 @@ class Accumulator:
         """The deltas of one decoded chunk. Raises `StreamFault` for what is no chunk."""
         if not isinstance(chunk, dict):
             raise StreamFault("the upstream sent an invalid stream event")
-        if "error" in chunk:
+        if chunk.get("error") is not None:  # ("error": null is none: some servers send it in every chunk)
             error = chunk["error"]
             message = error.get("message") if isinstance(error, dict) else error
             raise StreamFault(f"upstream error: {str(message or json.dumps(error))[:500]}")
@@ -435,7 +438,7 @@ def whole(answer: Any) -> Whole:
     none: an `error` in it, no choices, a first choice without a message or text, invalid usage."""
     if not isinstance(answer, dict):
         raise StreamFault("the upstream's answer is not a JSON object")
-    if "error" in answer:
+    if answer.get("error") is not None:
         Accumulator().feed(answer)  # raises with the upstream's own words
     choices = answer.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
