@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from mitmproxy import http
 
-from addon.endpoints.base import OllamaEndpoint, parse_named
-from addon.exchange import Answer, Exchange, Forward, Reply, json_answer, text_answer
+from addon.endpoints.base import OllamaEndpoint, forward, parse_named, plan_of
+from addon.exchange import Exchange
+from addon.reply import Answer, Plan, Reply, json_answer, text_answer
 from addon.translate.chunks import StreamFault
 from addon.translate.ndjson import ollama_stream
-from addon.translate.request import Translation, TranslationError, chat_request, generate_request
+from addon.translate.request import TranslationError, chat_request, generate_request
 from addon.translate.response import Shape, gather, rfc3339_now, upstream_error, whole_answer
 from addon.translate.stream import ChunkStream
 from addon.wire.ollama import JSON, NDJSON, ChatRequest, GenerateRequest, dumps_body, dumps_line
@@ -26,6 +28,7 @@ from addon.wire.openai import ChatCompletion, invalid_json, loads, usage_of
 
 if TYPE_CHECKING:
     from addon.settings import Settings, Target
+    from addon.translate.upstream import Translation
 
 
 class Root(OllamaEndpoint):
@@ -56,6 +59,13 @@ def load_reply(request: ChatRequest | GenerateRequest, shape: Shape) -> Answer:
     return json_answer(200, answer)
 
 
+@dataclass(frozen=True, slots=True)
+class GenerationPlan(Plan):
+    """What the answer to a chat or generate request needs: whether the prompt was raw (no `context` then)."""
+
+    raw: bool = False
+
+
 class _Generation(OllamaEndpoint):
     """What chat and generate share: the upstream request, the stream converter, whole answers."""
 
@@ -67,7 +77,7 @@ class _Generation(OllamaEndpoint):
         return self.converter(exchange)
 
     def converter(self, exchange: Exchange) -> ChunkStream:
-        model, raw = exchange.model or "", exchange.detail is True
+        model, raw = exchange.model or "", plan_of(exchange, GenerationPlan).raw
         return ollama_stream(self.shape, model, exchange.clock(), raw, exchange.sse_event_limit)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:
@@ -96,7 +106,7 @@ class _Generation(OllamaEndpoint):
             text = body[:200].decode("utf-8", "replace")
             return self.error(502, f"the upstream sent an answer that is not a JSON object (status {status}): {text!r}")
         try:
-            raw = exchange.detail is True
+            raw = plan_of(exchange, GenerationPlan).raw
             answer, warnings = whole_answer(self.shape, cast("ChatCompletion", parsed), model, exchange.clock(), raw)
         except StreamFault as e:
             return self.error(502, str(e))
@@ -116,16 +126,17 @@ def _forward(
     exchange: Exchange,
     settings: Settings,
     translate: Callable[[Target], Translation],
-    stream: bool,
+    plan: GenerationPlan,
 ) -> Reply:
     """What chat and generate send upstream, once their request is read: the translation to the model's target."""
-    target = settings.target(exchange.model or "")
+    model = exchange.model or ""
+    target = settings.target(model)
     try:
         translation = translate(target)
     except TranslationError as e:
         return endpoint.error(400, str(e))
-    exchange.warn(translation.warnings)
-    return Forward(translation.route, translation.wire_body(), stream, target)
+    exchange.plan = plan
+    return forward(exchange, translation, target, settings.models.info(model))
 
 
 class Chat(_Generation):
@@ -143,8 +154,8 @@ class Chat(_Generation):
             self,
             exchange,
             settings,
-            lambda target: chat_request(parsed, target.model, target.server.passthrough_options, target.think_style),
-            parsed.stream,
+            lambda target: chat_request(parsed, target.model, target.server.passthrough_options),
+            GenerationPlan(),
         )
 
 
@@ -159,13 +170,10 @@ class Generate(_Generation):
             return parsed
         if not parsed.prompt and parsed.suffix is None and not parsed.images:
             return load_reply(parsed, "generate")
-        exchange.detail = parsed.raw  # a raw prompt's answer has no `context`
         return _forward(
             self,
             exchange,
             settings,
-            lambda target: generate_request(
-                parsed, target.model, target.server.passthrough_options, target.think_style
-            ),
-            parsed.stream,
+            lambda target: generate_request(parsed, target.model, target.server.passthrough_options),
+            GenerationPlan(raw=parsed.raw),
         )

@@ -18,8 +18,8 @@ from addon.translate.responses.answer import (
     status_of,
     text_part,
 )
-from addon.translate.responses.errors import error_type
 from addon.translate.responses.tools import namespaced_names
+from addon.wire.openai import error_type
 
 SSE = "text/event-stream; charset=utf-8"
 
