@@ -45,6 +45,7 @@ import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
+import gc  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Awaitable, Sequence  # noqa: E402
 
@@ -205,6 +206,11 @@ class OllamaProxy:
             new.start()
 
     async def running(self) -> None:
+        # What start-up made (modules, classes, mitmproxy's and the addon's tables) lives as long as the
+        # process: out of the collector's sight, so that a full collection walks only what flows made
+        # (with 1000 streams held, each full pass was a stall of every stream; docs/performance.md).
+        gc.collect()
+        gc.freeze()
         secrets.install_log_scrubber()
         secrets.install_injector(ctx.master, self.exchanges.get)
         self.injector_installed = True

@@ -407,9 +407,9 @@ _TYPES = [
 
 
 def agent_stream(sink, upstream: bytes) -> bytes:
-    from addon.translate.stream import ChunkConverter
+    from addon.translate.stream import ChunkStream
 
-    converter = ChunkConverter(sink)
+    converter = ChunkStream(sink)
     return converter.feed(upstream) + converter.finish()
 
 
