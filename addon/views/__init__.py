@@ -21,9 +21,9 @@ server and the upstream model (`POST /v1/messages claude-sonnet-5-5 → vllm /v1
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from mitmproxy import contentviews
-from mitmproxy.contentviews._registry import ContentviewRegistry
 from mitmproxy.options import Options
 
 from addon.views.anthropic_sse import AnthropicSSEView, anthropic_sse_view, summarize_anthropic
@@ -63,7 +63,7 @@ VIEWS: tuple[contentviews.Contentview, ...] = (
 )
 
 
-def register(registry: ContentviewRegistry | None = None) -> None:
+def register(registry: Any = None) -> None:
     """Add the views to mitmproxy's content-view registry (replacing any of the same name). Idempotent."""
     reg = contentviews.registry if registry is None else registry
     for view in VIEWS:
