@@ -205,7 +205,8 @@ def run(
     timeout: float = 240,
 ) -> Outcome:
     """Run the block; servers it started are left running for the checks: call `stop` after."""
-    work = checkout(tmp, block.catalog)
+    catalog = substitute(block.catalog, ports, upstream_base) if block.catalog is not None else None
+    work = checkout(tmp, catalog)
     out = tmp / "out"
     out.mkdir()
     venv_bin = ROOT / ".venv" / "bin"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,22 @@ def check_servers(outcome: Outcome, ports: Ports, upstream: UpstreamServer) -> N
             assert http(f"http://127.0.0.1:{ports.web}/")[0] == 403, "the UI is behind the password"
 
 
+def check_catalog(outcome: Outcome, upstream: UpstreamServer) -> None:
+    """The page's models.toml, which the block's proxy was started with: each name reaches the upstream as its id."""
+    catalog = tomllib.loads((outcome.workdir / "models.toml").read_text())
+    assert catalog.get("models"), "the page's models.toml names no model"
+    (server,) = [s for s in outcome.servers if s.kind == "ollama"]
+    for name, entry in catalog["models"].items():
+        before = len(upstream.fake.requests)
+        status, body = http(
+            f"http://127.0.0.1:{server.port}/api/chat",
+            {"model": name, "stream": False, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert status == 200, (name, body)
+        sent = [r for r in upstream.fake.requests[before:] if r.path.endswith("/chat/completions")]
+        assert [r.body["model"] for r in sent] == [entry.get("upstream", name.removesuffix(":latest"))], name
+
+
 @pytest.mark.parametrize("block", SHELL_BLOCKS, ids=[b.id for b in SHELL_BLOCKS])
 def test_block_runs_as_written(block: Block, upstream: UpstreamServer, tmp_path: Path) -> None:
     bash, curl = shutil.which("bash"), shutil.which("curl")
@@ -177,6 +194,10 @@ def test_block_runs_as_written(block: Block, upstream: UpstreamServer, tmp_path:
                 f"servers' output:\n{outcome.server_log[-3000:]}"
             )
             check_servers(outcome, ports, upstream)
+            if "model_catalog=models.toml" in block.text:
+                check_catalog(outcome, upstream)
+            if re.search(r"^make test\b", block.text, re.M):
+                assert re.search(r"\d+ passed", outcome.stdout), f"make test ran no test:\n{outcome.stdout[-2000:]}"
             curls = check_curls(curl_out, f"http://127.0.0.1:{ports.proxy}")
             if any(s.kind == "http-proxy" for s in outcome.servers):
                 assert "echo: Why is the sky blue?" in outcome.stdout, outcome.stdout

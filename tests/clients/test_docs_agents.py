@@ -18,7 +18,7 @@ import pytest
 
 from harness import TEST_KEY
 from harness.agents import CLAUDE, CODEX
-from harness.doc_commands import Block, Ports, blocks, free_port, run, stop_group
+from harness.doc_commands import Block, Ports, blocks, free_port, run, stop_group, substitute
 from harness.mitmdump import Mitmdump
 from harness.upstream import UpstreamServer
 
@@ -53,7 +53,7 @@ def test_the_docs_have_agent_blocks() -> None:
 def test_agent_block_runs_as_written(block: Block, upstream: UpstreamServer, tmp_path: Path) -> None:
     settings = [f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}", "flow_detail=1"]
     if block.catalog is not None:  # the page's models.toml, as `make run ARGS="--set model_catalog=models.toml"`
-        (tmp_path / "models.toml").write_text(block.catalog)
+        (tmp_path / "models.toml").write_text(substitute(block.catalog, Ports(0, 0, 0), upstream.base_url))
         settings.append(f"model_catalog={tmp_path / 'models.toml'}")
     proxy = Mitmdump(tmp_path, "reverse", *settings)
     repo = tmp_path / "repo"  # where the user runs the agent: a git repository with a file in it
