@@ -26,6 +26,7 @@ pytestmark = pytest.mark.e2e
 
 MITMWEB = Path(sys.executable).parent / "mitmweb"
 PASSWORD = "web-test-password"
+VLLM_KEY = "sk-vllm-test-key-0123456789"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -33,6 +34,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def mitmweb(upstream: UpstreamServer, tmp_path: Path):
     proxy_port, web_port = free_port(), free_port()
     log = open(tmp_path / "mitmweb.log", "wb")
+    # Two servers (the same loopback upstream under two names), so that the flow list shows which
+    # server each flow went to: llama3.2 is pinned to "vllm", the rest goes to the default server.
+    (tmp_path / "models.toml").write_text(
+        f'[servers.vllm]\nbase_url = "{upstream.base_url}"\napi_key_env = "VLLM_KEY"\n\n'
+        '[models."llama3.2"]\nserver = "vllm"\nupstream = "meta-llama/Llama-3.2-3B-Instruct"\n'
+    )
     process = subprocess.Popen(
         [
             str(MITMWEB),
@@ -56,10 +63,13 @@ def mitmweb(upstream: UpstreamServer, tmp_path: Path):
             f"openai_base_url={upstream.base_url}",
             "--set",
             f"openai_api_key={TEST_KEY}",
+            "--set",
+            f"model_catalog={tmp_path / 'models.toml'}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=tmp_path,
+        env={**os.environ, "VLLM_KEY": VLLM_KEY},
     )
     try:
         wait_for_port(proxy_port, process)
@@ -70,7 +80,7 @@ def mitmweb(upstream: UpstreamServer, tmp_path: Path):
         process.wait(10)
         log.close()
         log_text = (tmp_path / "mitmweb.log").read_text(errors="replace")
-        assert TEST_KEY not in log_text
+        assert TEST_KEY not in log_text and VLLM_KEY not in log_text
         assert "Addon error" not in log_text and "Traceback" not in log_text, log_text[-3000:]
 
 
@@ -86,9 +96,11 @@ def test_streamed_chat_in_mitmweb(mitmweb, tmp_path: Path) -> None:
     api = httpx.Client(base_url=web_url, headers={"Authorization": f"Bearer {PASSWORD}"})
     assert httpx.get(web_url + "/flows").status_code == 403, "the web UI needs the password"
     flows = api.get("/flows").json()
-    assert TEST_KEY not in str(flows)
+    assert TEST_KEY not in str(flows) and VLLM_KEY not in str(flows)
     flow = next(f for f in flows if f["request"]["path"] == "/v1/chat/completions")
-    assert flow["comment"].startswith("POST /api/chat llama3.2 → /v1/chat/completions llama3.2 · 200")
+    assert flow["comment"].startswith(
+        "POST /api/chat llama3.2 → vllm /v1/chat/completions meta-llama/Llama-3.2-3B-Instruct · 200"
+    )
     view = api.get(f"/flows/{flow['id']}/response/content/auto.json").json()
     assert view["view_name"] == "Ollama NDJSON"
     assert "echo: show me" in view["text"]
@@ -124,12 +136,12 @@ def test_streamed_chat_in_mitmweb(mitmweb, tmp_path: Path) -> None:
     paths = re.findall(r'<td class="col-path">.*?(http://[^<]*)', dom.stdout)
     assert '<th class="col-comment' in dom.stdout, "the flow list has the comment column"
     assert len(comments) == len(paths) == 3 and all(p.endswith("/v1/chat/completions") for p in paths), dom.stdout
-    for route in (
-        "POST /api/chat llama3.2 → ",
-        "POST /v1/messages gpt-4o-mini → ",
-        "POST /v1/responses gpt-4o-mini → ",
+    for seen in (  # the client's route and model, then the server and the upstream model
+        "POST /api/chat llama3.2 → vllm /v1/chat/completions meta-llama/Llama-3.2-3B-Instruct · 200",
+        "POST /v1/messages gpt-4o-mini → default /v1/chat/completions gpt-4o-mini · 200",
+        "POST /v1/responses gpt-4o-mini → default /v1/chat/completions gpt-4o-mini · 200",
     ):
-        assert any(c.startswith(route) and "/v1/chat/completions" in c for c in comments), (route, comments)
+        assert any(c.startswith(seen) for c in comments), (seen, comments)
 
     # The screenshot as a user sees the list after double-clicking the comment column's edge, which fits
     # it to the text (mitmweb's own control; the browser keeps the width): over Chromium's DevTools protocol.
