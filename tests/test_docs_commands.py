@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from harness import TEST_KEY
-from harness.doc_commands import WEB_PASSWORD, Block, Outcome, Ports, blocks, free_port, http, run, stop_group
+from harness.doc_commands import WEB_PASSWORD, Block, Outcome, Ports, blocks, free_port, http, run, stop_group, wait
 from harness.mitmdump import Mitmdump
 from harness.upstream import UpstreamServer
 
@@ -145,6 +145,7 @@ def check_servers(outcome: Outcome, ports: Ports, upstream: UpstreamServer) -> N
         assert status == 200 and json.loads(body)["message"]["content"] == "echo: Why is the sky blue?", body
         assert any(r.path.endswith("/chat/completions") for r in upstream.fake.requests[before:])
         if server.kind == "web":
+            assert wait(ports.web, server.pid), "mitmweb's UI did not listen"
             status, page = http(f"http://127.0.0.1:{ports.web}/?token={WEB_PASSWORD}")
             assert status == 200 and '<div id="mitmproxy">' in page, page[:300]
             assert http(f"http://127.0.0.1:{ports.web}/")[0] == 403, "the UI is behind the password"
