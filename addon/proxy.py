@@ -182,6 +182,8 @@ class OllamaProxy:
         # requestheaders: the Host check needs the client's (send_upstream sets the upstream's).
         if "keep_host_header" in options and not options.keep_host_header:
             options.keep_host_header = True
+        if "web_columns" in updated:  # mitmweb: the client's route, model and server in the flow list
+            views.flow_list_columns(options)
 
     def register_keys(self, settings: Settings) -> None:
         """Every server's key (and the client key) is a secret: hidden in logs, answers, views, saved flows."""
