@@ -18,7 +18,8 @@ changed:
 
 A `models.toml` block on the same page (a ```toml block whose first line is `# models.toml`) is
 written to the block's directory, as a user would save it, and given to the proxy the test starts
-for the block's curl or agent commands. A block that cannot run here is marked by an HTML comment
+for the block's curl or agent commands; `my_ollama_app.py` (docs/clients.md's proxy mode) is a
+small `ollama` SDK chat, whose answer must come back through the proxy. A block that cannot run here is marked by an HTML comment
 on the line before it: `<!-- not run: why -->`; `test_docs_commands.py` fails on any other block it
 cannot run.
 """
