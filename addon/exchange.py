@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from mitmproxy import http
 
 from addon import mitm_internals as fence
-from addon.guard import secrets, timeouts
+from addon.guard import secrets, timeouts, upstream
 from addon.guard.output import escape
 from addon.reply import Answer, Forward, Plan
 from addon.translate.response import Clock
@@ -223,23 +223,7 @@ def finish_head(response: http.Response, exchange: Exchange) -> None:
     if exchange.close:
         response.headers["connection"] = "close"
     if not response.stream and response.raw_content is not None:
-        frame_whole(response, exchange.http10)
-
-
-def frame_whole(response: http.Response, http10: bool) -> None:
-    """A whole answer's framing headers say what its body is now, whatever rewrote it (a decoded
-    Content-Encoding, a scrubbed key, a converted answer): chunked as the upstream framed it (mitmproxy
-    writes the chunks), else Content-Length its length; HTTP/1.0 cannot read chunks."""
-    headers = response.headers
-    body = response.raw_content or b""
-    if not http10 and "chunked" in headers.get("transfer-encoding", "").lower():
-        if "content-length" in headers:
-            del headers["content-length"]
-        return
-    if "transfer-encoding" in headers:
-        del headers["transfer-encoding"]
-    if response.status_code not in (204, 304) and headers.get("content-length") != str(len(body)):
-        headers["content-length"] = str(len(body))
+        upstream.frame_whole(response, exchange.http10)
 
 
 def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, settings: Settings) -> None:
@@ -368,10 +352,17 @@ class Relay:
     up to `keep` bytes of the upstream stream and of the answer for the flow views.
     """
 
-    __slots__ = ("called", "converter", "keep", "last_data", "on_abort", "sent", "upstream")
+    __slots__ = ("called", "converter", "decoder", "keep", "last_data", "on_abort", "sent", "upstream")
 
-    def __init__(self, converter: StreamConverter, keep: int, on_abort: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        converter: StreamConverter,
+        keep: int,
+        on_abort: Callable[[], None] | None = None,
+        decoder: upstream.StreamDecoder | None = None,
+    ) -> None:
         self.converter = converter
+        self.decoder = decoder  # a compressed stream's Content-Encoding, undone before the converter reads it
         self.called = False
         self.keep = keep
         self.upstream = bytearray()
@@ -384,13 +375,16 @@ class Relay:
         self.called = True
         converter = self.converter
         try:
-            out = converter.feed(data) if data else converter.finish()
+            if self.decoder is not None:
+                out, data = self.decoder.through(converter, data)
+            else:
+                out = converter.feed(data) if data else converter.finish()
         except Exception as e:  # a converter bug must not cost the client its answer
             logger.exception("stream conversion failed")
             out = converter.fail(f"proxy error while converting the stream: {e}") or b""
         if out and secrets.shows_secret(out):
             out = secrets.scrub_bytes(out)
-        if converter.aborted and self.on_abort is not None:
+        if (converter.aborted or (self.decoder is not None and self.decoder.refused)) and self.on_abort is not None:
             on_abort, self.on_abort = self.on_abort, None
             on_abort()
         if self.keep:
@@ -407,11 +401,13 @@ def start_stream(
     converter: StreamConverter,
     settings: Settings,
     on_abort: Callable[[], None] | None = None,
+    decoder: upstream.StreamDecoder | None = None,
 ) -> None:
-    """Convert (or relay) the upstream's stream as it arrives, with the headers the client's format needs."""
+    """Convert (or relay) the upstream's stream as it arrives (decoded first, if it is compressed), with
+    the headers the client's format needs."""
     response = flow.response
     assert response is not None
-    exchange.relay = Relay(converter, settings.body_view_limit, on_abort)
+    exchange.relay = Relay(converter, settings.body_view_limit, on_abort, decoder)
     response.stream = exchange.relay
     response.headers.pop("content-length", None)  # converted pieces and a closing error change the length
     if flow.request.http_version == "HTTP/1.0":

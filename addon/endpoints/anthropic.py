@@ -37,7 +37,7 @@ from addon.endpoints.base import (
 from addon.exchange import Exchange
 from addon.reply import Answer, Plan, Reply, json_answer
 from addon.translate import anthropic
-from addon.translate.stream import ChunkConverter
+from addon.translate.stream import ChunkStream
 from addon.wire.openai import usage_of
 
 if TYPE_CHECKING:
@@ -77,13 +77,11 @@ class Messages(AnthropicEndpoint):
         exchange.plan = MessagesPlan(anthropic.estimate_input_tokens(named.body))
         return forward(exchange, translation, named.target, named.info)
 
-    def stream(self, exchange: Exchange) -> ChunkConverter | None:
+    def stream(self, exchange: Exchange) -> ChunkStream | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: refused in `convert`
         plan = plan_of(exchange, MessagesPlan)
-        return ChunkConverter(
-            anthropic.MessagesStream(exchange.model or "", plan.input_tokens), max_event=exchange.sse_event_limit
-        )
+        return ChunkStream(anthropic.MessagesStream(exchange.model or "", plan.input_tokens), exchange.sse_event_limit)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:
         """An upstream error, a whole answer, or a stream that arrived in one piece (server replay)."""

@@ -24,7 +24,7 @@ from addon.endpoints.openai import SSERelay
 from addon.exchange import Exchange
 from addon.reply import Answer, Forward, Plan, Reply, json_answer
 from addon.translate import responses
-from addon.translate.stream import ChunkConverter
+from addon.translate.stream import ChunkStream
 from addon.wire.openai import Usage, usage_of
 
 if TYPE_CHECKING:
@@ -50,11 +50,9 @@ class ResponsesRelay(SSERelay):
     def usage(self) -> Usage | None:
         return usage_of(self.raw_usage)
 
-    def _watch(self, data: bytes) -> None:
-        window = self.marker_tail + data
-        if any(marker in window for marker in _TERMINAL):
+    def _watch(self, lines: bytes) -> None:
+        if any(marker in lines for marker in _TERMINAL):
             self.done = self.ended = True
-        self.marker_tail = window[-24:]
 
     def _line(self, line: bytes) -> bytes:
         if line.startswith(b"data:") and any(marker in line for marker in _TERMINAL):
@@ -106,15 +104,13 @@ class Responses(OpenAIEndpoint):
         exchange.plan = ResponsesPlan(named.body)
         return forward(exchange, translation, named.target, named.info)
 
-    def stream(self, exchange: Exchange) -> ChunkConverter | SSERelay | None:
+    def stream(self, exchange: Exchange) -> ChunkStream | SSERelay | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: refused in `convert`
         if isinstance(exchange.plan, PassthroughPlan):
             return ResponsesRelay(exchange.model or "", exchange.sse_event_limit)
         plan = plan_of(exchange, ResponsesPlan)
-        return ChunkConverter(
-            responses.ResponsesStream(exchange.model or "", plan.request), max_event=exchange.sse_event_limit
-        )
+        return ChunkStream(responses.ResponsesStream(exchange.model or "", plan.request), exchange.sse_event_limit)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:
         """An upstream error, a whole answer, or a stream that arrived in one piece (server replay)."""
