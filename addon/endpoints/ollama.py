@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from mitmproxy import http
 
+from addon.catalog.capabilities import THINKING_ON, refusal
 from addon.endpoints.base import OllamaEndpoint, parse_named
 from addon.exchange import Answer, Exchange, Forward, Reply, json_answer, text_answer
 from addon.translate.request import Translation, TranslationError, chat_request, generate_request
@@ -40,9 +41,14 @@ class Version(OllamaEndpoint):
         return json_answer(200, {"version": settings.ollama_version})
 
 
+def unloads(request: ChatRequest | GenerateRequest) -> bool:
+    """keep_alive 0: the request (with an empty prompt) unloads the model."""
+    return request.keep_alive in (0, "0", "0s", "0m")
+
+
 def load_reply(request: ChatRequest | GenerateRequest, shape: Shape) -> Answer:
     """An empty prompt loads (or with keep_alive 0 unloads) a model in Ollama: there is nothing to do upstream."""
-    unload = request.keep_alive in (0, "0", "0s", "0m")
+    unload = unloads(request)
     answer: dict[str, Any] = {"model": request.model, "created_at": rfc3339_now()}
     if shape == "chat":
         answer["message"] = {"role": "assistant", "content": ""}
@@ -118,9 +124,13 @@ def _forward(
     settings: Settings,
     translate: Callable[[Target], Translation],
     stream: bool,
+    refused: str | None,
 ) -> Reply:
-    """What chat and generate send upstream, once their request is read: the translation to the model's target."""
+    """What chat and generate send upstream, once their request is read: the translation to the model's target.
+    `refused`: Ollama's capability refusal of the request, answered once the model is known to be routable."""
     target = settings.target(exchange.model or "")
+    if refused is not None:
+        return endpoint.error(400, refused)
     try:
         translation = translate(target)
     except TranslationError as e:
@@ -138,14 +148,19 @@ class Chat(_Generation):
         parsed = parse_named(exchange, request, ChatRequest, self, (400, "model is required"))
         if isinstance(parsed, Answer):
             return parsed
+        if not parsed.messages and unloads(parsed):
+            return load_reply(parsed, "chat")  # Ollama unloads before it looks at what the model can do
+        info = settings.models.info(parsed.model)
+        why = refusal(info, parsed.model, "chat", think=parsed.think in THINKING_ON, tools=bool(parsed.tools))
         if not parsed.messages:
-            return load_reply(parsed, "chat")
+            return self.error(400, why) if why else load_reply(parsed, "chat")
         return _forward(
             self,
             exchange,
             settings,
             lambda target: chat_request(parsed, target.model, target.server.passthrough_options, target.think_style),
             parsed.stream,
+            why,
         )
 
 
@@ -158,8 +173,13 @@ class Generate(_Generation):
         parsed = parse_named(exchange, request, GenerateRequest, self, (404, "model '' not found"))
         if isinstance(parsed, Answer):
             return parsed
-        if not parsed.prompt and parsed.suffix is None and not parsed.images:
-            return load_reply(parsed, "generate")
+        empty = not parsed.prompt and parsed.suffix is None and not parsed.images
+        if empty and unloads(parsed):
+            return load_reply(parsed, "generate")  # Ollama unloads before it looks at what the model can do
+        info = settings.models.info(parsed.model)
+        why = refusal(info, parsed.model, "generate", think=parsed.think in THINKING_ON, insert=bool(parsed.suffix))
+        if empty:
+            return self.error(400, why) if why else load_reply(parsed, "generate")
         exchange.detail = parsed.raw  # a raw prompt's answer has no `context`
         return _forward(
             self,
@@ -169,4 +189,5 @@ class Generate(_Generation):
                 parsed, target.model, target.server.passthrough_options, target.think_style
             ),
             parsed.stream,
+            why,
         )

@@ -6,6 +6,9 @@ route (catalog alias, `name:latest` → upstream id); answers come back unchange
 `model` is the name the client sent, streams included (event by event). A transcription's
 multipart form goes as it is, its `model` field resolved in place. /v1/models is answered
 locally from the model directory, with the names /api/tags lists. Errors are OpenAI's shape.
+Ollama's capability rules (`catalog.capabilities`) refuse what the model cannot do with 400, as
+Ollama's middleware does: chat with a model without `completion`, tools or a reasoning effort it
+cannot take, a completions suffix without `insert`.
 (/v1/responses has a module of its own: `openai_responses`.)
 """
 
@@ -17,6 +20,7 @@ from urllib.parse import unquote
 
 from mitmproxy import http
 
+from addon.catalog.capabilities import EFFORTS_ON, refusal
 from addon.catalog.catalog import ModelInfo
 from addon.endpoints.base import OpenAIEndpoint, json_object
 from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
@@ -214,8 +218,23 @@ class Forwarded(OpenAIEndpoint):
             return self.error(400, "model is required")
         exchange.model = model
         target = settings.target(model)
+        if (why := self.refusal(body, model, settings)) is not None:
+            return self.error(400, why)
         body["model"] = target.model
         return Forward(self.route, body, body.get("stream") is True, target)
+
+    def refusal(self, body: dict[str, Any], model: str, settings: Settings) -> str | None:
+        """Ollama's capability rules for what the request asks (chat: tools, a reasoning effort; completions:
+        a suffix); embeddings have none."""
+        if self.route == "embeddings":
+            return None
+        info = settings.models.info(model)
+        if self.route == "completions":
+            return refusal(info, model, "generate", insert=bool(body.get("suffix")))
+        reasoning = body.get("reasoning")
+        effort = reasoning.get("effort") if isinstance(reasoning, dict) else body.get("reasoning_effort")
+        tools = body.get("tools")
+        return refusal(info, model, "chat", think=effort in EFFORTS_ON, tools=isinstance(tools, list) and bool(tools))
 
     def stream(self, exchange: Exchange) -> SSERelay:
         """Relay a streamed answer in real time, renaming its model if the upstream's name differs."""

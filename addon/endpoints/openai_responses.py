@@ -8,7 +8,9 @@ model name. Errors are OpenAI's shape, statuses kept.
 
 As on `/v1/messages`, a reasoning effort goes upstream only for a model with the `thinking`
 capability (Codex sends one with every request), and `max_output_tokens` is lowered to the
-model's known limit and sent in the field the model takes.
+model's known limit and sent in the field the model takes. Ollama's capability rules
+(`catalog.capabilities`) apply as on /api/chat: a model without `completion`, or with tools without
+`tools`, is refused with 400.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from mitmproxy import http
 
+from addon.catalog.capabilities import refusal
 from addon.catalog.catalog import token_limit_field
 from addon.endpoints.base import OpenAIEndpoint, agent_think, json_object, whole_stream
 from addon.endpoints.openai import SSERelay
@@ -89,6 +92,10 @@ class Responses(OpenAIEndpoint):
             )
         exchange.model = model
         target = settings.target(model)
+        tools = body.get("tools")  # the reasoning wish Codex sends with every request is relaxed, not refused
+        info = settings.models.info(model)
+        if (why := refusal(info, model, "chat", tools=isinstance(tools, list) and bool(tools))) is not None:
+            return self.error(400, why)
         if target.server.responses_passthrough:
             exchange.detail = None
             return Forward("responses", {**body, "model": target.model}, body.get("stream") is True, target)
@@ -97,7 +104,6 @@ class Responses(OpenAIEndpoint):
             chat, think, warnings = responses.responses_request(body, target.model, max_tokens_field=field)
         except responses.ResponsesError as e:
             return json_answer(e.status, e.body(), e.message)
-        info = settings.models.info(model)
         limit = info.max_output_tokens
         if limit is not None and isinstance(chat.get(field), int) and chat[field] > limit:
             warnings.append(f"max_output_tokens {chat[field]} was lowered to the model's limit of {limit}")
