@@ -89,6 +89,9 @@ use_local_upstream = if [ -z "$$OPENAI_BASE_URL$$OPENAI_API_KEY" ]; then \
 	  echo "No OPENAI_BASE_URL or OPENAI_API_KEY set: serving the local model (llama-server + Gemma 3 270M)."; \
 	  echo "Its first start builds it (about 5 minutes). It keeps running for the next start; make upstream-stop stops it."; \
 	  OPENAI_BASE_URL=$$(scripts/local-upstream.sh start) || exit 1; export OPENAI_BASE_URL; local_model=1; \
+	  echo "Gemma 3 270M is a small base model: it shows the plumbing, not good answers (it repeats the prompt)."; \
+	  echo "For real answers, point the proxy at a real upstream: OPENAI_API_KEY=sk-... make run (see README)."; \
+	  local_args="--set model_catalog=$(CURDIR)/scripts/local-models.toml"; \
 	fi
 
 # The pool where it pays: an https upstream, and the local model where HAProxy is installed (llama.cpp's
@@ -112,10 +115,10 @@ run: setup
 	echo "Ollama API on http://$(HOST):$(PORT) → $$base$$pool_note"; \
 	if [ "$(WORKERS)" -gt 1 ] || [ "$$pool" != off ]; then \
 	  exec $(PY) scripts/workers.py --workers $(WORKERS) --host $(HOST) --port $(PORT) -- --set upstream_pool=$$pool \
-	    --set flow_detail=$(FLOW_DETAIL) $(ARGS); \
+	    --set flow_detail=$(FLOW_DETAIL) $${local_args:-} $(ARGS); \
 	fi; \
 	exec $(VENV)/bin/mitmdump -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
-	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=$(FLOW_DETAIL) --set upstream_pool=$$pool $(ARGS)
+	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=$(FLOW_DETAIL) --set upstream_pool=$$pool $${local_args:-} $(ARGS)
 
 # mitmweb with the addon: the proxy on $(PORT), the web UI on 127.0.0.1:$(WEB_PORT) behind a password
 # (WEB_PASSWORD, or a random one printed at start).
@@ -128,7 +131,7 @@ web: setup
 	exec $(VENV)/bin/mitmweb -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
 	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 --set upstream_pool=$$pool \
 	  --web-host 127.0.0.1 --web-port $(WEB_PORT) --set web_open_browser=false \
-	  --set web_password="$$pw" $(ARGS)
+	  --set web_password="$$pw" $${local_args:-} $(ARGS)
 
 # Refresh docs/mitmweb.png from the mitmweb test (needs chromium).
 screenshot: setup

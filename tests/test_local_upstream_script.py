@@ -83,7 +83,7 @@ def test_unknown_command(tmp_path: Path) -> None:
     assert "unknown command" in r.stderr
 
 
-@pytest.mark.parametrize("var", ["UPSTREAM_PORT", "UPSTREAM_THREADS", "UPSTREAM_WAIT"])
+@pytest.mark.parametrize("var", ["UPSTREAM_PORT", "UPSTREAM_THREADS", "UPSTREAM_WAIT", "UPSTREAM_CTX"])
 def test_bad_numbers_are_rejected(tmp_path: Path, var: str) -> None:
     r = run("status", cache=tmp_path / "cache", **{var: "abc"})
     assert r.returncode == 1
@@ -207,7 +207,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
-        self.answer({"data": [{"id": "gemma3", "status": {"value": "loading"}}]})
+        status = {"value": "loaded" if mode == "ready" else "loading"}
+        self.answer({"data": [{"id": name, "status": status} for name in ("gemma3", "gemma3-embed")]})
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -222,7 +223,9 @@ def serve():
     threading.Thread(target=srv.serve_forever, daemon=True).start()
 
 
-if not router:
+if router and mode == "ready":
+    serve()
+elif not router:
     log("load_tensors: loading model tensors")
     if mode == "sigill":
         die_by(signal.SIGILL)
@@ -413,6 +416,26 @@ def test_start_fails_fast_when_the_router_dies(built) -> None:
     assert "  | main: starting router server" in r.stderr
     assert "Segmentation fault" not in r.stderr
     assert not (cache / "llama-server.pid").exists()
+
+
+def test_start_restarts_a_server_with_other_settings(built) -> None:
+    """A server started with another context size (an older checkout's 4,096) is restarted, not reused."""
+    cache, env = built
+    port = free_port()
+    r = run("start", cache=cache, port=port, FAKE_ROUTER="ready", UPSTREAM_CTX="4096", **env)
+    assert r.returncode == 0, r.stderr
+    first = (cache / "llama-server.pid").read_text().strip()
+    assert "\nc = 4096\n" in (cache / "presets.ini").read_text()
+    r = run("start", cache=cache, port=port, FAKE_ROUTER="ready", UPSTREAM_CTX="4096", **env)
+    assert r.returncode == 0 and "already running" in r.stderr, r.stderr
+    r = run("start", cache=cache, port=port, FAKE_ROUTER="ready", **env)
+    assert r.returncode == 0, r.stderr
+    assert "has other settings" in r.stderr and "restarting it" in r.stderr
+    assert (cache / "llama-server.pid").read_text().strip() != first
+    assert "\nc = 32768\n" in (cache / "presets.ini").read_text(), "the default: Gemma 3 270M's trained context"
+    assert r.stdout.strip() == f"http://127.0.0.1:{port}/v1"
+    assert run("stop", cache=cache, port=port, **env).returncode == 0
+    assert fake_pids_alive(env) == []
 
 
 def test_start_fails_when_the_port_never_opens(built) -> None:
