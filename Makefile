@@ -54,9 +54,9 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 # The client compatibility suite (tests/clients/): the Ollama clients people use, each from its
-# registry at the versions pinned in tests/clients/requirements.txt and tests/clients/{node,claude,codex}/package-lock.json,
+# registry at the versions pinned in tests/clients/requirements.txt and tests/clients/{node,claude,codex,opencode}/package-lock.json,
 # in an environment of its own (.venv-clients, and tests/clients/node/node_modules for ollama-js and the Vercel AI SDK,
-# tests/clients/claude and tests/clients/codex for Claude Code and Codex CLI).
+# tests/clients/claude, tests/clients/codex and tests/clients/opencode for Claude Code, Codex CLI and opencode).
 CLIENTS_VENV ?= .venv-clients
 NODE_DIR := tests/clients/node
 
@@ -73,12 +73,12 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# The agents, pinned in their own package.json + lock: Claude Code and Codex CLI (native binaries from npm).
-AGENT_DIRS := tests/clients/claude tests/clients/codex
+# The agents, pinned in their own package.json + lock: Claude Code, Codex CLI and opencode (native binaries from npm).
+AGENT_DIRS := tests/clients/claude tests/clients/codex tests/clients/opencode
 AGENT_STAMPS := $(AGENT_DIRS:%=%/node_modules/.installed)
 
 tests/clients/%/node_modules/.installed: tests/clients/%/package.json tests/clients/%/package-lock.json
-	@command -v npm >/dev/null || { echo "error: the agent tests (Claude Code, Codex CLI) need npm to install them" >&2; exit 1; }
+	@command -v npm >/dev/null || { echo "error: the agent tests (Claude Code, Codex CLI, opencode) need npm to install them" >&2; exit 1; }
 	npm ci --prefix tests/clients/$* --no-audit --no-fund --loglevel=error
 	@touch $@
 
@@ -140,8 +140,8 @@ screenshot: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Real clients (ollama-js, Vercel AI SDK, LangChain, LlamaIndex, openai, pydantic-ai, curl, Claude Code,
-# Codex CLI) through a real mitmdump.
+# Real clients (ollama-js, Vercel AI SDK, LangChain, LlamaIndex, openai, pydantic-ai, llm with llm-ollama, curl,
+# Claude Code, Codex CLI, opencode) through a real mitmdump.
 test-clients: clients-setup
 	$(CLIENTS_VENV)/bin/python -m pytest tests/clients $(PYTEST_ARGS)
 
