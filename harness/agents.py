@@ -56,12 +56,12 @@ def _run(
 
 
 def claude(
-    proxy_url: str, home: Path, *args: str, timeout: float = 90, env: dict[str, str] | None = None
+    proxy_url: str, home: Path, *args: str, timeout: float = 90, env: dict[str, str | None] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`claude <args>` against the proxy (ANTHROPIC_BASE_URL), no retries, no non-essential traffic."""
     if not CLAUDE.is_file():
         pytest.fail(f"Claude Code is not installed ({CLAUDE} is missing): run `make clients-setup`")
-    environment = {
+    settings: dict[str, str | None] = {
         "PATH": _path(),
         "HOME": str(home),
         "TERM": "dumb",
@@ -72,6 +72,7 @@ def claude(
         "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1",
         **(env or {}),
     }
+    environment = {k: v for k, v in settings.items() if v is not None}  # env={NAME: None} unsets one
     return _run([str(CLAUDE), *args], environment, home, timeout, "Claude Code")
 
 

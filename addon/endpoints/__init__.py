@@ -20,6 +20,7 @@ from addon.endpoints import (
     openai_responses,
 )
 from addon.endpoints.base import Endpoint, OllamaEndpoint
+from addon.exchange import Answer
 
 
 class Route(NamedTuple):
@@ -77,3 +78,13 @@ def find(path: str) -> Route | None:
         if path.startswith(prefix) and len(path) > len(prefix):
             return route
     return None
+
+
+NOT_FOUND = Answer(404, b"404 page not found", "text/plain")  # Ollama's (gin's) answer to a path it has no route for
+
+
+def unknown_path(route: str) -> Answer | None:
+    """Ollama's 404 for a path no route serves (None: a route serves it). The proxy answers it before the
+    client key check: such a probe (Claude Code's keyless `HEAD /api/hello` at every start) learns nothing
+    the route table does not say, reaches nothing, and gets what Ollama answers."""
+    return NOT_FOUND if find(route) is None else None
