@@ -458,3 +458,43 @@ def test_make_upstream_shows_the_failure(built) -> None:
     assert (
         "model instance gemma3 exited with status 1; alone on the model, llama-server was killed by SIGILL" in r.stderr
     )
+
+
+def test_make_run_serves_the_local_model_with_its_catalog(built) -> None:
+    """`make run` with no upstream set starts the local model server (here the fake), says what the model is
+    good for, and serves it with scripts/local-models.toml: its context, capabilities and answer limit."""
+    import httpx
+
+    cache, env = built
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("UPSTREAM_", "OPENAI_"))}
+    port, upstream_port = free_port(), free_port()
+    e.update(env, UPSTREAM_CACHE=str(cache), UPSTREAM_PORT=str(upstream_port), FAKE_ROUTER="ready")
+    run_make = subprocess.Popen(
+        ["make", "-s", "-C", str(ROOT), "run", f"PORT={port}", "POOL=0"],
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        shown = None
+        for _ in range(300):
+            try:
+                shown = httpx.post(f"http://127.0.0.1:{port}/api/show", json={"model": "gemma3"}, timeout=2)
+                break
+            except httpx.TransportError:
+                assert run_make.poll() is None, "make run ended"
+                time.sleep(0.1)
+        assert shown is not None and shown.status_code == 200, shown
+        answer = shown.json()
+        assert answer["model_info"]["gemma3.context_length"] == 32768
+        assert answer["capabilities"] == ["completion", "tools"]
+        refused = httpx.post(f"http://127.0.0.1:{port}/api/chat", json={"model": "gemma3-embed", "messages": []})
+        assert refused.json() == {"error": '"gemma3-embed" does not support chat'}
+    finally:
+        os.killpg(run_make.pid, 15)
+        out = run_make.communicate(timeout=15)[0]
+        assert run(("stop"), cache=cache, port=upstream_port, **env).returncode == 0
+    assert "small base model: it shows the plumbing, not good answers" in out, out
+    assert "point the proxy at a real upstream" in out
