@@ -21,6 +21,9 @@ MITMDUMP = Path(sys.executable).parent / "mitmdump"
 # llama.cpp's router sometimes drops a connection without answering, and the pool retries such an
 # empty answer once on a new connection (`retry-on empty-response`), as a deployment should have it.
 LOCAL_MODEL_POOL: tuple[str, ...] = ("upstream_pool=all",) if find_haproxy() else ()
+# What `make run` adds for the local model: its catalog (context, capabilities, the answer length that
+# bounds a base model's turn), and the pool above.
+LOCAL_MODEL: tuple[str, ...] = (f"model_catalog={ROOT / 'scripts' / 'local-models.toml'}", *LOCAL_MODEL_POOL)
 
 
 def free_port() -> int:
