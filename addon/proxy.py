@@ -61,10 +61,7 @@ from addon import (  # noqa: E402
 from addon import mitm_internals as fence  # noqa: E402
 from addon.endpoints.base import Endpoint  # noqa: E402
 from addon.exchange import (  # noqa: E402
-    Answer,
     Exchange,
-    Forward,
-    Reply,
     complete_stream,
     finish,
     finish_head,
@@ -91,6 +88,7 @@ from addon.guard import (  # noqa: E402
     upstream,
 )
 from addon.mitm_internals import FailureKind  # noqa: E402
+from addon.reply import Answer, Forward, Reply  # noqa: E402
 from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, log_flows  # noqa: E402
 from addon.upstreams.directory import ServersDirectory  # noqa: E402
 from addon.upstreams.health import Health, passive_verdict  # noqa: E402
@@ -419,7 +417,14 @@ class OllamaProxy:
                 settings.models.report(exchange.server, passive_verdict(response.status_code))  # passive health
             keep_upstream_head(flow, exchange, settings)
             sse = response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", "")
-            converter = exchange.endpoint.stream(exchange) if sse and not upstream.compressed(response) else None
+            # a compressed stream is decoded piece by piece (an encoding the proxy cannot decode: gathered, refused)
+            decoder = (
+                upstream.stream_decoder(response, settings.sse_event_limit or settings.upstream_body_limit)
+                if sse
+                else None
+            )
+            streamable = sse and (decoder is not None or not upstream.compressed(response))
+            converter = exchange.endpoint.stream(exchange) if streamable else None
             if refused := upstream.refusal(response, converter is not None, settings.upstream_body_limit):
                 message, unread = refused
                 if unread:
@@ -428,7 +433,7 @@ class OllamaProxy:
                     exchange.failure = (502, message)
                 return
             if converter is not None:
-                start_stream(flow, exchange, converter, settings, lambda: self.stream_aborted(flow, exchange))
+                start_stream(flow, exchange, converter, settings, lambda: self.stream_aborted(flow, exchange), decoder)
             finish_head(response, exchange)
         except Exception as e:
             logger.warning("%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e)
@@ -436,8 +441,10 @@ class OllamaProxy:
             exchange.failure = (500, f"internal proxy error: {type(e).__name__}")
 
     def stream_aborted(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
-        """The converter gave up on the upstream's stream (sse_event_limit): stop reading it."""
-        self.watch.cut(flow, exchange, 502, "the upstream sent an SSE event larger than sse_event_limit")
+        """The converter (sse_event_limit) or the stream's decoder (a bomb, bad data) gave up on the
+        upstream's stream: stop reading it."""
+        refused = exchange.relay.refused if exchange.relay is not None else None
+        self.watch.cut(flow, exchange, 502, refused or "the upstream sent an SSE event larger than sse_event_limit")
 
     def response(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.pop(flow.id, None)

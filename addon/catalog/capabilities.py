@@ -23,7 +23,7 @@ import json
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from addon.catalog.catalog import ModelInfo
+    from addon.catalog.models import ModelInfo
 
 Route = Literal["chat", "generate"]
 THINKING_ON = (True, "low", "medium", "high", "max")

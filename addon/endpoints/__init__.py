@@ -20,7 +20,7 @@ from addon.endpoints import (
     openai_responses,
 )
 from addon.endpoints.base import Endpoint, OllamaEndpoint
-from addon.exchange import Answer
+from addon.reply import Answer
 
 
 class Route(NamedTuple):

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 
 from addon.endpoints.base import OllamaEndpoint
-from addon.exchange import Exchange, Reply, json_answer
+from addon.exchange import Exchange
+from addon.reply import Reply, json_answer
 
 if TYPE_CHECKING:
     from addon.settings import Settings

@@ -15,15 +15,17 @@ cannot take, a completions suffix without `insert`.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
 from mitmproxy import http
 
 from addon.catalog.capabilities import EFFORTS_ON, refusal
-from addon.catalog.catalog import ModelInfo
-from addon.endpoints.base import OpenAIEndpoint, json_object
-from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
+from addon.catalog.models import ModelInfo
+from addon.endpoints.base import OpenAIEndpoint, limit_answer, named_body
+from addon.exchange import Exchange
+from addon.reply import Answer, Forward, Reply, json_answer
 from addon.translate.response import upstream_error
 from addon.wire import multipart
 from addon.wire.openai import Usage, answerless, invalid_json, loads, usage_of
@@ -210,25 +212,30 @@ class Forwarded(OpenAIEndpoint):
         self.route = route  # the upstream route, e.g. "chat/completions"
 
     def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
-        body = json_object(request, self)
-        if isinstance(body, Answer):
-            return body
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return self.error(400, "model is required")
-        exchange.model = model
-        target = settings.target(model)
-        if (why := self.refusal(body, model, settings)) is not None:
+        named = named_body(exchange, request, settings, self, self.error(400, "model is required"))
+        if isinstance(named, Answer):
+            return named
+        body = named.body
+        if (why := self.refusal(body, named.model, named.info)) is not None:
             return self.error(400, why)
-        body["model"] = target.model
-        return Forward(self.route, body, body.get("stream") is True, target)
+        body["model"] = named.target.model
+        if self.route != "embeddings":  # the answer's length, as on every route
+            warnings: list[str] = []
+            limit_answer(
+                cast("MutableMapping[str, object]", body),
+                named.info,
+                named.target.model,
+                self.route == "chat/completions",
+                warnings,
+            )
+            exchange.warn(warnings)
+        return Forward(self.route, body, body.get("stream") is True, named.target)
 
-    def refusal(self, body: dict[str, Any], model: str, settings: Settings) -> str | None:
+    def refusal(self, body: dict[str, Any], model: str, info: ModelInfo) -> str | None:
         """Ollama's capability rules for what the request asks (chat: tools, a reasoning effort; completions:
         a suffix); embeddings have none."""
         if self.route == "embeddings":
             return None
-        info = settings.models.info(model)
         if self.route == "completions":
             return refusal(info, model, "generate", insert=bool(body.get("suffix")))
         reasoning = body.get("reasoning")

@@ -39,7 +39,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from addon.catalog.catalog import LATEST, Catalog, ModelInfo, full_name, infer
+from addon.catalog.catalog import Catalog
+from addon.catalog.models import LATEST, ModelInfo, full_name, infer
 from addon.upstreams.health import Health, Passive
 from addon.upstreams.servers import (
     MergedListing,

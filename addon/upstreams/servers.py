@@ -49,12 +49,7 @@ from urllib.parse import urlsplit
 
 from mitmproxy.exceptions import OptionsError
 
-from addon.catalog.catalog import (  # catalog.py imports this module only inside Catalog.parse
-    THINK_STYLES,
-    ModelInfo,
-    full_name,
-    infer,
-)
+from addon.catalog.models import THINK_STYLES, ModelInfo, full_name, infer
 from addon.upstreams.health import Health, ServerState
 
 logger = logging.getLogger("ollama_proxy")
