@@ -23,18 +23,25 @@ a model without `completion` (an embedding model) or, with tools, without `tools
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
 from addon.catalog.capabilities import refusal
-from addon.endpoints.base import OllamaEndpoint, forward, json_object, named_body, plan_of, whole_stream
+from addon.endpoints.base import (
+    OllamaEndpoint,
+    forward,
+    json_object,
+    named_body,
+    plan_of,
+    upstream_object,
+    whole_stream,
+)
 from addon.exchange import Exchange
 from addon.reply import Answer, Plan, Reply, json_answer
 from addon.translate import anthropic
-from addon.translate.stream import ChunkConverter
+from addon.translate.stream import ChunkStream
 from addon.wire.openai import usage_of
 
 if TYPE_CHECKING:
@@ -77,13 +84,11 @@ class Messages(AnthropicEndpoint):
         exchange.plan = MessagesPlan(anthropic.estimate_input_tokens(named.body))
         return forward(exchange, translation, named.target, named.info)
 
-    def stream(self, exchange: Exchange) -> ChunkConverter | None:
+    def stream(self, exchange: Exchange) -> ChunkStream | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: refused in `convert`
         plan = plan_of(exchange, MessagesPlan)
-        return ChunkConverter(
-            anthropic.MessagesStream(exchange.model or "", plan.input_tokens), max_event=exchange.sse_event_limit
-        )
+        return ChunkStream(anthropic.MessagesStream(exchange.model or "", plan.input_tokens), exchange.sse_event_limit)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:
         """An upstream error, a whole answer, or a stream that arrived in one piece (server replay)."""
@@ -93,11 +98,9 @@ class Messages(AnthropicEndpoint):
             return json_answer(status, error, error["error"]["message"])
         if (streamed := whole_stream(self, exchange, response, body)) is not None:
             return streamed
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            text = body[:200].decode("utf-8", "replace")
-            return self.error(502, f"the upstream sent an answer that is not JSON: {text!r}")
+        parsed = upstream_object(self, body)
+        if isinstance(parsed, Answer):
+            return parsed
         try:
             message, warnings = anthropic.messages_response(parsed, model)
         except anthropic.AnthropicError as e:

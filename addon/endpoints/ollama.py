@@ -19,11 +19,13 @@ from addon.catalog.capabilities import THINKING_ON, refusal
 from addon.endpoints.base import OllamaEndpoint, forward, parse_named, plan_of
 from addon.exchange import Exchange
 from addon.reply import Answer, Plan, Reply, json_answer, text_answer
+from addon.translate.chunks import StreamFault
+from addon.translate.ndjson import ollama_stream
 from addon.translate.request import TranslationError, chat_request, generate_request
 from addon.translate.response import Shape, gather, rfc3339_now, upstream_error, whole_answer
-from addon.translate.stream import SSEToNDJSON
+from addon.translate.stream import ChunkStream
 from addon.wire.ollama import JSON, NDJSON, ChatRequest, GenerateRequest, dumps_body, dumps_line
-from addon.wire.openai import ChatCompletion, InvalidUsage, answerless, checked_usage, invalid_json, loads
+from addon.wire.openai import ChatCompletion, invalid_json, loads, usage_of
 
 if TYPE_CHECKING:
     from addon.settings import Settings, Target
@@ -75,16 +77,14 @@ class _Generation(OllamaEndpoint):
 
     shape: Shape
 
-    def stream(self, exchange: Exchange) -> SSEToNDJSON | None:
+    def stream(self, exchange: Exchange) -> ChunkStream | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: gathered in `convert`
-        return SSEToNDJSON(
-            self.shape,
-            exchange.model or "",
-            exchange.clock(),
-            plan_of(exchange, GenerationPlan).raw,
-            exchange.sse_event_limit,
-        )
+        return self.converter(exchange)
+
+    def converter(self, exchange: Exchange) -> ChunkStream:
+        model, raw = exchange.model or "", plan_of(exchange, GenerationPlan).raw
+        return ollama_stream(self.shape, model, exchange.clock(), raw, exchange.sse_event_limit)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:
         """An error, a JSON body, or a stream that arrived in one piece (server replay)."""
@@ -95,9 +95,7 @@ class _Generation(OllamaEndpoint):
             return self.error(status, message)
         # With a relay in place the headers already say NDJSON; the body is still the upstream's SSE.
         if exchange.relay is not None or "text/event-stream" in response.headers.get("content-type", ""):
-            converter = SSEToNDJSON(
-                self.shape, model, exchange.clock(), plan_of(exchange, GenerationPlan).raw, exchange.sse_event_limit
-            )
+            converter = self.converter(exchange)
             lines = converter.feed(body) + converter.finish()
             exchange.warn(converter.warnings)
             exchange.usage = converter.usage
@@ -113,18 +111,15 @@ class _Generation(OllamaEndpoint):
         if not isinstance(parsed, dict):
             text = body[:200].decode("utf-8", "replace")
             return self.error(502, f"the upstream sent an answer that is not a JSON object (status {status}): {text!r}")
-        if (missing := answerless(parsed, "choices")) is not None:
-            return self.error(502, missing)
-        try:
-            usage = checked_usage(parsed.get("usage"))
-        except InvalidUsage as e:
-            return self.error(502, str(e))
         try:
             raw = plan_of(exchange, GenerationPlan).raw
             answer, warnings = whole_answer(self.shape, cast("ChatCompletion", parsed), model, exchange.clock(), raw)
+        except StreamFault as e:
+            return self.error(502, str(e))
         except (AttributeError, TypeError, KeyError, IndexError, ValueError, ArithmeticError):  # another shape
             text = body[:200].decode("utf-8", "replace")
             return self.error(502, f"the upstream sent an answer of an unexpected shape: {text!r}")
+        usage = usage_of(parsed.get("usage"))
         exchange.warn(warnings)
         exchange.usage = usage
         if exchange.stream:

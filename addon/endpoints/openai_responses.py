@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 from mitmproxy import http
 
 from addon.catalog.capabilities import refusal
-from addon.endpoints.base import OpenAIEndpoint, forward, named_body, plan_of, whole_stream
+from addon.endpoints.base import OpenAIEndpoint, forward, named_body, plan_of, upstream_object, whole_stream
 from addon.endpoints.openai import SSERelay
 from addon.exchange import Exchange
 from addon.reply import Answer, Forward, Plan, Reply, json_answer
 from addon.translate import responses
-from addon.translate.stream import ChunkConverter
+from addon.translate.stream import ChunkStream
 from addon.wire.openai import Usage, usage_of
 
 if TYPE_CHECKING:
@@ -53,11 +53,9 @@ class ResponsesRelay(SSERelay):
     def usage(self) -> Usage | None:
         return usage_of(self.raw_usage)
 
-    def _watch(self, data: bytes) -> None:
-        window = self.marker_tail + data
-        if any(marker in window for marker in _TERMINAL):
+    def _watch(self, lines: bytes) -> None:
+        if any(marker in lines for marker in _TERMINAL):
             self.done = self.ended = True
-        self.marker_tail = window[-24:]
 
     def _line(self, line: bytes) -> bytes:
         if line.startswith(b"data:") and any(marker in line for marker in _TERMINAL):
@@ -112,15 +110,13 @@ class Responses(OpenAIEndpoint):
         exchange.plan = ResponsesPlan(named.body)
         return forward(exchange, translation, named.target, named.info)
 
-    def stream(self, exchange: Exchange) -> ChunkConverter | SSERelay | None:
+    def stream(self, exchange: Exchange) -> ChunkStream | SSERelay | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: refused in `convert`
         if isinstance(exchange.plan, PassthroughPlan):
             return ResponsesRelay(exchange.model or "", exchange.sse_event_limit)
         plan = plan_of(exchange, ResponsesPlan)
-        return ChunkConverter(
-            responses.ResponsesStream(exchange.model or "", plan.request), max_event=exchange.sse_event_limit
-        )
+        return ChunkStream(responses.ResponsesStream(exchange.model or "", plan.request), exchange.sse_event_limit)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:
         """An upstream error, a whole answer, or a stream that arrived in one piece (server replay)."""
@@ -130,16 +126,11 @@ class Responses(OpenAIEndpoint):
             return json_answer(status, error, error["error"]["message"])
         if (streamed := whole_stream(self, exchange, response, body)) is not None:
             return streamed
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            if isinstance(exchange.plan, PassthroughPlan):
-                return None  # forwarded as it is: an answer that is not JSON passes unchanged
-            text = body[:200].decode("utf-8", "replace")
-            return self.error(502, f"the upstream sent an answer that is not JSON: {text!r}")
+        parsed = upstream_object(self, body)
+        if isinstance(parsed, Answer):
+            # forwarded as it is: an answer that is not a JSON object passes unchanged
+            return None if isinstance(exchange.plan, PassthroughPlan) else parsed
         if isinstance(exchange.plan, PassthroughPlan):  # forwarded as it is: only the model name changes
-            if not isinstance(parsed, dict):
-                return None
             exchange.usage = usage_of(parsed.get("usage"))
             parsed["model"] = model
             return json_answer(200, parsed)

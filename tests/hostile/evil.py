@@ -35,6 +35,8 @@ Acts that cost the proxy:
 - `no-blank-line`: a stream of `data: {...}\\n` lines with no blank line, NO_BLANK_BYTES long.
 - `huge-event`: one SSE event of HUGE_EVENT bytes (a 64 MB `content`), then the end of the stream.
 - `flood`: a well-formed stream of FLOOD_BYTES of events as fast as the socket takes them.
+- `cr-only`: a well-formed stream of CR_ONLY_BYTES whose lines end with CR alone (valid SSE);
+  `cr-no-blank`: as many bytes of CR-ended `data:` lines without a blank line.
 - `slow-body`: a `Content-Length` JSON answer trickled in 20 pieces 0.15 s apart (3 s in all).
 - `gzip-huge-event`, `gzip-flood`: `huge-event` and `flood` as a gzip-compressed stream (each piece
   flushed); `gzip-stream-bomb`: STREAM_BOMB bytes of small valid events compressed into about 0.3 MB;
@@ -79,6 +81,7 @@ HUGE_BODY = 300 * MB
 HUGE_EVENT = 64 * MB
 NO_BLANK_BYTES = 96 * MB
 FLOOD_BYTES = 24 * MB
+CR_ONLY_BYTES = 128 * MB
 STREAM_BOMB = 300 * MB
 
 _ACT = re.compile(r"evil:([A-Za-z0-9._=-]+)")
@@ -504,6 +507,22 @@ class _Handler(socketserver.BaseRequestHandler):
             {"content-type": "text/event-stream"},
             [sse(first), *(block for _ in range(FLOOD_BYTES // MB)), sse(*rest, "[DONE]")],
         )
+
+    def act_cr_only(self, req: _Request) -> None:
+        """A well-formed stream of CR_ONLY_BYTES whose lines end with CR alone (valid SSE)."""
+        first, middle, *rest = chat_events(req, "x" * 1000)
+        event = sse(middle).replace(b"\n", b"\r")
+        block = event * (MB // len(event))
+        pieces = [sse(first).replace(b"\n", b"\r"), *(block for _ in range(CR_ONLY_BYTES // MB))]
+        self.send_chunked(
+            200, {"content-type": "text/event-stream"}, [*pieces, sse(*rest, "[DONE]").replace(b"\n", b"\r")]
+        )
+
+    def act_cr_no_blank(self, req: _Request) -> None:
+        """CR_ONLY_BYTES of `data:` lines ending with CR alone, and no blank line: one endless event."""
+        line = b"data: " + json.dumps(chat_events(req, "word ")[1]).encode() + b"\r"
+        block = line * (MB // len(line))
+        self.send_chunked(200, {"content-type": "text/event-stream"}, (block for _ in range(CR_ONLY_BYTES // MB)))
 
     def send_gzip_stream(self, pieces, release: threading.Event | None = None) -> None:
         """A chunked `text/event-stream` whose body is gzip-compressed, each piece flushed as it is sent;
