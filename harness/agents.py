@@ -125,11 +125,10 @@ OPENCODE_ENV = {
 }
 
 
-def quiet_plugin_install(home: Path) -> None:
+def quiet_plugin_install(config: Path) -> None:
     """opencode installs its plugin SDK (`@opencode-ai/plugin`, for local plugins) from npm into its config
-    directory at every start, unless that directory's package.json and lock already name it and it has a
-    node_modules: say so, so that the start reaches no registry (no plugin is used)."""
-    config = home / ".config" / "opencode"
+    directory (`~/.config/opencode`) at every start, unless that directory's package.json and lock already
+    name it and it has a node_modules: say so, so that the start reaches no registry (no plugin is used)."""
     (config / "node_modules").mkdir(parents=True, exist_ok=True)
     dependencies = {"@opencode-ai/plugin": "*"}
     (config / "package.json").write_text(json.dumps({"dependencies": dependencies}))
@@ -168,7 +167,7 @@ def opencode(
     """`opencode run -m ollama/<model> --format json <prompt>` against the proxy (its config in OPENCODE_CONFIG_CONTENT)."""
     if not OPENCODE.is_file():
         pytest.fail(f"opencode is not installed ({OPENCODE} is missing): run `make clients-setup`")
-    quiet_plugin_install(home)
+    quiet_plugin_install(home / ".config" / "opencode")
     environment = {
         "PATH": _path(),
         "HOME": str(home),
