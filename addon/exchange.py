@@ -223,23 +223,7 @@ def finish_head(response: http.Response, exchange: Exchange) -> None:
     if exchange.close:
         response.headers["connection"] = "close"
     if not response.stream and response.raw_content is not None:
-        frame_whole(response, exchange.http10)
-
-
-def frame_whole(response: http.Response, http10: bool) -> None:
-    """A whole answer's framing headers say what its body is now, whatever rewrote it (a decoded
-    Content-Encoding, a scrubbed key, a converted answer): chunked as the upstream framed it (mitmproxy
-    writes the chunks), else Content-Length its length; HTTP/1.0 cannot read chunks."""
-    headers = response.headers
-    body = response.raw_content or b""
-    if not http10 and "chunked" in headers.get("transfer-encoding", "").lower():
-        if "content-length" in headers:
-            del headers["content-length"]
-        return
-    if "transfer-encoding" in headers:
-        del headers["transfer-encoding"]
-    if response.status_code not in (204, 304) and headers.get("content-length") != str(len(body)):
-        headers["content-length"] = str(len(body))
+        upstream.frame_whole(response, exchange.http10)
 
 
 def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, settings: Settings) -> None:
@@ -368,7 +352,7 @@ class Relay:
     up to `keep` bytes of the upstream stream and of the answer for the flow views.
     """
 
-    __slots__ = ("called", "converter", "decoder", "keep", "last_data", "on_abort", "refused", "sent", "upstream")
+    __slots__ = ("called", "converter", "decoder", "keep", "last_data", "on_abort", "sent", "upstream")
 
     def __init__(
         self,
@@ -379,7 +363,6 @@ class Relay:
     ) -> None:
         self.converter = converter
         self.decoder = decoder  # a compressed stream's Content-Encoding, undone before the converter reads it
-        self.refused: str | None = None  # why the decoder gave up on the stream
         self.called = False
         self.keep = keep
         self.upstream = bytearray()
@@ -393,7 +376,7 @@ class Relay:
         converter = self.converter
         try:
             if self.decoder is not None:
-                out, data = self._decoded(data)
+                out, data = self.decoder.through(converter, data)
             else:
                 out = converter.feed(data) if data else converter.finish()
         except Exception as e:  # a converter bug must not cost the client its answer
@@ -401,7 +384,7 @@ class Relay:
             out = converter.fail(f"proxy error while converting the stream: {e}") or b""
         if out and secrets.shows_secret(out):
             out = secrets.scrub_bytes(out)
-        if (converter.aborted or self.refused) and self.on_abort is not None:
+        if (converter.aborted or (self.decoder is not None and self.decoder.refused)) and self.on_abort is not None:
             on_abort, self.on_abort = self.on_abort, None
             on_abort()
         if self.keep:
@@ -410,21 +393,6 @@ class Relay:
             if len(self.sent) < self.keep:
                 self.sent += out[: self.keep - len(self.sent)]
         return [out] if out else []
-
-    def _decoded(self, data: bytes) -> tuple[bytes, bytes]:
-        """A compressed stream's piece through the decoder, then the converter: (what goes to the
-        client, the decoded piece); nothing more once the decoder has refused the stream."""
-        decoder, converter = self.decoder, self.converter
-        assert decoder is not None
-        if self.refused is not None:
-            return b"", b""
-        try:
-            plain = decoder.feed(data) if data else decoder.finish()
-        except upstream.Refused as e:
-            self.refused = str(e)
-            return converter.fail(self.refused) or b"", b""
-        out = converter.feed(plain) if plain else b""
-        return (out + converter.finish() if not data else out), plain
 
 
 def start_stream(

@@ -199,6 +199,7 @@ TOUCHES: dict[str, tuple[Feature | None, *tuple[tuple[str, ...], ...]]] = {
         ("server.ConnectionIO", ".handler", ".writer"),
         ("server.ConnectionHandler.__init__", "self.transports"),
         ("server.ConnectionHandler.close_connection", "handler.cancel("),
+        ("_http1.Http1Server.send", "isinstance(event, ResponseProtocolError)", "CloseConnection(self.conn)"),
         ("HttpStream.check_killed", "ErrorCode.KILL"),
     ),
     "the loopback rebind (Proxyserver.servers.update)": (

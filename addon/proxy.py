@@ -182,6 +182,8 @@ class OllamaProxy:
         # requestheaders: the Host check needs the client's (send_upstream sets the upstream's).
         if "keep_host_header" in options and not options.keep_host_header:
             options.keep_host_header = True
+        if "web_columns" in updated:  # mitmweb: the client's route, model and server in the flow list
+            views.flow_list_columns(options)
 
     def register_keys(self, settings: Settings) -> None:
         """Every server's key (and the client key) is a secret: hidden in logs, answers, views, saved flows."""
@@ -448,7 +450,7 @@ class OllamaProxy:
     def stream_aborted(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         """The converter (sse_event_limit) or the stream's decoder (a bomb, bad data) gave up on the
         upstream's stream: stop reading it."""
-        refused = exchange.relay.refused if exchange.relay is not None else None
+        refused = exchange.relay.decoder.refused if exchange.relay is not None and exchange.relay.decoder else None
         self.watch.cut(flow, exchange, 502, refused or "the upstream sent an SSE event larger than sse_event_limit")
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -555,7 +557,7 @@ class OllamaProxy:
                 secrets.forget(flow, exchange)
 
 
-# The upstream connection pool (addon/pool.py) comes first, so that the real upstream URL is back on a
+# The upstream connection pool (addon/pool/) comes first, so that the real upstream URL is back on a
 # flow before any other hook sees its answer; it adds its connector at the end of mitmproxy's chain.
 # The proxy tells it every upstream server's base URL.
 _pool = pool.UpstreamPool()

@@ -20,13 +20,20 @@ What the model can do decides two fields Claude Code sends with every request:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
-from addon.endpoints.base import OllamaEndpoint, forward, json_object, named_body, plan_of, whole_stream
+from addon.endpoints.base import (
+    OllamaEndpoint,
+    forward,
+    json_object,
+    named_body,
+    plan_of,
+    upstream_object,
+    whole_stream,
+)
 from addon.exchange import Exchange
 from addon.reply import Answer, Plan, Reply, json_answer
 from addon.translate import anthropic
@@ -84,11 +91,9 @@ class Messages(AnthropicEndpoint):
             return json_answer(status, error, error["error"]["message"])
         if (streamed := whole_stream(self, exchange, response, body)) is not None:
             return streamed
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            text = body[:200].decode("utf-8", "replace")
-            return self.error(502, f"the upstream sent an answer that is not JSON: {text!r}")
+        parsed = upstream_object(self, body)
+        if isinstance(parsed, Answer):
+            return parsed
         try:
             message, warnings = anthropic.messages_response(parsed, model)
         except anthropic.AnthropicError as e:

@@ -44,7 +44,7 @@ from addon.exchange import Exchange
 from addon.reply import Answer, Forward, Plan, Reply, json_answer
 from addon.translate.upstream import Translation, think_fields
 from addon.wire.ollama import OllamaModel, describe
-from addon.wire.openai import error_type, loads
+from addon.wire.openai import error_type, invalid_json, loads
 
 SSE = "text/event-stream; charset=utf-8"
 
@@ -271,6 +271,19 @@ def plan_of[P: Plan](exchange: Exchange, kind: type[P]) -> P:
     if not isinstance(plan, kind):
         raise TypeError(f"{exchange.route}: expected a {kind.__name__}, found {type(plan).__name__}")
     return plan
+
+
+def upstream_object(endpoint: Endpoint, body: bytes) -> dict[str, JSON] | Answer:
+    """A whole upstream answer's JSON object (strict: NaN, Infinity and overflowing numbers are no JSON,
+    and no client could read them), or a 502 in the endpoint's shape saying why it is none."""
+    try:
+        parsed: JSON = loads(body)
+    except (ValueError, RecursionError) as e:
+        return endpoint.error(502, invalid_json(body, e if isinstance(e, ValueError) else ValueError(str(e))))
+    if not isinstance(parsed, dict):
+        text = body[:200].decode("utf-8", "replace")
+        return endpoint.error(502, f"the upstream sent an answer that is not a JSON object: {text!r}")
+    return parsed
 
 
 def whole_stream(endpoint: Endpoint, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
 
-from addon.endpoints.base import OpenAIEndpoint, forward, named_body, plan_of, whole_stream
+from addon.endpoints.base import OpenAIEndpoint, forward, named_body, plan_of, upstream_object, whole_stream
 from addon.endpoints.openai import SSERelay
 from addon.exchange import Exchange
 from addon.reply import Answer, Forward, Plan, Reply, json_answer
@@ -120,16 +120,11 @@ class Responses(OpenAIEndpoint):
             return json_answer(status, error, error["error"]["message"])
         if (streamed := whole_stream(self, exchange, response, body)) is not None:
             return streamed
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            if isinstance(exchange.plan, PassthroughPlan):
-                return None  # forwarded as it is: an answer that is not JSON passes unchanged
-            text = body[:200].decode("utf-8", "replace")
-            return self.error(502, f"the upstream sent an answer that is not JSON: {text!r}")
+        parsed = upstream_object(self, body)
+        if isinstance(parsed, Answer):
+            # forwarded as it is: an answer that is not a JSON object passes unchanged
+            return None if isinstance(exchange.plan, PassthroughPlan) else parsed
         if isinstance(exchange.plan, PassthroughPlan):  # forwarded as it is: only the model name changes
-            if not isinstance(parsed, dict):
-                return None
             exchange.usage = usage_of(parsed.get("usage"))
             parsed["model"] = model
             return json_answer(200, parsed)
