@@ -247,15 +247,31 @@ class OllamaProxy:
         )
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if not self.is_ollama(flow):
-            return
-        exchange = self.open(flow)
-        if answer := self.admit(flow, exchange):
-            respond(flow, exchange, answer)
-            early.answer_now(flow, exchange)  # before the body is read
-            exchange.publish(flow)
-        elif request_size.chunked(flow.request):
-            self.limit_chunked_body(flow, exchange)
+        # Fail closed: an exception here would let the request through unchecked (key, Origin, Host, size).
+        exchange: Exchange | None = None
+        try:
+            if not self.is_ollama(flow):
+                return
+            exchange = self.open(flow)
+            if answer := self.admit(flow, exchange):
+                respond(flow, exchange, answer)
+                early.answer_now(flow, exchange)  # before the body is read
+                exchange.publish(flow)
+            elif request_size.chunked(flow.request):
+                self.limit_chunked_body(flow, exchange)
+        except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
+            self.head_error(flow, exchange, e)
+
+    def head_error(self, flow: http.HTTPFlow, exchange: Exchange | None, error: Exception) -> None:
+        """A failure while checking a request's head: its 500 before the body is read, or the connection closed."""
+        try:
+            if exchange is None:
+                exchange = self.open(flow)
+            self.internal_error(flow, exchange, error)
+            if flow.response is not None and flow.live:
+                early.answer_now(flow, exchange)
+        except Exception:  # noqa: BLE001 - nothing can be answered: nothing goes through either
+            flow.kill()
 
     def limit_chunked_body(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         """A body without a declared length gets its 413 the moment it crosses request_body_limit."""
@@ -271,12 +287,16 @@ class OllamaProxy:
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         exchange = self.exchanges.get(flow.id)
         if exchange is None:
-            if not self.is_ollama(flow):
+            try:
+                if not self.is_ollama(flow):
+                    return None
+                exchange = self.open(flow)  # (no requestheaders hook: a replayed flow)
+                if answer := self.admit(flow, exchange):
+                    respond(flow, exchange, answer)
+                    exchange.early = True
+            except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
+                self.head_error(flow, exchange, e)
                 return None
-            exchange = self.open(flow)  # (no requestheaders hook: a replayed flow)
-            if answer := self.admit(flow, exchange):
-                respond(flow, exchange, answer)
-                exchange.early = True
         if flow.response is not None:
             if not exchange.early:  # answered by another addon
                 del self.exchanges[flow.id]
@@ -290,6 +310,8 @@ class OllamaProxy:
             reply: Reply | Awaitable[Reply]
             if too_large := request_size.too_large(flow.request, settings.request_body_limit, endpoint):
                 reply = too_large  # a chunked body (a declared length was checked at its headers)
+            elif refused := request_size.decode(flow.request, settings.request_body_limit, endpoint):
+                reply = refused  # a compressed body over the limit once decoded, or not decodable
             elif route is None:
                 reply = Answer(404, b"404 page not found", "text/plain")
             elif flow.request.method not in route.methods:
@@ -363,12 +385,12 @@ class OllamaProxy:
         """A bug (or an input no check foresaw) while handling a request: a 500 in the route's shape.
         Nothing goes upstream, and nothing untranslated to mitmproxy's reverse target."""
         message = f"internal proxy error: {type(error).__name__}"
-        logger.warning("%s %s: %s: %s", exchange.route, exchange.model, message, exchange.hidden(str(error))[:300])
-        logger.debug("internal proxy error", exc_info=True)
-        self.watch.forget(flow, exchange)
-        exchange.upstream_route = None  # nothing went upstream
-        exchange.relay = None
         try:
+            logger.warning("%s %s: %s: %s", exchange.route, exchange.model, message, exchange.hidden(str(error))[:300])
+            logger.debug("internal proxy error", exc_info=True)
+            self.watch.forget(flow, exchange)
+            exchange.upstream_route = None  # nothing went upstream
+            exchange.relay = None
             secrets.forget(flow, exchange)  # an upstream key the rewrite may have put into the flow
             respond(flow, exchange, (exchange.endpoint or endpoints.FALLBACK).error(500, message))
             exchange.publish(flow)

@@ -9,6 +9,15 @@ and OpenAI takes at most about 50 MB of image payload per request; three 10 MB p
 - a chunked body has no length to check in advance: `addon.guard.client_buffer` counts it as
   mitmproxy reads it and answers 413 the moment it crosses the limit (`OllamaProxy.requestheaders`
   registers it); `too_large` (request) is the same check on a body that was read whole (HTTP/2).
+- `decode` (request): a body sent with a `Content-Encoding` (gzip, deflate, br, zstd) is decoded
+  by the addon's bounded decompressors (`addon.guard.upstream.decompressed`), never by mitmproxy's
+  unbounded `get_content()`: its decoded size is bounded by `request_body_limit` too (413 beyond;
+  a 426-byte brotli body would otherwise decode to 512 MB). The request then carries the decoded
+  body without the header. Another encoding, or a list of them: 415 with `Accept-Encoding` (RFC
+  7694); data that does not decode: 400. A refused body is dropped from the flow, so that no view
+  decodes it later. (Real Ollama decodes nothing: its JSON decoder refuses the compressed bytes
+  with a 400. Decoding, bounded, serves the clients that compress large requests, and costs
+  nothing to the others: one header lookup.)
 - `ceiling`: what mitmproxy may buffer of any body is bounded by its own `body_size_limit`; in
   reverse mode, when the user left it unset, it is set to the larger of `request_body_limit` and
   what one upstream answer may be (mitmproxy applies the same option to responses).
@@ -16,12 +25,15 @@ and OpenAI takes at most about 50 MB of image payload per request; three 10 MB p
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import exceptions, http
 from mitmproxy.net.http import http1
 from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 from mitmproxy.utils import human
+
+from addon.guard import upstream
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint
@@ -64,6 +76,37 @@ def too_large(request: http.Request, limit: int, endpoint: Endpoint) -> Answer |
     raw = request.raw_content
     if limit and raw is not None and len(raw) > limit:
         return chunked_refusal(endpoint, limit)
+    return None
+
+
+ACCEPTED_ENCODINGS = "gzip, deflate, br, zstd"
+
+
+def decode(request: http.Request, limit: int, endpoint: Endpoint) -> Answer | None:
+    """Replace a compressed body by its decoded bytes, bounded by `limit` (0: the body size ceiling);
+    an answer (413, 415, 400) when that is refused."""
+    encoding = request.headers.get("content-encoding")
+    if encoding is None:
+        return None
+    coding = encoding.strip().lower()
+    del request.headers["content-encoding"]
+    if coding in ("", "identity"):
+        return None
+    most = limit or UPSTREAM_CEILING
+    raw = request.raw_content or b""
+    request.raw_content = b""  # (a view must never decode a refused body later)
+    try:
+        decoded = upstream.decompressed(coding, raw, most)
+    except upstream.TooLarge:
+        return endpoint.error(413, f"{TOO_LARGE}: over {describe(most)} once decompressed (request_body_limit)")
+    except ValueError as e:
+        return endpoint.error(400, f"cannot decode the {coding} request body: {str(e)[:200]}")
+    if decoded is None:
+        answer = endpoint.error(
+            415, f"unsupported Content-Encoding {coding[:40]!r}: the proxy decodes {ACCEPTED_ENCODINGS}"
+        )
+        return dataclasses.replace(answer, headers=(*answer.headers, ("Accept-Encoding", ACCEPTED_ENCODINGS)))
+    request.raw_content = decoded
     return None
 
 
