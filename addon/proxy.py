@@ -47,7 +47,7 @@ import functools  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Awaitable, Sequence  # noqa: E402
 
-from mitmproxy import ctx, http  # noqa: E402
+from mitmproxy import connection, ctx, http  # noqa: E402
 from mitmproxy.addonmanager import Loader  # noqa: E402
 from mitmproxy.flow import Flow  # noqa: E402
 from mitmproxy.net.http import http1  # noqa: E402
@@ -83,6 +83,7 @@ from addon.guard import (  # noqa: E402
     access,
     browser,
     client_buffer,
+    connections,
     early,
     errorpage,
     output,
@@ -122,6 +123,7 @@ class OllamaProxy:
         self.settings: Settings | None = None
         self.exchanges: dict[str, Exchange] = {}  # by flow id, from the request's headers to its end
         self.watch = timeouts.UpstreamWatch()
+        self.heads = connections.HeadTimeout()  # client_header_timeout
         self.health = Health()  # the servers' health, kept across every reconfiguration
         self.key_names: set[str] = set()  # the names the servers' keys are registered under (secrets)
         self.injector_installed = False
@@ -137,6 +139,7 @@ class OllamaProxy:
             loader.add_option(name, typespec, default, help_text)
         errorpage.install()
         views.register()
+        connections.raise_descriptor_limit()  # before mitmproxy listens
 
     def configure(self, updated: set[str]) -> None:
         options = ctx.options
@@ -155,6 +158,7 @@ class OllamaProxy:
         output.install()
         flow_log.setLevel(logging.INFO if log_flows(options) else logging.WARNING)  # the line of each flow
         timeouts.keep_client_connection(options, max(s.upstream_timeout for s in self.settings.servers))
+        self.heads.seconds = self.settings.client_header_timeout
         self.rebind |= access.listen_on_loopback(options)
         self.body_size_limit = request_size.ceiling(options, self.settings.request_body_limit, self.body_size_limit)
         client_buffer.install(self.settings.request_body_limit)
@@ -210,6 +214,7 @@ class OllamaProxy:
         client_buffer.uninstall()
         dispatch.uninstall()
         self.watch.done()
+        self.heads.done()
         self.is_running = False
         if self.settings is not None:
             await self.settings.models.close()
@@ -246,10 +251,22 @@ class OllamaProxy:
             or request_size.declared_too_large(flow.request, settings.request_body_limit, endpoint)  # 413
         )
 
+    # -- client connections (client_header_timeout) -------------------------------------------
+
+    def client_connected(self, client: connection.Client) -> None:
+        self.heads.connected(client)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self.heads.disconnected(client)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        self.heads.tunnel(flow)
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # Fail closed: an exception here would let the request through unchecked (key, Origin, Host, size).
         exchange: Exchange | None = None
         try:
+            self.heads.head_complete(flow)
             if not self.is_ollama(flow):
                 return
             exchange = self.open(flow)
@@ -442,6 +459,7 @@ class OllamaProxy:
         self.watch.cut(flow, exchange, 502, "the upstream sent an SSE event larger than sse_event_limit")
 
     def response(self, flow: http.HTTPFlow) -> None:
+        self.heads.answered(flow)
         exchange = self.exchanges.pop(flow.id, None)
         if exchange is None:
             return
@@ -489,6 +507,7 @@ class OllamaProxy:
             finish_head(flow.response, exchange)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self.heads.answered(flow)
         exchange = self.exchanges.pop(flow.id, None)
         if exchange is None:
             return
