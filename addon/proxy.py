@@ -51,6 +51,7 @@ from mitmproxy import connection, ctx, http  # noqa: E402
 from mitmproxy.addonmanager import Loader  # noqa: E402
 from mitmproxy.flow import Flow  # noqa: E402
 from mitmproxy.net.http import http1  # noqa: E402
+from mitmproxy.proxy import layer  # noqa: E402
 from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData  # noqa: E402
 
@@ -87,6 +88,7 @@ from addon.guard import (  # noqa: E402
     early,
     errorpage,
     output,
+    plain_listener,
     request_size,
     secrets,
     timeouts,
@@ -261,6 +263,9 @@ class OllamaProxy:
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         self.heads.tunnel(flow)
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        plain_listener.refuse_tls(nextlayer)  # a TLS handshake on a reverse:http:// listener: 400, closed
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # Fail closed: an exception here would let the request through unchecked (key, Origin, Host, size).
