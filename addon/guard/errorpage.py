@@ -92,25 +92,39 @@ def describe(message: str) -> str:
     return secrets.scrub(_BYTES_REPR.sub("(bytes not shown)", message))
 
 
+# An upstream's address in mitmproxy's and the OS's texts: `('10.0.0.5', 8000)`, `[::1]:8000`,
+# `10.0.0.5:8000`, `host.example:8000`, URLs. Clients learn server names only (issue 21 §6).
+_ADDRESS = re.compile(
+    r"""\(\s*'[^']*'\s*,\s*\d+[^)]*\)|\[[0-9a-f:.%]+\](?::\d+)?|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"""
+    r"""|\b[a-z][a-z0-9+.-]*://\S+|\b[\w.-]+:\d{1,5}\b""",
+    re.IGNORECASE,
+)
+
+
+def without_addresses(text: str) -> str:
+    return _ADDRESS.sub("(address not shown)", text)
+
+
 def friendly_message(status: int, message: str) -> str:
-    """mitmproxy's terse error text, said so that an Ollama user understands it."""
+    """mitmproxy's terse error text, said so that an Ollama user understands it, without the upstream's
+    address (the operator's log line keeps mitmproxy's own text)."""
     if TRAILERS.lower() in message.lower() and status < 500:
         return "the request carried HTTP trailers, which the proxy does not support"
     message = describe(message)
     lowered = message.lower()
     if "connect call failed" in lowered or "connection refused" in lowered:
-        return f"cannot reach the upstream: connection refused ({message})"
+        return "cannot reach the upstream: connection refused"
     if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered:
-        return f"cannot reach the upstream: unknown host ({message})"
+        return "cannot reach the upstream: unknown host"
     if "certificate" in lowered or "tls" in lowered or "ssl" in lowered:
-        return f"cannot reach the upstream: TLS handshake failed ({message})"
+        return "cannot reach the upstream: TLS handshake failed"
     if "server closed connection" in lowered:
         return "the upstream closed the connection without answering"
     if "peer closed connection" in lowered or "incomplete" in lowered:
-        return f"the upstream connection broke off before the answer was complete ({message})"
+        return f"the upstream connection broke off before the answer was complete ({without_addresses(message)})"
     if "timed out" in lowered or "timeout" in lowered:
-        return f"the upstream did not answer in time ({message})"
-    return message or f"proxy error {status}"
+        return f"the upstream did not answer in time ({without_addresses(message)})"
+    return without_addresses(message) or f"proxy error {status}"
 
 
 def json_error_response(status_code: int, message: str = "") -> bytes:

@@ -345,6 +345,43 @@ def passive_failure(status: int | None = None, error: str | None = None) -> tupl
     return None
 
 
+# What a client may be told of why a server is down (503 texts, /api/ps): the words of `passive_failure`,
+# never the text of an error, which names the server's address or base URL (the operator's log keeps it).
+CLIENT_REASONS = (
+    "connection refused",
+    "unknown host",
+    "TLS handshake failed",
+    "timed out connecting",
+    "timed out (upstream_timeout)",
+    "timed out",
+    "closed the connection without answering",
+    "the connection broke off mid-answer",
+    "the connection was reset",
+    "cannot connect",
+    "unreachable",
+)
+_ANSWERED = re.compile(r"\banswered (\d{3})\b")
+_REPEATED = re.compile(r" \(\d+ times in a row\)$")
+
+
+def client_reason(reason: str | None) -> str:
+    """`reason` in the words a client may read: a fixed phrase, an upstream status, or "unreachable"."""
+    if not reason:
+        return "down"
+    repeated = _REPEATED.search(reason)
+    core = reason[: repeated.start()] if repeated else reason
+    if core not in CLIENT_REASONS:
+        if (answered := _ANSWERED.search(core)) is not None:
+            core = f"answered {answered.group(1)}"
+        elif (classified := passive_failure(error=core)) is not None and classified[0] in CLIENT_REASONS:
+            core = classified[0]
+        elif "connect" in core.lower():
+            core = "cannot connect"
+        else:
+            core = "unreachable"
+    return core + (repeated.group() if repeated else "")
+
+
 @dataclass(frozen=True, slots=True)
 class ServerState:
     """A snapshot of one server's health."""
@@ -605,11 +642,11 @@ class ServerTable:
 
         def why(state: ServerState) -> str:
             ago = f", for {now - state.down_since:.0f} s" if state.down_since is not None else ""
-            return f"{state.reason or 'down'}{ago}"
+            return f"{client_reason(state.reason)}{ago}"
 
         if rule == "default":
             message = (
-                f"model '{model_id}': the default server ({servers[0].base_url}) is down ({why(states[0])}); "
+                f"model '{model_id}': the default server is down ({why(states[0])}); "
                 "the proxy retries it in the background"
             )
         elif len(servers) == 1:
