@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mitmproxy import http
-from mitmproxy.net.http import status_codes, url
 
+from addon import mitm_internals as fence
 from addon.guard import secrets, timeouts
 from addon.guard.output import clip, escape
 from addon.translate.response import Clock
@@ -241,10 +241,11 @@ def local_response(method: str, exchange: Exchange, answer: Answer) -> http.Resp
         response.headers[name] = value
     if method == "HEAD":  # GET's headers without the body: a body would corrupt a kept-alive connection
         response.content = b""
-        response.headers["content-length"] = str(len(answer.body))
     elif answer.status in (204, 304):  # no body, and no Content-Length either (RFC 9110)
         response.headers.pop("content-length", None)
     finish_head(response, exchange)
+    if method == "HEAD":  # after the framing: the length of the body a GET would get
+        response.headers["content-length"] = str(len(answer.body))
     return response
 
 
@@ -262,11 +263,24 @@ def finish_head(response: http.Response, exchange: Exchange) -> None:
             response.headers[name] = value
     if exchange.close:
         response.headers["connection"] = "close"
-    if exchange.http10 and not response.stream and response.raw_content is not None:
-        # A whole answer relayed with the upstream's chunked encoding: HTTP/1.0 cannot read it.
-        if "chunked" in response.headers.get("transfer-encoding", "").lower():
-            del response.headers["transfer-encoding"]
-            response.headers["content-length"] = str(len(response.raw_content))
+    if not response.stream and response.raw_content is not None:
+        frame_whole(response, exchange.http10)
+
+
+def frame_whole(response: http.Response, http10: bool) -> None:
+    """A whole answer's framing headers say what its body is now, whatever rewrote it (a decoded
+    Content-Encoding, a scrubbed key, a converted answer): chunked as the upstream framed it (mitmproxy
+    writes the chunks), else Content-Length its length; HTTP/1.0 cannot read chunks."""
+    headers = response.headers
+    body = response.raw_content or b""
+    if not http10 and "chunked" in headers.get("transfer-encoding", "").lower():
+        if "content-length" in headers:
+            del headers["content-length"]
+        return
+    if "transfer-encoding" in headers:
+        del headers["transfer-encoding"]
+    if response.status_code not in (204, 304) and headers.get("content-length") != str(len(body)):
+        headers["content-length"] = str(len(body))
 
 
 def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, settings: Settings) -> None:
@@ -324,9 +338,9 @@ class _UpstreamURL(NamedTuple):
 @functools.lru_cache(maxsize=256)
 def _upstream_url(full_url: str) -> _UpstreamURL:
     """An upstream URL as mitmproxy's `Request.url` setter parses it, once per URL."""
-    scheme, host, port, path = url.parse(full_url)
+    scheme, host, port, path = fence.parse_url(full_url)
     name = host.decode("idna")
-    return _UpstreamURL(scheme, name, port, path, url.hostport(scheme.decode(), name, port).encode())
+    return _UpstreamURL(scheme, name, port, path, fence.hostport(scheme.decode(), name, port).encode())
 
 
 _KEPT_HEADERS = (b"retry-after", b"retry-after-ms", b"date")
@@ -352,7 +366,7 @@ def replace_answer(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> N
             fields.append((key, value))
     fields.append((b"content-length", b"%d" % len(answer.body)))
     response.status_code = answer.status
-    response.reason = status_codes.RESPONSES.get(answer.status, "")
+    response.reason = fence.REASONS.get(answer.status, "")
     response.headers = http.Headers(tuple(fields))
     response.raw_content = answer.body  # what `response.content = ...` sets without a content-encoding
 

@@ -20,7 +20,7 @@ from mitmproxy import http
 from addon.catalog.catalog import ModelInfo, basename
 from addon.endpoints.base import OllamaEndpoint, parse_named
 from addon.exchange import Answer, Exchange, Reply, json_answer
-from addon.upstreams.servers import client_reason
+from addon.upstreams.health import client_reason
 from addon.wire.ollama import NDJSON, ModelRequest, dumps_line
 
 if TYPE_CHECKING:

@@ -23,7 +23,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
-from mitmproxy.proxy import mode_specs
+
+from addon import mitm_internals as fence
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint
@@ -106,10 +107,5 @@ def listen_on_loopback(options: Any) -> bool:
 
 async def rebind(master: Any) -> None:
     """mitmproxy may have started listening before the script set listen_host: listen again."""
-    proxyserver = master.addons.get("proxyserver")
-    if proxyserver is None or not len(proxyserver.servers):
-        return
-    modes = [mode_specs.ProxyMode.parse(m) for m in master.options.mode]
-    await proxyserver.servers.update([])
-    await proxyserver.servers.update(modes)
+    await fence.rebind_listeners(master)  # raises MitmproxyChanged when it cannot
     logger.info("listening on loopback only (set listen_host to choose another address)")

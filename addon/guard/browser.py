@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 from mitmproxy.exceptions import OptionsError
-from mitmproxy.proxy.mode_specs import ReverseMode
 
+from addon import mitm_internals as fence
 from addon.guard.output import escape
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ def _host_header(flow: http.HTTPFlow) -> str:
     if header is not None:
         return header
     # No Host (HTTP/1.0): in reverse mode the request's host is the reverse target, not the client's.
-    return "" if isinstance(flow.client_conn.proxy_mode, ReverseMode) else request.host
+    return "" if fence.is_reverse(flow.client_conn.proxy_mode) else request.host
 
 
 def listens_on_loopback(flow: http.HTTPFlow, settings: Settings) -> bool:
@@ -244,7 +244,7 @@ def host_check(flow: http.HTTPFlow, settings: Settings, endpoint: Endpoint) -> A
     Only where the Host names the proxy itself (reverse mode, the drop-in Ollama endpoint). In the
     other modes it names the destination an app asked its HTTP proxy for, which `ollama_hosts`
     decides; a page in a browser that uses the proxy is refused there by `origin_check`."""
-    if not isinstance(flow.client_conn.proxy_mode, ReverseMode) or not listens_on_loopback(flow, settings):
+    if not fence.is_reverse(flow.client_conn.proxy_mode) or not listens_on_loopback(flow, settings):
         return None
     host = host_name(_host_header(flow))
     if settings.hosts.allows(host):

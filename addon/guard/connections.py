@@ -25,7 +25,7 @@ import time
 
 from mitmproxy import connection, http
 
-from addon.guard import early
+from addon import mitm_internals as fence
 
 logger = logging.getLogger("ollama_proxy")
 
@@ -107,7 +107,7 @@ class HeadTimeout:
                     self.close(client)
 
     def close(self, client: connection.Client) -> None:
-        writer = early.writer_of(client)
+        writer = fence.writer_of(client)
         if writer is not None:
             writer.close()
             if hasattr(writer.transport, "abort"):

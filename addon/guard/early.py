@@ -18,15 +18,14 @@ body on a plain-TCP client connection:
 A request without a body gets its answer the ordinary way (mitmproxy sends `flow.response` right
 after the empty body, and the connection is kept alive). To a client that speaks TLS to the proxy
 (a `reverse:https://` listener, an intercepted Ollama host in regular mode) the answer is written
-as TLS records of mitmproxy's own session of that connection (`timeouts.to_client`). Where no
+as TLS records of mitmproxy's own session of that connection (`fence.encrypt_for_client`). Where no
 HTTP/1 answer can be written at all (an HTTP/2 stream, a connection whose TLS session cannot take
 it), the flow is killed without an answer: an HTTP/2 client sees its stream reset. A body is never
 read before its head was admitted, whatever the transport (issue 21 §2).
 
-The mitmproxy internals used: `Proxyserver.connections` and `ConnectionHandler.transports` (the
-client's StreamWriter, as `addon.guard.timeouts.client_writer`), `flow.kill()` at
-`requestheaders` ending the stream without writing to the client, and mitmproxy closing the
-client connection then; guarded by tests/test_guard_early.py.
+The mitmproxy internals used (the client's StreamWriter; `flow.kill()` at `requestheaders` ending
+the stream without writing to the client, and mitmproxy closing the client connection then) are
+reached through, and checked at load by, the fence (`addon.mitm_internals`).
 """
 
 from __future__ import annotations
@@ -38,11 +37,10 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from mitmproxy import ctx, http
+from mitmproxy import http
 from mitmproxy.connection import Connection
-from mitmproxy.net.http import http1
 
-from addon.guard.timeouts import client_writer, to_client
+from addon import mitm_internals as fence
 
 if TYPE_CHECKING:
     from addon.exchange import Exchange
@@ -58,7 +56,7 @@ _lingering: set[asyncio.Task[None]] = set()  # strong references to the running 
 def has_body(request: http.Request) -> bool:
     """Whether more than the head is coming (a Content-Length above 0, or a chunked body)."""
     try:
-        size = http1.expected_http_body_size(request)
+        size = fence.expected_body_size(request)
     except ValueError:
         return True
     return size is None or size != 0
@@ -71,7 +69,7 @@ def answer_now(flow: http.HTTPFlow, exchange: Exchange) -> None:
     exchange.early = True
     request = flow.request
     try:
-        http1.expected_http_body_size(request)
+        fence.expected_body_size(request)
     except ValueError:
         return  # invalid framing: mitmproxy's HTTP/1 layer answers 400 itself and closes (no second answer)
     if not has_body(request):
@@ -80,22 +78,13 @@ def answer_now(flow: http.HTTPFlow, exchange: Exchange) -> None:
         flow.kill()  # HTTP/2 (over TLS only): the stream is reset and its body never read
         return
     response.headers["connection"] = "close"
-    data = http1.assemble_response_head(response) if request.method == "HEAD" else http1.assemble_response(response)
-    wire = to_client(flow, data)  # TLS records of the client's own TLS session on a TLS connection
-    if wire is not None and answer_and_close(client_writer(flow), wire, flow.client_conn, encrypted=True):
+    data = fence.assemble_response_head(response) if request.method == "HEAD" else fence.assemble_response(response)
+    # on a TLS connection: TLS records of the client's own session (mitmproxy's)
+    wire = fence.encrypt_for_client(flow, data) if flow.client_conn.tls else data
+    if wire is not None and answer_and_close(fence.client_writer(flow), wire, flow.client_conn, encrypted=True):
         flow.kill()
     elif in_event_loop():
         flow.kill()  # never read an unchecked body: the connection is closed without the answer
-
-
-def writer_of(connection: Connection) -> asyncio.StreamWriter | None:
-    """mitmproxy's writer of a live connection of the current client (Proxyserver.connections)."""
-    with contextlib.suppress(AttributeError, KeyError):
-        for handler in ctx.master.addons.get("proxyserver").connections.values():
-            if connection in handler.transports:
-                writer = handler.transports[connection].writer
-                return writer if isinstance(writer, asyncio.StreamWriter) else None
-    return None
 
 
 def in_event_loop() -> bool:

@@ -9,21 +9,17 @@ gets `HTTP/1.1 400 Bad Request` (plain text, naming the reason) and is closed; n
 read or buffered. `reverse:https://` listeners (TLS on purpose) are unchanged; there the early
 answers are written inside TLS (`addon.guard.early`).
 
-The mitmproxy internals used (to move into the fence of issue 21 §10): a layer of the proxy's own
-(`mitmproxy.proxy.layer.Layer` with `commands.SendData` and `commands.CloseConnection`) set as
-`NextLayer.layer` from the `next_layer` hook, which runs after mitmproxy's own next-layer addon.
+The mitmproxy internals used (the `next_layer` hook's `NextLayer.layer` set to a layer of the
+proxy's own, mitmproxy's own test of a TLS record) are in the fence (`addon.mitm_internals`),
+checked at load: the proxy does not start without them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
 from typing import Any
 
-from mitmproxy.net.tls import starts_like_tls_record
-from mitmproxy.proxy import commands, events, layer
-from mitmproxy.proxy.mode_specs import ReverseMode
-from mitmproxy.utils import human
+from addon import mitm_internals as fence
 
 logger = logging.getLogger("ollama_proxy")
 
@@ -34,23 +30,9 @@ REFUSAL = (
 ).encode()
 
 
-class RefusedTLS(layer.Layer):
-    """Answers the plain-text 400 and closes the client connection; reads nothing more."""
-
-    def _handle_event(self, event: events.Event) -> Generator[commands.Command, Any, None]:
-        if isinstance(event, events.Start):
-            yield commands.SendData(self.context.client, REFUSAL)
-            yield commands.CloseConnection(self.context.client)
-
-
-def refuse_tls(nextlayer: layer.NextLayer) -> None:
+def refuse_tls(nextlayer: Any) -> None:
     """On a plain reverse listener, a connection that starts with a TLS record: refused."""
-    context = nextlayer.context
-    mode = context.client.proxy_mode
-    if not isinstance(mode, ReverseMode) or mode.scheme != "http" or len(context.layers) != 1:
-        return  # (len 1: the first decision of the connection, right under the reverse-proxy layer)
-    if context.client.transport_protocol == "tcp" and starts_like_tls_record(nextlayer.data_client()):
-        logger.info(
-            "%s: a TLS handshake on a plain HTTP listener: refused", human.format_address(context.client.peername)
-        )
-        nextlayer.layer = RefusedTLS(context)
+    if fence.plain_reverse_tls(nextlayer):
+        peer = fence.format_address(nextlayer.context.client.peername)
+        logger.info("%s: a TLS handshake on a plain HTTP listener: refused", peer)
+        fence.answer_and_close_raw(nextlayer, REFUSAL)

@@ -242,7 +242,7 @@ class KeyInjector:
                 continue
             # The upstream is always spoken to in HTTP/1.1 (`exchange.send_upstream` makes the request an
             # HTTP/1.1 one, `OllamaProxy.server_connect` offers the upstream no h2): the head is bytes(headers).
-            flow.request.data.headers = WireHeaders(flow.request.headers.fields, value)
+            flow.request.headers = WireHeaders(flow.request.headers.fields, value)
 
 
 def install_injector(master: object, exchange_of: Callable[[str], Exchange | None]) -> None:
@@ -260,7 +260,7 @@ class WireHeaders(http.Headers):
     (views, saved flows, other addons) but put the real value on the wire.
 
     mitmproxy writes an HTTP/1 request head as `bytes(request.headers)`
-    (`net.http.http1.assemble._assemble_request_headers`; tests/test_guard_secrets.py guards it).
+    (checked at load by the fence, `addon.mitm_internals`; tests/test_guard_secrets.py too).
     The upstream is always spoken to in HTTP/1.1 here: requests from HTTP/2 clients are made HTTP/1.1
     requests before they go (mitmproxy would otherwise convert a copy, which loses this class), and the
     upstream's TLS handshake offers only `http/1.1`.

@@ -28,9 +28,8 @@ from collections.abc import Callable, Iterator
 
 import brotli  # type: ignore[import-untyped]
 from mitmproxy import http
-from mitmproxy.net.http import status_codes
-from mitmproxy.utils import human
 
+from addon import mitm_internals as fence
 from addon.guard import secrets
 
 try:  # Python 3.14's standard library, else the backport mitmproxy depends on
@@ -65,7 +64,7 @@ class TooLarge(Exception):
 
 
 def size(limit: int) -> str:
-    return human.pretty_size(limit)
+    return fence.pretty_size(limit)
 
 
 def clean_head(response: http.Response) -> None:
@@ -76,13 +75,13 @@ def clean_head(response: http.Response) -> None:
         if lowered in ALLOWED_HEADERS or lowered == _KEPT_UNTIL_DECODED:
             fields.append((name, secrets.scrub_bytes(value)))
     response.headers = http.Headers(fields)
-    response.reason = status_codes.RESPONSES.get(response.status_code, "")
+    response.reason = fence.REASONS.get(response.status_code, "")
 
 
 def refusal(response: http.Response, streamed: bool, limit: int) -> tuple[str, bool] | None:
     """Why the proxy refuses this answer at its headers, and whether its body must not be read; None: taken."""
     status = response.status_code
-    named = f"{status} {status_codes.RESPONSES[status]}" if status in status_codes.RESPONSES else str(status)
+    named = f"{status} {phrase}" if (phrase := fence.REASONS.get(status)) else str(status)
     if 100 <= status < 200:
         return f"the upstream sent an interim answer ({named}) where its answer was due", True
     if 300 <= status < 400:

@@ -14,6 +14,8 @@ man in the middle or a misconfigured gateway that reflects it would:
 - `echo-headers`: a normal answer whose headers carry it: plain, base64 and URL-encoded, in a
   custom header, `Set-Cookie`, `WWW-Authenticate`, `Link`; plus an innocent `X-Innocent: 1`.
 - `echo-body`: a normal answer whose content and an unknown field show it.
+- `echo-body-gzip`, `-br`, `-zstd`, `-deflate`: the same, compressed with that `Content-Encoding`
+  (streams too); `echo-body-chunked`: the same with chunked framing.
 - `echo-error-event`: a stream whose second event is `{"error": {"message": "... <key>"}}`
   (not streamed: a `200 {"error": ...}` showing it).
 - `echo-reason`: a valid status line whose reason phrase is the header.
@@ -75,6 +77,25 @@ NO_BLANK_BYTES = 96 * MB
 FLOOD_BYTES = 24 * MB
 
 _ACT = re.compile(r"evil:([A-Za-z0-9._=-]+)")
+
+
+def compress(body: bytes, encoding: str) -> bytes:
+    """`body` in a Content-Encoding."""
+    if encoding == "gzip":
+        return gzip.compress(body)
+    if encoding == "deflate":
+        return zlib.compress(body)
+    if encoding == "br":
+        import brotli
+
+        return bytes(brotli.compress(body))
+    if encoding == "zstd":
+        try:
+            from compression import zstd
+        except ImportError:
+            from backports import zstd
+        return bytes(zstd.compress(body))
+    raise ValueError(encoding)
 
 
 @dataclass
@@ -299,27 +320,26 @@ class _Handler(socketserver.BaseRequestHandler):
         headers: dict[str, str] | list[tuple[str, str]] | None = None,
         reason: str = "OK",
         usage: Any = None,
+        encoding: str | None = None,
+        chunked: bool = False,
     ) -> None:
-        """A normal answer for the path and `stream` of the request."""
+        """A normal answer for the path and `stream` of the request (compressed with `encoding`, or chunked)."""
         model = req.body.get("model", "")
         if req.kind == "embeddings":
-            self.send(
-                200,
-                [("content-type", "application/json"), *_items(headers)],
-                json.dumps({**embeddings(req.body), **(extra or {})}).encode(),
-                reason,
-            )
+            kind, body = "application/json", json.dumps({**embeddings(req.body), **(extra or {})}).encode()
         elif req.stream:
-            body = sse(*chat_events(req, content, extra, usage), "[DONE]")
-            self.send(200, [("content-type", "text/event-stream"), *_items(headers)], body, reason)
+            kind, body = "text/event-stream", sse(*chat_events(req, content, extra, usage), "[DONE]")
         else:
             shape = chat_completion if req.kind == "chat" else text_completion
-            self.send(
-                200,
-                [("content-type", "application/json"), *_items(headers)],
-                json.dumps(shape(model, content, extra, usage)).encode(),
-                reason,
-            )
+            kind, body = "application/json", json.dumps(shape(model, content, extra, usage)).encode()
+        items = [("content-type", kind), *_items(headers)]
+        if encoding is not None:
+            body = compress(body, encoding)
+            items.append(("content-encoding", encoding))
+        if chunked:
+            self.send_chunked(200, dict(items), [body[i : i + 100] for i in range(0, len(body), 100)])
+        else:
+            self.send(200, items, body, reason)
 
     def raw_json(self, status: int, text: str) -> None:
         self.send(status, {"content-type": "application/json"}, text.encode())
@@ -361,6 +381,23 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def act_echo_body(self, req: _Request) -> None:
         self.answer(req, f"your header was {req.auth}", extra={"debug": {"authorization": req.auth}})
+
+    def act_echo_body_gzip(self, req: _Request) -> None:
+        self.answer(req, f"your header was {req.auth}", extra={"debug": {"authorization": req.auth}}, encoding="gzip")
+
+    def act_echo_body_br(self, req: _Request) -> None:
+        self.answer(req, f"your header was {req.auth}", extra={"debug": {"authorization": req.auth}}, encoding="br")
+
+    def act_echo_body_zstd(self, req: _Request) -> None:
+        self.answer(req, f"your header was {req.auth}", extra={"debug": {"authorization": req.auth}}, encoding="zstd")
+
+    def act_echo_body_deflate(self, req: _Request) -> None:
+        self.answer(
+            req, f"your header was {req.auth}", extra={"debug": {"authorization": req.auth}}, encoding="deflate"
+        )
+
+    def act_echo_body_chunked(self, req: _Request) -> None:
+        self.answer(req, f"your header was {req.auth}", extra={"debug": {"authorization": req.auth}}, chunked=True)
 
     def act_echo_error_event(self, req: _Request) -> None:
         error = {"error": {"message": f"invalid credentials: {req.auth}", "type": "invalid_request_error"}}
