@@ -43,7 +43,6 @@ if __package__ != "addon":
 
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Awaitable, Sequence  # noqa: E402
@@ -55,6 +54,7 @@ from mitmproxy.flow import Flow  # noqa: E402
 from addon import (  # noqa: E402
     dispatch,
     endpoints,
+    offload,
     pool,
     views,
 )
@@ -96,15 +96,7 @@ from addon.mitm_internals import FailureKind  # noqa: E402
 from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, log_flows  # noqa: E402
 from addon.upstreams.directory import ServersDirectory  # noqa: E402
 from addon.upstreams.health import Health, passive_verdict  # noqa: E402
-from addon.upstreams.servers import RouteRefusal, Unroutable  # noqa: E402
-
-
-def refusal_answer(endpoint: Endpoint, refusal: RouteRefusal) -> Answer:
-    """No healthy server for the model: the endpoint's error, at once, with Retry-After."""
-    answer = endpoint.error(refusal.status, refusal.message)
-    if refusal.retry_after:
-        answer = dataclasses.replace(answer, headers=(*answer.headers, ("Retry-After", str(refusal.retry_after))))
-    return answer
+from addon.upstreams.servers import Unroutable  # noqa: E402
 
 
 def error_answer(method: str, exchange: Exchange, endpoint: Endpoint, status: int, message: str) -> bytes:
@@ -358,11 +350,15 @@ class OllamaProxy:
                 reply = Answer(405, b"405 method not allowed", "text/plain")
             elif settings.models.warming:  # several servers, right after start: their first lists first
                 return self.handle_later(flow, exchange, endpoint, settings)
+            elif offload.is_large(flow.request):  # worked on in a thread: the event loop serves the others
+                return self.apply_later(
+                    flow, exchange, endpoint, offload.handle(endpoint, exchange, flow.request, settings)
+                )
             else:
                 try:
                     reply = endpoint.handle(exchange, flow.request, settings)
                 except Unroutable as e:
-                    reply = refusal_answer(endpoint, e.refusal)
+                    reply = offload.refused(endpoint, e.refusal)
             if isinstance(reply, Answer | Forward):
                 self.apply(flow, exchange, reply)
                 return None
@@ -378,7 +374,7 @@ class OllamaProxy:
             try:
                 done = await reply
             except Unroutable as e:
-                done = refusal_answer(endpoint, e.refusal)
+                done = offload.refused(endpoint, e.refusal)
             self.apply(flow, exchange, done)
         except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
             self.internal_error(flow, exchange, e)
@@ -391,7 +387,7 @@ class OllamaProxy:
             try:
                 reply = endpoint.handle(exchange, flow.request, settings)
             except Unroutable as e:
-                reply = refusal_answer(endpoint, e.refusal)
+                reply = offload.refused(endpoint, e.refusal)
         except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
             self.internal_error(flow, exchange, e)
             return

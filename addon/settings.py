@@ -189,8 +189,9 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
     (
         "request_body_limit",
         str,
-        "64m",
-        "Largest request body a client may send (mitmproxy size syntax: 64m, 512k, 1g; 0: no limit). "
+        "16m",
+        "Largest request body a client may send, compressed or decoded (mitmproxy size syntax: 16m, 512k, 1g; "
+        "0: no limit). "
         "Larger ones get 413 before their body is read.",
     ),
     (

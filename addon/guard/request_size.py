@@ -1,8 +1,13 @@
-"""How large a client's request body may be: `request_body_limit` (default 64 MB) on every route.
+"""How large a client's request body may be: `request_body_limit` (default 16 MB) on every route.
 
-Why 64 MB: Ollama clients send images as base64 inside the JSON body (4/3 of the image's size),
-and OpenAI takes at most about 50 MB of image payload per request; three 10 MB photos are about
-40 MB of JSON and fit, with room. Text alone never comes near it.
+Why 16 MB (issue 21 §4): what real clients send, and what keeps one request from stalling the
+others. Agents send a few hundred KB to a few MB (a long context, tool definitions, an image or
+two: Anthropic takes 5 MB per image); an Ollama client sends images as base64 inside the JSON
+(4/3 of the file: a 10 MB photo is 13.3 MB). The work a body costs is linear in its size but
+steep for a hostile shape (millions of tiny messages: about 0.2 s of CPU per MB, 30× the body in
+memory), and part of it holds Python's GIL in one piece (`addon.offload`): at 16 MB the longest
+stall of the other clients stays well under a second. Several large photos in one request need
+a larger limit (`--set request_body_limit=64m`), at that cost (docs/limits.md).
 
 - `declared_too_large` (requestheaders): a `Content-Length` over the limit gets 413 before any of
   the body is read (`addon.guard.early` sends it).
