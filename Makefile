@@ -12,7 +12,7 @@ ARGS ?=
 # make run WORKERS=N: N proxy processes behind HAProxy (scripts/workers.py), for more than one core
 WORKERS ?= 1
 # POOL=1 (default): with an https upstream, make run puts HAProxy in front of the proxy (scripts/workers.py,
-# as for WORKERS=N) and the proxy reaches the upstream through its HAProxy pool (addon/pool.py): client
+# as for WORKERS=N) and the proxy reaches the upstream through its HAProxy pool (addon/pool/): client
 # and upstream connections stay warm. POOL=0: one mitmdump, straight to the upstream.
 POOL ?= 1
 # FLOW_DETAIL=1: every request logs its line (and mitmdump prints its own two per flow); 0: only
@@ -102,7 +102,7 @@ choose_pool = base="$${OPENAI_BASE_URL:-https://api.openai.com/v1}"; pool=off; p
 	  pool=https; pool_note=" through HAProxy, which keeps client and upstream connections warm (POOL=0: without)"; \
 	fi;; esac; \
 	if [ -n "$${local_model:-}" ] && [ "$(POOL)" != 0 ] && { command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; }; then \
-	  pool=all; pool_note=" through HAProxy, which retries a request the model server dropped without answering (POOL=0: without)"; \
+	  pool=all; pool_note=" through HAProxy, which keeps fewer of the connections the model server closes in the way (POOL=0: without)"; \
 	fi
 
 # A drop-in Ollama endpoint on $(HOST):$(PORT). Upstream from OPENAI_BASE_URL / OPENAI_API_KEY, else the local model.

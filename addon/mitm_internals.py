@@ -42,7 +42,7 @@ try:
     from mitmproxy.proxy.layers import tls
     from mitmproxy.proxy.layers.http import HttpLayer, HttpStream, _http1  # noqa: F401 - checked by name
     from mitmproxy.proxy.layers.http._base import ReceiveHttp
-    from mitmproxy.proxy.layers.http._events import ErrorCode, RequestData, RequestProtocolError
+    from mitmproxy.proxy.layers.http._events import ErrorCode, RequestData, RequestProtocolError, ResponseData
     from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
     from mitmproxy.proxy.server_hooks import ServerConnectionHookData
     from mitmproxy.utils import human
@@ -202,6 +202,7 @@ TOUCHES: dict[str, tuple[Feature | None, *tuple[tuple[str, ...], ...]]] = {
         ("server.ConnectionIO", ".handler", ".writer"),
         ("server.ConnectionHandler.__init__", "self.transports"),
         ("server.ConnectionHandler.close_connection", "handler.cancel("),
+        ("_http1.Http1Server.send", "isinstance(event, ResponseProtocolError)", "CloseConnection(self.conn)"),
         ("HttpStream.check_killed", "ErrorCode.KILL"),
     ),
     "the loopback rebind (Proxyserver.servers.update)": (
@@ -481,6 +482,12 @@ _PHASES: tuple[Phase, ...] = ("read_headers", "read_body", "wait")  # the states
 
 
 def _bounded_handle_event(self: Any, event: Any) -> Generator[Any, Any, None]:
+    if type(event) is ResponseData:  # a piece of the answer going out (it only makes data to send): as it is
+        return _http1.Http1Connection._handle_event(self, event)
+    return _guarded_handle_event(self, event)
+
+
+def _guarded_handle_event(self: Any, event: Any) -> Generator[Any, Any, None]:
     policy = _policy
     for command in _http1.Http1Connection._handle_event(self, event):
         if policy is not None and isinstance(command, ReceiveHttp) and isinstance(command.event, RequestData):

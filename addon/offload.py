@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
-from addon.exchange import Answer, Exchange, Forward, Reply
+from addon.exchange import Exchange
+from addon.reply import Answer, Forward, Reply
 from addon.upstreams.servers import RouteRefusal, Unroutable
 from addon.wire.ollama import dumps_body
 

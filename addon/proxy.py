@@ -44,6 +44,7 @@ if __package__ != "addon":
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import functools  # noqa: E402
+import gc  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Awaitable, Sequence  # noqa: E402
 
@@ -61,10 +62,7 @@ from addon import (  # noqa: E402
 from addon import mitm_internals as fence  # noqa: E402
 from addon.endpoints.base import Endpoint  # noqa: E402
 from addon.exchange import (  # noqa: E402
-    Answer,
     Exchange,
-    Forward,
-    Reply,
     complete_stream,
     finish,
     finish_head,
@@ -93,6 +91,7 @@ from addon.guard import (  # noqa: E402
     upstream,
 )
 from addon.mitm_internals import FailureKind  # noqa: E402
+from addon.reply import Answer, Forward, Reply  # noqa: E402
 from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, log_flows  # noqa: E402
 from addon.upstreams.directory import ServersDirectory  # noqa: E402
 from addon.upstreams.health import Health, passive_verdict  # noqa: E402
@@ -180,6 +179,8 @@ class OllamaProxy:
         # requestheaders: the Host check needs the client's (send_upstream sets the upstream's).
         if "keep_host_header" in options and not options.keep_host_header:
             options.keep_host_header = True
+        if "web_columns" in updated:  # mitmweb: the client's route, model and server in the flow list
+            views.flow_list_columns(options)
 
     def register_keys(self, settings: Settings) -> None:
         """Every server's key (and the client key) is a secret: hidden in logs, answers, views, saved flows."""
@@ -204,6 +205,11 @@ class OllamaProxy:
             new.start()
 
     async def running(self) -> None:
+        # What start-up made (modules, classes, mitmproxy's and the addon's tables) lives as long as the
+        # process: out of the collector's sight, so that a full collection walks only what flows made
+        # (with 1000 streams held, each full pass was a stall of every stream; docs/performance.md).
+        gc.collect()
+        gc.freeze()
         secrets.install_log_scrubber()
         secrets.install_injector(ctx.master, self.exchanges.get)
         self.injector_installed = True
@@ -457,7 +463,14 @@ class OllamaProxy:
                 settings.models.report(exchange.server, passive_verdict(response.status_code))  # passive health
             keep_upstream_head(flow, exchange, settings)
             sse = response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", "")
-            converter = exchange.endpoint.stream(exchange) if sse and not upstream.compressed(response) else None
+            # a compressed stream is decoded piece by piece (an encoding the proxy cannot decode: gathered, refused)
+            decoder = (
+                upstream.stream_decoder(response, settings.sse_event_limit or settings.upstream_body_limit)
+                if sse
+                else None
+            )
+            streamable = sse and (decoder is not None or not upstream.compressed(response))
+            converter = exchange.endpoint.stream(exchange) if streamable else None
             if refused := upstream.refusal(response, converter is not None, settings.upstream_body_limit):
                 message, unread = refused
                 if unread:
@@ -466,7 +479,7 @@ class OllamaProxy:
                     exchange.failure = (502, message)
                 return
             if converter is not None:
-                start_stream(flow, exchange, converter, settings, lambda: self.stream_aborted(flow, exchange))
+                start_stream(flow, exchange, converter, settings, lambda: self.stream_aborted(flow, exchange), decoder)
             finish_head(response, exchange)
         except Exception as e:
             logger.warning("%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e)
@@ -474,8 +487,10 @@ class OllamaProxy:
             exchange.failure = (500, f"internal proxy error: {type(e).__name__}")
 
     def stream_aborted(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
-        """The converter gave up on the upstream's stream (sse_event_limit): stop reading it."""
-        self.watch.cut(flow, exchange, 502, "the upstream sent an SSE event larger than sse_event_limit")
+        """The converter (sse_event_limit) or the stream's decoder (a bomb, bad data) gave up on the
+        upstream's stream: stop reading it."""
+        refused = exchange.relay.decoder.refused if exchange.relay is not None and exchange.relay.decoder else None
+        self.watch.cut(flow, exchange, 502, refused or "the upstream sent an SSE event larger than sse_event_limit")
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.heads.answered(flow)
@@ -583,7 +598,7 @@ class OllamaProxy:
                 secrets.forget(flow, exchange)
 
 
-# The upstream connection pool (addon/pool.py) comes first, so that the real upstream URL is back on a
+# The upstream connection pool (addon/pool/) comes first, so that the real upstream URL is back on a
 # flow before any other hook sees its answer; it adds its connector at the end of mitmproxy's chain.
 # The proxy tells it every upstream server's base URL.
 _pool = pool.UpstreamPool()

@@ -29,10 +29,12 @@ from typing import Any
 from mitmproxy import exceptions
 
 from addon import mitm_internals as fence
-from addon.catalog.catalog import THINK_STYLES, Catalog
+from addon.catalog.catalog import Catalog
+from addon.catalog.models import THINK_STYLES
 from addon.guard.browser import Hosts, Origins
 from addon.guard.request_size import parse_limit as parse_request_limit
-from addon.upstreams.directory import FETCH_TIMEOUT, HttpFetcher, ServersDirectory, Trust
+from addon.upstreams.directory import ServersDirectory
+from addon.upstreams.fetch import FETCH_TIMEOUT, HttpFetcher, Trust
 from addon.upstreams.health import Health
 from addon.upstreams.servers import Defaults, RouteRefusal, Server, ServerTable, Unroutable
 

@@ -12,8 +12,9 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from addon.exchange import Relay
 from addon.proxy import OllamaProxy
+from addon.translate.ndjson import OllamaLines
 from addon.translate.response import Clock
-from addon.translate.stream import SSEToNDJSON
+from addon.translate.stream import ChunkStream
 from addon.wire.ollama import NDJSON
 from harness.upstream import recording
 
@@ -163,11 +164,11 @@ def test_load_and_unload_are_answered_locally(addon) -> None:
 
 
 def test_stream_relay_survives_a_converter_bug(addon) -> None:
-    class Broken(SSEToNDJSON):
+    class Broken(ChunkStream):
         def feed(self, piece: bytes) -> bytes:
             raise RuntimeError("bug")
 
-    relay = Relay(Broken("chat", "m", Clock(0)), 0)
+    relay = Relay(Broken(OllamaLines("chat", "m", Clock(0))), 0)
     out = relay(b"data: x\n\n")
     assert json.loads(out[0])["error"].startswith("proxy error")
     assert relay(b"more") == [] and relay(b"") == [], "nothing after the final line, and never an empty piece"

@@ -35,6 +35,7 @@ from addon.translate.responses import (
     upstream_error,
 )
 from harness.upstream import RECORDINGS, recording
+from tests.driven import Driven
 
 FIXTURES = Path(__file__).parent / "fixtures"
 _EVENT_TYPES = {
@@ -132,7 +133,7 @@ def convert_stream(
 ) -> tuple[bytes, ResponsesStream, list[dict[str, Any]]]:
     reset_ids()
     decoder = TinySSE()
-    converter = ResponsesStream("client-model", request, response_id="resp_test", created_at=1700000000)
+    converter = Driven(ResponsesStream("client-model", request, response_id="resp_test", created_at=1700000000))
     chunks: list[dict[str, Any]] = []
     out: list[bytes] = []
     size = pieces or len(body)
@@ -202,8 +203,16 @@ def serve_bytes(body: bytes, content_type: str = "text/event-stream", status: in
     return handler
 
 
+def translated(body: dict[str, Any], model: str) -> tuple[dict[str, Any], Any, list[str]]:
+    """(chat body, think, warnings) of a translated request."""
+    translation = responses_request(body, model)
+    assert translation.route == "chat/completions" and translation.extra == {}
+    assert translation.think_soft is True, "Codex sends a reasoning effort with every request"
+    return dict(translation.body), translation.think, translation.warnings
+
+
 def chat_body(body: dict[str, Any]) -> dict[str, Any]:
-    chat, _think, _warnings = responses_request(body, "upstream-model")
+    chat, _think, _warnings = translated(body, "upstream-model")
     (CHAT_STREAM_PARAMS if chat.get("stream") else CHAT_PARAMS).validate_python(chat)
     return chat
 
@@ -414,7 +423,7 @@ def test_images_in_tool_outputs_follow_the_tool_results_as_a_user_message() -> N
 
 
 def test_reasoning_items_are_dropped_with_a_warning() -> None:
-    chat, think, warnings = responses_request(
+    chat, think, warnings = translated(
         {
             "model": "m",
             "input": [{"type": "reasoning", "id": "rs_1", "summary": []}, {"role": "user", "content": "hi"}],
@@ -521,7 +530,7 @@ def test_built_in_tools_are_refused_naming_the_type(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["web_search", "web_search_preview"])
 def test_web_search_is_dropped_with_a_warning(kind: str) -> None:
-    chat, _, warnings = responses_request(
+    chat, _, warnings = translated(
         {"model": "m", "input": "hi", "tools": [{"type": kind, "external_web_access": False}]}, "u"
     )
     assert "tools" not in chat and warnings == [
@@ -572,7 +581,7 @@ def test_namespaced_calls_are_answered_with_their_namespace_and_replayed_flat() 
     )
     item = Response.model_validate(answer).output[0]
     assert (item.type, item.name, item.namespace) == ("function_call", "close_agent", "multi_agent_v1")  # type: ignore[union-attr]
-    stream = ResponsesStream("m", request)
+    stream = Driven(ResponsesStream("m", request))
     events = [
         sse_events(e)[0] for e in stream.feed_event({"choices": [{"delta": {"tool_calls": [{"index": 0, **call}]}}]})
     ]
@@ -686,9 +695,7 @@ def test_bad_text_format_is_refused(text: Any) -> None:
     ],
 )
 def test_reasoning_effort_becomes_a_think_decision(effort: str | None, think: Any) -> None:
-    chat, decided, _ = responses_request(
-        {"model": "m", "input": "x", "reasoning": {"effort": effort, "summary": "auto"}}, "u"
-    )
+    chat, decided, _ = translated({"model": "m", "input": "x", "reasoning": {"effort": effort, "summary": "auto"}}, "u")
     assert decided == think
     assert "reasoning_effort" not in chat and "reasoning" not in chat  # the caller sends it in its think style
 
@@ -707,10 +714,8 @@ def test_sampling_limits_and_stream() -> None:
     )
     assert (chat["max_tokens"], chat["temperature"], chat["top_p"]) == (50, 0.2, 0.9)
     assert chat["stream"] is True and chat["stream_options"] == {"include_usage": True}
-    chat, _, _ = responses_request(
-        {"model": "m", "input": "x", "max_output_tokens": 50}, "u", max_tokens_field="max_completion_tokens"
-    )
-    assert chat["max_completion_tokens"] == 50 and "max_tokens" not in chat and "stream" not in chat
+    chat, _, _ = translated({"model": "m", "input": "x", "max_output_tokens": 50}, "o4-mini")
+    assert chat["max_tokens"] == 50 and "stream" not in chat, "the model's own field is chosen after translation"
 
 
 @pytest.mark.parametrize(
@@ -730,7 +735,7 @@ def test_bad_scalars_are_refused(field: str, value: Any) -> None:
 
 
 def test_fields_with_nothing_to_send_are_accepted_quietly() -> None:
-    chat, _think, warnings = responses_request(
+    chat, _think, warnings = translated(
         {
             "model": "m",
             "input": "x",
@@ -752,7 +757,7 @@ def test_fields_with_nothing_to_send_are_accepted_quietly() -> None:
 
 
 def test_fields_not_honoured_are_reported() -> None:
-    _, _, warnings = responses_request(
+    _, _, warnings = translated(
         {"model": "m", "input": "x", "top_logprobs": 3, "frobnicate": 1, "text": {"verbosity": "low"}}, "u"
     )
     assert warnings == [
@@ -1095,7 +1100,7 @@ def test_sdk_stream_accumulates_our_events(name: str) -> None:
 
 
 def test_text_deltas_arrive_as_they_come() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     first = stream.feed_event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
     assert [sse_events(e)[0][0] for e in first] == ["response.created", "response.in_progress"]
     second = stream.feed_event({"choices": [{"index": 0, "delta": {"content": "Hel"}}]})
@@ -1109,7 +1114,7 @@ def test_text_deltas_arrive_as_they_come() -> None:
 
 
 def test_tool_call_is_announced_once_its_name_is_known() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     stream.start()
     early = stream.feed_event(
         {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "call_a", "function": {"arguments": '{"a"'}}]}}]}
@@ -1126,7 +1131,7 @@ def test_tool_call_is_announced_once_its_name_is_known() -> None:
 
 
 def test_calls_without_index_or_name_still_complete() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     stream.feed_event(
         {
             "choices": [
@@ -1156,7 +1161,7 @@ def test_calls_without_index_or_name_still_complete() -> None:
 
 
 def test_text_after_tool_calls_opens_a_new_message() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     stream.feed_event({"choices": [{"delta": {"content": "a"}}]})
     stream.feed_event(
         {
@@ -1173,7 +1178,7 @@ def test_text_after_tool_calls_opens_a_new_message() -> None:
 
 
 def test_reasoning_only_answer_closes_its_reasoning_before_the_empty_message() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     stream.feed_event({"choices": [{"delta": {"reasoning_content": "hmm"}}]})
     stream.feed_event({"choices": [{"delta": {}, "finish_reason": "length"}]})
     names = [n for e in stream.finish() for n, _ in sse_events(e)]
@@ -1200,7 +1205,7 @@ def test_length_ends_with_response_incomplete() -> None:
 
 
 def test_fail_after_start_sends_error_and_response_failed() -> None:
-    stream = ResponsesStream("m", REQUEST)
+    stream = Driven(ResponsesStream("m", REQUEST))
     stream.feed_event({"choices": [{"delta": {"content": "partial"}}]})
     events = [sse_events(e)[0] for e in stream.fail("the upstream connection was lost")]
     assert [n for n, _ in events] == ["error", "response.failed"]
@@ -1217,21 +1222,23 @@ def test_fail_after_start_sends_error_and_response_failed() -> None:
 
 
 def test_fail_before_anything_opens_the_stream_first() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     names = [sse_events(e)[0][0] for e in stream.fail("boom", code="rate_limit_exceeded")]
     assert names == ["response.created", "response.in_progress", "error", "response.failed"]
     assert stream.response is not None and stream.response["error"]["code"] == "rate_limit_exceeded"
 
 
 def test_an_error_chunk_mid_stream_fails_the_response() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     stream.feed_event({"choices": [{"delta": {"content": "x"}}]})
     events = [sse_events(e)[0] for e in stream.feed_event({"error": {"message": "overloaded", "type": "server_error"}})]
-    assert [n for n, _ in events] == ["error", "response.failed"] and events[0][1]["message"] == "overloaded"
+    assert [n for n, _ in events] == ["error", "response.failed"] and events[0][1][
+        "message"
+    ] == "upstream error: overloaded"
 
 
 def test_finish_without_any_chunk_gives_an_empty_completed_response() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     events = [sse_events(e)[0] for e in stream.finish()]
     assert events[-1][0] == "response.completed"
     parsed = Response.model_validate(events[-1][1]["response"])
@@ -1274,7 +1281,7 @@ JSON = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(JSON, max_size=6))
 def test_odd_chunks_never_raise_nor_give_empty_pieces(chunks: list[Any]) -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     out: list[bytes] = []
     for chunk in chunks:
         out += stream.feed_event(chunk)
@@ -1287,7 +1294,7 @@ def test_odd_chunks_never_raise_nor_give_empty_pieces(chunks: list[Any]) -> None
 
 
 def test_lone_surrogates_are_encoded() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     raw = b"".join(stream.feed_event({"choices": [{"delta": {"content": "a\ud800b"}}]}) + stream.finish())
     assert "a\ufffdb" in raw.decode()
 
@@ -1298,12 +1305,12 @@ def test_lone_surrogates_are_encoded() -> None:
 
 @pytest.mark.parametrize(
     ("status", "kind"),
-    [
+    [  # Ollama's types (openai/openai.go NewError), as on every route of the OpenAI family
         (400, "invalid_request_error"),
-        (401, "authentication_error"),
-        (403, "permission_error"),
+        (401, "api_error"),
+        (403, "api_error"),
         (404, "not_found_error"),
-        (429, "rate_limit_error"),
+        (429, "api_error"),
         (500, "api_error"),
         (502, "api_error"),
     ],
@@ -1321,14 +1328,19 @@ def test_recorded_upstream_errors_keep_status_and_fields(name: str) -> None:
     body = exchange["response"]["body"]
     status, converted = upstream_error(exchange["response"]["status"], json.dumps(body).encode())
     assert status == exchange["response"]["status"]
-    for key in ("message", "type", "param", "code"):
+    for key in ("type", "param", "code"):
         assert converted["error"][key] == body["error"][key]
+    said = converted["error"]["message"]
+    if status in (401, 403):  # the proxy's key, not the client's (as on every route)
+        assert said == f"the upstream rejected the API key ({status}): {body['error']['message']}"
+    else:
+        assert said == body["error"]["message"]
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"<html><title>502 Bad Gateway</title></html>", "<html><title>502 Bad Gateway</title></html>"),
+        (b"<html><title>502 Bad Gateway</title></html>", "502 Bad Gateway"),
         (b"upstream   timed out", "upstream timed out"),
         (b"", "the upstream answered 503 Service Unavailable"),
         (b'{"detail": "Not Found"}', "Not Found"),
@@ -1379,7 +1391,7 @@ def test_codex_sequence_and_request_shape() -> None:
 @pytest.mark.parametrize("which", ["say_hi", "tool_round_trip_second_request", "namespace_call_second_request"])
 def test_codex_requests_translate(which: str) -> None:
     exchange = CODEX[which][-1] if isinstance(CODEX[which], list) else CODEX[which]
-    chat, think, warnings = responses_request(exchange["body"], "upstream-model")
+    chat, think, warnings = translated(exchange["body"], "upstream-model")
     CHAT_STREAM_PARAMS.validate_python(chat)
     assert think is None and warnings == [
         "tools[8]: the built-in web_search tool was dropped: there is no web search here"

@@ -15,17 +15,8 @@ from mitmproxy.exceptions import OptionsError
 from addon.catalog.catalog import Catalog
 from addon.mitm_internals import FailureKind
 from addon.upstreams.health import Health, Passive, passive_verdict
-from addon.upstreams.servers import (
-    Defaults,
-    RouteRefusal,
-    Server,
-    ServerList,
-    ServerTable,
-    listed_by,
-    merge_listings,
-    next_list,
-    parse_servers,
-)
+from addon.upstreams.listings import ServerList, listed_by, merge_listings, next_list
+from addon.upstreams.servers import Defaults, RouteRefusal, Server, ServerTable, parse_servers
 from harness.servers import ENV, ISSUE_EXAMPLE, Clock, lists, server, table
 
 # ---------------------------------------------------------------------------------------------

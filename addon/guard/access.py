@@ -28,7 +28,8 @@ from addon import mitm_internals as fence
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint
-    from addon.exchange import Answer, Exchange
+    from addon.exchange import Exchange
+    from addon.reply import Answer
     from addon.settings import Settings
 
 logger = logging.getLogger("ollama_proxy")

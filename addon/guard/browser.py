@@ -35,10 +35,12 @@ from mitmproxy.exceptions import OptionsError
 
 from addon import mitm_internals as fence
 from addon.guard.output import escape
+from addon.reply import Answer
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint
-    from addon.exchange import Answer, Exchange
+    from addon.exchange import Exchange
+    from addon.reply import Answer
     from addon.settings import Settings
 
 # envconfig.AllowedOrigins(): always allowed, whatever allowed_origins adds.
@@ -209,8 +211,6 @@ def _loopback_listener(listen_host: str) -> bool:
 
 def origin_check(flow: http.HTTPFlow, exchange: Exchange, settings: Settings, endpoint: Endpoint) -> Answer | None:
     """gin-contrib/cors: 403 for a foreign origin, 204 for an allowed preflight; notes the CORS headers."""
-    from addon.exchange import Answer
-
     request = flow.request
     origin = request.headers.get("origin", "")
     if not origin:

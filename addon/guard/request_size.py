@@ -40,7 +40,7 @@ from addon.guard import upstream
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint
-    from addon.exchange import Answer
+    from addon.reply import Answer
 
 # The largest upstream answer mitmproxy may buffer when the addon sets body_size_limit: an OpenAI
 # embeddings batch (2,048 inputs × 3,072 floats) is about 126 MB of JSON.

@@ -17,14 +17,19 @@ answer. The proxy passes on only what a client needs, and refuses what it cannot
 - `decoded_body` (response): the body of a whole answer decoded with a bounded decompressor
   (gzip, deflate, brotli, zstd: never mitmproxy's unbounded `get_content()`), so that a 300 MB
   gzip bomb costs at most `upstream_body_limit` of memory; over it, or undecodable: refused.
-- `compressed`: a compressed stream is not relayed piece by piece; the proxy asked for
-  `identity`, so such an answer is gathered (bounded) and converted whole.
+- `stream_decoder` (responseheaders): a compressed stream (the proxy asked for `identity`, but an
+  upstream may compress anyway) is decoded piece by piece as it arrives (`StreamDecoder`), before
+  the stream's framing and conversion, so that `sse_event_limit` applies to its events and no more
+  than one piece's output is held: a piece that expands beyond `most` bytes (a bomb) or does not
+  decode ends the stream with a 502-style error. An encoding it cannot decode is gathered whole and
+  refused by `decoded_body`.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import brotli  # type: ignore[import-untyped]
 from mitmproxy import http
@@ -191,6 +196,119 @@ def _zstd_pieces(data: bytes) -> Iterator[bytes]:
 
 def _zstd(data: bytes, most: int) -> bytes:
     return _gathered(_zstd_pieces(data), most)
+
+
+class StreamDecoder:
+    """An upstream stream's Content-Encoding undone incrementally: bytes in, bytes out.
+
+    `feed` returns what a piece decodes to, made in steps of STEP bytes and never more than `most`
+    in one call (`Refused` beyond, or when the data does not decode); `finish` what is left at the
+    end. Concatenated members (gzip) or frames (zstd) are decoded one after the other."""
+
+    def __init__(self, encoding: str, most: int) -> None:
+        self.encoding = encoding
+        self.most = most
+        self.decompressor: Any = None
+        self.raw_deflate = False
+        self.refused: str | None = None  # why it gave up on the stream (`through`)
+
+    def through(self, converter: Any, data: bytes) -> tuple[bytes, bytes]:
+        """A piece of the stream (b"": its end) decoded, then fed to the stream's converter: (what the
+        client gets, the decoded piece). A piece it refuses ends the stream with the converter's
+        error piece (`refused` says why); nothing more is decoded after that."""
+        if self.refused is not None:
+            return b"", b""
+        try:
+            plain = self.feed(data) if data else self.finish()
+        except Refused as e:
+            self.refused = str(e)
+            return converter.fail(self.refused) or b"", b""
+        out = converter.feed(plain) if plain else b""
+        return (out if data else out + converter.finish()), plain
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        total = 0
+        try:
+            for piece in self._pieces(data):
+                total += len(piece)
+                if total > self.most:
+                    raise Refused(
+                        f"the upstream's {self.encoding} stream expands beyond {size(self.most)} in one piece "
+                        "(sse_event_limit): cut"
+                    )
+                out.append(piece)
+        except (zlib.error, brotli.error, zstd.ZstdError, ValueError, EOFError) as e:
+            raise Refused(f"the upstream's {self.encoding} stream cannot be decoded ({e})") from None
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """What the decompressor still holds at the end of the stream (zlib's buffered tail)."""
+        if self.decompressor is None or self.encoding in ("br", "zstd"):
+            return b""
+        return bytes(self.decompressor.flush())
+
+    def _new(self, first: bytes) -> Any:
+        if self.encoding in ("gzip", "x-gzip"):
+            return zlib.decompressobj(47)
+        if self.encoding == "deflate":
+            # zlib framing (what "deflate" means), or raw deflate (what some servers send)
+            self.raw_deflate = len(first) >= 2 and ((first[0] << 8) | first[1]) % 31 != 0
+            return zlib.decompressobj(-15 if self.raw_deflate else 15)
+        if self.encoding == "br":
+            return brotli.Decompressor()
+        return zstd.ZstdDecompressor()
+
+    def _pieces(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            if self.decompressor is None:
+                self.decompressor = self._new(data)
+            decompressor = self.decompressor
+            if self.encoding == "br":
+                yield decompressor.process(data, output_buffer_limit=STEP)
+                while not decompressor.is_finished() and (piece := decompressor.process(b"", output_buffer_limit=STEP)):
+                    yield piece
+                return
+            if self.encoding == "zstd":
+                yield decompressor.decompress(data, max_length=STEP)
+                while not decompressor.eof and not decompressor.needs_input:
+                    yield decompressor.decompress(b"", max_length=STEP)
+                data = decompressor.unused_data if decompressor.eof else b""
+            else:
+                yield decompressor.decompress(data, STEP)
+                while decompressor.unconsumed_tail:
+                    if not (piece := decompressor.decompress(decompressor.unconsumed_tail, STEP)):
+                        raise ValueError("compressed data makes no progress")
+                    yield piece
+                data = decompressor.unused_data if decompressor.eof else b""
+            if data:
+                self.decompressor = None  # the next member or frame
+
+
+def frame_whole(response: http.Response, http10: bool) -> None:
+    """A whole answer's framing headers say what its body is now, whatever rewrote it (a decoded
+    Content-Encoding, a scrubbed key, a converted answer): chunked as the upstream framed it (mitmproxy
+    writes the chunks), else Content-Length its length; HTTP/1.0 cannot read chunks."""
+    headers = response.headers
+    body = response.raw_content or b""
+    if not http10 and "chunked" in headers.get("transfer-encoding", "").lower():
+        if "content-length" in headers:
+            del headers["content-length"]
+        return
+    if "transfer-encoding" in headers:
+        del headers["transfer-encoding"]
+    if response.status_code not in (204, 304) and headers.get("content-length") != str(len(body)):
+        headers["content-length"] = str(len(body))
+
+
+def stream_decoder(response: http.Response, most: int) -> StreamDecoder | None:
+    """A decoder for a compressed stream in an encoding the proxy decodes, else None (identity, or
+    an encoding `decoded_body` refuses); the response then says it carries the decoded bytes."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in _DECODERS or encoding in ("", "identity"):
+        return None
+    response.headers.pop("content-encoding", None)
+    return StreamDecoder(encoding, most)
 
 
 _DECODERS: dict[str, Callable[[bytes, int], bytes]] = {

@@ -35,8 +35,14 @@ Acts that cost the proxy:
 - `no-blank-line`: a stream of `data: {...}\\n` lines with no blank line, NO_BLANK_BYTES long.
 - `huge-event`: one SSE event of HUGE_EVENT bytes (a 64 MB `content`), then the end of the stream.
 - `flood`: a well-formed stream of FLOOD_BYTES of events as fast as the socket takes them.
+- `cr-only`: a well-formed stream of CR_ONLY_BYTES whose lines end with CR alone (valid SSE);
+  `cr-no-blank`: as many bytes of CR-ended `data:` lines without a blank line.
 - `slow-body`: a `Content-Length` JSON answer trickled in 20 pieces 0.15 s apart (3 s in all).
+- `gzip-huge-event`, `gzip-flood`: `huge-event` and `flood` as a gzip-compressed stream (each piece
+  flushed); `gzip-stream-bomb`: STREAM_BOMB bytes of small valid events compressed into about 0.3 MB;
+  `gzip-trickle`: a gzip stream whose first event is flushed, the rest sent once `release` is set.
 - `hang`: nothing until `release` is set (or 30 s), watching whether the proxy hangs up.
+- `close-silently`: reads the request and closes the connection without a byte.
 
 Acts that send numbers or shapes an upstream must not:
 
@@ -75,6 +81,8 @@ HUGE_BODY = 300 * MB
 HUGE_EVENT = 64 * MB
 NO_BLANK_BYTES = 96 * MB
 FLOOD_BYTES = 24 * MB
+CR_ONLY_BYTES = 128 * MB
+STREAM_BOMB = 300 * MB
 
 _ACT = re.compile(r"evil:([A-Za-z0-9._=-]+)")
 
@@ -455,6 +463,9 @@ class _Handler(socketserver.BaseRequestHandler):
 
     # -- acts: what an answer may cost ------------------------------------------------------------
 
+    def act_close_silently(self, req: _Request) -> bool:
+        return False  # the request was read (and, for all the proxy knows, processed); not a byte back
+
     def act_gzip_bomb(self, req: _Request) -> None:
         self.send(200, {"content-type": "application/json", "content-encoding": "gzip"}, gzip_bomb())
 
@@ -496,6 +507,61 @@ class _Handler(socketserver.BaseRequestHandler):
             {"content-type": "text/event-stream"},
             [sse(first), *(block for _ in range(FLOOD_BYTES // MB)), sse(*rest, "[DONE]")],
         )
+
+    def act_cr_only(self, req: _Request) -> None:
+        """A well-formed stream of CR_ONLY_BYTES whose lines end with CR alone (valid SSE)."""
+        first, middle, *rest = chat_events(req, "x" * 1000)
+        event = sse(middle).replace(b"\n", b"\r")
+        block = event * (MB // len(event))
+        pieces = [sse(first).replace(b"\n", b"\r"), *(block for _ in range(CR_ONLY_BYTES // MB))]
+        self.send_chunked(
+            200, {"content-type": "text/event-stream"}, [*pieces, sse(*rest, "[DONE]").replace(b"\n", b"\r")]
+        )
+
+    def act_cr_no_blank(self, req: _Request) -> None:
+        """CR_ONLY_BYTES of `data:` lines ending with CR alone, and no blank line: one endless event."""
+        line = b"data: " + json.dumps(chat_events(req, "word ")[1]).encode() + b"\r"
+        block = line * (MB // len(line))
+        self.send_chunked(200, {"content-type": "text/event-stream"}, (block for _ in range(CR_ONLY_BYTES // MB)))
+
+    def send_gzip_stream(self, pieces, release: threading.Event | None = None) -> None:
+        """A chunked `text/event-stream` whose body is gzip-compressed, each piece flushed as it is sent;
+        with `release`, everything after the first piece waits for it (at most 10 s)."""
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        for n, piece in enumerate(pieces):
+            if n == 1 and release is not None:
+                release.wait(10)
+            data = compressor.compress(piece) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            self.write(b"%x\r\n%s\r\n" % (len(data), data))
+        tail = compressor.flush()
+        self.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+
+    def act_gzip_huge_event(self, req: _Request) -> None:
+        first, middle, *rest = chat_events(req, "PLACEHOLDER")
+        before, after = json.dumps(middle).encode().split(b"PLACEHOLDER")
+        pieces = [sse(first), b"data: " + before, *(b"a" * MB for _ in range(HUGE_EVENT // MB))]
+        self.send_gzip_stream([*pieces, after + b"\n\n", sse(*rest, "[DONE]")])
+
+    def act_gzip_flood(self, req: _Request) -> None:
+        first, middle, *rest = chat_events(req, "x" * 1000)
+        block = sse(middle) * (MB // len(sse(middle)))
+        self.send_gzip_stream([sse(first), *(block for _ in range(FLOOD_BYTES // MB)), sse(*rest, "[DONE]")])
+
+    def act_gzip_stream_bomb(self, req: _Request) -> None:
+        first, middle, *rest = chat_events(req, " ")
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        block = sse(middle) * (MB // len(sse(middle)))
+        body = compressor.compress(sse(first)) + b"".join(compressor.compress(block) for _ in range(STREAM_BOMB // MB))
+        body += compressor.compress(sse(*rest, "[DONE]")) + compressor.flush()
+        self.send_chunked(200, {"content-type": "text/event-stream", "content-encoding": "gzip"}, [body])
+
+    def act_gzip_trickle(self, req: _Request) -> None:
+        events = chat_events(req, "first then the rest")
+        self.send_gzip_stream([sse(events[0], events[1]), sse(*events[2:], "[DONE]")], release=self.server.evil.release)
 
     def act_slow_body(self, req: _Request) -> None:
         model = req.body.get("model", "")
