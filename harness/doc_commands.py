@@ -44,7 +44,7 @@ from harness import ROOT
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->\s*\n$", re.S)
-AGENT = re.compile(r"^\s*(?:[A-Z_]+=\S*\s+)*(claude|codex)\s", re.M)
+AGENT = re.compile(r"^\s*(?:[A-Z_]+=\S*\s+)*(claude|codex|opencode)\s", re.M)
 SERVER = re.compile(r"^\s*(?:[A-Z_]+=\S*\s+)*(?:make\s+(?:run|web)\b|\S*mitm(?:dump|web)\s)", re.M)
 WEB_PASSWORD = "docs-test-password"
 # The upstreams blocks and catalogs name, which are the fake upstream here.
@@ -68,7 +68,7 @@ class Block:
 
     @property
     def agent(self) -> bool:
-        """Runs Claude Code or Codex CLI: the client suite's (tests/clients) to run."""
+        """Runs Claude Code, Codex CLI or opencode: the client suite's (tests/clients) to run."""
         return bool(AGENT.search(self.text))
 
     @property

@@ -142,10 +142,7 @@ class OpenAIEndpoint(OllamaEndpoint):
 
 def json_object(request: http.Request, endpoint: Endpoint) -> dict[str, JSON] | Answer:
     """The request body as a JSON object, or a 400 in the endpoint's shape saying why it is not one."""
-    try:
-        raw = request.get_content(strict=True)
-    except ValueError as e:
-        return endpoint.error(400, f"cannot decode request body: {e}")
+    raw = request.raw_content  # (decoded, bounded, by the proxy: `addon.guard.request_size.decode`)
     if not raw:
         return endpoint.error(400, "missing request body")
     try:
