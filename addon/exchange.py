@@ -488,7 +488,10 @@ def finish(flow: http.HTTPFlow, exchange: Exchange, answered: bool = False) -> N
     flow.comment = line
     response = flow.response
     broken = flow.error is not None and not answered
-    if exchange.error or broken or (response is not None and response.status_code >= 400):
+    # A HEAD probe of a path no route serves (Claude Code's HEAD /api/hello at every start) gets Ollama's
+    # 404 and is no failure: its line is logged as a good flow's is.
+    probe = flow.request.method == "HEAD" and response is not None and response.status_code == 404
+    if exchange.error or broken or (response is not None and response.status_code >= 400 and not probe):
         flow.marked = FAILED_MARKER
         logger.warning(line)
     else:

@@ -261,6 +261,7 @@ class OllamaProxy:
         return (
             browser.origin_check(flow, exchange, settings, endpoint)  # 403, or a preflight's 204
             or browser.host_check(flow, settings, endpoint)  # 403 (DNS rebinding)
+            or endpoints.unknown_path(exchange.route)  # 404 as Ollama, key or not (a probe: HEAD /api/hello)
             or access.refusal(exchange, settings, endpoint)  # 401
             or request_size.declared_too_large(flow.request, settings.request_body_limit, endpoint)  # 413
         )
@@ -332,7 +333,7 @@ class OllamaProxy:
             elif refused := request_size.decode(flow.request, settings.request_body_limit, endpoint):
                 reply = refused  # a compressed body over the limit once decoded, or not decodable
             elif route is None:
-                reply = Answer(404, b"404 page not found", "text/plain")
+                reply = endpoints.NOT_FOUND
             elif flow.request.method not in route.methods:
                 reply = Answer(405, b"405 method not allowed", "text/plain")
             elif settings.models.warming:  # several servers, right after start: their first lists first

@@ -18,7 +18,8 @@ changed:
 
 A `models.toml` block on the same page (a ```toml block whose first line is `# models.toml`) is
 written to the block's directory, as a user would save it, and given to the proxy the test starts
-for the block's curl or agent commands. A block that cannot run here is marked by an HTML comment
+for the block's curl or agent commands; `my_ollama_app.py` (docs/clients.md's proxy mode) is a
+small `ollama` SDK chat, whose answer must come back through the proxy. A block that cannot run here is marked by an HTML comment
 on the line before it: `<!-- not run: why -->`; `test_docs_commands.py` fails on any other block it
 cannot run.
 """
@@ -43,7 +44,7 @@ from harness import ROOT
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->\s*\n$", re.S)
-AGENT = re.compile(r"^\s*(?:[A-Z_]+=\S*\s+)*(claude|codex)\s", re.M)
+AGENT = re.compile(r"^\s*(?:[A-Z_]+=\S*\s+)*(claude|codex|opencode)\s", re.M)
 SERVER = re.compile(r"^\s*(?:[A-Z_]+=\S*\s+)*(?:make\s+(?:run|web)\b|\S*mitm(?:dump|web)\s)", re.M)
 WEB_PASSWORD = "docs-test-password"
 # The upstreams blocks and catalogs name, which are the fake upstream here.
@@ -67,7 +68,7 @@ class Block:
 
     @property
     def agent(self) -> bool:
-        """Runs Claude Code or Codex CLI: the client suite's (tests/clients) to run."""
+        """Runs Claude Code, Codex CLI or opencode: the client suite's (tests/clients) to run."""
         return bool(AGENT.search(self.text))
 
     @property

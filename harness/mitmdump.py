@@ -21,6 +21,9 @@ MITMDUMP = Path(sys.executable).parent / "mitmdump"
 # a deployment should have it: llama.cpp's router closes connections after answers, and the pool drops
 # an idle connection as soon as the upstream closes it (it retries only a failed connect: issue 21 §9).
 LOCAL_MODEL_POOL: tuple[str, ...] = ("upstream_pool=all",) if find_haproxy() else ()
+# What `make run` adds for the local model: its catalog (context, capabilities, the answer length that
+# bounds a base model's turn), and the pool above.
+LOCAL_MODEL: tuple[str, ...] = (f"model_catalog={ROOT / 'scripts' / 'local-models.toml'}", *LOCAL_MODEL_POOL)
 
 
 def free_port() -> int:

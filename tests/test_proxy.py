@@ -258,8 +258,9 @@ forward_client_key = true
 [models."llama3.2"]
 server = "vllm"
 upstream = "meta-llama/Llama-3.2-3B-Instruct"
+capabilities = ["completion", "tools", "thinking"]  # think is refused for a model without thinking
 """
-CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "think": True, "options": {"top_k": 5}}
+CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "options": {"top_k": 5}}
 
 
 @pytest.fixture
@@ -281,7 +282,7 @@ def several(tmp_path, monkeypatch):
 
 def test_a_request_goes_to_its_server_with_its_key_and_settings(several) -> None:
     proxy, _, _ = several
-    flow = ollama_flow("/api/chat", CHAT)
+    flow = ollama_flow("/api/chat", {**CHAT, "think": True})
     proxy.request(flow)
     assert flow.request.url == "http://gpu1:8000/v1/chat/completions"
     assert flow.request.headers["authorization"] == "Bearer sk-vllm-unit-0123", "the server's own key"

@@ -16,6 +16,9 @@ What the model can do decides two fields Claude Code sends with every request:
 - `max_tokens` (32000 and more): lowered to the model's `max_output_tokens` where that is known
   (catalog, or OpenAI's published limits), and sent as `max_completion_tokens` to OpenAI's
   reasoning models, which refuse `max_tokens`.
+
+Ollama's capability rules (`catalog.capabilities`) apply as on /api/chat, in Anthropic's error shape:
+a model without `completion` (an embedding model) or, with tools, without `tools` is refused with 400.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
+from addon.catalog.capabilities import refusal
 from addon.endpoints.base import (
     OllamaEndpoint,
     forward,
@@ -65,6 +69,9 @@ class Messages(AnthropicEndpoint):
         named = named_body(exchange, request, settings, self, self.error(400, "model: Field required"))
         if isinstance(named, Answer):
             return named
+        tools = named.body.get("tools")  # Ollama relaxes the thinking wish on this route: no thinking rule
+        if (why := refusal(named.info, named.model, "chat", tools=isinstance(tools, list) and bool(tools))) is not None:
+            return self.error(400, why)
         try:
             translation = anthropic.messages_request(
                 named.body,
@@ -110,8 +117,8 @@ class CountTokens(AnthropicEndpoint):
         body = json_object(request, self)
         if isinstance(body, Answer):
             return body
-        if isinstance(body.get("model"), str) and body["model"]:
-            exchange.model = body["model"]
+        if isinstance(model := body.get("model"), str) and model:
+            exchange.model = model
         try:
             return json_answer(200, anthropic.count_tokens(body))
         except anthropic.AnthropicError as e:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from mitmproxy import http
 
+from addon.catalog.capabilities import THINKING_ON, refusal
 from addon.endpoints.base import OllamaEndpoint, forward, parse_named, plan_of
 from addon.exchange import Exchange
 from addon.reply import Answer, Plan, Reply, json_answer, text_answer
@@ -45,9 +46,14 @@ class Version(OllamaEndpoint):
         return json_answer(200, {"version": settings.ollama_version})
 
 
+def unloads(request: ChatRequest | GenerateRequest) -> bool:
+    """keep_alive 0: the request (with an empty prompt) unloads the model."""
+    return request.keep_alive in (0, "0", "0s", "0m")
+
+
 def load_reply(request: ChatRequest | GenerateRequest, shape: Shape) -> Answer:
     """An empty prompt loads (or with keep_alive 0 unloads) a model in Ollama: there is nothing to do upstream."""
-    unload = request.keep_alive in (0, "0", "0s", "0m")
+    unload = unloads(request)
     answer: dict[str, Any] = {"model": request.model, "created_at": rfc3339_now()}
     if shape == "chat":
         answer["message"] = {"role": "assistant", "content": ""}
@@ -127,10 +133,14 @@ def _forward(
     settings: Settings,
     translate: Callable[[Target], Translation],
     plan: GenerationPlan,
+    refused: str | None,
 ) -> Reply:
-    """What chat and generate send upstream, once their request is read: the translation to the model's target."""
+    """What chat and generate send upstream, once their request is read: the translation to the model's target.
+    `refused`: Ollama's capability refusal of the request, answered once the model is known to be routable."""
     model = exchange.model or ""
     target = settings.target(model)
+    if refused is not None:
+        return endpoint.error(400, refused)
     try:
         translation = translate(target)
     except TranslationError as e:
@@ -148,14 +158,19 @@ class Chat(_Generation):
         parsed = parse_named(exchange, request, ChatRequest, self, (400, "model is required"))
         if isinstance(parsed, Answer):
             return parsed
+        if not parsed.messages and unloads(parsed):
+            return load_reply(parsed, "chat")  # Ollama unloads before it looks at what the model can do
+        info = settings.models.info(parsed.model)
+        why = refusal(info, parsed.model, "chat", think=parsed.think in THINKING_ON, tools=bool(parsed.tools))
         if not parsed.messages:
-            return load_reply(parsed, "chat")
+            return self.error(400, why) if why else load_reply(parsed, "chat")
         return _forward(
             self,
             exchange,
             settings,
             lambda target: chat_request(parsed, target.model, target.server.passthrough_options),
             GenerationPlan(),
+            why,
         )
 
 
@@ -168,12 +183,18 @@ class Generate(_Generation):
         parsed = parse_named(exchange, request, GenerateRequest, self, (404, "model '' not found"))
         if isinstance(parsed, Answer):
             return parsed
-        if not parsed.prompt and parsed.suffix is None and not parsed.images:
-            return load_reply(parsed, "generate")
+        empty = not parsed.prompt and parsed.suffix is None and not parsed.images
+        if empty and unloads(parsed):
+            return load_reply(parsed, "generate")  # Ollama unloads before it looks at what the model can do
+        info = settings.models.info(parsed.model)
+        why = refusal(info, parsed.model, "generate", think=parsed.think in THINKING_ON, insert=bool(parsed.suffix))
+        if empty:
+            return self.error(400, why) if why else load_reply(parsed, "generate")
         return _forward(
             self,
             exchange,
             settings,
             lambda target: generate_request(parsed, target.model, target.server.passthrough_options),
             GenerationPlan(raw=parsed.raw),
+            why,
         )

@@ -6,6 +6,9 @@ route (catalog alias, `name:latest` → upstream id); answers come back unchange
 `model` is the name the client sent, streams included (event by event). A transcription's
 multipart form goes as it is, its `model` field resolved in place. /v1/models is answered
 locally from the model directory, with the names /api/tags lists. Errors are OpenAI's shape.
+Ollama's capability rules (`catalog.capabilities`) refuse what the model cannot do with 400, as
+Ollama's middleware does: chat with a model without `completion`, tools or a reasoning effort it
+cannot take, a completions suffix without `insert`.
 (/v1/responses has a module of its own: `openai_responses`.)
 """
 
@@ -19,6 +22,7 @@ from urllib.parse import unquote
 
 from mitmproxy import http
 
+from addon.catalog.capabilities import EFFORTS_ON, refusal
 from addon.catalog.models import ModelInfo
 from addon.endpoints.base import OpenAIEndpoint, limit_answer, named_body
 from addon.exchange import Exchange
@@ -173,6 +177,8 @@ class Forwarded(OpenAIEndpoint):
         if isinstance(named, Answer):
             return named
         body = named.body
+        if (why := self.refusal(body, named.model, named.info)) is not None:
+            return self.error(400, why)
         body["model"] = named.target.model
         if self.route != "embeddings":  # the answer's length, as on every route
             warnings: list[str] = []
@@ -185,6 +191,18 @@ class Forwarded(OpenAIEndpoint):
             )
             exchange.warn(warnings)
         return Forward(self.route, body, body.get("stream") is True, named.target)
+
+    def refusal(self, body: dict[str, Any], model: str, info: ModelInfo) -> str | None:
+        """Ollama's capability rules for what the request asks (chat: tools, a reasoning effort; completions:
+        a suffix); embeddings have none."""
+        if self.route == "embeddings":
+            return None
+        if self.route == "completions":
+            return refusal(info, model, "generate", insert=bool(body.get("suffix")))
+        reasoning = body.get("reasoning")
+        effort = reasoning.get("effort") if isinstance(reasoning, dict) else body.get("reasoning_effort")
+        tools = body.get("tools")
+        return refusal(info, model, "chat", think=effort in EFFORTS_ON, tools=isinstance(tools, list) and bool(tools))
 
     def stream(self, exchange: Exchange) -> SSERelay:
         """Relay a streamed answer in real time, renaming its model if the upstream's name differs."""

@@ -8,7 +8,9 @@ model name. Errors are OpenAI's shape, statuses kept.
 
 As on `/v1/messages`, a reasoning effort goes upstream only for a model with the `thinking`
 capability (Codex sends one with every request), and `max_output_tokens` is lowered to the
-model's known limit and sent in the field the model takes.
+model's known limit and sent in the field the model takes. Ollama's capability rules
+(`catalog.capabilities`) apply as on /api/chat: a model without `completion`, or with tools without
+`tools`, is refused with 400.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
 
+from addon.catalog.capabilities import refusal
 from addon.endpoints.base import OpenAIEndpoint, forward, named_body, plan_of, upstream_object, whole_stream
 from addon.endpoints.openai import SSERelay
 from addon.exchange import Exchange
@@ -93,6 +96,9 @@ class Responses(OpenAIEndpoint):
         named = named_body(exchange, request, settings, self, json_answer(400, missing.body(), missing.message))
         if isinstance(named, Answer):
             return named
+        tools = named.body.get("tools")  # the reasoning wish Codex sends with every request is relaxed, not refused
+        if (why := refusal(named.info, named.model, "chat", tools=isinstance(tools, list) and bool(tools))) is not None:
+            return self.error(400, why)
         if named.target.server.responses_passthrough:
             exchange.plan = PassthroughPlan()
             body = {**named.body, "model": named.target.model}
