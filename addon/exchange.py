@@ -34,7 +34,7 @@ from mitmproxy import http
 
 from addon import mitm_internals as fence
 from addon.guard import secrets, timeouts, upstream
-from addon.guard.output import escape
+from addon.guard.output import clip, escape
 from addon.reply import Answer, Forward, Plan
 from addon.translate.response import Clock
 from addon.wire.ollama import dumps_body
@@ -58,6 +58,7 @@ UPSTREAM_BODY = "upstream_response"  # the upstream's raw answer (the SSE text o
 UPSTREAM_HEADERS = "upstream_headers"  # ... and its headers, as [name, value] pairs
 
 FAILED_MARKER = ":red_circle:"
+MAX_ERROR = 1024  # characters of the error message in the log line and comment (it may quote client text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,10 +460,10 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
     """`POST /api/chat llama3.2 → /v1/chat/completions gpt-4o-mini · 200 · 25+14 tokens · 812 ms`;
     with several servers, the server's name after the arrow (`→ vllm /v1/chat/completions ...`)."""
     request = flow.request
-    asked = f"{exchange.method} {exchange.route} {exchange.model or ''}".rstrip()
+    asked = f"{clip(exchange.method)} {clip(exchange.route)} {clip(exchange.model or '')}".rstrip()
     if exchange.upstream_route is not None:
         server = f"{exchange.server} " if exchange.server_named else ""
-        asked += f" → {server}{request.path.split('?', 1)[0]} {exchange.upstream_model}"
+        asked += f" → {server}{request.path.split('?', 1)[0]} {clip(exchange.upstream_model or '')}"
     parts = [asked]
     if exchange.failure is not None and flow.error is not None and exchange.relay is None:
         parts.append(str(exchange.failure[0]))  # the proxy's error page, not the upstream's status
@@ -473,7 +474,7 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
     end = (flow.response.timestamp_end if flow.response is not None else None) or time.time()
     parts.append(f"{(end - request.timestamp_start) * 1000:.0f} ms")
     if exchange.error:
-        parts.append(f"error: {exchange.error}")
+        parts.append(f"error: {clip(exchange.error, MAX_ERROR)}")
     return escape(" · ".join(parts))  # client text (the model, an error naming it) cannot forge lines
 
 

@@ -110,6 +110,15 @@ class Mitmdump:
             self.stop()
             raise RuntimeError(f"mitmdump did not start ({e}): {self.log()}") from None
 
+    def wait_ready(self, seconds: float = 20) -> None:
+        """Wait until mitmproxy says it listens: its port accepts connections a little earlier, before
+        its TLS certificate store is loaded (a TLS client then would stop it)."""
+        deadline = time.monotonic() + seconds
+        while "listening at" not in self.log():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"mitmdump is not ready after {seconds} s: {self.log()[-2000:]}")
+            time.sleep(0.05)
+
     def log(self) -> str:
         if not self._log.closed:
             self._log.flush()

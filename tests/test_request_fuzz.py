@@ -201,7 +201,7 @@ upstream = "o4-mini"
 
 [models."qwen3-coder"]
 upstream = "Qwen/Qwen3-Coder"
-capabilities = ["completion", "tools", "thinking"]
+capabilities = ["completion", "tools", "thinking", "insert"]
 think_style = "chat_template_kwargs"
 max_output_tokens = 8192
 """
@@ -426,3 +426,26 @@ def test_any_body(addon, body) -> None:
             assert answer["done_reason"] in ("load", "unload")
         else:
             assert flow.response.status_code in (400, 404) and family_error(answer), answer
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("messages", ("messages", 1, "content", 2, "input", "path")),
+        ("responses", ("input", 4, "arguments")),
+        ("chat completions", ("messages", 1, "content")),
+    ],
+)
+def test_json_nested_too_deeply(addon, name: str, path: tuple[Any, ...]) -> None:
+    """Deeper than validation goes (255 levels): a 400 that says so in the family's shape, never a 500."""
+    route, base, family_error, translation = ROUTES[name]
+    deep: Any = {"a": 1}
+    for _ in range(400):
+        deep = [deep]
+    flow = send(addon, route, mutate(base, [(path, deep, False)]))
+    if translation == "forwarded":  # relayed as it is: the upstream judges it
+        assert flow.response is None
+        return
+    answer = _strict_json(flow.response.content)
+    assert flow.response.status_code == 400 and family_error(answer), answer
+    assert "the request nests JSON too deeply" in json.dumps(answer) and "…" in json.dumps(answer, ensure_ascii=False)

@@ -117,8 +117,8 @@ class CountTokens(AnthropicEndpoint):
         body = json_object(request, self)
         if isinstance(body, Answer):
             return body
-        if isinstance(body.get("model"), str) and body["model"]:
-            exchange.model = body["model"]
+        if isinstance(model := body.get("model"), str) and model:
+            exchange.model = model
         try:
             return json_answer(200, anthropic.count_tokens(body))
         except anthropic.AnthropicError as e:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from mitmproxy import http
 from pydantic import ValidationError
@@ -139,15 +139,10 @@ class OpenAIEndpoint(OllamaEndpoint):
 # ---------------------------------------------------------------------------------------------
 # Reading request bodies
 
-Model = TypeVar("Model", bound=OllamaModel)
 
-
-def json_object(request: http.Request, endpoint: Endpoint) -> dict[str, Any] | Answer:
+def json_object(request: http.Request, endpoint: Endpoint) -> dict[str, JSON] | Answer:
     """The request body as a JSON object, or a 400 in the endpoint's shape saying why it is not one."""
-    try:
-        raw = request.get_content(strict=True)
-    except ValueError as e:
-        return endpoint.error(400, f"cannot decode request body: {e}")
+    raw = request.raw_content  # (decoded, bounded, by the proxy: `addon.guard.request_size.decode`)
     if not raw:
         return endpoint.error(400, "missing request body")
     try:

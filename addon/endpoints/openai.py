@@ -245,7 +245,7 @@ class Transcriptions(OpenAIEndpoint):
     def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
         content_type = request.headers.get("content-type", "")
         boundary = multipart.boundary_of(content_type)
-        body = request.get_content(strict=False) or b""
+        body = request.raw_content or b""  # (decoded, bounded, by the proxy: `request_size.decode`)
         if boundary is None or not body:
             return self.error(400, "the request must be a multipart/form-data body with the audio file and a model")
         model = multipart.field(body, boundary, "model")

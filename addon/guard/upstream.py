@@ -318,3 +318,15 @@ _DECODERS: dict[str, Callable[[bytes, int], bytes]] = {
     "br": _brotli,
     "zstd": _zstd,
 }
+
+
+def decompressed(encoding: str, data: bytes, most: int) -> bytes | None:
+    """`data` decoded from `encoding` (at most `most` bytes: `TooLarge` beyond); None for an encoding
+    the proxy cannot decode. Raises `ValueError` for data that is not in that encoding."""
+    decode = _DECODERS.get(encoding)
+    if decode is None:
+        return None
+    try:
+        return decode(data, most + 1)
+    except (zlib.error, brotli.error, zstd.ZstdError, EOFError) as e:
+        raise ValueError(str(e)) from None

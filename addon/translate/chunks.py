@@ -194,12 +194,6 @@ def parse_arguments(text: str) -> tuple[dict[str, Any], str | None]:
     return {}, f"tool call arguments are not a JSON object and were replaced by {{}}: {text[:200]!r}"
 
 
-def sanitize_arguments(text: str) -> str:
-    """Whole argument text with NaN and Infinity as null (the rule streams follow piece by piece)."""
-    arguments = _Arguments()
-    return arguments.feed(text) + arguments.close()
-
-
 # ---------------------------------------------------------------------------------------------
 # The accumulator
 

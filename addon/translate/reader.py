@@ -92,7 +92,7 @@ class ChunkReader:
             raise StreamFault(
                 f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}"
             ) from None
-        if len(deltas) == 1 and len(self.templates) < _TEMPLATES and type(deltas[0]) in (Text, Thinking):
+        if len(deltas) == 1 and type(deltas[0]) in (Text, Thinking):
             self._learn(data, chunk)
         return deltas
 
@@ -129,4 +129,6 @@ class ChunkReader:
             return
         pattern = re.compile(re.escape(head) + _STRING + re.escape(tail[:-1]) + _REST, re.S)
         if all(pattern.pattern != known.pattern.pattern for known in self.templates):
+            if len(self.templates) == _TEMPLATES:  # (a shape that changes, as `created` every second: the newest)
+                del self.templates[0]
             self.templates.append(_Template(pattern, _KINDS[field]))

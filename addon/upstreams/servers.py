@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 from mitmproxy.exceptions import OptionsError
 
 from addon.catalog.models import THINK_STYLES
-from addon.upstreams.health import Health, ServerState
+from addon.upstreams.health import Health, ServerState, client_reason
 
 logger = logging.getLogger("ollama_proxy")
 
@@ -432,11 +432,11 @@ class ServerTable:
 
         def why(state: ServerState) -> str:
             ago = f", for {now - state.down_since:.0f} s" if state.down_since is not None else ""
-            return f"{state.reason or 'down'}{ago}"
+            return f"{client_reason(state.reason)}{ago}"
 
         if rule == "default":
             message = (
-                f"model '{model_id}': the default server ({servers[0].base_url}) is down ({why(states[0])}); "
+                f"model '{model_id}': the default server is down ({why(states[0])}); "
                 "the proxy retries it in the background"
             )
         elif len(servers) == 1:

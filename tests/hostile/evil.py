@@ -50,6 +50,8 @@ Acts that send numbers or shapes an upstream must not:
 - `usage-string`, `usage-list`, `usage-huge` (`1e400`), `usage-bigint`, `usage-negative`, `usage-nan`:
   as `prompt_tokens` (chat and completions; in the last event of a stream);
 - `created-nan`: `NaN` in a field the proxy does not convert (chat, completions; every stream event);
+- `nan-arguments`: `NaN`, `Infinity` and `-Infinity` in a tool call's arguments (JSON text), a
+  stream's cut between fragments;
 - `empty-object`: `200 {}`; `error-object`: `200 {"error": {"message": "quota exceeded", ...}}`;
   `error-string`: `200 {"error": "quota exceeded"}`.
 
@@ -649,6 +651,54 @@ class _Handler(socketserver.BaseRequestHandler):
                     str(marker), "NaN"
                 ),
             )
+
+    def act_nan_arguments(self, req: _Request) -> None:
+        """A tool call whose arguments (JSON text) hold NaN, Infinity and -Infinity, the stream's cut between
+        two fragments (`Na` + `N`, `-` + `Infinity`)."""
+        head = {"id": "chatcmpl-evil", "created": 1767968229, "model": req.body.get("model", "")}
+        whole_arguments = '{"x": NaN, "y": [Infinity, -Infinity], "z": "NaN stays text"}'
+        if not req.stream:
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "plot", "arguments": whole_arguments}}
+                ],
+            }
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            self.raw_json(200, json.dumps({**head, "object": "chat.completion", "choices": [choice]}))
+            return
+        pieces = ['{"x": Na', 'N, "y": [Infinity, -', 'Infinity], "z": "NaN stays text"}']
+        events = [
+            {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    **({"id": "call_1", "type": "function"} if i == 0 else {}),
+                                    "function": {**({"name": "plot"} if i == 0 else {}), "arguments": piece},
+                                }
+                            ]
+                        },
+                        "finish_reason": None,
+                    }
+                ],
+            }
+            for i, piece in enumerate(pieces)
+        ]
+        events.append(
+            {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+            }
+        )
+        self.send(200, {"content-type": "text/event-stream"}, sse(*events, "[DONE]"))
 
     def act_empty_object(self, req: _Request) -> None:
         self.raw_json(200, "{}")
