@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mitmproxy import exceptions
 
 if TYPE_CHECKING:
+    from addon.guard.keys import KeySpec
     from addon.upstreams.servers import ServerSpec
 
 CAPABILITIES = ("completion", "tools", "vision", "thinking", "embedding", "insert")
@@ -209,6 +210,7 @@ class Catalog:
 
     models: dict[str, ModelInfo] = field(default_factory=dict)
     servers: dict[str, ServerSpec] = field(default_factory=dict)  # the [servers.NAME] tables (addon.upstreams.servers)
+    keys: dict[str, KeySpec] = field(default_factory=dict)  # the [keys.NAME] tables (addon.guard.keys)
 
     def get(self, name: str) -> ModelInfo | None:
         return self.models.get(full_name(name))
@@ -231,10 +233,11 @@ class Catalog:
     def parse(
         cls, data: dict[str, Any], where: str = "model_catalog", environ: Mapping[str, str] | None = None
     ) -> Catalog:
-        unknown = set(data) - {"models", "servers"}
+        unknown = set(data) - {"models", "servers", "keys"}
         if unknown:
             raise exceptions.OptionsError(
-                f'{where}: unknown top-level keys {sorted(unknown)} (expected [models."name"] and [servers.NAME] tables)'
+                f"{where}: unknown top-level keys {sorted(unknown)} "
+                '(expected [models."name"], [servers.NAME] and [keys.NAME] tables)'
             )
         tables = data.get("models", {})
         if not isinstance(tables, dict):
@@ -243,11 +246,12 @@ class Catalog:
         for name, table in tables.items():
             models[full_name(name)] = _entry(name, table, f'{where}: [models."{name}"]')
         # Several upstreams (addon.upstreams.servers): imported here, the servers module needs this one's names.
+        from addon.guard.keys import parse_keys
         from addon.upstreams.servers import check_model_servers, parse_servers
 
         servers = parse_servers(data.get("servers", {}), where, environ)
         check_model_servers({name: table.get("server") for name, table in tables.items()}, servers, where)
-        return cls(models, servers)
+        return cls(models, servers, parse_keys(data.get("keys", {}), where, environ))
 
 
 def _entry(name: str, table: Any, where: str) -> ModelInfo:

@@ -20,6 +20,7 @@ from mitmproxy import http
 from addon.catalog.catalog import ModelInfo
 from addon.endpoints.base import OpenAIEndpoint, json_object
 from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
+from addon.guard.keys import visible
 from addon.translate.response import upstream_error
 from addon.wire import multipart
 from addon.wire.openai import Usage, answerless, invalid_json, loads, usage_of
@@ -294,7 +295,7 @@ class Models(OpenAIEndpoint):
 
     async def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
         listing = await settings.models.listing()
-        data = [model_object(m, settings.models.loaded_at) for m in listing.models]
+        data = [model_object(m, settings.models.loaded_at) for m in visible(exchange.key, listing.models)]
         return json_answer(200, {"object": "list", "data": data})
 
 
