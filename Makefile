@@ -16,7 +16,7 @@ WORKERS ?= 1
 # and upstream connections stay warm. POOL=0: one mitmdump, straight to the upstream.
 POOL ?= 1
 # FLOW_DETAIL=1: every request logs its line (and mitmdump prints its own two per flow); 0: only
-# failures and warnings (README: "In the terminal"). mitmproxy refuses a second flow_detail in ARGS.
+# failures and warnings (docs/mitmweb.md: "In the terminal"). mitmproxy refuses a second flow_detail in ARGS.
 FLOW_DETAIL ?= 0
 
 

@@ -1,4 +1,4 @@
-"""The README's compatibility table names the client versions the client suite pins (no drift)."""
+"""docs/clients.md's compatibility table names the client versions the client suite pins (no drift)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
-README = (ROOT / "README.md").read_text()
+CLIENTS_DOC = (ROOT / "docs" / "clients.md").read_text()
+AGENTS_DOC = (ROOT / "docs" / "agents.md").read_text()
 CLIENTS = ROOT / "tests" / "clients"
 
 
 def table_row(start: str) -> str:
-    section = README.split("## Compatibility with Ollama clients", 1)[1].split("\n## ", 1)[0]
+    section = CLIENTS_DOC.split("## Compatibility with Ollama clients", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith(f"| {start}")]
     assert len(rows) == 1, f"the compatibility table has no single row for {start!r}"
     return rows[0]
@@ -42,7 +43,7 @@ def test_python_clients_versions_are_in_the_table() -> None:
     assert set(rows) == set(pinned), "requirements.txt and this test disagree on the clients"
     for name, row in rows.items():
         assert pinned[name] in row, (
-            f"{name} {pinned[name]} (tests/clients/requirements.txt) is not in the README's row: {row[:120]}"
+            f"{name} {pinned[name]} (tests/clients/requirements.txt) is not in docs/clients.md's row: {row[:120]}"
         )
 
 
@@ -91,11 +92,11 @@ def agent_pin(folder: str, name: str) -> str:
 def test_claude_code_is_pinned_and_in_the_table() -> None:
     version = agent_pin("claude", "@anthropic-ai/claude-code")
     assert f"| {version} |" in table_row("Claude Code (npm `@anthropic-ai/claude-code`")
-    assert f"Claude Code {version}" in README, "the Claude Code section names the version tested"
+    assert f"Claude Code {version}" in AGENTS_DOC, "docs/agents.md's Claude Code section names the version tested"
 
 
 def test_codex_is_pinned_and_in_the_table() -> None:
     version = agent_pin("codex", "@openai/codex")
     assert f"| {version} |" in table_row("Codex CLI (npm `@openai/codex`")
-    assert f"Codex CLI {version}" in README, "the Codex CLI section names the version tested"
+    assert f"Codex CLI {version}" in AGENTS_DOC, "docs/agents.md's Codex CLI section names the version tested"
     assert version in (CLIENTS / "codex" / "README.md").read_text()

@@ -34,7 +34,7 @@ class Case:
     headers: dict[str, str] = field(default_factory=dict)
     status: int | None = None  # the exact status expected, else any 4xx
     raw: bytes | None = None  # sent as is on a socket (malformed HTTP)
-    closes: bool = False  # mitmproxy closes the connection without an answer (see README, Limits)
+    closes: bool = False  # mitmproxy closes the connection without an answer (see docs/limits.md)
 
 
 def j(obj) -> bytes:

@@ -1,4 +1,4 @@
-"""The Anthropic Messages translation (addon/translate/anthropic.py), checked with the official `anthropic` SDK.
+"""The Anthropic Messages translation (addon/translate/anthropic/), checked with the official `anthropic` SDK.
 
 Answers and stream events are validated with the SDK's own types (`Message.model_validate`, the
 raw stream event union), and whole streams are run through the SDK's `MessageStream` over an

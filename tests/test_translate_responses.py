@@ -1,4 +1,4 @@
-"""The Responses API family (addon/translate/responses.py): requests, answers, streams and errors.
+"""The Responses API family (addon/translate/responses/): requests, answers, streams and errors.
 
 Answers and events are checked against the official `openai` SDK: its pydantic types, and its own
 `client.responses.create()` / `client.responses.stream()` run over the converted bytes through an
@@ -56,7 +56,12 @@ _COUNTERS: dict[str, Iterator[int]] = {}
 def counted_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ids from a counter, so a stream and a whole answer can be compared field by field."""
     reset_ids()
-    monkeypatch.setattr(R, "new_id", lambda prefix: f"{prefix}_{next(_COUNTERS.setdefault(prefix, itertools.count()))}")
+
+    def counted(prefix: str) -> str:
+        return f"{prefix}_{next(_COUNTERS.setdefault(prefix, itertools.count()))}"
+
+    for module in (R.answer, R.stream):  # where ids are made
+        monkeypatch.setattr(module, "new_id", counted)
 
 
 def reset_ids() -> None:

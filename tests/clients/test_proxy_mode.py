@@ -1,4 +1,4 @@
-"""Proxy mode (README "Proxy mode (HTTP_PROXY)"): clients left pointing at an Ollama address, with HTTP_PROXY set.
+"""Proxy mode (docs/clients.md "Proxy mode (HTTP_PROXY)"): clients left pointing at an Ollama address, with HTTP_PROXY set.
 
 The Ollama host is `ollama.invalid:11434`, a name that never resolves: an answer can only come
 through the proxy.
@@ -44,8 +44,8 @@ def test_llamaindex_through_http_proxy(regular: Mitmdump) -> None:
 
 
 def test_ollama_js_ignores_http_proxy(regular: Mitmdump, upstream: UpstreamServer) -> None:
-    """Node.js 20's fetch does not read HTTP_PROXY: ollama-js needs reverse mode (the README says so).
-    If this fails, Node.js has started to honour the variable: update the README's compatibility table."""
+    """Node.js 20's fetch does not read HTTP_PROXY: ollama-js needs reverse mode (docs/clients.md says so).
+    If this fails, Node.js has started to honour the variable: update the compatibility table in docs/clients.md."""
     env = {**client_env(OLLAMA_URL), "HTTP_PROXY": regular.url, "http_proxy": regular.url}
     done = subprocess.run(
         [shutil.which("node"), str(NODE_DIR / "ollama_js.mjs"), "version", "{}"],

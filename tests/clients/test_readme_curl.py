@@ -1,4 +1,4 @@
-"""Every curl example in README.md runs as written, with a real curl, against a real mitmdump.
+"""Every curl example in README.md and docs/*.md runs as written, with a real curl, against a real mitmdump.
 
 Each ```sh block that contains a `curl` command is run by bash with the proxy's address in place
 of 127.0.0.1:11434 (or localhost:11434). Its PATH holds only a `curl` that records each answer, so
@@ -23,9 +23,12 @@ from harness.mitmdump import Mitmdump
 
 from .conftest import client_env
 
-README = (ROOT / "README.md").read_text()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCKS = [
-    b for b in re.findall(r"^```(?:sh|bash|shell)\n(.*?)^```", README, re.S | re.M) if re.search(r"^\s*curl\s", b, re.M)
+    b
+    for page in PAGES
+    for b in re.findall(r"^```(?:sh|bash|shell)\n(.*?)^```", page.read_text(), re.S | re.M)
+    if re.search(r"^\s*curl\s", b, re.M)
 ]
 
 # The curl the examples run: the real one, with its exit status, arguments and answer recorded.
