@@ -33,7 +33,7 @@ microseconds); a stream's start and end one gauge update each; nothing is done p
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
@@ -106,12 +106,22 @@ class _Servers(Collector):
         yield outstanding
 
 
+class _Children(NamedTuple):
+    requests: Counter
+    failed: Counter
+    input_tokens: Counter
+    output_tokens: Counter
+    duration: Histogram
+    first_token: Histogram
+
+
 class Metrics:
     """The registry and its series; `finished` and `stream_started` / `stream_ended` feed them."""
 
     def __init__(self, servers: ServerStates = lambda: (), key_count: Callable[[], int] = lambda: 0) -> None:
         registry = self.registry = CollectorRegistry(auto_describe=True)
         self.models = ModelLabels()
+        self.children: dict[tuple[str, str, str, str, str], _Children] = {}  # bounded as the labels are
         self.requests = Counter(
             "ollama_proxy_requests",
             "Requests the proxy finished, by the client's route and model, the server, the status it answered and the client key",
@@ -181,14 +191,29 @@ class Metrics:
         key = record.get("key", "")
         forwarded_ok = bool(server) and status is not None and status < 400 and not failed
         model = self.models.label(record.get("model"), forwarded_ok)
-        self.requests.labels(route, model, server, str(status) if status is not None else "error", key).inc()
+        labels = (route, model, server, str(status) if status is not None else "error", key)
+        children = self.children.get(labels) or self.make_children(labels)
+        children.requests.inc()
         if failed:
-            self.failed.labels(route, model, server, key).inc()
+            children.failed.inc()
         if (usage := record.get("usage")) is not None:
             if prompt := usage.get("prompt_tokens"):
-                self.input_tokens.labels(model, server, key).inc(prompt)
+                children.input_tokens.inc(prompt)
             if completion := usage.get("completion_tokens"):
-                self.output_tokens.labels(model, server, key).inc(completion)
-        self.duration.labels(route, server).observe(max(duration, 0.0))
+                children.output_tokens.inc(completion)
+        children.duration.observe(max(duration, 0.0))
         if first_piece is not None:
-            self.first_token.labels(route, server).observe(max(first_piece, 0.0))
+            children.first_token.observe(max(first_piece, 0.0))
+
+    def make_children(self, labels: tuple[str, str, str, str, str]) -> _Children:
+        """The series one combination of labels updates (prometheus_client's `labels()` costs more than an update)."""
+        route, model, server, _, key = labels
+        children = self.children[labels] = _Children(
+            self.requests.labels(*labels),
+            self.failed.labels(route, model, server, key),
+            self.input_tokens.labels(model, server, key),
+            self.output_tokens.labels(model, server, key),
+            self.duration.labels(route, server),
+            self.first_token.labels(route, server),
+        )
+        return children
