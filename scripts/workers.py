@@ -97,20 +97,20 @@ def start(
         raise
 
 
-def per_worker(extra: list[str], number: int) -> tuple[list[str], int | None]:
+def per_worker(extra: list[str], number: int) -> tuple[list[str], int | None, str]:
     """The arguments of worker `number` (1, 2, ...): a `metrics_listen=HOST:PORT` among them becomes
     HOST:PORT+number-1, a port of the worker's own (each worker is a process with its own metrics);
-    and that port (None without metrics), where HAProxy checks the worker's readiness (GET /ready)."""
+    and that port (None without metrics) and host, where HAProxy checks the worker's readiness (GET /ready)."""
     out: list[str] = []
-    metrics_port = None
+    metrics_port, metrics_host = None, "127.0.0.1"
     for arg in extra:
         name, sep, value = arg.partition("=")
         host, colon, port = value.rpartition(":")
         if name == "metrics_listen" and sep and colon and port.isdigit():
-            metrics_port = int(port) + number - 1
+            metrics_port, metrics_host = int(port) + number - 1, host.strip("[]")
             arg = f"metrics_listen={host}:{metrics_port}"
         out.append(arg)
-    return out, metrics_port
+    return out, metrics_port, metrics_host
 
 
 def _start(
@@ -126,7 +126,7 @@ def _start(
     servers = []
     for number in range(1, workers + 1):
         worker_port = port + number
-        worker_extra, metrics_port = per_worker(extra, number)
+        worker_extra, metrics_port, _ = per_worker(extra, number)
         processes.append(
             subprocess.Popen(
                 [
@@ -154,6 +154,11 @@ def _start(
         servers.append(f"    server worker{number} 127.0.0.1:{worker_port}" + (check if workers > 1 else ""))
     for number in range(workers):
         wait_for(port + number + 1, processes)
+        # The metrics listener opens once the addon is loaded (mitmproxy may listen on the proxy port
+        # before): HAProxy's first check of a worker must find it.
+        _, metrics_port, metrics_host = per_worker(extra, number + 1)
+        if metrics_port is not None:
+            wait_for(metrics_port, processes, metrics_host)
     config = folder / "haproxy.cfg"
     open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     maxconn = max(256, (open_files - 64) // 2)  # each proxied connection holds two descriptors

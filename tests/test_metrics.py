@@ -300,3 +300,72 @@ def test_a_taken_metrics_port_stops_the_proxy(upstream: UpstreamServer) -> None:
         done = subprocess.run([str(MITMDUMP), *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert f"metrics_listen: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stdout + done.stderr
+
+
+def test_readiness_follows_the_servers_health(tmp_path) -> None:
+    from mitmproxy.test import taddons
+
+    from addon.accounting import Accounting
+    from addon.proxy import OllamaProxy
+
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text('[servers.vllm]\nbase_url = "http://127.0.0.1:9/v1"\n')
+    proxy = OllamaProxy()
+    accounting = Accounting(proxy)
+    with taddons.context(proxy, accounting) as tctx:
+        assert accounting.readiness()[0] is False  # not running
+        tctx.configure(proxy, openai_base_url="http://127.0.0.1:9/v1", model_catalog=str(catalog))
+        assert accounting.readiness()[0] is False  # configured, not yet running
+        accounting.is_running = True
+        assert accounting.readiness() == (True, {"servers": {"default": "up", "vllm": "up"}})
+        proxy.health.mark_failed("default", "connection refused")
+        assert accounting.readiness() == (True, {"servers": {"default": "down", "vllm": "up"}})
+        proxy.health.mark_failed("vllm", "connection refused")
+        assert accounting.readiness() == (False, {"servers": {"default": "down", "vllm": "down"}})
+        found = samples(generate_latest(accounting.metrics.registry).decode())
+        assert value(found, "ollama_proxy_server_up", server="vllm") == 0
+        proxy.health.mark_ok("vllm")
+        assert accounting.readiness()[0] is True
+        assert proxy.on_end == accounting.ended
+
+
+async def test_the_listener_answers(tmp_path) -> None:
+    """/metrics, /ready (200 and 503), HEAD, 404, 405, and a malformed request, over a real socket."""
+    import asyncio
+
+    from addon.status_listener import StatusListener
+
+    metrics = Metrics()
+    ready = [True]
+    listener = StatusListener(
+        metrics.registry, lambda: (ready[0], {"servers": {"default": "up" if ready[0] else "down"}})
+    )
+    port = free_port()
+    listener.bind("127.0.0.1", port)
+    await listener.start()
+
+    async def ask(raw: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(raw)
+        data = await reader.read()
+        writer.close()
+        return data
+
+    try:
+        answer = await ask(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"ollama_proxy_client_keys 0.0" in answer
+        assert (await ask(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")).endswith(
+            b'{"ready": true, "servers": {"default": "up"}}\n'
+        )
+        ready[0] = False
+        assert (await ask(b"GET /ready?x=1 HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503 ")
+        head = await ask(b"HEAD /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 ") and head.endswith(b"\r\n\r\n")
+        assert (await ask(b"GET /api/tags HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 404 ")
+        assert (await ask(b"DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 405 ")
+        assert (await ask(b"\x16\x03\x01 not http\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+        assert (await ask(b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+    finally:
+        await listener.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
