@@ -146,4 +146,4 @@ class Accounting:
         failed = flow.marked == FAILED_MARKER
         self.metrics.finished(record, status, failed, time.time() - flow.request.timestamp_start, first)
         if exchange.key is not None and (usage := exchange.usage) is not None:
-            exchange.key.charge(usage.prompt_tokens + usage.completion_tokens)
+            exchange.key.charge(max(usage.prompt_tokens, 0) + max(usage.completion_tokens, 0))

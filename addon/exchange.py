@@ -496,7 +496,7 @@ def finish_stream(flow: http.HTTPFlow, exchange: Exchange, relay: Relay) -> None
 def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
     """`POST /api/chat llama3.2 → /v1/chat/completions gpt-4o-mini · 200 · 25+14 tokens · 812 ms`;
     with several servers, the server's name after the arrow (`→ vllm /v1/chat/completions ...`);
-    with a named client key, `key NAME` before the time."""
+    with a named client key (`[keys.NAME]`), `key NAME` before the time."""
     request = flow.request
     asked = f"{exchange.method} {exchange.route} {exchange.model or ''}".rstrip()
     if exchange.upstream_route is not None:
@@ -509,7 +509,7 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
         parts.append(str(flow.response.status_code))
     if usage := exchange.usage:
         parts.append(f"{usage.prompt_tokens}+{usage.completion_tokens} tokens")
-    if exchange.key is not None:
+    if exchange.key is not None and exchange.key.spec.key_env:  # a named key (ollama_api_key's alone is not named here)
         parts.append(f"key {exchange.key.name}")
     end = (flow.response.timestamp_end if flow.response is not None else None) or time.time()
     parts.append(f"{(end - request.timestamp_start) * 1000:.0f} ms")

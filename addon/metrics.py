@@ -197,9 +197,10 @@ class Metrics:
         if failed:
             children.failed.inc()
         if (usage := record.get("usage")) is not None:
-            if prompt := usage.get("prompt_tokens"):
+            # An upstream may report anything (negative counts pass through /v1): counters only grow.
+            if (prompt := usage.get("prompt_tokens")) and prompt > 0:
                 children.input_tokens.inc(prompt)
-            if completion := usage.get("completion_tokens"):
+            if (completion := usage.get("completion_tokens")) and completion > 0:
                 children.output_tokens.inc(completion)
         children.duration.observe(max(duration, 0.0))
         if first_piece is not None:

@@ -57,11 +57,14 @@ def test_names_labels_and_counts_after_a_known_sequence() -> None:
     metrics.finished(record("/api/chat", "llama3.2", server=None, key="bob"), 401, True, 0.001)
     metrics.finished(record("/v1/models/gpt-4o", "gpt-4o", server=None), 200, False, 0.001)
     metrics.finished(record("/api/chat", "llama3.2"), None, True, 3.0)  # no answer at all
+    metrics.finished(
+        record("/api/chat", "llama3.2", key="alice", usage=(-5, -1)), 200, False, 0.1
+    )  # a hostile upstream's
     metrics.stream_started("/v1/chat/completions", "default")  # still running
     found = samples(generate_latest(metrics.registry).decode())
 
     chat = {"route": "/api/chat", "model": "llama3.2:latest", "server": "default"}
-    assert value(found, "ollama_proxy_requests_total", **chat, status="200", key="alice") == 2
+    assert value(found, "ollama_proxy_requests_total", **chat, status="200", key="alice") == 3
     assert value(found, "ollama_proxy_requests_total", **chat, status="error", key="") == 1
     assert value(found, "ollama_proxy_requests_failed_total", **chat, key="") == 1
     assert value(found, "ollama_proxy_requests_failed_total", **chat, key="alice") == 0
@@ -77,9 +80,9 @@ def test_names_labels_and_counts_after_a_known_sequence() -> None:
     tokens = {"model": "llama3.2:latest", "server": "default", "key": "alice"}
     assert value(found, "ollama_proxy_input_tokens_total", **tokens) == 11
     assert value(found, "ollama_proxy_output_tokens_total", **tokens) == 7
-    assert value(found, "ollama_proxy_request_duration_seconds_count", route="/api/chat", server="default") == 4
+    assert value(found, "ollama_proxy_request_duration_seconds_count", route="/api/chat", server="default") == 5
     assert (
-        value(found, "ollama_proxy_request_duration_seconds_bucket", route="/api/chat", server="default", le="0.1") == 2
+        value(found, "ollama_proxy_request_duration_seconds_bucket", route="/api/chat", server="default", le="0.1") == 3
     )
     assert value(found, "ollama_proxy_time_to_first_token_seconds_count", route="/api/chat", server="default") == 1
     assert value(found, "ollama_proxy_time_to_first_token_seconds_sum", route="/api/chat", server="default") == 0.05
