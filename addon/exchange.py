@@ -15,8 +15,8 @@ listed, pattern, default), `upstream_route` and `upstream_model` (only when the 
 upstream), `upstream_status`, `key` (the name of the client key it presented, addon.guard.keys),
 `usage` (`prompt_tokens`, `completion_tokens`), `error`, `warning`.
 
-Replies: an endpoint answers a request with an `Answer` (local: status, body, content type)
-or a `Forward` (what to send upstream). `respond`, `send_upstream` and `replace_answer` apply
+Replies (`addon.reply`): an endpoint answers a request with an `Answer` (local: status, body,
+content type) or a `Forward` (what to send upstream). `respond`, `send_upstream` and `replace_answer` apply
 them to the flow; `Relay` is the `flow.response.stream` callable of every converted or relayed
 stream; `finish` writes the flow's comment, marker and one log line (for a flow that went well,
 only at `flow_detail` ≥ 1: `flow_log`).
@@ -27,15 +27,15 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mitmproxy import http
-from mitmproxy.net.http import status_codes, url
 
-from addon.guard import secrets, timeouts
+from addon import mitm_internals as fence
+from addon.guard import secrets, timeouts, upstream
 from addon.guard.output import escape
+from addon.reply import Answer, Forward, Plan
 from addon.translate.response import Clock
 from addon.wire.ollama import dumps_body
 from addon.wire.openai import Usage
@@ -44,7 +44,7 @@ from addon.wire.sse import MAX_EVENT
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint, StreamConverter
     from addon.guard.keys import ClientKey
-    from addon.settings import Settings, Target
+    from addon.settings import Settings
 
 logger = logging.getLogger("ollama_proxy")
 # The line of a flow that went well: at info level only at flow_detail >= 1 (`settings.log_flows`: the
@@ -62,46 +62,6 @@ FAILED_MARKER = ":red_circle:"
 
 
 # ---------------------------------------------------------------------------------------------
-# Replies
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A whole answer for the client: made locally, or converted from the upstream's."""
-
-    status: int
-    body: bytes
-    content_type: str
-    error: str | None = None  # the message, when the answer reports a failure (for the log line)
-    headers: tuple[tuple[str, str], ...] = ()  # more headers, e.g. WWW-Authenticate
-    keep_headers: bool = False  # a relayed upstream answer: only its body changes (not its status or headers)
-
-
-@dataclass(frozen=True, slots=True)
-class Forward:
-    """What to send upstream for a client's request: `POST {server}/{route}` with this JSON body
-    (or with `content`, bytes of another type such as a multipart form, sent as they are)."""
-
-    route: str  # e.g. "chat/completions"
-    body: Mapping[str, Any]
-    stream: bool
-    target: Target
-    content: bytes | None = None  # a body that is no JSON object: sent as it is, with `content_type`
-    content_type: str = "application/json"
-
-
-Reply = Answer | Forward
-
-
-def json_answer(status: int, obj: Any, error: str | None = None) -> Answer:
-    return Answer(status, dumps_body(obj), "application/json; charset=utf-8", error)
-
-
-def text_answer(status: int, text: str, content_type: str = "text/plain") -> Answer:
-    return Answer(status, text.encode(), content_type)
-
-
-# ---------------------------------------------------------------------------------------------
 # The record
 
 
@@ -112,7 +72,6 @@ class Exchange:
         "client_authorization",
         "close",
         "cors",
-        "detail",
         "early",
         "endpoint",
         "error",
@@ -124,6 +83,7 @@ class Exchange:
         "key",
         "method",
         "model",
+        "plan",
         "relay",
         "route",
         "route_rule",
@@ -156,7 +116,7 @@ class Exchange:
         self.upstream_route: str | None = None  # None: answered locally
         self.upstream_model: str | None = None
         self.upstream_status: int | None = None
-        self.detail: Any = None  # the endpoint's own per-flow data (e.g. embedding dimensions)
+        self.plan: Plan | None = None  # the endpoint's own per-flow record
         self.usage: Usage | None = None
         self.error: str | None = None
         self.warning: str | None = None
@@ -245,10 +205,11 @@ def local_response(method: str, exchange: Exchange, answer: Answer) -> http.Resp
         response.headers[name] = value
     if method == "HEAD":  # GET's headers without the body: a body would corrupt a kept-alive connection
         response.content = b""
-        response.headers["content-length"] = str(len(answer.body))
     elif answer.status in (204, 304):  # no body, and no Content-Length either (RFC 9110)
         response.headers.pop("content-length", None)
     finish_head(response, exchange)
+    if method == "HEAD":  # after the framing: the length of the body a GET would get
+        response.headers["content-length"] = str(len(answer.body))
     return response
 
 
@@ -266,11 +227,24 @@ def finish_head(response: http.Response, exchange: Exchange) -> None:
             response.headers[name] = value
     if exchange.close:
         response.headers["connection"] = "close"
-    if exchange.http10 and not response.stream and response.raw_content is not None:
-        # A whole answer relayed with the upstream's chunked encoding: HTTP/1.0 cannot read it.
-        if "chunked" in response.headers.get("transfer-encoding", "").lower():
-            del response.headers["transfer-encoding"]
-            response.headers["content-length"] = str(len(response.raw_content))
+    if not response.stream and response.raw_content is not None:
+        frame_whole(response, exchange.http10)
+
+
+def frame_whole(response: http.Response, http10: bool) -> None:
+    """A whole answer's framing headers say what its body is now, whatever rewrote it (a decoded
+    Content-Encoding, a scrubbed key, a converted answer): chunked as the upstream framed it (mitmproxy
+    writes the chunks), else Content-Length its length; HTTP/1.0 cannot read chunks."""
+    headers = response.headers
+    body = response.raw_content or b""
+    if not http10 and "chunked" in headers.get("transfer-encoding", "").lower():
+        if "content-length" in headers:
+            del headers["content-length"]
+        return
+    if "transfer-encoding" in headers:
+        del headers["transfer-encoding"]
+    if response.status_code not in (204, 304) and headers.get("content-length") != str(len(body)):
+        headers["content-length"] = str(len(body))
 
 
 def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, settings: Settings) -> None:
@@ -328,9 +302,9 @@ class _UpstreamURL(NamedTuple):
 @functools.lru_cache(maxsize=256)
 def _upstream_url(full_url: str) -> _UpstreamURL:
     """An upstream URL as mitmproxy's `Request.url` setter parses it, once per URL."""
-    scheme, host, port, path = url.parse(full_url)
+    scheme, host, port, path = fence.parse_url(full_url)
     name = host.decode("idna")
-    return _UpstreamURL(scheme, name, port, path, url.hostport(scheme.decode(), name, port).encode())
+    return _UpstreamURL(scheme, name, port, path, fence.hostport(scheme.decode(), name, port).encode())
 
 
 _KEPT_HEADERS = (b"retry-after", b"retry-after-ms", b"date")
@@ -356,7 +330,7 @@ def replace_answer(flow: http.HTTPFlow, exchange: Exchange, answer: Answer) -> N
             fields.append((key, value))
     fields.append((b"content-length", b"%d" % len(answer.body)))
     response.status_code = answer.status
-    response.reason = status_codes.RESPONSES.get(answer.status, "")
+    response.reason = fence.REASONS.get(answer.status, "")
     response.headers = http.Headers(tuple(fields))
     response.raw_content = answer.body  # what `response.content = ...` sets without a content-encoding
 
@@ -399,10 +373,29 @@ class Relay:
     up to `keep` bytes of the upstream stream and of the answer for the flow views.
     """
 
-    __slots__ = ("called", "converter", "first_piece", "keep", "last_data", "on_abort", "sent", "upstream")
+    __slots__ = (
+        "called",
+        "converter",
+        "decoder",
+        "first_piece",
+        "keep",
+        "last_data",
+        "on_abort",
+        "refused",
+        "sent",
+        "upstream",
+    )
 
-    def __init__(self, converter: StreamConverter, keep: int, on_abort: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        converter: StreamConverter,
+        keep: int,
+        on_abort: Callable[[], None] | None = None,
+        decoder: upstream.StreamDecoder | None = None,
+    ) -> None:
         self.converter = converter
+        self.decoder = decoder  # a compressed stream's Content-Encoding, undone before the converter reads it
+        self.refused: str | None = None  # why the decoder gave up on the stream
         self.called = False
         self.keep = keep
         self.upstream = bytearray()
@@ -418,13 +411,16 @@ class Relay:
             self.first_piece = time.time()
         converter = self.converter
         try:
-            out = converter.feed(data) if data else converter.finish()
+            if self.decoder is not None:
+                out, data = self._decoded(data)
+            else:
+                out = converter.feed(data) if data else converter.finish()
         except Exception as e:  # a converter bug must not cost the client its answer
             logger.exception("stream conversion failed")
             out = converter.fail(f"proxy error while converting the stream: {e}") or b""
         if out and secrets.shows_secret(out):
             out = secrets.scrub_bytes(out)
-        if converter.aborted and self.on_abort is not None:
+        if (converter.aborted or self.refused) and self.on_abort is not None:
             on_abort, self.on_abort = self.on_abort, None
             on_abort()
         if self.keep:
@@ -434,6 +430,21 @@ class Relay:
                 self.sent += out[: self.keep - len(self.sent)]
         return [out] if out else []
 
+    def _decoded(self, data: bytes) -> tuple[bytes, bytes]:
+        """A compressed stream's piece through the decoder, then the converter: (what goes to the
+        client, the decoded piece); nothing more once the decoder has refused the stream."""
+        decoder, converter = self.decoder, self.converter
+        assert decoder is not None
+        if self.refused is not None:
+            return b"", b""
+        try:
+            plain = decoder.feed(data) if data else decoder.finish()
+        except upstream.Refused as e:
+            self.refused = str(e)
+            return converter.fail(self.refused) or b"", b""
+        out = converter.feed(plain) if plain else b""
+        return (out + converter.finish() if not data else out), plain
+
 
 def start_stream(
     flow: http.HTTPFlow,
@@ -441,11 +452,13 @@ def start_stream(
     converter: StreamConverter,
     settings: Settings,
     on_abort: Callable[[], None] | None = None,
+    decoder: upstream.StreamDecoder | None = None,
 ) -> None:
-    """Convert (or relay) the upstream's stream as it arrives, with the headers the client's format needs."""
+    """Convert (or relay) the upstream's stream as it arrives (decoded first, if it is compressed), with
+    the headers the client's format needs."""
     response = flow.response
     assert response is not None
-    exchange.relay = Relay(converter, settings.body_view_limit, on_abort)
+    exchange.relay = Relay(converter, settings.body_view_limit, on_abort, decoder)
     response.stream = exchange.relay
     response.headers.pop("content-length", None)  # converted pieces and a closing error change the length
     if flow.request.http_version == "HTTP/1.0":

@@ -40,7 +40,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from addon import endpoints
-from addon.catalog.catalog import full_name
+from addon.catalog.models import full_name
 
 OTHER = "other"
 MAX_LEARNED_MODELS = 100  # model names learned from upstream answers (the catalog's come on top)

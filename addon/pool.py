@@ -18,6 +18,18 @@ it logs only failed requests, without headers or URLs. It listens on 127.0.0.1 o
 closed after `upstream_pool_idle` seconds), starts with the proxy and stops with it (also when
 the proxy is killed: the kernel sends HAProxy SIGTERM when its parent dies).
 
+Other local processes can connect to its loopback port (mitmproxy connects over TCP only, so a
+unix socket with 0600 permissions is not possible): every request must carry the sidecar's own
+random token (`x-ollama-pool`, made at each start, put only on the wire by
+`guard.secrets.put_on_wire`, registered as a secret, removed by HAProxy before the request goes on),
+else HAProxy answers 403 without contacting the upstream, so no other process can relay through it
+or borrow the proxy's client certificate (`client_certs`). A request head must arrive within
+`timeout http-request` (10 s). A request is sent again only when it provably never reached the
+upstream (a failed connect); a warm connection that the upstream closed as it was reused fails
+that request with 502 rather than risk sending a POST twice (as nginx does for non-idempotent
+requests). What stays (docs/security.md): a local process can still hold connection slots, each
+for at most 10 s.
+
 The hook point: the flows keep the real upstream URL (what mitmweb and saved flows show).
 `PoolConnector`, the very last addon of mitmproxy's chain (there only while the pool serves an
 origin: with `upstream_pool=off` it costs the flows nothing), moves a request bound for a pooled
@@ -37,6 +49,7 @@ import ipaddress
 import logging
 import os
 import resource
+import secrets as token_maker
 import shutil
 import signal
 import socket
@@ -52,10 +65,13 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.flow import Flow
 
+from addon.guard import secrets
+
 logger = logging.getLogger("ollama_proxy")
 
 META = "ollama"  # the addon's flow metadata key: requests going upstream carry "upstream_route"
 POOL_META = "ollama_pool"  # set on a pooled flow: {"origin": "https://host:443", "via": "127.0.0.1:port"}
+TOKEN_HEADER = "x-ollama-pool"  # the sidecar's token: every request to it must carry it (on the wire only)
 
 POOL_OPTIONS: list[tuple[str, type, Any, str]] = [
     (
@@ -218,6 +234,8 @@ defaults
     option dontlognull
     log-format "%b %ST %tsc %[bc_err_str] Tc=%Tc Tr=%Tr Ta=%Ta"
     timeout connect 10s
+    # A request head must arrive within 10 s: no local process can hold a slot longer without one.
+    timeout http-request 10s
     # How long the upstream may stay silent is the addon's upstream_timeout to judge.
     timeout client 24h
     timeout server 24h
@@ -227,16 +245,16 @@ defaults
     # closes the upstream connection too: the upstream stops generating, and billing.
     option abortonclose
     http-reuse always
-    # A warm connection that the upstream closed as it was reused fails with no answer at all: that
-    # request is sent once more, on a new connection. A failed connect or TLS handshake is not retried.
+    # A request is sent again only when it provably never reached the upstream (the connect failed),
+    # never a POST the upstream may have processed (a warm connection closed as it was reused: 502).
     retries 1
-    retry-on empty-response
+    retry-on conn-failure
 {resolvers}"""
 
 HAPROXY_ORIGIN = """
 frontend pool{n}
     bind 127.0.0.1:{port}
-    default_backend pool{n}
+{only_the_proxy}    default_backend pool{n}
 
 backend pool{n}
     # {origin}
@@ -245,8 +263,18 @@ backend pool{n}
 """
 
 
-def haproxy_config(listeners: Sequence[tuple[Origin, int]], tls: TLSSettings, max_idle: int, idle_seconds: int) -> str:
-    """HAProxy's configuration for a pool listener per origin (127.0.0.1:port → origin)."""
+def haproxy_config(
+    listeners: Sequence[tuple[Origin, int]], tls: TLSSettings, max_idle: int, idle_seconds: int, token: str | None
+) -> str:
+    """HAProxy's configuration for a pool listener per origin (127.0.0.1:port → origin), serving only
+    requests that carry `token` (None: any, for the benchmark's HAProxy alone; the sidecar always has one)."""
+    only_the_proxy = (
+        "    # Only the proxy: any other local process gets 403, and nothing reaches the upstream.\n"
+        f"    http-request deny deny_status 403 unless {{ req.hdr({TOKEN_HEADER}) -m str {token} }}\n"
+        f"    http-request del-header {TOKEN_HEADER}\n"
+        if token is not None
+        else ""
+    )
     open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     maxconn = max(256, (open_files - 64) // 2)  # each proxied connection holds two descriptors
     names = [o.host for o, _ in listeners if not _is_ip(o.host)]
@@ -291,7 +319,13 @@ def haproxy_config(listeners: Sequence[tuple[Origin, int]], tls: TLSSettings, ma
             options += ["resolvers system", "resolve-prefer ipv4", "init-addr last,libc,none"]
         address = f"[{origin.host}]:{origin.port}" if ":" in origin.host else f"{origin.host}:{origin.port}"
         text += HAPROXY_ORIGIN.format(
-            n=n, port=port, origin=origin, errors=errors, address=address, server_options=" ".join(options)
+            n=n,
+            port=port,
+            origin=origin,
+            errors=errors,
+            address=address,
+            server_options=" ".join(options),
+            only_the_proxy=only_the_proxy,
         )
     return text
 
@@ -335,14 +369,19 @@ class Sidecar:
         self.haproxy = haproxy
         self.process: subprocess.Popen[bytes] | None = None
         self._partial = b""
+        self.token = token_maker.token_hex(32)  # (hex: nothing HAProxy's parser treats specially, no leading "-")
+        self.wire = (f"{TOKEN_HEADER}: {self.token}\r\n".encode(),)  # the header line, for the wire only
         try:
             self.config = haproxy_config(
                 self.listeners,
                 TLSSettings.from_options(options, self.folder),
                 options.upstream_pool_max_idle,
                 options.upstream_pool_idle,
+                self.token,
             )
-            self.config_path.write_text(self.config)
+            fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as config:
+                config.write(self.config)
         except BaseException:
             shutil.rmtree(self.folder, ignore_errors=True)
             raise
@@ -524,6 +563,7 @@ class UpstreamPool:
                 )
         old = self.sidecar
         self.sidecar, self.routes, self.wanted = sidecar, dict(sidecar.routes) if sidecar else {}, wanted
+        secrets.register(TOKEN_HEADER, sidecar.token if sidecar else "")  # hidden wherever it could show
         self._place_connector()
         if old is not None:
             self._unwatch(old)
@@ -566,6 +606,7 @@ class UpstreamPool:
                     sidecar.process.returncode,
                 )
                 self.sidecar, self.routes, self.wanted = None, {}, None
+                secrets.register(TOKEN_HEADER, "")
                 self._place_connector()
 
     def _place_connector(self) -> None:
@@ -586,6 +627,7 @@ class UpstreamPool:
                 self._unwatch(sidecar)
                 sidecar.stop()
         self.sidecar, self.draining, self.routes, self.wanted = None, [], {}, None
+        secrets.register(TOKEN_HEADER, "")
         self.is_running = False
 
     # -- flows: the real URL back before anything else sees the answer ---------------------
@@ -646,3 +688,5 @@ class PoolConnector:
             # request.data, not request.host: the Host header keeps naming the upstream.
             request.scheme = "http"
             request.data.host, request.data.port = target
+            if (sidecar := self.pool.sidecar) is not None:
+                secrets.put_on_wire(request, extra=sidecar.wire)  # the pool's token: on the wire only

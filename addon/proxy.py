@@ -42,6 +42,7 @@ if __package__ != "addon":
     _load_own_package()
 
 import asyncio  # noqa: E402
+import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import logging  # noqa: E402
@@ -50,9 +51,6 @@ from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
 from mitmproxy import ctx, http  # noqa: E402
 from mitmproxy.addonmanager import Loader  # noqa: E402
 from mitmproxy.flow import Flow  # noqa: E402
-from mitmproxy.net.http import http1  # noqa: E402
-from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
-from mitmproxy.proxy.server_hooks import ServerConnectionHookData  # noqa: E402
 
 from addon import (  # noqa: E402
     accounting,
@@ -61,12 +59,10 @@ from addon import (  # noqa: E402
     pool,
     views,
 )
+from addon import mitm_internals as fence  # noqa: E402
 from addon.endpoints.base import Endpoint  # noqa: E402
 from addon.exchange import (  # noqa: E402
-    Answer,
     Exchange,
-    Forward,
-    Reply,
     complete_stream,
     finish,
     finish_head,
@@ -93,9 +89,12 @@ from addon.guard import (  # noqa: E402
     timeouts,
     upstream,
 )
+from addon.mitm_internals import FailureKind  # noqa: E402
+from addon.reply import Answer, Forward, Reply  # noqa: E402
 from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, log_flows  # noqa: E402
 from addon.upstreams.directory import ServersDirectory  # noqa: E402
-from addon.upstreams.servers import Health, RouteRefusal, Unroutable  # noqa: E402
+from addon.upstreams.health import Health, passive_verdict  # noqa: E402
+from addon.upstreams.servers import RouteRefusal, Unroutable  # noqa: E402
 
 
 def refusal_answer(endpoint: Endpoint, refusal: RouteRefusal) -> Answer:
@@ -110,10 +109,19 @@ def error_answer(method: str, exchange: Exchange, endpoint: Endpoint, status: in
     """mitmproxy's error answer for a flow of the proxy's (`errorpage.shape`): the family's error, its headers."""
     response = local_response(method, exchange, endpoint.error(status, message))
     response.headers["connection"] = "close"  # mitmproxy closes the connection after its error answer
-    return bytes(http1.assemble_response(response))
+    return bytes(fence.assemble_response(response))
 
 
 logger = logging.getLogger("ollama_proxy")
+
+
+def refuse_to_start(message: str) -> None:
+    """Fail closed: without the addon, mitmproxy would forward requests untranslated. An error logged
+    while starting makes mitmdump and mitmweb exit with status 1 (their errorcheck addon, right after
+    the listeners are up); the shutdown a second later stops a proxy that runs already (a reload)."""
+    logger.error("%s", message)
+    with contextlib.suppress(AttributeError, RuntimeError):
+        asyncio.get_running_loop().call_later(1.0, ctx.master.shutdown)
 
 
 class OllamaProxy:
@@ -137,6 +145,13 @@ class OllamaProxy:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def load(self, loader: Loader) -> None:
+        try:
+            warnings = fence.verify()  # mitmproxy's internals the addon relies on, once
+        except fence.MitmproxyChanged as e:
+            refuse_to_start(str(e))
+            raise
+        for warning in warnings:
+            logger.warning("%s", warning)
         for name, typespec, default, help_text in OPTIONS:
             loader.add_option(name, typespec, default, help_text)
         errorpage.install()
@@ -203,7 +218,10 @@ class OllamaProxy:
             self.settings.models.start()  # several servers: every first list, and the health probe
         if self.rebind:
             self.rebind = False
-            await access.rebind(ctx.master)
+            try:
+                await access.rebind(ctx.master)
+            except fence.MitmproxyChanged as e:
+                refuse_to_start(str(e))
 
     async def done(self) -> None:
         # Flows still in flight are written by mitmproxy's save addon after this hook (it comes later
@@ -211,8 +229,7 @@ class OllamaProxy:
         for exchange in self.exchanges.values():
             if exchange.flow is not None:
                 secrets.forget(exchange.flow, exchange)
-        errorpage.uninstall()
-        client_buffer.uninstall()
+        fence.uninstall_patches()
         dispatch.uninstall()
         self.watch.done()
         self.is_running = False
@@ -222,7 +239,7 @@ class OllamaProxy:
     # -- flows --------------------------------------------------------------------------------
 
     def is_ollama(self, flow: http.HTTPFlow) -> bool:
-        if isinstance(flow.client_conn.proxy_mode, ReverseMode):
+        if fence.is_reverse(flow.client_conn.proxy_mode):
             return True
         assert self.settings is not None
         return self.settings.is_ollama_host(flow.request.host, flow.request.port)
@@ -233,7 +250,7 @@ class OllamaProxy:
         exchange.flow = flow
         route = endpoints.find(exchange.route)
         exchange.endpoint = route.endpoint if route is not None else endpoints.FALLBACK
-        exchange.close = http1.connection_close(request.http_version, request.headers)
+        exchange.close = fence.connection_close(request.http_version, request.headers)
         exchange.http10 = request.http_version == "HTTP/1.0"
         self.exchanges[flow.id] = exchange
         return exchange
@@ -270,7 +287,7 @@ class OllamaProxy:
         answer = request_size.chunked_refusal(exchange.endpoint, limit)
         response = local_response(flow.request.method, exchange, answer)
         response.headers["connection"] = "close"
-        data = http1.assemble_response(response)
+        data = fence.assemble_response(response)
         client_buffer.limit_body(flow.request, client_buffer.BodyLimit(limit, data, answer.error or ""))
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
@@ -383,7 +400,7 @@ class OllamaProxy:
             logger.debug("cannot answer the internal error", exc_info=True)
             flow.kill()
 
-    def server_connect(self, data: ServerConnectionHookData) -> None:
+    def server_connect(self, data: fence.ServerHookData) -> None:
         """The upstream is spoken to in HTTP/1.1 only: the key goes on the wire through `WireHeaders`,
         which HTTP/2 frames would bypass (tls_start_server offers the server the client's ALPNs otherwise)."""
         settings = self.settings
@@ -403,10 +420,17 @@ class OllamaProxy:
             secrets.forget(flow, exchange)
             upstream.clean_head(response)  # before any view, the dumper or a saved flow sees it
             if exchange.server is not None:
-                settings.models.report(exchange.server, status=response.status_code)  # passive health
+                settings.models.report(exchange.server, passive_verdict(response.status_code))  # passive health
             keep_upstream_head(flow, exchange, settings)
             sse = response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", "")
-            converter = exchange.endpoint.stream(exchange) if sse and not upstream.compressed(response) else None
+            # a compressed stream is decoded piece by piece (an encoding the proxy cannot decode: gathered, refused)
+            decoder = (
+                upstream.stream_decoder(response, settings.sse_event_limit or settings.upstream_body_limit)
+                if sse
+                else None
+            )
+            streamable = sse and (decoder is not None or not upstream.compressed(response))
+            converter = exchange.endpoint.stream(exchange) if streamable else None
             if refused := upstream.refusal(response, converter is not None, settings.upstream_body_limit):
                 message, unread = refused
                 if unread:
@@ -415,7 +439,7 @@ class OllamaProxy:
                     exchange.failure = (502, message)
                 return
             if converter is not None:
-                start_stream(flow, exchange, converter, settings, lambda: self.stream_aborted(flow, exchange))
+                start_stream(flow, exchange, converter, settings, lambda: self.stream_aborted(flow, exchange), decoder)
             finish_head(response, exchange)
         except Exception as e:
             logger.warning("%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e)
@@ -423,8 +447,10 @@ class OllamaProxy:
             exchange.failure = (500, f"internal proxy error: {type(e).__name__}")
 
     def stream_aborted(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
-        """The converter gave up on the upstream's stream (sse_event_limit): stop reading it."""
-        self.watch.cut(flow, exchange, 502, "the upstream sent an SSE event larger than sse_event_limit")
+        """The converter (sse_event_limit) or the stream's decoder (a bomb, bad data) gave up on the
+        upstream's stream: stop reading it."""
+        refused = exchange.relay.refused if exchange.relay is not None else None
+        self.watch.cut(flow, exchange, 502, refused or "the upstream sent an SSE event larger than sse_event_limit")
 
     def response(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.pop(flow.id, None)
@@ -480,7 +506,8 @@ class OllamaProxy:
         if exchange.early:  # answered from its headers, then killed: its answer is what it got
             self.end(flow, exchange)
             return
-        if flow.error is not None and flow.error.msg.startswith(request_size.TOO_LARGE) and self.settings:
+        kind = fence.failure_kind(flow.error.msg if flow.error is not None else None)
+        if kind is FailureKind.REQUEST_TOO_LARGE and self.settings:
             # a chunked body crossed request_body_limit: client_buffer sent this 413 and closed
             endpoint = exchange.endpoint or endpoints.FALLBACK
             respond(flow, exchange, request_size.chunked_refusal(endpoint, self.settings.request_body_limit))
@@ -488,7 +515,7 @@ class OllamaProxy:
             return
         if flow.request.timestamp_end is None:  # the client left before its request was read
             return
-        if exchange.forwarded and flow.error is not None and flow.error.msg == "Client disconnected.":
+        if exchange.forwarded and kind is FailureKind.CLIENT_GONE:
             if relay := complete_stream(exchange):  # it hung up after the last event: a whole answer
                 finish_stream(flow, exchange, relay)
                 self.watch.forget(flow, exchange)
@@ -507,9 +534,10 @@ class OllamaProxy:
             if exchange.forwarded:
                 self.health.end(flow.id)
                 settings = self.settings
-                if settings is not None and exchange.server is not None:
-                    # the timeout's or the break's message, else mitmproxy's ("Client disconnected." says nothing)
-                    settings.models.report(exchange.server, error=exchange.error)
+                if settings is not None and exchange.server is not None:  # what it says about the server
+                    cut = exchange.failure is not None  # the proxy ended it (a limit, a refused answer)
+                    verdict = passive_verdict(failure=kind, expired=exchange.expired, cut=cut)
+                    settings.models.report(exchange.server, verdict)
             if exchange.endpoint is not None and exchange.relay is None:
                 # nothing was sent yet: mitmproxy writes its error answer next (if the client is still there)
                 errorpage.shape(functools.partial(error_answer, flow.request.method, exchange, exchange.endpoint))

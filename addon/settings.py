@@ -27,14 +27,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import exceptions
-from mitmproxy.utils import human
 
-from addon.catalog.catalog import THINK_STYLES, Catalog
+from addon import mitm_internals as fence
+from addon.catalog.catalog import Catalog
+from addon.catalog.models import THINK_STYLES
 from addon.guard.browser import Hosts, Origins
 from addon.guard.keys import ClientKeys
 from addon.guard.request_size import parse_limit as parse_request_limit
 from addon.upstreams.directory import FETCH_TIMEOUT, HttpFetcher, ServersDirectory, Trust
-from addon.upstreams.servers import Defaults, Health, RouteRefusal, Server, ServerTable, Unroutable
+from addon.upstreams.health import Health
+from addon.upstreams.servers import Defaults, RouteRefusal, Server, ServerTable, Unroutable
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # The first Ollama release that serves every route the proxy serves (/v1/audio/transcriptions came
@@ -266,7 +268,7 @@ def parse_think_style(style: str) -> str:
 def parse_limit(name: str, value: str) -> int:
     """A size option in mitmproxy's syntax (`16m`, `512k`, `1g`, bytes): at least 1 KB."""
     try:
-        size = human.parse_size(value)
+        size = fence.parse_size(value)
     except ValueError as e:
         raise exceptions.OptionsError(f"{name} must be a size such as 16m or 512k, got {value!r}") from e
     if size is None or size < 1024:

@@ -2,9 +2,10 @@
 
 A listener of its own, never the Ollama port: no client key, no flow in mitmweb, nothing of the
 addon's request path. It runs on mitmproxy's event loop, so the counters are read where they are
-written, and a proxy whose loop is stuck fails its readiness check as it should. HTTP is parsed
-by h11 (mitmproxy's own dependency); one request per connection, its head at most
-`MAX_HEAD` bytes and `READ_TIMEOUT` seconds, then the connection is closed.
+written, and a proxy whose loop is stuck fails its readiness check as it should. It reads one
+request head per connection (at most `MAX_HEAD` bytes within `READ_TIMEOUT` seconds; its
+headers parsed by the standard library's `http.client.parse_headers`), answers, and closes the
+connection; a body is never read (GET and HEAD have none).
 
 - `GET /metrics`: the registry of `addon.metrics`, in the format the scraper asks for
   (prometheus_client's `choose_encoder`: the text format, or OpenMetrics).
@@ -17,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
+import io
 import json
 import logging
+import re
 import socket
 from collections.abc import Callable
 from typing import Any
 
-import h11
 from mitmproxy.exceptions import OptionsError
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -33,6 +36,25 @@ logger = logging.getLogger("ollama_proxy")
 MAX_HEAD = 8192
 READ_TIMEOUT = 5.0
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
+_REQUEST_LINE = re.compile(rb"([A-Z]{1,16}) (/[\x21-\x7e]*) HTTP/1\.[01]")
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+class BadRequest(Exception):
+    """Not an HTTP/1 request head this listener answers."""
+
+
+def parse_head(head: bytes) -> tuple[str, str, str]:
+    """A request head (up to its blank line) → (method, path without the query, its Accept header)."""
+    line, _, rest = head.partition(b"\r\n")
+    match = _REQUEST_LINE.fullmatch(line)
+    if match is None:
+        raise BadRequest
+    try:
+        headers = http.client.parse_headers(io.BytesIO(rest))
+    except http.client.HTTPException:
+        raise BadRequest from None
+    return match[1].decode(), match[2].split(b"?", 1)[0].decode(), headers.get("accept", "")
 
 
 def parse_listen(spec: str) -> tuple[str, int] | None:
@@ -74,6 +96,7 @@ class StatusListener:
         self.readiness = readiness
         self.sock: socket.socket | None = None
         self.server: asyncio.Server | None = None
+        self.started = False
         self.address = ""
 
     def bind(self, host: str, port: int) -> None:
@@ -81,9 +104,11 @@ class StatusListener:
         self.address = f"{host}:{port}"
 
     async def start(self) -> None:
-        if self.sock is None or self.server is not None:
+        """Serve the bound socket (once: `running` and a reconfiguration's task may both ask)."""
+        if self.sock is None or self.started:
             return
-        self.server = await asyncio.start_server(self.serve, sock=self.sock)
+        self.started = True
+        self.server = await asyncio.start_server(self.serve, sock=self.sock, limit=MAX_HEAD)
         logger.info("metrics on http://%s/metrics, readiness on /ready", self.address)
 
     async def close(self) -> None:
@@ -97,25 +122,24 @@ class StatusListener:
         self.sock = None
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         try:
-            async with asyncio.timeout(READ_TIMEOUT):
-                event = connection.next_event()
-                while event is h11.NEED_DATA:
-                    connection.receive_data(await reader.read(4096))
-                    event = connection.next_event()
-            if isinstance(event, h11.Request):
-                status, content_type, body = self.answer(event)
-                headers = [("content-type", content_type), ("content-length", str(len(body))), ("connection", "close")]
-                out = connection.send(h11.Response(status_code=status, headers=headers)) or b""
-                if event.method != b"HEAD":
-                    out += connection.send(h11.Data(data=body)) or b""
-                out += connection.send(h11.EndOfMessage()) or b""
-                writer.write(out)
+            try:
                 async with asyncio.timeout(READ_TIMEOUT):
-                    await writer.drain()
-        except h11.RemoteProtocolError:
-            writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    head = await reader.readuntil(b"\r\n\r\n")
+                method, path, accept = parse_head(head)
+            except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, BadRequest):
+                status, content_type, body, method = 400, "text/plain; charset=utf-8", b"bad request\n", "GET"
+            else:
+                status, content_type, body = self.answer(method, path, accept)
+            writer.write(
+                (
+                    f"HTTP/1.1 {status} {_REASONS[status]}\r\ncontent-type: {content_type}\r\n"
+                    f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+                ).encode()
+                + (body if method != "HEAD" else b"")
+            )
+            async with asyncio.timeout(READ_TIMEOUT):
+                await writer.drain()
         except (TimeoutError, ConnectionError):
             pass
         except Exception:
@@ -123,16 +147,14 @@ class StatusListener:
         finally:
             writer.close()
 
-    def answer(self, request: h11.Request) -> tuple[int, str, bytes]:
-        path = request.target.split(b"?", 1)[0]
-        if path not in (b"/metrics", b"/ready"):
+    def answer(self, method: str, path: str, accept: str) -> tuple[int, str, bytes]:
+        if path not in ("/metrics", "/ready"):
             return 404, "text/plain; charset=utf-8", b"not found: GET /metrics or /ready\n"
-        if request.method not in (b"GET", b"HEAD"):
+        if method not in ("GET", "HEAD"):
             return 405, "text/plain; charset=utf-8", b"method not allowed\n"
-        if path == b"/ready":
+        if path == "/ready":
             ready, detail = self.readiness()
             body = json.dumps({"ready": ready, **detail}).encode() + b"\n"
             return (200 if ready else 503), "application/json", body
-        accept = next((v.decode("latin-1") for k, v in request.headers if k == b"accept"), "")
         encoder, content_type = choose_encoder(accept)
         return 200, content_type, encoder(self.registry)

@@ -331,6 +331,7 @@ def make_setups(relay_port: int, ca: Path, folder: Path) -> list[Setup]:
             addon_pool.TLSSettings.from_options(options, folder),
             32,
             30,
+            None,  # HAProxy alone: the benchmark's client has no token
         )
         (folder / "haproxy.cfg").write_text(config)
         s.cmd = [haproxy, "-db", "-f", str(folder / "haproxy.cfg")]

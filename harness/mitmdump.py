@@ -17,9 +17,9 @@ from harness import ROOT
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
 
 
-# The live tier's proxies go through the upstream pool where HAProxy is installed (CI installs it):
-# llama.cpp's router sometimes drops a connection without answering, and the pool retries such an
-# empty answer once on a new connection (`retry-on empty-response`), as a deployment should have it.
+# The live tier's proxies go through the upstream pool where HAProxy is installed (CI installs it), as
+# a deployment should have it: llama.cpp's router closes connections after answers, and the pool drops
+# an idle connection as soon as the upstream closes it (it retries only a failed connect: issue 21 §9).
 LOCAL_MODEL_POOL: tuple[str, ...] = ("upstream_pool=all",) if find_haproxy() else ()
 
 

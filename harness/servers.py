@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from addon.upstreams.servers import BaseURL, Health, Server, ServerTable
+from addon.upstreams.health import Health
+from addon.upstreams.servers import BaseURL, Server, ServerTable
 
 ENV = {
     "VLLM_KEY": "sk-vllm-aaaaaaaaaaaa",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from mitmproxy import exceptions
 
-from addon.catalog.catalog import Catalog, basename, family_of, full_name, has_tag, infer, token_limit_field
+from addon.catalog.catalog import Catalog
+from addon.catalog.models import basename, family_of, full_name, has_tag, infer, token_limit_field
 
 CATALOG = {
     "models": {

@@ -15,6 +15,7 @@ from mitmproxy import addonmanager, exceptions, hooks
 from mitmproxy.test import taddons
 
 from addon import dispatch
+from addon import mitm_internals as fence
 from harness import TEST_KEY
 from harness.mitmdump import Mitmdump
 from harness.upstream import UpstreamServer
@@ -171,15 +172,25 @@ async def test_skips_the_addons_without_the_hook(original: None) -> None:
 
 def test_install_checks_mitmproxys_source(original: None, monkeypatch: pytest.MonkeyPatch) -> None:
     mitmproxys = addonmanager.AddonManager.trigger_event
-    assert dispatch.source_digest() == dispatch.KNOWN_SOURCE, "mitmproxy's hook dispatch changed: review dispatch.py"
+    assert fence.verify() == [], "mitmproxy's hook dispatch changed: review dispatch.py"
     assert dispatch.install(True) and dispatch.installed()
     assert addonmanager.AddonManager.trigger_event is dispatch.trigger_event
     assert dispatch.install(True)  # again: still the fast path, mitmproxy's kept once
     assert dispatch.install(False) is False and not dispatch.installed()
     assert addonmanager.AddonManager.trigger_event is mitmproxys
-    monkeypatch.setattr(dispatch, "source_digest", lambda: "another mitmproxy")
-    assert dispatch.install(True) is False
-    assert addonmanager.AddonManager.trigger_event is mitmproxys
+
+    def _iter_hooks(self, addon, event):  # another mitmproxy's
+        yield from ()
+
+    monkeypatch.setattr(addonmanager.AddonManager, "_iter_hooks", _iter_hooks)
+    try:
+        (warning,) = fence.verify()
+        assert "switched off: fast_hook_dispatch" in warning and "_iter_hooks" in warning
+        assert dispatch.install(True) is False
+        assert addonmanager.AddonManager.trigger_event is mitmproxys
+    finally:
+        monkeypatch.undo()
+        fence.verify()
 
 
 @pytest.mark.e2e

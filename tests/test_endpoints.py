@@ -11,7 +11,8 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
 from addon import endpoints
-from addon.catalog.catalog import Catalog, infer
+from addon.catalog.catalog import Catalog
+from addon.catalog.models import infer
 from addon.endpoints import ollama_discovery as discovery
 from addon.endpoints.openai import SSERelay
 from addon.proxy import OllamaProxy

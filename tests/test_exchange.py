@@ -9,7 +9,8 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
-from addon.exchange import Answer, Exchange, Forward, json_answer, replace_answer, respond, send_upstream
+from addon.exchange import Exchange, replace_answer, respond, send_upstream
+from addon.reply import Answer, Forward, json_answer
 from addon.settings import Target
 from addon.upstreams.servers import Server
 from addon.wire.ollama import dumps_body

@@ -19,6 +19,7 @@ from mitmproxy.proxy import server
 from mitmproxy.proxy.layers.http import ErrorCode, HttpStream, _http1
 from mitmproxy.test import tutils
 
+from addon import mitm_internals as fence
 from addon.endpoints import FALLBACK
 from addon.guard import early, request_size
 
@@ -158,11 +159,11 @@ def test_the_http1_server_layer_is_wrapped_and_unwrapped() -> None:
     assert {"read_headers", "read_body", "wait", "done", "passthrough"} <= set(dir(_http1.Http1Server))
     client_buffer.install(64 << 20)
     try:
-        assert _http1.Http1Server._handle_event is client_buffer._bounded_handle_event
+        assert _http1.Http1Server._handle_event is fence._bounded_handle_event
         assert _http1.Http1Client._handle_event is _http1.Http1Connection._handle_event
         assert client_buffer.MAX_PIPELINED == (64 << 20) + client_buffer.MAX_HEAD
     finally:
-        client_buffer.uninstall()
+        fence.uninstall_patches()
     assert _http1.Http1Server._handle_event is _http1.Http1Connection._handle_event
 
 

@@ -7,6 +7,7 @@ import json
 
 from mitmproxy.proxy.layers.http import _http1
 
+from addon import mitm_internals as fence
 from addon.guard import errorpage
 
 
@@ -24,7 +25,7 @@ def test_install_writes_json_and_uninstall_restores() -> None:
         assert b"application/json" in head and head.startswith(b"HTTP/1.1 502")
         assert json.loads(body)["error"].startswith("cannot reach the upstream: connection refused")
     finally:
-        errorpage.uninstall()
+        fence.uninstall_patches()
     assert b"text/html" in _http1.make_error_response(502, "x")
 
 
@@ -66,7 +67,7 @@ def test_trailers_are_refused_as_a_protocol_error() -> None:
     errorpage.install()
     try:
         reader = _http1.make_body_reader(None)
-        assert isinstance(reader, errorpage.NoTrailersReader)
+        assert type(reader).__name__ == "NoTrailersReader"
         assert type(_http1.make_body_reader(5)).__name__ == "ContentLengthReader"
         buf = ReceiveBuffer()
         buf += b"2\r\nok\r\n0\r\nx-echo: Bearer sk-secret\r\n\r\n"
@@ -82,6 +83,6 @@ def test_trailers_are_refused_as_a_protocol_error() -> None:
         buf += b"2\r\nok\r\n0\r\n\r\n"
         assert isinstance(plain(buf), h11.Data) and isinstance(plain(buf), h11.EndOfMessage)
     finally:
-        errorpage.uninstall()
+        fence.uninstall_patches()
     assert type(_http1.make_body_reader(None)).__name__ == "ChunkedReader"
     assert "trailers" in errorpage.friendly_message(502, f"HTTP/1 protocol error: {errorpage.TRAILERS}")

@@ -14,6 +14,7 @@ from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.proxy import server
 from mitmproxy.proxy.layers.http import HttpStream, _http1
 
+from addon import mitm_internals as fence
 from addon.exchange import Exchange
 from addon.guard import errorpage, timeouts
 
@@ -58,7 +59,7 @@ def test_override_reaches_only_the_next_error_page_of_its_own_task() -> None:
         first, second = contextvars.copy_context().run(in_hook_task)
         other = _http1.make_error_response(502, "server closed connection")  # another task: untouched
     finally:
-        errorpage.uninstall()
+        fence.uninstall_patches()
     assert first.startswith(b"HTTP/1.1 504") and json.loads(first.split(b"\r\n\r\n", 1)[1])["error"].endswith(
         "(upstream_timeout)"
     )
@@ -125,7 +126,7 @@ async def test_an_upstream_connection_the_upstream_has_ended_is_not_reused(monke
     peers["reset"][1].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     peers["reset"][1].close()
     peers["talking"][1].sendall(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
-    monkeypatch.setattr(timeouts, "connection_handler", lambda flow: SimpleNamespace(transports=transports))
+    monkeypatch.setattr(fence, "_handler", lambda flow: SimpleNamespace(transports=transports))
 
     timeouts.drop_closed_upstreams(None)  # type: ignore[arg-type]
 

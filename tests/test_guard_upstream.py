@@ -122,3 +122,54 @@ def test_the_v1_relay_caps_one_event_linearly_and_refuses_nan() -> None:
     relay = SSERelay(None)
     assert relay.feed(b'data: {"content": "NaN and Infinity are words"}\n\n').startswith(b"data:")
     assert not relay.ended
+
+
+# ---------------------------------------------------------------------------------------------
+# A compressed stream, decoded piece by piece (issue 21 §4)
+
+EVENTS = b"".join(b'data: {"n": %d, "text": "%s"}\n\n' % (n, b"word " * n) for n in range(200)) + b"data: [DONE]\n\n"
+ENCODERS = {
+    "gzip": gzip.compress,
+    "deflate": zlib.compress,
+    "br": brotli.compress,
+    "zstd": zstd.compress,
+}
+
+
+def decoded_in_pieces(encoding: str, data: bytes, size: int, most: int = 1 << 20) -> bytes:
+    decoder = upstream.StreamDecoder(encoding, most)
+    out = [decoder.feed(data[i : i + size]) for i in range(0, len(data), size)]
+    return b"".join(out) + decoder.finish()
+
+
+@pytest.mark.parametrize("encoding", list(ENCODERS))
+@pytest.mark.parametrize("size", [1, 7, 4096, 1 << 20])
+def test_a_stream_decodes_piece_by_piece(encoding: str, size: int) -> None:
+    assert decoded_in_pieces(encoding, ENCODERS[encoding](EVENTS), size) == EVENTS
+
+
+def test_members_frames_and_raw_deflate() -> None:
+    assert decoded_in_pieces("gzip", gzip.compress(EVENTS[:500]) + gzip.compress(EVENTS[500:]), 100) == EVENTS
+    assert decoded_in_pieces("zstd", zstd.compress(EVENTS[:500]) + zstd.compress(EVENTS[500:]), 100) == EVENTS
+    raw = zlib.compressobj(6, zlib.DEFLATED, -15)
+    assert decoded_in_pieces("deflate", raw.compress(EVENTS) + raw.flush(), 50) == EVENTS
+
+
+@pytest.mark.parametrize("encoding", list(ENCODERS))
+def test_a_piece_that_expands_too_far_or_does_not_decode_is_refused(encoding: str) -> None:
+    bomb = ENCODERS[encoding](b" " * (8 << 20))
+    with pytest.raises(upstream.Refused, match="expands beyond"):
+        upstream.StreamDecoder(encoding, 1 << 20).feed(bomb)
+    with pytest.raises(upstream.Refused):
+        decoded_in_pieces(encoding, b"\x00not compressed at all" * 10, 100)
+
+
+def test_only_encodings_it_decodes_are_streamed() -> None:
+    def response(encoding: str) -> http.Response:
+        return http.Response.make(200, b"", {"content-type": "text/event-stream", "content-encoding": encoding})
+
+    assert upstream.stream_decoder(response("identity"), 1) is None
+    assert upstream.stream_decoder(response("compress"), 1) is None  # gathered, then refused by decoded_body
+    gz = response("gzip")
+    assert isinstance(upstream.stream_decoder(gz, 1), upstream.StreamDecoder)
+    assert "content-encoding" not in gz.headers, "the client gets the decoded stream"

@@ -137,7 +137,7 @@ def test_limits_survive_a_reconfiguration() -> None:
 
 def test_model_refusal_leaves_refusals_and_unnamed_local_answers() -> None:
     from addon.endpoints.base import OllamaEndpoint
-    from addon.exchange import Answer
+    from addon.reply import Answer
 
     key = ClientKey(KeySpec("alice", "A", "k" * 20, ("gpt-4o*",)))
     endpoint = OllamaEndpoint()

@@ -180,6 +180,7 @@ def test_new_client_connections_share_warm_upstream_connections(
         assert flow.request.url in (f"{tls_upstream.base_url}/chat/completions", f"{tls_upstream.base_url}/embeddings")
         assert flow.metadata[pool.POOL_META]["origin"] == f"https://127.0.0.1:{tls_upstream.port}"
         assert flow.metadata[pool.POOL_META]["via"].startswith("127.0.0.1:")
+        assert pool.TOKEN_HEADER not in flow.request.headers, "the pool's token is on the wire only"
 
 
 @pytest.mark.e2e
@@ -327,7 +328,11 @@ def config(tmp_path: Path, origins: list[pool.Origin] | None = None, **changes) 
     origins = origins if origins is not None else pool.pooled_origins(opts)
     listeners = list(zip(origins, range(41000, 41000 + len(origins)), strict=False))
     return pool.haproxy_config(
-        listeners, pool.TLSSettings.from_options(opts, tmp_path), opts.upstream_pool_max_idle, opts.upstream_pool_idle
+        listeners,
+        pool.TLSSettings.from_options(opts, tmp_path),
+        opts.upstream_pool_max_idle,
+        opts.upstream_pool_idle,
+        "test-token-0123456789abcdef0123456789",
     )
 
 
@@ -606,3 +611,13 @@ def test_several_tls_upstreams_each_through_the_pool(spawn, certs, tmp_path: Pat
         for server in (first, second):
             assert f"upstream pool: https://127.0.0.1:{server.port} is served through HAProxy" in log
         assert other_key not in log and TEST_KEY not in log
+
+
+def test_the_config_serves_only_requests_with_the_token(tmp_path: Path) -> None:
+    """Issue 21 §9: other local processes get 403 before the upstream is contacted; no slot is held
+    without a request head; only a failed connect is retried."""
+    text = config(tmp_path)
+    assert "http-request deny deny_status 403 unless { req.hdr(x-ollama-pool) -m str test-token-0123456789" in text
+    assert "http-request del-header x-ollama-pool" in text  # the upstream never sees it
+    assert "timeout http-request 10s" in text
+    assert "retry-on conn-failure" in text and "empty-response" not in text

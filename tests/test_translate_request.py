@@ -8,6 +8,7 @@ import json
 import pytest
 
 from addon.translate import request as translate
+from addon.translate.upstream import think_fields
 from addon.wire.ollama import ChatRequest, GenerateRequest, Options
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
@@ -52,16 +53,18 @@ def test_formats() -> None:
 
 
 def test_think_levels() -> None:
-    assert translate.think_fields(True, "reasoning_effort") == ("medium", {})
-    assert translate.think_fields("high", "reasoning_effort") == ("high", {})
-    assert translate.think_fields("max", "reasoning_effort") == ("high", {})
-    assert translate.think_fields(False, "reasoning_effort") == (None, {})
-    assert translate.think_fields(None, "reasoning_effort") == (None, {})
+    assert think_fields(True, "reasoning_effort") == ("medium", {})
+    assert think_fields("high", "reasoning_effort") == ("high", {})
+    assert think_fields("max", "reasoning_effort") == ("high", {})
+    assert think_fields(False, "reasoning_effort") == (None, {})
+    assert think_fields(None, "reasoning_effort") == (None, {})
 
 
 def test_fields_openai_lacks_go_last_in_the_wire_body() -> None:
     request = chat(messages=[{"role": "user", "content": "hi"}], think=True, options={"top_k": 3, "temperature": 0})
-    translation = translate.chat_request(request, "m", passthrough=True, think_style="chat_template_kwargs")
+    translation = translate.chat_request(request, "m", passthrough=True)
+    assert translation.think is True and translation.think_soft is False, "applied after translation"
+    translation.extra.update(think_fields(translation.think, "chat_template_kwargs")[1])
     assert "top_k" not in translation.body and "chat_template_kwargs" not in translation.body
     assert list(translation.wire_body())[-2:] == ["top_k", "chat_template_kwargs"]
     assert translation.wire_body()["chat_template_kwargs"] == {"enable_thinking": True}
@@ -146,7 +149,7 @@ def test_generate_routes() -> None:
     ],
 )
 def test_think_styles(style: str, think, expected: dict) -> None:
-    effort, extra = translate.think_fields(think, style)
+    effort, extra = think_fields(think, style)
     assert {**({"reasoning_effort": effort} if effort else {}), **extra} == expected
 
 

@@ -202,8 +202,16 @@ def serve_bytes(body: bytes, content_type: str = "text/event-stream", status: in
     return handler
 
 
+def translated(body: dict[str, Any], model: str) -> tuple[dict[str, Any], Any, list[str]]:
+    """(chat body, think, warnings) of a translated request."""
+    translation = responses_request(body, model)
+    assert translation.route == "chat/completions" and translation.extra == {}
+    assert translation.think_soft is True, "Codex sends a reasoning effort with every request"
+    return dict(translation.body), translation.think, translation.warnings
+
+
 def chat_body(body: dict[str, Any]) -> dict[str, Any]:
-    chat, _think, _warnings = responses_request(body, "upstream-model")
+    chat, _think, _warnings = translated(body, "upstream-model")
     (CHAT_STREAM_PARAMS if chat.get("stream") else CHAT_PARAMS).validate_python(chat)
     return chat
 
@@ -414,7 +422,7 @@ def test_images_in_tool_outputs_follow_the_tool_results_as_a_user_message() -> N
 
 
 def test_reasoning_items_are_dropped_with_a_warning() -> None:
-    chat, think, warnings = responses_request(
+    chat, think, warnings = translated(
         {
             "model": "m",
             "input": [{"type": "reasoning", "id": "rs_1", "summary": []}, {"role": "user", "content": "hi"}],
@@ -521,7 +529,7 @@ def test_built_in_tools_are_refused_naming_the_type(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["web_search", "web_search_preview"])
 def test_web_search_is_dropped_with_a_warning(kind: str) -> None:
-    chat, _, warnings = responses_request(
+    chat, _, warnings = translated(
         {"model": "m", "input": "hi", "tools": [{"type": kind, "external_web_access": False}]}, "u"
     )
     assert "tools" not in chat and warnings == [
@@ -686,9 +694,7 @@ def test_bad_text_format_is_refused(text: Any) -> None:
     ],
 )
 def test_reasoning_effort_becomes_a_think_decision(effort: str | None, think: Any) -> None:
-    chat, decided, _ = responses_request(
-        {"model": "m", "input": "x", "reasoning": {"effort": effort, "summary": "auto"}}, "u"
-    )
+    chat, decided, _ = translated({"model": "m", "input": "x", "reasoning": {"effort": effort, "summary": "auto"}}, "u")
     assert decided == think
     assert "reasoning_effort" not in chat and "reasoning" not in chat  # the caller sends it in its think style
 
@@ -707,10 +713,8 @@ def test_sampling_limits_and_stream() -> None:
     )
     assert (chat["max_tokens"], chat["temperature"], chat["top_p"]) == (50, 0.2, 0.9)
     assert chat["stream"] is True and chat["stream_options"] == {"include_usage": True}
-    chat, _, _ = responses_request(
-        {"model": "m", "input": "x", "max_output_tokens": 50}, "u", max_tokens_field="max_completion_tokens"
-    )
-    assert chat["max_completion_tokens"] == 50 and "max_tokens" not in chat and "stream" not in chat
+    chat, _, _ = translated({"model": "m", "input": "x", "max_output_tokens": 50}, "o4-mini")
+    assert chat["max_tokens"] == 50 and "stream" not in chat, "the model's own field is chosen after translation"
 
 
 @pytest.mark.parametrize(
@@ -730,7 +734,7 @@ def test_bad_scalars_are_refused(field: str, value: Any) -> None:
 
 
 def test_fields_with_nothing_to_send_are_accepted_quietly() -> None:
-    chat, _think, warnings = responses_request(
+    chat, _think, warnings = translated(
         {
             "model": "m",
             "input": "x",
@@ -752,7 +756,7 @@ def test_fields_with_nothing_to_send_are_accepted_quietly() -> None:
 
 
 def test_fields_not_honoured_are_reported() -> None:
-    _, _, warnings = responses_request(
+    _, _, warnings = translated(
         {"model": "m", "input": "x", "top_logprobs": 3, "frobnicate": 1, "text": {"verbosity": "low"}}, "u"
     )
     assert warnings == [
@@ -1298,12 +1302,12 @@ def test_lone_surrogates_are_encoded() -> None:
 
 @pytest.mark.parametrize(
     ("status", "kind"),
-    [
+    [  # Ollama's types (openai/openai.go NewError), as on every route of the OpenAI family
         (400, "invalid_request_error"),
-        (401, "authentication_error"),
-        (403, "permission_error"),
+        (401, "api_error"),
+        (403, "api_error"),
         (404, "not_found_error"),
-        (429, "rate_limit_error"),
+        (429, "api_error"),
         (500, "api_error"),
         (502, "api_error"),
     ],
@@ -1321,14 +1325,19 @@ def test_recorded_upstream_errors_keep_status_and_fields(name: str) -> None:
     body = exchange["response"]["body"]
     status, converted = upstream_error(exchange["response"]["status"], json.dumps(body).encode())
     assert status == exchange["response"]["status"]
-    for key in ("message", "type", "param", "code"):
+    for key in ("type", "param", "code"):
         assert converted["error"][key] == body["error"][key]
+    said = converted["error"]["message"]
+    if status in (401, 403):  # the proxy's key, not the client's (as on every route)
+        assert said == f"the upstream rejected the API key ({status}): {body['error']['message']}"
+    else:
+        assert said == body["error"]["message"]
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"<html><title>502 Bad Gateway</title></html>", "<html><title>502 Bad Gateway</title></html>"),
+        (b"<html><title>502 Bad Gateway</title></html>", "502 Bad Gateway"),
         (b"upstream   timed out", "upstream timed out"),
         (b"", "the upstream answered 503 Service Unavailable"),
         (b'{"detail": "Not Found"}', "Not Found"),
@@ -1379,7 +1388,7 @@ def test_codex_sequence_and_request_shape() -> None:
 @pytest.mark.parametrize("which", ["say_hi", "tool_round_trip_second_request", "namespace_call_second_request"])
 def test_codex_requests_translate(which: str) -> None:
     exchange = CODEX[which][-1] if isinstance(CODEX[which], list) else CODEX[which]
-    chat, think, warnings = responses_request(exchange["body"], "upstream-model")
+    chat, think, warnings = translated(exchange["body"], "upstream-model")
     CHAT_STREAM_PARAMS.validate_python(chat)
     assert think is None and warnings == [
         "tools[8]: the built-in web_search tool was dropped: there is no web search here"

@@ -18,9 +18,10 @@ import httpx
 import pytest
 
 from addon.catalog.catalog import Catalog
+from addon.mitm_internals import FailureKind
 from addon.upstreams.directory import HttpFetcher, ListUnavailable, Resolution, ServersDirectory
+from addon.upstreams.health import Health, passive_verdict
 from addon.upstreams.servers import (
-    Health,
     RouteRefusal,
     Server,
     ServerList,
@@ -166,26 +167,47 @@ async def test_passive_reports_mark_and_schedule_a_probe() -> None:
     clock = Clock()
     models = directory(fetch, clock, probe_interval=3600)
     await models.listing()
-    for _ in range(2):
-        models.report("alpha", status=502)
-    assert not models.health.is_down("alpha"), "one or two 5xx may be about the request"
-    models.report("alpha", status=200)
-    models.report("alpha", status=500)
-    models.report("alpha", status=500)
-    assert not models.health.is_down("alpha"), "a success in between resets the count"
-    models.report("alpha", status=500)
-    assert models.health.is_down("alpha") and models.resolve_now("shared").server.name == "beta"
-    models.report("beta", error="Client disconnected.")
-    models.report("beta", status=404)
+    models.report("beta", passive_verdict(failure=FailureKind.CLIENT_GONE))
+    models.report("beta", passive_verdict(404))
     assert not models.health.is_down("beta")
-    models.report("beta", error="[Errno 111] Connect call failed ('127.0.0.1', 1)")
+    models.report("alpha", passive_verdict(failure=FailureKind.REFUSED))
+    assert models.health.is_down("alpha") and models.resolve_now("shared").server.name == "beta"
+    models.report("beta", passive_verdict(failure=FailureKind.REFUSED))
     assert isinstance(models.resolve_now("shared"), RouteRefusal), "all of its servers are down: refused at once"
     assert models.due() == []
     clock.advance(1)
     assert models.due() == ["alpha", "beta"], "the probe is the model list, a second later"
     await asyncio.gather(*models.tick())
     assert models.resolve_now("shared").server.name == "alpha"
-    models.report("alpha", status=400)  # any answer below 500: up
+    models.report("alpha", passive_verdict(400))  # any answer below 500: up
+    await models.close()
+
+
+async def test_one_clients_failures_confirm_with_a_probe_and_never_mark_down() -> None:
+    """Three 500s, or a generation that outlasts upstream_timeout, in a row: the server is asked
+    itself (its list), and stays up when it answers (issue 21, §8)."""
+    fetch = FakeFetch(default=[], alpha=["shared"], beta=["shared"], gamma=[])
+    clock = Clock()
+    models = directory(fetch, clock, probe_interval=3600)
+    await models.listing()
+    fetched = fetch.count("alpha")
+    for _ in range(2):
+        models.report("alpha", passive_verdict(500))
+    models.report("alpha", passive_verdict(failure=FailureKind.SERVER_CLOSED, expired="open"))
+    assert not models.health.is_down("alpha")
+    await models.settle()
+    assert fetch.count("alpha") == fetched + 1, "one probe of alpha"
+    assert not models.health.is_down("alpha"), "it answered its probe: up"
+    for _ in range(3):
+        models.report("alpha", passive_verdict(502))
+    await models.settle()
+    assert fetch.count("alpha") == fetched + 1, "at most one probe a second"
+    clock.advance(1)
+    fetch.answers["alpha"] = ConnectionRefusedError("connection refused")
+    for _ in range(3):
+        models.report("alpha", passive_verdict(503))
+    await models.settle()
+    assert models.health.is_down("alpha"), "a failed probe marks it down"
     await models.close()
 
 
@@ -442,7 +464,7 @@ async def test_one_server_failure_keeps_the_last_list_or_the_catalog_and_is_neve
             assert listing.error is None and "gpt-4o-mini:latest" in [m.name for m in listing.models], (
                 "the last good list is kept"
             )
-            models.report("default", error="[Errno 111] Connect call failed ('127.0.0.1', 1)")
+            models.report("default", passive_verdict(failure=FailureKind.REFUSED))
             assert not models.health.is_down("default"), "one server: no health to keep"
         finally:
             await models.settle()

@@ -295,7 +295,7 @@ def test_upstream_timeout_per_server(tmp_path: Path) -> None:
         began = time.monotonic()
         slow = running.chat("beta-only")
         assert time.monotonic() - began >= 2 and slow.status_code == 200, "beta keeps the option's 300 s"
-        assert "server gamma is down: timed out" in running.proxy.log()
+        assert "server gamma is down" not in running.proxy.log(), "one answer that outlasts its timeout: suspect only"
 
 
 def test_a_hanging_server_does_not_slow_discovery(tmp_path: Path) -> None:

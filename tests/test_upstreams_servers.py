@@ -13,9 +13,10 @@ import pytest
 from mitmproxy.exceptions import OptionsError
 
 from addon.catalog.catalog import Catalog
+from addon.mitm_internals import FailureKind
+from addon.upstreams.health import Health, Passive, passive_verdict
 from addon.upstreams.servers import (
     Defaults,
-    Health,
     RouteRefusal,
     Server,
     ServerList,
@@ -24,7 +25,6 @@ from addon.upstreams.servers import (
     merge_listings,
     next_list,
     parse_servers,
-    passive_failure,
 )
 from harness.servers import ENV, ISSUE_EXAMPLE, Clock, lists, server, table
 
@@ -175,7 +175,7 @@ def test_catalog_file_with_servers(tmp_path) -> None:
 
 def test_health_state_machine(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
-    health = Health(clock, retry_after=30, soft_limit=3)
+    health = Health(clock, retry_after=30, suspect_limit=3)
     caplog.set_level(logging.INFO, "ollama_proxy")
     assert health.is_healthy("a") and health.state("a").status == "up"
     assert health.mark_failed("a", "connection refused") is True
@@ -200,17 +200,15 @@ def test_health_state_machine(caplog: pytest.LogCaptureFixture) -> None:
     ], "one line per change of state"
 
 
-def test_soft_failures_take_several_in_a_row() -> None:
-    health = Health(Clock(), soft_limit=3, log=None)
-    assert not health.mark_failed("a", "answered 500", soft=True)
-    assert not health.mark_failed("a", "answered 502", soft=True)
-    assert health.state("a").soft_failures == 2 and health.is_healthy("a")
+def test_suspect_failures_ask_for_a_probe_and_never_mark_down() -> None:
+    health = Health(Clock(), suspect_limit=3, log=None)
+    assert not health.suspect("a") and not health.suspect("a")
+    assert health.state("a").suspicions == 2 and health.is_healthy("a")
     health.mark_ok("a")  # a success in between starts the count again
-    assert not health.mark_failed("a", "answered 500", soft=True) and not health.mark_failed(
-        "a", "answered 500", soft=True
-    )
-    assert health.mark_failed("a", "answered 503", soft=True) is True
-    assert health.state("a").reason == "answered 503 (3 times in a row)"
+    assert not health.suspect("a") and not health.suspect("a")
+    assert health.suspect("a") is True, "the third in a row: time to probe"
+    assert health.state("a").suspicions == 0 and health.is_healthy("a"), "a probe decides, not the count"
+    assert not health.suspect("a"), "the count starts again"
 
 
 def test_outstanding_requests() -> None:
@@ -226,38 +224,36 @@ def test_outstanding_requests() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "error", "expected"),
+    ("status", "failure", "expired", "cut", "expected"),
     [
-        (None, "[Errno 111] Connect call failed ('127.0.0.1', 9)", ("connection refused", False)),
-        (None, "Connection refused", ("connection refused", False)),
-        (None, "[Errno -2] Name or service not known", ("unknown host", False)),
-        (None, "TLS handshake failed: certificate verify failed", ("TLS handshake failed", False)),
-        (
-            None,
-            "the upstream did not accept the connection within 5 s (upstream_timeout)",
-            ("timed out connecting", False),
-        ),
-        (None, "the upstream sent nothing for 300 s (upstream_timeout)", ("timed out (upstream_timeout)", False)),
-        (None, "Server closed connection.", ("closed the connection without answering", False)),
-        (
-            None,
-            "the upstream connection broke off (peer closed connection)",
-            ("the connection broke off mid-answer", False),
-        ),
-        (None, "Client disconnected.", None),
-        (None, "Connection killed.", None),
-        (None, "upstream_timeout", ("timed out (upstream_timeout)", False)),
-        (None, "HTTP protocol error in server reply", ("HTTP protocol error in server reply", False)),
-        (500, None, ("answered 500", True)),
-        (503, None, ("answered 503", True)),
-        (501, None, None),
-        (429, None, None),
-        (404, None, None),
-        (200, None, None),
+        (None, FailureKind.REFUSED, "", False, Passive.DOWN),
+        (None, FailureKind.UNKNOWN_HOST, "", False, Passive.DOWN),
+        (None, FailureKind.TLS, "", False, Passive.DOWN),
+        (None, None, "connect", False, Passive.DOWN),
+        (None, None, "handshake", False, Passive.DOWN),
+        (None, FailureKind.SERVER_CLOSED, "open", False, Passive.SUSPECT),  # one long generation
+        (None, FailureKind.SERVER_CLOSED, "", False, Passive.SUSPECT),
+        (None, FailureKind.BROKE_OFF, "", False, Passive.SUSPECT),
+        (None, FailureKind.RESET, "", False, Passive.SUSPECT),
+        (None, FailureKind.BAD_STATUS_LINE, "", False, Passive.SUSPECT),
+        (None, FailureKind.OTHER, "", False, Passive.SUSPECT),
+        (None, FailureKind.CLIENT_GONE, "", False, Passive.NOTHING),
+        (None, FailureKind.KILLED, "", False, Passive.NOTHING),
+        (None, FailureKind.BODY_SIZE_LIMIT, "", False, Passive.NOTHING),
+        (None, FailureKind.SERVER_CLOSED, "", True, Passive.NOTHING),  # the proxy cut it (a limit)
+        (500, None, "", False, Passive.SUSPECT),
+        (503, None, "", False, Passive.SUSPECT),
+        (501, None, "", False, Passive.OK),
+        (429, None, "", False, Passive.OK),
+        (404, None, "", False, Passive.OK),
+        (200, None, "", False, Passive.OK),
+        (None, None, "", False, Passive.NOTHING),
     ],
 )
-def test_passive_failures(status: int | None, error: str | None, expected: tuple[str, bool] | None) -> None:
-    assert passive_failure(status, error) == expected
+def test_passive_verdicts(
+    status: int | None, failure: FailureKind | None, expired: str, cut: bool, expected: Passive
+) -> None:
+    assert passive_verdict(status, failure, expired=expired, cut=cut)[0] is expected
 
 
 def test_status_line() -> None:

@@ -1,1 +1,1 @@
-"""Models on offer: names and the TOML model catalog (`catalog`), and the upstream's cached model list (`directory`)."""
+"""Models on offer: what a model is (`models`: names, inferred descriptions) and the TOML model catalog (`catalog`)."""

@@ -21,19 +21,20 @@ What the model can do decides two fields Claude Code sends with every request:
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
-from addon.endpoints.base import OllamaEndpoint, agent_think, json_object, limit_tokens, whole_stream
-from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
+from addon.endpoints.base import OllamaEndpoint, forward, json_object, named_body, plan_of, whole_stream
+from addon.exchange import Exchange
+from addon.reply import Answer, Plan, Reply, json_answer
 from addon.translate import anthropic
 from addon.translate.stream import ChunkConverter
 from addon.wire.openai import usage_of
 
 if TYPE_CHECKING:
     from addon.settings import Settings
-    from addon.wire.ollama import Think
 
 
 class AnthropicEndpoint(OllamaEndpoint):
@@ -43,47 +44,38 @@ class AnthropicEndpoint(OllamaEndpoint):
         return json_answer(status, anthropic.error_body(status, message), message)
 
 
+@dataclass(frozen=True, slots=True)
+class MessagesPlan(Plan):
+    """What the answer to a `/v1/messages` request needs: the input-token estimate for `message_start`."""
+
+    input_tokens: int
+
+
 class Messages(AnthropicEndpoint):
     """`POST /v1/messages` → `POST {base}/chat/completions`."""
 
     def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
-        body = json_object(request, self)
-        if isinstance(body, Answer):
-            return body
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return self.error(400, "model: Field required")
-        exchange.model = model
-        target = settings.target(model)
-        info = settings.models.info(model)
+        named = named_body(exchange, request, settings, self, self.error(400, "model: Field required"))
+        if isinstance(named, Answer):
+            return named
         try:
-            translated = anthropic.messages_request(
-                body,
-                target.model,
-                passthrough=target.server.passthrough_options,
-                max_output_tokens=info.max_output_tokens,
+            translation = anthropic.messages_request(
+                named.body,
+                named.target.model,
+                passthrough=named.target.server.passthrough_options,
                 system_turns=settings.system_turns,
             )
         except anthropic.AnthropicError as e:
             return json_answer(e.status, e.body(), e.message)
-        upstream = translated.body
-        effort, extra = agent_think(
-            info, target, cast("Think", translated.think), translated.think_soft, translated.warnings
-        )
-        if effort is not None:
-            upstream["reasoning_effort"] = effort
-        upstream.update(extra)
-        limit_tokens(upstream, target.model)
-        exchange.detail = translated.input_tokens
-        exchange.warn(translated.warnings)
-        return Forward("chat/completions", upstream, translated.stream, target)
+        exchange.plan = MessagesPlan(anthropic.estimate_input_tokens(named.body))
+        return forward(exchange, translation, named.target, named.info)
 
     def stream(self, exchange: Exchange) -> ChunkConverter | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: refused in `convert`
-        detail = exchange.detail if isinstance(exchange.detail, int) else 0
+        plan = plan_of(exchange, MessagesPlan)
         return ChunkConverter(
-            anthropic.MessagesStream(exchange.model or "", detail), max_event=exchange.sse_event_limit
+            anthropic.MessagesStream(exchange.model or "", plan.input_tokens), max_event=exchange.sse_event_limit
         )
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:

@@ -20,31 +20,38 @@ for the final piece), never returns an empty piece mid-stream, and ends a stream
 cut short with a final error line or event of its family.
 
 Families share their error shape and defaults through a base class (`OllamaEndpoint`,
-`OpenAIEndpoint`); an endpoint overrides only what it does. The agents' endpoints (/v1/messages,
-/v1/responses) share `agent_think` and `limit_tokens`: what the model can take of the thinking
-wish and the answer length the agents send with every request.
+`OpenAIEndpoint`); an endpoint overrides only what it does. What every endpoint that names a model
+does first is `named_body` (or `parse_named` with a typed model): the body read, the model
+required, noted and routed. A translated request goes upstream through `forward`, the one place
+that applies what the model can take: the thinking wish in the target's think style, and the
+answer's length limit (`limit_answer`, also applied to the relayed `/v1` requests).
+
+What an endpoint must remember of a flow between its request and its answer is its `Plan`, a
+typed record on `exchange.plan`, read back with `plan_of`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import Awaitable, MutableMapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from mitmproxy import http
 from pydantic import ValidationError
 
-from addon.catalog.catalog import token_limit_field
-from addon.exchange import Answer, Exchange, Reply, json_answer
-from addon.translate.request import think_fields
+from addon.catalog.models import token_limit_field
+from addon.exchange import Exchange
+from addon.reply import Answer, Forward, Plan, Reply, json_answer
+from addon.translate.upstream import Translation, think_fields
 from addon.wire.ollama import OllamaModel, describe
-from addon.wire.openai import loads
+from addon.wire.openai import error_type, loads
 
 SSE = "text/event-stream; charset=utf-8"
 
 if TYPE_CHECKING:
-    from addon.catalog.catalog import ModelInfo
+    from addon.catalog.models import ModelInfo
     from addon.settings import Settings, Target
-    from addon.wire.ollama import Think
+    from addon.wire.model import JSON
     from addon.wire.openai import Usage
 
 
@@ -121,15 +128,12 @@ class OllamaEndpoint:
         return json_answer(status, {"error": message}, message)
 
 
-_OPENAI_ERROR_TYPES = {401: "invalid_request_error", 404: "not_found_error"}
-
-
 class OpenAIEndpoint(OllamaEndpoint):
-    """The OpenAI API (`/v1/*`): errors are `{"error": {"message", "type", "param", "code"}}`."""
+    """The OpenAI API (`/v1/*`): errors are `{"error": {"message", "type", "param", "code"}}`, typed as Ollama types them."""
 
     def error(self, status: int, message: str) -> Answer:
-        kind = _OPENAI_ERROR_TYPES.get(status, "invalid_request_error")
-        return json_answer(status, {"error": {"message": message, "type": kind, "param": None, "code": None}}, message)
+        body = {"error": {"message": message, "type": error_type(status), "param": None, "code": None}}
+        return json_answer(status, body, message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,31 +184,93 @@ def parse_named[Model: OllamaModel](
     return parsed
 
 
+@dataclass(frozen=True, slots=True)
+class Named:
+    """A request that names a model: its body, and where the model goes."""
+
+    body: dict[str, JSON]
+    model: str
+    target: Target
+    info: ModelInfo
+
+
+def named_body(
+    exchange: Exchange, request: http.Request, settings: Settings, endpoint: Endpoint, missing: Answer
+) -> Named | Answer:
+    """The prologue of a route whose body is a JSON object naming a model: the body read, its `model`
+    required (else `missing`), noted on the exchange, and routed (`Unroutable` is the proxy's to answer)."""
+    body = json_object(request, endpoint)
+    if isinstance(body, Answer):
+        return body
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return missing
+    exchange.model = model
+    return Named(body, model, settings.target(model), settings.models.info(model))
+
+
 # ---------------------------------------------------------------------------------------------
-# The agents' requests (/v1/messages, /v1/responses): what the model can take
+# What the model can take: the thinking wish and the answer's length, on every route
 
 
-def agent_think(
-    model: ModelInfo, target: Target, think: Think, soft: bool, warnings: list[str]
-) -> tuple[str | None, dict[str, Any]]:
-    """(reasoning_effort, extra fields) for an agent's thinking wish, in the target's think style;
-    a `soft` wish (one the agent sends with every request) only for a model with the `thinking` capability."""
-    if think is None:
-        return None, {}
-    if soft and think is not False and "thinking" not in model.capabilities:
+def forward(exchange: Exchange, translation: Translation, target: Target, info: ModelInfo) -> Forward:
+    """A translated request as it goes upstream: the thinking wish in the target's think style (a soft
+    one only for a model with the `thinking` capability), the length limit as `limit_answer` has it;
+    the translation's warnings logged once."""
+    warnings = translation.warnings
+    think = translation.think
+    if think is not None and translation.think_soft and think is not False and "thinking" not in info.capabilities:
         warnings.append(
-            f"the request asks for thinking ({think}), which was not sent: {model.name} has no thinking capability "
+            f"the request asks for thinking ({think}), which was not sent: {info.name} has no thinking capability "
             "(give it one in the model catalog to send it)"
         )
-        return None, {}
-    return think_fields(think, target.think_style)
+        think = None
+    effort, extra = think_fields(think, target.think_style)
+    if effort is not None:
+        translation.body["reasoning_effort"] = effort
+    translation.extra.update(extra)
+    limit_answer(
+        cast("MutableMapping[str, object]", translation.body),
+        info,
+        target.model,
+        translation.route == "chat/completions",
+        warnings,
+    )
+    exchange.warn(warnings)
+    return Forward(translation.route, translation.wire_body(), translation.stream, target)
 
 
-def limit_tokens(body: dict[str, Any], upstream_model: str) -> None:
-    """Send the answer's length limit in the field the upstream model takes (`max_completion_tokens` for o-series, GPT-5)."""
-    field = token_limit_field(upstream_model)
-    if field != "max_tokens" and "max_tokens" in body:
-        body[field] = body.pop("max_tokens")
+_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+def limit_answer(
+    body: MutableMapping[str, object], info: ModelInfo, upstream_model: str, chat: bool, warnings: list[str]
+) -> None:
+    """The one rule for an answer's length limit, whatever the route: a limit above the model's known
+    output limit (catalog, or OpenAI's published limits) is lowered to it, with a warning; on chat
+    completions it goes in the field the model takes (`max_completion_tokens` for OpenAI's reasoning
+    models, which refuse `max_tokens`). Values that are not counts are left for the upstream to judge."""
+    most = info.max_output_tokens
+    for name in _LIMIT_FIELDS:
+        value = body.get(name)
+        if most is not None and isinstance(value, int) and not isinstance(value, bool) and value > most:
+            warnings.append(f"{name} {value} was lowered to the model's output limit of {most}")
+            body[name] = most
+    if chat and "max_tokens" in body and "max_completion_tokens" not in body:
+        if token_limit_field(upstream_model) == "max_completion_tokens":
+            body["max_completion_tokens"] = body.pop("max_tokens")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-flow plans
+
+
+def plan_of[P: Plan](exchange: Exchange, kind: type[P]) -> P:
+    """The endpoint's plan for this flow. Another kind (or none) is a bug: the proxy answers it 500."""
+    plan = exchange.plan
+    if not isinstance(plan, kind):
+        raise TypeError(f"{exchange.route}: expected a {kind.__name__}, found {type(plan).__name__}")
+    return plan
 
 
 def whole_stream(endpoint: Endpoint, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from mitmproxy import http
 
-from addon.endpoints.base import OllamaEndpoint, parse_named
-from addon.exchange import Answer, Exchange, Forward, Reply, json_answer, text_answer
-from addon.translate.request import Translation, TranslationError, chat_request, generate_request
+from addon.endpoints.base import OllamaEndpoint, forward, parse_named, plan_of
+from addon.exchange import Exchange
+from addon.reply import Answer, Plan, Reply, json_answer, text_answer
+from addon.translate.request import TranslationError, chat_request, generate_request
 from addon.translate.response import Shape, gather, rfc3339_now, upstream_error, whole_answer
 from addon.translate.stream import SSEToNDJSON
 from addon.wire.ollama import JSON, NDJSON, ChatRequest, GenerateRequest, dumps_body, dumps_line
@@ -24,6 +26,7 @@ from addon.wire.openai import ChatCompletion, InvalidUsage, answerless, checked_
 
 if TYPE_CHECKING:
     from addon.settings import Settings, Target
+    from addon.translate.upstream import Translation
 
 
 class Root(OllamaEndpoint):
@@ -54,6 +57,13 @@ def load_reply(request: ChatRequest | GenerateRequest, shape: Shape) -> Answer:
     return json_answer(200, answer)
 
 
+@dataclass(frozen=True, slots=True)
+class GenerationPlan(Plan):
+    """What the answer to a chat or generate request needs: whether the prompt was raw (no `context` then)."""
+
+    raw: bool = False
+
+
 class _Generation(OllamaEndpoint):
     """What chat and generate share: the upstream request, the stream converter, whole answers."""
 
@@ -63,7 +73,11 @@ class _Generation(OllamaEndpoint):
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: gathered in `convert`
         return SSEToNDJSON(
-            self.shape, exchange.model or "", exchange.clock(), exchange.detail is True, exchange.sse_event_limit
+            self.shape,
+            exchange.model or "",
+            exchange.clock(),
+            plan_of(exchange, GenerationPlan).raw,
+            exchange.sse_event_limit,
         )
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:
@@ -76,7 +90,7 @@ class _Generation(OllamaEndpoint):
         # With a relay in place the headers already say NDJSON; the body is still the upstream's SSE.
         if exchange.relay is not None or "text/event-stream" in response.headers.get("content-type", ""):
             converter = SSEToNDJSON(
-                self.shape, model, exchange.clock(), exchange.detail is True, exchange.sse_event_limit
+                self.shape, model, exchange.clock(), plan_of(exchange, GenerationPlan).raw, exchange.sse_event_limit
             )
             lines = converter.feed(body) + converter.finish()
             exchange.warn(converter.warnings)
@@ -100,7 +114,7 @@ class _Generation(OllamaEndpoint):
         except InvalidUsage as e:
             return self.error(502, str(e))
         try:
-            raw = exchange.detail is True
+            raw = plan_of(exchange, GenerationPlan).raw
             answer, warnings = whole_answer(self.shape, cast("ChatCompletion", parsed), model, exchange.clock(), raw)
         except (AttributeError, TypeError, KeyError, IndexError, ValueError, ArithmeticError):  # another shape
             text = body[:200].decode("utf-8", "replace")
@@ -117,16 +131,17 @@ def _forward(
     exchange: Exchange,
     settings: Settings,
     translate: Callable[[Target], Translation],
-    stream: bool,
+    plan: GenerationPlan,
 ) -> Reply:
     """What chat and generate send upstream, once their request is read: the translation to the model's target."""
-    target = settings.target(exchange.model or "")
+    model = exchange.model or ""
+    target = settings.target(model)
     try:
         translation = translate(target)
     except TranslationError as e:
         return endpoint.error(400, str(e))
-    exchange.warn(translation.warnings)
-    return Forward(translation.route, translation.wire_body(), stream, target)
+    exchange.plan = plan
+    return forward(exchange, translation, target, settings.models.info(model))
 
 
 class Chat(_Generation):
@@ -144,8 +159,8 @@ class Chat(_Generation):
             self,
             exchange,
             settings,
-            lambda target: chat_request(parsed, target.model, target.server.passthrough_options, target.think_style),
-            parsed.stream,
+            lambda target: chat_request(parsed, target.model, target.server.passthrough_options),
+            GenerationPlan(),
         )
 
 
@@ -160,13 +175,10 @@ class Generate(_Generation):
             return parsed
         if not parsed.prompt and parsed.suffix is None and not parsed.images:
             return load_reply(parsed, "generate")
-        exchange.detail = parsed.raw  # a raw prompt's answer has no `context`
         return _forward(
             self,
             exchange,
             settings,
-            lambda target: generate_request(
-                parsed, target.model, target.server.passthrough_options, target.think_style
-            ),
-            parsed.stream,
+            lambda target: generate_request(parsed, target.model, target.server.passthrough_options),
+            GenerationPlan(raw=parsed.raw),
         )

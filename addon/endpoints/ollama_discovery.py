@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
 
-from addon.catalog.catalog import ModelInfo, basename
+from addon.catalog.models import ModelInfo, basename
 from addon.endpoints.base import OllamaEndpoint, parse_named
-from addon.exchange import Answer, Exchange, Reply, json_answer
+from addon.exchange import Exchange
 from addon.guard.keys import visible
+from addon.reply import Answer, Reply, json_answer
 from addon.wire.ollama import NDJSON, ModelRequest, dumps_line
 
 if TYPE_CHECKING:

@@ -6,12 +6,14 @@ import base64
 import math
 import struct
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from mitmproxy import http
 
-from addon.endpoints.base import OllamaEndpoint, parse_named
-from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
+from addon.endpoints.base import OllamaEndpoint, parse_named, plan_of
+from addon.exchange import Exchange
+from addon.reply import Answer, Forward, Plan, Reply, json_answer
 from addon.translate.response import Clock, upstream_error
 from addon.wire.ollama import EmbeddingsRequest, EmbedRequest
 from addon.wire.openai import (
@@ -62,6 +64,13 @@ def vectors_of(parsed: EmbeddingList) -> list[list[float]]:
     return [vector(d.get("embedding")) for d in items]
 
 
+@dataclass(frozen=True, slots=True)
+class EmbedPlan(Plan):
+    """What the answer to an embedding request needs: the dimensions asked for (the vectors are cut to them)."""
+
+    dimensions: int | None
+
+
 class _Embeddings(OllamaEndpoint):
     """What both embedding routes share: the upstream request and reading its answer."""
 
@@ -70,7 +79,7 @@ class _Embeddings(OllamaEndpoint):
         body: EmbeddingRequest = {"model": target.model, "input": inputs, "encoding_format": "float"}
         if dimensions:
             body["dimensions"] = dimensions
-        exchange.detail = dimensions
+        exchange.plan = EmbedPlan(dimensions)
         return Forward("embeddings", body, False, target)
 
     def answer(self, exchange: Exchange, parsed: EmbeddingList) -> dict[str, Any]:
@@ -124,7 +133,7 @@ class Embed(_Embeddings):
         return self.forward(exchange, inputs, parsed.dimensions, settings)
 
     def answer(self, exchange: Exchange, parsed: EmbeddingList) -> dict[str, Any]:
-        return embed_answer(parsed, exchange.model or "", exchange.detail, exchange.clock())
+        return embed_answer(parsed, exchange.model or "", plan_of(exchange, EmbedPlan).dimensions, exchange.clock())
 
 
 def embed_answer(parsed: EmbeddingList, model: str, dimensions: int | None, clock: Clock) -> dict[str, Any]:

@@ -12,15 +12,17 @@ locally from the model directory, with the names /api/tags lists. Errors are Ope
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
 from mitmproxy import http
 
-from addon.catalog.catalog import ModelInfo
-from addon.endpoints.base import OpenAIEndpoint, json_object
-from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
+from addon.catalog.models import ModelInfo
+from addon.endpoints.base import OpenAIEndpoint, limit_answer, named_body
+from addon.exchange import Exchange
 from addon.guard.keys import visible
+from addon.reply import Answer, Forward, Reply, json_answer
 from addon.translate.response import upstream_error
 from addon.wire import multipart
 from addon.wire.openai import Usage, answerless, invalid_json, loads, usage_of
@@ -207,16 +209,22 @@ class Forwarded(OpenAIEndpoint):
         self.route = route  # the upstream route, e.g. "chat/completions"
 
     def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
-        body = json_object(request, self)
-        if isinstance(body, Answer):
-            return body
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return self.error(400, "model is required")
-        exchange.model = model
-        target = settings.target(model)
-        body["model"] = target.model
-        return Forward(self.route, body, body.get("stream") is True, target)
+        named = named_body(exchange, request, settings, self, self.error(400, "model is required"))
+        if isinstance(named, Answer):
+            return named
+        body = named.body
+        body["model"] = named.target.model
+        if self.route != "embeddings":  # the answer's length, as on every route
+            warnings: list[str] = []
+            limit_answer(
+                cast("MutableMapping[str, object]", body),
+                named.info,
+                named.target.model,
+                self.route == "chat/completions",
+                warnings,
+            )
+            exchange.warn(warnings)
+        return Forward(self.route, body, body.get("stream") is True, named.target)
 
     def stream(self, exchange: Exchange) -> SSERelay:
         """Relay a streamed answer in real time, renaming its model if the upstream's name differs."""

@@ -14,21 +14,22 @@ model's known limit and sent in the field the model takes.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
 
-from addon.catalog.catalog import token_limit_field
-from addon.endpoints.base import OpenAIEndpoint, agent_think, json_object, whole_stream
+from addon.endpoints.base import OpenAIEndpoint, forward, named_body, plan_of, whole_stream
 from addon.endpoints.openai import SSERelay
-from addon.exchange import Answer, Exchange, Forward, Reply, json_answer
+from addon.exchange import Exchange
+from addon.reply import Answer, Forward, Plan, Reply, json_answer
 from addon.translate import responses
 from addon.translate.stream import ChunkConverter
 from addon.wire.openai import Usage, usage_of
 
 if TYPE_CHECKING:
     from addon.settings import Settings
-    from addon.wire.ollama import Think
+    from addon.wire.model import JSON
 
 _TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
 
@@ -72,52 +73,47 @@ class ResponsesRelay(SSERelay):
         return b"event: error\ndata: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
+@dataclass(frozen=True, slots=True)
+class ResponsesPlan(Plan):
+    """A translated `/v1/responses` request: its body, whose fields the Response echoes."""
+
+    request: dict[str, JSON]
+
+
+@dataclass(frozen=True, slots=True)
+class PassthroughPlan(Plan):
+    """A `/v1/responses` request forwarded as it is (`responses_passthrough`)."""
+
+
 class Responses(OpenAIEndpoint):
     """`POST /v1/responses` → `POST {base}/chat/completions` (or `{base}/responses` with `responses_passthrough`)."""
 
     def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
-        body = json_object(request, self)
-        if isinstance(body, Answer):
-            return body
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return json_answer(
-                400,
-                responses.error_body(
-                    400, "Missing required parameter: 'model'.", "model", "missing_required_parameter"
-                ),
-            )
-        exchange.model = model
-        target = settings.target(model)
-        if target.server.responses_passthrough:
-            exchange.detail = None
-            return Forward("responses", {**body, "model": target.model}, body.get("stream") is True, target)
-        field = token_limit_field(target.model)
+        missing = responses.ResponsesError(
+            400, "Missing required parameter: 'model'.", "model", "missing_required_parameter"
+        )
+        named = named_body(exchange, request, settings, self, json_answer(400, missing.body(), missing.message))
+        if isinstance(named, Answer):
+            return named
+        if named.target.server.responses_passthrough:
+            exchange.plan = PassthroughPlan()
+            body = {**named.body, "model": named.target.model}
+            return Forward("responses", body, named.body.get("stream") is True, named.target)
         try:
-            chat, think, warnings = responses.responses_request(body, target.model, max_tokens_field=field)
+            translation = responses.responses_request(named.body, named.target.model)
         except responses.ResponsesError as e:
             return json_answer(e.status, e.body(), e.message)
-        info = settings.models.info(model)
-        limit = info.max_output_tokens
-        if limit is not None and isinstance(chat.get(field), int) and chat[field] > limit:
-            warnings.append(f"max_output_tokens {chat[field]} was lowered to the model's limit of {limit}")
-            chat[field] = limit
-        # Codex asks for a reasoning effort in every request: only a model that can think gets it.
-        effort, extra = agent_think(info, target, cast("Think", think), True, warnings)
-        if effort is not None:
-            chat["reasoning_effort"] = effort
-        chat.update(extra)
-        exchange.detail = body  # the request: its answer echoes some of its fields
-        exchange.warn(warnings)
-        return Forward("chat/completions", chat, chat.get("stream") is True, target)
+        exchange.plan = ResponsesPlan(named.body)
+        return forward(exchange, translation, named.target, named.info)
 
     def stream(self, exchange: Exchange) -> ChunkConverter | SSERelay | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: refused in `convert`
-        if not isinstance(exchange.detail, dict):  # forwarded as it is
+        if isinstance(exchange.plan, PassthroughPlan):
             return ResponsesRelay(exchange.model or "", exchange.sse_event_limit)
+        plan = plan_of(exchange, ResponsesPlan)
         return ChunkConverter(
-            responses.ResponsesStream(exchange.model or "", exchange.detail), max_event=exchange.sse_event_limit
+            responses.ResponsesStream(exchange.model or "", plan.request), max_event=exchange.sse_event_limit
         )
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:
@@ -131,18 +127,18 @@ class Responses(OpenAIEndpoint):
         try:
             parsed = json.loads(body)
         except ValueError:
-            if not isinstance(exchange.detail, dict):
+            if isinstance(exchange.plan, PassthroughPlan):
                 return None  # forwarded as it is: an answer that is not JSON passes unchanged
             text = body[:200].decode("utf-8", "replace")
             return self.error(502, f"the upstream sent an answer that is not JSON: {text!r}")
-        if not isinstance(exchange.detail, dict):  # forwarded as it is: only the model name changes
+        if isinstance(exchange.plan, PassthroughPlan):  # forwarded as it is: only the model name changes
             if not isinstance(parsed, dict):
                 return None
             exchange.usage = usage_of(parsed.get("usage"))
             parsed["model"] = model
             return json_answer(200, parsed)
         try:
-            answer = responses.responses_answer(parsed, model, exchange.detail)
+            answer = responses.responses_answer(parsed, model, plan_of(exchange, ResponsesPlan).request)
         except responses.ResponsesError as e:
             return json_answer(e.status, e.body(), e.message)
         exchange.usage = usage_of(parsed.get("usage"))

@@ -24,11 +24,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
-from mitmproxy.proxy import mode_specs
+
+from addon import mitm_internals as fence
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint
-    from addon.exchange import Answer, Exchange
+    from addon.exchange import Exchange
+    from addon.reply import Answer
     from addon.settings import Settings
 
 logger = logging.getLogger("ollama_proxy")
@@ -115,10 +117,5 @@ def listen_on_loopback(options: Any) -> bool:
 
 async def rebind(master: Any) -> None:
     """mitmproxy may have started listening before the script set listen_host: listen again."""
-    proxyserver = master.addons.get("proxyserver")
-    if proxyserver is None or not len(proxyserver.servers):
-        return
-    modes = [mode_specs.ProxyMode.parse(m) for m in master.options.mode]
-    await proxyserver.servers.update([])
-    await proxyserver.servers.update(modes)
+    await fence.rebind_listeners(master)  # raises MitmproxyChanged when it cannot
     logger.info("listening on loopback only (set listen_host to choose another address)")

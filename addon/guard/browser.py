@@ -32,13 +32,15 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 from mitmproxy.exceptions import OptionsError
-from mitmproxy.proxy.mode_specs import ReverseMode
 
+from addon import mitm_internals as fence
 from addon.guard.output import escape
+from addon.reply import Answer
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint
-    from addon.exchange import Answer, Exchange
+    from addon.exchange import Exchange
+    from addon.reply import Answer
     from addon.settings import Settings
 
 # envconfig.AllowedOrigins(): always allowed, whatever allowed_origins adds.
@@ -183,7 +185,7 @@ def _host_header(flow: http.HTTPFlow) -> str:
     if header is not None:
         return header
     # No Host (HTTP/1.0): in reverse mode the request's host is the reverse target, not the client's.
-    return "" if isinstance(flow.client_conn.proxy_mode, ReverseMode) else request.host
+    return "" if fence.is_reverse(flow.client_conn.proxy_mode) else request.host
 
 
 def listens_on_loopback(flow: http.HTTPFlow, settings: Settings) -> bool:
@@ -209,8 +211,6 @@ def _loopback_listener(listen_host: str) -> bool:
 
 def origin_check(flow: http.HTTPFlow, exchange: Exchange, settings: Settings, endpoint: Endpoint) -> Answer | None:
     """gin-contrib/cors: 403 for a foreign origin, 204 for an allowed preflight; notes the CORS headers."""
-    from addon.exchange import Answer
-
     request = flow.request
     origin = request.headers.get("origin", "")
     if not origin:
@@ -244,7 +244,7 @@ def host_check(flow: http.HTTPFlow, settings: Settings, endpoint: Endpoint) -> A
     Only where the Host names the proxy itself (reverse mode, the drop-in Ollama endpoint). In the
     other modes it names the destination an app asked its HTTP proxy for, which `ollama_hosts`
     decides; a page in a browser that uses the proxy is refused there by `origin_check`."""
-    if not isinstance(flow.client_conn.proxy_mode, ReverseMode) or not listens_on_loopback(flow, settings):
+    if not fence.is_reverse(flow.client_conn.proxy_mode) or not listens_on_loopback(flow, settings):
         return None
     host = host_name(_host_header(flow))
     if settings.hosts.allows(host):

@@ -5,10 +5,9 @@ parses from there, without a limit where nothing can be parsed yet: request head
 end (`# FIXME: protect against header size DoS` in mitmproxy 12.3.1), a chunked body whose size
 line never ends (`body_size_limit` counts decoded data only), or bytes sent after a complete
 request while its answer is still being made. Any client that can connect, with or without the
-key, could make the proxy hold all of it (hundreds of MB per connection). This module wraps the
-HTTP/1 server layer's event handler (private: `_http1.Http1Server`, guarded by
-tests/test_guard_client_buffer.py) and, after each piece the client sent, checks what is left
-unparsed:
+key, could make the proxy hold all of it (hundreds of MB per connection). The fence
+(`addon.mitm_internals`, checked at load) wraps the HTTP/1 server layer's event handler and asks
+this module's `POLICY`, after each piece the client sent, about what is left unparsed:
 
 - request headers over `MAX_HEAD` (1 MB, Go's `http.DefaultMaxHeaderBytes`, what Ollama's server
   allows): `431 {"error": "request header fields too large ..."}` and the connection is closed;
@@ -29,18 +28,14 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Generator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from mitmproxy import http
-from mitmproxy.proxy import commands, events
-from mitmproxy.proxy.layers.http import _http1
-from mitmproxy.proxy.layers.http._base import ReceiveHttp
-from mitmproxy.proxy.layers.http._events import ErrorCode, RequestData, RequestProtocolError
-from mitmproxy.utils import human
+from mitmproxy import connection, http
 
-from addon.guard import early
+from addon import mitm_internals as fence
+from addon.guard import early, errorpage
 from addon.guard.request_size import UPSTREAM_CEILING
 
 logger = logging.getLogger("ollama_proxy")
@@ -49,7 +44,30 @@ MAX_HEAD = 1 << 20
 MAX_FRAMING = 64 << 10
 MAX_PIPELINED = (64 << 20) + MAX_HEAD  # set from request_body_limit by `install`
 
-_installed = False
+
+# What the HTTP/1 server layer is doing while bytes wait unparsed (its state's name)
+Phase = Literal["read_headers", "read_body", "wait"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """What the HTTP/1 server layer does instead: write `answer` (if any), close the connection, and
+    fail the request under way (as too large, or as a client error) unless `fail_request` is False."""
+
+    message: str
+    answer: bytes | None = None
+    too_large: bool = False
+    fail_request: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BufferPolicy:
+    """The decisions the fence's wrapped HTTP/1 server layer asks for."""
+
+    body_data: Callable[[http.Request, int], Refusal | None]  # a piece of a request body arrived
+    unparsed: Callable[[Phase, int, Any], Refusal | None]  # what is held unparsed after a read
+    answer_and_close: Callable[[connection.Connection, bytes], bool]  # a lingering close with `answer`
+    closing: Callable[[connection.Connection], None]  # the layer closes this client connection
 
 
 @dataclass(slots=True)
@@ -70,67 +88,41 @@ def limit_body(request: http.Request, limit: BodyLimit) -> None:
     _body_limits[request] = limit
 
 
-def _bounded_handle_event(self: Any, event: events.Event) -> Generator[commands.Command, Any, None]:
-    for command in _http1.Http1Connection._handle_event(self, event):
-        if isinstance(command, ReceiveHttp) and isinstance(command.event, RequestData):
-            limit = _body_limits.get(self.request) if self.request is not None else None
-            if limit is not None:
-                limit.seen += len(command.event.data)
-                if limit.seen > limit.limit:
-                    yield from _refuse_body(self, limit)
-                    return
-        yield command
-        if type(command) is commands.CloseConnection and command.connection is self.conn:
-            early.close_soon(early.writer_of(self.conn))
-    if not isinstance(event, events.DataReceived) or self.state in (self.passthrough, self.done):
-        return
-    left = len(self.buf)
-    if self.state == self.read_headers and left > MAX_HEAD:
-        peer = human.format_address(self.conn.peername)
-        logger.warning("%s: request headers over %s: connection closed", peer, human.pretty_size(MAX_HEAD))
-        message = f"request header fields too large: over {human.pretty_size(MAX_HEAD)}"
-        answer = _http1.make_error_response(431, message)
-        self.buf = type(self.buf)()
-        if not early.answer_and_close(early.writer_of(self.conn), answer, self.conn):
-            yield commands.SendData(self.conn, answer)
-        yield commands.CloseConnection(self.conn)
-        self.state = self.done
-    elif self.state == self.read_body and left > MAX_FRAMING:
-        yield from _fail(self, f"malformed chunked request body: a framing line over {human.pretty_size(MAX_FRAMING)}")
-    elif self.state == self.wait and left > MAX_PIPELINED:
-        yield from _fail(self, f"over {human.pretty_size(MAX_PIPELINED)} sent before the answer")
+def body_data(request: http.Request, size: int) -> Refusal | None:
+    """A piece of a request body arrived: a chunked body crossing request_body_limit gets its 413."""
+    limit = _body_limits.get(request)
+    if limit is None:
+        return None
+    limit.seen += size
+    return Refusal(limit.message, limit.answer, too_large=True) if limit.seen > limit.limit else None
 
 
-def _refuse_body(self: Any, limit: BodyLimit) -> Generator[commands.Command, Any, None]:
-    """A body crossing request_body_limit: the 413, the connection closed, the request failed."""
-    self.buf = type(self.buf)()
-    if not early.answer_and_close(early.writer_of(self.conn), limit.answer, self.conn):
-        yield commands.SendData(self.conn, limit.answer)
-    yield commands.CloseConnection(self.conn)
-    yield ReceiveHttp(RequestProtocolError(self.stream_id, limit.message, code=ErrorCode.REQUEST_TOO_LARGE))
-    self.state = self.done
+def unparsed(phase: Phase, size: int, peer: Any) -> Refusal | None:
+    """What the HTTP/1 server layer holds unparsed after a read: a refusal when it is over its bound."""
+    if phase == "read_headers" and size > MAX_HEAD:
+        bound = fence.pretty_size(MAX_HEAD)
+        logger.warning("%s: request headers over %s: connection closed", fence.format_address(peer), bound)
+        message = f"request header fields too large: over {bound}"
+        return Refusal(message, errorpage.json_error_response(431, message), fail_request=False)
+    if phase == "read_body" and size > MAX_FRAMING:
+        return Refusal(f"malformed chunked request body: a framing line over {fence.pretty_size(MAX_FRAMING)}")
+    if phase == "wait" and size > MAX_PIPELINED:
+        return Refusal(f"over {fence.pretty_size(MAX_PIPELINED)} sent before the answer")
+    return None
 
 
-def _fail(self: Any, message: str) -> Generator[commands.Command, Any, None]:
-    """As mitmproxy's HTTP/1 layer ends a request whose body it cannot parse: the connection is closed."""
-    self.buf = type(self.buf)()  # (what was buffered is dropped at once)
-    yield commands.CloseConnection(self.conn)
-    early.close_soon(early.writer_of(self.conn))
-    if self.stream_id is not None and not self.request_done:
-        yield ReceiveHttp(RequestProtocolError(self.stream_id, message, code=ErrorCode.GENERIC_CLIENT_ERROR))
-    self.state = self.done
+def answer_and_close(conn: connection.Connection, answer: bytes) -> bool:
+    return early.answer_and_close(fence.writer_of(conn), answer, conn)
+
+
+def closing(conn: connection.Connection) -> None:
+    early.close_soon(fence.writer_of(conn))
+
+
+POLICY = BufferPolicy(body_data, unparsed, answer_and_close, closing)
 
 
 def install(request_body_limit: int) -> None:
-    global _installed, MAX_PIPELINED
+    global MAX_PIPELINED
     MAX_PIPELINED = (request_body_limit or UPSTREAM_CEILING) + MAX_HEAD
-    if not _installed:
-        _http1.Http1Server._handle_event = _bounded_handle_event  # type: ignore[method-assign]
-        _installed = True
-
-
-def uninstall() -> None:
-    global _installed
-    if _installed:
-        del _http1.Http1Server._handle_event  # back to Http1Connection's
-        _installed = False
+    fence.install_buffer_policy(POLICY)

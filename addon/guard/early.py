@@ -21,10 +21,9 @@ bytes to the client (HTTP/2, TLS from the client, an in-process mode), mitmproxy
 bounded by `body_size_limit` (which the addon sets in reverse mode: `addon.guard.request_size`), and sends
 the answer after it.
 
-The mitmproxy internals used: `Proxyserver.connections` and `ConnectionHandler.transports` (the
-client's StreamWriter, as `addon.guard.timeouts.client_writer`), `flow.kill()` at
-`requestheaders` ending the stream without writing to the client, and mitmproxy closing the
-client connection then; guarded by tests/test_guard_early.py.
+The mitmproxy internals used (the client's StreamWriter; `flow.kill()` at `requestheaders` ending
+the stream without writing to the client, and mitmproxy closing the client connection then) are
+reached through, and checked at load by, the fence (`addon.mitm_internals`).
 """
 
 from __future__ import annotations
@@ -36,11 +35,10 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from mitmproxy import ctx, http
+from mitmproxy import http
 from mitmproxy.connection import Connection
-from mitmproxy.net.http import http1
 
-from addon.guard.timeouts import client_writer
+from addon import mitm_internals as fence
 
 if TYPE_CHECKING:
     from addon.exchange import Exchange
@@ -56,7 +54,7 @@ _lingering: set[asyncio.Task[None]] = set()  # strong references to the running 
 def has_body(request: http.Request) -> bool:
     """Whether more than the head is coming (a Content-Length above 0, or a chunked body)."""
     try:
-        size = http1.expected_http_body_size(request)
+        size = fence.expected_body_size(request)
     except ValueError:
         return True
     return size is None or size != 0
@@ -69,7 +67,7 @@ def answer_now(flow: http.HTTPFlow, exchange: Exchange) -> None:
     exchange.early = True
     request = flow.request
     try:
-        http1.expected_http_body_size(request)
+        fence.expected_body_size(request)
     except ValueError:
         return  # invalid framing: mitmproxy's HTTP/1 layer answers 400 itself and closes (no second answer)
     if not has_body(request):
@@ -77,19 +75,9 @@ def answer_now(flow: http.HTTPFlow, exchange: Exchange) -> None:
     if request.http_version not in ("HTTP/1.0", "HTTP/1.1") or flow.client_conn.tls:
         return  # no raw HTTP/1 bytes on this connection: mitmproxy reads the body, then sends it
     response.headers["connection"] = "close"
-    data = http1.assemble_response_head(response) if request.method == "HEAD" else http1.assemble_response(response)
-    if answer_and_close(client_writer(flow), data, flow.client_conn):
+    data = fence.assemble_response_head(response) if request.method == "HEAD" else fence.assemble_response(response)
+    if answer_and_close(fence.client_writer(flow), data, flow.client_conn):
         flow.kill()
-
-
-def writer_of(connection: Connection) -> asyncio.StreamWriter | None:
-    """mitmproxy's writer of a live connection of the current client (Proxyserver.connections)."""
-    with contextlib.suppress(AttributeError, KeyError):
-        for handler in ctx.master.addons.get("proxyserver").connections.values():
-            if connection in handler.transports:
-                writer = handler.transports[connection].writer
-                return writer if isinstance(writer, asyncio.StreamWriter) else None
-    return None
 
 
 def answer_and_close(writer: object, data: bytes, connection: Connection) -> bool:

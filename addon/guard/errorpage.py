@@ -15,11 +15,11 @@ and in the log line. `describe` turns each into a fixed message, used for all th
 
 mitmproxy 12.3.1 cannot read HTTP/1 trailers: its body reader raises `NotImplementedError`, the
 connection's layer crashes ("mitmproxy has crashed!") and the client waits for an answer that
-never comes. `install` also swaps the private `make_body_reader` for one whose chunked reader
-refuses trailers as a protocol error: the client gets a 502 at once (400 for a client's request).
+never comes. `install` also has the fence refuse trailers as a protocol error: the client gets a
+502 at once (400 for a client's request).
 
-Both functions are private, so the mitmproxy version is pinned in pyproject.toml and
-tests/test_guard_errorpage.py guards the swaps.
+Both swaps are made by `addon.mitm_internals` (the fence), which checks them at load; mitmproxy's
+failure texts are read there too (`failure_kind`), never here.
 """
 
 from __future__ import annotations
@@ -29,20 +29,14 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
 
-import h11
-from h11._readers import ChunkedReader
 from mitmproxy import http, version
-from mitmproxy.net.http import http1
-from mitmproxy.proxy.layers.http import _http1
 
+from addon import mitm_internals as fence
 from addon.guard import secrets
+from addon.mitm_internals import TRAILERS, FailureKind
 
 logger = logging.getLogger("ollama_proxy")
-
-_original: Callable[..., bytes] | None = None
-_original_reader: Callable[[int | None], Any] | None = None
 
 # Set by an `error` hook (addon.guard.timeouts) that knows better than mitmproxy what happened. mitmproxy
 # runs the hook and then writes the error answer in the same asyncio task, so a context variable
@@ -68,48 +62,42 @@ def shape(answer: ErrorAnswer) -> None:
     _shape.set(answer)
 
 
-TRAILERS = "HTTP trailers are not supported"
-
-# mitmproxy's texts that quote the peer's bytes, and what is said instead.
-_QUOTING = (
-    ("bad http response line", "the upstream sent a malformed HTTP answer (bad status line)"),
-    ("invalid header line", "the upstream sent a malformed HTTP answer (bad header line)"),
-    ("unexpected server response", "the upstream closed the connection before its answer's headers were complete"),
-    ("cannot parse http response", "the upstream sent a malformed HTTP answer"),
-)
+# What is said instead of mitmproxy's texts that quote the peer's bytes.
+_FIXED = {
+    FailureKind.BAD_STATUS_LINE: "the upstream sent a malformed HTTP answer (bad status line)",
+    FailureKind.BAD_HEADER_LINE: "the upstream sent a malformed HTTP answer (bad header line)",
+    FailureKind.HEAD_CUT: "the upstream closed the connection before its answer's headers were complete",
+    FailureKind.MALFORMED: "the upstream sent a malformed HTTP answer",
+    FailureKind.TRAILERS: "the upstream sent HTTP trailers, which the proxy does not support",
+}
 _BYTES_REPR = re.compile(r"""b(['"]).*""", re.S)
 
 
 def describe(message: str) -> str:
     """mitmproxy's error text without any byte it quotes from the peer (fixed messages for the known
     ones; the quoted part cut off any other) and without any configured key."""
-    lowered = message.lower()
-    for needle, fixed in _QUOTING:
-        if needle in lowered:
-            return fixed
-    if TRAILERS.lower() in lowered:
-        return "the upstream sent HTTP trailers, which the proxy does not support"
-    return secrets.scrub(_BYTES_REPR.sub("(bytes not shown)", message))
+    fixed = _FIXED.get(fence.failure_kind(message))
+    return fixed if fixed is not None else secrets.scrub(_BYTES_REPR.sub("(bytes not shown)", message))
+
+
+_FRIENDLY = {
+    FailureKind.REFUSED: "cannot reach the upstream: connection refused ({})",
+    FailureKind.UNKNOWN_HOST: "cannot reach the upstream: unknown host ({})",
+    FailureKind.TLS: "cannot reach the upstream: TLS handshake failed ({})",
+    FailureKind.SERVER_CLOSED: "the upstream closed the connection without answering",
+    FailureKind.BROKE_OFF: "the upstream connection broke off before the answer was complete ({})",
+    FailureKind.TIMEOUT: "the upstream did not answer in time ({})",
+}
 
 
 def friendly_message(status: int, message: str) -> str:
     """mitmproxy's terse error text, said so that an Ollama user understands it."""
-    if TRAILERS.lower() in message.lower() and status < 500:
+    kind = fence.failure_kind(message)
+    if kind is FailureKind.TRAILERS and status < 500:
         return "the request carried HTTP trailers, which the proxy does not support"
     message = describe(message)
-    lowered = message.lower()
-    if "connect call failed" in lowered or "connection refused" in lowered:
-        return f"cannot reach the upstream: connection refused ({message})"
-    if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered:
-        return f"cannot reach the upstream: unknown host ({message})"
-    if "certificate" in lowered or "tls" in lowered or "ssl" in lowered:
-        return f"cannot reach the upstream: TLS handshake failed ({message})"
-    if "server closed connection" in lowered:
-        return "the upstream closed the connection without answering"
-    if "peer closed connection" in lowered or "incomplete" in lowered:
-        return f"the upstream connection broke off before the answer was complete ({message})"
-    if "timed out" in lowered or "timeout" in lowered:
-        return f"the upstream did not answer in time ({message})"
+    if (template := _FRIENDLY.get(kind)) is not None:
+        return template.format(message)
     return message or f"proxy error {status}"
 
 
@@ -129,42 +117,12 @@ def json_error_response(status_code: int, message: str = "") -> bytes:
         json.dumps({"error": text}).encode(),
         http.Headers(Server=version.MITMPROXY, Connection="close", Content_Type="application/json; charset=utf-8"),
     )
-    return bytes(http1.assemble_response(response))
+    return bytes(fence.assemble_response(response))
 
 
-class NoTrailersReader(ChunkedReader):
-    """h11's chunked body reader, refusing trailers as a protocol error (mitmproxy would crash on them)."""
-
-    def __call__(self, buf: Any) -> Any:
-        event = super().__call__(buf)
-        if isinstance(event, h11.EndOfMessage) and event.headers:
-            raise h11.RemoteProtocolError(TRAILERS)
-        return event
-
-
-def body_reader(expected_size: int | None) -> Any:
-    """`_http1.make_body_reader`, with trailers refused."""
-    if expected_size is None:
-        return NoTrailersReader()
-    assert _original_reader is not None
-    return _original_reader(expected_size)
+__all__ = ["TRAILERS", "describe", "friendly_message", "install", "json_error_response", "override", "shape"]
 
 
 def install() -> None:
-    global _original, _original_reader
-    if _original is None:
-        _original = _http1.make_error_response
-        _http1.make_error_response = json_error_response
-    if _original_reader is None:
-        _original_reader = _http1.make_body_reader
-        _http1.make_body_reader = body_reader
-
-
-def uninstall() -> None:
-    global _original, _original_reader
-    if _original is not None:
-        _http1.make_error_response = _original
-        _original = None
-    if _original_reader is not None:
-        _http1.make_body_reader = _original_reader  # type: ignore[assignment]
-        _original_reader = None
+    fence.install_error_page(json_error_response)
+    fence.install_trailer_refusal()

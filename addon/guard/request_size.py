@@ -19,13 +19,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import exceptions, http
-from mitmproxy.net.http import http1
-from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
-from mitmproxy.utils import human
+
+from addon import mitm_internals as fence
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint
-    from addon.exchange import Answer
+    from addon.reply import Answer
 
 # The largest upstream answer mitmproxy may buffer when the addon sets body_size_limit: an OpenAI
 # embeddings batch (2,048 inputs × 3,072 floats) is about 126 MB of JSON.
@@ -36,14 +35,14 @@ TOO_LARGE = "request body too large"
 def parse_limit(value: str, option: str = "request_body_limit") -> int:
     """A size in mitmproxy's syntax (`64m`, `512k`, `1g`, bytes); 0 or empty: no limit."""
     try:
-        size = human.parse_size(value.strip() or None)
+        size = fence.parse_size(value.strip() or None)
     except ValueError as e:
         raise exceptions.OptionsError(f"{option} must be a size such as 64m, 512k or 1g, got {value!r}") from e
     return size or 0
 
 
 def describe(size: int) -> str:
-    return human.pretty_size(size)
+    return fence.pretty_size(size)
 
 
 def declared_too_large(request: http.Request, limit: int, endpoint: Endpoint) -> Answer | None:
@@ -51,7 +50,7 @@ def declared_too_large(request: http.Request, limit: int, endpoint: Endpoint) ->
     if not limit:
         return None
     try:
-        size = http1.expected_http_body_size(request)
+        size = fence.expected_body_size(request)
     except ValueError:
         return None  # mitmproxy answers a malformed length itself
     if size is not None and size > limit:
@@ -80,7 +79,7 @@ def chunked(request: http.Request) -> bool:
     if not request.headers.get("transfer-encoding"):  # the common case: one lookup, not mitmproxy's whole rule
         return False
     try:
-        return http1.expected_http_body_size(request) is None
+        return fence.expected_body_size(request) is None
     except ValueError:
         return False
 
@@ -96,7 +95,7 @@ def ceiling(options: Any, request_limit: int, ours: str | None) -> str | None:
     if current and current != ours:
         return ours  # the user's choice
     try:
-        reverse = any(isinstance(ProxyMode.parse(m), ReverseMode) for m in options.mode)
+        reverse = any(fence.is_reverse(m) for m in options.mode)
     except ValueError:
         return ours
     if not reverse:

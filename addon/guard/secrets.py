@@ -242,7 +242,7 @@ class KeyInjector:
                 continue
             # The upstream is always spoken to in HTTP/1.1 (`exchange.send_upstream` makes the request an
             # HTTP/1.1 one, `OllamaProxy.server_connect` offers the upstream no h2): the head is bytes(headers).
-            flow.request.data.headers = WireHeaders(flow.request.headers.fields, value)
+            put_on_wire(flow.request, authorization=value)
 
 
 def install_injector(master: object, exchange_of: Callable[[str], Exchange | None]) -> None:
@@ -257,22 +257,41 @@ def install_injector(master: object, exchange_of: Callable[[str], Exchange | Non
 
 class WireHeaders(http.Headers):
     """Request headers that show `Authorization: Bearer [redacted]` to everything that reads them
-    (views, saved flows, other addons) but put the real value on the wire.
+    (views, saved flows, other addons) but put the real value on the wire, and add wire-only
+    header lines (`extra`: the pool's token) that nothing but the wire ever sees.
 
     mitmproxy writes an HTTP/1 request head as `bytes(request.headers)`
-    (`net.http.http1.assemble._assemble_request_headers`; tests/test_guard_secrets.py guards it).
+    (checked at load by the fence, `addon.mitm_internals`; tests/test_guard_secrets.py too).
     The upstream is always spoken to in HTTP/1.1 here: requests from HTTP/2 clients are made HTTP/1.1
     requests before they go (mitmproxy would otherwise convert a copy, which loses this class), and the
     upstream's TLS handshake offers only `http/1.1`.
     """
 
-    def __init__(self, fields: tuple[tuple[bytes, bytes], ...], authorization: str) -> None:
+    def __init__(
+        self, fields: tuple[tuple[bytes, bytes], ...], authorization: str | None, extra: tuple[bytes, ...] = ()
+    ) -> None:
         super().__init__(fields)
-        self._authorization = authorization.encode("latin-1", "replace")
+        self.authorization = None if authorization is None else authorization.encode("latin-1", "replace")
+        self.extra = extra  # whole header lines, b"name: value\r\n"
 
     def __bytes__(self) -> bytes:
+        wire = self.authorization
         fields = [
-            (name, self._authorization if name.lower() == b"authorization" and value == REDACTED.encode() else value)
+            (
+                name,
+                wire if wire is not None and name.lower() == b"authorization" and value == REDACTED.encode() else value,
+            )
             for name, value in self.fields
         ]
-        return b"".join(b"%s: %s\r\n" % field for field in fields)
+        return b"".join(b"%s: %s\r\n" % field for field in fields) + b"".join(self.extra)
+
+
+def put_on_wire(request: http.Request, authorization: str | None = None, extra: tuple[bytes, ...] = ()) -> None:
+    """Give the request's wire form the held `authorization` and/or `extra` header lines, keeping what an
+    earlier call gave it (the key injector and the pool's connector each add theirs, in either order)."""
+    current = request.headers
+    if isinstance(current, WireHeaders):
+        held = current.authorization.decode("latin-1") if current.authorization is not None else None
+        authorization = authorization if authorization is not None else held
+        extra = (*current.extra, *extra)
+    request.headers = WireHeaders(current.fields, authorization, extra)

@@ -32,9 +32,8 @@ calls it at each step) fills both gaps:
   ends them the same way, with a final `data: {"error": {...}}` event (the openai SDK raises it
   as an APIError) instead of a body cut off before `data: [DONE]`.
 
-The internals used (`Proxyserver.connections`, `ConnectionHandler.transports`, the HTTP/1 server
-layer closing the connection after an error mid-answer) are guarded by tests/test_guard_timeouts.py
-for the pinned mitmproxy version.
+The connection handlers, transports and TLS layers are reached through the fence
+(`addon.mitm_internals`, checked at load); a failure's kind is read there (`failure_kind`).
 """
 
 from __future__ import annotations
@@ -48,12 +47,11 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from mitmproxy import ctx, http
-from mitmproxy.connection import ConnectionState, Server
-from mitmproxy.proxy import commands, layer
-from mitmproxy.proxy.layers import tls
+from mitmproxy import http
 
+from addon import mitm_internals as fence
 from addon.guard import errorpage, secrets
+from addon.mitm_internals import FailureKind
 
 if TYPE_CHECKING:
     from addon.exchange import Exchange
@@ -62,27 +60,8 @@ logger = logging.getLogger("ollama_proxy")
 
 
 def client_writer(flow: http.HTTPFlow) -> asyncio.StreamWriter | None:
-    """The writer of the flow's live client connection, from mitmproxy's connection handler."""
-    proxyserver = ctx.master.addons.get("proxyserver")
-    handler = getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
-    io = handler.transports.get(flow.client_conn) if handler is not None else None
-    return getattr(io, "writer", None)
-
-
-def client_tls_layer(flow: http.HTTPFlow) -> tls.ClientTLSLayer | None:
-    """mitmproxy's TLS layer of the flow's client connection (where the proxy terminates the client's TLS), or None."""
-    handler = connection_handler(flow)
-    current: Any = getattr(handler, "layer", None)
-    for _ in range(16):  # the layer stack is a few levels deep
-        if isinstance(current, tls.ClientTLSLayer) and current.conn is flow.client_conn:
-            return current
-        if isinstance(current, layer.NextLayer):
-            current = current.layer
-        else:
-            current = getattr(current, "child_layer", None)
-        if current is None:
-            return None
-    return None
+    """The writer of the flow's live client connection."""
+    return fence.client_writer(flow)
 
 
 def to_client(flow: http.HTTPFlow, data: bytes) -> bytes | None:
@@ -90,11 +69,8 @@ def to_client(flow: http.HTTPFlow, data: bytes) -> bytes | None:
     records (made by mitmproxy's own TLS session of that client) on a TLS one; None if they cannot be made."""
     if not flow.client_conn.tls:
         return data
-    tls_layer = client_tls_layer(flow)
-    if tls_layer is None or getattr(tls_layer, "tls", None) is None:
-        return None
     try:
-        return b"".join(c.data for c in tls_layer.send_data(data) if isinstance(c, commands.SendData))
+        return fence.encrypt_for_client(flow, data)
     except Exception:  # a session that cannot take more: nothing is written
         logger.debug("cannot encrypt the end of the stream", exc_info=True)
         return None
@@ -113,16 +89,10 @@ def drop_closed_upstreams(flow: http.HTTPFlow) -> None:
     once it has read the end). One `select` per open upstream connection, which there is only
     after an earlier request on the same client connection.
     """
-    handler = connection_handler(flow)
-    if handler is None:
-        return
-    for connection, io in handler.transports.items():
-        if not isinstance(connection, Server) or connection.state is not ConnectionState.OPEN:
-            continue
-        sock = io.writer.get_extra_info("socket") if getattr(io, "writer", None) is not None else None
+    for connection, sock in fence.open_upstreams(flow):
         fd = sock.fileno() if sock is not None else -1
         if fd >= 0 and select.select([fd], [], [], 0)[0] and peer_closed(fd):
-            connection.state &= ~ConnectionState.CAN_READ
+            fence.mark_upstream_closed(connection)
 
 
 def peer_closed(fd: int) -> bool:
@@ -134,47 +104,6 @@ def peer_closed(fd: int) -> bool:
         return False
     except OSError:  # reset
         return True
-
-
-def connection_handler(flow: http.HTTPFlow) -> Any:
-    """mitmproxy's handler of the flow's client connection (its transports, its inactivity watchdog), or None."""
-    proxyserver = ctx.master.addons.get("proxyserver")
-    return getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
-
-
-def close_server_connection(flow: http.HTTPFlow, reason: str) -> str:
-    """Close the flow's upstream connection (or abort its connect or TLS handshake) as mitmproxy's close
-    command does; what it was doing ("connect", "handshake", "open"), or "" if there was none."""
-    handler = connection_handler(flow)
-    if handler is None:
-        return ""
-    target = (flow.request.host, flow.request.port)
-    closed = ""
-    for connection, io in list(handler.transports.items()):
-        if connection is flow.client_conn or io.handler is None or io.handler.done():
-            continue
-        # The flow's connection, or one still being opened for it: mitmproxy assigns
-        # flow.server_conn only once the connect (and its TLS handshake) has succeeded.
-        opening = connection.timestamp_tcp_setup is None or (connection.tls and connection.timestamp_tls_setup is None)
-        connecting = opening and tuple(connection.address or ())[:2] == target
-        if connection is flow.server_conn or connecting:
-            io.handler.cancel(reason)
-            closed = "open" if not opening else "connect" if connection.timestamp_tcp_setup is None else "handshake"
-    return closed
-
-
-def abort_server_connection(flow: http.HTTPFlow, reason: str) -> str:
-    """Drop the flow's open upstream connection at the socket: mitmproxy then reads its end, as if the
-    upstream had closed it, and fails the flow. (Cancelling the connection's task, as `close_server_connection`
-    does, can hit it while it waits to hand mitmproxy's layer the data it read: the layer would never hear
-    of the close, and the client would wait.) Falls back to `close_server_connection` before the connect."""
-    handler = connection_handler(flow)
-    io = handler.transports.get(flow.server_conn) if handler is not None else None
-    transport = getattr(getattr(io, "writer", None), "transport", None)
-    if transport is None:
-        return close_server_connection(flow, reason)
-    transport.abort()
-    return "open"
 
 
 def final_chunk(line: bytes) -> bytes:
@@ -246,13 +175,14 @@ class UpstreamWatch:
         `message` (the error page with `status`, or the stream's final error), not mitmproxy's error."""
         exchange.failure = (status, message)
         self.forget(flow, exchange)
-        abort_server_connection(flow, message)
+        fence.abort_upstream(flow, message)
 
     def end_failed(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         """A flow that went upstream failed: say why, in its stream or in the error page."""
         timed_out = exchange.expired
         self.forget(flow, exchange)
-        if flow.error is None or flow.error.msg == "Client disconnected.":
+        kind = fence.failure_kind(flow.error.msg) if flow.error is not None else FailureKind.CLIENT_GONE
+        if flow.error is None or kind is FailureKind.CLIENT_GONE:
             return  # nobody is left to tell; mitmproxy has already closed the upstream connection
         if exchange.failure is not None:
             status, message = exchange.failure
@@ -262,7 +192,7 @@ class UpstreamWatch:
                 errorpage.override(status, message)
             exchange.error = message
             return
-        if "body_size_limit" in flow.error.msg:  # mitmproxy's own cap on a buffered answer (set in reverse mode)
+        if kind is FailureKind.BODY_SIZE_LIMIT:  # mitmproxy's own cap on a buffered answer (set in reverse mode)
             message = f"the upstream's answer is larger than mitmproxy's body_size_limit ({flow.error.msg})"
             errorpage.override(502, message)
             exchange.error = message
@@ -291,7 +221,7 @@ class UpstreamWatch:
     # -- internals ------------------------------------------------------------------------------
 
     @staticmethod
-    def last_activity(flow: http.HTTPFlow, exchange: Exchange) -> float:
+    def last_heard(flow: http.HTTPFlow, exchange: Exchange) -> float:
         """When the upstream last showed it is alive (time.monotonic()); a client that does not read
         the stream (backpressure: mitmproxy stops reading the upstream) counts as activity."""
         now = time.monotonic()
@@ -308,8 +238,7 @@ class UpstreamWatch:
             # Headers arrived, a non-streamed body is still coming (mitmproxy buffers it without a hook):
             # the connection's inactivity watchdog notes each piece that arrives.
             seen = response.timestamp_start
-            if (handler := connection_handler(flow)) is not None:
-                seen = max(seen, getattr(getattr(handler, "timeout_watchdog", None), "last_activity", seen))
+            seen = max(seen, fence.body_last_seen(flow) or seen)
             last = max(last, now - (time.time() - seen))
         return last
 
@@ -318,7 +247,7 @@ class UpstreamWatch:
         while self.watched:
             await asyncio.sleep(min(1.0, min(e.timeout for _, e in self.watched.values()) / 4))
             now = time.monotonic()
-            silent = [(f, e) for f, e in self.watched.values() if self.last_activity(f, e) + e.timeout <= now]
+            silent = [(f, e) for f, e in self.watched.values() if self.last_heard(f, e) + e.timeout <= now]
             for flow, exchange in silent:
                 self.watched.pop(flow.id, None)
                 self._expire(flow, exchange)
@@ -333,7 +262,7 @@ class UpstreamWatch:
             exchange.model,
             exchange.timeout,
         )
-        exchange.expired = abort_server_connection(flow, "upstream_timeout")
+        exchange.expired = fence.abort_upstream(flow, "upstream_timeout")
 
     def _end_stream(self, flow: http.HTTPFlow, exchange: Exchange, message: str) -> None:
         relay = exchange.relay

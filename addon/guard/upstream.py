@@ -17,20 +17,24 @@ answer. The proxy passes on only what a client needs, and refuses what it cannot
 - `decoded_body` (response): the body of a whole answer decoded with a bounded decompressor
   (gzip, deflate, brotli, zstd: never mitmproxy's unbounded `get_content()`), so that a 300 MB
   gzip bomb costs at most `upstream_body_limit` of memory; over it, or undecodable: refused.
-- `compressed`: a compressed stream is not relayed piece by piece; the proxy asked for
-  `identity`, so such an answer is gathered (bounded) and converted whole.
+- `stream_decoder` (responseheaders): a compressed stream (the proxy asked for `identity`, but an
+  upstream may compress anyway) is decoded piece by piece as it arrives (`StreamDecoder`), before
+  the stream's framing and conversion, so that `sse_event_limit` applies to its events and no more
+  than one piece's output is held: a piece that expands beyond `most` bytes (a bomb) or does not
+  decode ends the stream with a 502-style error. An encoding it cannot decode is gathered whole and
+  refused by `decoded_body`.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import brotli  # type: ignore[import-untyped]
 from mitmproxy import http
-from mitmproxy.net.http import status_codes
-from mitmproxy.utils import human
 
+from addon import mitm_internals as fence
 from addon.guard import secrets
 
 try:  # Python 3.14's standard library, else the backport mitmproxy depends on
@@ -65,7 +69,7 @@ class TooLarge(Exception):
 
 
 def size(limit: int) -> str:
-    return human.pretty_size(limit)
+    return fence.pretty_size(limit)
 
 
 def clean_head(response: http.Response) -> None:
@@ -76,13 +80,13 @@ def clean_head(response: http.Response) -> None:
         if lowered in ALLOWED_HEADERS or lowered == _KEPT_UNTIL_DECODED:
             fields.append((name, secrets.scrub_bytes(value)))
     response.headers = http.Headers(fields)
-    response.reason = status_codes.RESPONSES.get(response.status_code, "")
+    response.reason = fence.REASONS.get(response.status_code, "")
 
 
 def refusal(response: http.Response, streamed: bool, limit: int) -> tuple[str, bool] | None:
     """Why the proxy refuses this answer at its headers, and whether its body must not be read; None: taken."""
     status = response.status_code
-    named = f"{status} {status_codes.RESPONSES[status]}" if status in status_codes.RESPONSES else str(status)
+    named = f"{status} {phrase}" if (phrase := fence.REASONS.get(status)) else str(status)
     if 100 <= status < 200:
         return f"the upstream sent an interim answer ({named}) where its answer was due", True
     if 300 <= status < 400:
@@ -192,6 +196,88 @@ def _zstd_pieces(data: bytes) -> Iterator[bytes]:
 
 def _zstd(data: bytes, most: int) -> bytes:
     return _gathered(_zstd_pieces(data), most)
+
+
+class StreamDecoder:
+    """An upstream stream's Content-Encoding undone incrementally: bytes in, bytes out.
+
+    `feed` returns what a piece decodes to, made in steps of STEP bytes and never more than `most`
+    in one call (`Refused` beyond, or when the data does not decode); `finish` what is left at the
+    end. Concatenated members (gzip) or frames (zstd) are decoded one after the other."""
+
+    def __init__(self, encoding: str, most: int) -> None:
+        self.encoding = encoding
+        self.most = most
+        self.decompressor: Any = None
+        self.raw_deflate = False
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        total = 0
+        try:
+            for piece in self._pieces(data):
+                total += len(piece)
+                if total > self.most:
+                    raise Refused(
+                        f"the upstream's {self.encoding} stream expands beyond {size(self.most)} in one piece "
+                        "(sse_event_limit): cut"
+                    )
+                out.append(piece)
+        except (zlib.error, brotli.error, zstd.ZstdError, ValueError, EOFError) as e:
+            raise Refused(f"the upstream's {self.encoding} stream cannot be decoded ({e})") from None
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """What the decompressor still holds at the end of the stream (zlib's buffered tail)."""
+        if self.decompressor is None or self.encoding in ("br", "zstd"):
+            return b""
+        return bytes(self.decompressor.flush())
+
+    def _new(self, first: bytes) -> Any:
+        if self.encoding in ("gzip", "x-gzip"):
+            return zlib.decompressobj(47)
+        if self.encoding == "deflate":
+            # zlib framing (what "deflate" means), or raw deflate (what some servers send)
+            self.raw_deflate = len(first) >= 2 and ((first[0] << 8) | first[1]) % 31 != 0
+            return zlib.decompressobj(-15 if self.raw_deflate else 15)
+        if self.encoding == "br":
+            return brotli.Decompressor()
+        return zstd.ZstdDecompressor()
+
+    def _pieces(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            if self.decompressor is None:
+                self.decompressor = self._new(data)
+            decompressor = self.decompressor
+            if self.encoding == "br":
+                yield decompressor.process(data, output_buffer_limit=STEP)
+                while not decompressor.is_finished() and (piece := decompressor.process(b"", output_buffer_limit=STEP)):
+                    yield piece
+                return
+            if self.encoding == "zstd":
+                yield decompressor.decompress(data, max_length=STEP)
+                while not decompressor.eof and not decompressor.needs_input:
+                    yield decompressor.decompress(b"", max_length=STEP)
+                data = decompressor.unused_data if decompressor.eof else b""
+            else:
+                yield decompressor.decompress(data, STEP)
+                while decompressor.unconsumed_tail:
+                    if not (piece := decompressor.decompress(decompressor.unconsumed_tail, STEP)):
+                        raise ValueError("compressed data makes no progress")
+                    yield piece
+                data = decompressor.unused_data if decompressor.eof else b""
+            if data:
+                self.decompressor = None  # the next member or frame
+
+
+def stream_decoder(response: http.Response, most: int) -> StreamDecoder | None:
+    """A decoder for a compressed stream in an encoding the proxy decodes, else None (identity, or
+    an encoding `decoded_body` refuses); the response then says it carries the decoded bytes."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in _DECODERS or encoding in ("", "identity"):
+        return None
+    response.headers.pop("content-encoding", None)
+    return StreamDecoder(encoding, most)
 
 
 _DECODERS: dict[str, Callable[[bytes, int], bytes]] = {

@@ -1,7 +1,8 @@
 """Ollama requests → OpenAI request bodies: plain data in, plain data out, no I/O.
 
 Each function returns what it could not map as warnings, for the endpoint to log once per
-request. `think` is decided in exactly one place, `think_fields`. Fields OpenAI does not define
+request. `think` travels in the `Translation` (`translate.upstream`), applied with the token limit
+after translation (`endpoints.base.forward`). Fields OpenAI does not define
 (`chat_template_kwargs`, the `passthrough_options` sampling options) go into the translation's
 `extra`, which the wire body gets last; the typed `body` holds only OpenAI's own fields, in the
 order the proxy has always written them (recorded flows are replayed by their exact bytes).
@@ -12,35 +13,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from addon.wire.ollama import ChatRequest, GenerateRequest, Message, Options, Think
+from addon.translate.upstream import Translation
+from addon.wire.ollama import ChatRequest, GenerateRequest, Message, Options
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam, ChatCompletionToolParam
     from openai.types.chat.completion_create_params import ResponseFormat
-    from openai.types.shared_params import ReasoningEffort
 
     from addon.wire.openai import ChatCompletionRequest, CompletionRequest
 
 
 class TranslationError(ValueError):
     """The client's request cannot be expressed upstream; the message is for the client (HTTP 400)."""
-
-
-@dataclass(slots=True)
-class Translation:
-    """An upstream request: the OpenAI route, its JSON body, fields OpenAI does not define, and what could not be mapped."""
-
-    route: str
-    body: ChatCompletionRequest | CompletionRequest
-    extra: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    def wire_body(self) -> dict[str, Any]:
-        """The JSON object sent upstream: the OpenAI fields, then the extra ones."""
-        return {**self.body, **self.extra} if self.extra else cast("dict[str, Any]", self.body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,29 +113,6 @@ def _strict_schema(schema: Any) -> bool:
     return all(_strict_schema(s) for s in nested)
 
 
-_REASONING_EFFORT: dict[Any, ReasoningEffort] = {
-    True: "medium",
-    "low": "low",
-    "medium": "medium",
-    "high": "high",
-    "max": "high",
-}
-
-
-def think_fields(think: Think, style: str) -> tuple[ReasoningEffort | None, dict[str, Any]]:
-    """How Ollama's `think` goes upstream: (OpenAI's `reasoning_effort`, extra body fields).
-
-    reasoning_effort: `true` → medium, a level → that level (`max` → high), `false` → nothing.
-    chat_template_kwargs (llama.cpp, vLLM): `{"enable_thinking": bool}`, true for true and every
-    level, false for false. none: nothing. An absent `think` sends nothing in every style.
-    """
-    if think is None or style == "none":
-        return None, {}
-    if style == "chat_template_kwargs":
-        return None, {"chat_template_kwargs": {"enable_thinking": think is not False}}
-    return (_REASONING_EFFORT.get(think) if think is not False else None), {}
-
-
 # ---------------------------------------------------------------------------------------------
 # Messages
 
@@ -225,17 +188,13 @@ def chat_messages(messages: list[Message]) -> list[ChatCompletionMessageParam]:
 
 
 def _common_fields(
-    request: ChatRequest | GenerateRequest, model: str, passthrough: bool, think_style: str
+    request: ChatRequest | GenerateRequest, model: str, passthrough: bool
 ) -> tuple[ChatCompletionRequest, dict[str, Any], list[str]]:
     body: ChatCompletionRequest = {"model": model}
     options, extra, warnings = sampling_options(request.options, passthrough)
     body.update(cast("ChatCompletionRequest", options))
     if (fmt := response_format(request.format)) is not None:
         body["response_format"] = fmt
-    effort, think_extra = think_fields(request.think, think_style)
-    if effort is not None:
-        body["reasoning_effort"] = effort
-    extra.update(think_extra)
     if request.logprobs:
         body["logprobs"] = True
         if request.top_logprobs:
@@ -250,23 +209,19 @@ def _common_fields(
     return body, extra, warnings
 
 
-def chat_request(
-    request: ChatRequest, model: str, passthrough: bool = False, think_style: str = "reasoning_effort"
-) -> Translation:
+def chat_request(request: ChatRequest, model: str, passthrough: bool = False) -> Translation:
     """POST /api/chat → POST /chat/completions."""
-    body, extra, warnings = _common_fields(request, model, passthrough, think_style)
+    body, extra, warnings = _common_fields(request, model, passthrough)
     body["messages"] = chat_messages(request.messages)
     if request.tools:
         body["tools"] = cast("list[ChatCompletionToolParam]", request.tools)
     for position, message in enumerate(request.messages):
         if message.unknown_fields():
             warnings.append(f"messages[{position}]: ignored fields {', '.join(message.unknown_fields())}")
-    return Translation("chat/completions", body, extra, warnings)
+    return Translation("chat/completions", body, extra, warnings, request.think, stream=request.stream)
 
 
-def generate_request(
-    request: GenerateRequest, model: str, passthrough: bool = False, think_style: str = "reasoning_effort"
-) -> Translation:
+def generate_request(request: GenerateRequest, model: str, passthrough: bool = False) -> Translation:
     """POST /api/generate → /chat/completions, or /completions for `raw` prompts and `suffix` (FIM).
 
     The chat route applies the upstream's chat template, as Ollama applies the model's template;
@@ -274,7 +229,7 @@ def generate_request(
     """
     if request.raw and (request.system or request.template or request.context):
         raise TranslationError("raw mode does not support template, system, or context")
-    body, extra, warnings = _common_fields(request, model, passthrough, think_style)
+    body, extra, warnings = _common_fields(request, model, passthrough)
     if request.template:
         warnings.append("template was ignored: the upstream applies its own chat template")
     if request.context:
@@ -286,7 +241,7 @@ def generate_request(
         completion["prompt"] = request.prompt
         if request.suffix is not None:
             completion["suffix"] = request.suffix
-        return Translation("completions", completion, extra, warnings)
+        return Translation("completions", completion, extra, warnings, request.think, stream=request.stream)
     messages: list[ChatCompletionMessageParam] = []
     if request.system:
         messages.append({"role": "system", "content": request.system})
@@ -294,4 +249,4 @@ def generate_request(
         cast("ChatCompletionMessageParam", {"role": "user", "content": _content(request.prompt, request.images)})
     )
     body["messages"] = messages
-    return Translation("chat/completions", body, extra, warnings)
+    return Translation("chat/completions", body, extra, warnings, request.think, stream=request.stream)

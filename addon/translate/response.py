@@ -8,11 +8,11 @@ drift apart. `upstream_error` turns any upstream error answer into a status and 
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from addon.translate.errors import read_upstream_error
 from addon.wire.ollama import AssistantMessage, Chunk, Logprob, Metrics, OllamaToolCall, dumps_body
 from addon.wire.openai import ChatCompletion, Choice, Delta, ToolCallDelta, token_count
 
@@ -259,43 +259,14 @@ def gather(lines: list[bytes]) -> bytes:
 # ---------------------------------------------------------------------------------------------
 # Errors
 
-_MODEL_MISSING = re.compile(r"model.*(not found|does not exist|not exist|unknown)|unknown model|no such model", re.I)
-
 
 def upstream_error(status: int, body: bytes, reason: str, model: str | None) -> tuple[int, str]:
-    """An upstream error answer → (status, message) for an error answer in the client's shape."""
-    message = _error_text(body)
-    code = ""
-    try:
-        parsed = json.loads(body)
-        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-            code = str(parsed["error"].get("code") or "")
-    except ValueError:
-        pass
-    if model is not None and status in (400, 404) and (code == "model_not_found" or _MODEL_MISSING.search(message)):
+    """An upstream error answer → (status, message) for an error answer in Ollama's shape (`translate.errors`
+    reads it): an unknown model is Ollama's 404 `model 'x' not found`."""
+    error = read_upstream_error(status, body)
+    if model is not None and error.model_missing:
         return 404, f"model '{model}' not found"
-    if not message:
-        message = f"upstream answered {status} {reason}".rstrip()
-    if status in (401, 403):
+    message = error.message or f"upstream answered {status} {reason}".rstrip()
+    if error.key_refused():
         message = f"the upstream rejected the API key ({status}): {message}"
     return status, message
-
-
-def _error_text(body: bytes) -> str:
-    text = body.decode("utf-8", "replace").strip()
-    if not text:
-        return ""
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        if text.lstrip().startswith("<"):  # an HTML error page: keep only its title or first words
-            title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
-            text = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
-        return " ".join(text.split())[:500]
-    if isinstance(parsed, dict):
-        error = parsed.get("error", parsed.get("message", parsed.get("detail")))
-        if isinstance(error, dict):
-            error = error.get("message") or error.get("msg") or json.dumps(error)
-        if error is not None:
-            return str(error) if not isinstance(error, list) else json.dumps(error)
-    return text[:500]

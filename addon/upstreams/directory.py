@@ -39,9 +39,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from addon.catalog.catalog import LATEST, Catalog, ModelInfo, full_name, infer
+from addon.catalog.catalog import Catalog
+from addon.catalog.models import LATEST, ModelInfo, full_name, infer
+from addon.upstreams.health import Health, Passive
 from addon.upstreams.servers import (
-    Health,
     MergedListing,
     RouteRefusal,
     Server,
@@ -49,7 +50,6 @@ from addon.upstreams.servers import (
     ServerTable,
     merge_listings,
     next_list,
-    passive_failure,
 )
 
 logger = logging.getLogger("ollama_proxy")
@@ -58,6 +58,7 @@ FETCH_TIMEOUT = 10.0  # seconds for one server's whole GET /models
 FIRST_WAIT = 2.0  # seconds a lookup waits for a server's very first list
 FAILED_RETRY = 10.0  # seconds before a reachable server's unusable list is fetched again (or ttl, if shorter)
 PROBE_DELAYS = (1.0, 2.0, 5.0, 10.0)  # seconds between probes of a down server (the last one repeats)
+CONFIRM_INTERVAL = 1.0  # seconds: at most one probe a second of a suspect server (`confirm`)
 
 Entries = Mapping[str, Mapping[str, Any]]  # upstream id → its /models entry
 Fetch = Callable[[Server], Awaitable[Entries]]
@@ -216,6 +217,7 @@ class ServersDirectory:
         self._fresh_until: dict[str, float] = dict.fromkeys(names, float("-inf"))
         self._next_probe: dict[str, float] = {}
         self._failed_probes: dict[str, int] = {}
+        self._confirm_after: dict[str, float] = {}  # server → when it may be probed again (`confirm`)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._first_deadline: dict[str, float] = {}  # loop time until which a first fetch is waited for
         self._noted: dict[str, str | None] = dict.fromkeys(names)  # the list error last logged, per server
@@ -356,19 +358,31 @@ class ServersDirectory:
 
     # -- passive health (from the request path) ------------------------------------------------------
 
-    def report(self, server: str, *, status: int | None = None, error: str | None = None) -> None:
-        """What a request to `server` ended with: an answer's `status`, or mitmproxy's `error`.
-        One server alone has no health to keep (nothing to fail over to): ignored."""
+    def report(self, server: str, verdict: tuple[Passive, str]) -> None:
+        """What a request to `server` said about it (`health.passive_verdict`): up, down, suspect
+        (confirmed by a probe), or nothing. One server alone has no health to keep: ignored."""
         if not self.several:
             return
-        failure = passive_failure(status, error)
-        if failure is not None:
-            self.report_failure(server, failure[0], soft=failure[1])
-        elif status is not None:
+        passive, reason = verdict
+        if passive is Passive.OK:
             self.report_ok(server)
+        elif passive is Passive.DOWN:
+            self.report_failure(server, reason)
+        elif passive is Passive.SUSPECT and self.health.suspect(server):
+            self.confirm(server)
 
-    def report_failure(self, server: str, reason: str, *, soft: bool = False) -> None:
-        if self.health.mark_failed(server, reason, soft=soft):
+    def confirm(self, server: str) -> None:
+        """Ask a suspect server itself (its list, fetched now; at most once every CONFIRM_INTERVAL):
+        a failed fetch marks it down, an answer keeps it up."""
+        now = self.clock()
+        if self.health.is_down(server) or now < self._confirm_after.get(server, -math.inf):
+            return
+        self._confirm_after[server] = now + CONFIRM_INTERVAL
+        self._fresh_until[server] = now
+        self.tick()
+
+    def report_failure(self, server: str, reason: str) -> None:
+        if self.health.mark_failed(server, reason):
             self._failed_probes[server] = 0
             self._next_probe[server] = self.clock() + self.probe_delays[0]
             self._ensure_prober()

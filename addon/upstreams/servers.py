@@ -32,17 +32,7 @@ is a `RouteRefusal` (503) that names the servers and why they are down. A table 
 (no `[servers.NAME]` tables: today's configurations) never refuses: there is nothing to fail
 over to, and every request is tried as before.
 
-Health (`Health`), per server:
-
-    up  --mark_failed (hard, or the soft_limit-th soft failure in a row)-->  down
-    down --mark_failed-->  down (the reason and the time of the last failure change)
-    down --mark_ok-->  up
-    down, and nothing has failed for `retry_after` seconds  -->  "trial": routed to again, so that
-        a server nothing probes is not down forever; the next failure makes it plain down again.
-
-Hard failures: connection refused, unknown host, TLS failure, timeouts, a connection closed
-without or in the middle of an answer. Soft failures: 5xx answers (a single one may be about one
-request, not the server). A success (any answer below 500, or a model list) resets the count.
+Health: `addon.upstreams.health` (what a request says about its server, and up and down).
 """
 
 from __future__ import annotations
@@ -52,20 +42,15 @@ import logging
 import math
 import os
 import re
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from mitmproxy.exceptions import OptionsError
 
-from addon.catalog.catalog import (  # catalog.py imports this module only inside Catalog.parse
-    THINK_STYLES,
-    ModelInfo,
-    full_name,
-    infer,
-)
+from addon.catalog.models import THINK_STYLES, ModelInfo, full_name, infer
+from addon.upstreams.health import Health, ServerState
 
 logger = logging.getLogger("ollama_proxy")
 
@@ -302,165 +287,6 @@ def check_model_servers(
                 f'{where}: [models."{model}"]: server {server!r} is not configured '
                 f"(known: {', '.join(known)}; add a [servers.{server}] table)"
             )
-
-
-# ---------------------------------------------------------------------------------------------
-# Health
-
-
-def passive_failure(status: int | None = None, error: str | None = None) -> tuple[str, bool] | None:
-    """What a finished request says about its server: (reason, soft) for a failure, None otherwise.
-
-    `status`: the upstream's answer status, if one came; `error`: mitmproxy's error message
-    (`flow.error.msg`) or the proxy's own (timeouts). A client that went away says nothing.
-    """
-    if error:
-        lowered = error.lower()
-        if "client disconnected" in lowered or "killed" in lowered:  # the client left, or someone killed the flow
-            return None
-        for needle, reason in (
-            ("refused", "connection refused"),
-            ("connect call failed", "connection refused"),
-            ("name or service not known", "unknown host"),
-            ("nodename nor servname", "unknown host"),
-            ("getaddrinfo", "unknown host"),
-            ("certificate", "TLS handshake failed"),
-            ("ssl", "TLS handshake failed"),
-            ("tls", "TLS handshake failed"),
-            ("did not accept the connection", "timed out connecting"),
-            ("sent nothing for", "timed out (upstream_timeout)"),
-            ("upstream_timeout", "timed out (upstream_timeout)"),
-            ("timed out", "timed out"),
-            ("timeout", "timed out"),
-            ("server closed connection", "closed the connection without answering"),
-            ("broke off", "the connection broke off mid-answer"),
-            ("peer closed", "the connection broke off mid-answer"),
-            ("reset", "the connection was reset"),
-        ):
-            if needle in lowered:
-                return reason, False
-        return error[:200], False
-    if status is not None and status >= 500 and status != 501:  # 501: a route it lacks, not a sick server
-        return f"answered {status}", True
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class ServerState:
-    """A snapshot of one server's health."""
-
-    name: str
-    status: str  # "up", "down" or "trial"
-    outstanding: int
-    reason: str | None = None  # why it is (or was last) down
-    down_since: float | None = None  # clock time it went down
-    last_failure: float | None = None  # clock time of the last failure
-    soft_failures: int = 0  # 5xx answers in a row, while up
-
-    @property
-    def healthy(self) -> bool:
-        return self.status != "down"
-
-
-class Health:
-    """Per-server health and outstanding requests. `clock` is injected (tests); default time.monotonic."""
-
-    def __init__(
-        self,
-        clock: Callable[[], float] = time.monotonic,
-        *,
-        retry_after: float = 30.0,
-        soft_limit: int = 3,
-        log: logging.Logger | None = logger,
-    ) -> None:
-        self.clock = clock
-        self.retry_after = retry_after  # down and unprobed this long: tried again ("trial")
-        self.soft_limit = max(soft_limit, 1)
-        self.log = log
-        self._down: dict[str, tuple[float, float, str]] = {}  # server → (down_since, last_failure, reason)
-        self._soft: dict[str, int] = {}  # server → soft failures in a row while up
-        self._requests: dict[str, str] = {}  # request id → server
-        self._outstanding: dict[str, int] = {}
-
-    # -- outstanding requests --------------------------------------------------------------------
-
-    def begin(self, server: str, request_id: str) -> None:
-        """A request went to `server`. Beginning an id twice moves it (a re-routed request)."""
-        self.end(request_id)
-        self._requests[request_id] = server
-        self._outstanding[server] = self._outstanding.get(server, 0) + 1
-
-    def end(self, request_id: str) -> str | None:
-        """The request finished (or failed): idempotent; returns its server, None if unknown or ended."""
-        server = self._requests.pop(request_id, None)
-        if server is not None:
-            self._outstanding[server] -= 1
-        return server
-
-    def outstanding(self, server: str) -> int:
-        return self._outstanding.get(server, 0)
-
-    # -- state --------------------------------------------------------------------------------------
-
-    def mark_failed(self, server: str, reason: str, *, soft: bool = False) -> bool:
-        """A failure (passive, or a failed probe); True when it made the server go down."""
-        now = self.clock()
-        if server in self._down:
-            since, _, _ = self._down[server]
-            self._down[server] = (since, now, reason)
-            return False
-        if soft:
-            count = self._soft[server] = self._soft.get(server, 0) + 1
-            if count < self.soft_limit:
-                return False
-            reason = f"{reason} ({count} times in a row)"
-        self._soft.pop(server, None)
-        self._down[server] = (now, now, reason)
-        if self.log:
-            self.log.warning(
-                "server %s is down: %s; requests go to its twins, if any, until it answers again", server, reason
-            )
-        return True
-
-    def mark_ok(self, server: str) -> bool:
-        """The server answered (a model list, or any answer below 500); True when it came back up."""
-        self._soft.pop(server, None)
-        down = self._down.pop(server, None)
-        if down is None:
-            return False
-        if self.log:
-            self.log.warning("server %s is up again (down for %.0f s: %s)", server, self.clock() - down[0], down[2])
-        return True
-
-    def is_healthy(self, server: str) -> bool:
-        """Up, or down long enough without news that it is tried again."""
-        down = self._down.get(server)
-        return down is None or self.clock() - down[1] >= self.retry_after
-
-    def is_down(self, server: str) -> bool:
-        """Marked down (in trial or not): the directory keeps probing it."""
-        return server in self._down
-
-    def state(self, server: str) -> ServerState:
-        down = self._down.get(server)
-        if down is None:
-            return ServerState(server, "up", self.outstanding(server), soft_failures=self._soft.get(server, 0))
-        status = "trial" if self.is_healthy(server) else "down"
-        return ServerState(server, status, self.outstanding(server), down[2], down[0], down[1])
-
-    def status_line(self, servers: Iterable[str]) -> str:
-        """`servers: default up (2 running) · vllm down for 12 s (connection refused)` — for the log."""
-        now = self.clock()
-        parts = []
-        for name in servers:
-            s = self.state(name)
-            text = f"{name} {s.status}"
-            if s.status != "up" and s.down_since is not None:
-                text += f" for {now - s.down_since:.0f} s ({s.reason})"
-            if s.outstanding:
-                text += f" ({s.outstanding} running)"
-            parts.append(text)
-        return "servers: " + " · ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ mitmproxy's own script-added views there is no removal: a reloaded script replac
 
 from __future__ import annotations
 
+from typing import Any
+
 from mitmproxy import contentviews
-from mitmproxy.contentviews._registry import ContentviewRegistry
 
 from addon.views.anthropic_sse import AnthropicSSEView, anthropic_sse_view, summarize_anthropic
 from addon.views.ollama_ndjson import OllamaNDJSONView, ollama_ndjson_view, summarize_ndjson
@@ -54,7 +55,7 @@ VIEWS: tuple[contentviews.Contentview, ...] = (
 )
 
 
-def register(registry: ContentviewRegistry | None = None) -> None:
+def register(registry: Any = None) -> None:
     """Add the views to mitmproxy's content-view registry (replacing any of the same name). Idempotent."""
     reg = contentviews.registry if registry is None else registry
     for view in VIEWS:

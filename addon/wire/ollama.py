@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from addon.wire.model import WireModel, first_problem
 
 Number = int | float
 
@@ -19,14 +21,9 @@ JSON = "application/json; charset=utf-8"
 NDJSON = "application/x-ndjson"
 
 
-class OllamaModel(BaseModel):
-    """The base of every request model."""
-
-    # Strict like Ollama's Go decoder ("1" is no number); unknown fields are kept so they can be reported.
-    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
-
-    def unknown_fields(self) -> list[str]:
-        return sorted(self.model_extra or ())
+class OllamaModel(WireModel):
+    """The base of every request model: strict like Ollama's Go decoder ("1" is no number), unknown
+    fields kept so that they can be reported (`wire.model.WireModel`)."""
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -165,49 +162,17 @@ class GenerateRequest(_Generation):
     images: list[str] | None = None
 
 
-_TYPE_WORDS = {
-    "string_type": "a string",
-    "bool_type": "a boolean",
-    "int_type": "an integer",
-    "float_type": "a number",
-    "list_type": "an array",
-    "dict_type": "an object",
-    "model_type": "an object",
-    "model_attributes_type": "an object",
-    "missing": "present",
-}
-
-
-_UNION_MEMBERS = {"int", "float", "str", "bool", "none"}
-
-
-def _is_union_member(part: object) -> bool:
-    """Pydantic names the member of a union in an error's location; the client sent no such field."""
-    text = str(part)
-    return text in _UNION_MEMBERS or "[" in text or text.startswith("function-")
-
-
 def describe(error: ValidationError) -> str:
     """One short sentence for the first problem, in the spirit of Ollama's Go errors."""
-    errors = error.errors(include_url=False)
-    first = errors[0]
-    where = ".".join(str(p) for p in first["loc"] if not _is_union_member(p))
-    # Unions report one error per member; the most specific message is the custom one if any.
-    for item in errors:
-        if item["type"] == "value_error":
-            return str(item["ctx"]["error"])
-    kind = first["type"]
-    if kind == "missing":
+    problem = first_problem(error)
+    where = ".".join(str(p) for p in problem.place)
+    if problem.kind == "said":
+        return problem.wanted
+    if problem.kind == "missing":
         return f"{where} is required"
-    if kind in ("literal_error", "less_than_equal", "greater_than_equal"):
-        return f"invalid value for {where}: {first['msg'].lower()}"
-    kinds = [e["type"] for e in errors if len(e["loc"]) == len(first["loc"]) or e["loc"][:-1] == first["loc"][:-1]]
-    if "int_type" in kinds and "float_type" in kinds:
-        return f"invalid request: {where} must be a number"
-    wanted = next((_TYPE_WORDS[k] for k in kinds if k in _TYPE_WORDS), None)
-    if wanted:
-        return f"invalid request: {where} must be {wanted}"
-    return f"invalid request: {where}: {first['msg']}"
+    if problem.kind == "value":
+        return f"invalid value for {where}: {problem.wanted.lower()}"
+    return f"invalid request: {where} must be {problem.wanted}"
 
 
 class EmbedRequest(OllamaModel):

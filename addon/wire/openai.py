@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from openai.types.chat import (
         ChatCompletionMessageParam,
         ChatCompletionStreamOptionsParam,
+        ChatCompletionToolChoiceOptionParam,
         ChatCompletionToolParam,
     )
     from openai.types.chat.completion_create_params import ResponseFormat
@@ -38,6 +39,7 @@ class ChatCompletionRequest(TypedDict, total=False):
 
     model: Required[str]
     max_tokens: int
+    max_completion_tokens: int  # OpenAI's reasoning models take only this one
     temperature: float
     top_p: float
     seed: int
@@ -52,6 +54,8 @@ class ChatCompletionRequest(TypedDict, total=False):
     stream_options: ChatCompletionStreamOptionsParam
     messages: list[ChatCompletionMessageParam]
     tools: list[ChatCompletionToolParam]
+    tool_choice: ChatCompletionToolChoiceOptionParam
+    parallel_tool_calls: bool
 
 
 class CompletionRequest(ChatCompletionRequest, total=False):
@@ -68,6 +72,28 @@ class EmbeddingRequest(TypedDict, total=False):
     input: Required[list[str]]
     encoding_format: Literal["float", "base64"]
     dimensions: int
+
+
+# Ollama's `error.type` for a status (openai/openai.go NewError): the one table of the OpenAI family.
+_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
+
+
+def error_type(status: int) -> str:
+    """OpenAI's `error.type` for an error the proxy makes, as Ollama names it: else `api_error`."""
+    return _ERROR_TYPES.get(status, "api_error")
+
+
+class ErrorObject(TypedDict):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(TypedDict):
+    """`{"error": {"message", "type", "param", "code"}}`: an error of the OpenAI family."""
+
+    error: ErrorObject
 
 
 # ---------------------------------------------------------------------------------------------

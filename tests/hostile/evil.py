@@ -14,6 +14,8 @@ man in the middle or a misconfigured gateway that reflects it would:
 - `echo-headers`: a normal answer whose headers carry it: plain, base64 and URL-encoded, in a
   custom header, `Set-Cookie`, `WWW-Authenticate`, `Link`; plus an innocent `X-Innocent: 1`.
 - `echo-body`: a normal answer whose content and an unknown field show it.
+- `echo-body-gzip`, `-br`, `-zstd`, `-deflate`: the same, compressed with that `Content-Encoding`
+  (streams too); `echo-body-chunked`: the same with chunked framing.
 - `echo-error-event`: a stream whose second event is `{"error": {"message": "... <key>"}}`
   (not streamed: a `200 {"error": ...}` showing it).
 - `echo-reason`: a valid status line whose reason phrase is the header.
@@ -34,7 +36,11 @@ Acts that cost the proxy:
 - `huge-event`: one SSE event of HUGE_EVENT bytes (a 64 MB `content`), then the end of the stream.
 - `flood`: a well-formed stream of FLOOD_BYTES of events as fast as the socket takes them.
 - `slow-body`: a `Content-Length` JSON answer trickled in 20 pieces 0.15 s apart (3 s in all).
+- `gzip-huge-event`, `gzip-flood`: `huge-event` and `flood` as a gzip-compressed stream (each piece
+  flushed); `gzip-stream-bomb`: STREAM_BOMB bytes of small valid events compressed into about 0.3 MB;
+  `gzip-trickle`: a gzip stream whose first event is flushed, the rest sent once `release` is set.
 - `hang`: nothing until `release` is set (or 30 s), watching whether the proxy hangs up.
+- `close-silently`: reads the request and closes the connection without a byte.
 
 Acts that send numbers or shapes an upstream must not:
 
@@ -73,8 +79,28 @@ HUGE_BODY = 300 * MB
 HUGE_EVENT = 64 * MB
 NO_BLANK_BYTES = 96 * MB
 FLOOD_BYTES = 24 * MB
+STREAM_BOMB = 300 * MB
 
 _ACT = re.compile(r"evil:([A-Za-z0-9._=-]+)")
+
+
+def compress(body: bytes, encoding: str) -> bytes:
+    """`body` in a Content-Encoding."""
+    if encoding == "gzip":
+        return gzip.compress(body)
+    if encoding == "deflate":
+        return zlib.compress(body)
+    if encoding == "br":
+        import brotli
+
+        return bytes(brotli.compress(body))
+    if encoding == "zstd":
+        try:
+            from compression import zstd
+        except ImportError:
+            from backports import zstd
+        return bytes(zstd.compress(body))
+    raise ValueError(encoding)
 
 
 @dataclass
@@ -299,27 +325,26 @@ class _Handler(socketserver.BaseRequestHandler):
         headers: dict[str, str] | list[tuple[str, str]] | None = None,
         reason: str = "OK",
         usage: Any = None,
+        encoding: str | None = None,
+        chunked: bool = False,
     ) -> None:
-        """A normal answer for the path and `stream` of the request."""
+        """A normal answer for the path and `stream` of the request (compressed with `encoding`, or chunked)."""
         model = req.body.get("model", "")
         if req.kind == "embeddings":
-            self.send(
-                200,
-                [("content-type", "application/json"), *_items(headers)],
-                json.dumps({**embeddings(req.body), **(extra or {})}).encode(),
-                reason,
-            )
+            kind, body = "application/json", json.dumps({**embeddings(req.body), **(extra or {})}).encode()
         elif req.stream:
-            body = sse(*chat_events(req, content, extra, usage), "[DONE]")
-            self.send(200, [("content-type", "text/event-stream"), *_items(headers)], body, reason)
+            kind, body = "text/event-stream", sse(*chat_events(req, content, extra, usage), "[DONE]")
         else:
             shape = chat_completion if req.kind == "chat" else text_completion
-            self.send(
-                200,
-                [("content-type", "application/json"), *_items(headers)],
-                json.dumps(shape(model, content, extra, usage)).encode(),
-                reason,
-            )
+            kind, body = "application/json", json.dumps(shape(model, content, extra, usage)).encode()
+        items = [("content-type", kind), *_items(headers)]
+        if encoding is not None:
+            body = compress(body, encoding)
+            items.append(("content-encoding", encoding))
+        if chunked:
+            self.send_chunked(200, dict(items), [body[i : i + 100] for i in range(0, len(body), 100)])
+        else:
+            self.send(200, items, body, reason)
 
     def raw_json(self, status: int, text: str) -> None:
         self.send(status, {"content-type": "application/json"}, text.encode())
@@ -361,6 +386,23 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def act_echo_body(self, req: _Request) -> None:
         self.answer(req, f"your header was {req.auth}", extra={"debug": {"authorization": req.auth}})
+
+    def act_echo_body_gzip(self, req: _Request) -> None:
+        self.answer(req, f"your header was {req.auth}", extra={"debug": {"authorization": req.auth}}, encoding="gzip")
+
+    def act_echo_body_br(self, req: _Request) -> None:
+        self.answer(req, f"your header was {req.auth}", extra={"debug": {"authorization": req.auth}}, encoding="br")
+
+    def act_echo_body_zstd(self, req: _Request) -> None:
+        self.answer(req, f"your header was {req.auth}", extra={"debug": {"authorization": req.auth}}, encoding="zstd")
+
+    def act_echo_body_deflate(self, req: _Request) -> None:
+        self.answer(
+            req, f"your header was {req.auth}", extra={"debug": {"authorization": req.auth}}, encoding="deflate"
+        )
+
+    def act_echo_body_chunked(self, req: _Request) -> None:
+        self.answer(req, f"your header was {req.auth}", extra={"debug": {"authorization": req.auth}}, chunked=True)
 
     def act_echo_error_event(self, req: _Request) -> None:
         error = {"error": {"message": f"invalid credentials: {req.auth}", "type": "invalid_request_error"}}
@@ -418,6 +460,9 @@ class _Handler(socketserver.BaseRequestHandler):
 
     # -- acts: what an answer may cost ------------------------------------------------------------
 
+    def act_close_silently(self, req: _Request) -> bool:
+        return False  # the request was read (and, for all the proxy knows, processed); not a byte back
+
     def act_gzip_bomb(self, req: _Request) -> None:
         self.send(200, {"content-type": "application/json", "content-encoding": "gzip"}, gzip_bomb())
 
@@ -459,6 +504,45 @@ class _Handler(socketserver.BaseRequestHandler):
             {"content-type": "text/event-stream"},
             [sse(first), *(block for _ in range(FLOOD_BYTES // MB)), sse(*rest, "[DONE]")],
         )
+
+    def send_gzip_stream(self, pieces, release: threading.Event | None = None) -> None:
+        """A chunked `text/event-stream` whose body is gzip-compressed, each piece flushed as it is sent;
+        with `release`, everything after the first piece waits for it (at most 10 s)."""
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        for n, piece in enumerate(pieces):
+            if n == 1 and release is not None:
+                release.wait(10)
+            data = compressor.compress(piece) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            self.write(b"%x\r\n%s\r\n" % (len(data), data))
+        tail = compressor.flush()
+        self.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+
+    def act_gzip_huge_event(self, req: _Request) -> None:
+        first, middle, *rest = chat_events(req, "PLACEHOLDER")
+        before, after = json.dumps(middle).encode().split(b"PLACEHOLDER")
+        pieces = [sse(first), b"data: " + before, *(b"a" * MB for _ in range(HUGE_EVENT // MB))]
+        self.send_gzip_stream([*pieces, after + b"\n\n", sse(*rest, "[DONE]")])
+
+    def act_gzip_flood(self, req: _Request) -> None:
+        first, middle, *rest = chat_events(req, "x" * 1000)
+        block = sse(middle) * (MB // len(sse(middle)))
+        self.send_gzip_stream([sse(first), *(block for _ in range(FLOOD_BYTES // MB)), sse(*rest, "[DONE]")])
+
+    def act_gzip_stream_bomb(self, req: _Request) -> None:
+        first, middle, *rest = chat_events(req, " ")
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        block = sse(middle) * (MB // len(sse(middle)))
+        body = compressor.compress(sse(first)) + b"".join(compressor.compress(block) for _ in range(STREAM_BOMB // MB))
+        body += compressor.compress(sse(*rest, "[DONE]")) + compressor.flush()
+        self.send_chunked(200, {"content-type": "text/event-stream", "content-encoding": "gzip"}, [body])
+
+    def act_gzip_trickle(self, req: _Request) -> None:
+        events = chat_events(req, "first then the rest")
+        self.send_gzip_stream([sse(events[0], events[1]), sse(*events[2:], "[DONE]")], release=self.server.evil.release)
 
     def act_slow_body(self, req: _Request) -> None:
         model = req.body.get("model", "")

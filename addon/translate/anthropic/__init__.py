@@ -41,7 +41,7 @@ upstream names the matched stop string, as vLLM does in `stop_reason`).
 
 from addon.translate.anthropic.answer import messages_response, parse_input, reasoning_of, stop_reason, usage_of
 from addon.translate.anthropic.errors import AnthropicError, error_body, error_type, new_id, upstream_error
-from addon.translate.anthropic.request import Think, Translated, count_tokens, messages_request
+from addon.translate.anthropic.request import count_tokens, messages_request
 from addon.translate.anthropic.stream import MessagesStream, sse
 from addon.translate.anthropic.tokens import IMAGE_TOKENS, MESSAGE_TOKENS, estimate_input_tokens
 
@@ -50,8 +50,6 @@ __all__ = [
     "MESSAGE_TOKENS",
     "AnthropicError",
     "MessagesStream",
-    "Think",
-    "Translated",
     "count_tokens",
     "error_body",
     "error_type",

@@ -94,7 +94,7 @@ def messages_response(answer: Any, client_model: str) -> tuple[dict[str, Any], l
     if not isinstance(answer, dict):
         raise _bad_answer("not a JSON object")
     if answer.get("error"):
-        text, _ = error_text({"error": answer["error"]})
+        text = error_text({"error": answer["error"]})
         raise AnthropicError(502, f"the upstream answered with an error: {text}", "api_error")
     choices = answer.get("choices")
     if not isinstance(choices, list) or not choices:

@@ -141,7 +141,7 @@ class MessagesStream:
         if not isinstance(chunk, dict):
             raise _StreamFault("the upstream sent an event that is not a JSON object")
         if chunk.get("error"):
-            message, _ = error_text({"error": chunk["error"]})
+            message = error_text({"error": chunk["error"]})
             raise _StreamFault(f"the upstream failed: {message}")
         if chunk.get("usage") is not None:
             self._usage = chunk["usage"]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Final
+from typing import Final
 
 from addon.translate.values import dict_or, list_or
+from addon.wire.model import JSON
 
 IMAGE_TOKENS: Final = 1600  # a fixed cost per image or PDF: Anthropic's count for a ~1.15-megapixel image
 MESSAGE_TOKENS: Final = 3  # per message: role and separators
 
 
-def estimate_input_tokens(body: dict[str, Any]) -> int:
+def estimate_input_tokens(body: dict[str, JSON]) -> int:
     """Input tokens of an Anthropic request, estimated without a tokenizer.
 
     ceil(characters / 4) over the system prompt, every message's text, thinking, tool-use name and
@@ -24,7 +25,7 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
     chars = 0
     images = 0
 
-    def walk(value: Any) -> None:
+    def walk(value: JSON) -> None:
         nonlocal chars, images
         if isinstance(value, str):
             chars += len(value)
@@ -54,7 +55,7 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
     for message in messages:
         if isinstance(message, dict):
             walk(message.get("content"))
-    for tool in body.get("tools") or ():
+    for tool in list_or(body.get("tools"), []):
         if isinstance(tool, dict):
             walk(tool.get("name"))
             walk(tool.get("description"))

@@ -1,9 +1,10 @@
 """The OpenAI Responses API (`POST /v1/responses`) over an OpenAI chat-completions upstream.
 
-Pure translations, free of mitmproxy and of the rest of the addon, stateless as real Ollama's
-`/v1/responses` is (openai/responses.go and middleware/openai.go in ollama/ollama):
+Pure translations, free of mitmproxy, stateless as real Ollama's `/v1/responses` is
+(openai/responses.go and middleware/openai.go in ollama/ollama). The request is read through the
+strict models of `wire.responses`: a field of the wrong type is a 400, never an exception.
 
-- `responses_request(body, upstream_model)` → (chat-completions body, think, warnings), or
+- `responses_request(body, upstream_model)` → a `Translation` (`translate.upstream`), or
   `ResponsesError` (400) for input that cannot be translated;
 - `responses_answer(chat_completion, client_model, request_body)` → the Response object, or
   `ResponsesError` (502) when the upstream's answer is not a chat completion;
@@ -25,8 +26,8 @@ Choices where Ollama is silent or falls short (each is tested in tests/test_tran
   and Codex shows (`response.reasoning_text.*` is raw chain of thought, which Codex hides).
 - `max_output_tokens` → `max_tokens`: the field every OpenAI-compatible server reads (Ollama's
   own /v1/chat/completions reads only `max_tokens`; llama.cpp, vLLM, LM Studio too), and the one
-  the addon sends for Ollama's `num_predict`. OpenAI's reasoning models want
-  `max_completion_tokens`: pass `max_tokens_field="max_completion_tokens"` for those.
+  the addon sends for Ollama's `num_predict`; lowered to the model's known limit, and sent as
+  `max_completion_tokens` to the models that want it, as on every route (`endpoints.base.forward`).
 - `developer` messages → `system` (what OpenAI does for models without a developer role, and
   the role every chat template knows); adjacent system messages (`instructions`, Codex's two
   developer messages) are joined into one, as many chat templates take only one. `tool_choice` is honoured (Ollama ignores it); text
@@ -44,8 +45,8 @@ Choices where Ollama is silent or falls short (each is tested in tests/test_tran
 """
 
 from addon.translate.responses.answer import new_id, response_object, responses_answer
-from addon.translate.responses.errors import ResponsesError, error_body, error_type, upstream_error
-from addon.translate.responses.request import Think, responses_request
+from addon.translate.responses.errors import ResponsesError, error_body, upstream_error
+from addon.translate.responses.request import responses_request
 from addon.translate.responses.stream import ResponsesStream, sse_event
 from addon.translate.responses.tools import NAMESPACE_SEPARATOR, namespaced_names
 
@@ -53,9 +54,7 @@ __all__ = [
     "NAMESPACE_SEPARATOR",
     "ResponsesError",
     "ResponsesStream",
-    "Think",
     "error_body",
-    "error_type",
     "namespaced_names",
     "new_id",
     "response_object",

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
 
 from addon.translate.responses.errors import STATELESS, bad_request
 from addon.translate.responses.messages import input_messages, join_adjacent_system
 from addon.translate.responses.tools import function_tools, tool_choice
-from addon.translate.values import is_int, is_number
+from addon.translate.upstream import Think, Translation
+from addon.wire.responses import Other, ResponsesRequest, describe
 
-# Ollama's `think` values (False, "low", "medium", "high", "max") or None for "not asked":
-# the caller sends it the way its upstream takes it (reasoning_effort, chat_template_kwargs, …).
-type Think = bool | str | None
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
+    from openai.types.chat.completion_create_params import ResponseFormat
+    from openai.types.shared_params.response_format_json_schema import JSONSchema
+
+    from addon.wire.model import JSON
+    from addon.wire.openai import ChatCompletionRequest
+    from addon.wire.responses import TextFormat
 
 
 # Ollama's effort → think mapping (openai.go thinkFromReasoningEffort), with its error text.
@@ -60,56 +67,55 @@ _ACCEPTED = {
 _NOT_DONE = {"top_logprobs", "max_tool_calls", "context_management"}
 
 
-def responses_request(
-    body: dict[str, Any], upstream_model: str, *, max_tokens_field: str = "max_tokens"
-) -> tuple[dict[str, Any], Think, list[str]]:
-    """A Responses request body → (chat-completions body, think, warnings).
+def responses_request(body: dict[str, JSON], upstream_model: str) -> Translation:
+    """A Responses request body → the chat-completions request. Raises `ResponsesError` (400) for what
+    cannot be translated.
 
-    `think` is None when the request does not ask for a reasoning effort; the caller sends it in
-    its upstream's think style. Raises `ResponsesError` (400) for what cannot be translated.
+    A reasoning effort becomes a soft `think` (Codex asks for one in every request): the caller sends
+    it in its upstream's think style, to a model that can think.
     """
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object")
-    _refuse_state(body)
+    try:
+        request = ResponsesRequest.model_validate(body)
+    except ValidationError as e:
+        raise bad_request(*describe(e)) from None
+    _refuse_state(request)
+    if request.input is None:
+        raise bad_request("Missing required parameter: 'input'.", "input", "missing_required_parameter")
     warnings: list[str] = []
-    messages: list[dict[str, Any]] = []
-    instructions = body.get("instructions")
-    if instructions is not None and not isinstance(instructions, str):
-        raise bad_request("Invalid type for 'instructions': expected a string.", "instructions", "invalid_type")
-    if instructions:
-        messages.append({"role": "system", "content": instructions})
-    messages = join_adjacent_system(messages + input_messages(body.get("input"), warnings))
+    messages: list[ChatCompletionMessageParam] = []
+    if request.instructions:
+        messages.append({"role": "system", "content": request.instructions})
+    conversation, dropped_reasoning = input_messages(request.input)
+    messages = join_adjacent_system(messages + conversation)
+    if dropped_reasoning:
+        warnings.append(
+            f"{dropped_reasoning} reasoning input item(s) were dropped: chat completions has no portable field for them"
+        )
 
-    chat: dict[str, Any] = {"model": upstream_model, "messages": messages}
-    tools = function_tools(body.get("tools"), warnings)
+    chat: ChatCompletionRequest = {"model": upstream_model, "messages": messages}
+    tools = function_tools(request.tools or [], warnings)
     if tools:
         chat["tools"] = tools
-        choice = body.get("tool_choice")
-        if choice is not None:
-            chat["tool_choice"], chat["tools"] = tool_choice(choice, tools)
-        if isinstance(body.get("parallel_tool_calls"), bool):
-            chat["parallel_tool_calls"] = body["parallel_tool_calls"]
-    elif body.get("tool_choice") not in (None, "auto", "none"):
+        if request.tool_choice is not None:
+            chat["tool_choice"], chat["tools"] = tool_choice(request.tool_choice, tools)
+        if request.parallel_tool_calls is not None:
+            chat["parallel_tool_calls"] = request.parallel_tool_calls
+    elif request.tool_choice is not None and request.tool_choice != "auto" and request.tool_choice != "none":
         raise bad_request("tool_choice needs tools: the request declares none.", "tool_choice", "invalid_value")
 
-    if (fmt := _response_format(body.get("text"), warnings)) is not None:
-        chat["response_format"] = fmt
-    think = _think(body.get("reasoning"))
-    if (limit := body.get("max_output_tokens")) is not None:
-        if not is_int(limit) or limit < 1:
-            raise bad_request(
-                "Invalid 'max_output_tokens': expected an integer of at least 1.", "max_output_tokens", "invalid_value"
-            )
-        chat[max_tokens_field] = limit
-    for name in ("temperature", "top_p"):
-        if (value := body.get(name)) is not None:
-            if not is_number(value):
-                raise bad_request(f"Invalid type for '{name}': expected a number.", name, "invalid_type")
-            chat[name] = value
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise bad_request("Invalid type for 'stream': expected a boolean.", "stream", "invalid_type")
-    if stream:
+    if request.text is not None:
+        if request.text.verbosity is not None:
+            warnings.append("text.verbosity was ignored: chat completions has no portable equivalent")
+        if (fmt := _response_format(request.text.format)) is not None:
+            chat["response_format"] = fmt
+    think = _think(request.reasoning.effort if request.reasoning else None)
+    if request.max_output_tokens is not None:
+        chat["max_tokens"] = request.max_output_tokens
+    if request.temperature is not None:
+        chat["temperature"] = request.temperature
+    if request.top_p is not None:
+        chat["top_p"] = request.top_p
+    if request.stream:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
 
@@ -119,72 +125,52 @@ def responses_request(
     unknown = sorted(k for k in body if k not in _ACCEPTED and k not in _NOT_DONE)
     if unknown:
         warnings.append(f"unknown fields were ignored: {', '.join(unknown)}")
-    return chat, think, warnings
+    return Translation("chat/completions", chat, {}, warnings, think, True, bool(request.stream))
 
 
-def _refuse_state(body: dict[str, Any]) -> None:
-    for name in ("previous_response_id", "conversation"):
-        if body.get(name) not in (None, ""):
+def _refuse_state(request: ResponsesRequest) -> None:
+    for name, value in (("previous_response_id", request.previous_response_id), ("conversation", request.conversation)):
+        if value is not None and value != "":
             raise bad_request(f"'{name}' is not supported: {STATELESS}.", name, "unsupported_parameter")
-    if body.get("store") is True:
+    if request.store is True:
         raise bad_request(
             f"'store: true' is not supported: {STATELESS}; send 'store: false' or leave it out.",
             "store",
             "unsupported_value",
         )
-    if body.get("background") is True:
+    if request.background is True:
         raise bad_request(f"'background: true' is not supported: {STATELESS}.", "background", "unsupported_value")
-    if body.get("prompt") is not None:
+    if request.prompt is not None:
         raise bad_request(
             f"'prompt' (a stored prompt) is not supported: {STATELESS}.", "prompt", "unsupported_parameter"
         )
 
 
-def _response_format(text: Any, warnings: list[str]) -> dict[str, Any] | None:
-    if text is None:
+def _response_format(fmt: TextFormat | None) -> ResponseFormat | None:
+    if fmt is None or (isinstance(fmt, Other) and fmt.type == "text"):
         return None
-    if not isinstance(text, dict):
-        raise bad_request("Invalid type for 'text': expected an object.", "text", "invalid_type")
-    if text.get("verbosity") is not None:
-        warnings.append("text.verbosity was ignored: chat completions has no portable equivalent")
-    fmt = text.get("format")
-    if fmt is None:
-        return None
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return {"type": "json_object"}
-    if kind == "json_schema":
-        schema = fmt.get("schema")
-        if not isinstance(schema, dict):
-            raise bad_request(
-                "Missing required parameter: 'text.format.schema'.", "text.format.schema", "missing_required_parameter"
-            )
-        wrapped: dict[str, Any] = {"name": fmt.get("name") or "response", "schema": schema}
-        if isinstance(fmt.get("description"), str):
-            wrapped["description"] = fmt["description"]
-        if isinstance(fmt.get("strict"), bool):
-            wrapped["strict"] = fmt["strict"]
-        return {"type": "json_schema", "json_schema": wrapped}
-    raise bad_request(
-        f"Invalid value for 'text.format.type': {kind!r}; expected text, json_object or json_schema.",
-        "text.format.type",
-        "invalid_value",
-    )
+    if isinstance(fmt, Other):
+        if fmt.type == "json_object":
+            return {"type": "json_object"}
+        raise bad_request(
+            f"Invalid value for 'text.format.type': {fmt.type!r}; expected text, json_object or json_schema.",
+            "text.format.type",
+            "invalid_value",
+        )
+    wrapped: JSONSchema = {"name": fmt.name or "response", "schema": fmt.json_schema}
+    if fmt.description is not None:
+        wrapped["description"] = fmt.description
+    if fmt.strict is not None:
+        wrapped["strict"] = fmt.strict
+    return {"type": "json_schema", "json_schema": wrapped}
 
 
-def _think(reasoning: Any) -> Think:
-    if reasoning is None:
-        return None
-    if not isinstance(reasoning, dict):
-        raise bad_request("Invalid type for 'reasoning': expected an object.", "reasoning", "invalid_type")
-    effort = reasoning.get("effort")
-    if effort is None or effort == "":
+def _think(effort: str | None) -> Think:
+    if not effort:
         return None
     if effort not in _EFFORT_THINK:
         raise bad_request(
-            f'invalid reasoning value: {json.dumps(effort)} (must be "minimal", "low", "medium", "high", '
+            f'invalid reasoning value: "{effort}" (must be "minimal", "low", "medium", "high", '
             '"xhigh", "ultra", "max", or "none")',
             "reasoning.effort",
             "invalid_value",

@@ -19,9 +19,10 @@ from addon.translate.responses.answer import (
     status_of,
     text_part,
 )
-from addon.translate.responses.errors import error_type, upstream_error
+from addon.translate.responses.errors import upstream_error
 from addon.translate.responses.tools import namespaced_names
 from addon.translate.values import dict_or, is_int
+from addon.wire.openai import error_type
 
 
 def _json(obj: Any) -> str:
