@@ -155,7 +155,7 @@ test-live: setup $(AGENT_STAMPS)
 # namespaces are removed however it ends (the trap, the test's finally, and at the start of the next run).
 test-scale: setup
 	@trap '$(PY) -c "from harness.scale import clean; clean()"' EXIT INT TERM; \
-	timeout 300 $(PY) -m pytest tests/scale -s $(PYTEST_ARGS)
+	timeout --foreground 300 $(PY) -m pytest tests/scale -s $(PYTEST_ARGS)
 
 # Only the fast tests: no mitmdump process.
 test-fast: setup
