@@ -8,8 +8,9 @@ The steps, in the order `addon.proxy` calls them:
   (`guard.keys`), a request without one of the keys as `Authorization: Bearer <key>` (what the
   Ollama SDKs send when OLLAMA_API_KEY is set) or `x-api-key: <key>` (what the Anthropic SDK and
   Claude Code send) gets a 401 in its family's shape, a key over its per-minute limits a 429 with
-  `Retry-After`; the exchange notes the key (its name goes into the record and the metrics); when some server forwards client keys (`forward_client_key`, the option or a
-  `[servers.NAME]` table's), the client's key is kept for the next step.
+  `Retry-After`; the exchange notes the key (its name goes into the record and the metrics).
+  When some server forwards client keys (`forward_client_key`, the option or a `[servers.NAME]`
+  table's), the client's key is kept for the next step.
 - `forward_client_key` (request, once the flow is rewritten to go upstream, and only when its
   server forwards client keys): the client's own key in place of the server's (none at all for
   a client without one). Any other server gets its own key, never the client's.
