@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 from mitmproxy.exceptions import OptionsError
 
 from addon.catalog.models import ModelInfo, full_name, has_tag
+from addon.reply import Answer, Reply
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint
-    from addon.reply import Reply
 
 OLLAMA_API_KEY = "ollama_api_key"  # the name the ollama_api_key option's key goes by
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -254,8 +254,6 @@ def visible(key: ClientKey | None, models: Iterable[ModelInfo]) -> list[ModelInf
 def model_refusal(key: ClientKey, model: str | None, reply: Reply, endpoint: Endpoint) -> Reply:
     """A 403 in the endpoint's shape in place of a reply for a model the key may not use (or for no
     model at all, when the reply goes upstream); other replies, and refusals already made, unchanged."""
-    from addon.reply import Answer
-
     if isinstance(reply, Answer) and (reply.status >= 400 or model is None):
         return reply
     if model is not None and key.allows(model):
