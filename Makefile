@@ -12,7 +12,7 @@ ARGS ?=
 # make run WORKERS=N: N proxy processes behind HAProxy (scripts/workers.py), for more than one core
 WORKERS ?= 1
 # POOL=1 (default): with an https upstream, make run puts HAProxy in front of the proxy (scripts/workers.py,
-# as for WORKERS=N) and the proxy reaches the upstream through its HAProxy pool (addon/pool.py): client
+# as for WORKERS=N) and the proxy reaches the upstream through its HAProxy pool (addon/pool/): client
 # and upstream connections stay warm. POOL=0: one mitmdump, straight to the upstream.
 POOL ?= 1
 # FLOW_DETAIL=1: every request logs its line (and mitmdump prints its own two per flow); 0: only
@@ -54,9 +54,9 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 # The client compatibility suite (tests/clients/): the Ollama clients people use, each from its
-# registry at the versions pinned in tests/clients/requirements.txt and tests/clients/{node,claude,codex}/package-lock.json,
+# registry at the versions pinned in tests/clients/requirements.txt and tests/clients/{node,claude,codex,opencode}/package-lock.json,
 # in an environment of its own (.venv-clients, and tests/clients/node/node_modules for ollama-js and the Vercel AI SDK,
-# tests/clients/claude and tests/clients/codex for Claude Code and Codex CLI).
+# tests/clients/claude, tests/clients/codex and tests/clients/opencode for Claude Code, Codex CLI and opencode).
 CLIENTS_VENV ?= .venv-clients
 NODE_DIR := tests/clients/node
 
@@ -73,12 +73,12 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# The agents, pinned in their own package.json + lock: Claude Code and Codex CLI (native binaries from npm).
-AGENT_DIRS := tests/clients/claude tests/clients/codex
+# The agents, pinned in their own package.json + lock: Claude Code, Codex CLI and opencode (native binaries from npm).
+AGENT_DIRS := tests/clients/claude tests/clients/codex tests/clients/opencode
 AGENT_STAMPS := $(AGENT_DIRS:%=%/node_modules/.installed)
 
 tests/clients/%/node_modules/.installed: tests/clients/%/package.json tests/clients/%/package-lock.json
-	@command -v npm >/dev/null || { echo "error: the agent tests (Claude Code, Codex CLI) need npm to install them" >&2; exit 1; }
+	@command -v npm >/dev/null || { echo "error: the agent tests (Claude Code, Codex CLI, opencode) need npm to install them" >&2; exit 1; }
 	npm ci --prefix tests/clients/$* --no-audit --no-fund --loglevel=error
 	@touch $@
 
@@ -89,6 +89,9 @@ use_local_upstream = if [ -z "$$OPENAI_BASE_URL$$OPENAI_API_KEY" ]; then \
 	  echo "No OPENAI_BASE_URL or OPENAI_API_KEY set: serving the local model (llama-server + Gemma 3 270M)."; \
 	  echo "Its first start builds it (about 5 minutes). It keeps running for the next start; make upstream-stop stops it."; \
 	  OPENAI_BASE_URL=$$(scripts/local-upstream.sh start) || exit 1; export OPENAI_BASE_URL; local_model=1; \
+	  echo "Gemma 3 270M is a small base model: it shows the plumbing, not good answers (it repeats the prompt)."; \
+	  echo "For real answers, point the proxy at a real upstream: OPENAI_API_KEY=sk-... make run (see README)."; \
+	  local_args="--set model_catalog=$(CURDIR)/scripts/local-models.toml"; \
 	fi
 
 # The pool where it pays: an https upstream, and the local model where HAProxy is installed (llama.cpp's
@@ -102,7 +105,7 @@ choose_pool = base="$${OPENAI_BASE_URL:-https://api.openai.com/v1}"; pool=off; p
 	  pool=https; pool_note=" through HAProxy, which keeps client and upstream connections warm (POOL=0: without)"; \
 	fi;; esac; \
 	if [ -n "$${local_model:-}" ] && [ "$(POOL)" != 0 ] && { command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; }; then \
-	  pool=all; pool_note=" through HAProxy, which retries a request the model server dropped without answering (POOL=0: without)"; \
+	  pool=all; pool_note=" through HAProxy, which keeps fewer of the connections the model server closes in the way (POOL=0: without)"; \
 	fi
 
 # A drop-in Ollama endpoint on $(HOST):$(PORT). Upstream from OPENAI_BASE_URL / OPENAI_API_KEY, else the local model.
@@ -112,10 +115,10 @@ run: setup
 	echo "Ollama API on http://$(HOST):$(PORT) → $$base$$pool_note"; \
 	if [ "$(WORKERS)" -gt 1 ] || [ "$$pool" != off ]; then \
 	  exec $(PY) scripts/workers.py --workers $(WORKERS) --host $(HOST) --port $(PORT) -- --set upstream_pool=$$pool \
-	    --set flow_detail=$(FLOW_DETAIL) $(ARGS); \
+	    --set flow_detail=$(FLOW_DETAIL) $${local_args:-} $(ARGS); \
 	fi; \
 	exec $(VENV)/bin/mitmdump -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
-	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=$(FLOW_DETAIL) --set upstream_pool=$$pool $(ARGS)
+	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=$(FLOW_DETAIL) --set upstream_pool=$$pool $${local_args:-} $(ARGS)
 
 # mitmweb with the addon: the proxy on $(PORT), the web UI on 127.0.0.1:$(WEB_PORT) behind a password
 # (WEB_PASSWORD, or a random one printed at start).
@@ -128,7 +131,7 @@ web: setup
 	exec $(VENV)/bin/mitmweb -s addon/proxy.py --mode reverse:http://$(HOST):$(PORT) \
 	  --listen-host $(HOST) --listen-port $(PORT) --set flow_detail=0 --set upstream_pool=$$pool \
 	  --web-host 127.0.0.1 --web-port $(WEB_PORT) --set web_open_browser=false \
-	  --set web_password="$$pw" $(ARGS)
+	  --set web_password="$$pw" $${local_args:-} $(ARGS)
 
 # Refresh docs/mitmweb.png from the mitmweb test (needs chromium).
 screenshot: setup
@@ -137,8 +140,8 @@ screenshot: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Real clients (ollama-js, Vercel AI SDK, LangChain, LlamaIndex, openai, pydantic-ai, curl, Claude Code,
-# Codex CLI) through a real mitmdump.
+# Real clients (ollama-js, Vercel AI SDK, LangChain, LlamaIndex, openai, pydantic-ai, llm with llm-ollama, curl,
+# Claude Code, Codex CLI, opencode) through a real mitmdump.
 test-clients: clients-setup
 	$(CLIENTS_VENV)/bin/python -m pytest tests/clients $(PYTEST_ARGS)
 

@@ -34,7 +34,7 @@ from mitmproxy import http
 
 from addon import mitm_internals as fence
 from addon.guard import secrets, timeouts, upstream
-from addon.guard.output import escape
+from addon.guard.output import clip, escape
 from addon.reply import Answer, Forward, Plan
 from addon.translate.response import Clock
 from addon.wire.ollama import dumps_body
@@ -59,6 +59,7 @@ UPSTREAM_BODY = "upstream_response"  # the upstream's raw answer (the SSE text o
 UPSTREAM_HEADERS = "upstream_headers"  # ... and its headers, as [name, value] pairs
 
 FAILED_MARKER = ":red_circle:"
+MAX_ERROR = 1024  # characters of the error message in the log line and comment (it may quote client text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,23 +229,7 @@ def finish_head(response: http.Response, exchange: Exchange) -> None:
     if exchange.close:
         response.headers["connection"] = "close"
     if not response.stream and response.raw_content is not None:
-        frame_whole(response, exchange.http10)
-
-
-def frame_whole(response: http.Response, http10: bool) -> None:
-    """A whole answer's framing headers say what its body is now, whatever rewrote it (a decoded
-    Content-Encoding, a scrubbed key, a converted answer): chunked as the upstream framed it (mitmproxy
-    writes the chunks), else Content-Length its length; HTTP/1.0 cannot read chunks."""
-    headers = response.headers
-    body = response.raw_content or b""
-    if not http10 and "chunked" in headers.get("transfer-encoding", "").lower():
-        if "content-length" in headers:
-            del headers["content-length"]
-        return
-    if "transfer-encoding" in headers:
-        del headers["transfer-encoding"]
-    if response.status_code not in (204, 304) and headers.get("content-length") != str(len(body)):
-        headers["content-length"] = str(len(body))
+        upstream.frame_whole(response, exchange.http10)
 
 
 def send_upstream(flow: http.HTTPFlow, exchange: Exchange, forward: Forward, settings: Settings) -> None:
@@ -373,18 +358,7 @@ class Relay:
     up to `keep` bytes of the upstream stream and of the answer for the flow views.
     """
 
-    __slots__ = (
-        "called",
-        "converter",
-        "decoder",
-        "first_piece",
-        "keep",
-        "last_data",
-        "on_abort",
-        "refused",
-        "sent",
-        "upstream",
-    )
+    __slots__ = ("called", "converter", "decoder", "first_piece", "keep", "last_data", "on_abort", "sent", "upstream")
 
     def __init__(
         self,
@@ -395,7 +369,6 @@ class Relay:
     ) -> None:
         self.converter = converter
         self.decoder = decoder  # a compressed stream's Content-Encoding, undone before the converter reads it
-        self.refused: str | None = None  # why the decoder gave up on the stream
         self.called = False
         self.keep = keep
         self.upstream = bytearray()
@@ -412,7 +385,7 @@ class Relay:
         converter = self.converter
         try:
             if self.decoder is not None:
-                out, data = self._decoded(data)
+                out, data = self.decoder.through(converter, data)
             else:
                 out = converter.feed(data) if data else converter.finish()
         except Exception as e:  # a converter bug must not cost the client its answer
@@ -420,7 +393,7 @@ class Relay:
             out = converter.fail(f"proxy error while converting the stream: {e}") or b""
         if out and secrets.shows_secret(out):
             out = secrets.scrub_bytes(out)
-        if (converter.aborted or self.refused) and self.on_abort is not None:
+        if (converter.aborted or (self.decoder is not None and self.decoder.refused)) and self.on_abort is not None:
             on_abort, self.on_abort = self.on_abort, None
             on_abort()
         if self.keep:
@@ -429,21 +402,6 @@ class Relay:
             if len(self.sent) < self.keep:
                 self.sent += out[: self.keep - len(self.sent)]
         return [out] if out else []
-
-    def _decoded(self, data: bytes) -> tuple[bytes, bytes]:
-        """A compressed stream's piece through the decoder, then the converter: (what goes to the
-        client, the decoded piece); nothing more once the decoder has refused the stream."""
-        decoder, converter = self.decoder, self.converter
-        assert decoder is not None
-        if self.refused is not None:
-            return b"", b""
-        try:
-            plain = decoder.feed(data) if data else decoder.finish()
-        except upstream.Refused as e:
-            self.refused = str(e)
-            return converter.fail(self.refused) or b"", b""
-        out = converter.feed(plain) if plain else b""
-        return (out + converter.finish() if not data else out), plain
 
 
 def start_stream(
@@ -511,10 +469,10 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
     with several servers, the server's name after the arrow (`→ vllm /v1/chat/completions ...`);
     with a named client key (`[keys.NAME]`), `key NAME` before the time."""
     request = flow.request
-    asked = f"{exchange.method} {exchange.route} {exchange.model or ''}".rstrip()
+    asked = f"{clip(exchange.method)} {clip(exchange.route)} {clip(exchange.model or '')}".rstrip()
     if exchange.upstream_route is not None:
         server = f"{exchange.server} " if exchange.server_named else ""
-        asked += f" → {server}{request.path.split('?', 1)[0]} {exchange.upstream_model}"
+        asked += f" → {server}{request.path.split('?', 1)[0]} {clip(exchange.upstream_model or '')}"
     parts = [asked]
     if exchange.failure is not None and flow.error is not None and exchange.relay is None:
         parts.append(str(exchange.failure[0]))  # the proxy's error page, not the upstream's status
@@ -527,7 +485,7 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
     end = (flow.response.timestamp_end if flow.response is not None else None) or time.time()
     parts.append(f"{(end - request.timestamp_start) * 1000:.0f} ms")
     if exchange.error:
-        parts.append(f"error: {exchange.error}")
+        parts.append(f"error: {clip(exchange.error, MAX_ERROR)}")
     return escape(" · ".join(parts))  # client text (the model, an error naming it) cannot forge lines
 
 
@@ -541,7 +499,10 @@ def finish(flow: http.HTTPFlow, exchange: Exchange, answered: bool = False) -> N
     flow.comment = line
     response = flow.response
     broken = flow.error is not None and not answered
-    if exchange.error or broken or (response is not None and response.status_code >= 400):
+    # A HEAD probe of a path no route serves (Claude Code's HEAD /api/hello at every start) gets Ollama's
+    # 404 and is no failure: its line is logged as a good flow's is.
+    probe = flow.request.method == "HEAD" and response is not None and response.status_code == 404
+    if exchange.error or broken or (response is not None and response.status_code >= 400 and not probe):
         flow.marked = FAILED_MARKER
         logger.warning(line)
     else:

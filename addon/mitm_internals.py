@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import hashlib
 import inspect
 import logging
@@ -36,16 +37,18 @@ try:
     from mitmproxy.addons.tlsconfig import TlsConfig  # noqa: F401 - checked by name
     from mitmproxy.net.http import http1, status_codes, url
     from mitmproxy.net.http.http1 import assemble  # noqa: F401 - checked by name
+    from mitmproxy.net.tls import starts_like_tls_record
     from mitmproxy.proxy import commands, events, layer, server  # noqa: F401 - server: checked by name
     from mitmproxy.proxy.layers import tls
     from mitmproxy.proxy.layers.http import HttpLayer, HttpStream, _http1  # noqa: F401 - checked by name
     from mitmproxy.proxy.layers.http._base import ReceiveHttp
-    from mitmproxy.proxy.layers.http._events import ErrorCode, RequestData, RequestProtocolError
+    from mitmproxy.proxy.layers.http._events import ErrorCode, RequestData, RequestProtocolError, ResponseData
     from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
     from mitmproxy.proxy.server_hooks import ServerConnectionHookData
     from mitmproxy.utils import human
 
     ServerHookData = ServerConnectionHookData  # (the type of server_connect's argument)
+    NextLayer = layer.NextLayer  # (the type of next_layer's argument)
     assemble_response = http1.assemble_response
     assemble_response_head = http1.assemble_response_head
     expected_body_size = http1.expected_http_body_size  # ValueError for bad framing; None: until the end
@@ -199,6 +202,7 @@ TOUCHES: dict[str, tuple[Feature | None, *tuple[tuple[str, ...], ...]]] = {
         ("server.ConnectionIO", ".handler", ".writer"),
         ("server.ConnectionHandler.__init__", "self.transports"),
         ("server.ConnectionHandler.close_connection", "handler.cancel("),
+        ("_http1.Http1Server.send", "isinstance(event, ResponseProtocolError)", "CloseConnection(self.conn)"),
         ("HttpStream.check_killed", "ErrorCode.KILL"),
     ),
     "the loopback rebind (Proxyserver.servers.update)": (
@@ -211,6 +215,17 @@ TOUCHES: dict[str, tuple[Feature | None, *tuple[tuple[str, ...], ...]]] = {
         ("assemble._assemble_request_headers", "bytes(request_data.headers)"),
         ("_http1.Http1Client.send", "assemble_request_head("),
         ("TlsConfig.tls_start_server", "if not server.alpn_offers"),
+    ),
+    "a TLS handshake on a plain reverse listener refused (NextLayer.layer set from the next_layer hook, a "
+    "layer of the proxy's own, starts_like_tls_record)": (
+        None,
+        ("layer.NextLayer.__init__", "self.layer", "self.context"),
+        ("layer.NextLayer.data_client", "(self"),
+        ("layer.Layer", "._handle_event", ".context"),
+        ("commands.SendData", "(connection, data"),
+        ("commands.CloseConnection", "(connection"),
+        ("starts_like_tls_record", "(d"),
+        ("ReverseMode", ".scheme"),
     ),
     "mitmproxy's failure texts (FailureKind)": (None, *MITMPROXY_TEXTS),
     "the hook dispatch (addonmanager.traverse, AddonManager._iter_hooks, trigger_event)": (
@@ -292,6 +307,38 @@ async def rebind_listeners(master: Any) -> None:
     await servers.update([])
     if not await servers.update(modes):
         raise MitmproxyChanged("mitmproxy could not listen again on loopback")
+
+
+def plain_reverse_tls(nextlayer: Any) -> bool:
+    """Whether a connection's first bytes, on a `reverse:http://` listener, are a TLS record (where
+    mitmproxy would put a TLS layer under the HTTP one): the connection's first layer decision only."""
+    context = nextlayer.context
+    mode = context.client.proxy_mode
+    if not isinstance(mode, ReverseMode) or mode.scheme != "http" or len(context.layers) != 1:
+        return False
+    return context.client.transport_protocol == "tcp" and starts_like_tls_record(nextlayer.data_client())
+
+
+def answer_and_close_raw(nextlayer: Any, data: bytes) -> None:
+    """Make the connection's next layer one that writes `data` to the client as it is and closes."""
+    nextlayer.layer = _raw_answer_layer()(nextlayer.context, data)
+
+
+@functools.cache
+def _raw_answer_layer() -> type:
+    class RawAnswer(layer.Layer):
+        """Writes its bytes to the client and closes the connection; reads nothing more."""
+
+        def __init__(self, context: Any, data: bytes) -> None:
+            super().__init__(context)
+            self.data = data
+
+        def _handle_event(self, event: Any) -> Generator[Any, Any, None]:
+            if isinstance(event, events.Start):
+                yield commands.SendData(self.context.client, self.data)
+                yield commands.CloseConnection(self.context.client)
+
+    return RawAnswer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,10 +457,12 @@ def install_trailer_refusal() -> None:
 
         class NoTrailersReader(ChunkedReader):
             def __call__(self, buf: Any) -> Any:
-                event = super().__call__(buf)
-                if isinstance(event, h11.EndOfMessage) and event.headers:
+                event = read_chunk(self, buf)  # (once per piece of every chunked answer: no super() lookup)
+                if type(event) is end_of_message and event.headers:
                     raise h11.RemoteProtocolError(TRAILERS)
                 return event
+
+        read_chunk, end_of_message = ChunkedReader.__call__, h11.EndOfMessage
 
         def body_reader(expected_size: int | None) -> Any:
             return NoTrailersReader() if expected_size is None else original(expected_size)
@@ -435,6 +484,12 @@ _PHASES: tuple[Phase, ...] = ("read_headers", "read_body", "wait")  # the states
 
 
 def _bounded_handle_event(self: Any, event: Any) -> Generator[Any, Any, None]:
+    if type(event) is ResponseData:  # a piece of the answer going out (it only makes data to send): as it is
+        return _http1.Http1Connection._handle_event(self, event)
+    return _guarded_handle_event(self, event)
+
+
+def _guarded_handle_event(self: Any, event: Any) -> Generator[Any, Any, None]:
     policy = _policy
     for command in _http1.Http1Connection._handle_event(self, event):
         if policy is not None and isinstance(command, ReceiveHttp) and isinstance(command.event, RequestData):

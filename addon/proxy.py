@@ -43,12 +43,12 @@ if __package__ != "addon":
 
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
 import functools  # noqa: E402
+import gc  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
 
-from mitmproxy import ctx, http  # noqa: E402
+from mitmproxy import connection, ctx, http  # noqa: E402
 from mitmproxy.addonmanager import Loader  # noqa: E402
 from mitmproxy.flow import Flow  # noqa: E402
 
@@ -56,6 +56,7 @@ from addon import (  # noqa: E402
     accounting,
     dispatch,
     endpoints,
+    offload,
     pool,
     views,
 )
@@ -80,10 +81,12 @@ from addon.guard import (  # noqa: E402
     access,
     browser,
     client_buffer,
+    connections,
     early,
     errorpage,
     keys,
     output,
+    plain_listener,
     request_size,
     secrets,
     timeouts,
@@ -94,15 +97,7 @@ from addon.reply import Answer, Forward, Reply  # noqa: E402
 from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, log_flows  # noqa: E402
 from addon.upstreams.directory import ServersDirectory  # noqa: E402
 from addon.upstreams.health import Health, passive_verdict  # noqa: E402
-from addon.upstreams.servers import RouteRefusal, Unroutable  # noqa: E402
-
-
-def refusal_answer(endpoint: Endpoint, refusal: RouteRefusal) -> Answer:
-    """No healthy server for the model: the endpoint's error, at once, with Retry-After."""
-    answer = endpoint.error(refusal.status, refusal.message)
-    if refusal.retry_after:
-        answer = dataclasses.replace(answer, headers=(*answer.headers, ("Retry-After", str(refusal.retry_after))))
-    return answer
+from addon.upstreams.servers import Unroutable  # noqa: E402
 
 
 def error_answer(method: str, exchange: Exchange, endpoint: Endpoint, status: int, message: str) -> bytes:
@@ -132,6 +127,7 @@ class OllamaProxy:
         self.settings: Settings | None = None
         self.exchanges: dict[str, Exchange] = {}  # by flow id, from the request's headers to its end
         self.watch = timeouts.UpstreamWatch()
+        self.heads = connections.HeadTimeout()  # client_header_timeout
         self.health = Health()  # the servers' health, kept across every reconfiguration
         self.key_names: set[str] = set()  # the names the servers' keys are registered under (secrets)
         self.injector_installed = False
@@ -156,6 +152,7 @@ class OllamaProxy:
             loader.add_option(name, typespec, default, help_text)
         errorpage.install()
         views.register()
+        connections.raise_descriptor_limit()  # before mitmproxy listens
 
     def configure(self, updated: set[str]) -> None:
         options = ctx.options
@@ -174,6 +171,7 @@ class OllamaProxy:
         output.install()
         flow_log.setLevel(logging.INFO if log_flows(options) else logging.WARNING)  # the line of each flow
         timeouts.keep_client_connection(options, max(s.upstream_timeout for s in self.settings.servers))
+        self.heads.seconds = self.settings.client_header_timeout
         self.rebind |= access.listen_on_loopback(options)
         self.body_size_limit = request_size.ceiling(options, self.settings.request_body_limit, self.body_size_limit)
         client_buffer.install(self.settings.request_body_limit)
@@ -185,6 +183,8 @@ class OllamaProxy:
         # requestheaders: the Host check needs the client's (send_upstream sets the upstream's).
         if "keep_host_header" in options and not options.keep_host_header:
             options.keep_host_header = True
+        if "web_columns" in updated:  # mitmweb: the client's route, model and server in the flow list
+            views.flow_list_columns(options)
 
     def register_keys(self, settings: Settings) -> None:
         """Every server's key (and the client key) is a secret: hidden in logs, answers, views, saved flows."""
@@ -210,6 +210,11 @@ class OllamaProxy:
             new.start()
 
     async def running(self) -> None:
+        # What start-up made (modules, classes, mitmproxy's and the addon's tables) lives as long as the
+        # process: out of the collector's sight, so that a full collection walks only what flows made
+        # (with 1000 streams held, each full pass was a stall of every stream; docs/performance.md).
+        gc.collect()
+        gc.freeze()
         secrets.install_log_scrubber()
         secrets.install_injector(ctx.master, self.exchanges.get)
         self.injector_installed = True
@@ -232,6 +237,7 @@ class OllamaProxy:
         fence.uninstall_patches()
         dispatch.uninstall()
         self.watch.done()
+        self.heads.done()
         self.is_running = False
         if self.settings is not None:
             await self.settings.models.close()
@@ -264,20 +270,52 @@ class OllamaProxy:
         return (
             browser.origin_check(flow, exchange, settings, endpoint)  # 403, or a preflight's 204
             or browser.host_check(flow, settings, endpoint)  # 403 (DNS rebinding)
+            or endpoints.unknown_path(exchange.route)  # 404 as Ollama, key or not (a probe: HEAD /api/hello)
             or access.refusal(exchange, settings, endpoint)  # 401
             or request_size.declared_too_large(flow.request, settings.request_body_limit, endpoint)  # 413
         )
 
+    # -- client connections (client_header_timeout) -------------------------------------------
+
+    def client_connected(self, client: connection.Client) -> None:
+        self.heads.connected(client)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self.heads.disconnected(client)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        self.heads.tunnel(flow)
+
+    def next_layer(self, nextlayer: fence.NextLayer) -> None:
+        plain_listener.refuse_tls(nextlayer)  # a TLS handshake on a reverse:http:// listener: 400, closed
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if not self.is_ollama(flow):
-            return
-        exchange = self.open(flow)
-        if answer := self.admit(flow, exchange):
-            respond(flow, exchange, answer)
-            early.answer_now(flow, exchange)  # before the body is read
-            exchange.publish(flow)
-        elif request_size.chunked(flow.request):
-            self.limit_chunked_body(flow, exchange)
+        # Fail closed: an exception here would let the request through unchecked (key, Origin, Host, size).
+        exchange: Exchange | None = None
+        try:
+            self.heads.head_complete(flow)
+            if not self.is_ollama(flow):
+                return
+            exchange = self.open(flow)
+            if answer := self.admit(flow, exchange):
+                respond(flow, exchange, answer)
+                early.answer_now(flow, exchange)  # before the body is read
+                exchange.publish(flow)
+            elif request_size.chunked(flow.request):
+                self.limit_chunked_body(flow, exchange)
+        except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
+            self.head_error(flow, exchange, e)
+
+    def head_error(self, flow: http.HTTPFlow, exchange: Exchange | None, error: Exception) -> None:
+        """A failure while checking a request's head: its 500 before the body is read, or the connection closed."""
+        try:
+            if exchange is None:
+                exchange = self.open(flow)
+            self.internal_error(flow, exchange, error)
+            if flow.response is not None and flow.live:
+                early.answer_now(flow, exchange)
+        except Exception:  # noqa: BLE001 - nothing can be answered: nothing goes through either
+            flow.kill()
 
     def limit_chunked_body(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         """A body without a declared length gets its 413 the moment it crosses request_body_limit."""
@@ -293,12 +331,16 @@ class OllamaProxy:
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         exchange = self.exchanges.get(flow.id)
         if exchange is None:
-            if not self.is_ollama(flow):
+            try:
+                if not self.is_ollama(flow):
+                    return None
+                exchange = self.open(flow)  # (no requestheaders hook: a replayed flow)
+                if answer := self.admit(flow, exchange):
+                    respond(flow, exchange, answer)
+                    exchange.early = True
+            except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
+                self.head_error(flow, exchange, e)
                 return None
-            exchange = self.open(flow)  # (no requestheaders hook: a replayed flow)
-            if answer := self.admit(flow, exchange):
-                respond(flow, exchange, answer)
-                exchange.early = True
         if flow.response is not None:
             if not exchange.early:  # answered by another addon
                 del self.exchanges[flow.id]
@@ -312,17 +354,23 @@ class OllamaProxy:
             reply: Reply | Awaitable[Reply]
             if too_large := request_size.too_large(flow.request, settings.request_body_limit, endpoint):
                 reply = too_large  # a chunked body (a declared length was checked at its headers)
+            elif refused := request_size.decode(flow.request, settings.request_body_limit, endpoint):
+                reply = refused  # a compressed body over the limit once decoded, or not decodable
             elif route is None:
-                reply = Answer(404, b"404 page not found", "text/plain")
+                reply = endpoints.NOT_FOUND
             elif flow.request.method not in route.methods:
                 reply = Answer(405, b"405 method not allowed", "text/plain")
             elif settings.models.warming:  # several servers, right after start: their first lists first
                 return self.handle_later(flow, exchange, endpoint, settings)
+            elif offload.is_large(flow.request):  # worked on in a thread: the event loop serves the others
+                return self.apply_later(
+                    flow, exchange, endpoint, offload.handle(endpoint, exchange, flow.request, settings)
+                )
             else:
                 try:
                     reply = endpoint.handle(exchange, flow.request, settings)
                 except Unroutable as e:
-                    reply = refusal_answer(endpoint, e.refusal)
+                    reply = offload.refused(endpoint, e.refusal)
             if isinstance(reply, Answer | Forward):
                 self.apply(flow, exchange, reply)
                 return None
@@ -338,7 +386,7 @@ class OllamaProxy:
             try:
                 done = await reply
             except Unroutable as e:
-                done = refusal_answer(endpoint, e.refusal)
+                done = offload.refused(endpoint, e.refusal)
             self.apply(flow, exchange, done)
         except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
             self.internal_error(flow, exchange, e)
@@ -351,7 +399,7 @@ class OllamaProxy:
             try:
                 reply = endpoint.handle(exchange, flow.request, settings)
             except Unroutable as e:
-                reply = refusal_answer(endpoint, e.refusal)
+                reply = offload.refused(endpoint, e.refusal)
         except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
             self.internal_error(flow, exchange, e)
             return
@@ -387,12 +435,12 @@ class OllamaProxy:
         """A bug (or an input no check foresaw) while handling a request: a 500 in the route's shape.
         Nothing goes upstream, and nothing untranslated to mitmproxy's reverse target."""
         message = f"internal proxy error: {type(error).__name__}"
-        logger.warning("%s %s: %s: %s", exchange.route, exchange.model, message, exchange.hidden(str(error))[:300])
-        logger.debug("internal proxy error", exc_info=True)
-        self.watch.forget(flow, exchange)
-        exchange.upstream_route = None  # nothing went upstream
-        exchange.relay = None
         try:
+            logger.warning("%s %s: %s: %s", exchange.route, exchange.model, message, exchange.hidden(str(error))[:300])
+            logger.debug("internal proxy error", exc_info=True)
+            self.watch.forget(flow, exchange)
+            exchange.upstream_route = None  # nothing went upstream
+            exchange.relay = None
             secrets.forget(flow, exchange)  # an upstream key the rewrite may have put into the flow
             respond(flow, exchange, (exchange.endpoint or endpoints.FALLBACK).error(500, message))
             exchange.publish(flow)
@@ -449,10 +497,11 @@ class OllamaProxy:
     def stream_aborted(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         """The converter (sse_event_limit) or the stream's decoder (a bomb, bad data) gave up on the
         upstream's stream: stop reading it."""
-        refused = exchange.relay.refused if exchange.relay is not None else None
+        refused = exchange.relay.decoder.refused if exchange.relay is not None and exchange.relay.decoder else None
         self.watch.cut(flow, exchange, 502, refused or "the upstream sent an SSE event larger than sse_event_limit")
 
     def response(self, flow: http.HTTPFlow) -> None:
+        self.heads.answered(flow)
         exchange = self.exchanges.pop(flow.id, None)
         if exchange is None:
             return
@@ -500,6 +549,7 @@ class OllamaProxy:
             finish_head(flow.response, exchange)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self.heads.answered(flow)
         exchange = self.exchanges.pop(flow.id, None)
         if exchange is None:
             return
@@ -565,7 +615,7 @@ class OllamaProxy:
                 secrets.forget(flow, exchange)
 
 
-# The upstream connection pool (addon/pool.py) comes first, so that the real upstream URL is back on a
+# The upstream connection pool (addon/pool/) comes first, so that the real upstream URL is back on a
 # flow before any other hook sees its answer; it adds its connector at the end of mitmproxy's chain.
 # The proxy tells it every upstream server's base URL.
 _pool = pool.UpstreamPool()

@@ -34,7 +34,8 @@ from addon.catalog.models import THINK_STYLES
 from addon.guard.browser import Hosts, Origins
 from addon.guard.keys import ClientKeys
 from addon.guard.request_size import parse_limit as parse_request_limit
-from addon.upstreams.directory import FETCH_TIMEOUT, HttpFetcher, ServersDirectory, Trust
+from addon.upstreams.directory import ServersDirectory
+from addon.upstreams.fetch import FETCH_TIMEOUT, HttpFetcher, Trust
 from addon.upstreams.health import Health
 from addon.upstreams.servers import Defaults, RouteRefusal, Server, ServerTable, Unroutable
 
@@ -191,9 +192,18 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
     (
         "request_body_limit",
         str,
-        "64m",
-        "Largest request body a client may send (mitmproxy size syntax: 64m, 512k, 1g; 0: no limit). "
+        "16m",
+        "Largest request body a client may send, compressed or decoded (mitmproxy size syntax: 16m, 512k, 1g; "
+        "0: no limit). "
         "Larger ones get 413 before their body is read.",
+    ),
+    (
+        "client_header_timeout",
+        int,
+        60,
+        "Seconds a client connection may take to send a complete request head, from its opening and "
+        "from the answer to its previous request (an idle kept-alive connection); then it is closed. "
+        "0: no limit.",
     ),
     (
         "fast_hook_dispatch",
@@ -335,6 +345,7 @@ class Settings:
     request_body_limit: int  # bytes; 0: no limit
     listen_host: str  # mitmproxy's listen_host ("": every interface), for modes that name none
     system_turns: str = "user"  # "user" or "system": /v1/messages' system turns after the start
+    client_header_timeout: int = 60  # seconds for a request head (addon.guard.connections); 0: no limit
 
     @property
     def server(self) -> Server:
@@ -385,6 +396,7 @@ class Settings:
             request_body_limit=parse_request_limit(options.request_body_limit),
             listen_host=str(options.listen_host) if "listen_host" in options else "",
             system_turns=parse_system_turns(options.system_turns),
+            client_header_timeout=max(int(options.client_header_timeout), 0),
         )
 
     def target(self, model: str) -> Target:

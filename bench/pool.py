@@ -592,10 +592,12 @@ Against issue 16's goals, in this run:
 
 {chr(10).join(goals)}
 
-The real K0IN/openai-ollama-proxy (Go) could not be built here from its source; issue 16 reports,
+The real K0IN/openai-ollama-proxy (Go) is not built or run by this benchmark; issue 16 reports,
 measured elsewhere behind a 40 ms delay line between network namespaces: **{K0IN_REPORTED["c1_new_p50"]} ms p50** at c=1 on new
 connections, and on loopback {K0IN_REPORTED["c1_keepalive_cpu_ms"]} ms at c=1 and {K0IN_REPORTED["c20_rps_cpu_bound"]:,}
-req/s at c=20 (CPU-bound) — reported, not measured in this run. The K0IN-like Go peer above stands in for it.
+req/s at c=20 (CPU-bound) — reported, not measured in this run. The K0IN-like Go peer above is not K0IN
+and does not stand in for it: measured against K0IN itself (commit 61ae483, Debian's Go 1.19), issue 22
+reports `make run`'s arrangement at 59.7 ms p50 against K0IN's 46.7 ms (docs/performance.md).
 """
 
 

@@ -12,6 +12,9 @@ Environment knobs
   BENCH_ADDON=path    measure another copy of the addon (e.g. a patched checkout's addon/proxy.py)
   BENCH_BASE=path     also measure this copy of the addon, in rows of its own (keys addon-base,
                       addon-v1-base): a before/after comparison in one run
+  BENCH_BASE_COMMIT=c the same for the addon as it is at git commit c (default `main`, extracted with
+                      git archive into bench/out/base-<sha>/; skipped when it is this checkout's addon;
+                      empty: no such rows)
   BENCH_ADDON_ARGS=.. extra mitmdump arguments for the addon rows, e.g. "--set body_view_limit=0"
   BENCH_WAIT_QUIET=N  first wait up to N seconds for the 1-minute load average to drop below 1
 """
@@ -427,6 +430,30 @@ def addon_targets(mitmdump: str, proxy_prefix: list[str], base: str, addon: Path
     return out
 
 
+def addon_at(commit: str) -> tuple[Path, str] | None:
+    """The addon as it is at `commit`, extracted once into bench/out/base-<sha>/ (`git archive`: no
+    worktree), to measure it side by side with this checkout's; None when it is this checkout's
+    own addon (same tree, no local changes) or git cannot say."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "--verify", f"{commit}^{{commit}}")
+        if git("rev-parse", f"{sha}:addon") == git("rev-parse", "HEAD:addon") and not git(
+            "status", "--porcelain", "--", "addon"
+        ):
+            return None
+        out = BENCH / "out" / f"base-{sha[:12]}"
+        if not (out / "addon" / "proxy.py").exists():
+            out.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.run(["git", "archive", sha, "addon"], cwd=ROOT, capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out / "addon" / "proxy.py", sha
+
+
 def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
     mitmdump = str(ROOT / ".venv" / "bin" / "mitmdump")
     if not os.path.exists(mitmdump):
@@ -497,6 +524,9 @@ def make_targets(up_port: int, proxy_prefix: list[str]) -> list[Target]:
     targets.append(slow)
     if base_addon := os.environ.get("BENCH_BASE"):
         targets += addon_targets(mitmdump, proxy_prefix, base, Path(base_addon).resolve(), "-base", " (BENCH_BASE)")
+    elif (commit := os.environ.get("BENCH_BASE_COMMIT", "main")) and (found := addon_at(commit)) is not None:
+        path, sha = found
+        targets += addon_targets(mitmdump, proxy_prefix, base, path, "-base", f" ({commit} at {sha[:9]})")
 
     want_peers = os.environ.get("BENCH_PEERS", "1") not in ("0", "")
     only = {s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()}

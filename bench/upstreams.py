@@ -64,7 +64,8 @@ def routing_cost() -> dict[str, float]:
     from addon.catalog.catalog import Catalog
     from addon.upstreams.directory import ServersDirectory
     from addon.upstreams.health import Health
-    from addon.upstreams.servers import Server, ServerList, ServerTable
+    from addon.upstreams.listings import ServerList
+    from addon.upstreams.servers import Server, ServerTable
 
     def directory(lists: dict[str, tuple[str, ...]]) -> ServersDirectory:
         specs = {name: {"base_url": f"http://{name}.bench/v1"} for name in lists if name != "default"}

@@ -44,11 +44,14 @@ def collect(
     staging = Path(tempfile.mkdtemp(prefix="collect-"))
     settings = [
         f"openai_base_url={base_url}",
-        f"openai_api_key={api_key}",
         f"record_dir={staging / 'flows'}",
         "passthrough_options=true",
     ]
-    dump = Mitmdump(staging, "reverse", *settings, scripts=[ROOT / "collector" / "recorder.py"])
+    # The key goes in the environment, never on the command line (which any local user reads in `ps`).
+    environment = {"OPENAI_API_KEY": api_key} if api_key else {}
+    dump = Mitmdump(
+        staging, "reverse", *settings, scripts=[ROOT / "collector" / "recorder.py"], environment=environment
+    )
     failed: list[str] = []
     try:
         for number, scenario in enumerate(scenarios, 1):

@@ -14,6 +14,7 @@ A client names each exchange with an `X-Scenario` header; that is the file's nam
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -33,6 +34,11 @@ SECRET_HEADERS = (
     "openai-organization",
     "openai-project",
 )
+
+
+def upstream_keys(option: str) -> list[str]:
+    """The option's key, and $OPENAI_API_KEY (how `make record` passes it: never on the command line)."""
+    return [key for key in (option.strip(), os.environ.get("OPENAI_API_KEY", "").strip()) if key]
 
 
 class KeyLeak(RuntimeError):
@@ -84,7 +90,7 @@ class Recorder:
         meta = flow.metadata.get("ollama")
         if not ctx.options.record_dir or not meta or "upstream_status" not in meta:
             return
-        secrets = [ctx.options.openai_api_key]
+        secrets = upstream_keys(ctx.options.openai_api_key)
         try:
             recorded = redact(flow, secrets)
         except KeyLeak as e:

@@ -21,6 +21,9 @@ MITMDUMP = Path(sys.executable).parent / "mitmdump"
 # a deployment should have it: llama.cpp's router closes connections after answers, and the pool drops
 # an idle connection as soon as the upstream closes it (it retries only a failed connect: issue 21 §9).
 LOCAL_MODEL_POOL: tuple[str, ...] = ("upstream_pool=all",) if find_haproxy() else ()
+# What `make run` adds for the local model: its catalog (context, capabilities, the answer length that
+# bounds a base model's turn), and the pool above.
+LOCAL_MODEL: tuple[str, ...] = (f"model_catalog={ROOT / 'scripts' / 'local-models.toml'}", *LOCAL_MODEL_POOL)
 
 
 def free_port() -> int:
@@ -106,6 +109,15 @@ class Mitmdump:
         except RuntimeError as e:
             self.stop()
             raise RuntimeError(f"mitmdump did not start ({e}): {self.log()}") from None
+
+    def wait_ready(self, seconds: float = 20) -> None:
+        """Wait until mitmproxy says it listens: its port accepts connections a little earlier, before
+        its TLS certificate store is loaded (a TLS client then would stop it)."""
+        deadline = time.monotonic() + seconds
+        while "listening at" not in self.log():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"mitmdump is not ready after {seconds} s: {self.log()[-2000:]}")
+            time.sleep(0.05)
 
     def log(self) -> str:
         if not self._log.closed:

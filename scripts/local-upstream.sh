@@ -18,6 +18,8 @@
 #   UPSTREAM_CACHE    cache dir: binary, model, pid file, logs  (default ~/.cache/ollama-openai-proxy/local-upstream)
 #   UPSTREAM_PORT     port on 127.0.0.1                         (default 8001)
 #   UPSTREAM_THREADS  CPU threads per model                     (default 1)
+#   UPSTREAM_CTX      the chat model's context in tokens        (default 32768, what Gemma 3 270M
+#                     was trained with: an agent's whole request fits)
 #   UPSTREAM_WAIT     seconds to wait for readiness             (default 120; a dying model
 #                     instance or router fails the start within seconds)
 #   UPSTREAM_JOBS     parallel compile jobs                     (default: nproc)
@@ -36,6 +38,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${UPSTREAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ollama-openai-proxy/local-upstream}
 PORT=${UPSTREAM_PORT:-8001}
 THREADS=${UPSTREAM_THREADS:-1}
+CTX=${UPSTREAM_CTX:-32768}
 WAIT=${UPSTREAM_WAIT:-120}
 PYTHON=${PYTHON:-python3}
 TEMPLATE_SRC=$SCRIPT_DIR/gemma3-tools.jinja
@@ -58,7 +61,7 @@ exec 3>&2
 say() { printf 'local-upstream: %s\n' "$*" >&3; }
 die() { say "error: $*"; exit 1; }
 
-for v in PORT THREADS WAIT; do
+for v in PORT THREADS WAIT CTX; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "UPSTREAM_$v must be a positive integer (got '${!v}')"
 done
 
@@ -314,11 +317,9 @@ fetch_model() {
   say "  model ready: $MODEL ($(du -h "$MODEL" | cut -f1), ${#parts[@]} chunks, $((SECONDS - t0)) s)"
 }
 
-write_config() {
-  [[ -f $TEMPLATE_SRC ]] || die "chat template $TEMPLATE_SRC is missing"
-  cp "$TEMPLATE_SRC" "$TEMPLATE"
-  # Router mode: one port, one child process per model section; requests are routed by "model".
-  cat >"$PRESETS.tmp" <<EOF
+# The router's presets: one port, one child process per model section; requests are routed by "model".
+presets() {
+  cat <<EOF
 version = 1
 
 [*]
@@ -329,7 +330,7 @@ n-predict = 256
 [gemma3]
 model = $MODEL
 chat-template-file = $TEMPLATE
-c = 4096
+c = $CTX
 load-on-startup = true
 
 [gemma3-embed]
@@ -339,7 +340,21 @@ pooling = mean
 c = 2048
 load-on-startup = true
 EOF
+}
+
+write_config() {
+  [[ -f $TEMPLATE_SRC ]] || die "chat template $TEMPLATE_SRC is missing"
+  cp "$TEMPLATE_SRC" "$TEMPLATE"
+  presets >"$PRESETS.tmp"
   mv -f "$PRESETS.tmp" "$PRESETS"
+}
+
+# True when a running server was started with other settings than these (an older checkout's
+# context size, another UPSTREAM_THREADS or UPSTREAM_CTX) or another chat template.
+settings_changed() {
+  [[ -f $PRESETS ]] || return 0
+  [[ "$(presets)" == "$(cat "$PRESETS")" ]] || return 0
+  [[ -f $TEMPLATE && -f $TEMPLATE_SRC ]] && ! cmp -s "$TEMPLATE_SRC" "$TEMPLATE"
 }
 
 # True when both models answer a real request.
@@ -442,6 +457,11 @@ cmd_build() {
 
 cmd_start() {
   local pid t0 own=0
+  if pid=$(running_pid) && settings_changed; then
+    use_running_port
+    say "the running server (pid $pid) has other settings (context, threads or chat template); restarting it"
+    cmd_stop
+  fi
   if pid=$(running_pid); then
     use_running_port
     if models_answer; then

@@ -39,6 +39,8 @@ def test_python_clients_versions_are_in_the_table() -> None:
         "llama-index-core": table_row("LlamaIndex"),
         "openai": table_row("`openai` SDK"),
         "pydantic-ai-slim": table_row("pydantic-ai"),
+        "llm": table_row("`llm` with the `llm-ollama` plugin"),
+        "llm-ollama": table_row("`llm` with the `llm-ollama` plugin"),
     }
     assert set(rows) == set(pinned), "requirements.txt and this test disagree on the clients"
     for name, row in rows.items():
@@ -100,3 +102,10 @@ def test_codex_is_pinned_and_in_the_table() -> None:
     assert f"| {version} |" in table_row("Codex CLI (npm `@openai/codex`")
     assert f"Codex CLI {version}" in AGENTS_DOC, "docs/agents.md's Codex CLI section names the version tested"
     assert version in (CLIENTS / "codex" / "README.md").read_text()
+
+
+def test_opencode_is_pinned_and_in_the_table() -> None:
+    version = agent_pin("opencode", "opencode-ai")
+    assert f"| {version} |" in table_row("opencode (npm `opencode-ai`")
+    assert f"opencode {version}" in AGENTS_DOC, "docs/agents.md's opencode section names the version tested"
+    assert version in (CLIENTS / "opencode" / "README.md").read_text()

@@ -15,7 +15,7 @@ from mitmproxy.test import taddons, tflow, tutils
 from addon import endpoints
 from addon.endpoints.openai_responses import ResponsesRelay
 from addon.proxy import OllamaProxy
-from addon.translate.stream import ChunkConverter
+from addon.translate.stream import ChunkStream
 from harness.upstream import recording
 
 CATALOG = """
@@ -399,7 +399,7 @@ def test_responses_relay_ends_a_cut_stream_with_an_error_event(pieces: int) -> N
 def test_chunk_converter_fails_a_stream_without_a_finish_reason() -> None:
     from addon.translate.responses import ResponsesStream
 
-    converter = ChunkConverter(ResponsesStream("m", {}))
+    converter = ChunkStream(ResponsesStream("m", {}))
     out = converter.feed(b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n') + converter.finish()
     assert [n for n, _ in events(out)][-2:] == ["error", "response.failed"]
 

@@ -341,9 +341,11 @@ def test_a_broken_stream_ends_its_answer_and_then_its_connection(proxy: Mitmdump
 
 
 @pytest.mark.parametrize(("path", "fault"), [("/api/chat", "reset"), ("/v1/chat/completions", "close")])
-def test_a_broken_stream_to_a_tls_client_ends_cleanly(proxy: Mitmdump, path: str, fault: str) -> None:
-    """A client that speaks TLS to the proxy (mitmproxy terminates it) gets the same end of the answer, as TLS
-    records of its own session: never bytes in clear inside it."""
+def test_a_broken_stream_to_a_tls_client_ends_cleanly(spawn, upstream: UpstreamServer, path: str, fault: str) -> None:
+    """A client that speaks TLS to the proxy (mitmproxy terminates it on a reverse:https:// listener) gets the
+    same end of the answer, as TLS records of its own session: never bytes in clear inside it."""
+    proxy = spawn("reverse:https://127.0.0.1:9", f"openai_base_url={upstream.base_url}", f"openai_api_key={TEST_KEY}")
+    proxy.wait_ready()  # (a TLS client before mitmproxy's certificate store is loaded would stop it)
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE

@@ -280,7 +280,7 @@ def test_a_refusal_speaks_the_family_of_its_route() -> None:
     with taddons.context(proxy) as tctx:
         tctx.configure(proxy, openai_base_url="http://127.0.0.1:9/v1", ollama_api_key=CLIENT_KEY)
         answers = {}
-        for path in ("/api/chat", "/v1/chat/completions", "/no/such/route"):
+        for path in ("/api/chat", "/v1/chat/completions"):
             flow = tflow.tflow(
                 req=tutils.treq(
                     method=b"POST",
@@ -299,4 +299,22 @@ def test_a_refusal_speaks_the_family_of_its_route() -> None:
             answers[path] = json.loads(flow.response.content)
     assert answers["/api/chat"]["error"].startswith("unauthorized: this proxy requires an API key")
     assert answers["/v1/chat/completions"]["error"]["message"].startswith("unauthorized: this proxy requires")
-    assert answers["/no/such/route"]["error"].startswith("unauthorized"), "no route: the Ollama shape"
+
+
+@pytest.mark.e2e
+def test_a_probe_of_a_path_no_route_serves_gets_ollamas_404_key_or_not(
+    locked: Mitmdump, upstream: UpstreamServer
+) -> None:
+    """Claude Code sends a keyless `HEAD /api/hello` at every start: Ollama answers 404 (it has no such route),
+    so does the proxy, before the key check, and logs it as no failure; every route still wants the key."""
+    start = len(locked.log())
+    probe = httpx.head(f"{locked.url}/api/hello", timeout=10)
+    assert (probe.status_code, probe.content) == (404, b"")
+    other = httpx.post(f"{locked.url}/api/nothing", json={"model": "m"}, timeout=10)
+    assert (other.status_code, other.text) == (404, "404 page not found")
+    assert httpx.head(f"{locked.url}/api/tags", timeout=10).status_code == 401, "a route: the key first"
+    assert httpx.get(f"{locked.url}/api/status", timeout=10).status_code == 401
+    log = locked.log()[start:]
+    assert "POST /api/nothing · 404" in log, "a failure is logged (flow_detail 0: failures only)"
+    assert "/api/hello" not in log, "the probe is no failure: quiet"
+    assert upstream.fake.requests == []

@@ -83,7 +83,7 @@ def test_unknown_command(tmp_path: Path) -> None:
     assert "unknown command" in r.stderr
 
 
-@pytest.mark.parametrize("var", ["UPSTREAM_PORT", "UPSTREAM_THREADS", "UPSTREAM_WAIT"])
+@pytest.mark.parametrize("var", ["UPSTREAM_PORT", "UPSTREAM_THREADS", "UPSTREAM_WAIT", "UPSTREAM_CTX"])
 def test_bad_numbers_are_rejected(tmp_path: Path, var: str) -> None:
     r = run("status", cache=tmp_path / "cache", **{var: "abc"})
     assert r.returncode == 1
@@ -207,7 +207,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
-        self.answer({"data": [{"id": "gemma3", "status": {"value": "loading"}}]})
+        status = {"value": "loaded" if mode == "ready" else "loading"}
+        self.answer({"data": [{"id": name, "status": status} for name in ("gemma3", "gemma3-embed")]})
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -222,7 +223,9 @@ def serve():
     threading.Thread(target=srv.serve_forever, daemon=True).start()
 
 
-if not router:
+if router and mode == "ready":
+    serve()
+elif not router:
     log("load_tensors: loading model tensors")
     if mode == "sigill":
         die_by(signal.SIGILL)
@@ -415,6 +418,26 @@ def test_start_fails_fast_when_the_router_dies(built) -> None:
     assert not (cache / "llama-server.pid").exists()
 
 
+def test_start_restarts_a_server_with_other_settings(built) -> None:
+    """A server started with another context size (an older checkout's 4,096) is restarted, not reused."""
+    cache, env = built
+    port = free_port()
+    r = run("start", cache=cache, port=port, FAKE_ROUTER="ready", UPSTREAM_CTX="4096", **env)
+    assert r.returncode == 0, r.stderr
+    first = (cache / "llama-server.pid").read_text().strip()
+    assert "\nc = 4096\n" in (cache / "presets.ini").read_text()
+    r = run("start", cache=cache, port=port, FAKE_ROUTER="ready", UPSTREAM_CTX="4096", **env)
+    assert r.returncode == 0 and "already running" in r.stderr, r.stderr
+    r = run("start", cache=cache, port=port, FAKE_ROUTER="ready", **env)
+    assert r.returncode == 0, r.stderr
+    assert "has other settings" in r.stderr and "restarting it" in r.stderr
+    assert (cache / "llama-server.pid").read_text().strip() != first
+    assert "\nc = 32768\n" in (cache / "presets.ini").read_text(), "the default: Gemma 3 270M's trained context"
+    assert r.stdout.strip() == f"http://127.0.0.1:{port}/v1"
+    assert run("stop", cache=cache, port=port, **env).returncode == 0
+    assert fake_pids_alive(env) == []
+
+
 def test_start_fails_when_the_port_never_opens(built) -> None:
     cache, env = built
     port = free_port()
@@ -435,3 +458,43 @@ def test_make_upstream_shows_the_failure(built) -> None:
     assert (
         "model instance gemma3 exited with status 1; alone on the model, llama-server was killed by SIGILL" in r.stderr
     )
+
+
+def test_make_run_serves_the_local_model_with_its_catalog(built) -> None:
+    """`make run` with no upstream set starts the local model server (here the fake), says what the model is
+    good for, and serves it with scripts/local-models.toml: its context, capabilities and answer limit."""
+    import httpx
+
+    cache, env = built
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("UPSTREAM_", "OPENAI_"))}
+    port, upstream_port = free_port(), free_port()
+    e.update(env, UPSTREAM_CACHE=str(cache), UPSTREAM_PORT=str(upstream_port), FAKE_ROUTER="ready")
+    run_make = subprocess.Popen(
+        ["make", "-s", "-C", str(ROOT), "run", f"PORT={port}", "POOL=0"],
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        shown = None
+        for _ in range(300):
+            try:
+                shown = httpx.post(f"http://127.0.0.1:{port}/api/show", json={"model": "gemma3"}, timeout=2)
+                break
+            except httpx.TransportError:
+                assert run_make.poll() is None, "make run ended"
+                time.sleep(0.1)
+        assert shown is not None and shown.status_code == 200, shown
+        answer = shown.json()
+        assert answer["model_info"]["gemma3.context_length"] == 32768
+        assert answer["capabilities"] == ["completion", "tools"]
+        refused = httpx.post(f"http://127.0.0.1:{port}/api/chat", json={"model": "gemma3-embed", "messages": []})
+        assert refused.json() == {"error": '"gemma3-embed" does not support chat'}
+    finally:
+        os.killpg(run_make.pid, 15)
+        out = run_make.communicate(timeout=15)[0]
+        assert run(("stop"), cache=cache, port=upstream_port, **env).returncode == 0
+    assert "small base model: it shows the plumbing, not good answers" in out, out
+    assert "point the proxy at a real upstream" in out

@@ -1,4 +1,4 @@
-"""The upstream connection pool (addon/pool.py): HAProxy beside mitmproxy reuses TLS upstream connections.
+"""The upstream connection pool (addon/pool/): HAProxy beside mitmproxy reuses TLS upstream connections.
 
 Against a TLS upstream on loopback with a CA made here: requests on new client connections share
 warm upstream connections; certificates are verified (a wrong CA fails closed with a clear 502),

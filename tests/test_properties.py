@@ -18,7 +18,7 @@ from addon.exchange import Relay
 from addon.proxy import OllamaProxy
 from addon.translate import request as translate_request
 from addon.translate import response as translate
-from addon.translate.stream import SSEToNDJSON
+from addon.translate.ndjson import ollama_stream
 from addon.wire.ollama import ChatRequest, GenerateRequest, dumps_body
 from addon.wire.sse import SSEDecoder
 
@@ -93,7 +93,7 @@ def valid_lines(lines: list[bytes]) -> list[dict[str, Any]]:
 
 
 def run_converter(shape: str, pieces: list[bytes]) -> list[dict[str, Any]]:
-    converter = SSEToNDJSON(shape, "m", translate.Clock(start_ns=0))
+    converter = ollama_stream(shape, "m", translate.Clock(start_ns=0))
     lines: list[bytes] = []
     for piece in pieces:
         lines.append(converter.feed(piece))
@@ -143,7 +143,7 @@ def test_the_sse_decoder_ignores_piece_boundaries(body: bytes, cut: int, other: 
 @SETTINGS
 @given(st.lists(st.binary(max_size=100), max_size=8))
 def test_stream_relay_never_returns_an_empty_chunk(pieces: list[bytes]) -> None:
-    relay = Relay(SSEToNDJSON("chat", "m", translate.Clock(start_ns=0)), 1000)
+    relay = Relay(ollama_stream("chat", "m", translate.Clock(start_ns=0)), 1000)
     sent: list[bytes] = []
     for piece in pieces:
         out = relay(piece) if piece else []

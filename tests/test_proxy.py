@@ -12,8 +12,9 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from addon.exchange import Relay
 from addon.proxy import OllamaProxy
+from addon.translate.ndjson import OllamaLines
 from addon.translate.response import Clock
-from addon.translate.stream import SSEToNDJSON
+from addon.translate.stream import ChunkStream
 from addon.wire.ollama import NDJSON
 from harness.upstream import recording
 
@@ -163,11 +164,11 @@ def test_load_and_unload_are_answered_locally(addon) -> None:
 
 
 def test_stream_relay_survives_a_converter_bug(addon) -> None:
-    class Broken(SSEToNDJSON):
+    class Broken(ChunkStream):
         def feed(self, piece: bytes) -> bytes:
             raise RuntimeError("bug")
 
-    relay = Relay(Broken("chat", "m", Clock(0)), 0)
+    relay = Relay(Broken(OllamaLines("chat", "m", Clock(0))), 0)
     out = relay(b"data: x\n\n")
     assert json.loads(out[0])["error"].startswith("proxy error")
     assert relay(b"more") == [] and relay(b"") == [], "nothing after the final line, and never an empty piece"
@@ -257,8 +258,9 @@ forward_client_key = true
 [models."llama3.2"]
 server = "vllm"
 upstream = "meta-llama/Llama-3.2-3B-Instruct"
+capabilities = ["completion", "tools", "thinking"]  # think is refused for a model without thinking
 """
-CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "think": True, "options": {"top_k": 5}}
+CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "options": {"top_k": 5}}
 
 
 @pytest.fixture
@@ -280,7 +282,7 @@ def several(tmp_path, monkeypatch):
 
 def test_a_request_goes_to_its_server_with_its_key_and_settings(several) -> None:
     proxy, _, _ = several
-    flow = ollama_flow("/api/chat", CHAT)
+    flow = ollama_flow("/api/chat", {**CHAT, "think": True})
     proxy.request(flow)
     assert flow.request.url == "http://gpu1:8000/v1/chat/completions"
     assert flow.request.headers["authorization"] == "Bearer sk-vllm-unit-0123", "the server's own key"

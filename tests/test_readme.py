@@ -35,6 +35,13 @@ def test_documented_make_targets_exist() -> None:
             assert target in targets, f"{name} mentions make {target}, which the Makefile lacks"
 
 
+def test_every_make_target_is_in_the_readme() -> None:
+    phony = re.search(r"^\.PHONY: (.+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert phony is not None
+    for target in phony.group(1).split():
+        assert f"`make {target}`" in README, f"make {target} is missing from README's list of make targets"
+
+
 def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in README and "make test" in (ROOT / ".ci" / "run").read_text()
 

@@ -88,3 +88,30 @@ def test_a_key_anywhere_in_the_flow_stops_the_write() -> None:
         recorder.redact(flow, ["sk-live-123"])
     flow.metadata["upstream_response"] = b"clean"
     assert recorder.redact(flow, ["sk-live-123"]).response.content == b"clean"
+
+
+def test_make_record_keeps_the_key_off_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21 §6: any local user reads a command line in `ps`; the key goes in mitmdump's environment."""
+    from collector import collect as collect_module
+
+    seen: dict = {}
+
+    class Started(Exception):
+        pass
+
+    class Capture:
+        def __init__(self, tmp: Path, mode: str, *settings: str, **kwargs: object) -> None:
+            seen.update(settings=settings, **kwargs)
+            raise Started
+
+    monkeypatch.setattr(collect_module, "Mitmdump", Capture)
+    with pytest.raises(Started):
+        collect_module.collect("unused", [], "http://127.0.0.1:9/v1", "sk-record-secret-1234", {})
+    assert not any("sk-record-secret" in setting for setting in seen["settings"])
+    assert seen["environment"] == {"OPENAI_API_KEY": "sk-record-secret-1234"}
+
+
+def test_the_recorder_redacts_the_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env-secret-5678")
+    assert recorder.upstream_keys("") == ["sk-env-secret-5678"]
+    assert recorder.upstream_keys("sk-option") == ["sk-option", "sk-env-secret-5678"]

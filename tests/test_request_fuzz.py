@@ -246,6 +246,7 @@ def anthropic_error(body: Any) -> bool:
 
 ROUTES = {  # name: (route, base request, the family's 400 shape, what a translated request must be)
     "messages": ("/v1/messages", MESSAGES, anthropic_error, "translated"),
+    "count tokens": ("/v1/messages/count_tokens", MESSAGES, anthropic_error, "counted"),
     "responses": ("/v1/responses", RESPONSES, openai_error, "translated"),
     "chat": ("/api/chat", CHAT, ollama_error, "translated"),
     "generate": ("/api/generate", GENERATE, ollama_error, "translated"),
@@ -349,6 +350,9 @@ def check(addon, name: str, body: Any) -> None:
     flow = send(addon, route, body)
     if flow.response is not None:
         status, answer = flow.response.status_code, _strict_json(flow.response.content.split(b"\n")[0])
+        if status == 200 and translation == "counted":
+            assert set(answer) == {"input_tokens"} and isinstance(answer["input_tokens"], int), answer
+            return
         if status == 200 and route.startswith("/api/"):  # nothing to generate: Ollama loads the model
             assert answer["done_reason"] in ("load", "unload"), answer
             return
@@ -381,7 +385,7 @@ def check(addon, name: str, body: Any) -> None:
         pytest.fail(f"{route}: an invalid upstream request {sent} for {body}: {e}")
 
 
-@pytest.mark.parametrize("name", list(ROUTES))
+@pytest.mark.parametrize("name", [name for name in ROUTES if ROUTES[name][3] != "counted"])
 def test_the_base_requests_are_translated(addon, name: str) -> None:
     route, base, _, _ = ROUTES[name]
     flow = send(addon, route, base)
@@ -399,6 +403,7 @@ def _fuzz(name: str):
 
 
 test_messages_fuzz = _fuzz("messages")
+test_count_tokens_fuzz = _fuzz("count tokens")
 test_responses_fuzz = _fuzz("responses")
 test_chat_fuzz = _fuzz("chat")
 test_generate_fuzz = _fuzz("generate")
@@ -410,8 +415,37 @@ test_chat_completions_fuzz = _fuzz("chat completions")
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_any_body(addon, body) -> None:
     """A body that is any JSON value at all, on every route."""
-    for route, _, family_error, _ in ROUTES.values():
+    for route, _, family_error, kind in ROUTES.values():
         flow = send(addon, route, body)
-        if flow.response is not None:
-            answer = _strict_json(flow.response.content)
+        if flow.response is None:
+            continue
+        answer = _strict_json(flow.response.content.split(b"\n")[0])
+        if kind == "counted" and flow.response.status_code == 200:
+            assert isinstance(answer["input_tokens"], int)
+        elif route.startswith("/api/") and flow.response.status_code == 200:  # {"model": "x"}: a load
+            assert answer["done_reason"] in ("load", "unload")
+        else:
             assert flow.response.status_code in (400, 404) and family_error(answer), answer
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("messages", ("messages", 1, "content", 2, "input", "path")),
+        ("responses", ("input", 4, "arguments")),
+        ("chat completions", ("messages", 1, "content")),
+    ],
+)
+def test_json_nested_too_deeply(addon, name: str, path: tuple[Any, ...]) -> None:
+    """Deeper than validation goes (255 levels): a 400 that says so in the family's shape, never a 500."""
+    route, base, family_error, translation = ROUTES[name]
+    deep: Any = {"a": 1}
+    for _ in range(400):
+        deep = [deep]
+    flow = send(addon, route, mutate(base, [(path, deep, False)]))
+    if translation == "forwarded":  # relayed as it is: the upstream judges it
+        assert flow.response is None
+        return
+    answer = _strict_json(flow.response.content)
+    assert flow.response.status_code == 400 and family_error(answer), answer
+    assert "the request nests JSON too deeply" in json.dumps(answer) and "…" in json.dumps(answer, ensure_ascii=False)

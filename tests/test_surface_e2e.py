@@ -247,9 +247,9 @@ def test_images_on_chat_and_generate(client: ollama.Client, upstream: UpstreamSe
 
 def test_thinking_both_ways(client: ollama.Client, upstream: UpstreamServer) -> None:
     for think, effort in ((True, "medium"), ("low", "low"), ("high", "high")):
-        client.chat(model="m", messages=[{"role": "user", "content": "x"}], think=think)
+        client.chat(model="qwen3", messages=[{"role": "user", "content": "x"}], think=think)
         assert upstream.fake.requests[-1].body["reasoning_effort"] == effort
-    client.chat(model="m", messages=[{"role": "user", "content": "x"}], think=False)
+    client.chat(model="qwen3", messages=[{"role": "user", "content": "x"}], think=False)
     assert "reasoning_effort" not in upstream.fake.requests[-1].body
     upstream.fake.queue(
         body=sse(
@@ -257,20 +257,20 @@ def test_thinking_both_ways(client: ollama.Client, upstream: UpstreamServer) -> 
         ),
         headers={"content-type": "text/event-stream"},
     )
-    parts = list(client.chat(model="m", messages=[{"role": "user", "content": "x"}], think=True, stream=True))
+    parts = list(client.chat(model="qwen3", messages=[{"role": "user", "content": "x"}], think=True, stream=True))
     assert "".join(p.message.thinking or "" for p in parts) == "let me see"
     assert "".join(p.message.content for p in parts) == "42"
     upstream.fake.queue(body=completion({"role": "assistant", "content": "42", "reasoning_content": "thought"}))
-    answer = client.generate(model="m", prompt="x", think=True)
+    answer = client.generate(model="qwen3", prompt="x", think=True)
     assert (answer.thinking, answer.response) == ("thought", "42")
 
 
 def test_think_style_chat_template_kwargs(_options_dump: Mitmdump, upstream: UpstreamServer) -> None:
-    client = ollama.Client(host=_options_dump.url, timeout=20)
-    client.chat(model="m", messages=[{"role": "user", "content": "x"}], think="high")
+    client = ollama.Client(host=_options_dump.url, timeout=20)  # qwen3: a name that can think (inferred)
+    client.chat(model="qwen3", messages=[{"role": "user", "content": "x"}], think="high")
     body = upstream.fake.requests[-1].body
     assert body["chat_template_kwargs"] == {"enable_thinking": True} and "reasoning_effort" not in body
-    client.chat(model="m", messages=[{"role": "user", "content": "x"}], think=False)
+    client.chat(model="qwen3", messages=[{"role": "user", "content": "x"}], think=False)
     assert upstream.fake.requests[-1].body["chat_template_kwargs"] == {"enable_thinking": False}
     client.chat(model="m", messages=[{"role": "user", "content": "x"}])
     assert "chat_template_kwargs" not in upstream.fake.requests[-1].body

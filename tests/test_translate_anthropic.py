@@ -33,6 +33,7 @@ from addon.translate.anthropic import (
     messages_response,
     upstream_error,
 )
+from tests.driven import Driven
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECORDINGS = FIXTURES / "openai-recordings"
@@ -103,7 +104,7 @@ def openai_chunks(body: bytes) -> list[Any]:
 
 def convert_stream(body: bytes, pieces: int | None = None, input_tokens: int = 0) -> list[bytes]:
     """An OpenAI SSE body, split in pieces, through the splitter and MessagesStream."""
-    stream = MessagesStream("claude-test", input_tokens, message_id="msg_test")
+    stream = Driven(MessagesStream("claude-test", input_tokens, message_id="msg_test"))
     splitter = SSESplitter()
     out: list[bytes] = []
 
@@ -857,7 +858,7 @@ def test_every_recorded_stream_assembles_to_the_whole_answer(name: str) -> None:
 
 
 def test_events_come_as_the_upstream_produces_them() -> None:
-    stream = MessagesStream("claude-test", input_tokens=12, message_id="msg_x")
+    stream = Driven(MessagesStream("claude-test", input_tokens=12, message_id="msg_x"))
     first = parse_events(stream.feed_event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}))
     assert [n for n, _ in first] == ["message_start", "ping"]
     assert first[0][1]["message"]["usage"] == {"input_tokens": 12, "output_tokens": 0}
@@ -913,7 +914,7 @@ def test_tool_arguments_stream_as_they_arrive() -> None:
 
 
 def test_thinking_then_text_then_tools() -> None:
-    stream = MessagesStream("m", message_id="msg_t")
+    stream = Driven(MessagesStream("m", message_id="msg_t"))
     raw = []
     for delta in (
         {"reasoning_content": "think"},
@@ -933,7 +934,7 @@ def test_thinking_then_text_then_tools() -> None:
 
 
 def test_tool_calls_without_index_or_with_late_names() -> None:
-    stream = MessagesStream("m", message_id="msg_t")
+    stream = Driven(MessagesStream("m", message_id="msg_t"))
     raw = stream.feed_event(
         {
             "choices": [
@@ -968,7 +969,7 @@ def test_tool_calls_without_index_or_with_late_names() -> None:
 
 
 def test_stop_sequence_and_length_in_streams() -> None:
-    stream = MessagesStream("m", message_id="msg_t")
+    stream = Driven(MessagesStream("m", message_id="msg_t"))
     raw = (
         stream.feed_event({"choices": [{"delta": {"content": "a"}, "finish_reason": "stop", "stop_reason": "END"}]})
         + stream.finish()
@@ -989,44 +990,26 @@ def error_event(raw: list[bytes]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("chunks", "message"),
     [
-        (["not an object"], "not a JSON object"),
+        (["not an object"], "invalid stream event"),
         ([{"choices": "x"}], "choices that are not a list"),
         ([{"choices": [5]}], "choice that is not an object"),
         ([{"choices": [{"delta": "x"}]}], "delta that is not an object"),
-        ([{"error": {"message": "overloaded"}}], "the upstream failed: overloaded"),
+        ([{"error": {"message": "overloaded"}}], "upstream error: overloaded"),
         ([{"choices": [{"delta": {"tool_calls": "x"}}]}], "tool_calls that are not a list"),
         ([{"choices": [{"delta": {"tool_calls": [7]}}]}], "tool call that is not an object"),
         (
-            [
-                {
-                    "choices": [
-                        {
-                            "delta": {
-                                "tool_calls": [
-                                    {"index": 0, "id": "a", "function": {"name": "x", "arguments": "{"}},
-                                    {"index": 1, "id": "b", "function": {"name": "y", "arguments": "{"}},
-                                    {"index": 0, "function": {"arguments": "}"}},
-                                ]
-                            }
-                        }
-                    ]
-                }
-            ],
-            "interleaved",
-        ),
-        (
             [{"choices": [{"delta": {"content": "x"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": "x"}}],
-            "usage.prompt_tokens",
+            "invalid usage count: prompt_tokens",
         ),
         ([{"choices": [{"delta": {"content": "partial"}}]}], "ended before the answer was complete"),
     ],
 )
 def test_odd_streams_end_in_an_error_event(chunks: list[Any], message: str) -> None:
-    stream = MessagesStream("m", message_id="msg_t")
+    stream = Driven(MessagesStream("m", message_id="msg_t"))
     raw: list[bytes] = []
     for chunk in chunks:
         raw += stream.feed_event(chunk)
-    raw += stream.finish()
+    raw += stream.cut()
     assert b"" not in raw
     error = error_event(raw)
     assert error["type"] == "api_error" and message in error["message"]
@@ -1038,10 +1021,10 @@ def test_odd_streams_end_in_an_error_event(chunks: list[Any], message: str) -> N
 
 
 def test_fail_mid_stream_and_before_anything() -> None:
-    stream = MessagesStream("m", message_id="msg_t")
+    stream = Driven(MessagesStream("m", message_id="msg_t"))
     raw = stream.feed_event({"choices": [{"delta": {"content": "half"}}]}) + stream.fail("the upstream timed out", 529)
     assert error_event(raw) == {"type": "overloaded_error", "message": "the upstream timed out"}
-    early = MessagesStream("m").fail("no upstream")
+    early = Driven(MessagesStream("m")).fail("no upstream")
     assert [n for n, _ in parse_events(early)] == ["error"]
 
 
@@ -1061,13 +1044,13 @@ def test_garbage_never_raises() -> None:
         {"choices": [{"index": None, "delta": {"content": "null index counts as 0"}}]},
     ]
     for start in range(len(odd)):
-        stream = MessagesStream("m")
+        stream = Driven(MessagesStream("m"))
         raw = [piece for chunk in odd[start:] for piece in stream.feed_event(chunk)] + stream.finish()
         assert raw and b"" not in raw and parse_events(raw)[-1][0] in ("error", "message_stop")
 
 
 def test_start_can_be_sent_before_the_first_chunk() -> None:
-    stream = MessagesStream("m", input_tokens=3, message_id="msg_t")
+    stream = Driven(MessagesStream("m", input_tokens=3, message_id="msg_t"))
     assert [n for n, _ in parse_events(stream.start())] == ["message_start", "ping"]
     assert stream.start() == []
     assert [n for n, _ in parse_events(stream.feed_event({"choices": [{"delta": {"content": "x"}}]}))] == [
@@ -1077,7 +1060,7 @@ def test_start_can_be_sent_before_the_first_chunk() -> None:
 
 
 def test_unicode_and_lone_surrogates() -> None:
-    stream = MessagesStream("m", message_id="msg_t")
+    stream = Driven(MessagesStream("m", message_id="msg_t"))
     raw = (
         stream.feed_event({"choices": [{"delta": {"content": "héllo ☃ \ud800"}, "finish_reason": "stop"}]})
         + stream.finish()

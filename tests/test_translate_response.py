@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from addon.translate import chunks
 from addon.translate import response as translate
 from harness.upstream import recording
 
@@ -108,7 +109,7 @@ def test_llama_server_unknown_model_and_odd_bodies() -> None:
 
 
 def test_parse_arguments() -> None:
-    assert translate.parse_arguments('{"a": 1}') == ({"a": 1}, None)
-    assert translate.parse_arguments("") == ({}, None)
-    value, warning = translate.parse_arguments("[1]")
+    assert chunks.parse_arguments('{"a": 1}') == ({"a": 1}, None)
+    assert chunks.parse_arguments("") == ({}, None)
+    value, warning = chunks.parse_arguments("[1]")
     assert value == {} and warning

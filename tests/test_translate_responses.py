@@ -35,6 +35,7 @@ from addon.translate.responses import (
     upstream_error,
 )
 from harness.upstream import RECORDINGS, recording
+from tests.driven import Driven
 
 FIXTURES = Path(__file__).parent / "fixtures"
 _EVENT_TYPES = {
@@ -132,7 +133,7 @@ def convert_stream(
 ) -> tuple[bytes, ResponsesStream, list[dict[str, Any]]]:
     reset_ids()
     decoder = TinySSE()
-    converter = ResponsesStream("client-model", request, response_id="resp_test", created_at=1700000000)
+    converter = Driven(ResponsesStream("client-model", request, response_id="resp_test", created_at=1700000000))
     chunks: list[dict[str, Any]] = []
     out: list[bytes] = []
     size = pieces or len(body)
@@ -580,7 +581,7 @@ def test_namespaced_calls_are_answered_with_their_namespace_and_replayed_flat() 
     )
     item = Response.model_validate(answer).output[0]
     assert (item.type, item.name, item.namespace) == ("function_call", "close_agent", "multi_agent_v1")  # type: ignore[union-attr]
-    stream = ResponsesStream("m", request)
+    stream = Driven(ResponsesStream("m", request))
     events = [
         sse_events(e)[0] for e in stream.feed_event({"choices": [{"delta": {"tool_calls": [{"index": 0, **call}]}}]})
     ]
@@ -1099,7 +1100,7 @@ def test_sdk_stream_accumulates_our_events(name: str) -> None:
 
 
 def test_text_deltas_arrive_as_they_come() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     first = stream.feed_event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
     assert [sse_events(e)[0][0] for e in first] == ["response.created", "response.in_progress"]
     second = stream.feed_event({"choices": [{"index": 0, "delta": {"content": "Hel"}}]})
@@ -1113,7 +1114,7 @@ def test_text_deltas_arrive_as_they_come() -> None:
 
 
 def test_tool_call_is_announced_once_its_name_is_known() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     stream.start()
     early = stream.feed_event(
         {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "call_a", "function": {"arguments": '{"a"'}}]}}]}
@@ -1130,7 +1131,7 @@ def test_tool_call_is_announced_once_its_name_is_known() -> None:
 
 
 def test_calls_without_index_or_name_still_complete() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     stream.feed_event(
         {
             "choices": [
@@ -1160,7 +1161,7 @@ def test_calls_without_index_or_name_still_complete() -> None:
 
 
 def test_text_after_tool_calls_opens_a_new_message() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     stream.feed_event({"choices": [{"delta": {"content": "a"}}]})
     stream.feed_event(
         {
@@ -1177,7 +1178,7 @@ def test_text_after_tool_calls_opens_a_new_message() -> None:
 
 
 def test_reasoning_only_answer_closes_its_reasoning_before_the_empty_message() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     stream.feed_event({"choices": [{"delta": {"reasoning_content": "hmm"}}]})
     stream.feed_event({"choices": [{"delta": {}, "finish_reason": "length"}]})
     names = [n for e in stream.finish() for n, _ in sse_events(e)]
@@ -1204,7 +1205,7 @@ def test_length_ends_with_response_incomplete() -> None:
 
 
 def test_fail_after_start_sends_error_and_response_failed() -> None:
-    stream = ResponsesStream("m", REQUEST)
+    stream = Driven(ResponsesStream("m", REQUEST))
     stream.feed_event({"choices": [{"delta": {"content": "partial"}}]})
     events = [sse_events(e)[0] for e in stream.fail("the upstream connection was lost")]
     assert [n for n, _ in events] == ["error", "response.failed"]
@@ -1221,21 +1222,23 @@ def test_fail_after_start_sends_error_and_response_failed() -> None:
 
 
 def test_fail_before_anything_opens_the_stream_first() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     names = [sse_events(e)[0][0] for e in stream.fail("boom", code="rate_limit_exceeded")]
     assert names == ["response.created", "response.in_progress", "error", "response.failed"]
     assert stream.response is not None and stream.response["error"]["code"] == "rate_limit_exceeded"
 
 
 def test_an_error_chunk_mid_stream_fails_the_response() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     stream.feed_event({"choices": [{"delta": {"content": "x"}}]})
     events = [sse_events(e)[0] for e in stream.feed_event({"error": {"message": "overloaded", "type": "server_error"}})]
-    assert [n for n, _ in events] == ["error", "response.failed"] and events[0][1]["message"] == "overloaded"
+    assert [n for n, _ in events] == ["error", "response.failed"] and events[0][1][
+        "message"
+    ] == "upstream error: overloaded"
 
 
 def test_finish_without_any_chunk_gives_an_empty_completed_response() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     events = [sse_events(e)[0] for e in stream.finish()]
     assert events[-1][0] == "response.completed"
     parsed = Response.model_validate(events[-1][1]["response"])
@@ -1278,7 +1281,7 @@ JSON = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(JSON, max_size=6))
 def test_odd_chunks_never_raise_nor_give_empty_pieces(chunks: list[Any]) -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     out: list[bytes] = []
     for chunk in chunks:
         out += stream.feed_event(chunk)
@@ -1291,7 +1294,7 @@ def test_odd_chunks_never_raise_nor_give_empty_pieces(chunks: list[Any]) -> None
 
 
 def test_lone_surrogates_are_encoded() -> None:
-    stream = ResponsesStream("m", {})
+    stream = Driven(ResponsesStream("m", {}))
     raw = b"".join(stream.feed_event({"choices": [{"delta": {"content": "a\ud800b"}}]}) + stream.finish())
     assert "a\ufffdb" in raw.decode()
 

@@ -8,15 +8,15 @@ import time
 
 import pytest
 
+from addon.translate.ndjson import ollama_stream
 from addon.translate.response import Clock
-from addon.translate.stream import SSEToNDJSON
 from harness.upstream import RECORDINGS, recording
 
 STREAMS = sorted(p.stem for p in (RECORDINGS / "chat-stream").glob("*.json"))
 
 
 def convert(body: bytes, pieces: int | None = None, shape: str = "chat", raw: bool = False) -> list[dict]:
-    converter = SSEToNDJSON(shape, "llama3.2", Clock(time.time_ns()), raw)  # type: ignore[arg-type]
+    converter = ollama_stream(shape, "llama3.2", Clock(time.time_ns()), raw)  # type: ignore[arg-type]
     out: list[bytes] = []
     if pieces is None:
         out.append(converter.feed(body))
@@ -177,14 +177,14 @@ def test_unparsable_tool_arguments_fall_back_to_empty_object() -> None:
     body = event(
         {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{broken"}}]}, "tool_calls"
     )
-    converter = SSEToNDJSON("chat", "m", Clock(time.time_ns()))
+    converter = ollama_stream("chat", "m", Clock(time.time_ns()))
     lines = converter.feed(body + b"data: [DONE]\n\n")
     call = json.loads(lines.split(b"\n")[0])["message"]["tool_calls"][0]
     assert call["function"]["arguments"] == {} and converter.warnings
 
 
 def test_nothing_after_the_end() -> None:
-    converter = SSEToNDJSON("chat", "m", Clock(time.time_ns()))
+    converter = ollama_stream("chat", "m", Clock(time.time_ns()))
     assert converter.feed(event({"content": "a"}, "stop") + b"data: [DONE]\n\n")
     assert converter.feed(event({"content": "late"})) == b"" and converter.finish() == b""
 
@@ -243,9 +243,9 @@ def test_interleaved_parallel_fragments_and_late_ids() -> None:
         + event({}, "tool_calls")
     )  # no [DONE]: the finish reason is enough
     chunks = convert(body, 5)
-    assert chunks[0]["message"]["tool_calls"] == [
-        {"id": "call_a", "function": {"index": 0, "name": "a", "arguments": {"x": 1}}},
-        {"id": "call_b", "function": {"index": 1, "name": "b", "arguments": {"y": 2}}},
+    assert chunks[0]["message"]["tool_calls"] == [  # in the order they began, as every family gives them
+        {"id": "call_b", "function": {"index": 0, "name": "b", "arguments": {"y": 2}}},
+        {"id": "call_a", "function": {"index": 1, "name": "a", "arguments": {"x": 1}}},
     ]
     assert chunks[-1]["done"] and chunks[-1]["done_reason"] == "stop"
 
@@ -293,19 +293,19 @@ def test_streamed_logprobs_ride_on_their_chunks() -> None:
 # Other APIs' streams: the one SSE decoder feeding an EventSink
 
 
-def test_chunk_converter_feeds_an_event_sink_as_the_upstream_streams() -> None:
+def test_the_driver_feeds_an_agents_renderer_as_the_upstream_streams() -> None:
     from addon.translate.anthropic import MessagesStream
-    from addon.translate.stream import ChunkConverter
+    from addon.translate.stream import ChunkStream
 
     body = recording("chat-stream/tool-call-fragments")["response"]["body"].encode()
     for pieces in (1, 7, len(body)):
-        converter = ChunkConverter(MessagesStream("claude-test"))
+        converter = ChunkStream(MessagesStream("claude-test"))
         out = b"".join(converter.feed(body[i : i + pieces]) for i in range(0, len(body), pieces)) + converter.finish()
         names = [line[7:] for line in out.decode().splitlines() if line.startswith("event: ")]
         assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"], pieces
         assert "content_block_start" in names and converter.ended and converter.feed(b"data: {}\n\n") == b""
-    cut = ChunkConverter(MessagesStream("claude-test"))
+    cut = ChunkStream(MessagesStream("claude-test"))
     out = cut.feed(event({"content": "partial"})) + cut.finish()
     assert "event: error" in out.decode().splitlines()[-3:] and cut.ended
-    broken = ChunkConverter(MessagesStream("claude-test"))
+    broken = ChunkStream(MessagesStream("claude-test"))
     assert b"event: error" in broken.feed(b"data: {not json\n\n") and broken.ended

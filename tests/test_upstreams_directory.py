@@ -19,14 +19,11 @@ import pytest
 
 from addon.catalog.catalog import Catalog
 from addon.mitm_internals import FailureKind
-from addon.upstreams.directory import HttpFetcher, ListUnavailable, Resolution, ServersDirectory
+from addon.upstreams.directory import Resolution, ServersDirectory
+from addon.upstreams.fetch import HttpFetcher, ListUnavailable
 from addon.upstreams.health import Health, passive_verdict
-from addon.upstreams.servers import (
-    RouteRefusal,
-    Server,
-    ServerList,
-    ServerTable,
-)
+from addon.upstreams.listings import ServerList
+from addon.upstreams.servers import RouteRefusal, Server, ServerTable
 from harness.servers import Clock, server, table
 from harness.upstream import TRIO, UpstreamServer, servers_catalog, several
 

@@ -407,9 +407,9 @@ _TYPES = [
 
 
 def agent_stream(sink, upstream: bytes) -> bytes:
-    from addon.translate.stream import ChunkConverter
+    from addon.translate.stream import ChunkStream
 
-    converter = ChunkConverter(sink)
+    converter = ChunkStream(sink)
     return converter.feed(upstream) + converter.finish()
 
 
@@ -640,3 +640,19 @@ def test_the_proxy_addon_adds_the_views(monkeypatch):
     monkeypatch.setattr(contentviews, "registry", registry)
     with taddons.context(OllamaProxy()):
         assert registry["ollama ndjson"] is cv.ollama_ndjson_view and registry["openai sse"] is cv.openai_sse_view
+
+
+def test_flow_list_columns_put_the_comment_in_mitmweb_s_list():
+    from mitmproxy.options import Options
+    from mitmproxy.tools.web.webaddons import WebAddon
+
+    options = Options()
+    cv.flow_list_columns(options)  # mitmdump: no web_columns option, nothing to do
+    assert "web_columns" not in options
+    with taddons.context(WebAddon(), options=options) as tctx:
+        assert tuple(options.web_columns) == cv.MITMWEB_COLUMNS
+        cv.flow_list_columns(options)
+        assert tuple(options.web_columns) == cv.COLUMNS
+        tctx.configure(WebAddon(), web_columns=["icon", "path"])  # the user's choice stays
+        cv.flow_list_columns(options)
+        assert options.web_columns == ["icon", "path"]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import itertools
 
-from addon.wire.sse import Event, SSEDecoder, SSETooLarge
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from addon.wire.sse import Event, SSEDecoder, SSEFramer, SSETooLarge, split_lines
 
 
 def decode(body: bytes, size: int | None = None, **options: object) -> list[Event]:
@@ -64,3 +68,64 @@ def test_an_unfinished_line_is_kept_as_its_pieces_and_joined_once() -> None:
     assert all(kept is piece for kept, piece in zip(decoder._pending[-len(pieces) :], pieces, strict=True))
     (event,) = decoder.feed(b"\n\n")
     assert event.data == b"".join(pieces) and decoder._pending == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The framer of the byte-exact relays
+
+_LINE = st.sampled_from([b'data: {"a":1}', b"data: [DONE]", b"event: x", b": ping", b"", b"data:\xc3\xa9", b"id: 7"])
+_END = st.sampled_from([b"\n", b"\r\n", b"\r"])
+
+
+@st.composite
+def sse_bodies(draw: st.DrawFn) -> bytes:
+    lines = draw(st.lists(st.tuples(_LINE, _END), max_size=30))
+    body = b"".join(line + end for line, end in lines)
+    return body + draw(st.sampled_from([b"", b"data: unfinished"]))
+
+
+def framed(body: bytes, cuts: list[int], limit: int = 1 << 20) -> list[bytes]:
+    framer = SSEFramer(limit)
+    points = sorted({c % (len(body) + 1) for c in cuts} | {0, len(body)})
+    out = [framer.feed(body[a:b]) for a, b in itertools.pairwise(points)]
+    return [*out, framer.finish()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(sse_bodies(), st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+def test_the_framer_passes_every_byte_on_and_only_whole_lines(body: bytes, cuts: list[int]) -> None:
+    out = framed(body, cuts)
+    assert b"".join(out) == body, "byte for byte, whatever the line ends and the cuts"
+    for piece in out[:-1]:
+        assert not piece or piece.endswith((b"\n", b"\r")), "only whole lines before the end"
+    assert b"".join(split_lines(b"".join(out))) == body
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r\n", b"\r"])
+def test_the_event_limit_holds_for_every_line_end(end: bytes) -> None:
+    line = b"data: " + b"x" * 50 + end
+    framer = SSEFramer(1000)
+    with pytest.raises(SSETooLarge, match="an event"):
+        for _ in range(100):  # lines that never end their event
+            framer.feed(line)
+    framer = SSEFramer(1000)
+    with pytest.raises(SSETooLarge, match="a line"):
+        for _ in range(100):  # a line that never ends
+            framer.feed(b"x" * 50)
+    framer = SSEFramer(1000)
+    for _ in range(100):  # events that end: nothing held, no limit broken
+        assert framer.feed(line + end) == line + end
+
+
+def test_a_cr_cut_from_its_lf_ends_the_line_at_once() -> None:
+    framer = SSEFramer()
+    assert framer.feed(b"data: a\r") == b"data: a\r"
+    assert framer.feed(b"\n\r\ndata: b") == b"\n\r\n"
+    assert framer.feed(b"\r\n") == b"data: b\r\n"
+    assert framer.finish() == b""
+
+
+def test_a_big_piece_of_whole_events_is_checked_inside() -> None:
+    framer = SSEFramer(100)
+    with pytest.raises(SSETooLarge):
+        framer.feed(b"data: ok\n\n" + b"data: " + b"y" * 200 + b"\n\n" + b"data: ok\n\n")

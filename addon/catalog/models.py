@@ -63,7 +63,7 @@ class ModelInfo:
 
 
 _EMBEDDING = re.compile(r"embed|^bge-|^e5-|^gte-|minilm", re.I)
-_NOT_CHAT = re.compile(r"tts|whisper|dall-e|realtime|transcribe|moderation|image|audio|sora|search-api", re.I)
+_NOT_CHAT = re.compile(r"tts|whisper|dall-e|realtime|transcribe|moderation|image|sora|search-api", re.I)
 _LEGACY = re.compile(r"^(davinci|babbage)|^gpt-3\.5-turbo-instruct", re.I)  # OpenAI's text-completion-only models
 _VISION = re.compile(
     r"gpt-4o|gpt-4\.1|gpt-4-turbo|gpt-5|^o[134]\b|^o[34]-|vision|-vl\b|vl-|llava|pixtral|gemma-?3|claude|gemini|llama-?4|minicpm-v|qwen2\.5-omni",

@@ -16,21 +16,32 @@ What the model can do decides two fields Claude Code sends with every request:
 - `max_tokens` (32000 and more): lowered to the model's `max_output_tokens` where that is known
   (catalog, or OpenAI's published limits), and sent as `max_completion_tokens` to OpenAI's
   reasoning models, which refuse `max_tokens`.
+
+Ollama's capability rules (`catalog.capabilities`) apply as on /api/chat, in Anthropic's error shape:
+a model without `completion` (an embedding model) or, with tools, without `tools` is refused with 400.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
-from addon.endpoints.base import OllamaEndpoint, forward, json_object, named_body, plan_of, whole_stream
+from addon.catalog.capabilities import refusal
+from addon.endpoints.base import (
+    OllamaEndpoint,
+    forward,
+    json_object,
+    named_body,
+    plan_of,
+    upstream_object,
+    whole_stream,
+)
 from addon.exchange import Exchange
 from addon.reply import Answer, Plan, Reply, json_answer
 from addon.translate import anthropic
-from addon.translate.stream import ChunkConverter
+from addon.translate.stream import ChunkStream
 from addon.wire.openai import usage_of
 
 if TYPE_CHECKING:
@@ -58,6 +69,9 @@ class Messages(AnthropicEndpoint):
         named = named_body(exchange, request, settings, self, self.error(400, "model: Field required"))
         if isinstance(named, Answer):
             return named
+        tools = named.body.get("tools")  # Ollama relaxes the thinking wish on this route: no thinking rule
+        if (why := refusal(named.info, named.model, "chat", tools=isinstance(tools, list) and bool(tools))) is not None:
+            return self.error(400, why)
         try:
             translation = anthropic.messages_request(
                 named.body,
@@ -70,13 +84,11 @@ class Messages(AnthropicEndpoint):
         exchange.plan = MessagesPlan(anthropic.estimate_input_tokens(named.body))
         return forward(exchange, translation, named.target, named.info)
 
-    def stream(self, exchange: Exchange) -> ChunkConverter | None:
+    def stream(self, exchange: Exchange) -> ChunkStream | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: refused in `convert`
         plan = plan_of(exchange, MessagesPlan)
-        return ChunkConverter(
-            anthropic.MessagesStream(exchange.model or "", plan.input_tokens), max_event=exchange.sse_event_limit
-        )
+        return ChunkStream(anthropic.MessagesStream(exchange.model or "", plan.input_tokens), exchange.sse_event_limit)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:
         """An upstream error, a whole answer, or a stream that arrived in one piece (server replay)."""
@@ -86,11 +98,9 @@ class Messages(AnthropicEndpoint):
             return json_answer(status, error, error["error"]["message"])
         if (streamed := whole_stream(self, exchange, response, body)) is not None:
             return streamed
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            text = body[:200].decode("utf-8", "replace")
-            return self.error(502, f"the upstream sent an answer that is not JSON: {text!r}")
+        parsed = upstream_object(self, body)
+        if isinstance(parsed, Answer):
+            return parsed
         try:
             message, warnings = anthropic.messages_response(parsed, model)
         except anthropic.AnthropicError as e:
@@ -107,8 +117,8 @@ class CountTokens(AnthropicEndpoint):
         body = json_object(request, self)
         if isinstance(body, Answer):
             return body
-        if isinstance(body.get("model"), str) and body["model"]:
-            exchange.model = body["model"]
+        if isinstance(model := body.get("model"), str) and model:
+            exchange.model = model
         try:
             return json_answer(200, anthropic.count_tokens(body))
         except anthropic.AnthropicError as e:

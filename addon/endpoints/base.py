@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from mitmproxy import http
 from pydantic import ValidationError
@@ -44,7 +44,7 @@ from addon.exchange import Exchange
 from addon.reply import Answer, Forward, Plan, Reply, json_answer
 from addon.translate.upstream import Translation, think_fields
 from addon.wire.ollama import OllamaModel, describe
-from addon.wire.openai import error_type, loads
+from addon.wire.openai import error_type, invalid_json, loads
 
 SSE = "text/event-stream; charset=utf-8"
 
@@ -139,15 +139,10 @@ class OpenAIEndpoint(OllamaEndpoint):
 # ---------------------------------------------------------------------------------------------
 # Reading request bodies
 
-Model = TypeVar("Model", bound=OllamaModel)
 
-
-def json_object(request: http.Request, endpoint: Endpoint) -> dict[str, Any] | Answer:
+def json_object(request: http.Request, endpoint: Endpoint) -> dict[str, JSON] | Answer:
     """The request body as a JSON object, or a 400 in the endpoint's shape saying why it is not one."""
-    try:
-        raw = request.get_content(strict=True)
-    except ValueError as e:
-        return endpoint.error(400, f"cannot decode request body: {e}")
+    raw = request.raw_content  # (decoded, bounded, by the proxy: `addon.guard.request_size.decode`)
     if not raw:
         return endpoint.error(400, "missing request body")
     try:
@@ -271,6 +266,19 @@ def plan_of[P: Plan](exchange: Exchange, kind: type[P]) -> P:
     if not isinstance(plan, kind):
         raise TypeError(f"{exchange.route}: expected a {kind.__name__}, found {type(plan).__name__}")
     return plan
+
+
+def upstream_object(endpoint: Endpoint, body: bytes) -> dict[str, JSON] | Answer:
+    """A whole upstream answer's JSON object (strict: NaN, Infinity and overflowing numbers are no JSON,
+    and no client could read them), or a 502 in the endpoint's shape saying why it is none."""
+    try:
+        parsed: JSON = loads(body)
+    except (ValueError, RecursionError) as e:
+        return endpoint.error(502, invalid_json(body, e if isinstance(e, ValueError) else ValueError(str(e))))
+    if not isinstance(parsed, dict):
+        text = body[:200].decode("utf-8", "replace")
+        return endpoint.error(502, f"the upstream sent an answer that is not a JSON object: {text!r}")
+    return parsed
 
 
 def whole_stream(endpoint: Endpoint, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:

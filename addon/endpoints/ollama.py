@@ -15,14 +15,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 from mitmproxy import http
 
+from addon.catalog.capabilities import THINKING_ON, refusal
 from addon.endpoints.base import OllamaEndpoint, forward, parse_named, plan_of
 from addon.exchange import Exchange
 from addon.reply import Answer, Plan, Reply, json_answer, text_answer
+from addon.translate.chunks import StreamFault
+from addon.translate.ndjson import ollama_stream
 from addon.translate.request import TranslationError, chat_request, generate_request
 from addon.translate.response import Shape, gather, rfc3339_now, upstream_error, whole_answer
-from addon.translate.stream import SSEToNDJSON
+from addon.translate.stream import ChunkStream
 from addon.wire.ollama import JSON, NDJSON, ChatRequest, GenerateRequest, dumps_body, dumps_line
-from addon.wire.openai import ChatCompletion, InvalidUsage, answerless, checked_usage, invalid_json, loads
+from addon.wire.openai import ChatCompletion, invalid_json, loads, usage_of
 
 if TYPE_CHECKING:
     from addon.settings import Settings, Target
@@ -43,9 +46,14 @@ class Version(OllamaEndpoint):
         return json_answer(200, {"version": settings.ollama_version})
 
 
+def unloads(request: ChatRequest | GenerateRequest) -> bool:
+    """keep_alive 0: the request (with an empty prompt) unloads the model."""
+    return request.keep_alive in (0, "0", "0s", "0m")
+
+
 def load_reply(request: ChatRequest | GenerateRequest, shape: Shape) -> Answer:
     """An empty prompt loads (or with keep_alive 0 unloads) a model in Ollama: there is nothing to do upstream."""
-    unload = request.keep_alive in (0, "0", "0s", "0m")
+    unload = unloads(request)
     answer: dict[str, Any] = {"model": request.model, "created_at": rfc3339_now()}
     if shape == "chat":
         answer["message"] = {"role": "assistant", "content": ""}
@@ -69,16 +77,14 @@ class _Generation(OllamaEndpoint):
 
     shape: Shape
 
-    def stream(self, exchange: Exchange) -> SSEToNDJSON | None:
+    def stream(self, exchange: Exchange) -> ChunkStream | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: gathered in `convert`
-        return SSEToNDJSON(
-            self.shape,
-            exchange.model or "",
-            exchange.clock(),
-            plan_of(exchange, GenerationPlan).raw,
-            exchange.sse_event_limit,
-        )
+        return self.converter(exchange)
+
+    def converter(self, exchange: Exchange) -> ChunkStream:
+        model, raw = exchange.model or "", plan_of(exchange, GenerationPlan).raw
+        return ollama_stream(self.shape, model, exchange.clock(), raw, exchange.sse_event_limit)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:
         """An error, a JSON body, or a stream that arrived in one piece (server replay)."""
@@ -89,9 +95,7 @@ class _Generation(OllamaEndpoint):
             return self.error(status, message)
         # With a relay in place the headers already say NDJSON; the body is still the upstream's SSE.
         if exchange.relay is not None or "text/event-stream" in response.headers.get("content-type", ""):
-            converter = SSEToNDJSON(
-                self.shape, model, exchange.clock(), plan_of(exchange, GenerationPlan).raw, exchange.sse_event_limit
-            )
+            converter = self.converter(exchange)
             lines = converter.feed(body) + converter.finish()
             exchange.warn(converter.warnings)
             exchange.usage = converter.usage
@@ -107,18 +111,15 @@ class _Generation(OllamaEndpoint):
         if not isinstance(parsed, dict):
             text = body[:200].decode("utf-8", "replace")
             return self.error(502, f"the upstream sent an answer that is not a JSON object (status {status}): {text!r}")
-        if (missing := answerless(parsed, "choices")) is not None:
-            return self.error(502, missing)
-        try:
-            usage = checked_usage(parsed.get("usage"))
-        except InvalidUsage as e:
-            return self.error(502, str(e))
         try:
             raw = plan_of(exchange, GenerationPlan).raw
             answer, warnings = whole_answer(self.shape, cast("ChatCompletion", parsed), model, exchange.clock(), raw)
+        except StreamFault as e:
+            return self.error(502, str(e))
         except (AttributeError, TypeError, KeyError, IndexError, ValueError, ArithmeticError):  # another shape
             text = body[:200].decode("utf-8", "replace")
             return self.error(502, f"the upstream sent an answer of an unexpected shape: {text!r}")
+        usage = usage_of(parsed.get("usage"))
         exchange.warn(warnings)
         exchange.usage = usage
         if exchange.stream:
@@ -132,10 +133,14 @@ def _forward(
     settings: Settings,
     translate: Callable[[Target], Translation],
     plan: GenerationPlan,
+    refused: str | None,
 ) -> Reply:
-    """What chat and generate send upstream, once their request is read: the translation to the model's target."""
+    """What chat and generate send upstream, once their request is read: the translation to the model's target.
+    `refused`: Ollama's capability refusal of the request, answered once the model is known to be routable."""
     model = exchange.model or ""
     target = settings.target(model)
+    if refused is not None:
+        return endpoint.error(400, refused)
     try:
         translation = translate(target)
     except TranslationError as e:
@@ -153,14 +158,19 @@ class Chat(_Generation):
         parsed = parse_named(exchange, request, ChatRequest, self, (400, "model is required"))
         if isinstance(parsed, Answer):
             return parsed
+        if not parsed.messages and unloads(parsed):
+            return load_reply(parsed, "chat")  # Ollama unloads before it looks at what the model can do
+        info = settings.models.info(parsed.model)
+        why = refusal(info, parsed.model, "chat", think=parsed.think in THINKING_ON, tools=bool(parsed.tools))
         if not parsed.messages:
-            return load_reply(parsed, "chat")
+            return self.error(400, why) if why else load_reply(parsed, "chat")
         return _forward(
             self,
             exchange,
             settings,
             lambda target: chat_request(parsed, target.model, target.server.passthrough_options),
             GenerationPlan(),
+            why,
         )
 
 
@@ -173,12 +183,18 @@ class Generate(_Generation):
         parsed = parse_named(exchange, request, GenerateRequest, self, (404, "model '' not found"))
         if isinstance(parsed, Answer):
             return parsed
-        if not parsed.prompt and parsed.suffix is None and not parsed.images:
-            return load_reply(parsed, "generate")
+        empty = not parsed.prompt and parsed.suffix is None and not parsed.images
+        if empty and unloads(parsed):
+            return load_reply(parsed, "generate")  # Ollama unloads before it looks at what the model can do
+        info = settings.models.info(parsed.model)
+        why = refusal(info, parsed.model, "generate", think=parsed.think in THINKING_ON, insert=bool(parsed.suffix))
+        if empty:
+            return self.error(400, why) if why else load_reply(parsed, "generate")
         return _forward(
             self,
             exchange,
             settings,
             lambda target: generate_request(parsed, target.model, target.server.passthrough_options),
             GenerationPlan(raw=parsed.raw),
+            why,
         )

@@ -22,6 +22,7 @@ from addon.endpoints.base import OllamaEndpoint, parse_named
 from addon.exchange import Exchange
 from addon.guard.keys import visible
 from addon.reply import Answer, Reply, json_answer
+from addon.upstreams.health import client_reason
 from addon.wire.ollama import NDJSON, ModelRequest, dumps_line
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ def server_health(settings: Settings) -> list[dict[str, Any]]:
         state = health.state(server.name)
         entry: dict[str, Any] = {"name": server.name, "status": state.status, "running": state.outstanding}
         if state.reason is not None and state.status != "up":
-            entry["reason"] = state.reason
+            entry["reason"] = client_reason(state.reason)  # (never an address: the operator's log has the details)
             if state.down_since is not None:
                 entry["down_for_s"] = round(now - state.down_since)
         out.append(entry)

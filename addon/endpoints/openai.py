@@ -6,18 +6,23 @@ route (catalog alias, `name:latest` → upstream id); answers come back unchange
 `model` is the name the client sent, streams included (event by event). A transcription's
 multipart form goes as it is, its `model` field resolved in place. /v1/models is answered
 locally from the model directory, with the names /api/tags lists. Errors are OpenAI's shape.
+Ollama's capability rules (`catalog.capabilities`) refuse what the model cannot do with 400, as
+Ollama's middleware does: chat with a model without `completion`, tools or a reasoning effort it
+cannot take, a completions suffix without `insert`.
 (/v1/responses has a module of its own: `openai_responses`.)
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
 from mitmproxy import http
 
+from addon.catalog.capabilities import EFFORTS_ON, refusal
 from addon.catalog.models import ModelInfo
 from addon.endpoints.base import OpenAIEndpoint, limit_answer, named_body
 from addon.exchange import Exchange
@@ -26,7 +31,7 @@ from addon.reply import Answer, Forward, Reply, json_answer
 from addon.translate.response import upstream_error
 from addon.wire import multipart
 from addon.wire.openai import Usage, answerless, invalid_json, loads, usage_of
-from addon.wire.sse import MAX_EVENT
+from addon.wire.sse import MAX_EVENT, SSEFramer, SSETooLarge, split_lines
 
 if TYPE_CHECKING:
     from addon.settings import Settings
@@ -48,8 +53,7 @@ def error_event(message: str) -> bytes:
     return b"data: " + json.dumps(error, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
-# Blank lines (the end of an event) with each line end SSE allows; a CRLF blank line contains "\n\r\n".
-_EVENT_ENDS = (b"\n\n", b"\n\r\n", b"\r\r")
+_DONE = re.compile(rb"(?:\A|[\r\n])data: ?\[DONE\][\r\n]")
 
 
 class SSERelay:
@@ -57,40 +61,24 @@ class SSERelay:
     `model` when the client used another name than the upstream, and ends a stream the upstream
     broke off (no `[DONE]`) with an error event.
 
-    It decodes no events: it passes lines on as they are (byte for byte, but for a renamed
-    `model`), holding back the start of a line not yet complete, so that a final error event
-    never lands in the middle of one. It counts the bytes of the event being relayed (since the
-    last blank line): one longer than `max_event` (sse_event_limit) ends the stream with an error
-    event and `aborted` (the proxy stops reading the upstream). A data line with `NaN` or
-    `Infinity` (not JSON: no client could parse it) ends it too. Never returns an empty piece
-    mid-stream (that would end a chunked response) and never raises (mitmproxy would drop the
-    piece): a line it cannot parse passes unchanged.
+    It decodes no events: the one framer (`wire.sse.SSEFramer`) hands it the complete lines of each
+    piece, byte for byte whatever their line ends (LF, CRLF or CR), holding back an unfinished
+    last line, so that a final error event never lands in the middle of one. A line or an event
+    longer than `max_event` (sse_event_limit) ends the stream with an error event and `aborted`
+    (the proxy stops reading the upstream). A data line with `NaN` or `Infinity` (not JSON: no
+    client could parse it) ends it too. Never returns an empty piece mid-stream (that would end a
+    chunked response) and never raises (mitmproxy would drop the piece): a line it cannot parse
+    passes unchanged.
     """
 
     content_type: str | None = None  # the upstream's SSE, relayed
     final_error_on_break = True
 
-    __slots__ = (
-        "aborted",
-        "done",
-        "ended",
-        "error",
-        "event_size",
-        "marker_tail",
-        "max_event",
-        "model",
-        "pending",
-        "tail",
-        "warnings",
-    )
+    __slots__ = ("aborted", "done", "ended", "error", "framer", "model", "warnings")
 
     def __init__(self, model: str | None, max_event: int = MAX_EVENT) -> None:
         self.model = model  # None: pass the events through as they are
-        self.max_event = max_event
-        self.pending = bytearray()  # the start of a line not yet complete
-        self.tail = b""  # the last bytes relayed (a [DONE] or a blank line cut between two pieces)
-        self.event_size = 0  # bytes since the last blank line
-        self.marker_tail = b""  # the last bytes looked at for the end marker (cut between two pieces)
+        self.framer = SSEFramer(max_event)
         self.done = False  # the end marker (`data: [DONE]`) was seen
         self.ended = False  # the end marker was seen, or a final error event was produced
         self.error: str | None = None  # the message of that error event
@@ -104,57 +92,19 @@ class SSERelay:
     def feed(self, data: bytes) -> bytes:
         if self.error is not None:
             return b""
-        if not self.done:
-            self._watch(data)
-        if data.endswith(b"\n\n") and not self.pending:
-            # The common piece: whole events; the last one's size is what follows the blank line before it.
-            start = data.rfind(b"\n\n", 0, -2)
-            event_size = self.event_size + len(data) if start < 0 else len(data) - start - 2
-            self.event_size = 0
-            lines, rest = data, b""
-        else:
-            window = self.tail + data
-            end_of_event = max(window.rfind(sep) + len(sep) if sep in window else -1 for sep in _EVENT_ENDS)
-            self.event_size = event_size = (
-                self.event_size + len(data) if end_of_event < 0 else len(window) - end_of_event
-            )
-            end = data.rfind(b"\n") + 1
-            lines = (bytes(self.pending) + data[:end] if self.pending else data[:end]) if end else b""
-            rest = data[end:]
-        self.tail = data[-8:] if len(data) >= 8 else (self.tail + data)[-8:]
-        if event_size > self.max_event:
+        try:
+            lines = self.framer.feed(data)
+        except SSETooLarge as e:
             self.aborted = True
-            return self.fail(
-                f"the upstream sent an invalid stream: an event of the stream is longer than "
-                f"sse_event_limit ({self.max_event} bytes)"
-            )
-        if not lines:
-            self.pending += data
-            return b""
-        self.pending[:] = rest
-        if (b"NaN" in lines or b"Infinity" in lines) and (bad := self._not_json(lines)):
-            self.aborted = True
-            return self.fail(f"the upstream sent an invalid stream event (not JSON: {bad})")
-        if self.model is None:
-            return lines
-        return b"\n".join([self._line(line) for line in lines[:-1].split(b"\n")]) + b"\n"
-
-    def _watch(self, data: bytes) -> None:
-        """Note the end marker (`data: [DONE]`), which may come cut over two pieces."""
-        window = self.marker_tail + data
-        if b"[DONE]\n" in window or b"[DONE]\r" in window:
-            self.done = self.ended = True
-        self.marker_tail = window[-8:]
+            return self.fail(f"the upstream sent an invalid stream: {e}")
+        return self._lines(lines) if lines else b""
 
     def finish(self) -> bytes:
         if self.error is not None:
             return b""
-        rest = bytes(self.pending)
-        self.pending.clear()
-        out = self._line(rest) if rest else b""
-        if not self.done:
-            self._watch(rest + b"\n")
-        if not self.done:
+        rest = self.framer.finish()
+        out = self._lines(rest) if rest else b""
+        if not self.done and self.error is None:
             self.ended = True
             self.error = INCOMPLETE
             out += (b"\n\n" if rest else b"") + self.error_event(INCOMPLETE)
@@ -166,16 +116,30 @@ class SSERelay:
             return b""
         self.ended = True
         self.error = message
-        self.pending.clear()  # a partial line of the cut-off stream: never complete, never sent
         return b"\n\n" + self.error_event(message)
 
     def error_event(self, message: str) -> bytes:
         return error_event(message)
 
+    def _lines(self, lines: bytes) -> bytes:
+        if (b"NaN" in lines or b"Infinity" in lines) and (bad := self._not_json(lines)):
+            self.aborted = True
+            return self.fail(f"the upstream sent an invalid stream event (not JSON: {bad})")
+        if not self.done:
+            self._watch(lines)
+        if self.model is None:
+            return lines
+        return b"".join([self._line(line) for line in split_lines(lines)])
+
+    def _watch(self, lines: bytes) -> None:
+        """Note the end marker (`data: [DONE]`)."""
+        if b"[DONE]" in lines and _DONE.search(lines + b"\n"):
+            self.done = self.ended = True
+
     @staticmethod
     def _not_json(lines: bytes) -> str | None:
         """What makes one of these data lines invalid JSON (NaN, Infinity), or None."""
-        for line in lines.split(b"\n"):
+        for line in split_lines(lines):
             if line.startswith(b"data:") and (b"NaN" in line or b"Infinity" in line):
                 try:
                     loads(line[5:].strip())
@@ -186,8 +150,9 @@ class SSERelay:
     def _line(self, line: bytes) -> bytes:
         if self.model is None or not line.startswith(b"data:") or b'"model"' not in line:
             return line
+        body = line.rstrip(b"\r\n")
         try:
-            event = json.loads(line[5:])
+            event = json.loads(body[5:])
             if not isinstance(event, dict):
                 return line
             if "model" in event:
@@ -197,7 +162,7 @@ class SSERelay:
             else:
                 return line
             renamed = b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
-            return renamed + (b"\r" if line.endswith(b"\r") else b"")
+            return renamed + line[len(body) :]
         except (ValueError, RecursionError):  # not JSON (or not encodable): the line passes as it is
             return line
 
@@ -213,6 +178,8 @@ class Forwarded(OpenAIEndpoint):
         if isinstance(named, Answer):
             return named
         body = named.body
+        if (why := self.refusal(body, named.model, named.info)) is not None:
+            return self.error(400, why)
         body["model"] = named.target.model
         if self.route != "embeddings":  # the answer's length, as on every route
             warnings: list[str] = []
@@ -225,6 +192,18 @@ class Forwarded(OpenAIEndpoint):
             )
             exchange.warn(warnings)
         return Forward(self.route, body, body.get("stream") is True, named.target)
+
+    def refusal(self, body: dict[str, Any], model: str, info: ModelInfo) -> str | None:
+        """Ollama's capability rules for what the request asks (chat: tools, a reasoning effort; completions:
+        a suffix); embeddings have none."""
+        if self.route == "embeddings":
+            return None
+        if self.route == "completions":
+            return refusal(info, model, "generate", insert=bool(body.get("suffix")))
+        reasoning = body.get("reasoning")
+        effort = reasoning.get("effort") if isinstance(reasoning, dict) else body.get("reasoning_effort")
+        tools = body.get("tools")
+        return refusal(info, model, "chat", think=effort in EFFORTS_ON, tools=isinstance(tools, list) and bool(tools))
 
     def stream(self, exchange: Exchange) -> SSERelay:
         """Relay a streamed answer in real time, renaming its model if the upstream's name differs."""
@@ -267,7 +246,7 @@ class Transcriptions(OpenAIEndpoint):
     def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
         content_type = request.headers.get("content-type", "")
         boundary = multipart.boundary_of(content_type)
-        body = request.get_content(strict=False) or b""
+        body = request.raw_content or b""  # (decoded, bounded, by the proxy: `request_size.decode`)
         if boundary is None or not body:
             return self.error(400, "the request must be a multipart/form-data body with the audio file and a model")
         model = multipart.field(body, boundary, "model")

@@ -8,7 +8,9 @@ model name. Errors are OpenAI's shape, statuses kept.
 
 As on `/v1/messages`, a reasoning effort goes upstream only for a model with the `thinking`
 capability (Codex sends one with every request), and `max_output_tokens` is lowered to the
-model's known limit and sent in the field the model takes.
+model's known limit and sent in the field the model takes. Ollama's capability rules
+(`catalog.capabilities`) apply as on /api/chat: a model without `completion`, or with tools without
+`tools`, is refused with 400.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
 
-from addon.endpoints.base import OpenAIEndpoint, forward, named_body, plan_of, whole_stream
+from addon.catalog.capabilities import refusal
+from addon.endpoints.base import OpenAIEndpoint, forward, named_body, plan_of, upstream_object, whole_stream
 from addon.endpoints.openai import SSERelay
 from addon.exchange import Exchange
 from addon.reply import Answer, Forward, Plan, Reply, json_answer
 from addon.translate import responses
-from addon.translate.stream import ChunkConverter
+from addon.translate.stream import ChunkStream
 from addon.wire.openai import Usage, usage_of
 
 if TYPE_CHECKING:
@@ -50,11 +53,9 @@ class ResponsesRelay(SSERelay):
     def usage(self) -> Usage | None:
         return usage_of(self.raw_usage)
 
-    def _watch(self, data: bytes) -> None:
-        window = self.marker_tail + data
-        if any(marker in window for marker in _TERMINAL):
+    def _watch(self, lines: bytes) -> None:
+        if any(marker in lines for marker in _TERMINAL):
             self.done = self.ended = True
-        self.marker_tail = window[-24:]
 
     def _line(self, line: bytes) -> bytes:
         if line.startswith(b"data:") and any(marker in line for marker in _TERMINAL):
@@ -95,6 +96,9 @@ class Responses(OpenAIEndpoint):
         named = named_body(exchange, request, settings, self, json_answer(400, missing.body(), missing.message))
         if isinstance(named, Answer):
             return named
+        tools = named.body.get("tools")  # the reasoning wish Codex sends with every request is relaxed, not refused
+        if (why := refusal(named.info, named.model, "chat", tools=isinstance(tools, list) and bool(tools))) is not None:
+            return self.error(400, why)
         if named.target.server.responses_passthrough:
             exchange.plan = PassthroughPlan()
             body = {**named.body, "model": named.target.model}
@@ -106,15 +110,13 @@ class Responses(OpenAIEndpoint):
         exchange.plan = ResponsesPlan(named.body)
         return forward(exchange, translation, named.target, named.info)
 
-    def stream(self, exchange: Exchange) -> ChunkConverter | SSERelay | None:
+    def stream(self, exchange: Exchange) -> ChunkStream | SSERelay | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: refused in `convert`
         if isinstance(exchange.plan, PassthroughPlan):
             return ResponsesRelay(exchange.model or "", exchange.sse_event_limit)
         plan = plan_of(exchange, ResponsesPlan)
-        return ChunkConverter(
-            responses.ResponsesStream(exchange.model or "", plan.request), max_event=exchange.sse_event_limit
-        )
+        return ChunkStream(responses.ResponsesStream(exchange.model or "", plan.request), exchange.sse_event_limit)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer | None:
         """An upstream error, a whole answer, or a stream that arrived in one piece (server replay)."""
@@ -124,16 +126,11 @@ class Responses(OpenAIEndpoint):
             return json_answer(status, error, error["error"]["message"])
         if (streamed := whole_stream(self, exchange, response, body)) is not None:
             return streamed
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            if isinstance(exchange.plan, PassthroughPlan):
-                return None  # forwarded as it is: an answer that is not JSON passes unchanged
-            text = body[:200].decode("utf-8", "replace")
-            return self.error(502, f"the upstream sent an answer that is not JSON: {text!r}")
+        parsed = upstream_object(self, body)
+        if isinstance(parsed, Answer):
+            # forwarded as it is: an answer that is not a JSON object passes unchanged
+            return None if isinstance(exchange.plan, PassthroughPlan) else parsed
         if isinstance(exchange.plan, PassthroughPlan):  # forwarded as it is: only the model name changes
-            if not isinstance(parsed, dict):
-                return None
             exchange.usage = usage_of(parsed.get("usage"))
             parsed["model"] = model
             return json_answer(200, parsed)

@@ -16,10 +16,12 @@ body on a plain-TCP client connection:
    once makes the kernel send a reset, which can destroy the answer before the client reads it.
 
 A request without a body gets its answer the ordinary way (mitmproxy sends `flow.response` right
-after the empty body, and the connection is kept alive). Where the proxy cannot write raw HTTP/1
-bytes to the client (HTTP/2, TLS from the client, an in-process mode), mitmproxy reads the body,
-bounded by `body_size_limit` (which the addon sets in reverse mode: `addon.guard.request_size`), and sends
-the answer after it.
+after the empty body, and the connection is kept alive). To a client that speaks TLS to the proxy
+(a `reverse:https://` listener, an intercepted Ollama host in regular mode) the answer is written
+as TLS records of mitmproxy's own session of that connection (`fence.encrypt_for_client`). Where no
+HTTP/1 answer can be written at all (an HTTP/2 stream, a connection whose TLS session cannot take
+it), the flow is killed without an answer: an HTTP/2 client sees its stream reset. A body is never
+read before its head was admitted, whatever the transport (issue 21 §2).
 
 The mitmproxy internals used (the client's StreamWriter; `flow.kill()` at `requestheaders` ending
 the stream without writing to the client, and mitmproxy closing the client connection then) are
@@ -72,18 +74,31 @@ def answer_now(flow: http.HTTPFlow, exchange: Exchange) -> None:
         return  # invalid framing: mitmproxy's HTTP/1 layer answers 400 itself and closes (no second answer)
     if not has_body(request):
         return  # mitmproxy sends it after the empty body
-    if request.http_version not in ("HTTP/1.0", "HTTP/1.1") or flow.client_conn.tls:
-        return  # no raw HTTP/1 bytes on this connection: mitmproxy reads the body, then sends it
+    if request.http_version not in ("HTTP/1.0", "HTTP/1.1"):
+        flow.kill()  # HTTP/2 (over TLS only): the stream is reset and its body never read
+        return
     response.headers["connection"] = "close"
     data = fence.assemble_response_head(response) if request.method == "HEAD" else fence.assemble_response(response)
-    if answer_and_close(fence.client_writer(flow), data, flow.client_conn):
+    # on a TLS connection: TLS records of the client's own session (mitmproxy's)
+    wire = fence.encrypt_for_client(flow, data) if flow.client_conn.tls else data
+    if wire is not None and answer_and_close(fence.client_writer(flow), wire, flow.client_conn, encrypted=True):
         flow.kill()
+    elif in_event_loop():
+        flow.kill()  # never read an unchecked body: the connection is closed without the answer
 
 
-def answer_and_close(writer: object, data: bytes, connection: Connection) -> bool:
+def in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # outside mitmproxy's event loop (unit tests)
+        return False
+    return True
+
+
+def answer_and_close(writer: object, data: bytes, connection: Connection, encrypted: bool = False) -> bool:
     """Write `data` to the client and close the connection with a lingering close (`linger`); False
-    when that is not possible here (TLS, no event loop, no plain asyncio socket)."""
-    if connection.tls or not isinstance(writer, asyncio.StreamWriter) or writer.is_closing():
+    when that is not possible here (TLS unless `data` are its records already, no event loop, no asyncio socket)."""
+    if (connection.tls and not encrypted) or not isinstance(writer, asyncio.StreamWriter) or writer.is_closing():
         return False
     try:
         loop = asyncio.get_running_loop()

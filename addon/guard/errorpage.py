@@ -80,22 +80,36 @@ def describe(message: str) -> str:
     return fixed if fixed is not None else secrets.scrub(_BYTES_REPR.sub("(bytes not shown)", message))
 
 
-_FRIENDLY = {
-    FailureKind.REFUSED: "cannot reach the upstream: connection refused ({})",
-    FailureKind.UNKNOWN_HOST: "cannot reach the upstream: unknown host ({})",
-    FailureKind.TLS: "cannot reach the upstream: TLS handshake failed ({})",
+_FRIENDLY = {  # (clients learn no address: `{}` is mitmproxy's text without any)
+    FailureKind.REFUSED: "cannot reach the upstream: connection refused",
+    FailureKind.UNKNOWN_HOST: "cannot reach the upstream: unknown host",
+    FailureKind.TLS: "cannot reach the upstream: TLS handshake failed",
     FailureKind.SERVER_CLOSED: "the upstream closed the connection without answering",
     FailureKind.BROKE_OFF: "the upstream connection broke off before the answer was complete ({})",
     FailureKind.TIMEOUT: "the upstream did not answer in time ({})",
 }
 
 
+# An upstream's address in mitmproxy's and the OS's texts: `('10.0.0.5', 8000)`, `[::1]:8000`,
+# `10.0.0.5:8000`, `host.example:8000`, URLs. Clients learn server names only (issue 21 §6).
+_ADDRESS = re.compile(
+    r"""\(\s*'[^']*'\s*,\s*\d+[^)]*\)|\[[0-9a-f:.%]+\](?::\d+)?|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"""
+    r"""|\b[a-z][a-z0-9+.-]*://\S+|\b[\w.-]+:\d{1,5}\b""",
+    re.IGNORECASE,
+)
+
+
+def without_addresses(text: str) -> str:
+    return _ADDRESS.sub("(address not shown)", text)
+
+
 def friendly_message(status: int, message: str) -> str:
-    """mitmproxy's terse error text, said so that an Ollama user understands it."""
+    """mitmproxy's terse error text, said so that an Ollama user understands it, without the upstream's
+    address (the operator's log line keeps mitmproxy's own text)."""
     kind = fence.failure_kind(message)
     if kind is FailureKind.TRAILERS and status < 500:
         return "the request carried HTTP trailers, which the proxy does not support"
-    message = describe(message)
+    message = without_addresses(describe(message))
     if (template := _FRIENDLY.get(kind)) is not None:
         return template.format(message)
     return message or f"proxy error {status}"

@@ -1,14 +1,28 @@
-"""How large a client's request body may be: `request_body_limit` (default 64 MB) on every route.
+"""How large a client's request body may be: `request_body_limit` (default 16 MB) on every route.
 
-Why 64 MB: Ollama clients send images as base64 inside the JSON body (4/3 of the image's size),
-and OpenAI takes at most about 50 MB of image payload per request; three 10 MB photos are about
-40 MB of JSON and fit, with room. Text alone never comes near it.
+Why 16 MB (issue 21 §4): what real clients send, and what keeps one request from stalling the
+others. Agents send a few hundred KB to a few MB (a long context, tool definitions, an image or
+two: Anthropic takes 5 MB per image); an Ollama client sends images as base64 inside the JSON
+(4/3 of the file: a 10 MB photo is 13.3 MB). The work a body costs is linear in its size but
+steep for a hostile shape (millions of tiny messages: about 0.2 s of CPU per MB, 30× the body in
+memory), and part of it holds Python's GIL in one piece (`addon.offload`): at 16 MB the longest
+stall of the other clients stays well under a second. Several large photos in one request need
+a larger limit (`--set request_body_limit=64m`), at that cost (docs/limits.md).
 
 - `declared_too_large` (requestheaders): a `Content-Length` over the limit gets 413 before any of
   the body is read (`addon.guard.early` sends it).
 - a chunked body has no length to check in advance: `addon.guard.client_buffer` counts it as
   mitmproxy reads it and answers 413 the moment it crosses the limit (`OllamaProxy.requestheaders`
   registers it); `too_large` (request) is the same check on a body that was read whole (HTTP/2).
+- `decode` (request): a body sent with a `Content-Encoding` (gzip, deflate, br, zstd) is decoded
+  by the addon's bounded decompressors (`addon.guard.upstream.decompressed`), never by mitmproxy's
+  unbounded `get_content()`: its decoded size is bounded by `request_body_limit` too (413 beyond;
+  a 426-byte brotli body would otherwise decode to 512 MB). The request then carries the decoded
+  body without the header. Another encoding, or a list of them: 415 with `Accept-Encoding` (RFC
+  7694); data that does not decode: 400. A refused body is dropped from the flow, so that no view
+  decodes it later. (Real Ollama decodes nothing: its JSON decoder refuses the compressed bytes
+  with a 400. Decoding, bounded, serves the clients that compress large requests, and costs
+  nothing to the others: one header lookup.)
 - `ceiling`: what mitmproxy may buffer of any body is bounded by its own `body_size_limit`; in
   reverse mode, when the user left it unset, it is set to the larger of `request_body_limit` and
   what one upstream answer may be (mitmproxy applies the same option to responses).
@@ -16,11 +30,13 @@ and OpenAI takes at most about 50 MB of image payload per request; three 10 MB p
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import exceptions, http
 
 from addon import mitm_internals as fence
+from addon.guard import upstream
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint
@@ -63,6 +79,37 @@ def too_large(request: http.Request, limit: int, endpoint: Endpoint) -> Answer |
     raw = request.raw_content
     if limit and raw is not None and len(raw) > limit:
         return chunked_refusal(endpoint, limit)
+    return None
+
+
+ACCEPTED_ENCODINGS = "gzip, deflate, br, zstd"
+
+
+def decode(request: http.Request, limit: int, endpoint: Endpoint) -> Answer | None:
+    """Replace a compressed body by its decoded bytes, bounded by `limit` (0: the body size ceiling);
+    an answer (413, 415, 400) when that is refused."""
+    encoding = request.headers.get("content-encoding")
+    if encoding is None:
+        return None
+    coding = encoding.strip().lower()
+    del request.headers["content-encoding"]
+    if coding in ("", "identity"):
+        return None
+    most = limit or UPSTREAM_CEILING
+    raw = request.raw_content or b""
+    request.raw_content = b""  # (a view must never decode a refused body later)
+    try:
+        decoded = upstream.decompressed(coding, raw, most)
+    except upstream.TooLarge:
+        return endpoint.error(413, f"{TOO_LARGE}: over {describe(most)} once decompressed (request_body_limit)")
+    except ValueError as e:
+        return endpoint.error(400, f"cannot decode the {coding} request body: {str(e)[:200]}")
+    if decoded is None:
+        answer = endpoint.error(
+            415, f"unsupported Content-Encoding {coding[:40]!r}: the proxy decodes {ACCEPTED_ENCODINGS}"
+        )
+        return dataclasses.replace(answer, headers=(*answer.headers, ("Accept-Encoding", ACCEPTED_ENCODINGS)))
+    request.raw_content = decoded
     return None
 
 

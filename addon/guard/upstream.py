@@ -210,6 +210,21 @@ class StreamDecoder:
         self.most = most
         self.decompressor: Any = None
         self.raw_deflate = False
+        self.refused: str | None = None  # why it gave up on the stream (`through`)
+
+    def through(self, converter: Any, data: bytes) -> tuple[bytes, bytes]:
+        """A piece of the stream (b"": its end) decoded, then fed to the stream's converter: (what the
+        client gets, the decoded piece). A piece it refuses ends the stream with the converter's
+        error piece (`refused` says why); nothing more is decoded after that."""
+        if self.refused is not None:
+            return b"", b""
+        try:
+            plain = self.feed(data) if data else self.finish()
+        except Refused as e:
+            self.refused = str(e)
+            return converter.fail(self.refused) or b"", b""
+        out = converter.feed(plain) if plain else b""
+        return (out if data else out + converter.finish()), plain
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
@@ -270,6 +285,22 @@ class StreamDecoder:
                 self.decompressor = None  # the next member or frame
 
 
+def frame_whole(response: http.Response, http10: bool) -> None:
+    """A whole answer's framing headers say what its body is now, whatever rewrote it (a decoded
+    Content-Encoding, a scrubbed key, a converted answer): chunked as the upstream framed it (mitmproxy
+    writes the chunks), else Content-Length its length; HTTP/1.0 cannot read chunks."""
+    headers = response.headers
+    body = response.raw_content or b""
+    if not http10 and "chunked" in headers.get("transfer-encoding", "").lower():
+        if "content-length" in headers:
+            del headers["content-length"]
+        return
+    if "transfer-encoding" in headers:
+        del headers["transfer-encoding"]
+    if response.status_code not in (204, 304) and headers.get("content-length") != str(len(body)):
+        headers["content-length"] = str(len(body))
+
+
 def stream_decoder(response: http.Response, most: int) -> StreamDecoder | None:
     """A decoder for a compressed stream in an encoding the proxy decodes, else None (identity, or
     an encoding `decoded_body` refuses); the response then says it carries the decoded bytes."""
@@ -287,3 +318,15 @@ _DECODERS: dict[str, Callable[[bytes, int], bytes]] = {
     "br": _brotli,
     "zstd": _zstd,
 }
+
+
+def decompressed(encoding: str, data: bytes, most: int) -> bytes | None:
+    """`data` decoded from `encoding` (at most `most` bytes: `TooLarge` beyond); None for an encoding
+    the proxy cannot decode. Raises `ValueError` for data that is not in that encoding."""
+    decode = _DECODERS.get(encoding)
+    if decode is None:
+        return None
+    try:
+        return decode(data, most + 1)
+    except (zlib.error, brotli.error, zstd.ZstdError, EOFError) as e:
+        raise ValueError(str(e)) from None

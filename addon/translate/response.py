@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from addon.translate.chunks import whole
 from addon.translate.errors import read_upstream_error
 from addon.wire.ollama import AssistantMessage, Chunk, Logprob, Metrics, OllamaToolCall, dumps_body
-from addon.wire.openai import ChatCompletion, Choice, Delta, ToolCallDelta, token_count
+from addon.wire.openai import ChatCompletion, Choice, token_count
 
 Shape = Literal["chat", "generate"]
 
@@ -86,25 +87,7 @@ def metrics(clock: Clock, usage: Any, timings: Any = None) -> Metrics:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tool calls, thinking, logprobs
-
-
-def parse_arguments(arguments: Any) -> tuple[dict[str, Any], str | None]:
-    """Tool-call arguments (an OpenAI JSON string) → an object, with a warning when unparsable.
-
-    Ollama clients require an object. Text that is not a JSON object becomes {} and is reported.
-    """
-    if isinstance(arguments, dict):
-        return arguments, None
-    if not arguments:
-        return {}, None
-    try:
-        value = json.loads(arguments)
-    except (TypeError, ValueError):
-        value = None
-    if isinstance(value, dict):
-        return value, None
-    return {}, f"tool call arguments are not a JSON object and were replaced by {{}}: {str(arguments)[:200]!r}"
+# Tool calls, logprobs
 
 
 def ollama_tool_call(index: int, call_id: str | None, name: str, arguments: dict[str, Any]) -> OllamaToolCall:
@@ -112,22 +95,6 @@ def ollama_tool_call(index: int, call_id: str | None, name: str, arguments: dict
     if call_id:
         call = {"id": call_id, **call}
     return call
-
-
-def tool_calls_from_openai(calls: list[ToolCallDelta] | None) -> tuple[list[OllamaToolCall], list[str]]:
-    out, warnings = [], []
-    for index, call in enumerate(calls or ()):
-        function = call.get("function") or {}
-        arguments, warning = parse_arguments(function.get("arguments"))
-        if warning:
-            warnings.append(warning)
-        out.append(ollama_tool_call(index, call.get("id"), function.get("name") or "", arguments))
-    return out, warnings
-
-
-def thinking_of(part: Delta) -> str | None:
-    """Reasoning text as upstreams name it: `reasoning_content` (DeepSeek, vLLM, llama.cpp) or `reasoning`."""
-    return part.get("reasoning_content") or part.get("reasoning") or None
 
 
 def logprobs_of(choice: Choice) -> list[Logprob] | None:
@@ -198,26 +165,23 @@ def final(answer: Chunk, finish_reason: str | None, measured: Metrics) -> Chunk:
 def whole_answer(
     shape: Shape, body: ChatCompletion, model: str, clock: Clock, raw: bool = False
 ) -> tuple[Chunk, list[str]]:
-    """A whole chat.completion or text_completion → one Ollama /api/chat or /api/generate answer.
+    """A whole chat.completion or text_completion → one Ollama /api/chat or /api/generate answer, read by
+    the accumulator's rules (`translate.chunks.whole`; raises its `StreamFault` for what is no answer).
 
     A generate answer carries `context` unless the request was `raw`, as Ollama's does: an empty
     list, as the upstream has no token ids to give (clients such as the Vercel AI SDK provider
     require the field).
     """
-    choice: Choice = (body.get("choices") or [{}])[0]
-    source: Delta = choice.get("message") or {}
-    text = source.get("content") or source.get("refusal") or ""
-    if shape == "generate":
-        text = choice.get("text") or text
-    tool_calls, warnings = tool_calls_from_openai(source.get("tool_calls"))
+    read = whole(body)
+    calls = [ollama_tool_call(c.position, c.call_id, c.name, c.arguments) for c in read.calls]
     answer = final(
-        chunk(shape, model, text, thinking_of(source), tool_calls, shape == "generate" and not raw),
-        choice.get("finish_reason"),
-        metrics(clock, body.get("usage"), body.get("timings")),
+        chunk(shape, model, read.text + read.refusal, read.thinking or None, calls, shape == "generate" and not raw),
+        read.finish.reason,
+        metrics(clock, read.finish.usage, read.finish.timings),
     )
-    if logprobs := logprobs_of(choice):
+    if read.logprobs and (logprobs := logprobs_of({"logprobs": {"content": read.logprobs}})):
         answer["logprobs"] = logprobs
-    return answer, warnings
+    return answer, [c.warning for c in read.calls if c.warning]
 
 
 def chat_response(body: ChatCompletion, model: str, clock: Clock) -> tuple[Chunk, list[str]]:

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from addon.mitm_internals import FailureKind
+from addon.mitm_internals import FailureKind, failure_kind
 
 logger = logging.getLogger("ollama_proxy")
 
@@ -82,6 +83,49 @@ def passive_verdict(
     if status is not None and status >= 500 and status != 501:  # 501: a route it lacks, not a sick server
         return Passive.SUSPECT, f"answered {status}"
     return (Passive.OK, "") if status is not None else (Passive.NOTHING, "")
+
+
+# What a client may be told of why a server is down (503 texts, /api/ps): fixed phrases, never the text of
+# an error, which names the server's address or base URL (the operator's log keeps it: issue 21 §6).
+CLIENT_REASONS = frozenset(
+    {
+        *_UNREACHABLE.values(),
+        "no connection within upstream_timeout",
+        "no TLS handshake within upstream_timeout",
+        "no answer within upstream_timeout",
+        *(kind.name.lower().replace("_", " ") for kind in FailureKind),
+        "cannot connect",
+        "unreachable",
+        "timed out",
+        "timed out connecting",
+        "closed the connection without answering",
+        "the connection broke off mid-answer",
+        "the connection was reset",
+    }
+)
+_ANSWERED = re.compile(r"\banswered (\d{3})\b")
+_REPEATED = re.compile(r" \(\d+ times in a row\)$")
+
+
+def client_reason(reason: str | None) -> str:
+    """`reason` in the words a client may read: a fixed phrase, an upstream status, or "unreachable"."""
+    if not reason:
+        return "down"
+    repeated = _REPEATED.search(reason)
+    return _client_phrase(reason[: repeated.start()] if repeated else reason) + (repeated.group() if repeated else "")
+
+
+def _client_phrase(reason: str) -> str:
+    if reason in CLIENT_REASONS:
+        return reason
+    if (answered := _ANSWERED.search(reason)) is not None:
+        return f"answered {answered.group(1)}"
+    kind = failure_kind(reason)
+    if kind in _UNREACHABLE:
+        return _UNREACHABLE[kind]
+    if kind is not FailureKind.OTHER:
+        return kind.name.lower().replace("_", " ")
+    return "cannot connect" if "connect" in reason.lower() else "unreachable"
 
 
 @dataclass(frozen=True, slots=True)

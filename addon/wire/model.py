@@ -69,21 +69,32 @@ def _is_union_member(part: str | int) -> bool:
 def first_problem(error: ValidationError) -> Problem:
     """The problem of a validation error that the client should hear about first."""
     errors = error.errors(include_url=False)
+    for item in errors:
+        if item["type"] in ("recursion_loop", "recursion_depth_exceeded"):
+            return Problem(_shown(_place(item["loc"])), "said", "the request nests JSON too deeply")
     for item in errors:  # a validator's own sentence says most
         if item["type"] == "value_error":
-            return Problem(_place(item["loc"]), "said", str(item["ctx"]["error"]))
+            return Problem(_shown(_place(item["loc"])), "said", str(item["ctx"]["error"]))
     first = max(errors, key=lambda e: len(_place(e["loc"])))  # the member of a union that got furthest
     place = _place(first["loc"])
     if first["type"] == "missing":
-        return Problem(place, "missing", "present")
+        return Problem(_shown(place), "missing", "present")
     if first["type"] in ("literal_error", "union_tag_invalid", "enum", "greater_than_equal", "less_than_equal"):
-        return Problem(place, "value", first["msg"])
+        return Problem(_shown(place), "value", first["msg"])
     same = [_TYPE_WORDS[e["type"]] for e in errors if _place(e["loc"]) == place and e["type"] in _TYPE_WORDS]
     if "a number" in same:  # an integer is a number
         same = [w for w in same if w != "an integer"]
     wanted = " or ".join(dict.fromkeys(same)) if same else first["msg"]
-    return Problem(place, "type", wanted)
+    return Problem(_shown(place), "type", wanted)
+
+
+_SHOWN = 12  # the most of a place a message names (a deep one is cut there)
 
 
 def _place(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     return tuple(p for p in loc if not _is_union_member(p))
+
+
+def _shown(place: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """A place as a message names it: a deep one cut after its first steps."""
+    return place if len(place) <= _SHOWN else (*place[:_SHOWN], "…")

@@ -16,12 +16,15 @@ into their final error line or event), so a stream without line ends or without 
 cannot grow the proxy's memory without limit. For the content views it can also hand out the
 lines that are no SSE field at all, as events named `?`.
 
-(The /v1 relay, `addon.endpoints.openai.SSERelay`, decodes no events: it passes lines on byte
-for byte, renaming `model` in data lines, and holds back the start of an unfinished line.)
+The byte-exact relays (`/v1` chat completions, the Responses pass-through:
+`addon.endpoints.openai.SSERelay`) decode no events: `SSEFramer` hands them the complete lines
+of each piece byte for byte, whichever line ends the stream uses, holding back only an
+unfinished last line, with the same bound on one line and one event.
 """
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 MAX_EVENT = (
@@ -89,6 +92,22 @@ class SSEDecoder:
         self._pending_size = len(rest)
         return self._events(lines)
 
+    def one_data_line(self, data: bytes) -> bool:
+        """Whether this piece is exactly one event of one `data: ` line ended by LFs, with nothing of the body
+        before it pending: its data is `data[6:-2]`, and the caller may take it so instead of feeding it."""
+        return (
+            data.endswith(b"\n\n")
+            and data.startswith(b"data: ")
+            and data.count(b"\n") == 2
+            and not self._pending
+            and not self._data
+            and not self._cr
+            and self._started
+            and self._name == "message"
+            and len(data) - 8 <= self.max_size
+            and b"\r" not in data
+        )
+
     def finish(self) -> list[Event]:
         """The events left when the body has ended: a last line, and a last event without its blank line."""
         rest = b"".join(self._pending)
@@ -147,3 +166,100 @@ class SSEDecoder:
         self._size = 0
         self._name = "message"
         return event
+
+
+_LINE_ENDS = re.compile(rb"(\r\n|\r|\n)")
+
+
+class SSEFramer:
+    """Complete lines of an SSE body, byte for byte: `feed(piece)` returns the bytes of the lines the piece
+    completes (b"" for none), `finish()` the unfinished last line once the body has ended.
+
+    A line ends with LF, CRLF or CR alike; a CR that ends a piece completes its line at once (an LF
+    that follows in the next piece is passed on with that piece's lines and ends no line of its
+    own). Linear: pieces of an unfinished line are joined once. Bounded: one line, or one event
+    (the bytes since the last blank line), longer than `max_size` bytes raises `SSETooLarge`.
+    """
+
+    __slots__ = ("_cr", "_event", "_line_start", "_pending", "_pending_size", "max_size")
+
+    def __init__(self, max_size: int = MAX_EVENT) -> None:
+        self.max_size = max_size
+        self._pending: list[bytes] = []  # the pieces of the unfinished last line
+        self._pending_size = 0
+        self._event = 0  # bytes of the event being passed, since the last blank line
+        self._line_start = True  # the last byte passed ended a line (or nothing was passed yet)
+        self._cr = False  # the last piece ended with CR: an LF starting the next one belongs to it
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes of the lines this piece completes. Raises `SSETooLarge`."""
+        if not data:
+            return b""
+        if (
+            data.endswith(b"\n\n")
+            and not self._pending
+            and not self._cr
+            and len(data) <= self.max_size
+            and (not self._event or self._event + data.find(b"\n\n") <= self.max_size)
+            and b"\r" not in data
+        ):  # the common piece: whole events, LF-ended, none of them too long
+            self._event = 0
+            self._line_start = True
+            return data
+        lines = data
+        if self._cr and data[:1] == b"\n":
+            lines = data[1:]
+        self._cr = data.endswith(b"\r")
+        if b"\r" in lines:
+            lines = lines.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        last = lines.rfind(b"\n")
+        if last < 0:  # no line end in this piece
+            self._pending.append(data)
+            self._pending_size += len(lines)
+            self._event += len(lines)
+            self._line_start = self._line_start and not lines
+            self._check(self._pending_size, "a line")
+            self._check(self._event, "an event")
+            return b""
+        self._check(self._pending_size + lines.find(b"\n"), "a line")
+        blank = (b"\n" if self._line_start else b"") + lines
+        first_end = blank.find(b"\n\n")
+        if first_end >= 0:
+            self._check(self._event + first_end, "an event")
+            self._event = len(blank) - blank.rfind(b"\n\n") - 2
+        else:
+            self._event += len(lines)
+        if len(lines) > self.max_size:  # whole lines and events inside one piece larger than the bound
+            self._check(max(map(len, lines.split(b"\n"))), "a line")
+            self._check(max(map(len, blank.split(b"\n\n"))), "an event")
+        self._check(self._event, "an event")
+        self._pending_size = len(lines) - last - 1
+        self._line_start = self._pending_size == 0
+        end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+        if self._pending:
+            self._pending.append(data[:end])
+            out = b"".join(self._pending)
+        else:
+            out = data[:end] if end < len(data) else data
+        self._pending = [data[end:]] if end < len(data) else []
+        return out
+
+    def finish(self) -> bytes:
+        """The unfinished last line, once the body has ended (b"" if there is none)."""
+        rest = b"".join(self._pending)
+        self._pending = []
+        self._pending_size = 0
+        return rest
+
+    def _check(self, size: int, what: str) -> None:
+        if size > self.max_size:
+            raise SSETooLarge(f"{what} of the stream is longer than sse_event_limit ({self.max_size} bytes)")
+
+
+def split_lines(lines: bytes) -> list[bytes]:
+    """Lines (as `SSEFramer` hands them) → each line with its line end, whichever it is."""
+    parts = _LINE_ENDS.split(lines)
+    out = [parts[i] + parts[i + 1] for i in range(0, len(parts) - 1, 2)]
+    if parts[-1]:
+        out.append(parts[-1])
+    return out

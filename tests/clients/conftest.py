@@ -30,6 +30,11 @@ upstream = "gpt-4o-mini"
 context_length = 128000
 capabilities = ["completion", "tools", "vision"]
 
+# A model that thinks (think / reasoning on a model without `thinking` is refused, as Ollama refuses it)
+[models."qwen3:latest"]
+upstream = "gpt-4o-mini"
+capabilities = ["completion", "tools", "thinking"]
+
 [models."nomic-embed-text:latest"]
 upstream = "text-embedding-3-small"
 capabilities = ["embedding"]
@@ -47,6 +52,7 @@ upstream = "gpt-4o-mini"
 upstream = "gpt-4o-mini"
 """
 CHAT_MODEL = "llama3.2"
+THINKING_MODEL = "qwen3"
 EMBED_MODEL = "nomic-embed-text"
 CLAUDE_MODEL = "claude-sonnet-5-5"
 CODEX_MODEL = "gpt-oss:20b"

@@ -10,7 +10,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.agents import claude
+from mitmproxy import io
+
+from harness import TEST_KEY
+from harness.agents import CLAUDE_KEY, claude
 from harness.mitmdump import Mitmdump
 from harness.upstream import UpstreamServer
 
@@ -56,3 +59,32 @@ def test_context_is_counted_with_count_tokens(ollama_proxy: Mitmdump, upstream: 
     assert "Context Usage" in done.stdout and re.search(r"System tools \| [\d.]+k", done.stdout)
     assert chat_requests(upstream) == [], "/context asks nothing of the model"
     assert f"POST /v1/messages/count_tokens {CLAUDE_MODEL} · 200" in ollama_proxy.log()
+
+
+def test_a_start_with_a_proxy_key_is_quiet(upstream: UpstreamServer, spawn, tmp_path: Path) -> None:
+    """With `ollama_api_key` set (Claude Code sends it as x-api-key), its keyless `HEAD /api/hello` at every start
+    (sent unless CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC is set) gets Ollama's 404, which is no failure: the
+    proxy (flow_detail 0: failures only) logs nothing, and the prompt is answered."""
+    flows = tmp_path / "flows.mitm"
+    proxy = spawn(
+        "reverse",
+        f"openai_base_url={upstream.base_url}",
+        f"openai_api_key={TEST_KEY}",
+        f"ollama_api_key={CLAUDE_KEY}",
+        f"save_stream_file={flows}",
+    )
+    upstream.fake.queue_reply("Hi there, from the fake upstream.")
+    home = tmp_path / "home"
+    home.mkdir()
+    quiet = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": None}
+    done = claude(proxy.url, home, "-p", "say hi", "--model", "gpt-4o-mini", env=quiet)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Hi there, from the fake upstream."
+    proxy.stop()  # the saved flows are complete
+    with flows.open("rb") as f:
+        seen = {
+            (flow.request.method, flow.request.path): flow.response.status_code for flow in io.FlowReader(f).stream()
+        }
+    assert seen[("HEAD", "/api/hello")] == 404, "the probe was sent, and answered as Ollama answers it"
+    assert [status for (method, _), status in seen.items() if method == "POST"] == [200], seen
+    assert "/api/hello" not in proxy.log() and "401" not in proxy.log(), proxy.log()

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from harness.mitmdump import Mitmdump
 from harness.upstream import UpstreamServer
 
-from .conftest import CHAT_MODEL, EMBED_MODEL
+from .conftest import CHAT_MODEL, EMBED_MODEL, THINKING_MODEL
 
 
 @tool
@@ -74,7 +74,7 @@ def test_validate_model_on_init(ollama_proxy: Mitmdump) -> None:
 
 def test_reasoning(ollama_proxy: Mitmdump, upstream: UpstreamServer) -> None:
     upstream.fake.queue_reply("42", thinking="six times seven")
-    answer = ChatOllama(model=CHAT_MODEL, base_url=ollama_proxy.url, reasoning=True).invoke("the answer?")
+    answer = ChatOllama(model=THINKING_MODEL, base_url=ollama_proxy.url, reasoning=True).invoke("the answer?")
     assert answer.content == "42" and answer.additional_kwargs["reasoning_content"] == "six times seven"
     assert upstream.fake.requests[-1].body["reasoning_effort"] == "medium"
 

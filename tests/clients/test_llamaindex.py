@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from harness.mitmdump import Mitmdump
 from harness.upstream import UpstreamServer
 
-from .conftest import CHAT_MODEL, EMBED_MODEL
+from .conftest import CHAT_MODEL, EMBED_MODEL, THINKING_MODEL
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_structured_predict(llm: Ollama, upstream: UpstreamServer) -> None:
 
 def test_thinking(ollama_proxy: Mitmdump, upstream: UpstreamServer) -> None:
     upstream.fake.queue_reply("42", thinking="six times seven")
-    llm = Ollama(model=CHAT_MODEL, base_url=ollama_proxy.url, request_timeout=30, thinking=True)
+    llm = Ollama(model=THINKING_MODEL, base_url=ollama_proxy.url, request_timeout=30, thinking=True)
     pieces = list(llm.stream_chat([ChatMessage(role="user", content="the answer?")]))
     assert "".join(p.additional_kwargs.get("thinking_delta") or "" for p in pieces) == "six times seven"
     assert pieces[-1].message.content == "42"

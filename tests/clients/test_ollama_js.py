@@ -11,6 +11,8 @@ import pytest
 
 from harness.upstream import UpstreamServer, recording
 
+from .conftest import THINKING_MODEL
+
 Js = Callable[..., Any]
 
 
@@ -95,7 +97,7 @@ def test_model_management_is_refused_clearly(js: Js) -> None:
 
 def test_thinking(js: Js, upstream: UpstreamServer) -> None:
     upstream.fake.queue_reply("42", thinking="six times seven")
-    answer = js("chat_think", prompt="the answer?", think="high")
+    answer = js("chat_think", model=THINKING_MODEL, prompt="the answer?", think="high")
     assert answer["message"]["thinking"] == "six times seven" and answer["message"]["content"] == "42"
     assert upstream.fake.requests[-1].body["reasoning_effort"] == "high"
 

@@ -35,6 +35,8 @@ Acts that cost the proxy:
 - `no-blank-line`: a stream of `data: {...}\\n` lines with no blank line, NO_BLANK_BYTES long.
 - `huge-event`: one SSE event of HUGE_EVENT bytes (a 64 MB `content`), then the end of the stream.
 - `flood`: a well-formed stream of FLOOD_BYTES of events as fast as the socket takes them.
+- `cr-only`: a well-formed stream of CR_ONLY_BYTES whose lines end with CR alone (valid SSE);
+  `cr-no-blank`: as many bytes of CR-ended `data:` lines without a blank line.
 - `slow-body`: a `Content-Length` JSON answer trickled in 20 pieces 0.15 s apart (3 s in all).
 - `gzip-huge-event`, `gzip-flood`: `huge-event` and `flood` as a gzip-compressed stream (each piece
   flushed); `gzip-stream-bomb`: STREAM_BOMB bytes of small valid events compressed into about 0.3 MB;
@@ -48,6 +50,8 @@ Acts that send numbers or shapes an upstream must not:
 - `usage-string`, `usage-list`, `usage-huge` (`1e400`), `usage-bigint`, `usage-negative`, `usage-nan`:
   as `prompt_tokens` (chat and completions; in the last event of a stream);
 - `created-nan`: `NaN` in a field the proxy does not convert (chat, completions; every stream event);
+- `nan-arguments`: `NaN`, `Infinity` and `-Infinity` in a tool call's arguments (JSON text), a
+  stream's cut between fragments;
 - `empty-object`: `200 {}`; `error-object`: `200 {"error": {"message": "quota exceeded", ...}}`;
   `error-string`: `200 {"error": "quota exceeded"}`.
 
@@ -79,6 +83,7 @@ HUGE_BODY = 300 * MB
 HUGE_EVENT = 64 * MB
 NO_BLANK_BYTES = 96 * MB
 FLOOD_BYTES = 24 * MB
+CR_ONLY_BYTES = 128 * MB
 STREAM_BOMB = 300 * MB
 
 _ACT = re.compile(r"evil:([A-Za-z0-9._=-]+)")
@@ -505,6 +510,22 @@ class _Handler(socketserver.BaseRequestHandler):
             [sse(first), *(block for _ in range(FLOOD_BYTES // MB)), sse(*rest, "[DONE]")],
         )
 
+    def act_cr_only(self, req: _Request) -> None:
+        """A well-formed stream of CR_ONLY_BYTES whose lines end with CR alone (valid SSE)."""
+        first, middle, *rest = chat_events(req, "x" * 1000)
+        event = sse(middle).replace(b"\n", b"\r")
+        block = event * (MB // len(event))
+        pieces = [sse(first).replace(b"\n", b"\r"), *(block for _ in range(CR_ONLY_BYTES // MB))]
+        self.send_chunked(
+            200, {"content-type": "text/event-stream"}, [*pieces, sse(*rest, "[DONE]").replace(b"\n", b"\r")]
+        )
+
+    def act_cr_no_blank(self, req: _Request) -> None:
+        """CR_ONLY_BYTES of `data:` lines ending with CR alone, and no blank line: one endless event."""
+        line = b"data: " + json.dumps(chat_events(req, "word ")[1]).encode() + b"\r"
+        block = line * (MB // len(line))
+        self.send_chunked(200, {"content-type": "text/event-stream"}, (block for _ in range(CR_ONLY_BYTES // MB)))
+
     def send_gzip_stream(self, pieces, release: threading.Event | None = None) -> None:
         """A chunked `text/event-stream` whose body is gzip-compressed, each piece flushed as it is sent;
         with `release`, everything after the first piece waits for it (at most 10 s)."""
@@ -630,6 +651,54 @@ class _Handler(socketserver.BaseRequestHandler):
                     str(marker), "NaN"
                 ),
             )
+
+    def act_nan_arguments(self, req: _Request) -> None:
+        """A tool call whose arguments (JSON text) hold NaN, Infinity and -Infinity, the stream's cut between
+        two fragments (`Na` + `N`, `-` + `Infinity`)."""
+        head = {"id": "chatcmpl-evil", "created": 1767968229, "model": req.body.get("model", "")}
+        whole_arguments = '{"x": NaN, "y": [Infinity, -Infinity], "z": "NaN stays text"}'
+        if not req.stream:
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "plot", "arguments": whole_arguments}}
+                ],
+            }
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            self.raw_json(200, json.dumps({**head, "object": "chat.completion", "choices": [choice]}))
+            return
+        pieces = ['{"x": Na', 'N, "y": [Infinity, -', 'Infinity], "z": "NaN stays text"}']
+        events = [
+            {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    **({"id": "call_1", "type": "function"} if i == 0 else {}),
+                                    "function": {**({"name": "plot"} if i == 0 else {}), "arguments": piece},
+                                }
+                            ]
+                        },
+                        "finish_reason": None,
+                    }
+                ],
+            }
+            for i, piece in enumerate(pieces)
+        ]
+        events.append(
+            {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+            }
+        )
+        self.send(200, {"content-type": "text/event-stream"}, sse(*events, "[DONE]"))
 
     def act_empty_object(self, req: _Request) -> None:
         self.raw_json(200, "{}")

@@ -238,10 +238,11 @@ class H2Client:
             self.sock.sendall(self.conn.data_to_send())
 
 
-def test_no_key_in_an_http2_flow_saved_in_flight(start, evil: EvilUpstream, tmp_path: Path) -> None:
+def test_no_key_in_an_http2_flow_saved_in_flight(start, evil: EvilUpstream, sentinel, tmp_path: Path) -> None:
     """An HTTP/2 client (TLS, ALPN h2) whose request still waits upstream when mitmdump stops."""
     saved = tmp_path / "inflight.flow"
-    dump = start(f"save_stream_file={saved}")
+    dump = start(f"save_stream_file={saved}", mode=f"reverse:https://127.0.0.1:{sentinel.port}")
+    dump.wait_ready()
     client = H2Client(dump.port)
     client.post(1, "/api/chat", {"model": "m", "messages": HELLO, "stream": False})
     assert client.answer(1)[0] == 200

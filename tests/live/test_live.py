@@ -21,7 +21,7 @@ import ollama
 import pytest
 
 from collector.scenarios import WEATHER_TOOL
-from harness.mitmdump import LOCAL_MODEL_POOL, Mitmdump
+from harness.mitmdump import LOCAL_MODEL, Mitmdump
 
 pytestmark = [pytest.mark.live, pytest.mark.e2e]
 
@@ -35,7 +35,7 @@ QUESTION = [{"role": "user", "content": "Name three colours."}]
 def client(tmp_path_factory: pytest.TempPathFactory):
     if not BASE_URL:
         pytest.fail("LIVE_BASE_URL is not set: run the live tier with `make test-live`")
-    dump = Mitmdump(tmp_path_factory.mktemp("live"), "reverse", f"openai_base_url={BASE_URL}", *LOCAL_MODEL_POOL)
+    dump = Mitmdump(tmp_path_factory.mktemp("live"), "reverse", f"openai_base_url={BASE_URL}", *LOCAL_MODEL)
     yield ollama.Client(host=dump.url, timeout=120)
     dump.stop()
 

@@ -10,9 +10,12 @@ maximum"), Codex shows the text (or runs the tool call the model wrote) and then
 returned, reason: max_output_tokens".
 So these tests check that the model's own text went through the proxy to the agent, and that the agent
 saw the answer end for its length; no tool call (the model cannot drive one without a stop sequence).
-Their prompts are cut down to fit the server's 4096-token context (Claude Code's default request is
-about 12,000 tokens, Codex's about 9,000): `--bare --tools "" --system-prompt` for Claude Code, a short
-`model_instructions_file` and most features disabled for Codex.
+Two kinds of run: cut-down prompts (`--bare --tools "" --system-prompt` for Claude Code, a short
+`model_instructions_file` and most features disabled for Codex: a few hundred tokens, quick), and each
+agent's real request as a user's first prompt sends it (Claude Code about 12,000 tokens, Codex about
+9,000, opencode about 7,400), which the server's 32,768-token context holds. Every answer is bounded by
+the catalog's `max_output_tokens` (256, scripts/local-models.toml, as `make run` loads it): the
+agents ask for 32,000 and more, which a base model that never stops would fill.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import httpx
 import openai
 import pytest
 
-from harness.agents import claude, codex
-from harness.mitmdump import LOCAL_MODEL_POOL, Mitmdump
+from harness.agents import claude, codex, opencode, opencode_config
+from harness.mitmdump import LOCAL_MODEL, Mitmdump
 
 pytestmark = [pytest.mark.live, pytest.mark.e2e]
 
@@ -47,7 +50,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory):
         "reverse",
         f"openai_base_url={BASE_URL}",
         "flow_detail=1",
-        *LOCAL_MODEL_POOL,
+        *LOCAL_MODEL,
     )
     yield dump
     dump.stop()
@@ -157,3 +160,66 @@ def test_codex(proxy: Mitmdump, tmp_path: Path) -> None:
     text = re.search(r"^codex\n(.+?)\nERROR: Incomplete response", done.stderr, re.M | re.S)
     tried_a_tool = "codex_core::tools::router" in done.stderr
     assert (text and text.group(1).strip()) or tried_a_tool, f"the model's answer did not reach Codex: {done.stderr}"
+
+
+def answered(log: str, route: str, model: str) -> list[tuple[int, int]]:
+    """(prompt, answer) token counts of the route's requests the proxy answered 200, from its log lines."""
+    pattern = rf"POST {route} {re.escape(model)} → /v1/chat/completions {CHAT} · 200 · (\d+)\+(\d+) tokens"
+    return [(int(a), int(b)) for a, b in re.findall(pattern, log)]
+
+
+def test_claude_codes_real_request(proxy: Mitmdump, tmp_path: Path) -> None:
+    """Claude Code as a user starts it (its system prompt and every tool: ~12,000 tokens) fits the context, and
+    each of its answers ends at the catalog's 256 tokens; it asks the model to go on a few times, then stops."""
+    start = len(proxy.log())
+    done = claude(
+        proxy.url,
+        tmp_path,
+        "-p",
+        QUESTION,
+        "--model",
+        CHAT,
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        timeout=1800,
+    )
+    counts = answered(proxy.log()[start:], "/v1/messages", CHAT)
+    assert counts, f"no request of Claude Code was answered: {proxy.log()[-3000:]} {done.stderr[-2000:]}"
+    assert counts[0][0] > 10_000, f"its real request, not a cut-down one: {counts}"
+    assert all(0 < answer <= 256 for _, answer in counts), f"every answer bounded by max_output_tokens: {counts}"
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    answers = [e["message"] for e in events if e.get("type") == "assistant" and e["message"].get("model") == CHAT]
+    assert answers and any(block.get("text", "").strip() for a in answers for block in a["content"]), done.stdout[
+        -2000:
+    ]
+    assert "Prompt is too long" not in done.stdout + done.stderr
+
+
+def test_codexs_real_request(proxy: Mitmdump, tmp_path: Path) -> None:
+    """Codex as a user starts it (its instructions and tools: ~9,000 tokens) fits, and its answer is bounded."""
+    start = len(proxy.log())
+    done = codex(proxy.url, tmp_path, f"{CHAT}:latest", QUESTION, timeout=1200)
+    counts = answered(proxy.log()[start:], "/v1/responses", f"{CHAT}:latest")
+    assert counts, f"no request of Codex was answered: {proxy.log()[-3000:]} {done.stderr[-2000:]}"
+    assert counts[0][0] > 7_000, f"its real request, not a cut-down one: {counts}"
+    assert all(0 < answer <= 256 for _, answer in counts), counts
+    assert "Incomplete response returned, reason: max_output_tokens" in done.stderr + done.stdout
+
+
+def test_opencodes_real_request(proxy: Mitmdump, tmp_path: Path) -> None:
+    """opencode as a user sets it up for this model (its provider on the proxy's /v1, the model's limits as
+    /api/show gives them: 32,768 tokens of context, 256 of answer) with its whole system prompt and tools.
+    The /v1 relay does not decode the stream (the proxy's log line has no token counts): opencode's own
+    step events report them."""
+    config = opencode_config(proxy.url, CHAT, context=32768, output=256)
+    start = len(proxy.log())
+    done = opencode(proxy.url, tmp_path, CHAT, QUESTION, "--title", "colours", timeout=1200, config=config)
+    assert re.search(rf"POST /v1/chat/completions {CHAT} → /v1/chat/completions {CHAT} · 200", proxy.log()[start:]), (
+        f"no request of opencode was answered: {proxy.log()[-3000:]} {done.stderr[-2000:]}"
+    )
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    steps = [e["part"]["tokens"] for e in events if e.get("type") == "step_finish"]
+    assert steps, f"opencode finished no step: {done.stdout[-2000:]} {done.stderr[-2000:]}"
+    assert steps[0]["input"] > 5_000, f"its real request: {steps}"
+    assert all(0 < step["output"] <= 256 for step in steps), f"every answer bounded: {steps}"

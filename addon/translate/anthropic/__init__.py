@@ -39,7 +39,7 @@ tool_calls/content_filter → end_turn/max_tokens/tool_use/refusal (`stop_sequen
 upstream names the matched stop string, as vLLM does in `stop_reason`).
 """
 
-from addon.translate.anthropic.answer import messages_response, parse_input, reasoning_of, stop_reason, usage_of
+from addon.translate.anthropic.answer import messages_response, stop_reason, usage_of
 from addon.translate.anthropic.errors import AnthropicError, error_body, error_type, new_id, upstream_error
 from addon.translate.anthropic.request import count_tokens, messages_request
 from addon.translate.anthropic.stream import MessagesStream, sse
@@ -57,8 +57,6 @@ __all__ = [
     "messages_request",
     "messages_response",
     "new_id",
-    "parse_input",
-    "reasoning_of",
     "sse",
     "stop_reason",
     "upstream_error",

@@ -8,7 +8,8 @@ import secrets
 import time
 from typing import Any
 
-from addon.translate.responses.errors import bad_gateway, upstream_error
+from addon.translate.chunks import StreamFault, ToolDone, whole
+from addon.translate.responses.errors import bad_gateway
 from addon.translate.responses.tools import namespaced_names
 from addon.translate.values import dict_or, is_int, is_number
 
@@ -123,29 +124,10 @@ def status_of(finish_reason: Any) -> tuple[str, str | None]:
     return "completed", None
 
 
-def text_of(value: Any) -> str:
-    """Message content as text: a string, or the text of a list of parts (some servers answer parts)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "".join(p.get("text") or "" for p in value if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def reasoning_of(part: dict[str, Any]) -> str:
-    """Reasoning text as upstreams name it: `reasoning_content` (DeepSeek, vLLM, llama.cpp) or `reasoning`."""
-    for key in ("reasoning_content", "reasoning"):
-        if isinstance(text := part.get(key), str) and text:
-            return text
-    return ""
-
-
-def arguments_text(arguments: Any) -> str:
-    if isinstance(arguments, str):
-        return arguments
-    if arguments is None:
-        return ""
-    return json.dumps(arguments, ensure_ascii=False)
+def call_arguments(call: ToolDone) -> str:
+    """A call's `arguments`: its text as the upstream sent it (NaN and Infinity as null), or "{}" when that is no
+    JSON object (cut short, empty, invalid), as every family gives it (a warning says so)."""
+    return call.arguments_text if call.arguments_text and call.warning is None else "{}"
 
 
 def text_part(text: str) -> dict[str, Any]:
@@ -202,52 +184,30 @@ def responses_answer(
     response_id: str | None = None,
     created_at: int | None = None,
 ) -> dict[str, Any]:
-    """A whole chat.completion → the Response object. Raises `ResponsesError` (502) for anything else."""
-    answer = openai_chat_answer
-    if not isinstance(answer, dict):
-        raise bad_gateway("the upstream's answer is not a JSON object")
-    if answer.get("error") is not None:
-        _, body = upstream_error(502, answer)
-        raise bad_gateway(f"the upstream answered an error: {body['error']['message']}")
-    choices = answer.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise bad_gateway(f"the upstream's answer is not a chat completion (no choices): {json.dumps(answer)[:200]}")
-    choice = choices[0]
-    message = choice.get("message")
-    if not isinstance(message, dict):
-        raise bad_gateway("the upstream's answer is not a chat completion (choices[0].message is missing)")
-    usage = responses_usage(answer.get("usage"), strict=True)
-    status, reason = status_of(choice.get("finish_reason"))
-
+    """A whole chat.completion → the Response object, read by the accumulator's rules
+    (`translate.chunks.whole`). Raises `ResponsesError` (502) for anything else."""
+    try:
+        read = whole(openai_chat_answer)
+    except StreamFault as e:
+        raise bad_gateway(str(e)) from None
+    usage = responses_usage(read.finish.usage, strict=True)
+    status, reason = status_of(read.finish.reason)
     output: list[dict[str, Any]] = []
-    if reasoning := reasoning_of(message):
-        output.append(_reasoning_item(new_id("rs"), reasoning))
+    if read.thinking:
+        output.append(_reasoning_item(new_id("rs"), read.thinking))
     content: list[dict[str, Any]] = []
-    if text := text_of(message.get("content")):
-        content.append(text_part(text))
-    if isinstance(message.get("refusal"), str) and message["refusal"]:
-        content.append(refusal_part(message["refusal"]))
-    calls = (
-        [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
-        if isinstance(message.get("tool_calls"), list)
-        else []
-    )
-    if content or not calls:
+    if read.text:
+        content.append(text_part(read.text))
+    if read.refusal:
+        content.append(refusal_part(read.refusal))
+    if content or not read.calls:
         output.append(message_item(new_id("msg"), content or [text_part("")], "completed"))
-    for call in calls:
-        function = dict_or(call.get("function"), {})
-        name = found if isinstance(found := function.get("name"), str) else ""
-        call_id = given if isinstance(given := call.get("id"), str) and given else new_id("call")
-        output.append(
-            function_call_item(
-                new_id("fc"),
-                call_id,
-                name,
-                arguments_text(function.get("arguments")),
-                "completed",
-                namespaced_names(request_body),
-            )
+    namespaces = namespaced_names(request_body)
+    for call in read.calls:
+        item = function_call_item(
+            new_id("fc"), call.call_id or new_id("call"), call.name, call_arguments(call), "completed", namespaces
         )
+        output.append(item)
     _mark_last_incomplete(output, status)
     return response_object(
         request_body,

@@ -1,28 +1,27 @@
-"""chat.completion.chunk dicts → Responses SSE events, as they arrive (`ResponsesStream`)."""
+"""The Responses stream rendered from the accumulator's deltas (`ResponsesStream`)."""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
+from addon.translate.chunks import Delta, Finish, Refusal, Text, Thinking, ToolArguments, ToolDone, ToolStart
 from addon.translate.responses.answer import (
-    arguments_text,
+    call_arguments,
     function_call_item,
     message_item,
     new_id,
-    reasoning_of,
     refusal_part,
     response_object,
     responses_usage,
     status_of,
     text_part,
 )
-from addon.translate.responses.errors import upstream_error
 from addon.translate.responses.tools import namespaced_names
-from addon.translate.values import dict_or, is_int
 from addon.wire.openai import error_type
+
+SSE = "text/event-stream; charset=utf-8"
 
 
 def _json(obj: Any) -> str:
@@ -45,29 +44,19 @@ def sse_event(event: dict[str, Any]) -> bytes:
 _RESPONSE_ERROR_CODES = {"server_error", "rate_limit_exceeded", "invalid_prompt"}
 
 
-@dataclass(slots=True)
-class _Call:
-    """One tool call of the stream, gathered by its upstream index."""
-
-    call_id: str | None = None
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-    output_index: int | None = None  # set once its output item was announced
-    item_id: str = ""
-
-
 class ResponsesStream:
-    """Decoded chat.completion.chunk dicts in, Responses SSE events out, in real time.
+    """The renderer of one translated `/v1/responses` stream (`translate.stream.Renderer`).
 
-    `feed_event(chunk)` returns the events a chunk yields (possibly none), `finish()` the closing
-    events and `response.completed` (or `response.incomplete` when the upstream stopped for
-    length or content filter), `fail(message)` an `error` event and `response.failed`. The first
-    call of any of them also opens the stream with `response.created` and `response.in_progress`.
-    Items are announced when their first piece arrives: reasoning (summary text), the message
-    (output_text and refusal parts), and one function_call per tool-call index, whose arguments
-    stream as they come; a tool call is announced once its name is known. After `finish()` or
-    `fail()` every call returns []. No method raises on odd input or emits an empty event.
+    `render(deltas)` returns the events they make; `Finish` closes every open item and ends with
+    `response.completed` (or `response.incomplete` when the upstream stopped for length or content
+    filter); `fail(message)` makes an `error` event and `response.failed`. The first call of either
+    also opens the stream with `response.created` and `response.in_progress`. Items are announced
+    when their first piece arrives: reasoning (summary text), the message (output_text and refusal
+    parts), and one function_call per call (`ToolStart`), whose arguments stream as they come.
+    After the end every call returns b"".
     """
+
+    content_type: str | None = SSE
 
     def __init__(
         self,
@@ -92,9 +81,9 @@ class ResponsesStream:
         self._message: int | None = None  # output_index of the open message item
         self._text_part: int | None = None  # content_index in the open message
         self._refusal_part: int | None = None
-        self._calls: dict[Any, _Call] = {}
-        self._finish_reason: str | None = None
+        self._calls: dict[int, tuple[int, str]] = {}  # by position: (output_index, item id)
         self._usage: dict[str, Any] | None = None
+        self.warnings: list[str] = []
         self._namespaces = namespaced_names(self.request_body)
 
     # -- public --------------------------------------------------------------------------------
@@ -110,43 +99,46 @@ class ResponsesStream:
             self._event("response.in_progress", response=snapshot),
         ]
 
-    def feed_event(self, openai_chunk: dict[str, Any]) -> list[bytes]:
-        """The events one decoded upstream chunk yields."""
+    def render(self, deltas: list[Delta]) -> bytes:
+        """The events these deltas make."""
         if self.ended:
-            return []
+            return b""
         out = self.start()
-        chunk = openai_chunk if isinstance(openai_chunk, dict) else {}
-        if chunk.get("error") is not None:
-            _, body = upstream_error(502, chunk)
-            return out + self.fail(body["error"]["message"])
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
-        choices = chunk.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-        delta = dict_or(choice.get("delta"), {})
-        if reasoning := reasoning_of(delta):
-            out += self._reasoning_delta(reasoning)
-        if isinstance(delta.get("content"), str) and delta["content"]:
-            out += self._text_delta("text", delta["content"])
-        if isinstance(delta.get("refusal"), str) and delta["refusal"]:
-            out += self._text_delta("refusal", delta["refusal"])
-        calls = delta.get("tool_calls")
-        for position, fragment in enumerate(calls if isinstance(calls, list) else ()):
-            if isinstance(fragment, dict):
-                out += self._tool_fragment(position, fragment)
-        if isinstance(choice.get("finish_reason"), str):
-            self._finish_reason = choice["finish_reason"]
-        return out
+        for delta in deltas:
+            match delta:
+                case Thinking():
+                    out += self._reasoning_delta(delta.text)
+                case Text():
+                    out += self._text_delta("text", delta.text)
+                case Refusal():
+                    out += self._text_delta("refusal", delta.text)
+                case ToolStart():
+                    out += self._announce_call(delta)
+                case ToolArguments():
+                    index, item_id = self._calls[delta.position]
+                    self._items[index]["arguments"] += delta.piece
+                    out.append(
+                        self._event(
+                            "response.function_call_arguments.delta",
+                            item_id=item_id,
+                            output_index=index,
+                            delta=delta.piece,
+                        )
+                    )
+                case ToolDone():
+                    if delta.warning:
+                        self.warnings.append(delta.warning)
+                    index, _ = self._calls[delta.position]
+                    self._items[index]["arguments"] = call_arguments(delta)
+                case Finish():
+                    self._usage = delta.usage
+                    out += self._finish(delta.reason)
+        return b"".join(out)
 
-    def finish(self) -> list[bytes]:
+    def _finish(self, reason: str) -> list[bytes]:
         """Close every open item and end with `response.completed` (or `response.incomplete`)."""
-        if self.ended:
-            return []
-        out = self.start()
-        status, reason = status_of(self._finish_reason)
-        for call in self._calls.values():  # tool calls whose name never came are announced now
-            if call.output_index is None:
-                out += self._announce_call(call)
+        out: list[bytes] = []
+        status, incomplete = status_of(reason)
         if not any(item["type"] in ("message", "function_call") for item in self._items):
             out += self._close_reasoning()  # an answer that is all reasoning still gets its (empty) message
             out += self._open_message()
@@ -155,15 +147,15 @@ class ResponsesStream:
         for index in sorted(self._open):
             out += self._close(index, "incomplete" if status == "incomplete" and index == last else "completed")
         self.ended = True
-        self.response = self._response(status, self._items, responses_usage(self._usage, strict=False), reason)
+        self.response = self._response(status, self._items, responses_usage(self._usage, strict=False), incomplete)
         kind = "response.completed" if status == "completed" else "response.incomplete"
         out.append(self._event(kind, response=self.response))
         return out
 
-    def fail(self, message: str, code: str = "server_error") -> list[bytes]:
+    def fail(self, message: str, code: str = "server_error") -> bytes:
         """An `error` event and `response.failed`: the stream broke off after it started."""
         if self.ended:
-            return []
+            return b""
         out = self.start()
         self.ended = True
         message = message if isinstance(message, str) and message else "the upstream stream failed"
@@ -183,7 +175,7 @@ class ResponsesStream:
         error = {"type": error_type(500), "code": code, "message": message, "param": None}
         out.append(self._event("error", code=code, message=message, param=None, error=error))
         out.append(self._event("response.failed", response=self.response))
-        return out
+        return b"".join(out)
 
     # -- items ---------------------------------------------------------------------------------
 
@@ -273,63 +265,15 @@ class ResponsesStream:
             )
         ]
 
-    def _tool_fragment(self, position: int, fragment: dict[str, Any]) -> list[bytes]:
-        key: Any = fragment.get("index")
-        if not is_int(key):  # servers that send calls without an index: by id, else a name starts a call
-            call_id = fragment.get("id")
-            known = [k for k, c in self._calls.items() if call_id and c.call_id == call_id]
-            function = dict_or(fragment.get("function"), {})
-            if known:
-                key = known[0]
-            elif call_id or function.get("name") or not self._calls:
-                key = ("unindexed", len(self._calls))
-            else:
-                key = next(reversed(self._calls))
-        call = self._calls.get(key)
-        if call is None:
-            call = self._calls[key] = _Call()
-        if isinstance(fragment.get("id"), str) and fragment["id"] and call.call_id is None:
-            call.call_id = fragment["id"]
-        function = dict_or(fragment.get("function"), {})
-        if call.output_index is None and isinstance(function.get("name"), str):
-            call.name += function["name"]
-        arguments = arguments_text(function.get("arguments"))
-        out: list[bytes] = []
-        if call.output_index is None:
-            if arguments:
-                call.arguments.append(arguments)
-            if call.name:
-                out += self._announce_call(call)
-        elif arguments:
-            call.arguments.append(arguments)
-            item = self._items[call.output_index]
-            item["arguments"] += arguments
-            out.append(
-                self._event(
-                    "response.function_call_arguments.delta",
-                    item_id=call.item_id,
-                    output_index=call.output_index,
-                    delta=arguments,
-                )
-            )
-        return out
-
-    def _announce_call(self, call: _Call) -> list[bytes]:
+    def _announce_call(self, call: ToolStart) -> list[bytes]:
         out = self._close_reasoning() + self._close_text_item()
-        call.call_id = call.call_id or new_id("call")
-        call.item_id = new_id("fc")
-        index = self._add_item(
-            function_call_item(call.item_id, call.call_id, call.name, "", "in_progress", self._namespaces)
+        item_id = new_id("fc")
+        item = function_call_item(
+            item_id, call.call_id or new_id("call"), call.name, "", "in_progress", self._namespaces
         )
-        call.output_index = index
-        out.append(self._event("response.output_item.added", output_index=index, item=self._items[index]))
-        if buffered := "".join(call.arguments):
-            self._items[index]["arguments"] = buffered
-            out.append(
-                self._event(
-                    "response.function_call_arguments.delta", item_id=call.item_id, output_index=index, delta=buffered
-                )
-            )
+        index = self._add_item(item)
+        self._calls[call.position] = (index, item_id)
+        out.append(self._event("response.output_item.added", output_index=index, item=item))
         return out
 
     def _close_reasoning(self) -> list[bytes]:

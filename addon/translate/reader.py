@@ -1,0 +1,134 @@
+"""The bytes of one upstream SSE event → deltas: the one driver's entry into the accumulator.
+
+`ChunkReader.read` parses an event's JSON strictly (`wire.openai.loads`) and hands it to the
+one `Accumulator` (`translate.chunks`). Its fast path reads the common event — only new text,
+or only new reasoning — without a JSON parse, when the event is byte for byte one parsed before
+but for that one string: the same bytes around a valid JSON string are the same JSON but for
+that string (`_Template`). A shape is remembered only from an event whose string's member name
+occurs once and in which nothing but that string has an escape, so what the bytes show is what
+the parser saw. OpenAI's `obfuscation` member (random letters, different in every chunk) is
+left out of the comparison.
+"""
+
+from __future__ import annotations
+
+import re
+from json.decoder import scanstring  # type: ignore[attr-defined]
+from typing import Any, NamedTuple
+
+from addon.translate.chunks import Accumulator, Delta, StreamFault, Text, Thinking
+from addon.wire.openai import invalid_json, loads
+
+# A JSON string's body, strictly (no control characters, only JSON's escapes), up to its closing quote.
+_STRING = rb'([^"\\\x00-\x1f]+(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)*|(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)+)"'
+_LITERAL = re.compile(rb'[^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)*"')
+# OpenAI's `obfuscation` member at the end of a chunk: random letters that change with every chunk.
+_OBFUSCATION = b',"obfuscation":"'
+_LETTERS = re.compile(rb'[A-Za-z0-9]*"\}')
+_REST = rb'(?:,"obfuscation":"[A-Za-z0-9]*")?\}'  # what follows a template's tail (without its "}")
+_KINDS: dict[bytes, type[Text] | type[Thinking]] = {
+    b'"content":': Text,
+    b'"reasoning_content":': Thinking,
+    b'"reasoning":': Thinking,
+}
+_TEMPLATES = 4  # the shapes remembered per stream (content, reasoning, and a spare)
+
+
+def _without_obfuscation(tail: bytes) -> bytes:
+    """The end of an event without a last `"obfuscation":"<letters>"` member (unchanged if it has none)."""
+    cut = tail.rfind(_OBFUSCATION)
+    if cut < 0 or _LETTERS.fullmatch(tail, cut + len(_OBFUSCATION)) is None:
+        return tail
+    return tail[:cut] + b"}"
+
+
+class _Template(NamedTuple):
+    """An event parsed before that carried only new text (or reasoning) in one string: the bytes before that
+    string and after it (without OpenAI's `obfuscation`), as one pattern whose group is a valid string's
+    body. An event that matches it whole is the same JSON but for that string: its delta is known without
+    parsing."""
+
+    pattern: re.Pattern[bytes]
+    kind: type[Text] | type[Thinking]
+
+
+class ChunkReader:
+    """The bytes of one SSE event → deltas, through one `Accumulator` (`chunks`)."""
+
+    __slots__ = ("chunks", "templates")
+
+    def __init__(self) -> None:
+        self.chunks = Accumulator()
+        self.templates: list[_Template] = []
+
+    def read(self, data: bytes, start: int = 0, end: int | None = None) -> list[Delta]:
+        """The deltas of one event's data, `data[start:end]` (not `[DONE]`). Raises `StreamFault`."""
+        if end is None:
+            end = len(data)
+        for pattern, kind in self.templates:
+            if (same := pattern.fullmatch(data, start, end)) is not None:
+                literal = same.group(1)
+                try:
+                    text = literal.decode("utf-8", "surrogatepass")
+                except UnicodeDecodeError:
+                    break
+                if b"\\" in literal:
+                    text = scanstring(text + '"', 0)[0]
+                return [tuple.__new__(kind, (text,))]  # the NamedTuple without its generated __new__: a hot path
+        if start or end != len(data):
+            data = data[start:end]
+        try:
+            chunk = loads(data)
+        except RecursionError:
+            raise StreamFault("the upstream sent an invalid stream event: nested too deeply") from None
+        except ValueError as e:
+            why = invalid_json(data, e).removeprefix("the upstream sent ")
+            raise StreamFault(f"the upstream sent an invalid stream event: {why}") from None
+        try:
+            deltas = self.chunks.feed(chunk)
+        except StreamFault:
+            raise
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError):  # a JSON object of another shape
+            raise StreamFault(
+                f"the upstream sent an invalid stream event: {data[:200].decode('utf-8', 'replace')!r}"
+            ) from None
+        if len(deltas) == 1 and type(deltas[0]) in (Text, Thinking):
+            self._learn(data, chunk)
+        return deltas
+
+    def _learn(self, data: bytes, chunk: dict[str, Any]) -> None:
+        """Remember this event's shape if it holds its one piece of text in one string at a place its bytes
+        show plainly: the member's name once, and no escape anywhere but in that string."""
+        if chunk.get("usage") is not None or len(chunk.get("choices") or ()) != 1:
+            return
+        choice = chunk["choices"][0]
+        delta = choice.get("delta")
+        if not isinstance(delta, dict) or choice.get("finish_reason") is not None or choice.get("logprobs"):
+            return
+        given = [
+            name for name in ("content", "reasoning_content", "reasoning", "refusal", "tool_calls") if delta.get(name)
+        ]
+        if len(given) != 1 or given[0] in ("refusal", "tool_calls") or not isinstance(delta[given[0]], str):
+            return
+        field = f'"{given[0]}":'.encode()
+        if "text" in choice or data.count(field) != 1:
+            return
+        at = data.index(field) + len(field)
+        while data[at : at + 1] in (b" ", b"\t", b"\n", b"\r"):
+            at += 1
+        if data[at : at + 1] != b'"':
+            return
+        found = _LITERAL.match(data, at + 1)
+        if found is None:
+            return
+        head, tail = data[: at + 1], data[found.end() :]
+        if b"\\" in head or b"\\" in tail:
+            return
+        tail = _without_obfuscation(tail)
+        if not tail.endswith(b"}"):
+            return
+        pattern = re.compile(re.escape(head) + _STRING + re.escape(tail[:-1]) + _REST, re.S)
+        if all(pattern.pattern != known.pattern.pattern for known in self.templates):
+            if len(self.templates) == _TEMPLATES:  # (a shape that changes, as `created` every second: the newest)
+                del self.templates[0]
+            self.templates.append(_Template(pattern, _KINDS[field]))
