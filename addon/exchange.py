@@ -12,7 +12,7 @@ What a saved flow keeps of it is `Exchange.record()`, written to `flow.metadata[
 `method`, `route` (the client's), `model` (as the client named it), `stream`, `server` (the
 name of the upstream server it went to), `route_rule` (the routing rule that chose it: catalog,
 listed, pattern, default), `upstream_route` and `upstream_model` (only when the flow went
-upstream), `upstream_status`,
+upstream), `upstream_status`, `key` (the name of the client key it presented, addon.guard.keys),
 `usage` (`prompt_tokens`, `completion_tokens`), `error`, `warning`.
 
 Replies (`addon.reply`): an endpoint answers a request with an `Answer` (local: status, body,
@@ -43,6 +43,7 @@ from addon.wire.sse import MAX_EVENT
 
 if TYPE_CHECKING:
     from addon.endpoints.base import Endpoint, StreamConverter
+    from addon.guard.keys import ClientKey
     from addon.settings import Settings
 
 logger = logging.getLogger("ollama_proxy")
@@ -80,6 +81,7 @@ class Exchange:
         "flow",
         "forwarded_key",
         "http10",
+        "key",
         "method",
         "model",
         "plan",
@@ -121,6 +123,7 @@ class Exchange:
         self.warning: str | None = None
         # The guards' per-flow state (addon.guard): never in the record.
         self.client_authorization: str | None = None  # the client's header, taken out of the flow
+        self.key: ClientKey | None = None  # the client key it presented (addon.guard.keys): its name is recorded
         self.forwarded_key: str | None = None  # the client's bearer, to go upstream (forward_client_key)
         self.wire_authorization: str | None = None  # the upstream header, held for the wire only
         self.sent_key = ""  # the key sent upstream: hidden in what the proxy writes about this flow
@@ -155,6 +158,8 @@ class Exchange:
         out: dict[str, Any] = {"method": self.method, "route": self.route}
         if self.model is not None:
             out["model"] = self.model
+        if self.key is not None:
+            out["key"] = self.key.name
         if self.upstream_route is not None:
             out.update(
                 stream=self.stream,
@@ -353,7 +358,7 @@ class Relay:
     up to `keep` bytes of the upstream stream and of the answer for the flow views.
     """
 
-    __slots__ = ("called", "converter", "decoder", "keep", "last_data", "on_abort", "sent", "upstream")
+    __slots__ = ("called", "converter", "decoder", "first_piece", "keep", "last_data", "on_abort", "sent", "upstream")
 
     def __init__(
         self,
@@ -369,11 +374,14 @@ class Relay:
         self.upstream = bytearray()
         self.sent = bytearray()
         self.last_data = time.monotonic()
+        self.first_piece = 0.0  # time.time() of the upstream's first piece (time to first token)
         self.on_abort = on_abort
 
     def __call__(self, data: bytes) -> list[bytes]:
         self.last_data = time.monotonic()
-        self.called = True
+        if not self.called:
+            self.called = True
+            self.first_piece = time.time()
         converter = self.converter
         try:
             if self.decoder is not None:
@@ -458,7 +466,8 @@ def finish_stream(flow: http.HTTPFlow, exchange: Exchange, relay: Relay) -> None
 
 def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
     """`POST /api/chat llama3.2 → /v1/chat/completions gpt-4o-mini · 200 · 25+14 tokens · 812 ms`;
-    with several servers, the server's name after the arrow (`→ vllm /v1/chat/completions ...`)."""
+    with several servers, the server's name after the arrow (`→ vllm /v1/chat/completions ...`);
+    with a named client key (`[keys.NAME]`), `key NAME` before the time."""
     request = flow.request
     asked = f"{clip(exchange.method)} {clip(exchange.route)} {clip(exchange.model or '')}".rstrip()
     if exchange.upstream_route is not None:
@@ -471,6 +480,8 @@ def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
         parts.append(str(flow.response.status_code))
     if usage := exchange.usage:
         parts.append(f"{usage.prompt_tokens}+{usage.completion_tokens} tokens")
+    if exchange.key is not None and exchange.key.spec.key_env:  # a named key (ollama_api_key's alone is not named here)
+        parts.append(f"key {exchange.key.name}")
     end = (flow.response.timestamp_end if flow.response is not None else None) or time.time()
     parts.append(f"{(end - request.timestamp_start) * 1000:.0f} ms")
     if exchange.error:

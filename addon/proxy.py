@@ -47,13 +47,14 @@ import contextlib  # noqa: E402
 import functools  # noqa: E402
 import gc  # noqa: E402
 import logging  # noqa: E402
-from collections.abc import Awaitable, Sequence  # noqa: E402
+from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
 
 from mitmproxy import ctx, http  # noqa: E402
 from mitmproxy.addonmanager import Loader  # noqa: E402
 from mitmproxy.flow import Flow  # noqa: E402
 
 from addon import (  # noqa: E402
+    accounting,
     dispatch,
     endpoints,
     offload,
@@ -84,6 +85,7 @@ from addon.guard import (  # noqa: E402
     connections,
     early,
     errorpage,
+    keys,
     output,
     request_size,
     secrets,
@@ -132,6 +134,8 @@ class OllamaProxy:
         self.is_running = False
         self.closing: set[asyncio.Task[None]] = set()  # old directories being closed
         self.body_size_limit: str | None = None  # the value the addon gave mitmproxy's body_size_limit
+        # Told of every flow the proxy finishes (addon.accounting: the metrics, per-key token limits).
+        self.on_end: Callable[[http.HTTPFlow, Exchange], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -182,6 +186,7 @@ class OllamaProxy:
     def register_keys(self, settings: Settings) -> None:
         """Every server's key (and the client key) is a secret: hidden in logs, answers, views, saved flows."""
         keys = settings.servers.secrets()
+        keys.update({f"client key {key.name}": key.spec.key for key in settings.keys.by_name.values()})
         for name in self.key_names - keys.keys():
             secrets.register(name, "")
         for name, key in keys.items():
@@ -390,6 +395,8 @@ class OllamaProxy:
     def apply(self, flow: http.HTTPFlow, exchange: Exchange, reply: Reply) -> None:
         settings = self.settings
         assert settings is not None
+        if exchange.key is not None and exchange.key.patterns:
+            reply = keys.model_refusal(exchange.key, exchange.model, reply, exchange.endpoint or endpoints.FALLBACK)
         if isinstance(reply, Answer):
             respond(flow, exchange, reply)
         else:
@@ -496,7 +503,7 @@ class OllamaProxy:
             self.health.end(flow.id)
         secrets.done_with(flow, exchange)
         exchange.flow = None
-        finish(flow, exchange)
+        self.end(flow, exchange)
 
     def answer(self, flow: http.HTTPFlow, exchange: Exchange, endpoint: Endpoint, settings: Settings) -> None:
         """The client's answer to the upstream's whole answer (or the end of a stream)."""
@@ -526,14 +533,14 @@ class OllamaProxy:
         if exchange is None:
             return
         if exchange.early:  # answered from its headers, then killed: its answer is what it got
-            finish(flow, exchange)
+            self.end(flow, exchange)
             return
         kind = fence.failure_kind(flow.error.msg if flow.error is not None else None)
         if kind is FailureKind.REQUEST_TOO_LARGE and self.settings:
             # a chunked body crossed request_body_limit: client_buffer sent this 413 and closed
             endpoint = exchange.endpoint or endpoints.FALLBACK
             respond(flow, exchange, request_size.chunked_refusal(endpoint, self.settings.request_body_limit))
-            finish(flow, exchange)
+            self.end(flow, exchange)
             return
         if flow.request.timestamp_end is None:  # the client left before its request was read
             return
@@ -544,7 +551,7 @@ class OllamaProxy:
                 self.health.end(flow.id)
                 secrets.done_with(flow, exchange)
                 exchange.flow = None
-                finish(flow, exchange, answered=True)
+                self.end(flow, exchange, answered=True)
                 return
         try:
             if flow.error is not None:  # mitmproxy's text may quote the upstream's bytes (saved flows, mitmweb)
@@ -568,7 +575,16 @@ class OllamaProxy:
             logger.debug("internal proxy error", exc_info=True)
         secrets.done_with(flow, exchange)
         exchange.flow = None
-        finish(flow, exchange)
+        self.end(flow, exchange)
+
+    def end(self, flow: http.HTTPFlow, exchange: Exchange, answered: bool = False) -> None:
+        """The flow's comment, marker and log line (`exchange.finish`), then its accounting."""
+        finish(flow, exchange, answered)
+        if self.on_end is not None:
+            try:
+                self.on_end(flow, exchange)
+            except Exception:
+                logger.warning("cannot count the flow in the metrics", exc_info=True)
 
     def update(self, flows: Sequence[Flow]) -> None:
         """Before a view shows a flow again (mitmweb marks, edits, ...): no key is in it."""
@@ -584,4 +600,5 @@ class OllamaProxy:
 # watches client connections below the requests: the descriptor limit, TLS on a plain listener,
 # client_header_timeout.
 _pool = pool.UpstreamPool()
-addons: list[object] = [_pool, OllamaProxy(_pool), connections.ClientConnections()]
+_proxy = OllamaProxy(_pool)
+addons: list[object] = [_pool, _proxy, accounting.Accounting(_proxy), connections.ClientConnections()]

@@ -32,6 +32,7 @@ from addon import mitm_internals as fence
 from addon.catalog.catalog import Catalog
 from addon.catalog.models import THINK_STYLES
 from addon.guard.browser import Hosts, Origins
+from addon.guard.keys import ClientKeys
 from addon.guard.request_size import parse_limit as parse_request_limit
 from addon.upstreams.directory import ServersDirectory
 from addon.upstreams.fetch import FETCH_TIMEOUT, HttpFetcher, Trust
@@ -336,6 +337,7 @@ class Settings:
     body_view_limit: int
     models: ServersDirectory  # the catalog and every server's cached model list; routing
     client_key: str  # ollama_api_key: "" lets every client in
+    keys: ClientKeys  # ollama_api_key and the catalog's [keys.NAME]: empty lets every client in
     sse_event_limit: int  # bytes of one SSE event or line of an upstream stream
     upstream_body_limit: int  # bytes of one non-streamed upstream answer, decoded
     origins: Origins  # allowed_origins with Ollama's defaults
@@ -383,6 +385,9 @@ class Settings:
             body_view_limit=body_view_limit(options),
             models=models,
             client_key=options.ollama_api_key.strip(),
+            keys=ClientKeys.build(
+                catalog.keys, options.ollama_api_key.strip(), previous.keys if previous is not None else None
+            ),
             sse_event_limit=parse_limit("sse_event_limit", options.sse_event_limit),
             upstream_body_limit=parse_limit("upstream_body_limit", options.upstream_body_limit),
             origins=Origins.parse(options.allowed_origins),

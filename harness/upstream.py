@@ -459,19 +459,22 @@ POLL = 0.05  # seconds between the server loop's checks for shutdown (stopping o
 
 
 class UpstreamServer:
-    """Runs a FakeOpenAI on 127.0.0.1 in a background thread."""
+    """Runs a FakeOpenAI on 127.0.0.1 (or `host`, in a test's own network namespace) in a background thread."""
 
-    def __init__(self, fake: FakeOpenAI | None = None, tls: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, fake: FakeOpenAI | None = None, tls: tuple[str, str] | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.fake = fake or FakeOpenAI()
         self._tls = tls
-        self._server = self._listen(0)
+        self.host = host
+        self._server = self._listen(port)
         self.port = self._server.server_address[1]
-        self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/v1"
+        self.base_url = f"{'https' if tls else 'http'}://{host}:{self.port}/v1"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(POLL,), daemon=True)
         self._running = False
 
     def _listen(self, port: int) -> _Server:
-        server = _Server(("127.0.0.1", port), _Handler)
+        server = _Server((self.host, port), _Handler)
         server.fake = self.fake
         if self._tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

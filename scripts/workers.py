@@ -3,7 +3,9 @@
 mitmproxy handles every request of a process on one core. This starts N `mitmdump -s
 addon/proxy.py` workers on 127.0.0.1 (ports PORT+1 … PORT+N) and HAProxy on HOST:PORT in front of
 them, balancing each request to the worker with the fewest open ones (streams included), and
-stops them all together. Any extra arguments go to every worker. With N = 1 it is what `make run`
+stops them all together. Any extra arguments go to every worker, but `metrics_listen=HOST:PORT`:
+worker i gets HOST:PORT+i-1 (a process has its own counters, scraped on its own), and HAProxy
+then checks each worker's readiness there (GET /ready) rather than GET /api/version. With N = 1 it is what `make run`
 starts with the upstream pool: HAProxy keeps its connections to the worker warm, so clients that
 open a new connection for every request cost mitmproxy no new connection.
 
@@ -53,7 +55,7 @@ frontend ollama
 
 backend workers
     balance leastconn
-    option httpchk GET /api/version
+    option httpchk GET {check_path}
     # Requests of new client connections go over warm connections to the workers: a worker then
     # pays no new-connection cost in mitmproxy (~2 ms of CPU each) for clients that do not keep
     # their connection alive (bench/RESULTS-pool.md). A warm connection that a worker closed just
@@ -95,6 +97,22 @@ def start(
         raise
 
 
+def per_worker(extra: list[str], number: int) -> tuple[list[str], int | None, str]:
+    """The arguments of worker `number` (1, 2, ...): a `metrics_listen=HOST:PORT` among them becomes
+    HOST:PORT+number-1, a port of the worker's own (each worker is a process with its own metrics);
+    and that port (None without metrics) and host, where HAProxy checks the worker's readiness (GET /ready)."""
+    out: list[str] = []
+    metrics_port, metrics_host = None, "127.0.0.1"
+    for arg in extra:
+        name, sep, value = arg.partition("=")
+        host, colon, port = value.rpartition(":")
+        if name == "metrics_listen" and sep and colon and port.isdigit():
+            metrics_port, metrics_host = int(port) + number - 1, host.strip("[]")
+            arg = f"metrics_listen={host}:{metrics_port}"
+        out.append(arg)
+    return out, metrics_port, metrics_host
+
+
 def _start(
     haproxy: str,
     workers: int,
@@ -108,6 +126,7 @@ def _start(
     servers = []
     for number in range(1, workers + 1):
         worker_port = port + number
+        worker_extra, metrics_port, _ = per_worker(extra, number)
         processes.append(
             subprocess.Popen(
                 [
@@ -122,7 +141,7 @@ def _start(
                     str(worker_port),
                     # quiet per flow unless the arguments say otherwise (mitmdump takes one flow_detail)
                     *(() if any(a.startswith("flow_detail=") for a in extra) else ("--set", "flow_detail=0")),
-                    *extra,
+                    *worker_extra,
                 ],
                 start_new_session=True,
                 stdout=(folder / f"worker-{number}.log").open("wb") if log_files else None,
@@ -130,15 +149,28 @@ def _start(
             )
         )
         # One worker has nothing to balance to: no health check (and no log line every 2 s).
-        servers.append(
-            f"    server worker{number} 127.0.0.1:{worker_port}" + (" check inter 2s" if workers > 1 else "")
-        )
+        # With metrics_listen, the check is the worker's readiness on its metrics port (addon/status_listener.py).
+        check = " check inter 2s" + (f" port {metrics_port}" if metrics_port is not None else "")
+        servers.append(f"    server worker{number} 127.0.0.1:{worker_port}" + (check if workers > 1 else ""))
     for number in range(workers):
         wait_for(port + number + 1, processes)
+        # The metrics listener opens once the addon is loaded (mitmproxy may listen on the proxy port
+        # before): HAProxy's first check of a worker must find it.
+        _, metrics_port, metrics_host = per_worker(extra, number + 1)
+        if metrics_port is not None:
+            wait_for(metrics_port, processes, metrics_host)
     config = folder / "haproxy.cfg"
     open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     maxconn = max(256, (open_files - 64) // 2)  # each proxied connection holds two descriptors
-    config.write_text(HAPROXY_CONFIG.format(host=host, port=port, servers="\n".join(servers), maxconn=maxconn))
+    config.write_text(
+        HAPROXY_CONFIG.format(
+            host=host,
+            port=port,
+            servers="\n".join(servers),
+            maxconn=maxconn,
+            check_path="/ready" if per_worker(extra, 1)[1] is not None else "/api/version",
+        )
+    )
     processes.append(subprocess.Popen([haproxy, "-db", "-f", str(config)], start_new_session=True))
     wait_for(port, processes, host)
     return processes

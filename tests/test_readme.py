@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from addon.accounting import METRICS_OPTIONS
 from addon.pool import POOL_OPTIONS
 from addon.settings import OPTIONS
 
@@ -17,12 +18,12 @@ README_LINES = 350  # the newcomer's page, read to the end (issue 22)
 
 
 def test_every_option_is_documented() -> None:
-    for name, *_ in OPTIONS:
+    for name, *_ in [*OPTIONS, *METRICS_OPTIONS]:
         assert f"| `{name}` |" in OPTIONS_DOC, f"option {name} is missing from docs/options.md's table"
 
 
 def test_every_documented_option_exists() -> None:
-    names = {name for name, *_ in [*OPTIONS, *POOL_OPTIONS]}
+    names = {name for name, *_ in [*OPTIONS, *POOL_OPTIONS, *METRICS_OPTIONS]}
     for row in re.findall(r"^\| `([a-z_]+)` \|", OPTIONS_DOC, re.M):
         assert row in names, f"docs/options.md documents {row}, which the addon does not have"
 

@@ -143,7 +143,7 @@ def test_catalog_entries_name_configured_servers_only() -> None:
         Catalog.parse({"servers": ["a"]})
     with pytest.raises(
         OptionsError,
-        match=r"unknown top-level keys \['server'\] \(expected \[models.\"name\"\] and \[servers.NAME\] tables\)",
+        match=r"unknown top-level keys \['server'\] \(expected \[models.\"name\"\], \[servers.NAME\] and \[keys.NAME\] tables\)",
     ):
         Catalog.parse({"server": {}})
     assert parse_servers({}) == {} and Catalog.parse({}).servers == {}

@@ -1,7 +1,8 @@
-"""The TOML model catalog (`model_catalog`): its `[models."x"]` entries and its `[servers.NAME]` tables.
+"""The TOML model catalog (`model_catalog`): its `[models."x"]` entries, its `[servers.NAME]` and `[keys.NAME]` tables.
 
 Read once when the options change; every problem is an `OptionsError` naming the entry. The
-servers' tables are read by `upstreams.servers.parse_servers`; what a model is lives in
+servers' tables are read by `upstreams.servers.parse_servers`, the client keys' by
+`guard.keys.parse_keys`; what a model is lives in
 `catalog.models`.
 """
 
@@ -22,6 +23,7 @@ from addon.catalog.models import (
     full_name,
     infer,
 )
+from addon.guard.keys import KeySpec, parse_keys
 from addon.upstreams.servers import ServerSpec, check_model_servers, parse_servers
 
 _ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -45,6 +47,7 @@ class Catalog:
 
     models: dict[str, ModelInfo] = field(default_factory=dict)
     servers: dict[str, ServerSpec] = field(default_factory=dict)  # the [servers.NAME] tables (addon.upstreams.servers)
+    keys: dict[str, KeySpec] = field(default_factory=dict)  # the [keys.NAME] tables (addon.guard.keys)
 
     def get(self, name: str) -> ModelInfo | None:
         return self.models.get(full_name(name))
@@ -67,10 +70,11 @@ class Catalog:
     def parse(
         cls, data: dict[str, Any], where: str = "model_catalog", environ: Mapping[str, str] | None = None
     ) -> Catalog:
-        unknown = set(data) - {"models", "servers"}
+        unknown = set(data) - {"models", "servers", "keys"}
         if unknown:
             raise exceptions.OptionsError(
-                f'{where}: unknown top-level keys {sorted(unknown)} (expected [models."name"] and [servers.NAME] tables)'
+                f"{where}: unknown top-level keys {sorted(unknown)} "
+                '(expected [models."name"], [servers.NAME] and [keys.NAME] tables)'
             )
         tables = data.get("models", {})
         if not isinstance(tables, dict):
@@ -80,7 +84,7 @@ class Catalog:
             models[full_name(name)] = _entry(name, table, f'{where}: [models."{name}"]')
         servers = parse_servers(data.get("servers", {}), where, environ)
         check_model_servers({name: table.get("server") for name, table in tables.items()}, servers, where)
-        return cls(models, servers)
+        return cls(models, servers, parse_keys(data.get("keys", {}), where, environ))
 
 
 def _entry(name: str, table: Any, where: str) -> ModelInfo:

@@ -20,6 +20,7 @@ from mitmproxy import http
 from addon.catalog.models import ModelInfo, basename
 from addon.endpoints.base import OllamaEndpoint, parse_named
 from addon.exchange import Exchange
+from addon.guard.keys import visible
 from addon.reply import Answer, Reply, json_answer
 from addon.upstreams.health import client_reason
 from addon.wire.ollama import NDJSON, ModelRequest, dumps_line
@@ -128,7 +129,8 @@ class Tags(OllamaEndpoint):
         listing = await settings.models.listing()
         if listing.error:
             exchange.warning = listing.error
-        return json_answer(200, {"models": [tag_entry(m, settings.models) for m in listing.models]})
+        models = visible(exchange.key, listing.models)
+        return json_answer(200, {"models": [tag_entry(m, settings.models) for m in models]})
 
 
 class Ps(OllamaEndpoint):
@@ -141,7 +143,7 @@ class Ps(OllamaEndpoint):
         expires = rfc3339(time.time() + KEEP_ALIVE_S)
         models = [
             {**tag_entry(m, directory), "expires_at": expires, "size_vram": 0, "context_length": m.context_length}
-            for m in directory.available(listing)
+            for m in visible(exchange.key, directory.available(listing))
         ]
         answer: dict[str, Any] = {"models": models}
         if directory.several:

@@ -26,6 +26,7 @@ from addon.catalog.capabilities import EFFORTS_ON, refusal
 from addon.catalog.models import ModelInfo
 from addon.endpoints.base import OpenAIEndpoint, limit_answer, named_body
 from addon.exchange import Exchange
+from addon.guard.keys import visible
 from addon.reply import Answer, Forward, Reply, json_answer
 from addon.translate.response import upstream_error
 from addon.wire import multipart
@@ -279,7 +280,7 @@ class Models(OpenAIEndpoint):
 
     async def handle(self, exchange: Exchange, request: http.Request, settings: Settings) -> Reply:
         listing = await settings.models.listing()
-        data = [model_object(m, settings.models.loaded_at) for m in listing.models]
+        data = [model_object(m, settings.models.loaded_at) for m in visible(exchange.key, listing.models)]
         return json_answer(200, {"object": "list", "data": data})
 
 

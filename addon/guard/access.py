@@ -4,11 +4,13 @@ option to forward each client's own key upstream instead of the configured one.
 The steps, in the order `addon.proxy` calls them:
 - `take_client_key` (requestheaders): the client's `Authorization` and `x-api-key` headers leave
   the flow before any view (mitmweb adds flows here) sees them; the exchange holds the key.
-- `refusal` (request): with `ollama_api_key` set, a request without the right
-  `Authorization: Bearer <key>` (what the Ollama SDKs send when OLLAMA_API_KEY is set) or
-  `x-api-key: <key>` (what the Anthropic SDK and Claude Code send) gets a 401 in its family's
-  shape; when some server forwards client keys (`forward_client_key`, the option or a
-  `[servers.NAME]` table's), the client's key is kept for the next step.
+- `refusal` (request): with `ollama_api_key` or the catalog's `[keys.NAME]` tables set
+  (`guard.keys`), a request without one of the keys as `Authorization: Bearer <key>` (what the
+  Ollama SDKs send when OLLAMA_API_KEY is set) or `x-api-key: <key>` (what the Anthropic SDK and
+  Claude Code send) gets a 401 in its family's shape, a key over its per-minute limits a 429 with
+  `Retry-After`; the exchange notes the key (its name goes into the record and the metrics).
+  When some server forwards client keys (`forward_client_key`, the option or a `[servers.NAME]`
+  table's), the client's key is kept for the next step.
 - `forward_client_key` (request, once the flow is rewritten to go upstream, and only when its
   server forwards client keys): the client's own key in place of the server's (none at all for
   a client without one). Any other server gets its own key, never the client's.
@@ -74,16 +76,24 @@ def take_client_key(flow: http.HTTPFlow, exchange: Exchange) -> None:
 
 
 def refusal(exchange: Exchange, settings: Settings, endpoint: Endpoint) -> Answer | None:
-    """A 401 for a client without the configured key (None: let it in)."""
+    """A 401 for a client without one of the configured keys (`ollama_api_key`, the catalog's
+    `[keys.NAME]`), a 429 for a key over its limits (None: let it in). The exchange notes the key."""
     header, exchange.client_authorization = exchange.client_authorization, None
     token = bearer_of(header) if header is not None else None
-    if settings.client_key and not key_matches(token, settings.client_key):
-        message = (
-            "unauthorized: this proxy requires an API key (Authorization: Bearer <key>, OLLAMA_API_KEY; or x-api-key)"
-            if not token
-            else "unauthorized: invalid API key"
-        )
-        return dataclasses.replace(endpoint.error(401, message), headers=(("WWW-Authenticate", REALM),))
+    if settings.keys:
+        key = settings.keys.identify(token)
+        if key is None:
+            message = (
+                "unauthorized: this proxy requires an API key (Authorization: Bearer <key>, OLLAMA_API_KEY; or x-api-key)"
+                if not token
+                else "unauthorized: invalid API key"
+            )
+            return dataclasses.replace(endpoint.error(401, message), headers=(("WWW-Authenticate", REALM),))
+        exchange.key = key
+        if over := key.admit():
+            limit, wait = over
+            answer = endpoint.error(429, f"rate limited: key {key.name} is over its {limit}; retry in {wait} s")
+            return dataclasses.replace(answer, headers=(*answer.headers, ("Retry-After", str(wait))))
     if settings.servers.any_forwards_client_key and token:  # held for a server that forwards client keys
         exchange.forwarded_key = f"Bearer {token}"
     return None
