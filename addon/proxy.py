@@ -2,8 +2,8 @@
 
 Run it with `mitmdump -s addon/proxy.py` (see README.md and docs/architecture.md). Each hook
 below is the complete sequence of what happens to an Ollama flow at that moment; the work is
-done by the endpoint of its route (`addon.endpoints`), the exchange helpers (`addon.exchange`)
-and the guards (`addon.guard`). `OllamaProxy` decides every flow; beside it, the pool and
+done by the endpoint of its route (`addon.endpoints`), the exchange helpers (`addon.exchange`),
+the guards (`addon.guard`) and, for the hooks' longer steps, `addon.flow_steps`. `OllamaProxy` decides every flow; beside it, the pool and
 `ClientConnections` (client connections below the requests); `KeyInjector` joins the end of
 mitmproxy's chain at start-up, because the upstream key may reach the request only after every
 other addon (mitmweb's view among them) has seen it.
@@ -44,7 +44,6 @@ if __package__ != "addon":
 
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
-import functools  # noqa: E402
 import gc  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
@@ -57,6 +56,7 @@ from addon import (  # noqa: E402
     accounting,
     dispatch,
     endpoints,
+    flow_steps,
     offload,
     pool,
     views,
@@ -67,20 +67,14 @@ from addon.exchange import (  # noqa: E402
     Exchange,
     complete_stream,
     finish,
-    finish_head,
     finish_stream,
     flow_log,
-    keep_upstream_body,
-    keep_upstream_head,
-    local_response,
     replace_answer,
     respond,
     send_upstream,
-    start_stream,
 )
 from addon.guard import (  # noqa: E402
     access,
-    browser,
     client_buffer,
     connections,
     early,
@@ -90,22 +84,13 @@ from addon.guard import (  # noqa: E402
     request_size,
     secrets,
     timeouts,
-    upstream,
 )
 from addon.mitm_internals import FailureKind  # noqa: E402
 from addon.reply import Answer, Forward, Reply  # noqa: E402
 from addon.settings import OPTION_NAMES, OPTIONS, WATCHED_OPTIONS, Settings, log_flows  # noqa: E402
 from addon.upstreams.directory import ServersDirectory  # noqa: E402
-from addon.upstreams.health import Health, passive_verdict  # noqa: E402
+from addon.upstreams.health import Health  # noqa: E402
 from addon.upstreams.servers import Unroutable  # noqa: E402
-
-
-def error_answer(method: str, exchange: Exchange, endpoint: Endpoint, status: int, message: str) -> bytes:
-    """mitmproxy's error answer for a flow of the proxy's (`errorpage.shape`): the family's error, its headers."""
-    response = local_response(method, exchange, endpoint.error(status, message))
-    response.headers["connection"] = "close"  # mitmproxy closes the connection after its error answer
-    return bytes(fence.assemble_response(response))
-
 
 logger = logging.getLogger("ollama_proxy")
 
@@ -259,17 +244,8 @@ class OllamaProxy:
 
     def admit(self, flow: http.HTTPFlow, exchange: Exchange) -> Answer | None:
         """Everything decided from the request's head, in Ollama's order: a refusal, a preflight, or None."""
-        settings = self.settings
-        assert settings is not None and exchange.endpoint is not None
-        endpoint = exchange.endpoint
-        access.take_client_key(flow, exchange)  # before any view shows the flow
-        return (
-            browser.origin_check(flow, exchange, settings, endpoint)  # 403, or a preflight's 204
-            or browser.host_check(flow, settings, endpoint)  # 403 (DNS rebinding)
-            or endpoints.unknown_path(exchange.route)  # 404 as Ollama, key or not (a probe: HEAD /api/hello)
-            or access.refusal(exchange, settings, endpoint)  # 401
-            or request_size.declared_too_large(flow.request, settings.request_body_limit, endpoint)  # 413
-        )
+        assert self.settings is not None
+        return flow_steps.admit(flow, exchange, self.settings)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # Fail closed: an exception here would let the request through unchecked (key, Origin, Host, size).
@@ -283,7 +259,8 @@ class OllamaProxy:
                 early.answer_now(flow, exchange)  # before the body is read
                 exchange.publish(flow)
             elif request_size.chunked(flow.request):
-                self.limit_chunked_body(flow, exchange)
+                assert self.settings is not None
+                flow_steps.limit_chunked_body(flow, exchange, self.settings)
         except Exception as e:  # noqa: BLE001 - any failure is answered, never forwarded
             self.head_error(flow, exchange, e)
 
@@ -297,17 +274,6 @@ class OllamaProxy:
                 early.answer_now(flow, exchange)
         except Exception:  # noqa: BLE001 - nothing can be answered: nothing goes through either
             flow.kill()
-
-    def limit_chunked_body(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
-        """A body without a declared length gets its 413 the moment it crosses request_body_limit."""
-        assert self.settings is not None and exchange.endpoint is not None
-        if not (limit := self.settings.request_body_limit):
-            return
-        answer = request_size.chunked_refusal(exchange.endpoint, limit)
-        response = local_response(flow.request.method, exchange, answer)
-        response.headers["connection"] = "close"
-        data = fence.assemble_response(response)
-        client_buffer.limit_body(flow.request, client_buffer.BodyLimit(limit, data, answer.error or ""))
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         exchange = self.exchanges.get(flow.id)
@@ -413,21 +379,8 @@ class OllamaProxy:
         exchange.publish(flow)
 
     def internal_error(self, flow: http.HTTPFlow, exchange: Exchange, error: Exception) -> None:
-        """A bug (or an input no check foresaw) while handling a request: a 500 in the route's shape.
-        Nothing goes upstream, and nothing untranslated to mitmproxy's reverse target."""
-        message = f"internal proxy error: {type(error).__name__}"
-        try:
-            logger.warning("%s %s: %s: %s", exchange.route, exchange.model, message, exchange.hidden(str(error))[:300])
-            logger.debug("internal proxy error", exc_info=True)
-            self.watch.forget(flow, exchange)
-            exchange.upstream_route = None  # nothing went upstream
-            exchange.relay = None
-            secrets.forget(flow, exchange)  # an upstream key the rewrite may have put into the flow
-            respond(flow, exchange, (exchange.endpoint or endpoints.FALLBACK).error(500, message))
-            exchange.publish(flow)
-        except Exception:
-            logger.debug("cannot answer the internal error", exc_info=True)
-            flow.kill()
+        """A bug (or an input no check foresaw) while handling a request: a 500 in the route's shape."""
+        flow_steps.internal_error(flow, exchange, error, self.watch)
 
     def server_connect(self, data: fence.ServerHookData) -> None:
         """The upstream is spoken to in HTTP/1.1 only: the key goes on the wire through `WireHeaders`,
@@ -440,46 +393,10 @@ class OllamaProxy:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.get(flow.id)
-        response = flow.response
-        if exchange is None or not exchange.forwarded or response is None or exchange.endpoint is None:
+        if exchange is None or not exchange.forwarded or flow.response is None or exchange.endpoint is None:
             return
-        settings = self.settings
-        assert settings is not None
-        try:
-            secrets.forget(flow, exchange)
-            upstream.clean_head(response)  # before any view, the dumper or a saved flow sees it
-            if exchange.server is not None:
-                settings.models.report(exchange.server, passive_verdict(response.status_code))  # passive health
-            keep_upstream_head(flow, exchange, settings)
-            sse = response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", "")
-            # a compressed stream is decoded piece by piece (an encoding the proxy cannot decode: gathered, refused)
-            decoder = (
-                upstream.stream_decoder(response, settings.sse_event_limit or settings.upstream_body_limit)
-                if sse
-                else None
-            )
-            streamable = sse and (decoder is not None or not upstream.compressed(response))
-            converter = exchange.endpoint.stream(exchange) if streamable else None
-            if refused := upstream.refusal(response, converter is not None, settings.upstream_body_limit):
-                message, unread = refused
-                if unread:
-                    self.watch.cut(flow, exchange, 502, message)
-                else:
-                    exchange.failure = (502, message)
-                return
-            if converter is not None:
-                start_stream(flow, exchange, converter, settings, lambda: self.stream_aborted(flow, exchange), decoder)
-            finish_head(response, exchange)
-        except Exception as e:
-            logger.warning("%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e)
-            logger.debug("internal proxy error", exc_info=True)
-            exchange.failure = (500, f"internal proxy error: {type(e).__name__}")
-
-    def stream_aborted(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
-        """The converter (sse_event_limit) or the stream's decoder (a bomb, bad data) gave up on the
-        upstream's stream: stop reading it."""
-        refused = exchange.relay.decoder.refused if exchange.relay is not None and exchange.relay.decoder else None
-        self.watch.cut(flow, exchange, 502, refused or "the upstream sent an SSE event larger than sse_event_limit")
+        assert self.settings is not None
+        flow_steps.upstream_head(flow, exchange, self.settings, self.watch)
 
     def response(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.pop(flow.id, None)
@@ -489,12 +406,9 @@ class OllamaProxy:
             settings = self.settings
             assert settings is not None
             try:
-                self.answer(flow, exchange, exchange.endpoint, settings)
-            except Exception as e:
-                logger.warning(
-                    "%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e
-                )
-                logger.debug("internal proxy error", exc_info=True)
+                flow_steps.answer(flow, exchange, exchange.endpoint, settings)
+            except Exception as e:  # noqa: BLE001 - logged (log_internal_error), answered where nothing was sent
+                flow_steps.log_internal_error(exchange, e)
                 if exchange.relay is None:
                     replace_answer(
                         flow, exchange, exchange.endpoint.error(500, f"internal proxy error: {type(e).__name__}")
@@ -504,29 +418,6 @@ class OllamaProxy:
         secrets.done_with(flow, exchange)
         exchange.flow = None
         self.end(flow, exchange)
-
-    def answer(self, flow: http.HTTPFlow, exchange: Exchange, endpoint: Endpoint, settings: Settings) -> None:
-        """The client's answer to the upstream's whole answer (or the end of a stream)."""
-        response = flow.response
-        assert response is not None
-        if exchange.relay is not None and exchange.relay.called:
-            finish_stream(flow, exchange, exchange.relay)
-            return
-        if exchange.failure is not None:
-            replace_answer(flow, exchange, endpoint.error(*exchange.failure))
-        else:
-            try:
-                upstream.decoded_body(response, settings.upstream_body_limit)
-            except upstream.Refused as e:
-                replace_answer(flow, exchange, endpoint.error(502, str(e)))
-            else:
-                secrets.scrub_answer(flow, exchange)
-                body = response.raw_content or b""
-                keep_upstream_body(flow, exchange, body, settings)
-                if answer := endpoint.convert(exchange, response, body):
-                    replace_answer(flow, exchange, answer)
-        if flow.response is not None:
-            finish_head(flow.response, exchange)
 
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.pop(flow.id, None)
@@ -553,26 +444,7 @@ class OllamaProxy:
                 exchange.flow = None
                 self.end(flow, exchange, answered=True)
                 return
-        try:
-            if flow.error is not None:  # mitmproxy's text may quote the upstream's bytes (saved flows, mitmweb)
-                flow.error.msg = errorpage.describe(flow.error.msg)
-            if exchange.forwarded:
-                self.watch.end_failed(flow, exchange)
-            if exchange.error is None:
-                exchange.error = flow.error.msg if flow.error else "failed"
-            if exchange.forwarded:
-                self.health.end(flow.id)
-                settings = self.settings
-                if settings is not None and exchange.server is not None:  # what it says about the server
-                    cut = exchange.failure is not None  # the proxy ended it (a limit, a refused answer)
-                    verdict = passive_verdict(failure=kind, expired=exchange.expired, cut=cut)
-                    settings.models.report(exchange.server, verdict)
-            if exchange.endpoint is not None and exchange.relay is None:
-                # nothing was sent yet: mitmproxy writes its error answer next (if the client is still there)
-                errorpage.shape(functools.partial(error_answer, flow.request.method, exchange, exchange.endpoint))
-        except Exception as e:
-            logger.warning("%s %s: internal proxy error: %s: %s", exchange.route, exchange.model, type(e).__name__, e)
-            logger.debug("internal proxy error", exc_info=True)
+        flow_steps.record_failure(flow, exchange, kind, self.settings, self.watch, self.health)
         secrets.done_with(flow, exchange)
         exchange.flow = None
         self.end(flow, exchange)
