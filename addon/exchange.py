@@ -18,8 +18,8 @@ upstream), `upstream_status`, `key` (the name of the client key it presented, ad
 Replies (`addon.reply`): an endpoint answers a request with an `Answer` (local: status, body,
 content type) or a `Forward` (what to send upstream). `respond`, `send_upstream` and `replace_answer` apply
 them to the flow; `Relay` is the `flow.response.stream` callable of every converted or relayed
-stream; `finish` writes the flow's comment, marker and one log line (for a flow that went well,
-only at `flow_detail` ≥ 1: `flow_log`).
+stream. `addon.flow_line.finish` writes the flow's comment, marker and one log line (for a flow
+that went well, only at `flow_detail` ≥ 1: `flow_log`, here).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from mitmproxy import http
 
 from addon import mitm_internals as fence
 from addon.guard import secrets, timeouts, upstream
-from addon.guard.output import clip, escape
 from addon.reply import Answer, Forward, Plan
 from addon.translate.response import Clock
 from addon.wire.ollama import dumps_body
@@ -48,7 +47,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("ollama_proxy")
 # The line of a flow that went well: at info level only at flow_detail >= 1 (`settings.log_flows`: the
-# proxy's configure sets this logger's level): a log record costs more than the rest of `finish`, since mitmproxy hands
+# proxy's configure sets this logger's level): a log record costs more than the rest of `flow_line.finish`, since mitmproxy hands
 # every record to every addon (the deprecated `add_log` event) before printing it.
 flow_log = logging.getLogger("ollama_proxy.flows")
 
@@ -458,52 +457,3 @@ def finish_stream(flow: http.HTTPFlow, exchange: Exchange, relay: Relay) -> None
         response = flow.response
         if response is not None and response.raw_content is None:  # mitmproxy keeps no streamed body unless asked
             response.content = bytes(relay.sent)
-
-
-# ---------------------------------------------------------------------------------------------
-# What the user sees
-
-
-def summary(flow: http.HTTPFlow, exchange: Exchange) -> str:
-    """`POST /api/chat llama3.2 → /v1/chat/completions gpt-4o-mini · 200 · 25+14 tokens · 812 ms`;
-    with several servers, the server's name after the arrow (`→ vllm /v1/chat/completions ...`);
-    with a named client key (`[keys.NAME]`), `key NAME` before the time."""
-    request = flow.request
-    asked = f"{clip(exchange.method)} {clip(exchange.route)} {clip(exchange.model or '')}".rstrip()
-    if exchange.upstream_route is not None:
-        server = f"{exchange.server} " if exchange.server_named else ""
-        asked += f" → {server}{request.path.split('?', 1)[0]} {clip(exchange.upstream_model or '')}"
-    parts = [asked]
-    if exchange.failure is not None and flow.error is not None and exchange.relay is None:
-        parts.append(str(exchange.failure[0]))  # the proxy's error page, not the upstream's status
-    elif flow.response is not None:
-        parts.append(str(flow.response.status_code))
-    if usage := exchange.usage:
-        parts.append(f"{usage.prompt_tokens}+{usage.completion_tokens} tokens")
-    if exchange.key is not None and exchange.key.spec.key_env:  # a named key (ollama_api_key's alone is not named here)
-        parts.append(f"key {exchange.key.name}")
-    end = (flow.response.timestamp_end if flow.response is not None else None) or time.time()
-    parts.append(f"{(end - request.timestamp_start) * 1000:.0f} ms")
-    if exchange.error:
-        parts.append(f"error: {clip(exchange.error, MAX_ERROR)}")
-    return escape(" · ".join(parts))  # client text (the model, an error naming it) cannot forge lines
-
-
-def finish(flow: http.HTTPFlow, exchange: Exchange, answered: bool = False) -> None:
-    """Annotate a finished (or failed) flow, log its one line, and keep its record.
-
-    `answered`: the client had its whole answer, whatever mitmproxy's `flow.error` says after it.
-    """
-    exchange.publish(flow)
-    line = exchange.hidden(summary(flow, exchange))
-    flow.comment = line
-    response = flow.response
-    broken = flow.error is not None and not answered
-    # A HEAD probe of a path no route serves (Claude Code's HEAD /api/hello at every start) gets Ollama's
-    # 404 and is no failure: its line is logged as a good flow's is.
-    probe = flow.request.method == "HEAD" and response is not None and response.status_code == 404
-    if exchange.error or broken or (response is not None and response.status_code >= 400 and not probe):
-        flow.marked = FAILED_MARKER
-        logger.warning(line)
-    else:
-        flow_log.info(line)  # (nothing at flow_detail=0: `flow_log`)

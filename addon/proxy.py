@@ -66,13 +66,13 @@ from addon.endpoints.base import Endpoint  # noqa: E402
 from addon.exchange import (  # noqa: E402
     Exchange,
     complete_stream,
-    finish,
     finish_stream,
     flow_log,
     replace_answer,
     respond,
     send_upstream,
 )
+from addon.flow_line import finish  # noqa: E402
 from addon.guard import (  # noqa: E402
     access,
     client_buffer,
@@ -450,7 +450,7 @@ class OllamaProxy:
         self.end(flow, exchange)
 
     def end(self, flow: http.HTTPFlow, exchange: Exchange, answered: bool = False) -> None:
-        """The flow's comment, marker and log line (`exchange.finish`), then its accounting."""
+        """The flow's comment, marker and log line (`flow_line.finish`), then its accounting."""
         finish(flow, exchange, answered)
         if self.on_end is not None:
             try:

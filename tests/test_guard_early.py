@@ -159,7 +159,7 @@ def test_the_http1_server_layer_is_wrapped_and_unwrapped() -> None:
     assert {"read_headers", "read_body", "wait", "done", "passthrough"} <= set(dir(_http1.Http1Server))
     client_buffer.install(64 << 20)
     try:
-        assert _http1.Http1Server._handle_event is fence._bounded_handle_event
+        assert _http1.Http1Server._handle_event is fence.http1._bounded_handle_event
         assert _http1.Http1Client._handle_event is _http1.Http1Connection._handle_event
         assert client_buffer.MAX_PIPELINED == (64 << 20) + client_buffer.MAX_HEAD
     finally:

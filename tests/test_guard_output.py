@@ -11,7 +11,8 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addon.exchange import Exchange, summary
+from addon.exchange import Exchange
+from addon.flow_line import summary
 from addon.guard import output
 from addon.guard.output import OutputEscaper, escape
 

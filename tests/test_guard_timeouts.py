@@ -126,7 +126,7 @@ async def test_an_upstream_connection_the_upstream_has_ended_is_not_reused(monke
     peers["reset"][1].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     peers["reset"][1].close()
     peers["talking"][1].sendall(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
-    monkeypatch.setattr(fence, "_handler", lambda flow: SimpleNamespace(transports=transports))
+    monkeypatch.setattr(fence.connections, "_handler", lambda flow: SimpleNamespace(transports=transports))
 
     timeouts.drop_closed_upstreams(None)  # type: ignore[arg-type]
 

@@ -46,7 +46,7 @@ def top_level_imports(tree: ast.Module, module: str) -> list[tuple[str, int]]:
     for node in tree.body:
         if isinstance(node, ast.If) and _is_type_checking(node):
             continue
-        if isinstance(node, ast.Try | ast.If):
+        if isinstance(node, ast.Try | ast.If | ast.With):
             for child in ast.walk(node):
                 out += addon_imports(child, module)
         out += addon_imports(node, module)
@@ -58,8 +58,15 @@ def sources() -> dict[str, ast.Module]:
 
 
 def inner_imports(tree: ast.Module, module: str) -> list[int]:
-    """The lines of imports of the addon's own modules below a module's top (in functions, classes)."""
-    top = {id(n) for n in tree.body}
+    """The lines of imports of the addon's own modules below a module's top (in functions, classes);
+    one in a top-level `try` or `with` (run as the module loads: `contextlib.suppress(ImportError)`) is at the top."""
+    top = {id(n) for n in tree.body} | {
+        id(child)
+        for node in tree.body
+        if isinstance(node, ast.Try | ast.With)
+        for child in node.body
+        if isinstance(child, ast.Import | ast.ImportFrom)
+    }
     type_checking = {
         id(child)
         for node in tree.body

@@ -1,4 +1,4 @@
-"""The fence around mitmproxy's internals (addon/mitm_internals.py): every touch checked at load, the
+"""The fence around mitmproxy's internals (the package addon/mitm_internals/): every touch checked at load, the
 addon refusing to start or switching a feature off when one is gone, failures as typed kinds, and no
 other module reaching into mitmproxy's private parts."""
 
@@ -16,11 +16,13 @@ from mitmproxy.proxy import server
 from mitmproxy.proxy.layers.http import HttpStream, _http1
 
 from addon import mitm_internals as fence
-from addon.mitm_internals import FailureKind, Feature
+from addon.mitm_internals import FailureKind, Feature, private
+from addon.mitm_internals import checks as fence_checks
 from harness import ROOT
 from harness.mitmdump import Mitmdump
 
 ADDON = ROOT / "addon"
+FENCE = ADDON / "mitm_internals"  # the package, and only it, may touch mitmproxy's internals
 
 
 @pytest.fixture(autouse=True)
@@ -41,14 +43,14 @@ def test_each_touch_changed_refuses_or_switches_off(name: str, monkeypatch: pyte
     others = {check[0] for other, (_, *more) in fence.TOUCHES.items() if other != name for check in more}
     checked = {check[0] for check in checks} - others  # (what another touch checks too stays)
     assert checked
-    real = fence._resolve
+    real = fence_checks._resolve
 
     def changed(dotted: str) -> Any:
         if dotted in checked:
             return types.SimpleNamespace(__qualname__=dotted)  # no source, no attributes, no signature
         return real(dotted)
 
-    monkeypatch.setattr(fence, "_resolve", changed)
+    monkeypatch.setattr(fence_checks, "_resolve", changed)
     if feature is None:
         with pytest.raises(fence.MitmproxyChanged, match="does not start") as refused:
             fence.verify()
@@ -91,7 +93,7 @@ def test_a_changed_failure_text_refuses(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_a_missing_module_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fence, "_import_error", ImportError("No module named 'mitmproxy.proxy.layers.http._http1'"))
+    monkeypatch.setattr(private, "_import_error", ImportError("No module named 'mitmproxy.proxy.layers.http._http1'"))
     with pytest.raises(fence.MitmproxyChanged, match="_http1"):
         fence.verify()
 
@@ -192,8 +194,8 @@ def fence_breaches(path: Path) -> list[str]:
 
 
 def test_no_module_but_the_fence_touches_mitmproxys_internals() -> None:
-    modules = [p for p in ADDON.rglob("*.py") if p.name != "mitm_internals.py" or p.parent != ADDON]
-    assert len(modules) > 30
+    modules = [p for p in ADDON.rglob("*.py") if FENCE not in p.parents]
+    assert len(modules) > 30 and not (ADDON / "mitm_internals.py").exists()
     breaches = [breach for path in modules for breach in fence_breaches(path)]
     assert breaches == []
 
@@ -213,7 +215,8 @@ def test_the_scan_finds_a_breach(tmp_path: Path) -> None:
         sample.unlink()
     for expected in ("'proxyserver'", ".connections", "a monkeypatch", "._private", "error text matched"):
         assert expected in found
-    assert len(fence_breaches(ROOT / "addon" / "mitm_internals.py")) > 5  # the fence itself is where they are
+    fenced = [breach for path in FENCE.rglob("*.py") for breach in fence_breaches(path)]
+    assert len(fenced) > 5  # the fence itself is where they are
 
 
 # -- a real mitmdump ---------------------------------------------------------------------------------
