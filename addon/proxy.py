@@ -3,9 +3,10 @@
 Run it with `mitmdump -s addon/proxy.py` (see README.md and docs/architecture.md). Each hook
 below is the complete sequence of what happens to an Ollama flow at that moment; the work is
 done by the endpoint of its route (`addon.endpoints`), the exchange helpers (`addon.exchange`)
-and the guards (`addon.guard`). `OllamaProxy` is the script's only addon; `KeyInjector` joins
-the end of mitmproxy's chain at start-up, because the upstream key may reach the request only
-after every other addon (mitmweb's view among them) has seen it.
+and the guards (`addon.guard`). `OllamaProxy` decides every flow; beside it, the pool and
+`ClientConnections` (client connections below the requests); `KeyInjector` joins the end of
+mitmproxy's chain at start-up, because the upstream key may reach the request only after every
+other addon (mitmweb's view among them) has seen it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import gc  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
 
-from mitmproxy import connection, ctx, http  # noqa: E402
+from mitmproxy import ctx, http  # noqa: E402
 from mitmproxy.addonmanager import Loader  # noqa: E402
 from mitmproxy.flow import Flow  # noqa: E402
 
@@ -86,7 +87,6 @@ from addon.guard import (  # noqa: E402
     errorpage,
     keys,
     output,
-    plain_listener,
     request_size,
     secrets,
     timeouts,
@@ -127,7 +127,6 @@ class OllamaProxy:
         self.settings: Settings | None = None
         self.exchanges: dict[str, Exchange] = {}  # by flow id, from the request's headers to its end
         self.watch = timeouts.UpstreamWatch()
-        self.heads = connections.HeadTimeout()  # client_header_timeout
         self.health = Health()  # the servers' health, kept across every reconfiguration
         self.key_names: set[str] = set()  # the names the servers' keys are registered under (secrets)
         self.injector_installed = False
@@ -152,7 +151,6 @@ class OllamaProxy:
             loader.add_option(name, typespec, default, help_text)
         errorpage.install()
         views.register()
-        connections.raise_descriptor_limit()  # before mitmproxy listens
 
     def configure(self, updated: set[str]) -> None:
         options = ctx.options
@@ -171,7 +169,6 @@ class OllamaProxy:
         output.install()
         flow_log.setLevel(logging.INFO if log_flows(options) else logging.WARNING)  # the line of each flow
         timeouts.keep_client_connection(options, max(s.upstream_timeout for s in self.settings.servers))
-        self.heads.seconds = self.settings.client_header_timeout
         self.rebind |= access.listen_on_loopback(options)
         self.body_size_limit = request_size.ceiling(options, self.settings.request_body_limit, self.body_size_limit)
         client_buffer.install(self.settings.request_body_limit)
@@ -237,7 +234,6 @@ class OllamaProxy:
         fence.uninstall_patches()
         dispatch.uninstall()
         self.watch.done()
-        self.heads.done()
         self.is_running = False
         if self.settings is not None:
             await self.settings.models.close()
@@ -275,25 +271,10 @@ class OllamaProxy:
             or request_size.declared_too_large(flow.request, settings.request_body_limit, endpoint)  # 413
         )
 
-    # -- client connections (client_header_timeout) -------------------------------------------
-
-    def client_connected(self, client: connection.Client) -> None:
-        self.heads.connected(client)
-
-    def client_disconnected(self, client: connection.Client) -> None:
-        self.heads.disconnected(client)
-
-    def http_connect(self, flow: http.HTTPFlow) -> None:
-        self.heads.tunnel(flow)
-
-    def next_layer(self, nextlayer: fence.NextLayer) -> None:
-        plain_listener.refuse_tls(nextlayer)  # a TLS handshake on a reverse:http:// listener: 400, closed
-
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # Fail closed: an exception here would let the request through unchecked (key, Origin, Host, size).
         exchange: Exchange | None = None
         try:
-            self.heads.head_complete(flow)
             if not self.is_ollama(flow):
                 return
             exchange = self.open(flow)
@@ -501,7 +482,6 @@ class OllamaProxy:
         self.watch.cut(flow, exchange, 502, refused or "the upstream sent an SSE event larger than sse_event_limit")
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self.heads.answered(flow)
         exchange = self.exchanges.pop(flow.id, None)
         if exchange is None:
             return
@@ -549,7 +529,6 @@ class OllamaProxy:
             finish_head(flow.response, exchange)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self.heads.answered(flow)
         exchange = self.exchanges.pop(flow.id, None)
         if exchange is None:
             return
@@ -617,7 +596,9 @@ class OllamaProxy:
 
 # The upstream connection pool (addon/pool/) comes first, so that the real upstream URL is back on a
 # flow before any other hook sees its answer; it adds its connector at the end of mitmproxy's chain.
-# The proxy tells it every upstream server's base URL.
+# The proxy tells it every upstream server's base URL. `ClientConnections` (addon/guard/connections.py)
+# watches client connections below the requests: the descriptor limit, TLS on a plain listener,
+# client_header_timeout.
 _pool = pool.UpstreamPool()
 _proxy = OllamaProxy(_pool)
-addons: list[object] = [_pool, _proxy, accounting.Accounting(_proxy)]
+addons: list[object] = [_pool, _proxy, accounting.Accounting(_proxy), connections.ClientConnections()]

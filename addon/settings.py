@@ -345,7 +345,6 @@ class Settings:
     request_body_limit: int  # bytes; 0: no limit
     listen_host: str  # mitmproxy's listen_host ("": every interface), for modes that name none
     system_turns: str = "user"  # "user" or "system": /v1/messages' system turns after the start
-    client_header_timeout: int = 60  # seconds for a request head (addon.guard.connections); 0: no limit
 
     @property
     def server(self) -> Server:
@@ -396,7 +395,6 @@ class Settings:
             request_body_limit=parse_request_limit(options.request_body_limit),
             listen_host=str(options.listen_host) if "listen_host" in options else "",
             system_turns=parse_system_turns(options.system_turns),
-            client_header_timeout=max(int(options.client_header_timeout), 0),
         )
 
     def target(self, model: str) -> Target:

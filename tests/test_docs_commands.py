@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 BLOCKS = blocks()
 SHELL_BLOCKS = [b for b in BLOCKS if not b.agent and b.not_run is None]
 # The programs a block may run here; anything else must be taught to this test or marked not run.
-KNOWN = {"make", "curl", "export", "mitmdump", ".venv/bin/mitmdump", "mitmweb", "python", "claude", "codex"}
+KNOWN = {"make", "curl", "export", "mitmdump", ".venv/bin/mitmdump", "mitmweb", "python", "claude", "codex", "opencode"}
 
 # The curl the examples run: the real one, with its exit status, arguments and answer recorded.
 CURL = """#!{bash}

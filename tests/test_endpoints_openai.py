@@ -67,7 +67,7 @@ def test_sse_relay_holds_back_a_partial_line_so_the_error_event_stands_alone() -
         {
             "error": {
                 "message": "the upstream connection broke off",
-                "type": "upstream_error",
+                "type": "api_error",  # as Ollama types a failure mid-stream
                 "param": None,
                 "code": None,
             }

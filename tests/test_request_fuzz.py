@@ -201,7 +201,7 @@ upstream = "o4-mini"
 
 [models."qwen3-coder"]
 upstream = "Qwen/Qwen3-Coder"
-capabilities = ["completion", "tools", "thinking"]
+capabilities = ["completion", "tools", "thinking", "insert"]
 think_style = "chat_template_kwargs"
 max_output_tokens = 8192
 """

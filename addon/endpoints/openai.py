@@ -30,7 +30,7 @@ from addon.guard.keys import visible
 from addon.reply import Answer, Forward, Reply, json_answer
 from addon.translate.response import upstream_error
 from addon.wire import multipart
-from addon.wire.openai import Usage, answerless, invalid_json, loads, usage_of
+from addon.wire.openai import Usage, answerless, error_type, invalid_json, loads, usage_of
 from addon.wire.sse import MAX_EVENT, SSEFramer, SSETooLarge, split_lines
 
 if TYPE_CHECKING:
@@ -38,19 +38,17 @@ if TYPE_CHECKING:
 
 PREFIX = "/v1/"
 
+
+def error_event(message: str) -> bytes:
+    """A final SSE event in OpenAI's error shape, typed as Ollama types a failure mid-stream (a 500: `api_error`)."""
+    error = {"error": {"message": message, "type": error_type(500), "param": None, "code": None}}
+    return b"data: " + json.dumps(error, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
 # What a /v1 client gets when the upstream's stream ends without `[DONE]`: the openai SDK raises
 # APIError on an event with an `error` member, instead of taking the cut answer for a whole one.
 INCOMPLETE = "the upstream stream ended before the answer was complete"
-INCOMPLETE_EVENT = (
-    b'data: {"error":{"message":"the upstream stream ended before the answer was complete",'
-    b'"type":"upstream_error","param":null,"code":null}}\n\n'
-)
-
-
-def error_event(message: str) -> bytes:
-    """A final SSE event in OpenAI's error shape."""
-    error = {"error": {"message": message, "type": "upstream_error", "param": None, "code": None}}
-    return b"data: " + json.dumps(error, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+INCOMPLETE_EVENT = error_event(INCOMPLETE)
 
 
 _DONE = re.compile(rb"(?:\A|[\r\n])data: ?\[DONE\][\r\n]")

@@ -28,7 +28,7 @@ from addon.exchange import Exchange
 from addon.reply import Answer, Forward, Plan, Reply, json_answer
 from addon.translate import responses
 from addon.translate.stream import ChunkStream
-from addon.wire.openai import Usage, usage_of
+from addon.wire.openai import Usage, error_type, usage_of
 
 if TYPE_CHECKING:
     from addon.settings import Settings
@@ -69,7 +69,7 @@ class ResponsesRelay(SSERelay):
         return super()._line(line)
 
     def error_event(self, message: str) -> bytes:
-        error = {"type": "api_error", "code": "server_error", "message": message, "param": None}
+        error = {"type": error_type(500), "code": "server_error", "message": message, "param": None}
         data = {"type": "error", "code": "server_error", "message": message, "param": None, "error": error}
         return b"event: error\ndata: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 

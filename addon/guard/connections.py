@@ -13,6 +13,10 @@
   nginx close it. A connection with a request in flight, a CONNECT tunnel or a WebSocket is
   never timed. One sweeper task checks the idle connections once a second, alive only while
   there are some; the per-request cost is two dictionary updates.
+- A TLS handshake on a plain `reverse:http://` listener is refused (`addon.guard.plain_listener`).
+
+`ClientConnections` is the addon of all three (in the script's `addons`, after `OllamaProxy`,
+which declares `client_header_timeout`).
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import logging
 import resource
 import time
 
-from mitmproxy import connection, http
+from mitmproxy import connection, ctx, http
+from mitmproxy.addonmanager import Loader
 
 from addon import mitm_internals as fence
+from addon.guard import plain_listener
 
 logger = logging.getLogger("ollama_proxy")
 
@@ -45,8 +51,9 @@ def raise_descriptor_limit() -> tuple[int, int]:
     return soft, hard
 
 
-class HeadTimeout:
-    """Closes client connections that do not send a complete request head within `seconds`."""
+class ClientConnections:
+    """The addon: the descriptor limit at load, TLS refused on a plain listener, and client_header_timeout
+    (closes client connections that do not send a complete request head within `seconds`)."""
 
     def __init__(self) -> None:
         self.seconds = float(DEFAULT_HEAD_TIMEOUT)
@@ -55,28 +62,39 @@ class HeadTimeout:
         self.untimed: set[str] = set()  # tunnels and WebSockets
         self.sweeper: asyncio.Task[None] | None = None
 
-    def connected(self, client: connection.Client) -> None:
+    def load(self, loader: Loader) -> None:
+        raise_descriptor_limit()  # before mitmproxy listens
+
+    def configure(self, updated: set[str]) -> None:
+        if "client_header_timeout" in updated and "client_header_timeout" in ctx.options:
+            self.seconds = float(max(int(ctx.options.client_header_timeout), 0))
+
+    def next_layer(self, nextlayer: fence.NextLayer) -> None:
+        plain_listener.refuse_tls(nextlayer)  # a TLS handshake on a reverse:http:// listener: 400, closed
+
+    def client_connected(self, client: connection.Client) -> None:
         self.wait(client)
 
-    def disconnected(self, client: connection.Client) -> None:
+    def client_disconnected(self, client: connection.Client) -> None:
         self.idle.pop(client.id, None)
         self.busy.pop(client.id, None)
         self.untimed.discard(client.id)
 
-    def head_complete(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """The head is complete: no timeout until the answer."""
         client = flow.client_conn
         self.idle.pop(client.id, None)
         self.busy[client.id] = self.busy.get(client.id, 0) + 1
 
-    def tunnel(self, flow: http.HTTPFlow) -> None:
+    def http_connect(self, flow: http.HTTPFlow) -> None:
         """A CONNECT tunnel or a WebSocket: the connection carries no more request heads."""
         self.idle.pop(flow.client_conn.id, None)
         self.untimed.add(flow.client_conn.id)
 
-    def answered(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow) -> None:
         client = flow.client_conn
         if flow.websocket is not None:
-            self.tunnel(flow)
+            self.http_connect(flow)
             return
         left = self.busy.get(client.id, 0) - 1
         if left > 0:
@@ -112,6 +130,9 @@ class HeadTimeout:
             writer.close()
             if hasattr(writer.transport, "abort"):
                 asyncio.get_running_loop().call_later(1.0, writer.transport.abort)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.response(flow)
 
     def done(self) -> None:
         if self.sweeper is not None:

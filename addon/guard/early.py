@@ -74,8 +74,8 @@ def answer_now(flow: http.HTTPFlow, exchange: Exchange) -> None:
         return  # invalid framing: mitmproxy's HTTP/1 layer answers 400 itself and closes (no second answer)
     if not has_body(request):
         return  # mitmproxy sends it after the empty body
-    if request.http_version not in ("HTTP/1.0", "HTTP/1.1"):
-        flow.kill()  # HTTP/2 (over TLS only): the stream is reset and its body never read
+    if request.is_http2 or request.is_http3:
+        flow.kill()  # no HTTP/1 answer can be written on this stream: it is reset, its body never read
         return
     response.headers["connection"] = "close"
     data = fence.assemble_response_head(response) if request.method == "HEAD" else fence.assemble_response(response)

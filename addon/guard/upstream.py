@@ -238,6 +238,8 @@ class StreamDecoder:
                         "(sse_event_limit): cut"
                     )
                 out.append(piece)
+        except Refused:
+            raise
         except (zlib.error, brotli.error, zstd.ZstdError, ValueError, EOFError) as e:
             raise Refused(f"the upstream's {self.encoding} stream cannot be decoded ({e})") from None
         return b"".join(out)
