@@ -56,6 +56,8 @@ frontend ollama
 backend workers
     balance leastconn
     option httpchk GET {check_path}
+    # A worker that asks for a client key (ollama_api_key, [keys]) answers the keyless check 401: alive.
+    http-check expect rstatus ^(200|401)$
     # Requests of new client connections go over warm connections to the workers: a worker then
     # pays no new-connection cost in mitmproxy (~2 ms of CPU each) for clients that do not keep
     # their connection alive (bench/RESULTS-pool.md). A warm connection that a worker closed just

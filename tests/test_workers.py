@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import ollama
@@ -40,6 +41,25 @@ def test_two_workers_behind_haproxy(upstream: UpstreamServer, tmp_path: Path) ->
     assert all(p.poll() is not None for p in processes), "every worker and HAProxy stopped"
     served = [(tmp_path / f"worker-{n}.log").read_text().count("POST /api/chat m") for n in (1, 2)]
     assert sum(served) == 7 and min(served) > 0, f"both workers answered: {served}"
+
+
+def test_workers_that_ask_for_a_client_key_stay_in_service(upstream: UpstreamServer, tmp_path: Path) -> None:
+    """HAProxy's keyless health check gets 401 from a worker with ollama_api_key: alive, not down."""
+    if shutil.which("haproxy") is None:
+        message = "haproxy is needed: apt-get install haproxy (.ci/run does)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    port = free_block(3)
+    arguments = ["--set", f"openai_base_url={upstream.base_url}", "--set", "ollama_api_key=k-team-0123"]
+    processes = workers.start(2, "127.0.0.1", port, arguments, tmp_path, log_files=True)
+    try:
+        time.sleep(7.5)  # past HAProxy's default fall (3 checks, 2 s apart): a failing check has marked it down
+        client = ollama.Client(
+            host=f"http://127.0.0.1:{port}", timeout=20, headers={"Authorization": "Bearer k-team-0123"}
+        )
+        answer = client.chat(model="m", messages=[{"role": "user", "content": "k"}]).message.content
+    finally:
+        workers.stop(processes)
+    assert answer == "echo: k"
 
 
 def test_each_worker_gets_a_metrics_port_of_its_own() -> None:
