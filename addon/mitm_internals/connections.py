@@ -25,7 +25,7 @@ async def rebind_listeners(master: Any) -> None:
     `MitmproxyChanged` when that cannot be done (the proxy may be listening on every address)."""
     servers = getattr(master.addons.get("proxyserver"), "servers", None)
     if servers is None or not callable(getattr(servers, "update", None)):
-        raise MitmproxyChanged("cannot rebind mitmproxy's listeners to loopback (private.Proxyserver.servers is gone)")
+        raise MitmproxyChanged("cannot rebind mitmproxy's listeners to loopback (Proxyserver.servers is gone)")
     if not len(servers):
         return
     modes = [private.ProxyMode.parse(m) for m in master.options.mode]
