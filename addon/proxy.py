@@ -3,10 +3,10 @@
 Run it with `mitmdump -s addon/proxy.py` (see README.md and docs/architecture.md). Each hook
 below is the complete sequence of what happens to an Ollama flow at that moment; the work is
 done by the endpoint of its route (`addon.endpoints`), the exchange helpers (`addon.exchange`),
-the guards (`addon.guard`) and, for the hooks' longer steps, `addon.flow_steps`. `OllamaProxy` decides every flow; beside it, the pool and
-`ClientConnections` (client connections below the requests); `KeyInjector` joins the end of
-mitmproxy's chain at start-up, because the upstream key may reach the request only after every
-other addon (mitmweb's view among them) has seen it.
+the guards (`addon.guard`) and, for the hooks' longer steps, `addon.flow_steps`. `OllamaProxy`
+decides every flow; beside it, the pool and `ClientConnections` (client connections below the
+requests); `KeyInjector` joins the end of mitmproxy's chain at start-up, because the upstream key
+may reach the request only after every other addon (mitmweb's view among them) has seen it.
 """
 
 from __future__ import annotations
