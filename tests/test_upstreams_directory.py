@@ -208,6 +208,25 @@ async def test_one_clients_failures_confirm_with_a_probe_and_never_mark_down() -
     await models.close()
 
 
+async def test_a_connection_broken_under_a_request_is_probed_at_once() -> None:
+    """A reset or a close mid-answer (a server that died looks like this) asks the server at once: a
+    dead one is down before the next request picks it, a live one stays up (issue 21, §8)."""
+    fetch = FakeFetch(default=[], alpha=["shared"], beta=["shared"], gamma=[])
+    clock = Clock()
+    models = directory(fetch, clock, probe_interval=3600)
+    await models.listing()
+    fetched = fetch.count("alpha")
+    models.report("alpha", passive_verdict(failure=FailureKind.RESET))
+    await models.settle()
+    assert fetch.count("alpha") == fetched + 1 and not models.health.is_down("alpha"), "probed; it answered: up"
+    clock.advance(1)
+    fetch.answers["alpha"] = ConnectionRefusedError("connection refused")
+    models.report("alpha", passive_verdict(failure=FailureKind.BROKE_OFF))
+    await models.settle()
+    assert models.health.is_down("alpha"), "its probe failed: down after one broken answer"
+    await models.close()
+
+
 async def test_a_reachable_server_without_a_list_is_healthy_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "ollama_proxy")
     fetch = FakeFetch(

@@ -223,9 +223,9 @@ def test_outstanding_requests() -> None:
         (None, None, "connect", False, Passive.DOWN),
         (None, None, "handshake", False, Passive.DOWN),
         (None, FailureKind.SERVER_CLOSED, "open", False, Passive.SUSPECT),  # one long generation
-        (None, FailureKind.SERVER_CLOSED, "", False, Passive.SUSPECT),
-        (None, FailureKind.BROKE_OFF, "", False, Passive.SUSPECT),
-        (None, FailureKind.RESET, "", False, Passive.SUSPECT),
+        (None, FailureKind.SERVER_CLOSED, "", False, Passive.BROKEN),
+        (None, FailureKind.BROKE_OFF, "", False, Passive.BROKEN),
+        (None, FailureKind.RESET, "", False, Passive.BROKEN),
         (None, FailureKind.BAD_STATUS_LINE, "", False, Passive.SUSPECT),
         (None, FailureKind.OTHER, "", False, Passive.SUSPECT),
         (None, FailureKind.CLIENT_GONE, "", False, Passive.NOTHING),

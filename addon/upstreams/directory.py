@@ -259,7 +259,7 @@ class ServersDirectory:
             self.report_ok(server)
         elif passive is Passive.DOWN:
             self.report_failure(server, reason)
-        elif passive is Passive.SUSPECT and self.health.suspect(server):
+        elif passive is Passive.BROKEN or (passive is Passive.SUSPECT and self.health.suspect(server)):
             self.confirm(server)
 
     def confirm(self, server: str) -> None:

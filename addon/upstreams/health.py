@@ -11,11 +11,11 @@ A shared server's health must not follow what one client asks of it (issue 21, Â
 `observe layer7` confirm with health checks, a request marks its server down only when the server
 could not be reached at all: connection refused, unknown host, TLS failure, no connect or TLS
 handshake within `upstream_timeout` (`passive_verdict`: `DOWN`). What may be the request's doing
-(any 5xx answer, a connection closed, reset or broken off mid-answer, an answer that outlasts
-`upstream_timeout`, a malformed answer) only makes the server suspect: at `suspect_limit` (3) such
-failures in a row, with no success between them, the directory probes the server (`GET /models`,
-`ServersDirectory.confirm`, at most once a second per server), and only a failed probe marks it
-down. What the proxy cut itself (a limit, a refused answer) or a client that left says nothing.
+(any 5xx answer, an answer that outlasts `upstream_timeout`, a malformed answer) only makes the
+server suspect: at `suspect_limit` (3) such failures in a row, with no success between them, the
+directory probes the server (`GET /models`, `ServersDirectory.confirm`, at most once a second per
+server), and only a failed probe marks it down. A connection closed, reset or broken off
+mid-answer (`BROKEN`: a server that died looks like this) is probed at once, with the same limit. What the proxy cut itself (a limit, a refused answer) or a client that left says nothing.
 The trade-off: a server whose model list answers while every generation fails stays up; its
 answers (errors) pass through to the clients.
 """
@@ -39,7 +39,8 @@ class Passive(enum.Enum):
 
     OK = "ok"  # the server answered (below 500)
     NOTHING = "nothing"  # the client left, or the proxy cut the answer
-    SUSPECT = "suspect"  # the server, or the request: a probe decides
+    SUSPECT = "suspect"  # the server, or the request: a probe decides after a few in a row
+    BROKEN = "broken"  # the connection itself failed: a probe decides at once
     DOWN = "down"  # the server cannot be reached
 
 
@@ -48,6 +49,9 @@ _UNREACHABLE = {
     FailureKind.UNKNOWN_HOST: "unknown host",
     FailureKind.TLS: "TLS handshake failed",
 }
+# The connection closed or reset under a request: as likely a server that died as one that dropped
+# this request, so a probe asks the server at once rather than after `suspect_limit` of them.
+_BROKEN = frozenset({FailureKind.SERVER_CLOSED, FailureKind.HEAD_CUT, FailureKind.BROKE_OFF, FailureKind.RESET})
 _SAYS_NOTHING = frozenset(
     {
         FailureKind.CLIENT_GONE,
@@ -79,6 +83,8 @@ def passive_verdict(
             return Passive.DOWN, _UNREACHABLE[failure]
         if failure in _SAYS_NOTHING:
             return Passive.NOTHING, failure.name.lower()
+        if failure in _BROKEN:
+            return Passive.BROKEN, failure.name.lower().replace("_", " ")
         return Passive.SUSPECT, failure.name.lower().replace("_", " ")
     if status is not None and status >= 500 and status != 501:  # 501: a route it lacks, not a sick server
         return Passive.SUSPECT, f"answered {status}"
