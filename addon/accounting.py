@@ -27,6 +27,12 @@ from mitmproxy.exceptions import OptionsError
 from addon.exchange import FAILED_MARKER, META, Exchange, Relay
 from addon.metrics import Metrics
 from addon.status_listener import StatusListener, parse_listen
+from addon.upstreams.directory import ServersDirectory
+from addon.upstreams.fetch import ListUnavailable
+from addon.upstreams.servers import Server
+
+SINGLE_CHECK_INTERVAL = 1.0  # seconds between /ready's own checks of a proxy's one server
+SINGLE_CHECK_TIMEOUT = 5.0
 
 if TYPE_CHECKING:
     from addon.proxy import OllamaProxy
@@ -54,6 +60,9 @@ class Accounting:
         self.streams: dict[str, tuple[str, str]] = {}  # flow id → (route, server) of a stream being relayed
         self.is_running = False
         self.tasks: set[asyncio.Task[None]] = set()
+        self.single_checked = float("-inf")  # when /ready last asked the one server itself
+        self.single_check: asyncio.Task[None] | None = None
+        self.single_down: str | None = None  # the one server's name while its last check failed
 
     # -- the listener --------------------------------------------------------------------------
 
@@ -117,11 +126,40 @@ class Accounting:
         return len(settings.keys) if settings is not None else 0
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready: configured, running, and some upstream server takes requests (up, or due for a retry)."""
+        """Ready: configured, running, and some upstream server takes requests (up, or due for a retry).
+        One server alone keeps no health in the proxy (it is never refused), so /ready asks it itself:
+        its `GET /models`, at most once a `SINGLE_CHECK_INTERVAL`, the last answer decides."""
         states = self.server_states()
         servers = {name: status for name, status, _ in states}
+        settings = self.proxy.settings
+        if self.is_running and settings is not None and len(settings.servers) == 1:
+            server = settings.servers.servers[0]
+            self.check_single(settings.models, server)
+            if self.single_down == server.name:
+                servers[server.name] = "down"
         ready = self.is_running and any(status != "down" for status in servers.values())
         return ready, {"servers": servers}
+
+    def check_single(self, models: ServersDirectory, server: Server) -> None:
+        """Start a check of the one server, unless one ran within the interval or is under way."""
+        now = time.monotonic()
+        if now - self.single_checked < SINGLE_CHECK_INTERVAL or (
+            self.single_check is not None and not self.single_check.done()
+        ):
+            return
+        self.single_checked = now
+
+        async def check() -> None:
+            try:
+                await asyncio.wait_for(models.fetch(server), SINGLE_CHECK_TIMEOUT)
+            except ListUnavailable:  # it answered, without a list: reachable
+                self.single_down = None
+            except Exception:  # noqa: BLE001 - unreachable, timed out, 5xx: not ready
+                self.single_down = server.name
+            else:
+                self.single_down = None
+
+        self.single_check = asyncio.get_running_loop().create_task(check(), name="readiness check")
 
     # -- flows -----------------------------------------------------------------------------------
 

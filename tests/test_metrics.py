@@ -372,3 +372,42 @@ async def test_the_listener_answers(tmp_path) -> None:
         await listener.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def ready_status(metrics_url: str, want: int, seconds: float = 15) -> int:
+    """/ready's status once it is `want` (HAProxy polls it likewise), or the last one seen."""
+    deadline = time.monotonic() + seconds
+    status = 0
+    while time.monotonic() < deadline:
+        status = httpx.get(metrics_url + "/ready", timeout=5).status_code
+        if status == want:
+            break
+        time.sleep(0.2)
+    return status
+
+
+@pytest.mark.e2e
+def test_readiness_asks_a_proxys_one_server_itself(spawn) -> None:
+    """One server alone keeps no health in the proxy (it is never refused): /ready asks it itself,
+    so a host whose only upstream cannot be reached is taken out by its load balancer, and back."""
+    upstream_port = free_port()
+    port = free_port()
+    dump = spawn(
+        "reverse",
+        f"openai_base_url=http://127.0.0.1:{upstream_port}/v1",
+        f"openai_api_key={TEST_KEY}",
+        f"metrics_listen=127.0.0.1:{port}",
+    )
+    metrics_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    assert ready_status(metrics_url, 503) == 503, "its one server cannot be reached: not ready"
+    assert httpx.get(metrics_url + "/ready").json() == {"ready": False, "servers": {"default": "down"}}
+    with UpstreamServer(port=upstream_port):
+        assert ready_status(metrics_url, 200) == 200, "the server answers again: ready"
+    assert TEST_KEY not in dump.log()
