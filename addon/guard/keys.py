@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from mitmproxy.exceptions import OptionsError
 
 from addon.catalog.models import ModelInfo, full_name, has_tag
+from addon.catalog.tables import checked_table
 from addon.reply import Answer, Reply
 
 if TYPE_CHECKING:
@@ -89,19 +90,7 @@ def _key(name: str, table: Any, where: str, environ: Mapping[str, str]) -> KeySp
         raise OptionsError(
             f"{where}: invalid key name (letters, digits, '_', '.', '-', at most 64; '{OLLAMA_API_KEY}' is taken)"
         )
-    if not isinstance(table, dict):
-        raise OptionsError(f"{where} must be a table")
-    for item, value in table.items():
-        if item in ("key", "api_key", "value", "token"):
-            raise OptionsError(
-                f"{where}: {item} is refused: a key never goes in the file. Put it in an environment "
-                "variable and give that variable's name as key_env"
-            )
-        if item not in _KEYS:
-            raise OptionsError(f"{where}: unknown key {item!r} (known: {', '.join(_KEYS)})")
-        wanted, said = _KEYS[item]
-        if not isinstance(value, wanted) or isinstance(value, bool):
-            raise OptionsError(f"{where}: {item} must be {said}")
+    table = checked_table(table, where, _KEYS, refused=("key", "api_key", "value", "token"), env_field="key_env")
     key_env = table.get("key_env")
     if key_env is None or not _ENV_NAME.fullmatch(key_env):
         raise OptionsError(f"{where}: key_env is required: the NAME of the environment variable holding the key")

@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 from mitmproxy.exceptions import OptionsError
 
 from addon.catalog.models import THINK_STYLES
+from addon.catalog.tables import checked_table
 from addon.upstreams.health import Health, ServerState, client_reason
 
 logger = logging.getLogger("ollama_proxy")
@@ -221,19 +222,9 @@ def _server(name: str, table: Any, where: str, environ: Mapping[str, str]) -> Se
             f"{where}: the name 'default' is taken by the server of openai_base_url and openai_api_key "
             "(configure it with those options)"
         )
-    if not isinstance(table, dict):
-        raise OptionsError(f"{where} must be a table")
-    for key, value in table.items():
-        if key in ("api_key", "key", "authorization", "token"):
-            raise OptionsError(
-                f"{where}: {key} is refused: a key never goes in the file. Put it in an environment "
-                "variable and give that variable's name as api_key_env"
-            )
-        if key not in _SERVER_KEYS:
-            raise OptionsError(f"{where}: unknown key {key!r} (known: {', '.join(_SERVER_KEYS)})")
-        wanted, said = _SERVER_KEYS[key]
-        if not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool)):
-            raise OptionsError(f"{where}: {key} must be {said}")
+    table = checked_table(
+        table, where, _SERVER_KEYS, refused=("api_key", "key", "authorization", "token"), env_field="api_key_env"
+    )
     if "base_url" not in table:
         raise OptionsError(
             f"{where}: base_url is required (the server's OpenAI-compatible base URL, e.g. http://gpu1:8000/v1)"
