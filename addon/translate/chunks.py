@@ -226,11 +226,11 @@ def _text_of(value: Any) -> str:
 class Accumulator:
     """Chat-completion chunks → deltas, for one answer. `feed(chunk)` per chunk, `end()` once."""
 
-    __slots__ = ("_by_index", "_calls", "_open", "finish_reason", "matched_stop", "timings", "usage")
+    __slots__ = ("_by_index", "_calls", "finish_reason", "matched_stop", "open_calls", "timings", "usage")
 
     def __init__(self) -> None:
         self._calls: list[_Call] = []
-        self._open: list[_Call] = []  # calls not done yet
+        self.open_calls: list[_Call] = []  # calls not done yet (text that comes now may close some)
         self._by_index: dict[Any, _Call] = {}
         self.finish_reason: str | None = None  # the upstream's own word, once it came
         self.matched_stop: str | None = None
@@ -269,7 +269,7 @@ class Accumulator:
         if delta is None:
             delta = choice.get("message")  # a whole answer fed as a chunk, or a server that says `message`
         if isinstance(delta, dict):
-            if self._open and (delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")):
+            if self.open_calls and (delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")):
                 self._close_whole(deltas)
             if thinking := delta.get("reasoning_content") or delta.get("reasoning"):
                 if isinstance(thinking, str):
@@ -333,7 +333,7 @@ class Accumulator:
         name = name if isinstance(name, str) and name else None
         known = len(self._calls)
         call = self._call_of(fragment.get("index"), call_id, name)
-        if len(self._calls) > known and len(self._open) > 1:
+        if len(self._calls) > known and len(self.open_calls) > 1:
             self._close_whole(deltas)
         if call_id and call.call_id is None:
             call.call_id = call_id
@@ -377,7 +377,7 @@ class Accumulator:
                     return last
         call = _Call(len(self._calls), index)
         self._calls.append(call)
-        self._open.append(call)
+        self.open_calls.append(call)
         if index is not None:
             self._by_index[index] = call
         return call
@@ -390,15 +390,15 @@ class Accumulator:
 
     def _close_whole(self, deltas: list[Delta]) -> None:
         """Something else began: the calls whose arguments are whole are done (their pieces are over)."""
-        for call in self._open:
+        for call in self.open_calls:
             if call.name and call.arguments.parts and call.arguments.complete():
                 self._close(call, deltas)
-        self._open = [call for call in self._open if not call.done]
+        self.open_calls = [call for call in self.open_calls if not call.done]
 
     def _close_calls(self, deltas: list[Delta]) -> None:
-        for call in self._open:
+        for call in self.open_calls:
             self._close(call, deltas)
-        self._open = []
+        self.open_calls = []
 
     def _close(self, call: _Call, deltas: list[Delta]) -> None:
         if not call.started:

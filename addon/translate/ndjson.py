@@ -55,18 +55,23 @@ class OllamaLines:
         else:
             self._after = ('","response":', ',"done":false,"context":[]}\n' if self.context else ',"done":false}\n')
 
+    def one(self, delta: Text | Thinking) -> bytes:
+        if type(delta) is not Text or self.ended:
+            return self.render([delta])
+        if self.clock.first_token_ns is None:
+            self.clock.mark_token()
+        middle, end = self._after
+        line = self._before + rfc3339_now() + middle + _encode_text(delta.text) + end
+        try:
+            return line.encode()
+        except UnicodeEncodeError:
+            return utf8(line)
+
     def render(self, deltas: list[Delta]) -> bytes:
         if self.ended:
             return b""
         if len(deltas) == 1 and type(delta := deltas[0]) is Text:
-            if self.clock.first_token_ns is None:
-                self.clock.mark_token()
-            middle, end = self._after
-            line = self._before + rfc3339_now() + middle + _encode_text(delta.text) + end
-            try:
-                return line.encode()
-            except UnicodeEncodeError:
-                return utf8(line)
+            return self.one(delta)
         out: list[bytes] = []
         text: list[str] = []
         thinking: list[str] = []

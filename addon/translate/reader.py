@@ -7,7 +7,10 @@ but for that one string: the same bytes around a valid JSON string are the same 
 that string (`_Template`). A shape is remembered only from an event whose string's member name
 occurs once and in which nothing but that string has an escape, so what the bytes show is what
 the parser saw. OpenAI's `obfuscation` member (random letters, different in every chunk) is
-left out of the comparison.
+left out of the comparison. `ChunkReader.piece` is the same match over a whole piece of one
+`data:` line (the driver's fast path: no decoder, no slice). Neither applies while a tool call
+is open (text then may close it: the accumulator's rule), nor learns from an event that carries
+anything the accumulator keeps (usage, timings).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class _Template(NamedTuple):
 
     pattern: re.Pattern[bytes]
     kind: type[Text] | type[Thinking]
+    piece: re.Pattern[bytes] | None  # the same over a whole piece: `data: `, the event, LF LF (None if multi-line)
 
 
 class ChunkReader:
@@ -61,20 +65,27 @@ class ChunkReader:
         self.chunks = Accumulator()
         self.templates: list[_Template] = []
 
+    def piece(self, piece: bytes) -> Text | Thinking | None:
+        """The delta of a piece that is one `data: ` line of a shape seen before (`data: {...}` LF LF), or None
+        (then read it otherwise). Only for a piece the decoder would hand on whole as one event (its `idle`, the
+        piece at most `sse_event_limit` + 8 bytes): the pattern matches no CR and no LF but the last two."""
+        if self.chunks.open_calls:
+            return None
+        for _, kind, whole in self.templates:
+            if whole is not None and (same := whole.fullmatch(piece)) is not None:
+                return _delta(kind, same.group(1))
+        return None
+
     def read(self, data: bytes, start: int = 0, end: int | None = None) -> list[Delta]:
         """The deltas of one event's data, `data[start:end]` (not `[DONE]`). Raises `StreamFault`."""
         if end is None:
             end = len(data)
-        for pattern, kind in self.templates:
-            if (same := pattern.fullmatch(data, start, end)) is not None:
-                literal = same.group(1)
-                try:
-                    text = literal.decode("utf-8", "surrogatepass")
-                except UnicodeDecodeError:
-                    break
-                if b"\\" in literal:
-                    text = scanstring(text + '"', 0)[0]
-                return [tuple.__new__(kind, (text,))]  # the NamedTuple without its generated __new__: a hot path
+        if not self.chunks.open_calls:
+            for pattern, kind, _ in self.templates:
+                if (same := pattern.fullmatch(data, start, end)) is not None:
+                    if (delta := _delta(kind, same.group(1))) is None:
+                        break
+                    return [delta]
         if start or end != len(data):
             data = data[start:end]
         try:
@@ -99,7 +110,7 @@ class ChunkReader:
     def _learn(self, data: bytes, chunk: dict[str, Any]) -> None:
         """Remember this event's shape if it holds its one piece of text in one string at a place its bytes
         show plainly: the member's name once, and no escape anywhere but in that string."""
-        if chunk.get("usage") is not None or len(chunk.get("choices") or ()) != 1:
+        if chunk.get("usage") is not None or "timings" in chunk or len(chunk.get("choices") or ()) != 1:
             return
         choice = chunk["choices"][0]
         delta = choice.get("delta")
@@ -127,8 +138,20 @@ class ChunkReader:
         tail = _without_obfuscation(tail)
         if not tail.endswith(b"}"):
             return
-        pattern = re.compile(re.escape(head) + _STRING + re.escape(tail[:-1]) + _REST, re.S)
-        if all(pattern.pattern != known.pattern.pattern for known in self.templates):
+        source = re.escape(head) + _STRING + re.escape(tail[:-1]) + _REST
+        if all(source != known.pattern.pattern for known in self.templates):
             if len(self.templates) == _TEMPLATES:  # (a shape that changes, as `created` every second: the newest)
                 del self.templates[0]
-            self.templates.append(_Template(pattern, _KINDS[field]))
+            whole = None if b"\n" in data else re.compile(b"data: " + source + b"\n\n", re.S)
+            self.templates.append(_Template(re.compile(source, re.S), _KINDS[field], whole))
+
+
+def _delta(kind: type[Text] | type[Thinking], literal: bytes) -> Text | Thinking | None:
+    """The delta of a template's string (a valid JSON string's body), or None if it is no UTF-8."""
+    try:
+        text = literal.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return None
+    if b"\\" in literal:
+        text = scanstring(text + '"', 0)[0]
+    return tuple.__new__(kind, (text,))  # the NamedTuple without its generated __new__: a hot path

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from addon.translate.chunks import Delta, StreamFault
+from addon.translate.chunks import Delta, StreamFault, Text, Thinking
 from addon.translate.reader import ChunkReader
 from addon.wire.openai import Usage, usage_of
 from addon.wire.sse import MAX_EVENT, SSEDecoder, SSETooLarge
@@ -33,6 +33,9 @@ class Renderer(Protocol):
     def render(self, deltas: list[Delta]) -> bytes:
         """The bytes these deltas make (possibly b"")."""
 
+    def one(self, delta: Text | Thinking) -> bytes:
+        """`render([delta])`: the common event's one delta (a renderer may write it more directly)."""
+
     def fail(self, message: str) -> bytes:
         """The final error piece (b"" after the end)."""
 
@@ -42,7 +45,7 @@ class ChunkStream:
 
     final_error_on_break = True
 
-    __slots__ = ("_events", "aborted", "content_type", "reader", "renderer", "warnings")
+    __slots__ = ("_events", "_idle", "_whole", "aborted", "content_type", "reader", "renderer", "warnings")
 
     def __init__(self, renderer: Renderer, max_event: int = MAX_EVENT) -> None:
         self.renderer = renderer
@@ -51,6 +54,8 @@ class ChunkStream:
         self.reader = ChunkReader()
         self.aborted = False  # the upstream's stream broke a limit: the rest of it is not read
         self._events = SSEDecoder(max_event)
+        self._idle = False  # the decoder's `idle()`, as of its last feed: nothing of the body is pending
+        self._whole = max_event + 8  # the longest piece that is one event of one `data: ` line (sse_event_limit)
 
     @property
     def ended(self) -> bool:
@@ -66,8 +71,11 @@ class ChunkStream:
 
     def feed(self, piece: bytes) -> bytes:
         """What this piece of the upstream body completes (possibly b"")."""
-        if self.renderer.ended:
+        renderer = self.renderer
+        if renderer.ended:
             return b""
+        if self._idle and len(piece) <= self._whole and (delta := self.reader.piece(piece)) is not None:
+            return renderer.one(delta)  # the common event: a shape seen before, only its text new
         if self._events.one_data_line(piece):  # the common piece: one chunk, read where it lies
             if piece == b"data: [DONE]\n\n":
                 return self.renderer.render(self.reader.chunks.end())
@@ -76,11 +84,13 @@ class ChunkStream:
             except StreamFault as e:
                 return self.renderer.fail(str(e))
             return self.renderer.render(deltas) if deltas else b""
+        self._idle = False
         try:
             events = self._events.feed(piece)
         except SSETooLarge as e:
             self.aborted = True
             return self.fail(f"the upstream sent an invalid stream: {e}")
+        self._idle = self._events.idle()
         if len(events) == 1:
             return self._event(events[0][0])
         return b"".join([self._event(data) for data, _ in events])
@@ -89,6 +99,7 @@ class ChunkStream:
         """The tail once the upstream body has ended: the close, or an error if it was cut short."""
         if self.renderer.ended:
             return b""
+        self._idle = False
         try:
             events = self._events.finish()
         except SSETooLarge as e:

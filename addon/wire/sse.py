@@ -99,14 +99,16 @@ class SSEDecoder:
             data.endswith(b"\n\n")
             and data.startswith(b"data: ")
             and data.count(b"\n") == 2
-            and not self._pending
-            and not self._data
-            and not self._cr
-            and self._started
-            and self._name == "message"
+            and self.idle()
             and len(data) - 8 <= self.max_size
             and b"\r" not in data
         )
+
+    def idle(self) -> bool:
+        """Whether nothing of the body is pending (no unfinished line, event, CR or event name) after the first
+        piece: a next piece of one `data: ` line, LF-ended, without CR, at most `max_size` + 8 bytes long, is
+        then exactly one event, `data[6:-2]` (`one_data_line`). Changes only with `feed` and `finish`."""
+        return not self._pending and not self._data and not self._cr and self._started and self._name == "message"
 
     def finish(self) -> list[Event]:
         """The events left when the body has ended: a last line, and a last event without its blank line."""

@@ -82,6 +82,9 @@ class MessagesStream:
         }
         return [sse("message_start", {"type": "message_start", "message": message}), sse("ping", {"type": "ping"})]
 
+    def one(self, delta: Text | Thinking) -> bytes:
+        return self.render([delta])
+
     def render(self, deltas: list[Delta]) -> bytes:
         if self.ended:
             return b""

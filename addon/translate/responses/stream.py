@@ -99,6 +99,9 @@ class ResponsesStream:
             self._event("response.in_progress", response=snapshot),
         ]
 
+    def one(self, delta: Text | Thinking) -> bytes:
+        return self.render([delta])
+
     def render(self, deltas: list[Delta]) -> bytes:
         """The events these deltas make."""
         if self.ended:
