@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from addon.guard.keys import ClientKey
     from addon.settings import Settings
 
+_monotonic = time.monotonic  # (read once per piece of every stream)
+
 logger = logging.getLogger("ollama_proxy")
 # The line of a flow that went well: at info level only at flow_detail >= 1 (`settings.log_flows`: the
 # proxy's configure sets this logger's level): a log record costs more than the rest of `flow_line.finish`, since mitmproxy hands
@@ -357,7 +359,18 @@ class Relay:
     up to `keep` bytes of the upstream stream and of the answer for the flow views.
     """
 
-    __slots__ = ("called", "converter", "decoder", "first_piece", "keep", "last_data", "on_abort", "sent", "upstream")
+    __slots__ = (
+        "called",
+        "converter",
+        "decoder",
+        "first_piece",
+        "keep",
+        "keeping",
+        "last_data",
+        "on_abort",
+        "sent",
+        "upstream",
+    )
 
     def __init__(
         self,
@@ -370,6 +383,7 @@ class Relay:
         self.decoder = decoder  # a compressed stream's Content-Encoding, undone before the converter reads it
         self.called = False
         self.keep = keep
+        self.keeping = keep > 0  # until both copies are `keep` bytes long
         self.upstream = bytearray()
         self.sent = bytearray()
         self.last_data = time.monotonic()
@@ -377,16 +391,16 @@ class Relay:
         self.on_abort = on_abort
 
     def __call__(self, data: bytes) -> list[bytes]:
-        self.last_data = time.monotonic()
+        self.last_data = _monotonic()
         if not self.called:
             self.called = True
             self.first_piece = time.time()
         converter = self.converter
         try:
-            if self.decoder is not None:
-                out, data = self.decoder.through(converter, data)
-            else:
+            if self.decoder is None:
                 out = converter.feed(data) if data else converter.finish()
+            else:
+                out, data = self.decoder.through(converter, data)
         except Exception as e:  # a converter bug must not cost the client its answer
             logger.exception("stream conversion failed")
             out = converter.fail(f"proxy error while converting the stream: {e}") or b""
@@ -395,11 +409,13 @@ class Relay:
         if (converter.aborted or (self.decoder is not None and self.decoder.refused)) and self.on_abort is not None:
             on_abort, self.on_abort = self.on_abort, None
             on_abort()
-        if self.keep:
-            if len(self.upstream) < self.keep:
-                self.upstream += data[: self.keep - len(self.upstream)]
-            if len(self.sent) < self.keep:
-                self.sent += out[: self.keep - len(self.sent)]
+        if self.keeping:
+            keep = self.keep
+            if len(self.upstream) < keep:
+                self.upstream += data[: keep - len(self.upstream)]
+            if len(self.sent) < keep:
+                self.sent += out[: keep - len(self.sent)]
+            self.keeping = len(self.upstream) < keep or len(self.sent) < keep
         return [out] if out else []
 
 

@@ -19,6 +19,13 @@ def test_rfc3339_timestamps() -> None:
     assert not re.search(r"\.\d*0Z$", stamp), "no trailing zeros, as Go writes them"
 
 
+@pytest.mark.parametrize("micro", [0, 1, 10, 100, 1000, 10000, 100000, 120000, 123400, 123456, 999999, 5000, 7])
+def test_rfc3339_fractions(micro: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "time_ns", lambda: (1733571234 * 1_000_000 + micro) * 1000 + 999)
+    fraction = f"{micro:06d}".rstrip("0")
+    assert translate.rfc3339_now() == "2024-12-07T11:33:54" + (f".{fraction}" if fraction else "") + "Z"
+
+
 @pytest.mark.parametrize("name", ["plain-text", "multi-turn", "stop-sequence", "system-message"])
 def test_chat_answers_from_recordings(name: str) -> None:
     body = recording(f"chat/{name}")["response"]["body"]

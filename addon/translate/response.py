@@ -24,17 +24,20 @@ Shape = Literal["chat", "generate"]
 
 _second: int = -1
 _second_text = ""
+_THREE = tuple(f"{n:03d}" for n in range(1000))  # milliseconds (and microseconds) as three digits
+_TRIMMED = tuple(f"{n:03d}".rstrip("0") for n in range(1000))  # ... without trailing zeros
 
 
 def rfc3339_now() -> str:
     """UTC now in Go's RFC3339Nano form: fractional seconds without trailing zeros, 'Z'."""
     global _second, _second_text
-    now_us = time.time_ns() // 1000
-    second, micro = divmod(now_us, 1_000_000)
+    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
     if second != _second:  # formatting the date once a second is enough
         _second, _second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    fraction = f"{micro:06d}".rstrip("0")
-    return f"{_second_text}.{fraction}Z" if fraction else f"{_second_text}Z"
+    milli, micro = divmod(micro, 1000)  # (two table look-ups: cheaper than formatting and stripping zeros)
+    if micro:
+        return f"{_second_text}.{_THREE[milli]}{_TRIMMED[micro]}Z"
+    return f"{_second_text}.{_TRIMMED[milli]}Z" if milli else f"{_second_text}Z"
 
 
 def done_reason(finish_reason: str | None) -> str:
