@@ -36,6 +36,7 @@ from addon import mitm_internals as fence
 from addon.guard import secrets, timeouts, upstream
 from addon.reply import Answer, Forward, Plan
 from addon.translate.response import Clock
+from addon.translate.stream import ChunkStream
 from addon.wire.ollama import dumps_body
 from addon.wire.openai import Usage
 from addon.wire.sse import MAX_EVENT
@@ -364,6 +365,7 @@ class Relay:
         "converter",
         "decoder",
         "first_piece",
+        "framed",
         "keep",
         "keeping",
         "last_data",
@@ -381,6 +383,11 @@ class Relay:
     ) -> None:
         self.converter = converter
         self.decoder = decoder  # a compressed stream's Content-Encoding, undone before the converter reads it
+        # A converter whose lines are fixed parts around one JSON string (the Ollama text line): such a line is
+        # scanned for keys by its string (`secrets.FramedScan`, the same answer as a scan of the whole line).
+        self.framed: tuple[ChunkStream, secrets.FramedScan] | None = None
+        if isinstance(converter, ChunkStream) and converter.frame is not None and decoder is None:
+            self.framed = (converter, secrets.FramedScan(*converter.frame))
         self.called = False
         self.keep = keep
         self.keeping = keep > 0  # until both copies are `keep` bytes long
@@ -404,8 +411,14 @@ class Relay:
         except Exception as e:  # a converter bug must not cost the client its answer
             logger.exception("stream conversion failed")
             out = converter.fail(f"proxy error while converting the stream: {e}") or b""
-        if out and secrets.shows_secret(out):
-            out = secrets.scrub_bytes(out)
+        if out:
+            framed = self.framed
+            if framed is not None and (span := framed[0].span) is not None:
+                shown = framed[1].shows(out, *span)
+            else:
+                shown = secrets.shows_secret(out)
+            if shown:
+                out = secrets.scrub_bytes(out)
         if (converter.aborted or (self.decoder is not None and self.decoder.refused)) and self.on_abort is not None:
             on_abort, self.on_abort = self.on_abort, None
             on_abort()

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from addon.exchange import Relay
 from addon.guard import secrets
 from addon.translate.anthropic.stream import MessagesStream
-from addon.translate.ndjson import ollama_stream
+from addon.translate.chunks import Text
+from addon.translate.ndjson import OllamaLines, ollama_stream
 from addon.translate.response import Clock
 from addon.translate.responses.stream import ResponsesStream
 from addon.translate.stream import ChunkStream
@@ -160,3 +161,30 @@ def test_a_key_in_text_read_on_the_fast_path_is_scrubbed() -> None:
         assert key.encode() not in sent and sent.count(b"[redacted]") == 2 and b"hello" in sent
     finally:
         secrets.register("test", "")
+
+
+keys = st.sampled_from(["sk-fastpath-7f3a9c1e5b2d4a6f", "2026-", "assistant", 'Z","mes', "m-xy", "ab/c+d=e"]) | st.text(
+    st.sampled_from('ab"/:.-Z0123456789 é'), min_size=4, max_size=12
+)
+
+
+@SETTINGS
+@given(keys, st.sampled_from(["m", "m-x", "assistant", "é"]), st.sampled_from(["chat", "generate"]), st.data())
+def test_a_framed_scan_answers_as_a_scan_of_the_whole_line(
+    key: str, model: str, shape: str, data: st.DataObject
+) -> None:
+    """The key scan of an Ollama text line, read from its string alone, says what a scan of the line says."""
+    forms = secrets.forms(key) or [key]
+    text = data.draw(st.text(st.sampled_from('ab"/\\:.-Z0123456789 é\n'), max_size=20) | st.sampled_from(forms))
+    text = data.draw(st.sampled_from(["", "x", '"', "2026-"])) + text + data.draw(st.sampled_from(["", "y", '"', ":"]))
+    lines = OllamaLines(shape, model, Clock(0))
+    line = lines.one(Text(text))
+    assert lines.frame is not None and lines.span is not None
+    secrets.register("test", key)
+    try:
+        framed = secrets.FramedScan(*lines.frame)
+        assert framed.shows(line, *lines.span) == secrets.shows_secret(line)
+        assert framed.shows(line, *lines.span) == secrets.shows_secret(line)  # (the second time from what it learned)
+    finally:
+        secrets.register("test", "")
+    assert not framed.shows(line, *lines.span)

@@ -4,7 +4,9 @@
   secrets everywhere. Each is hidden in every form an echo can give it (`forms`: plain,
   JSON-escaped, URL- and form-encoded, hex, base64 and base64url at the three alignments it can
   have inside a longer text), found by one precompiled pattern: `scrub(text)` and
-  `scrub_bytes(data)` replace each by `[redacted]`, `shows_secret(data)` tells whether there is one.
+  `scrub_bytes(data)` replace each by `[redacted]`, `shows_secret(data)` tells whether there is one
+  (`FramedScan`: the same answer for a line of fixed parts around one JSON string, from a scan
+  of that string alone when the fixed parts cannot show a key).
 - A forwarded client key (`forward_client_key`) is a secret of *its* flow only: hidden in what the
   proxy writes about that flow (its log line, comment, metadata, error messages: `extra=`),
   never in answers (the client knows its own key) and never in other flows. There is no global
@@ -100,6 +102,40 @@ def own_secret(key: str) -> bool:
 def shows_secret(data: bytes) -> bool:
     """Whether bytes show a configured key in any form (one scan; nothing to do when there are none)."""
     return _pattern_bytes is not None and _pattern_bytes.search(data) is not None
+
+
+class FramedScan:
+    """`shows_secret` for the lines of one stream that are fixed parts around one JSON string: the fixed parts
+    (`frame`: bytes that are the same in every line, and a variable part made only of bytes of `alphabet`, as a
+    timestamp) and the string are each separated from the next by a `"` (a part ends or starts with one).
+
+    When no form of any key has a `"`, none is made only of `alphabet` bytes, and no fixed part shows one, a
+    key's form in such a line can only lie inside the string: a scan of the string's bytes (`span`) then
+    answers for the whole line, exactly. Otherwise (checked once per set of keys) the whole line is scanned."""
+
+    __slots__ = ("alphabet", "fixed", "quiet_for")
+
+    def __init__(self, fixed: Sequence[bytes], alphabet: bytes) -> None:
+        self.fixed = tuple(fixed)
+        self.alphabet = alphabet
+        self.quiet_for: re.Pattern[bytes] | None = None  # the pattern for which the frame shows no form
+
+    def shows(self, data: bytes, start: int, end: int) -> bool:
+        """`shows_secret(data)`, for a line of this frame whose string is `data[start:end]`."""
+        pattern = _pattern_bytes
+        if pattern is None:
+            return False
+        if pattern is not self.quiet_for:
+            if not self._quiet(pattern):
+                return pattern.search(data) is not None
+            self.quiet_for = pattern
+        return pattern.search(data, start, end) is not None
+
+    def _quiet(self, pattern: re.Pattern[bytes]) -> bool:
+        shown = [form.encode("utf-8", "surrogateescape") for form in _secrets]
+        return not any(b'"' in form or not form.strip(self.alphabet) for form in shown) and not any(
+            pattern.search(part) for part in self.fixed
+        )
 
 
 def scrub_bytes(data: bytes) -> bytes:

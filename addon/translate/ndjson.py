@@ -4,7 +4,9 @@ One line per upstream chunk that carries text, thinking or logprobs; the tool ca
 one line after the text (Ollama clients read a call whole); then the final `done` line with
 `done_reason` and the metrics. Every line is the one chunk builder's (`translate.response.chunk`);
 the line of a chunk that carries only text — nearly every line of a stream — is written from
-parts encoded once per stream, byte for byte what the builder would make of it.
+parts encoded once per stream, byte for byte what the builder would make of it; such a line is
+those parts (`frame`) around a timestamp and one JSON string, whose bytes it tells (`span`), so
+that the key scan can read the string alone (`guard.secrets.FramedScan`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from addon.translate.stream import ChunkStream
 from addon.wire.ollama import NDJSON, OllamaToolCall, dumps_line, utf8
 from addon.wire.sse import MAX_EVENT
 
+_STAMP = b"0123456789-:.TZ"  # the bytes of an RFC 3339 timestamp (`rfc3339_now`)
 _encode_text = encode_basestring  # a JSON string, not ASCII-escaped (as `wire.ollama`'s encoder writes it)
 
 
@@ -38,7 +41,22 @@ class OllamaLines:
 
     content_type: str | None = NDJSON
 
-    __slots__ = ("_after", "_before", "_calls", "clock", "context", "ended", "error", "model", "shape", "warnings")
+    __slots__ = (
+        "_after",
+        "_before",
+        "_calls",
+        "_lead",
+        "_tail",
+        "clock",
+        "context",
+        "ended",
+        "error",
+        "frame",
+        "model",
+        "shape",
+        "span",
+        "warnings",
+    )
 
     def __init__(self, shape: Shape, model: str, clock: Clock, raw: bool = False) -> None:
         self.shape: Shape = shape
@@ -54,6 +72,16 @@ class OllamaLines:
             self._after = ('","message":{"role":"assistant","content":', '},"done":false}\n')
         else:
             self._after = ('","response":', ',"done":false,"context":[]}\n' if self.context else ',"done":false}\n')
+        # A text line: before, a timestamp (of _STAMP's bytes), middle, the JSON string, end; each part after the
+        # first starts with a `"` or follows one (`guard.secrets.FramedScan`). `span`: the string's bytes in the
+        # line just made by `one` (None for any other output).
+        self.frame: tuple[tuple[bytes, ...], bytes] | None = (
+            (utf8(self._before), self._after[0].encode(), self._after[1].encode()),
+            _STAMP,
+        )
+        self._lead = len(utf8(self._before)) + len(self._after[0])  # bytes before the string, but the timestamp's
+        self._tail = len(self._after[1])
+        self.span: tuple[int, int] | None = None
 
     def one(self, delta: Text | Thinking) -> bytes:
         if type(delta) is not Text or self.ended:
@@ -61,13 +89,18 @@ class OllamaLines:
         if self.clock.first_token_ns is None:
             self.clock.mark_token()
         middle, end = self._after
-        line = self._before + rfc3339_now() + middle + _encode_text(delta.text) + end
+        stamp = rfc3339_now()
+        line = self._before + stamp + middle + _encode_text(delta.text) + end
         try:
-            return line.encode()
+            out = line.encode()
         except UnicodeEncodeError:
+            self.span = None
             return utf8(line)
+        self.span = (self._lead + len(stamp), len(out) - self._tail)
+        return out
 
     def render(self, deltas: list[Delta]) -> bytes:
+        self.span = None
         if self.ended:
             return b""
         if len(deltas) == 1 and type(delta := deltas[0]) is Text:
@@ -119,6 +152,7 @@ class OllamaLines:
 
     def fail(self, message: str) -> bytes:
         """The final `{"error"}` line (nothing if a final line was already written)."""
+        self.span = None
         if self.ended:
             return b""
         self.ended = True

@@ -29,6 +29,11 @@ class Renderer(Protocol):
     warnings: list[str]
     ended: bool
     error: str | None  # the message of the final error piece, once made
+    # A renderer whose common output is one line of fixed parts around a JSON string (`translate.ndjson`):
+    # those parts and the timestamp's bytes (`guard.secrets.FramedScan`), and the string's bytes in what the
+    # last call returned (None: not such a line). None and None for any other renderer.
+    frame: tuple[tuple[bytes, ...], bytes] | None
+    span: tuple[int, int] | None
 
     def render(self, deltas: list[Delta]) -> bytes:
         """The bytes these deltas make (possibly b"")."""
@@ -45,7 +50,18 @@ class ChunkStream:
 
     final_error_on_break = True
 
-    __slots__ = ("_events", "_idle", "_whole", "aborted", "content_type", "reader", "renderer", "warnings")
+    __slots__ = (
+        "_events",
+        "_idle",
+        "_whole",
+        "aborted",
+        "content_type",
+        "frame",
+        "reader",
+        "renderer",
+        "span",
+        "warnings",
+    )
 
     def __init__(self, renderer: Renderer, max_event: int = MAX_EVENT) -> None:
         self.renderer = renderer
@@ -56,6 +72,8 @@ class ChunkStream:
         self._events = SSEDecoder(max_event)
         self._idle = False  # the decoder's `idle()`, as of its last feed: nothing of the body is pending
         self._whole = max_event + 8  # the longest piece that is one event of one `data: ` line (sse_event_limit)
+        self.frame = renderer.frame
+        self.span: tuple[int, int] | None = None  # the renderer's `span` of what the last `feed` returned
 
     @property
     def ended(self) -> bool:
@@ -73,9 +91,13 @@ class ChunkStream:
         """What this piece of the upstream body completes (possibly b"")."""
         renderer = self.renderer
         if renderer.ended:
+            self.span = None
             return b""
         if self._idle and len(piece) <= self._whole and (delta := self.reader.piece(piece)) is not None:
-            return renderer.one(delta)  # the common event: a shape seen before, only its text new
+            out = renderer.one(delta)  # the common event: a shape seen before, only its text new
+            self.span = renderer.span
+            return out
+        self.span = None
         if self._events.one_data_line(piece):  # the common piece: one chunk, read where it lies
             if piece == b"data: [DONE]\n\n":
                 return self.renderer.render(self.reader.chunks.end())
@@ -97,6 +119,7 @@ class ChunkStream:
 
     def finish(self) -> bytes:
         """The tail once the upstream body has ended: the close, or an error if it was cut short."""
+        self.span = None
         if self.renderer.ended:
             return b""
         self._idle = False
@@ -113,6 +136,7 @@ class ChunkStream:
         return b"".join(out)
 
     def fail(self, message: str) -> bytes:
+        self.span = None
         return self.renderer.fail(message)
 
     def _event(self, data: bytes) -> bytes:

@@ -50,6 +50,8 @@ class MessagesStream:
     """The renderer of one `/v1/messages` stream (`translate.stream.Renderer`)."""
 
     content_type: str | None = SSE
+    frame: tuple[tuple[bytes, ...], bytes] | None = None  # (`translate.stream.Renderer`)
+    span: tuple[int, int] | None = None
 
     def __init__(self, client_model: str, input_tokens: int = 0, message_id: str | None = None) -> None:
         self.model = client_model

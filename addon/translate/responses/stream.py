@@ -57,6 +57,8 @@ class ResponsesStream:
     """
 
     content_type: str | None = SSE
+    frame: tuple[tuple[bytes, ...], bytes] | None = None  # (`translate.stream.Renderer`)
+    span: tuple[int, int] | None = None
 
     def __init__(
         self,
