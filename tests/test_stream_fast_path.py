@@ -26,7 +26,12 @@ HEAD = b'{"id":"c","object":"chat.completion.chunk","created":%d,"model":"m","ch
 TAIL = b'},"logprobs":null,"finish_reason":null}],"usage":null%s}'
 
 texts = st.text(st.characters(codec="utf-8") | st.sampled_from('"\\/\n\t\x00é€😀'), max_size=12)
-raw_strings = st.sampled_from([b'"a\x01b"', b'"\xff"', b'"\xed\xa0\x80"', b'"a\nb"', b'"\\q"', b'"ok\\u00e9"', b'""'])
+raw_strings = st.sampled_from(
+    [
+        *(b'"a\x01b"', b'"\xff"', b'"\xed\xa0\x80"', b'"a\nb"', b'"\\q"', b'"ok\\u00e9"', b'""', b'"\x7f"'),
+        *(b'"a\\"b"', b'"a"b"', b'"\xe2\x80\x8b"', b'"\\\\"', b'"x\\"', b'"},"obfuscation":"a"}"'),
+    ]
+)
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> bytes:
@@ -43,7 +48,11 @@ def text_event(draw: st.DrawFn) -> bytes:
         string = draw(raw_strings)
     else:
         string = json.dumps(draw(texts), ensure_ascii=draw(st.booleans())).encode()
-    obfuscation = draw(st.sampled_from([b"", b',"obfuscation":"Ab1"', b',"obfuscation":"xYz9Q"']))
+    obfuscation = draw(
+        st.sampled_from(
+            [b"", b',"obfuscation":"Ab1"', b',"obfuscation":"xYz9Q"', b',"obfuscation":"Ab1', b',"obfuscation":""']
+        )
+    )
     return HEAD % (created, field) + string + TAIL % obfuscation
 
 

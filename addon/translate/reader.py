@@ -54,6 +54,8 @@ class _Template(NamedTuple):
     pattern: re.Pattern[bytes]
     kind: type[Text] | type[Thinking]
     piece: re.Pattern[bytes] | None  # the same over a whole piece: `data: `, the event, LF LF (None if multi-line)
+    head: bytes  # the piece's bytes up to the string (`data: ` and the event's, its opening quote included)
+    tail: bytes  # the event's bytes after the string's closing quote, but its last `}` (and an `obfuscation`)
 
 
 class ChunkReader:
@@ -71,8 +73,29 @@ class ChunkReader:
         piece at most `sse_event_limit` + 8 bytes): the pattern matches no CR and no LF but the last two."""
         if self.chunks.open_calls:
             return None
-        for _, kind, whole in self.templates:
-            if whole is not None and (same := whole.fullmatch(piece)) is not None:
+        for _, kind, whole, head, tail in self.templates:
+            if whole is None or not piece.startswith(head):
+                continue
+            # The common string first, without the pattern: no escape, nothing unprintable, and what follows its
+            # first quote is the tail, then `}` LF LF (or an obfuscation member before them). Else the pattern.
+            start = len(head)
+            close = piece.find(b'"', start)
+            if close > start and piece.startswith(tail, close + 1):
+                rest, end = close + 1 + len(tail), len(piece) - 4
+                if (rest == end + 1 and piece.endswith(b"}\n\n")) or (
+                    piece.startswith(_OBFUSCATION, rest)
+                    and piece.endswith(b'"}\n\n')
+                    and (rest + len(_OBFUSCATION) == end or piece[rest + len(_OBFUSCATION) : end].isalnum())
+                ):
+                    literal = piece[start:close]
+                    if b"\\" not in literal:
+                        try:
+                            text = literal.decode("utf-8", "surrogatepass")
+                        except UnicodeDecodeError:
+                            return None
+                        if text.isprintable():  # (no control character: JSON has none unescaped)
+                            return tuple.__new__(kind, (text,))
+            if (same := whole.fullmatch(piece)) is not None:
                 return _delta(kind, same.group(1))
         return None
 
@@ -81,7 +104,7 @@ class ChunkReader:
         if end is None:
             end = len(data)
         if not self.chunks.open_calls:
-            for pattern, kind, _ in self.templates:
+            for pattern, kind, *_ in self.templates:
                 if (same := pattern.fullmatch(data, start, end)) is not None:
                     if (delta := _delta(kind, same.group(1))) is None:
                         break
@@ -143,7 +166,8 @@ class ChunkReader:
             if len(self.templates) == _TEMPLATES:  # (a shape that changes, as `created` every second: the newest)
                 del self.templates[0]
             whole = None if b"\n" in data else re.compile(b"data: " + source + b"\n\n", re.S)
-            self.templates.append(_Template(re.compile(source, re.S), _KINDS[field], whole))
+            template = _Template(re.compile(source, re.S), _KINDS[field], whole, b"data: " + head, tail[:-1])
+            self.templates.append(template)
 
 
 def _delta(kind: type[Text] | type[Thinking], literal: bytes) -> Text | Thinking | None:
