@@ -135,6 +135,7 @@ TOUCHES: dict[str, tuple[Feature | None, *tuple[tuple[str, ...], ...]]] = {
         Feature.TRAILER_REFUSAL,
         ("_http1.make_body_reader", "(expected_size"),
         ("_http1.Http1Client.read_headers", "make_body_reader(expected_size)"),
+        ("ChunkedReader.__call__", "EndOfMessage(headers=", "return self(buf)"),
     ),
     "the client's TLS layer (ClientTLSLayer.tls, send_data; NextLayer.layer)": (
         Feature.TLS_STREAM_END,
