@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from json.decoder import scanstring  # type: ignore[attr-defined]
-from typing import Any, NamedTuple
+from typing import Any
 
 from addon.translate.chunks import Accumulator, Delta, StreamFault, Text, Thinking
 from addon.wire.openai import invalid_json, loads
@@ -45,17 +45,35 @@ def _without_obfuscation(tail: bytes) -> bytes:
     return tail[:cut] + b"}"
 
 
-class _Template(NamedTuple):
+class _Template:
     """An event parsed before that carried only new text (or reasoning) in one string: the bytes before that
     string and after it (without OpenAI's `obfuscation`), as one pattern whose group is a valid string's
     body. An event that matches it whole is the same JSON but for that string: its delta is known without
-    parsing."""
+    parsing. The patterns are compiled when first needed (a compile takes ~0.3 ms, once per stream, as every
+    stream's events carry their own id; the common string is found without them)."""
 
-    pattern: re.Pattern[bytes]
-    kind: type[Text] | type[Thinking]
-    piece: re.Pattern[bytes] | None  # the same over a whole piece: `data: `, the event, LF LF (None if multi-line)
-    head: bytes  # the piece's bytes up to the string (`data: ` and the event's, its opening quote included)
-    tail: bytes  # the event's bytes after the string's closing quote, but its last `}` (and an `obfuscation`)
+    __slots__ = ("_pattern", "_whole", "data_head", "head", "kind", "one_line", "source", "tail")
+
+    def __init__(self, source: bytes, kind: type[Text] | type[Thinking], head: bytes, tail: bytes, one_line: bool):
+        self.source = source  # the pattern's source: the event's bytes
+        self.kind = kind
+        self.data_head = head  # the event's bytes up to the string (its opening quote included)
+        self.head = b"data: " + head  # ... and a piece's
+        self.tail = tail  # the event's bytes after the string's closing quote, but its last `}` (and an obfuscation)
+        self.one_line = one_line  # the event had no LF: a piece of one `data: ` line can be of this shape
+        self._pattern: re.Pattern[bytes] | None = None
+        self._whole: re.Pattern[bytes] | None = None
+
+    def pattern(self) -> re.Pattern[bytes]:
+        if self._pattern is None:
+            self._pattern = re.compile(self.source, re.S)
+        return self._pattern
+
+    def whole(self) -> re.Pattern[bytes]:
+        """The same over a whole piece: `data: `, the event, LF LF."""
+        if self._whole is None:
+            self._whole = re.compile(b"data: " + self.source + b"\n\n", re.S)
+        return self._whole
 
 
 class ChunkReader:
@@ -73,9 +91,10 @@ class ChunkReader:
         piece at most `sse_event_limit` + 8 bytes): the pattern matches no CR and no LF but the last two."""
         if self.chunks.open_calls:
             return None
-        for _, kind, whole, head, tail in self.templates:
-            if whole is None or not piece.startswith(head):
-                continue
+        for template in self.templates:
+            head, tail = template.head, template.tail
+            if not template.one_line or not piece.startswith(head):
+                continue  # (the pattern starts with the head)
             # The common string first, without the pattern: no escape, nothing unprintable, and what follows its
             # first quote is the tail, then `}` LF LF (or an obfuscation member before them). Else the pattern.
             start = len(head)
@@ -94,9 +113,9 @@ class ChunkReader:
                         except UnicodeDecodeError:
                             return None
                         if text.isprintable():  # (no control character: JSON has none unescaped)
-                            return tuple.__new__(kind, (text,))
-            if (same := whole.fullmatch(piece)) is not None:
-                return _delta(kind, same.group(1))
+                            return tuple.__new__(template.kind, (text,))
+            if (same := template.whole().fullmatch(piece)) is not None:
+                return _delta(template.kind, same.group(1))
         return None
 
     def read(self, data: bytes, start: int = 0, end: int | None = None) -> list[Delta]:
@@ -104,9 +123,11 @@ class ChunkReader:
         if end is None:
             end = len(data)
         if not self.chunks.open_calls:
-            for pattern, kind, *_ in self.templates:
-                if (same := pattern.fullmatch(data, start, end)) is not None:
-                    if (delta := _delta(kind, same.group(1))) is None:
+            for template in self.templates:
+                if not data.startswith(template.data_head, start):
+                    continue  # (the pattern starts with the head: not compiled for events of other shapes)
+                if (same := template.pattern().fullmatch(data, start, end)) is not None:
+                    if (delta := _delta(template.kind, same.group(1))) is None:
                         break
                     return [delta]
         if start or end != len(data):
@@ -162,12 +183,10 @@ class ChunkReader:
         if not tail.endswith(b"}"):
             return
         source = re.escape(head) + _STRING + re.escape(tail[:-1]) + _REST
-        if all(source != known.pattern.pattern for known in self.templates):
+        if all(source != known.source for known in self.templates):
             if len(self.templates) == _TEMPLATES:  # (a shape that changes, as `created` every second: the newest)
                 del self.templates[0]
-            whole = None if b"\n" in data else re.compile(b"data: " + source + b"\n\n", re.S)
-            template = _Template(re.compile(source, re.S), _KINDS[field], whole, b"data: " + head, tail[:-1])
-            self.templates.append(template)
+            self.templates.append(_Template(source, _KINDS[field], head, tail[:-1], b"\n" not in data))
 
 
 def _delta(kind: type[Text] | type[Thinking], literal: bytes) -> Text | Thinking | None:
