@@ -64,9 +64,13 @@ _policy: BufferPolicy | None = None
 _PHASES: tuple[Phase, ...] = ("read_headers", "read_body", "wait")  # the states in which bytes wait unparsed: a `Phase`
 
 
+_passed: tuple[Any, Any] = (None, None)  # (ResponseData, Http1Connection._handle_event), bound at install
+
+
 def _bounded_handle_event(self: Any, event: Any) -> Generator[Any, Any, None]:
-    if type(event) is private.ResponseData:  # a piece of the answer going out (it only makes data to send): as it is
-        return private._http1.Http1Connection._handle_event(self, event)
+    response_data, handle_event = _passed  # (once per piece of every answer: no module look-ups)
+    if type(event) is response_data:  # a piece of the answer going out (it only makes data to send): as it is
+        return handle_event(self, event)  # type: ignore[no-any-return]
     return _guarded_handle_event(self, event)
 
 
@@ -105,8 +109,9 @@ def _refuse(self: Any, policy: BufferPolicy, refusal: Refusal) -> Generator[Any,
 
 
 def install_buffer_policy(policy: BufferPolicy) -> None:
-    global _policy
+    global _policy, _passed
     _policy = policy
+    _passed = (private.ResponseData, private._http1.Http1Connection._handle_event)
     if "handle_event" not in _saved:
         _saved["handle_event"] = True
         private._http1.Http1Server._handle_event = _bounded_handle_event  # type: ignore[method-assign]
