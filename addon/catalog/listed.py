@@ -7,8 +7,8 @@ read, one row per server shape; each row names the fields it reads and what each
 - a flag: a boolean field (`supports_tools: true`, `capabilities.vision: false`) states one
   capability, present or absent (some flags only when true: `supports_chat: false` may be a base
   model that still completes prompts);
-- a list: a list field states a capability when it holds one of some values, and its absence
-  otherwise (`architecture.input_modalities` without `"image"`: no vision);
+- a list: a list field states a capability when it holds one of some values, and (for most) its
+  absence otherwise (`architecture.input_modalities` without `"image"`: no vision);
 - a kind: a string field whose value states several capabilities at once (`type: "embedding"`).
 
 A fact the entry states wins over the guess from the model's name (`addon.catalog.models.infer`);
@@ -41,11 +41,13 @@ class Flag:
 
 @dataclass(frozen=True, slots=True)
 class Listed:
-    """A list field that states a capability when it holds one of `values`, its absence otherwise."""
+    """A list field that states a capability when it holds one of `values`, and (unless `only_true`)
+    its absence otherwise."""
 
     path: tuple[str, ...]
     capability: str
     values: frozenset[str]
+    only_true: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,8 @@ SHAPES: tuple[Shape, ...] = (
         "openrouter.ai/docs/models (Model Object Schema); llama-server's GET /v1/models",
         (
             Listed(("architecture", "output_modalities"), "completion", frozenset({"text"})),
-            Listed(("architecture", "output_modalities"), "embedding", frozenset({"embeddings", "embedding"})),
+            # llama-server says ["text"] of a model it also embeds with: no "embeddings" states nothing
+            Listed(("architecture", "output_modalities"), "embedding", frozenset({"embeddings"}), only_true=True),
             Listed(("architecture", "input_modalities"), "vision", frozenset({"image"})),
             Listed(("supported_parameters",), "tools", frozenset({"tools"})),
             Listed(("supported_parameters",), "thinking", frozenset({"reasoning", "include_reasoning"})),
@@ -138,15 +141,15 @@ def _at(entry: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 
 def _read(reader: Flag | Listed | Kind, entry: Mapping[str, Any]) -> Mapping[str, bool]:
     value = _at(entry, reader.path)
+    if isinstance(reader, Kind):
+        return reader.states.get(value, {}) if isinstance(value, str) else {}
     if isinstance(reader, Flag):
-        if not isinstance(value, bool) or (reader.only_true and not value):
-            return {}
-        return {reader.capability: value}
-    if isinstance(reader, Listed):
-        if not isinstance(value, list):
-            return {}
-        return {reader.capability: any(isinstance(v, str) and v in reader.values for v in value)}
-    return reader.states.get(value, {}) if isinstance(value, str) else {}
+        present = value if isinstance(value, bool) else None
+    else:
+        present = any(isinstance(v, str) and v in reader.values for v in value) if isinstance(value, list) else None
+    if present is None or (reader.only_true and not present):
+        return {}
+    return {reader.capability: present}
 
 
 def stated(entry: Mapping[str, Any]) -> Facts:
