@@ -62,7 +62,8 @@ class ModelInfo:
     in_catalog: bool = False
     max_output_tokens: int | None = None  # the most tokens one answer may have (None: not known)
     server: str | None = None  # the catalog entry's `server` (addon.upstreams.servers); None: routed by the rules
-    stop: tuple[str, ...] = ()  # the model's own stop sequences (a Modelfile's `PARAMETER stop`): sent when a request has none
+    # the model's own stop sequences (a Modelfile's `PARAMETER stop`): sent when a request has none
+    stop: tuple[str, ...] = ()
 
 
 _EMBEDDING = re.compile(r"embed|^bge-|^e5-|^gte-|minilm", re.I)
