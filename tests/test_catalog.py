@@ -64,6 +64,9 @@ def test_catalog_entries_and_defaults() -> None:
         ({"models": {"x": {"think_style": "loud"}}}, "think_style must be one of"),
         ({"models": {"x": {"max_output_tokens": -1}}}, "max_output_tokens must be positive"),
         ({"models": {"x": "gpt-4o"}}, "must be a table"),
+        ({"models": {"x": {"stop": "\n"}}}, "stop must be a list"),
+        ({"models": {"x": {"stop": ["a", ""]}}}, "stop must be a list of at most 4 non-empty strings"),
+        ({"models": {"x": {"stop": ["a", "b", "c", "d", "e"]}}}, "at most 4"),
     ],
 )
 def test_catalog_errors_name_the_problem(data: dict, message: str) -> None:

@@ -36,6 +36,19 @@ def test_show_answer_has_what_clients_read() -> None:
     assert ".Suffix" not in discovery.show_answer(infer("gpt-4o"), "x", directory, copilot=False)["template"]  # type: ignore[arg-type]
 
 
+def test_show_answer_has_the_models_stop_sequences() -> None:
+    """As Ollama shows a Modelfile's `PARAMETER stop`: in `parameters` (`%-30s %#v`) and in the Modelfile."""
+    model = Catalog.parse({"models": {"g": {"stop": ["\n\n", "</tool_call>"]}}}).get("g")
+    directory = type("D", (), {"loaded_at": 1_700_000_000.0})()
+    answer = discovery.show_answer(model, "g", directory, copilot=False)  # type: ignore[arg-type]
+    assert answer["parameters"].splitlines() == [
+        f"{'num_ctx':<30} 8192",
+        f"{'stop':<30} " + '"\\n\\n"',
+        f"{'stop':<30} " + '"</tool_call>"',
+    ]
+    assert 'PARAMETER stop "\\n\\n"\nPARAMETER stop "</tool_call>"\n' in answer["modelfile"]
+
+
 def test_prefix_routes() -> None:
     assert endpoints.find("/api/blobs/sha256:00") is not None and endpoints.find("/api/blobs/") is None
     assert endpoints.find("/v1/models/gpt-4o") is not None and endpoints.find("/v1/models") is not None

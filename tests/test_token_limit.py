@@ -1,5 +1,7 @@
-"""One rule for the answer's length on every route (issue 22 §5): a limit above the model's known output
-limit is lowered to it, and it goes in the field the model takes. Through the addon's real hooks."""
+"""One rule for where an answer ends on every route (issue 22 §5): a limit above the model's known output
+limit is lowered to it, and it goes in the field the model takes; the model's own stop sequences (the
+catalog's `stop`, a Modelfile's `PARAMETER stop`) go with a request that names none. Through the addon's
+real hooks."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ CATALOG = """
 [models."coder"]
 upstream = "Qwen/Qwen3-Coder"
 max_output_tokens = 8192
+stop = ["\\n\\n", "</tool_call>"]
 """
 
 
@@ -109,3 +112,26 @@ def test_reasoning_models_get_the_field_they_take(addon, route: str) -> None:
     """OpenAI's o-series and GPT-5 refuse max_tokens: the limit goes as max_completion_tokens, lowered alike."""
     body = sent(addon, route.split(" ")[0], request(route, "o4-mini", 200000))
     assert body["max_completion_tokens"] == 100000 and "max_tokens" not in body
+
+
+def own_stop(route: str) -> dict[str, Any]:
+    """The same request with the client's own stop sequence, as each API spells it."""
+    body = request(route, "coder", 100)
+    if route.startswith("/api/"):
+        body["options"]["stop"] = ["END"]
+    elif route == "/v1/messages":
+        body["stop_sequences"] = ["END"]
+    else:
+        body["stop"] = ["END"]
+    return body
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_the_models_stop_sequences_go_with_a_request_that_names_none(addon, route: str) -> None:
+    """As Ollama applies a Modelfile's `PARAMETER stop`: the model's own when the request names none, the
+    request's own otherwise (Responses has no stop field: always the model's)."""
+    path = route.split(" ")[0]
+    assert sent(addon, path, request(route, "coder", 100))["stop"] == ["\n\n", "</tool_call>"]
+    assert "stop" not in sent(addon, path, request(route, "gpt-4o-mini", 100)), "a model without any: none"
+    if route != "/v1/responses":
+        assert sent(addon, path, own_stop(route))["stop"] == ["END"]

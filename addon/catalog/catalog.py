@@ -38,7 +38,9 @@ _ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
     "think_style": str,
     "max_output_tokens": int,
     "server": str,
+    "stop": list,
 }
+MAX_STOP_SEQUENCES = 4  # OpenAI's limit: a default every server takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,9 @@ def _entry(name: str, table: Any, where: str) -> ModelInfo:
     limit = table.get("max_output_tokens", inferred.max_output_tokens)
     if limit is not None and limit <= 0:
         raise exceptions.OptionsError(f"{where}: max_output_tokens must be positive")
+    stop = table.get("stop", [])
+    if len(stop) > MAX_STOP_SEQUENCES or not all(isinstance(s, str) and s for s in stop):
+        raise exceptions.OptionsError(f"{where}: stop must be a list of at most {MAX_STOP_SEQUENCES} non-empty strings")
     return ModelInfo(
         name=full_name(name),
         upstream=upstream,
@@ -130,4 +135,5 @@ def _entry(name: str, table: Any, where: str) -> ModelInfo:
         in_catalog=True,
         max_output_tokens=limit,
         server=table.get("server"),
+        stop=tuple(stop),
     )

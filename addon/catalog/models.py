@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from addon.catalog import listed
+
 CAPABILITIES = ("completion", "tools", "vision", "thinking", "embedding", "insert")
 THINK_STYLES = ("reasoning_effort", "chat_template_kwargs", "none")
 DEFAULT_CONTEXT_LENGTH = 8192
@@ -60,6 +62,8 @@ class ModelInfo:
     in_catalog: bool = False
     max_output_tokens: int | None = None  # the most tokens one answer may have (None: not known)
     server: str | None = None  # the catalog entry's `server` (addon.upstreams.servers); None: routed by the rules
+    # the model's own stop sequences (a Modelfile's `PARAMETER stop`): sent when a request has none
+    stop: tuple[str, ...] = ()
 
 
 _EMBEDDING = re.compile(r"embed|^bge-|^e5-|^gte-|minilm", re.I)
@@ -140,32 +144,36 @@ def _context_from_listing(entry: dict[str, Any]) -> int | None:
     return None
 
 
+def _guessed(base: str) -> tuple[str, ...]:
+    """The capabilities a model's lower-case basename suggests."""
+    if _EMBEDDING.search(base):
+        return ("embedding",)
+    if _NOT_CHAT.search(base):
+        return ()
+    if _LEGACY.search(base):
+        return ("completion", "insert") if _INSERT.search(base) else ("completion",)
+    found = ["completion", "tools"]
+    if _VISION.search(base):
+        found.append("vision")
+    if _THINKING.search(base):
+        found.append("thinking")
+    if _INSERT.search(base):
+        found.append("insert")
+    return tuple(found)
+
+
 def infer(upstream: str, entry: dict[str, Any] | None = None) -> ModelInfo:
-    """Sensible defaults for an upstream model that has no catalog entry, from its id (and listing)."""
+    """Sensible defaults for an upstream model that has no catalog entry, from its id, corrected by
+    what its server's list entry states (`addon.catalog.listed`: a stated fact wins over the name)."""
     entry = entry or {}
     base = basename(upstream).lower()
-    if _EMBEDDING.search(base):
-        capabilities: tuple[str, ...] = ("embedding",)
-    elif _NOT_CHAT.search(base):
-        capabilities = ()
-    elif _LEGACY.search(base):
-        capabilities = ("completion", "insert") if _INSERT.search(base) else ("completion",)
-    else:
-        found = ["completion", "tools"]
-        if _VISION.search(base):
-            found.append("vision")
-        if _THINKING.search(base):
-            found.append("thinking")
-        if _INSERT.search(base):
-            found.append("insert")
-        capabilities = tuple(found)
+    guessed = _guessed(base)
+    capabilities = listed.apply(guessed, listed.stated(entry), CAPABILITIES) if entry else guessed
     context = _context_from_listing(entry) or next(
         (length for pattern, length in _CONTEXT_LENGTHS if pattern.search(base)), DEFAULT_CONTEXT_LENGTH
     )
     created = entry.get("created")
-    limit = entry.get("max_output_tokens", entry.get("max_completion_tokens"))
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
-        limit = next((n for pattern, n in _OUTPUT_LIMITS if pattern.search(base)), None)
+    limit = listed.output_limit(entry) or next((n for pattern, n in _OUTPUT_LIMITS if pattern.search(base)), None)
     return ModelInfo(
         name=full_name(upstream),
         upstream=upstream,

@@ -241,10 +241,14 @@ _LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 def limit_answer(
     body: MutableMapping[str, object], info: ModelInfo, upstream_model: str, chat: bool, warnings: list[str]
 ) -> None:
-    """The one rule for an answer's length limit, whatever the route: a limit above the model's known
+    """The one rule for where an answer ends, whatever the route: a limit above the model's known
     output limit (catalog, or OpenAI's published limits) is lowered to it, with a warning; on chat
     completions it goes in the field the model takes (`max_completion_tokens` for OpenAI's reasoning
-    models, which refuse `max_tokens`). Values that are not counts are left for the upstream to judge."""
+    models, which refuse `max_tokens`). Values that are not counts are left for the upstream to judge.
+    The model's own stop sequences (the catalog's `stop`, as a Modelfile's `PARAMETER stop`) are sent
+    when the request names none; a request's own `stop` (even `[]`) replaces them, as in Ollama."""
+    if info.stop and body.get("stop") is None:
+        body["stop"] = list(info.stop)
     most = info.max_output_tokens
     for name in _LIMIT_FIELDS:
         value = body.get(name)
