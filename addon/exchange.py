@@ -414,7 +414,7 @@ class Relay:
         if out:
             framed = self.framed
             if framed is not None and (span := framed[0].span) is not None:
-                shown = framed[1].shows(out, *span)
+                shown = framed[1].shows(out, span)
             else:
                 shown = secrets.shows_secret(out)
             if shown:

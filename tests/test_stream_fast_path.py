@@ -192,8 +192,8 @@ def test_a_framed_scan_answers_as_a_scan_of_the_whole_line(
     secrets.register("test", key)
     try:
         framed = secrets.FramedScan(*lines.frame)
-        assert framed.shows(line, *lines.span) == secrets.shows_secret(line)
-        assert framed.shows(line, *lines.span) == secrets.shows_secret(line)  # (the second time from what it learned)
+        assert framed.shows(line, lines.span) == secrets.shows_secret(line)
+        assert framed.shows(line, lines.span) == secrets.shows_secret(line)  # (the second time from what it learned)
     finally:
         secrets.register("test", "")
-    assert not framed.shows(line, *lines.span)
+    assert not framed.shows(line, lines.span)

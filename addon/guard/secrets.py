@@ -113,15 +113,16 @@ class FramedScan:
     key's form in such a line can only lie inside the string: a scan of the string's bytes (`span`) then
     answers for the whole line, exactly. Otherwise (checked once per set of keys) the whole line is scanned."""
 
-    __slots__ = ("alphabet", "fixed", "quiet_for")
+    __slots__ = ("alphabet", "fixed", "quiet_for", "shortest")
 
     def __init__(self, fixed: Sequence[bytes], alphabet: bytes) -> None:
         self.fixed = tuple(fixed)
         self.alphabet = alphabet
         self.quiet_for: re.Pattern[bytes] | None = None  # the pattern for which the frame shows no form
+        self.shortest = 0  # the bytes of the shortest form of a key (a shorter string holds none)
 
-    def shows(self, data: bytes, start: int, end: int) -> bool:
-        """`shows_secret(data)`, for a line of this frame whose string is `data[start:end]`."""
+    def shows(self, data: bytes, span: tuple[int, int]) -> bool:
+        """`shows_secret(data)`, for a line of this frame whose string is `data[span[0]:span[1]]`."""
         pattern = _pattern_bytes
         if pattern is None:
             return False
@@ -129,10 +130,12 @@ class FramedScan:
             if not self._quiet(pattern):
                 return pattern.search(data) is not None
             self.quiet_for = pattern
-        return pattern.search(data, start, end) is not None
+        start, end = span
+        return end - start >= self.shortest and pattern.search(data, start, end) is not None
 
     def _quiet(self, pattern: re.Pattern[bytes]) -> bool:
         shown = [form.encode("utf-8", "surrogateescape") for form in _secrets]
+        self.shortest = min(map(len, shown), default=0)
         return not any(b'"' in form or not form.strip(self.alphabet) for form in shown) and not any(
             pattern.search(part) for part in self.fixed
         )

@@ -53,6 +53,8 @@ class ChunkStream:
     __slots__ = (
         "_events",
         "_idle",
+        "_one",
+        "_piece",
         "_whole",
         "aborted",
         "content_type",
@@ -73,6 +75,8 @@ class ChunkStream:
         self._idle = False  # the decoder's `idle()`, as of its last feed: nothing of the body is pending
         self._whole = max_event + 8  # the longest piece that is one event of one `data: ` line (sse_event_limit)
         self.frame = renderer.frame
+        self._piece = self.reader.piece  # (bound once: called for every piece)
+        self._one = renderer.one
         self.span: tuple[int, int] | None = None  # the renderer's `span` of what the last `feed` returned
 
     @property
@@ -93,8 +97,8 @@ class ChunkStream:
         if renderer.ended:
             self.span = None
             return b""
-        if self._idle and len(piece) <= self._whole and (delta := self.reader.piece(piece)) is not None:
-            out = renderer.one(delta)  # the common event: a shape seen before, only its text new
+        if self._idle and len(piece) <= self._whole and (delta := self._piece(piece)) is not None:
+            out = self._one(delta)  # the common event: a shape seen before, only its text new
             self.span = renderer.span
             return out
         self.span = None
