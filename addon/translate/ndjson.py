@@ -90,7 +90,7 @@ class OllamaLines:
             self.clock.mark_token()
         middle, end = self._after
         stamp = rfc3339_now()
-        line = self._before + stamp + middle + _encode_text(delta.text) + end
+        line = f"{self._before}{stamp}{middle}{_encode_text(delta.text)}{end}"  # (one string built, not four)
         try:
             out = line.encode()
         except UnicodeEncodeError:
