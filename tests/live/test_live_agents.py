@@ -111,7 +111,8 @@ def answered(log: str, route: str, model: str) -> list[tuple[int, int]]:
 
 
 def claude_turn(stdout: str) -> tuple[list[str], dict]:
-    """Claude Code's stream-json: the texts of the model's answers, and the turn's result event."""
+    """Claude Code's stream-json: the texts of the model's answers (Claude Code shows no event for an empty
+    one), and the turn's result event."""
     events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     texts = [
         "".join(block.get("text", "") for block in e["message"]["content"])
@@ -119,7 +120,7 @@ def claude_turn(stdout: str) -> tuple[list[str], dict]:
         if e.get("type") == "assistant" and e["message"].get("model") == CHAT
     ]
     results = [e for e in events if e.get("type") == "result"]
-    assert texts and results, f"Claude Code's turn did not reach its end: {stdout[-3000:]}"
+    assert results, f"Claude Code's turn did not reach its end: {stdout[-3000:]}"
     return texts, results[-1]
 
 
@@ -129,7 +130,7 @@ def assert_claude_completed(done: subprocess.CompletedProcess[str], most: int, l
     texts, result = claude_turn(done.stdout)
     assert result["subtype"] == "success" and not result["is_error"], result
     assert result.get("stop_reason", "end_turn") == "end_turn", result
-    assert result["result"] == texts[-1], (result, texts)
+    assert result["result"] == (texts[-1] if texts else ""), (result, texts)
     assert "Output token limit hit" not in done.stdout and "Prompt is too long" not in done.stdout + done.stderr
     counts = answered(log, "/v1/messages", CHAT)
     assert counts and all(answer <= most for _, answer in counts), counts
@@ -155,9 +156,10 @@ def test_claude_code(proxy: Mitmdump, tmp_path: Path) -> None:
         "stream-json",
         "--verbose",
         timeout=300,
-        env={"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "32"},
     )
-    assert_claude_completed(done, 32, proxy.log()[start:])
+    # Claude Code asks 32,000 tokens, lowered to the catalog's 256: a line is shorter (with 32 tokens, Claude
+    # Code's own first system line, `x-anthropic-billing-header: …`, which the model may echo, is cut)
+    assert_claude_completed(done, 256, proxy.log()[start:])
 
 
 def assert_codex_completed(done: subprocess.CompletedProcess[str]) -> str:
