@@ -191,8 +191,10 @@ bench-pool: setup
 RECORD_NAME ?= upstream
 RECORD_MODEL ?= gemma3
 RECORD_EMBED_MODEL ?= gemma3-embed
+# Comma-separated scenario names: record just these into the existing flows/$(RECORD_NAME)/ (collector --only).
+RECORD_ONLY ?=
 record: setup
-	$(PY) -m collector.collect --name $(RECORD_NAME) --model $(RECORD_MODEL) --embed-model $(RECORD_EMBED_MODEL)
+	$(PY) -m collector.collect --name $(RECORD_NAME) --model $(RECORD_MODEL) --embed-model $(RECORD_EMBED_MODEL) $(if $(RECORD_ONLY),--only $(RECORD_ONLY))
 
 # Re-make flows/openai-recordings/ from the real OpenAI recordings in tests/fixtures/.
 record-recordings: setup

@@ -250,6 +250,23 @@ def live_scenarios(model: str, embed_model: str) -> list[Scenario]:
                 "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
             },
         ),
+        # llama-server's quirk: with tools and stop ["\n"], an answer that begins `<tool_call>` is
+        # kept back by its tool-call parser while streamed and dropped at the stop (the stream
+        # carries no text), while the same request whole answers the text `<tool_call>`.
+        *(
+            Scenario(
+                "chat-tools-stop-newline" + ("-stream" if stream else ""),
+                "chat",
+                {
+                    "model": model,
+                    "tools": [WEATHER_TOOL],
+                    "stream": stream,
+                    "options": {**short, "num_predict": 64, "stop": ["\n"]},
+                    "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+                },
+            )
+            for stream in (False, True)
+        ),
         Scenario(
             "chat-tool-result",
             "chat",

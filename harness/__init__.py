@@ -1,6 +1,6 @@
-"""The shared test harness: a fake OpenAI upstream on loopback (`harness.upstream`) and real
-mitmdump processes running the addon (`harness.mitmdump`). Imported by tests/, the collector and
-the benchmark alike."""
+"""The shared test harness: a fake OpenAI upstream on loopback (`harness.upstream`), real mitmdump
+processes running the addon (`harness.mitmdump`) and the addon in process (`harness.inproc`).
+Imported by tests/, the collector and the benchmark alike."""
 
 import importlib.util
 from pathlib import Path

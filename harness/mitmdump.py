@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,15 @@ MITMDUMP = Path(sys.executable).parent / "mitmdump"
 LOCAL_MODEL_POOL: tuple[str, ...] = ("upstream_pool=all",) if find_haproxy() else ()
 # What `make run` adds for the local model: its catalog (context, capabilities, the answer length that
 # bounds a base model's turn), and the pool above.
-LOCAL_MODEL: tuple[str, ...] = (f"model_catalog={ROOT / 'scripts' / 'local-models.toml'}", *LOCAL_MODEL_POOL)
+LOCAL_CATALOG = ROOT / "scripts" / "local-models.toml"
+LOCAL_MODEL: tuple[str, ...] = (f"model_catalog={LOCAL_CATALOG}", *LOCAL_MODEL_POOL)
+
+
+def local_model_stop(model: str) -> list[str]:
+    """The stop sequences the local catalog gives a model (the proxy sends them with a request that has none):
+    what a request sent straight to the model server needs to be the same request."""
+    with LOCAL_CATALOG.open("rb") as f:
+        return list(tomllib.load(f)["models"][model].get("stop", []))
 
 
 def free_port() -> int:

@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from mitmproxy import http
-from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import taddons, tflow, tutils
 
 from addon.catalog.capabilities import full_ollama_name, go_quoted, refusal
 from addon.catalog.catalog import Catalog, infer
 from addon.proxy import OllamaProxy
+from harness.inproc import client_flow, configured_proxy
 
 CATALOG = """
 [models."nomic-embed-text"]
@@ -37,39 +35,14 @@ UPSTREAM = "https://api.example.com/v1/"
 
 
 @pytest.fixture
-def addon(tmp_path):
-    catalog = tmp_path / "models.toml"
-    catalog.write_text(CATALOG)
-    proxy = OllamaProxy()
-    with taddons.context(proxy) as tctx:
-        tctx.configure(
-            proxy,
-            openai_base_url=UPSTREAM.rstrip("/"),
-            openai_api_key="sk-unit",
-            model_catalog=str(catalog),
-            list_upstream_models=False,
-        )
+def addon():
+    with configured_proxy(CATALOG, openai_base_url=UPSTREAM.rstrip("/")) as (proxy, _):
         yield proxy
-
-
-def flow_for(path: str, body: dict) -> http.HTTPFlow:
-    flow = tflow.tflow(
-        req=tutils.treq(
-            method=b"POST",
-            path=path.encode(),
-            host="127.0.0.1",
-            port=11434,
-            headers=http.Headers(content_type="application/json"),
-            content=json.dumps(body).encode(),
-        )
-    )
-    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
-    return flow
 
 
 def answer(addon: OllamaProxy, path: str, body: dict) -> tuple[int, dict | None, str]:
     """(status, the JSON answer, the URL the request went to): an answer means nothing went upstream."""
-    flow = flow_for(path, body)
+    flow = client_flow(path, body)
     addon.request(flow)
     if flow.response is None:
         return 0, None, flow.request.url

@@ -7,15 +7,14 @@ import json
 
 import pytest
 from mitmproxy import http
-from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy.test import tutils
 
 from addon import endpoints
 from addon.catalog.catalog import Catalog
 from addon.catalog.models import infer
 from addon.endpoints import ollama_discovery as discovery
 from addon.endpoints.openai import SSERelay
-from addon.proxy import OllamaProxy
+from harness.inproc import client_flow, configured_proxy
 
 
 def test_show_answer_has_what_clients_read() -> None:
@@ -56,49 +55,23 @@ def test_prefix_routes() -> None:
 
 
 @pytest.fixture
-def addon(tmp_path):
-    catalog = tmp_path / "models.toml"
-    catalog.write_text(
-        '[models."llama3.2"]\nupstream = "gpt-4o-mini"\n[models."e"]\nupstream = "text-embedding-3-small"\n'
-    )
-    proxy = OllamaProxy()
-    with taddons.context(proxy) as tctx:
-        tctx.configure(
-            proxy,
-            openai_base_url="https://api.example.com/v1",
-            openai_api_key="sk-unit",
-            model_catalog=str(catalog),
-            list_upstream_models=False,
-        )
+def addon():
+    catalog = '[models."llama3.2"]\nupstream = "gpt-4o-mini"\n[models."e"]\nupstream = "text-embedding-3-small"\n'
+    with configured_proxy(catalog) as (proxy, _):
         yield proxy
 
 
-def flow_for(path: str, body: dict | None = None, method: str = "POST") -> http.HTTPFlow:
-    flow = tflow.tflow(
-        req=tutils.treq(
-            method=method.encode(),
-            path=path.encode(),
-            host="127.0.0.1",
-            port=11434,
-            headers=http.Headers(content_type="application/json"),
-            content=json.dumps(body).encode() if body is not None else b"",
-        )
-    )
-    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
-    return flow
-
-
 async def test_async_routes_answer_through_the_hook(addon) -> None:
-    flow = flow_for("/api/tags", method="GET")
+    flow = client_flow("/api/tags", method="GET")
     await addon.request(flow)
     assert [m["name"] for m in json.loads(flow.response.content)["models"]] == ["llama3.2:latest", "e:latest"]
-    flow = flow_for("/api/show", {"model": "llama3.2"})
+    flow = client_flow("/api/show", {"model": "llama3.2"})
     await addon.request(flow)
     assert json.loads(flow.response.content)["model_info"]["general.architecture"] == "gpt"
 
 
 def test_embed_is_rewritten_and_answered(addon) -> None:
-    flow = flow_for("/api/embed", {"model": "e", "input": "hi", "dimensions": 2})
+    flow = client_flow("/api/embed", {"model": "e", "input": "hi", "dimensions": 2})
     addon.request(flow)
     assert flow.request.url == "https://api.example.com/v1/embeddings"
     assert json.loads(flow.request.content) == {
@@ -121,7 +94,7 @@ def test_embed_is_rewritten_and_answered(addon) -> None:
 
 
 def test_v1_chat_is_forwarded_with_the_alias(addon) -> None:
-    flow = flow_for("/v1/chat/completions", {"model": "llama3.2", "messages": [], "stream": True})
+    flow = client_flow("/v1/chat/completions", {"model": "llama3.2", "messages": [], "stream": True})
     addon.request(flow)
     assert flow.request.url == "https://api.example.com/v1/chat/completions"
     assert json.loads(flow.request.content)["model"] == "gpt-4o-mini"
@@ -132,7 +105,7 @@ def test_v1_chat_is_forwarded_with_the_alias(addon) -> None:
     converter = flow.response.stream.converter
     assert isinstance(converter, SSERelay) and converter.model == "llama3.2"
     assert "content-length" not in flow.response.headers and flow.response.headers["transfer-encoding"] == "chunked"
-    bad = flow_for("/v1/chat/completions", {"messages": []})
+    bad = client_flow("/v1/chat/completions", {"messages": []})
     addon.request(bad)
     assert (
         bad.response.status_code == 400 and json.loads(bad.response.content)["error"]["message"] == "model is required"

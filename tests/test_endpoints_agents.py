@@ -9,13 +9,12 @@ import json
 import httpx
 import pytest
 from mitmproxy import http
-from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy.test import tutils
 
 from addon import endpoints
 from addon.endpoints.openai_responses import ResponsesRelay
-from addon.proxy import OllamaProxy
 from addon.translate.stream import ChunkStream
+from harness.inproc import client_flow, configured_proxy, run_request
 from harness.upstream import recording
 
 CATALOG = """
@@ -43,44 +42,17 @@ CLAUDE_CODE = {  # what Claude Code sends with every request
 }
 
 
-def make_addon(tmp_path, **options):
-    catalog = tmp_path / "models.toml"
-    catalog.write_text(CATALOG)
-    proxy = OllamaProxy()
-    tctx = taddons.context(proxy)
-    tctx.__enter__()
-    tctx.configure(
-        proxy,
-        openai_base_url="https://api.example.com/v1",
-        openai_api_key="sk-unit",
-        model_catalog=str(catalog),
-        list_upstream_models=False,
-        **options,
-    )
-    return proxy, tctx
+def make_addon(**options):
+    """The addon configured with `options`, until the caller's `context.__exit__(None, None, None)`."""
+    context = configured_proxy(CATALOG, **options)
+    proxy, _ = context.__enter__()
+    return proxy, context
 
 
 @pytest.fixture
-def addon(tmp_path):
-    proxy, tctx = make_addon(tmp_path)
-    yield proxy
-    tctx.__exit__(None, None, None)
-
-
-def flow_for(path: str, body: dict | bytes | None = None, headers: dict | None = None) -> http.HTTPFlow:
-    content = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
-    flow = tflow.tflow(
-        req=tutils.treq(
-            method=b"POST",
-            path=path.encode(),
-            host="127.0.0.1",
-            port=11434,
-            headers=http.Headers(**{"content_type": "application/json", **(headers or {})}),
-            content=content,
-        )
-    )
-    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
-    return flow
+def addon():
+    with configured_proxy(CATALOG) as (proxy, _):
+        yield proxy
 
 
 def answer(addon, flow: http.HTTPFlow, status: int, body: bytes, content_type: str = "application/json") -> None:
@@ -125,7 +97,7 @@ def test_messages_as_claude_code_sends_them(addon) -> None:
     """Thinking only for a model that can think, max_tokens at the model's limit, no Anthropic header upstream."""
     headers = {"anthropic-version": "2023-06-01", "anthropic-beta": "x", "x-api-key": "sk-ant-client"}
     body = {**CLAUDE_CODE, "model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "hi"}]}
-    flow = flow_for("/v1/messages?beta=true", body, headers)
+    flow = client_flow("/v1/messages?beta=true", body, headers=headers)
     addon.requestheaders(flow)
     assert flow.request.headers["x-api-key"] == "[redacted]"
     addon.request(flow)
@@ -143,25 +115,25 @@ def test_messages_as_claude_code_sends_them(addon) -> None:
     }
     assert flow.request.headers["accept"] == "text/event-stream"
 
-    opus = flow_for("/v1/messages", {**body, "model": "claude-opus-5-5", "max_tokens": 128000})
+    opus = client_flow("/v1/messages", {**body, "model": "claude-opus-5-5", "max_tokens": 128000})
     addon.request(opus)
     sent = json.loads(opus.request.content)
     assert sent["model"] == "o4-mini" and sent["reasoning_effort"] == "high"
     assert sent["max_completion_tokens"] == 100000 and "max_tokens" not in sent
 
-    qwen = flow_for("/v1/messages", {**body, "model": "qwen3-coder"})
+    qwen = client_flow("/v1/messages", {**body, "model": "qwen3-coder"})
     addon.request(qwen)
     sent = json.loads(qwen.request.content)
     assert sent["chat_template_kwargs"] == {"enable_thinking": True} and sent["max_tokens"] == 8192
 
-    explicit = flow_for(
+    explicit = client_flow(
         "/v1/messages", {**body, "thinking": {"type": "enabled", "budget_tokens": 2000}, "output_config": {}}
     )
     addon.request(explicit)
     assert json.loads(explicit.request.content)["reasoning_effort"] == "medium", "asked for explicitly: sent"
 
 
-def test_system_turns_option(tmp_path) -> None:
+def test_system_turns_option() -> None:
     body = {
         "model": "m",
         "max_tokens": 10,
@@ -171,8 +143,8 @@ def test_system_turns_option(tmp_path) -> None:
         ("user", [{"role": "user", "content": "hi\n\nenv"}]),
         ("system", [{"role": "user", "content": "hi"}, {"role": "system", "content": "env"}]),
     ):
-        proxy, tctx = make_addon(tmp_path, system_turns=option)
-        flow = flow_for("/v1/messages", body)
+        proxy, tctx = make_addon(system_turns=option)
+        flow = client_flow("/v1/messages", body)
         proxy.request(flow)
         assert json.loads(flow.request.content)["messages"] == messages
         tctx.__exit__(None, None, None)
@@ -180,7 +152,7 @@ def test_system_turns_option(tmp_path) -> None:
 
 def test_messages_whole_answer_error_and_record(addon) -> None:
     body = {"model": "claude-sonnet-5-5", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
-    flow = flow_for("/v1/messages", body)
+    flow = client_flow("/v1/messages", body)
     addon.request(flow)
     upstream = {
         "id": "c",
@@ -195,7 +167,7 @@ def test_messages_whole_answer_error_and_record(addon) -> None:
     assert flow.metadata["ollama"]["usage"] == {"prompt_tokens": 5, "completion_tokens": 1}
     assert "POST /v1/messages claude-sonnet-5-5 → /v1/chat/completions gpt-4o-mini · 200 · 5+1 tokens" in flow.comment
 
-    missing = flow_for("/v1/messages", {**body, "model": "nope"})
+    missing = client_flow("/v1/messages", {**body, "model": "nope"})
     addon.request(missing)
     not_found = recording("errors/404-model-not-found")["response"]["body"]
     answer(addon, missing, 404, json.dumps(not_found).encode())
@@ -206,7 +178,7 @@ def test_messages_whole_answer_error_and_record(addon) -> None:
     )
     assert missing.marked
 
-    bad = flow_for("/v1/messages", {"model": "m", "messages": []})
+    bad = client_flow("/v1/messages", {"model": "m", "messages": []})
     addon.request(bad)
     assert bad.response.status_code == 400
     assert json.loads(bad.response.content)["error"]["type"] == "invalid_request_error"
@@ -214,7 +186,7 @@ def test_messages_whole_answer_error_and_record(addon) -> None:
 
 def test_messages_stream(addon) -> None:
     body = {**CLAUDE_CODE, "model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "hi"}]}
-    flow = flow_for("/v1/messages", body)
+    flow = client_flow("/v1/messages", body)
     addon.request(flow)
     sse = recording("chat-stream/tool-call-fragments")["response"]["body"].encode()
     out = streamed(addon, flow, sse)
@@ -224,7 +196,7 @@ def test_messages_stream(addon) -> None:
     assert events(out)[0][1]["message"]["model"] == "claude-sonnet-5-5"
     assert flow.metadata["ollama"]["usage"]["completion_tokens"] > 0
 
-    cut = flow_for("/v1/messages", body)
+    cut = client_flow("/v1/messages", body)
     addon.request(cut)
     out = streamed(addon, cut, sse[: sse.index(b'"finish_reason":"tool_calls"') - 200])
     assert events(out)[-1][0] == "error" and events(out)[-1][1]["error"]["type"] == "api_error"
@@ -238,7 +210,7 @@ def test_a_stream_in_one_piece_is_converted(addon) -> None:
         "stream": True,
         "messages": [{"role": "user", "content": "x"}],
     }
-    flow = flow_for("/v1/messages", body)
+    flow = client_flow("/v1/messages", body)
     addon.request(flow)
     sse = recording("chat-stream/plain-text-include-usage")["response"]["body"].encode()
     flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream"), content=sse)
@@ -247,20 +219,20 @@ def test_a_stream_in_one_piece_is_converted(addon) -> None:
 
 
 def test_count_tokens_is_answered_locally(addon) -> None:
-    flow = flow_for(
+    flow = client_flow(
         "/v1/messages/count_tokens", {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
     )
     addon.request(flow)
     assert flow.response.status_code == 200 and json.loads(flow.response.content) == {"input_tokens": 6}
     addon.response(flow)
     assert flow.comment.startswith("POST /v1/messages/count_tokens m · 200")
-    bad = flow_for("/v1/messages/count_tokens", {"messages": []})
+    bad = client_flow("/v1/messages/count_tokens", {"messages": []})
     addon.request(bad)
     assert bad.response.status_code == 400 and json.loads(bad.response.content)["type"] == "error"
 
 
-def test_a_client_key_in_x_api_key(tmp_path) -> None:
-    proxy, tctx = make_addon(tmp_path, ollama_api_key="client-key")
+def test_a_client_key_in_x_api_key() -> None:
+    proxy, tctx = make_addon(ollama_api_key="client-key")
     body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}
     for headers, status in (
         ({"x-api-key": "client-key"}, None),
@@ -268,9 +240,8 @@ def test_a_client_key_in_x_api_key(tmp_path) -> None:
         ({"x-api-key": "wrong"}, 401),
         ({}, 401),
     ):
-        flow = flow_for("/v1/messages", body, headers)
-        proxy.requestheaders(flow)
-        proxy.request(flow)
+        flow = client_flow("/v1/messages", body, headers=headers)
+        run_request(proxy, flow)
         if status is None:
             assert flow.response is None and flow.request.headers["authorization"] == "Bearer sk-unit"
             assert "x-api-key" not in flow.request.headers
@@ -292,7 +263,7 @@ def test_responses_translated(addon) -> None:
         "max_output_tokens": 500000,
         "stream": True,
     }
-    flow = flow_for("/v1/responses", body)
+    flow = client_flow("/v1/responses", body)
     addon.request(flow)
     sent = json.loads(flow.request.content)
     assert flow.request.url == "https://api.example.com/v1/chat/completions"
@@ -303,26 +274,26 @@ def test_responses_translated(addon) -> None:
     assert out[-1][1]["response"]["model"] == "claude-opus-5-5"
     assert flow.metadata["ollama"]["usage"]["prompt_tokens"] > 0
 
-    plain = flow_for("/v1/responses", {"model": "claude-sonnet-5-5", "input": "hi", "reasoning": {"effort": "high"}})
+    plain = client_flow("/v1/responses", {"model": "claude-sonnet-5-5", "input": "hi", "reasoning": {"effort": "high"}})
     addon.request(plain)
     assert "reasoning_effort" not in json.loads(plain.request.content), "gpt-4o-mini cannot think"
-    stateful = flow_for("/v1/responses", {"model": "m", "input": "hi", "previous_response_id": "resp_1"})
+    stateful = client_flow("/v1/responses", {"model": "m", "input": "hi", "previous_response_id": "resp_1"})
     addon.request(stateful)
     assert stateful.response.status_code == 400
     assert json.loads(stateful.response.content)["error"]["param"] == "previous_response_id"
 
 
 def test_responses_cut_stream_fails(addon) -> None:
-    flow = flow_for("/v1/responses", {"model": "m", "input": "hi", "stream": True})
+    flow = client_flow("/v1/responses", {"model": "m", "input": "hi", "stream": True})
     addon.request(flow)
     out = events(streamed(addon, flow, b'data: {"choices":[{"index":0,"delta":{"content":"par"}}]}\n\n'))
     assert [n for n, _ in out][-2:] == ["error", "response.failed"]
     assert out[-2][1]["error"]["message"] == "the upstream stream ended before the answer was complete"
 
 
-def test_responses_passthrough(tmp_path) -> None:
-    proxy, tctx = make_addon(tmp_path, responses_passthrough=True)
-    flow = flow_for("/v1/responses", {"model": "claude-sonnet-5-5", "input": "hi", "store": True, "stream": True})
+def test_responses_passthrough() -> None:
+    proxy, tctx = make_addon(responses_passthrough=True)
+    flow = client_flow("/v1/responses", {"model": "claude-sonnet-5-5", "input": "hi", "store": True, "stream": True})
     proxy.request(flow)
     assert flow.request.url == "https://api.example.com/v1/responses"
     assert json.loads(flow.request.content) == {"model": "gpt-4o-mini", "input": "hi", "store": True, "stream": True}
@@ -340,18 +311,17 @@ def test_responses_passthrough(tmp_path) -> None:
     assert out[1][1] == {"type": "response.output_text.delta", "delta": "hi"}
     assert flow.metadata["ollama"]["usage"] == {"prompt_tokens": 3, "completion_tokens": 2}
 
-    whole = flow_for("/v1/responses", {"model": "claude-sonnet-5-5", "input": "hi"})
+    whole = client_flow("/v1/responses", {"model": "claude-sonnet-5-5", "input": "hi"})
     proxy.request(whole)
     answer(proxy, whole, 200, json.dumps({"object": "response", "model": "gpt-4o-mini", "output": []}).encode())
     assert json.loads(whole.response.content)["model"] == "claude-sonnet-5-5"
     tctx.__exit__(None, None, None)
 
 
-def test_responses_passthrough_per_server(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_responses_passthrough_per_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """A [servers.NAME] table sets responses_passthrough for its server only; the others keep the option's."""
     monkeypatch.setenv("LOCAL_KEY", "sk-local-0123456789")
-    catalog = tmp_path / "servers.toml"
-    catalog.write_text(
+    catalog = (
         CATALOG
         + """
 [servers.openai]
@@ -366,18 +336,10 @@ models = ["Qwen/*"]
 """
     )
     for option, expected in ((False, ("responses", "chat/completions")), (True, ("responses", "responses"))):
-        proxy = OllamaProxy()
-        with taddons.context(proxy) as tctx:
-            tctx.configure(
-                proxy,
-                openai_base_url="https://api.example.com/v1",
-                model_catalog=str(catalog),
-                list_upstream_models=False,
-                responses_passthrough=option,
-            )
+        with configured_proxy(catalog, openai_api_key="", responses_passthrough=option) as (proxy, _):
             routes = []
             for model, host in (("claude-sonnet-5-5", "openai.example.com"), ("qwen3-coder", "gpu.example.com")):
-                flow = flow_for("/v1/responses", {"model": model, "input": "hi"})
+                flow = client_flow("/v1/responses", {"model": model, "input": "hi"})
                 proxy.request(flow)
                 assert flow.request.host == host
                 routes.append(flow.request.path.removeprefix("/v1/"))
@@ -416,7 +378,7 @@ def test_transcriptions_are_forwarded_with_the_model_resolved(addon) -> None:
         data={"model": "whisper", "language": "en"},
     )
     body = request.read()
-    flow = flow_for("/v1/audio/transcriptions", body, {"content_type": request.headers["content-type"]})
+    flow = client_flow("/v1/audio/transcriptions", body, headers={"content_type": request.headers["content-type"]})
     addon.request(flow)
     assert flow.request.url == "https://api.example.com/v1/audio/transcriptions"
     assert flow.request.headers["content-type"] == request.headers["content-type"]
@@ -424,7 +386,7 @@ def test_transcriptions_are_forwarded_with_the_model_resolved(addon) -> None:
     answer(addon, flow, 200, b'{"text":"hello","usage":{"type":"tokens","input_tokens":4,"output_tokens":1}}')
     assert json.loads(flow.response.content)["text"] == "hello"
     assert flow.metadata["ollama"]["usage"] == {"prompt_tokens": 4, "completion_tokens": 1}
-    bad = flow_for("/v1/audio/transcriptions", {"model": "whisper"})
+    bad = client_flow("/v1/audio/transcriptions", {"model": "whisper"})
     addon.request(bad)
     assert bad.response.status_code == 400 and "multipart" in json.loads(bad.response.content)["error"]["message"]
 
@@ -440,7 +402,7 @@ def test_a_client_that_hangs_up_after_the_last_event_had_its_whole_answer(addon)
 
     sse = recording("chat-stream/plain-text-include-usage")["response"]["body"].encode()
     for body, whole in ((sse, True), (sse[: len(sse) // 2], False)):
-        flow = flow_for("/v1/responses", {"model": "m", "input": "hi", "stream": True})
+        flow = client_flow("/v1/responses", {"model": "m", "input": "hi", "stream": True})
         addon.request(flow)
         flow.response = tutils.tresp(headers=http.Headers(content_type="text/event-stream"), content=None)
         addon.responseheaders(flow)
@@ -453,7 +415,7 @@ def test_a_client_that_hangs_up_after_the_last_event_had_its_whole_answer(addon)
 
 
 def test_a_stream_that_ends_in_an_error_event_is_recorded_as_failed(addon) -> None:
-    flow = flow_for(
+    flow = client_flow(
         "/v1/messages", {"model": "m", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "x"}]}
     )
     addon.request(flow)

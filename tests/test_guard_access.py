@@ -232,31 +232,17 @@ def test_the_comparison_is_constant_time() -> None:
 
 def test_gate_in_the_addon_chain() -> None:
     """Through mitmproxy's test helpers: 401 before routing, and the client's key leaves the flow at once."""
-    from mitmproxy import http as mhttp
-    from mitmproxy.proxy.mode_specs import ProxyMode
-    from mitmproxy.test import taddons, tflow, tutils
+    from mitmproxy.test import taddons
 
     from addon.proxy import OllamaProxy
+    from harness.inproc import client_flow
 
     proxy = OllamaProxy()
     with taddons.context(proxy) as tctx:
         tctx.configure(proxy, openai_base_url="http://127.0.0.1:9/v1", ollama_api_key=CLIENT_KEY)
         for header, status in ((f"Bearer {CLIENT_KEY}", None), ("Bearer nope", 401), (None, 401)):
-            headers = mhttp.Headers(content_type="application/json")
-            if header:
-                headers["authorization"] = header
-            flow = tflow.tflow(
-                req=tutils.treq(
-                    method=b"POST",
-                    path=b"/api/chat",
-                    host="127.0.0.1",
-                    port=11434,
-                    headers=headers,
-                    content=json.dumps({"model": "m", "messages": HELLO}).encode(),
-                )
-            )
-            flow.response = None
-            flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
+            headers = {"authorization": header} if header else {}
+            flow = client_flow("/api/chat", {"model": "m", "messages": HELLO}, headers=headers)
             proxy.requestheaders(flow)
             assert CLIENT_KEY not in str(flow.request.headers)
             proxy.request(flow)
@@ -270,30 +256,18 @@ def test_gate_in_the_addon_chain() -> None:
 
 def test_a_refusal_speaks_the_family_of_its_route() -> None:
     """The key check answers in the error shape of the route's API family (endpoint.error)."""
-    from mitmproxy import http as mhttp
-    from mitmproxy.proxy.mode_specs import ProxyMode
-    from mitmproxy.test import taddons, tflow, tutils
+    from mitmproxy.test import taddons
 
     from addon.proxy import OllamaProxy
+    from harness.inproc import client_flow, run_request
 
     proxy = OllamaProxy()
     with taddons.context(proxy) as tctx:
         tctx.configure(proxy, openai_base_url="http://127.0.0.1:9/v1", ollama_api_key=CLIENT_KEY)
         answers = {}
         for path in ("/api/chat", "/v1/chat/completions"):
-            flow = tflow.tflow(
-                req=tutils.treq(
-                    method=b"POST",
-                    path=path.encode(),
-                    host="127.0.0.1",
-                    port=11434,
-                    headers=mhttp.Headers(content_type="application/json"),
-                    content=b"{}",
-                )
-            )
-            flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
-            proxy.requestheaders(flow)
-            proxy.request(flow)
+            flow = client_flow(path, b"{}")
+            run_request(proxy, flow)
             assert flow.response is not None and flow.response.status_code == 401
             assert flow.response.headers["www-authenticate"] == 'Bearer realm="ollama"'
             answers[path] = json.loads(flow.response.content)

@@ -8,11 +8,11 @@ import json
 import pytest
 from mitmproxy import exceptions
 from mitmproxy import http as mhttp
-from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy.test import taddons
 
 from addon.guard.browser import ALLOW_HEADERS, OLLAMA_ORIGINS, Hosts, Origins, host_name
 from addon.proxy import OllamaProxy
+from harness.inproc import client_flow, run_request
 
 DEFAULTS = Origins.parse("")
 
@@ -134,26 +134,9 @@ def test_host_name_of_a_host_header() -> None:
 # Through the addon (mitmproxy's test helpers)
 
 
-def _flow(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> mhttp.HTTPFlow:
-    flow = tflow.tflow(
-        req=tutils.treq(
-            method=method.encode(),
-            path=path.encode(),
-            host="127.0.0.1",
-            port=11434,
-            headers=mhttp.Headers(**{k.replace("-", "_"): v for k, v in headers.items()}),
-            content=body,
-        )
-    )
-    flow.response = None
-    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
-    return flow
-
-
-def _run(proxy: OllamaProxy, flow: mhttp.HTTPFlow) -> mhttp.Response | None:
-    proxy.requestheaders(flow)
-    proxy.request(flow)
-    return flow.response
+def _flow(method: str, path: str, headers: dict[str, str]) -> mhttp.HTTPFlow:
+    """A browser's request: the headers it sends, no Content-Type, no body."""
+    return client_flow(path, method=method, headers=headers, content_type=None)
 
 
 def test_the_heads_guards_in_ollamas_order() -> None:
@@ -161,13 +144,15 @@ def test_the_heads_guards_in_ollamas_order() -> None:
     with taddons.context(proxy) as tctx:
         tctx.configure(proxy, openai_base_url="http://127.0.0.1:9/v1", ollama_api_key="k3y-for-tests")
         # A foreign origin: 403 before the key check, no CORS header.
-        answer = _run(proxy, _flow("POST", "/api/chat", {"origin": "https://evil.example", "host": "127.0.0.1:11434"}))
+        answer = run_request(
+            proxy, _flow("POST", "/api/chat", {"origin": "https://evil.example", "host": "127.0.0.1:11434"})
+        )
         assert answer is not None and answer.status_code == 403 and "access-control-allow-origin" not in answer.headers
         assert json.loads(answer.content)["error"] == (
             "forbidden: origin 'https://evil.example' is not allowed (allowed_origins)"
         )
         # A preflight from an allowed origin: 204, before the key check (browsers send no key on it).
-        preflight = _run(
+        preflight = run_request(
             proxy,
             _flow(
                 "OPTIONS",
@@ -181,19 +166,21 @@ def test_the_heads_guards_in_ollamas_order() -> None:
         assert preflight.headers["access-control-allow-headers"] == ALLOW_HEADERS
         assert preflight.headers["access-control-max-age"] == "43200"
         # A rebinding Host: 403 naming the host (escaped: the client chose it).
-        rebound = _run(proxy, _flow("GET", "/api/tags", {"host": "evil.example\x1b[2J:11434"}))
+        rebound = run_request(proxy, _flow("GET", "/api/tags", {"host": "evil.example\x1b[2J:11434"}))
         assert rebound is not None and rebound.status_code == 403
         assert (
             json.loads(rebound.content)["error"]
             == "forbidden: host 'evil.example\\x1b[2J' is not allowed (allowed_hosts)"
         )
         # An allowed origin without the key: the 401 carries the CORS headers, so the page can read it.
-        unauthorized = _run(proxy, _flow("GET", "/api/tags", {"origin": "http://localhost:3000", "host": "127.0.0.1"}))
+        unauthorized = run_request(
+            proxy, _flow("GET", "/api/tags", {"origin": "http://localhost:3000", "host": "127.0.0.1"})
+        )
         assert unauthorized is not None and unauthorized.status_code == 401
         assert unauthorized.headers["access-control-allow-origin"] == "http://localhost:3000"
         assert unauthorized.headers["vary"] == "Origin"
         # Same origin (Origin is http://<Host>): no CORS request, no CORS headers.
-        same = _run(
+        same = run_request(
             proxy,
             _flow(
                 "GET",
@@ -214,10 +201,14 @@ def test_allowed_origins_star_answers_with_a_star() -> None:
     proxy = OllamaProxy()
     with taddons.context(proxy) as tctx:
         tctx.configure(proxy, openai_base_url="http://127.0.0.1:9/v1", allowed_origins="*")
-        answer = _run(proxy, _flow("GET", "/api/version", {"origin": "https://evil.example", "host": "127.0.0.1"}))
+        answer = run_request(
+            proxy, _flow("GET", "/api/version", {"origin": "https://evil.example", "host": "127.0.0.1"})
+        )
         assert answer is not None and answer.status_code == 200
         assert answer.headers["access-control-allow-origin"] == "*" and "vary" not in answer.headers
-        preflight = _run(proxy, _flow("OPTIONS", "/api/chat", {"origin": "https://evil.example", "host": "127.0.0.1"}))
+        preflight = run_request(
+            proxy, _flow("OPTIONS", "/api/chat", {"origin": "https://evil.example", "host": "127.0.0.1"})
+        )
         assert preflight is not None and preflight.status_code == 204
         assert preflight.headers["access-control-allow-origin"] == "*" and "vary" not in preflight.headers
 
@@ -226,13 +217,13 @@ def test_the_host_check_is_for_loopback_listeners_only() -> None:
     proxy = OllamaProxy()
     with taddons.context(proxy) as tctx:
         tctx.configure(proxy, openai_base_url="http://127.0.0.1:9/v1", listen_host="0.0.0.0")
-        answer = _run(proxy, _flow("GET", "/api/version", {"host": "ollama.example.com"}))
+        answer = run_request(proxy, _flow("GET", "/api/version", {"host": "ollama.example.com"}))
         assert answer is not None and answer.status_code == 200
         tctx.configure(proxy, listen_host="127.0.0.1")
-        answer = _run(proxy, _flow("GET", "/api/version", {"host": "ollama.example.com"}))
+        answer = run_request(proxy, _flow("GET", "/api/version", {"host": "ollama.example.com"}))
         assert answer is not None and answer.status_code == 403
         tctx.configure(proxy, allowed_hosts="ollama.example.com")
-        answer = _run(proxy, _flow("GET", "/api/version", {"host": "ollama.example.com"}))
+        answer = run_request(proxy, _flow("GET", "/api/version", {"host": "ollama.example.com"}))
         assert answer is not None and answer.status_code == 200
 
 

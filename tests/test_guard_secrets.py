@@ -16,11 +16,11 @@ import pytest
 from mitmproxy import http, io
 from mitmproxy.addons.view import View
 from mitmproxy.net.http import http1
-from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy.test import taddons, tutils
 
 from addon.guard import secrets as redact
 from addon.proxy import OllamaProxy
+from harness.inproc import client_flow
 from harness.mitmdump import MITMDUMP, Mitmdump
 from harness.upstream import UpstreamServer
 
@@ -99,18 +99,9 @@ async def test_views_never_see_the_key_but_the_wire_does() -> None:
         )
         await proxy.running()  # appends the injector to the end of the chain
         assert type(tctx.master.addons.chain[-1]).__name__ == "KeyInjector"
-        flow = tflow.tflow(
-            req=tutils.treq(
-                method=b"POST",
-                path=b"/api/chat",
-                host="127.0.0.1",
-                port=11434,
-                headers=http.Headers(content_type="application/json", authorization=f"Bearer {CLIENT_KEY}"),
-                content=json.dumps({"model": "m", "messages": HELLO}).encode(),
-            )
+        flow = client_flow(
+            "/api/chat", {"model": "m", "messages": HELLO}, headers={"authorization": f"Bearer {CLIENT_KEY}"}
         )
-        flow.response = None
-        flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
         await tctx.master.addons.handle_lifecycle(_hook("requestheaders", flow))
         await tctx.master.addons.handle_lifecycle(_hook("request", flow))
         # What is sent upstream has the key; what anything reads of the flow does not.

@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from mitmproxy import http
 from mitmproxy.exceptions import OptionsError
-from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import taddons, tflow, tutils
 
 from addon.catalog.catalog import Catalog
 from addon.guard.keys import ClientKey, ClientKeys, KeySpec, model_refusal, parse_keys
 from addon.proxy import OllamaProxy
+from harness.inproc import client_flow, configured_proxy
 
 ENV = {"ALICE_KEY": "alice-key-0123456789", "BOB_KEY": "bob-key-0123456789", "EMPTY": ""}
 
@@ -154,39 +152,21 @@ def test_model_refusal_leaves_refusals_and_unnamed_local_answers() -> None:
 
 
 @pytest.fixture
-def keyed(tmp_path, monkeypatch: pytest.MonkeyPatch):
+def keyed(monkeypatch: pytest.MonkeyPatch):
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
-    catalog = tmp_path / "catalog.toml"
-    catalog.write_text(
+    catalog = (
         '[models."fast"]\nupstream = "gpt-4o-mini"\n\n[models."llama3.2"]\n\n'
         '[keys.alice]\nkey_env = "ALICE_KEY"\nmodels = ["fast", "gpt-4o*"]\n\n'
         '[keys.bob]\nkey_env = "BOB_KEY"\nrequests_per_minute = 2\n'
     )
-    proxy = OllamaProxy()
-    with taddons.context(proxy) as tctx:
-        tctx.configure(
-            proxy, openai_base_url="http://127.0.0.1:9/v1", model_catalog=str(catalog), list_upstream_models=False
-        )
+    with configured_proxy(catalog, openai_base_url="http://127.0.0.1:9/v1", openai_api_key="") as (proxy, _):
         yield proxy
 
 
 def hooks(proxy: OllamaProxy, path: str, body: dict | None, key: str | None, header: str = "authorization"):
-    headers = http.Headers(content_type="application/json")
-    if key is not None:
-        headers[header] = f"Bearer {key}" if header == "authorization" else key
-    flow = tflow.tflow(
-        req=tutils.treq(
-            method=b"POST" if body is not None else b"GET",
-            path=path.encode(),
-            host="127.0.0.1",
-            port=11434,
-            headers=headers,
-            content=json.dumps(body).encode() if body is not None else b"",
-        )
-    )
-    flow.response = None
-    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
+    headers = {} if key is None else {header: f"Bearer {key}" if header == "authorization" else key}
+    flow = client_flow(path, body, method="POST" if body is not None else "GET", headers=headers)
     proxy.requestheaders(flow)
     return flow
 

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mitmproxy import http
-from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy.test import taddons, tutils
 from pydantic import ValidationError
 
 from addon.exchange import Relay
@@ -21,6 +20,7 @@ from addon.translate import response as translate
 from addon.translate.ndjson import ollama_stream
 from addon.wire.ollama import ChatRequest, GenerateRequest, dumps_body
 from addon.wire.sse import SSEDecoder
+from harness.inproc import client_flow
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -184,17 +184,7 @@ def test_response_hook_answers_any_upstream_answer(
         "stream": stream,
         **({"messages": [{"role": "user", "content": "x"}]} if path == "/api/chat" else {"prompt": "x"}),
     }
-    flow = tflow.tflow(
-        req=tutils.treq(
-            method=b"POST",
-            path=path.encode(),
-            host="127.0.0.1",
-            port=11434,
-            headers=http.Headers(content_type="application/json"),
-            content=json.dumps(request).encode(),
-        )
-    )
-    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
+    flow = client_flow(path, request)
     _addon.request(flow)
     flow.response = tutils.tresp(status_code=status, headers=http.Headers(content_type=content_type), content=body)
     _addon.responseheaders(flow)
@@ -262,17 +252,7 @@ def tctx():
     | objects.map(lambda o: json.dumps({"model": "m", **o}).encode()),
 )
 def test_request_hook_answers_or_rewrites_any_body(tctx, path: str, body: bytes) -> None:
-    flow = tflow.tflow(
-        req=tutils.treq(
-            method=b"POST",
-            path=path.encode(),
-            host="127.0.0.1",
-            port=11434,
-            headers=http.Headers(content_type="application/json"),
-            content=body,
-        )
-    )
-    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
+    flow = client_flow(path, body)
     _addon.request(flow)
     if flow.response is not None:
         assert flow.response.status_code in (200, 400, 404)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from mitmproxy import http
 from mitmproxy.flow import Error
-from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy.test import taddons, tutils
 
 from addon.exchange import Relay
 from addon.proxy import OllamaProxy
@@ -16,40 +16,21 @@ from addon.translate.ndjson import OllamaLines
 from addon.translate.response import Clock
 from addon.translate.stream import ChunkStream
 from addon.wire.ollama import NDJSON
+from harness.inproc import client_flow, configured_proxy, run_request
 from harness.upstream import recording
 
 
 @pytest.fixture
 def addon():
-    proxy = OllamaProxy()
-    with taddons.context(proxy) as tctx:
-        tctx.configure(
-            proxy, openai_base_url="https://api.example.com/v1", openai_api_key="sk-unit", body_view_limit=1_000_000
-        )
+    with configured_proxy(list_upstream_models=True, body_view_limit=1_000_000) as (proxy, _):
         yield proxy
 
 
-def ollama_flow(
-    path: str,
-    body: dict | bytes | None = None,
-    method: str = "POST",
-    mode: str = "reverse:http://127.0.0.1:11434",
-    host: str = "127.0.0.1",
-    port: int = 11434,
-) -> http.HTTPFlow:
-    content = json.dumps(body).encode() if isinstance(body, dict) else body
-    flow = tflow.tflow(
-        req=tutils.treq(
-            method=method.encode(),
-            path=path.encode(),
-            host=host,
-            port=port,
-            headers=http.Headers(content_type="application/json", proxy_connection="keep-alive"),
-            content=content,
-        )
-    )
-    flow.client_conn.proxy_mode = ProxyMode.parse(mode)
-    return flow
+PROXY_CONNECTION = {"proxy_connection": "keep-alive"}  # what a proxy client adds
+
+
+def ollama_flow(path: str, body: dict | bytes | None = None, method: str = "POST") -> http.HTTPFlow:
+    return client_flow(path, body, method=method, headers=PROXY_CONNECTION)
 
 
 def test_connection_strategy_is_lazy() -> None:
@@ -141,10 +122,12 @@ def test_upstream_streaming_when_asked_not_to_is_gathered(addon) -> None:
 
 
 def test_regular_mode_leaves_other_hosts_alone(addon) -> None:
-    other = ollama_flow("/api/chat", {"model": "m"}, mode="regular", host="example.com", port=80)
+    other = client_flow(
+        "/api/chat", {"model": "m"}, headers=PROXY_CONNECTION, mode="regular", host="example.com", port=80
+    )
     addon.request(other)
     assert other.response is None and other.request.host == "example.com" and "ollama" not in other.metadata
-    ours = ollama_flow("/api/version", method="GET", mode="regular", host="localhost", port=11434)
+    ours = client_flow("/api/version", method="GET", headers=PROXY_CONNECTION, mode="regular", host="localhost")
     addon.request(ours)
     assert ours.response.status_code == 200
 
@@ -264,20 +247,10 @@ CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "o
 
 
 @pytest.fixture
-def several(tmp_path, monkeypatch):
+def several(monkeypatch):
     monkeypatch.setenv("UNIT_VLLM_KEY", "sk-vllm-unit-0123")
-    catalog = tmp_path / "models.toml"
-    catalog.write_text(SERVERS_TOML)
-    proxy = OllamaProxy()
-    with taddons.context(proxy) as tctx:
-        tctx.configure(
-            proxy,
-            openai_base_url="https://api.example.com/v1",
-            openai_api_key="sk-unit",
-            model_catalog=str(catalog),
-            body_view_limit=1_000_000,
-        )
-        yield proxy, tctx, catalog
+    with configured_proxy(SERVERS_TOML, list_upstream_models=True, body_view_limit=1_000_000) as (proxy, tctx):
+        yield proxy, tctx, Path(tctx.options.model_catalog)
 
 
 def test_a_request_goes_to_its_server_with_its_key_and_settings(several) -> None:
@@ -324,12 +297,10 @@ def test_a_client_key_goes_only_to_a_server_that_forwards_client_keys(several, t
     for model, expected in (("routed", "Bearer sk-client-0123"), ("llama3.2", "Bearer sk-vllm-unit-0123")):
         flow = ollama_flow("/api/chat", {**CHAT, "model": model})
         flow.request.headers["authorization"] = "Bearer sk-client-0123"
-        proxy.requestheaders(flow)
-        proxy.request(flow)
+        run_request(proxy, flow)
         assert flow.request.headers["authorization"] == expected, model
     keyless = ollama_flow("/api/chat", {**CHAT, "model": "routed"})
-    proxy.requestheaders(keyless)
-    proxy.request(keyless)
+    run_request(proxy, keyless)
     assert "authorization" not in keyless.request.headers, "the router has no key of its own to fall back on"
 
 

@@ -6,46 +6,27 @@ real servers, a stream (`.sse`) and a whole answer (`.json`), and what they mean
 converted by the proxy's own converters for Ollama `/api/chat` (and `/api/generate` where there
 are no calls), Anthropic `/v1/messages` and OpenAI `/v1/responses`, streamed and whole, and read
 back by each family's real SDK (ollama, anthropic, openai), whose reading must give the expected
-answer. Streams are also cut into pieces every which way (hypothesis): the answer must not change.
+answer (the converters and readers: tests/families.py). Streams are also cut into pieces every which way (hypothesis): the answer must not change.
 Bytes no strict JSON parser reads (NaN, Infinity) must never reach a client.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-import anthropic
-import httpx
-import httpx2
-import ollama
-import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from addon.translate.anthropic import MessagesStream, messages_response
-from addon.translate.ndjson import ollama_stream
-from addon.translate.response import Clock, whole_answer
-from addon.translate.responses import ResponsesStream, responses_answer
-from addon.translate.stream import ChunkStream
+from tests.families import FAMILIES, converter, read, streamed, whole
+
+__all__ = ["FAMILIES", "QUIRKS", "expected_for", "read", "sse_body"]  # tests/test_e2e_quirks.py reads these
 
 QUIRKS = Path(__file__).parent / "fixtures" / "quirks"
 EXPECTED: dict[str, Any] = json.loads((QUIRKS / "expected.json").read_text())
 NAMES = sorted(EXPECTED)
-FAMILIES = ["chat", "generate", "messages", "responses"]
-TOOLS = [{"type": "function", "name": n, "parameters": {"type": "object"}} for n in ("get_weather", "get_time", "plot")]
-
-
-def _refuse(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def strict(text: str | bytes) -> Any:
-    return json.loads(text, parse_constant=_refuse)
 
 
 def sse_body(name: str) -> bytes:
@@ -60,154 +41,8 @@ def has_calls(name: str) -> bool:
     return bool(EXPECTED[name]["expected"]["calls"])
 
 
-# ---------------------------------------------------------------------------------------------
-# What the proxy sends, per family: streamed (from SSE pieces) and whole
-
-
-def converter(family: str) -> ChunkStream:
-    if family in ("chat", "generate"):
-        return ollama_stream(family, "m", Clock(time.time_ns()))  # type: ignore[arg-type]
-    if family == "messages":
-        return ChunkStream(MessagesStream("m", 5))
-    return ChunkStream(ResponsesStream("m", {"model": "m", "input": "hi", "tools": TOOLS}))
-
-
-def streamed(family: str, body: bytes, cuts: list[int] | None = None) -> bytes:
-    stream = converter(family)
-    points = sorted({0, len(body), *(c % (len(body) + 1) for c in cuts or ())})
-    out = [stream.feed(body[a:b]) for a, b in itertools.pairwise(points)]
-    return b"".join(out) + stream.finish()
-
-
-def whole(family: str, body: Any) -> bytes:
-    if family in ("chat", "generate"):
-        answer, _ = whole_answer(family, body, "m", Clock(time.time_ns()))  # type: ignore[arg-type]
-        return json.dumps(answer, ensure_ascii=False).encode()
-    if family == "messages":
-        message, _ = messages_response(body, "m")
-        return json.dumps(message, ensure_ascii=False).encode()
-    return json.dumps(responses_answer(body, "m", {"model": "m", "input": "hi", "tools": TOOLS})).encode()
-
-
-# ---------------------------------------------------------------------------------------------
-# What each family's SDK reads of it: (text, thinking, [(name, arguments)], finish)
-
-
-def read_ollama(family: str, data: bytes, stream: bool) -> dict[str, Any]:
-    for line in data.splitlines():
-        strict(line)
-    client = ollama.Client(
-        host="http://ollama.test",
-        transport=httpx.MockTransport(lambda _: httpx.Response(200, content=data)),
-    )
-    if family == "chat":
-        parts = client.chat(model="m", messages=[{"role": "user", "content": "hi"}], stream=stream)
-    else:
-        parts = client.generate(model="m", prompt="hi", stream=stream)
-    text, thinking, calls, reason = "", "", [], None
-    for part in parts if stream else [parts]:
-        if family == "chat":
-            text += part.message.content or ""
-            thinking += part.message.thinking or ""
-            calls += [[c.function.name, dict(c.function.arguments)] for c in part.message.tool_calls or ()]
-        else:
-            text += part.response or ""
-            thinking += part.thinking or ""
-        reason = part.done_reason if part.done else reason
-    finish = {"stop": "tool_calls" if calls else "stop", "length": "length"}[reason or ""]
-    return {"text": text, "thinking": thinking, "calls": calls, "finish": finish}
-
-
-def read_messages(data: bytes, stream: bool) -> dict[str, Any]:
-    if not stream:
-        strict(data)
-    client = anthropic.Anthropic(
-        api_key="sk-ant-test",
-        base_url="http://proxy.test",
-        max_retries=0,
-        http_client=httpx2.Client(
-            transport=httpx2.MockTransport(
-                lambda _: httpx2.Response(
-                    200,
-                    content=data,
-                    headers={"content-type": "text/event-stream" if stream else "application/json"},
-                )
-            )
-        ),
-    )
-    ask: dict[str, Any] = {"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
-    if stream:
-        for line in data.splitlines():
-            if line.startswith(b"data:"):
-                strict(line[5:])
-        partial = [
-            strict(line[5:])["delta"]["partial_json"]
-            for line in data.splitlines()
-            if line.startswith(b"data:") and b'"input_json_delta"' in line
-        ]
-        assert all(isinstance(p, str) for p in partial)
-        with client.messages.stream(**ask) as events:
-            message = events.get_final_message()
-    else:
-        message = client.messages.create(**ask)
-    blocks = message.content
-    calls = [[b.name, b.input] for b in blocks if b.type == "tool_use"]
-    for block in blocks:
-        if block.type == "tool_use":
-            strict(json.dumps(block.input))
-    finish = {"end_turn": "stop", "tool_use": "tool_calls", "max_tokens": "length"}[message.stop_reason or ""]
-    return {
-        "text": "".join(b.text for b in blocks if b.type == "text"),
-        "thinking": "".join(b.thinking for b in blocks if b.type == "thinking"),
-        "calls": calls,
-        "finish": finish,
-    }
-
-
-def read_responses(data: bytes, stream: bool) -> dict[str, Any]:
-    kind = "text/event-stream" if stream else "application/json"
-    client = openai.OpenAI(
-        api_key="test",
-        base_url="http://responses.test/v1",
-        max_retries=0,
-        http_client=httpx2.Client(
-            transport=httpx2.MockTransport(lambda _: httpx2.Response(200, content=data, headers={"content-type": kind}))
-        ),
-    )
-    if stream:
-        with client.responses.stream(model="m", input="hi") as events:
-            ends = ("response.completed", "response.incomplete", "response.failed")
-            response = next(e.response for e in events if e.type in ends)
-    else:
-        response = client.responses.create(model="m", input="hi")
-    text = thinking = ""
-    calls = []
-    for item in response.output:
-        if item.type == "message":
-            text += "".join(p.text for p in item.content if p.type == "output_text")
-        elif item.type == "reasoning":
-            thinking += "".join(s.text for s in item.summary)
-        elif item.type == "function_call":
-            arguments = strict(item.arguments) if item.arguments else {}
-            calls.append([item.name, arguments if isinstance(arguments, dict) else {}])
-    if response.status == "incomplete":
-        finish = "length"
-    else:
-        assert response.status == "completed", response
-        finish = "tool_calls" if calls else "stop"
-    return {"text": text, "thinking": thinking, "calls": calls, "finish": finish}
-
-
-def read(family: str, data: bytes, stream: bool) -> dict[str, Any]:
-    if family in ("chat", "generate"):
-        return read_ollama(family, data, stream)
-    if family == "messages":
-        return read_messages(data, stream)
-    return read_responses(data, stream)
-
-
 def expected_for(name: str, family: str) -> dict[str, Any]:
-    expected = dict(EXPECTED[name]["expected"])
+    expected = {"refusal": "", **EXPECTED[name]["expected"]}  # no quirk is a refusal
     if family == "generate":
         expected["calls"] = []  # generate has no tools: its text, thinking and finish only
         if expected["finish"] == "tool_calls":

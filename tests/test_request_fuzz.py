@@ -17,13 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mitmproxy import http
-from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import taddons, tflow, tutils
 from openai.types import completion_create_params as completion_params
 from openai.types.chat import completion_create_params as chat_params
 from pydantic import TypeAdapter, ValidationError
 
-from addon.proxy import OllamaProxy
+from harness.inproc import client_flow, configured_proxy, run_request
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 SCHEMA = {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}
@@ -312,36 +310,14 @@ def changes_for(base: dict[str, Any]) -> st.SearchStrategy[list[tuple[tuple[Any,
 
 
 @pytest.fixture(scope="module")
-def addon(tmp_path_factory):
-    catalog = tmp_path_factory.mktemp("fuzz") / "models.toml"
-    catalog.write_text(CATALOG)
-    proxy = OllamaProxy()
-    with taddons.context(proxy) as tctx:
-        tctx.configure(
-            proxy,
-            openai_base_url="https://api.example.com/v1",
-            openai_api_key="sk-unit",
-            model_catalog=str(catalog),
-            list_upstream_models=False,
-            passthrough_options=True,
-        )
+def addon():
+    with configured_proxy(CATALOG, passthrough_options=True) as (proxy, _):
         yield proxy
 
 
 def send(addon, route: str, body: Any) -> http.HTTPFlow:
-    flow = tflow.tflow(
-        req=tutils.treq(
-            method=b"POST",
-            path=route.encode(),
-            host="127.0.0.1",
-            port=11434,
-            headers=http.Headers(content_type="application/json"),
-            content=json.dumps(body).encode(),
-        )
-    )
-    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
-    addon.requestheaders(flow)
-    addon.request(flow)
+    flow = client_flow(route, json.dumps(body).encode())  # (as JSON even when None: `null`)
+    run_request(addon, flow)
     return flow
 
 

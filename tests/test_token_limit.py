@@ -9,11 +9,8 @@ import json
 from typing import Any
 
 import pytest
-from mitmproxy import http
-from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import taddons, tflow, tutils
 
-from addon.proxy import OllamaProxy
+from harness.inproc import client_flow, configured_proxy, run_request
 
 CATALOG = """
 [models."coder"]
@@ -24,36 +21,15 @@ stop = ["\\n\\n", "</tool_call>"]
 
 
 @pytest.fixture(scope="module")
-def addon(tmp_path_factory):
-    catalog = tmp_path_factory.mktemp("limit") / "models.toml"
-    catalog.write_text(CATALOG)
-    proxy = OllamaProxy()
-    with taddons.context(proxy) as tctx:
-        tctx.configure(
-            proxy,
-            openai_base_url="https://api.example.com/v1",
-            openai_api_key="sk-unit",
-            model_catalog=str(catalog),
-            list_upstream_models=False,
-        )
+def addon():
+    with configured_proxy(CATALOG) as (proxy, _):
         yield proxy
 
 
 def sent(addon, route: str, body: dict[str, Any]) -> dict[str, Any]:
     """The body that went upstream for this request."""
-    flow = tflow.tflow(
-        req=tutils.treq(
-            method=b"POST",
-            path=route.encode(),
-            host="127.0.0.1",
-            port=11434,
-            headers=http.Headers(content_type="application/json"),
-            content=json.dumps(body).encode(),
-        )
-    )
-    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:11434")
-    addon.requestheaders(flow)
-    addon.request(flow)
+    flow = client_flow(route, body)
+    run_request(addon, flow)
     assert flow.response is None, flow.response and flow.response.content
     assert flow.request.host == "api.example.com"
     return json.loads(flow.request.content)

@@ -784,6 +784,7 @@ def test_unparsable_tool_arguments_become_an_empty_input_with_a_warning() -> Non
     ("choice", "reason", "sequence"),
     [
         ({"finish_reason": "stop", "stop_reason": "END"}, "stop_sequence", "END"),  # vLLM names the matched stop
+        ({"finish_reason": "stop", "stop_reason": "\n"}, "end_turn", None),  # not the client's: the model's own
         ({"finish_reason": "stop", "stop_reason": 128001}, "end_turn", None),  # a stop token id
         ({"finish_reason": "content_filter"}, "refusal", None),
         ({"finish_reason": None}, "end_turn", None),
@@ -791,7 +792,7 @@ def test_unparsable_tool_arguments_become_an_empty_input_with_a_warning() -> Non
 )
 def test_stop_reasons(choice: dict[str, Any], reason: str, sequence: str | None) -> None:
     answer = {"choices": [{"message": {"role": "assistant", "content": "x"}, **choice}]}
-    message = Message.model_validate(messages_response(answer, "m")[0])
+    message = Message.model_validate(messages_response(answer, "m", ("END", "STOP"))[0])
     assert (message.stop_reason, message.stop_sequence) == (reason, sequence)
 
 
@@ -969,13 +970,14 @@ def test_tool_calls_without_index_or_with_late_names() -> None:
 
 
 def test_stop_sequence_and_length_in_streams() -> None:
-    stream = Driven(MessagesStream("m", message_id="msg_t"))
-    raw = (
-        stream.feed_event({"choices": [{"delta": {"content": "a"}, "finish_reason": "stop", "stop_reason": "END"}]})
-        + stream.finish()
-    )
-    final, _ = sdk_stream(raw)
+    ended = {"choices": [{"delta": {"content": "a"}, "finish_reason": "stop", "stop_reason": "END"}]}
+    stream = Driven(MessagesStream("m", message_id="msg_t", stop_sequences=("END",)))
+    final, _ = sdk_stream(stream.feed_event(ended) + stream.finish())
     assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "END")
+    # a stop the client did not ask for (the model's own, which the proxy added from the catalog): its end of turn
+    stream = Driven(MessagesStream("m", message_id="msg_t", stop_sequences=("OTHER",)))
+    final, _ = sdk_stream(stream.feed_event(ended) + stream.finish())
+    assert (final.stop_reason, final.stop_sequence) == ("end_turn", None)
     length = convert_stream(STREAMS["recording:max-tokens-finish-length"])
     assert sdk_stream(length)[0].stop_reason == "max_tokens"
 

@@ -57,9 +57,11 @@ class AnthropicEndpoint(OllamaEndpoint):
 
 @dataclass(frozen=True, slots=True)
 class MessagesPlan(Plan):
-    """What the answer to a `/v1/messages` request needs: the input-token estimate for `message_start`."""
+    """What the answer to a `/v1/messages` request needs: the input-token estimate for `message_start`, and
+    the client's stop sequences (only these are reported as the `stop_sequence` that ended an answer)."""
 
     input_tokens: int
+    stop_sequences: tuple[str, ...] = ()
 
 
 class Messages(AnthropicEndpoint):
@@ -81,14 +83,17 @@ class Messages(AnthropicEndpoint):
             )
         except anthropic.AnthropicError as e:
             return json_answer(e.status, e.body(), e.message)
-        exchange.plan = MessagesPlan(anthropic.estimate_input_tokens(named.body))
+        asked = named.body.get("stop_sequences")
+        stops = tuple(s for s in asked if isinstance(s, str)) if isinstance(asked, list) else ()
+        exchange.plan = MessagesPlan(anthropic.estimate_input_tokens(named.body), stops)
         return forward(exchange, translation, named.target, named.info)
 
     def stream(self, exchange: Exchange) -> ChunkStream | None:
         if not exchange.stream:
             return None  # an upstream that streams although asked not to: refused in `convert`
         plan = plan_of(exchange, MessagesPlan)
-        return ChunkStream(anthropic.MessagesStream(exchange.model or "", plan.input_tokens), exchange.sse_event_limit)
+        renderer = anthropic.MessagesStream(exchange.model or "", plan.input_tokens, stop_sequences=plan.stop_sequences)
+        return ChunkStream(renderer, exchange.sse_event_limit)
 
     def convert(self, exchange: Exchange, response: http.Response, body: bytes) -> Answer:
         """An upstream error, a whole answer, or a stream that arrived in one piece (server replay)."""
@@ -102,7 +107,8 @@ class Messages(AnthropicEndpoint):
         if isinstance(parsed, Answer):
             return parsed
         try:
-            message, warnings = anthropic.messages_response(parsed, model)
+            stops = plan_of(exchange, MessagesPlan).stop_sequences
+            message, warnings = anthropic.messages_response(parsed, model, stops)
         except anthropic.AnthropicError as e:
             return json_answer(e.status, e.body(), e.message)
         exchange.warn(warnings)

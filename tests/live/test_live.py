@@ -21,7 +21,7 @@ import ollama
 import pytest
 
 from collector.scenarios import WEATHER_TOOL
-from harness.mitmdump import LOCAL_MODEL, Mitmdump
+from harness.mitmdump import LOCAL_MODEL, Mitmdump, local_model_stop
 
 pytestmark = [pytest.mark.live, pytest.mark.e2e]
 
@@ -41,7 +41,9 @@ def client(tmp_path_factory: pytest.TempPathFactory):
 
 
 def direct(body: dict) -> dict:
-    """The same request straight to the model server, bypassing the proxy."""
+    """The same request straight to the model server, bypassing the proxy (with the model's stop sequences,
+    which the proxy adds from its catalog)."""
+    body = {"stop": local_model_stop(body["model"]), **body}
     response = httpx.post(f"{BASE_URL}/chat/completions", json=body, timeout=120)
     response.raise_for_status()
     return response.json()

@@ -51,7 +51,15 @@ def stop_reason(finish_reason: Any, has_tool_calls: bool) -> str:
     return "end_turn"
 
 
-def messages_response(answer: Any, client_model: str) -> tuple[dict[str, Any], list[str]]:
+def client_stop(matched: str | None, asked: tuple[str, ...]) -> str | None:
+    """The stop sequence to report: the one the upstream says matched, when the client asked for it. One the
+    proxy added (the model's own, from the catalog) ended the turn as the model's end of turn does."""
+    return matched if matched is not None and matched in asked else None
+
+
+def messages_response(
+    answer: Any, client_model: str, stop_sequences: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], list[str]]:
     """A whole chat.completion → (the Anthropic Message, warnings), read by the accumulator's rules
     (`translate.chunks.whole`). AnthropicError 502 for a non-answer.
 
@@ -72,7 +80,7 @@ def messages_response(answer: Any, client_model: str) -> tuple[dict[str, Any], l
         content.append(
             {"type": "tool_use", "id": call.call_id or new_id("toolu"), "name": call.name, "input": call.arguments}
         )
-    matched = read.finish.matched_stop
+    matched = client_stop(read.finish.matched_stop, stop_sequences)
     message: dict[str, Any] = {
         "id": new_id("msg"),
         "type": "message",

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from addon.translate.anthropic.answer import stop_reason, usage_of
+from addon.translate.anthropic.answer import client_stop, stop_reason, usage_of
 from addon.translate.anthropic.errors import AnthropicError, error_type, new_id
 from addon.translate.chunks import Delta, Finish, Refusal, Text, Thinking, ToolArguments, ToolDone, ToolStart
 
@@ -53,8 +53,15 @@ class MessagesStream:
     frame: tuple[tuple[bytes, ...], bytes] | None = None  # (`translate.stream.Renderer`)
     span: tuple[int, int] | None = None
 
-    def __init__(self, client_model: str, input_tokens: int = 0, message_id: str | None = None) -> None:
+    def __init__(
+        self,
+        client_model: str,
+        input_tokens: int = 0,
+        message_id: str | None = None,
+        stop_sequences: tuple[str, ...] = (),
+    ) -> None:
         self.model = client_model
+        self.stop_sequences = stop_sequences  # the client's: only these are reported as `stop_sequence`
         self.id = message_id or new_id("msg")
         self.input_tokens = input_tokens
         self.started = False
@@ -172,8 +179,9 @@ class MessagesStream:
         delta_usage: dict[str, int] = {"output_tokens": usage["output_tokens"]}
         if finish.usage is not None:  # the real counts replace message_start's estimate
             delta_usage = {**usage}
-        stop = "stop_sequence" if finish.matched_stop else stop_reason(finish.reason, False)
-        delta = {"stop_reason": stop, "stop_sequence": finish.matched_stop}
+        matched = client_stop(finish.matched_stop, self.stop_sequences)
+        stop = "stop_sequence" if matched else stop_reason(finish.reason, False)
+        delta = {"stop_reason": stop, "stop_sequence": matched}
         out.append(sse("message_delta", {"type": "message_delta", "delta": delta, "usage": delta_usage}))
         out.append(sse("message_stop", {"type": "message_stop"}))
         self.ended = True
