@@ -303,6 +303,25 @@ async def test_info_without_fetching() -> None:
     assert models.info("unknown").upstream == "unknown"
 
 
+async def test_info_is_inferred_once_per_model_and_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request asks `info`: what a model's name and list entry say is worked out once, again when a new
+    list comes, and the cache of names (which clients choose) is bounded."""
+    from addon.upstreams import directory as module
+
+    models = directory(FakeFetch(default=[], alpha=[], beta=[], gamma=[]), Clock())
+    first = models.info("text-embedder:latest")
+    assert models.info("text-embedder:latest") is first and first.capabilities == ("embedding",)
+    models._set_list("beta", ServerList({"qwen3:latest": {"context_length": 32768}}, None, 1.0))
+    listed = models.info("qwen3")
+    assert models.info("qwen3") is listed and listed.context_length == 32768
+    models._set_list("beta", ServerList({"qwen3:latest": {"context_length": 65536}}, None, 2.0))
+    assert models.info("qwen3").context_length == 65536, "a new list: inferred again"
+    monkeypatch.setattr(module, "INFERENCE_CACHE", 3)
+    for n in range(10):
+        models.info(f"model-{n}")
+    assert len(models._inference) <= 3
+
+
 async def test_find_over_every_list() -> None:
     fetch = FakeFetch(default=["gpt-4o-mini"], alpha=["shared"], beta=ConnectionError("refused"), gamma=[])
     models = directory(fetch, Clock())

@@ -34,8 +34,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from addon.catalog.catalog import Catalog
 from addon.catalog.models import LATEST, ModelInfo, full_name, infer
@@ -49,6 +50,7 @@ logger = logging.getLogger("ollama_proxy")
 FIRST_WAIT = 2.0  # seconds a lookup waits for a server's very first list
 FAILED_RETRY = 10.0  # seconds before a reachable server's unusable list is fetched again (or ttl, if shorter)
 PROBE_DELAYS = (1.0, 2.0, 5.0, 10.0)  # seconds between probes of a down server (the last one repeats)
+INFERENCE_CACHE = 4096  # models whose inferred description is kept (`Directory._inferred`)
 CONFIRM_INTERVAL = 1.0  # seconds: at most one probe a second of a suspect server (`confirm`)
 
 Fetch = Callable[[Server], Awaitable[Entries]]
@@ -105,6 +107,8 @@ class ServersDirectory:
         self.loaded_at = time.time()  # modified_at of models without a created time
         names = table.names
         self._lists: dict[str, ServerList] = {n: ServerList() for n in names}
+        # model id → (the list entries it was inferred from, or None; what `infer` made of them)
+        self._inference: dict[str, tuple[Mapping[str, Mapping[str, Any]] | None, ModelInfo]] = {}
         self._fresh_until: dict[str, float] = dict.fromkeys(names, float("-inf"))
         self._next_probe: dict[str, float] = {}
         self._failed_probes: dict[str, int] = {}
@@ -153,8 +157,20 @@ class ServersDirectory:
         for server in self.table.names:
             entries = self._lists[server].entries
             if entries is not None and model_id in entries:
-                return infer(model_id, dict(entries[model_id]))
-        return infer(model_id)
+                return self._inferred(model_id, entries)
+        return self._inferred(model_id, None)
+
+    def _inferred(self, model_id: str, entries: Mapping[str, Mapping[str, Any]] | None) -> ModelInfo:
+        """`infer` once per model and list (each request asks; a new list replaces `entries`). Bounded, as
+        clients choose the names: a full cache starts again."""
+        cached = self._inference.get(model_id)
+        if cached is not None and cached[0] is entries:
+            return cached[1]
+        found = infer(model_id, dict(entries[model_id]) if entries is not None else None)
+        if len(self._inference) >= INFERENCE_CACHE:
+            self._inference.clear()
+        self._inference[model_id] = (entries, found)
+        return found
 
     def resolve_now(self, name: str) -> Resolution | RouteRefusal:
         """Route a client's model name with what is known now (never waits, never fetches)."""
