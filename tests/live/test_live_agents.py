@@ -137,26 +137,27 @@ def assert_claude_completed(done: subprocess.CompletedProcess[str], most: int, l
     return counts
 
 
-def test_claude_code(proxy: Mitmdump, tmp_path: Path) -> None:
-    start = len(proxy.log())
-    done = claude(
+def claude_print(proxy: Mitmdump, home: Path, *options: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`claude -p QUESTION --model gemma3 <options>` with its events as stream-json."""
+    return claude(
         proxy.url,
-        tmp_path,
+        home,
         "-p",
         QUESTION,
         "--model",
         CHAT,
-        "--bare",
-        "--tools",
-        "",
-        "--system-prompt",
-        "Answer briefly.",
-        "--disable-slash-commands",
+        *options,
         "--output-format",
         "stream-json",
         "--verbose",
-        timeout=300,
+        timeout=timeout,
     )
+
+
+def test_claude_code(proxy: Mitmdump, tmp_path: Path) -> None:
+    start = len(proxy.log())
+    cut_down = ("--bare", "--tools", "", "--system-prompt", "Answer briefly.", "--disable-slash-commands")
+    done = claude_print(proxy, tmp_path, *cut_down, timeout=300)
     # Claude Code asks 32,000 tokens, lowered to the catalog's 256: a line is shorter (with 32 tokens, Claude
     # Code's own first system line, `x-anthropic-billing-header: …`, which the model may echo, is cut)
     assert_claude_completed(done, 256, proxy.log()[start:])
@@ -198,18 +199,7 @@ def test_claude_codes_real_request(proxy: Mitmdump, tmp_path: Path) -> None:
     """Claude Code as a user starts it (its system prompt and every tool: ~12,000 tokens) fits the context, and
     its turn completes."""
     start = len(proxy.log())
-    done = claude(
-        proxy.url,
-        tmp_path,
-        "-p",
-        QUESTION,
-        "--model",
-        CHAT,
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        timeout=1800,
-    )
+    done = claude_print(proxy, tmp_path, timeout=1800)
     counts = assert_claude_completed(done, 256, proxy.log()[start:])
     assert counts[0][0] > 10_000, f"its real request, not a cut-down one: {counts}"
 
