@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from addon.metrics import MAX_LEARNED_MODELS, Metrics, ModelLabels, route_label
 from addon.status_listener import parse_listen
 from harness import TEST_KEY
-from harness.mitmdump import free_port
+from harness.mitmdump import free_port, wait_for_port
 from harness.upstream import UpstreamServer
 
 
@@ -160,13 +160,7 @@ def metered(spawn, upstream: UpstreamServer, tmp_path):
         f"metrics_listen=127.0.0.1:{port}",
         environment={"ALICE_KEY": ALICE, "BOB_KEY": BOB},
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_for_port(port, dump.process, 10)  # the metrics listener
     dump.metrics_url = f"http://127.0.0.1:{port}"
     return dump
 
@@ -399,13 +393,7 @@ def test_readiness_asks_a_proxys_one_server_itself(spawn) -> None:
         f"metrics_listen=127.0.0.1:{port}",
     )
     metrics_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_for_port(port, dump.process, 10)  # the metrics listener
     assert ready_status(metrics_url, 503) == 503, "its one server cannot be reached: not ready"
     assert httpx.get(metrics_url + "/ready").json() == {"ready": False, "servers": {"default": "down"}}
     with UpstreamServer(port=upstream_port):
